@@ -1,0 +1,35 @@
+"""klfast: fast, safe row-wise divergences between probability distributions.
+
+Each function reduces along ``axis`` (default: the last, so each row of a 2-D
+array is one distribution) in compiled, multi-threaded kernels:
+
+* :func:`kl` -- Kullback-Leibler divergence KL(p || q)
+* :func:`jeffreys` -- symmetric Jeffreys divergence KL(p || q) + KL(q || p)
+* :func:`entropy` -- Shannon entropy H(p)
+* :func:`cross_entropy` -- cross-entropy H(p, q) = H(p) + KL(p || q)
+
+Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
+README.
+"""
+from ._api import (
+    DEFAULT_EPS,
+    cross_entropy,
+    default_num_threads,
+    entropy,
+    jeffreys,
+    kl,
+)
+from ._config import show_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_EPS",
+    "__version__",
+    "cross_entropy",
+    "default_num_threads",
+    "entropy",
+    "jeffreys",
+    "kl",
+    "show_config",
+]

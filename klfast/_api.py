@@ -1,0 +1,413 @@
+"""The public functions: validate, broadcast, dispatch to the row kernels."""
+import math
+import numbers
+import os
+
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
+
+from . import _kernels
+
+DEFAULT_EPS = 1e-12
+"""Floor applied to p and q inside logarithms: ``p~ = max(p, eps)``."""
+
+# Rows of at most this many elements are converted (dtype, byte order, layout)
+# per block, so a conversion never needs an input-sized temporary.
+BLOCK_ELEMENTS = 1 << 20
+# Below this many input elements a call runs on one thread: starting threads
+# costs more than it saves.
+MIN_PARALLEL_ELEMENTS = 1 << 16
+
+_MEASURES = _kernels.MEASURES
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+_CPU_COUNT = _cpu_count()
+
+
+def default_num_threads():
+    """Threads a call with ``num_threads=None`` may use.
+
+    The smaller of the cores this process may run on and OpenMP's limit for
+    the calling thread (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
+    1 when klfast was built without OpenMP.
+    """
+    return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
+
+
+def _check_num_threads(num_threads):
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(f"num_threads must be None or an int >= 1, got {num_threads!r}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    return int(num_threads)
+
+
+def _resolve_threads(num_threads, n_rows, k):
+    if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
+        return 1
+    n = default_num_threads() if num_threads is None else num_threads
+    return max(1, min(n, n_rows))
+
+
+def _check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (eps >= 0.0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    return eps
+
+
+def _log_scale(base):
+    """Factor turning natural logs into logs in ``base``."""
+    if base is None:
+        return 1.0
+    if isinstance(base, bool) or not isinstance(base, numbers.Real):
+        raise TypeError(f"base must be None or a real number, got {type(base).__name__}")
+    base = float(base)
+    if not (math.isfinite(base) and base > 0.0 and base != 1.0):
+        raise ValueError(f"base must be finite, > 0 and != 1, got {base}")
+    return 1.0 / math.log(base)
+
+
+def _as_input(x, name):
+    """Array view of ``x`` and the float dtype it is computed in."""
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "f":
+        compute = np.float32 if arr.dtype.itemsize <= 4 else np.float64
+    elif kind in "biu":
+        compute = np.float64
+    else:
+        raise TypeError(
+            f"{name} must hold real numbers (float, int or bool), got dtype {arr.dtype}"
+        )
+    return arr, np.dtype(compute)
+
+
+def _result_dtype(*arrays):
+    """numpy promotion of the inputs, then: float16 -> float32, integer and
+    bool -> float64, longdouble -> float64."""
+    dt = np.result_type(*arrays)
+    if dt.kind == "f" and dt.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _kernel_ready(x, dtype):
+    """True when the kernel can read the 2-D view ``x`` without a copy."""
+    item = dtype.itemsize
+    return (
+        x.dtype == dtype
+        and x.flags.aligned
+        and (x.shape[1] <= 1 or x.strides[1] == item)
+        and x.strides[0] % item == 0
+    )
+
+
+def _explain(name, row, index, normalize):
+    """The problem with one row of one input, or None."""
+    row = np.asarray(row, dtype=np.float64)
+    where = f"{name}: row {index}"
+    if np.isnan(row).any():
+        return f"{where} contains NaN (at position {int(np.flatnonzero(np.isnan(row))[0])})"
+    if np.isinf(row).any():
+        j = int(np.flatnonzero(np.isinf(row))[0])
+        return f"{where} contains an infinite value ({row[j]}) at position {j}"
+    if (row < 0).any():
+        j = int(np.flatnonzero(row < 0)[0])
+        return f"{where} has a negative entry ({row[j]!r}) at position {j}"
+    if normalize:
+        total = math.fsum(row)
+        if total == 0.0:
+            return f"{where} sums to 0 and cannot be normalized"
+        if not math.isfinite(row.sum()):
+            return f"{where} sum overflows and cannot be normalized"
+    return None
+
+
+class _Job:
+    """One call: the measure, its parameters and the names of the inputs."""
+
+    __slots__ = ("measure", "eps", "scale", "normalize", "num_threads", "dtype", "names", "outer")
+
+    def __init__(self, measure, eps, scale, normalize, num_threads, dtype, names, outer):
+        self.measure = measure
+        self.eps = eps
+        self.scale = scale
+        self.normalize = normalize
+        self.num_threads = num_threads
+        self.dtype = dtype
+        self.names = names
+        self.outer = outer
+
+    def run_2d(self, p, q, out, first_row):
+        """Reduce the rows of 2-D views ``p``, ``q`` (n_rows, k) into the 1-D
+        view ``out``; ``first_row`` is the flat index of row 0 in the call."""
+        n_rows, k = p.shape
+        dt = self.dtype
+        if n_rows == 0:
+            return
+        threads = _resolve_threads(self.num_threads, n_rows, k)
+        direct = _kernel_ready(p, dt) and _kernel_ready(q, dt)
+        out_ok = out.dtype == dt and out.flags.aligned and out.flags.writeable
+        if direct and out_ok:
+            bad = _kernels.rows(self.measure, p, p.strides[0], q, q.strides[0], out,
+                                out.strides[0], n_rows, k, self.eps, self.scale,
+                                self.normalize, threads)
+            if bad:
+                self._raise(p, q, out, first_row)
+            return
+        # Convert per block of rows into bounded buffers. A broadcast input
+        # (row stride 0) is converted once, as a single row.
+        block = max(1, BLOCK_ELEMENTS // max(k, 1))
+        p_fixed = self._fixed_row(p)
+        q_fixed = self._fixed_row(q)
+        for r0 in range(0, n_rows, block):
+            r1 = min(n_rows, r0 + block)
+            pb = p_fixed if p_fixed is not None else np.ascontiguousarray(p[r0:r1], dtype=dt)
+            qb = q_fixed if q_fixed is not None else np.ascontiguousarray(q[r0:r1], dtype=dt)
+            ob = out[r0:r1] if out_ok else np.empty(r1 - r0, dtype=dt)
+            bad = _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
+                                qb, 0 if q_fixed is not None else qb.strides[0], ob,
+                                ob.strides[0], r1 - r0, k, self.eps, self.scale,
+                                self.normalize, _resolve_threads(self.num_threads, r1 - r0, k))
+            if not out_ok:
+                out[r0:r1] = ob
+            if bad:
+                self._raise(p[r0:r1], q[r0:r1], ob, first_row + r0)
+
+    def _fixed_row(self, x):
+        """The single row of a broadcast input, converted; None otherwise."""
+        if x.shape[0] > 1 and x.strides[0] == 0:
+            return np.ascontiguousarray(x[:1], dtype=self.dtype)
+        return None
+
+    def _raise(self, p, q, out, first_row):
+        local = int(np.flatnonzero(np.isnan(out))[0])
+        flat = first_row + local
+        index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
+        if isinstance(index, tuple):
+            index = tuple(int(i) for i in index)
+        for name, x in zip(self.names, (p, q)):
+            if name is None:
+                continue
+            message = _explain(name, x[local], index, self.normalize)
+            if message:
+                raise ValueError(message)
+        raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
+
+
+def _run_nd(job, p, q, out, first_row=0):
+    """Split broadcast N-D views (outer..., k) into 2-D problems without copies."""
+    outer = p.shape[:-1]
+    n_rows = math.prod(outer)
+    k = p.shape[-1]
+    try:
+        p2 = p.reshape(n_rows, k, copy=False)
+        q2 = q.reshape(n_rows, k, copy=False)
+        o1 = out.reshape(n_rows, copy=False)
+    except ValueError:  # strides that do not collapse: one level down
+        step = n_rows // outer[0] if outer[0] else 0
+        for i in range(outer[0]):
+            _run_nd(job, p[i], q[i], out[i], first_row + i * step)
+        return
+    job.run_2d(p2, q2, o1, first_row)
+
+
+def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_threads):
+    eps = _check_eps(eps)
+    scale = _log_scale(base)
+    num_threads = _check_num_threads(num_threads)
+    p, _ = _as_input(p, "p")
+    names = ("p", "q")
+    if q is None:  # entropy: the kernel ignores q
+        q_arr = p
+        names = ("p", None)
+        dtype = _result_dtype(p)
+    else:
+        q_arr, _ = _as_input(q, "q")
+        dtype = _result_dtype(p, q_arr)
+    ndim = max(p.ndim, q_arr.ndim)
+    if ndim == 0:
+        raise np.exceptions.AxisError(axis, 0, "p and q must have at least one dimension")
+    ax = normalize_axis_index(axis, ndim)
+    p_shape = (1,) * (ndim - p.ndim) + p.shape
+    q_shape = (1,) * (ndim - q_arr.ndim) + q_arr.shape
+    k = p_shape[ax]
+    if q_shape[ax] != k:
+        raise ValueError(
+            f"p and q must have the same length along axis {axis}: "
+            f"shapes {p.shape} and {q_arr.shape}"
+        )
+    p_outer = p_shape[:ax] + p_shape[ax + 1:]
+    q_outer = q_shape[:ax] + q_shape[ax + 1:]
+    try:
+        outer = np.broadcast_shapes(p_outer, q_outer)
+    except ValueError:
+        raise ValueError(f"p and q shapes {p.shape} and {q_arr.shape} do not broadcast") from None
+
+    result_shape = outer[:ax] + (1,) + outer[ax:] if keepdims else outer
+    if out is None:
+        result = np.empty(result_shape, dtype=dtype)
+    else:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if out.shape != result_shape:
+            raise ValueError(f"out has shape {out.shape}, expected {result_shape}")
+        if out.dtype != dtype:
+            raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        result = out
+    out_view = np.squeeze(result, axis=ax) if keepdims else result
+
+    def rows_view(x, shape):
+        return np.broadcast_to(np.moveaxis(x.reshape(shape), ax, -1), outer + (k,))
+
+    job = _Job(_MEASURES[measure], eps, scale, bool(normalize), num_threads, dtype, names, outer)
+    pv = rows_view(p, p_shape)
+    qv = pv if q is None else rows_view(q_arr, q_shape)
+    _run_nd(job, pv, qv, out_view)
+    if out is None and result.ndim == 0:
+        return result[()]
+    return result
+
+
+_DOC_PARAMS = """
+    axis : int, default -1
+        Axis along which each distribution lies; the result drops it.
+    eps : float, default klfast.DEFAULT_EPS (1e-12)
+        Floor inside the logarithms, ``p~ = max(p, eps)``, ``q~ = max(q, eps)``.
+        ``eps=0`` gives the exact mathematical value (possibly ``+inf``).
+    base : float, optional
+        Logarithm base; ``None`` gives nats, ``2`` bits.
+    normalize : bool, default False
+        Divide each row by its sum first (counts, histograms). A row summing
+        to 0 is a ValueError.
+    keepdims : bool, default False
+        Keep the reduced axis with size 1.
+    out : ndarray, optional
+        Array of the result's shape and dtype to fill and return.
+    num_threads : int, optional
+        Threads for this call; ``None`` uses :func:`klfast.default_num_threads`.
+        Small inputs always run on one thread. Results do not depend on it.
+
+    Returns
+    -------
+    ndarray or scalar
+        Broadcast shape of the inputs without ``axis``; float32 for float32 or
+        float16 inputs, float64 otherwise.
+
+    Raises
+    ------
+    ValueError
+        Negative, NaN or infinite entries (naming the input and the first
+        offending row), shapes that do not broadcast or differ along
+        ``axis``, invalid ``eps``/``base``/``num_threads``, a bad ``out``.
+    TypeError
+        Complex, object or string input.
+"""
+
+
+def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
+       out=None, num_threads=None):
+    return _reduce("kl", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
+
+
+def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
+             out=None, num_threads=None):
+    return _reduce("jeffreys", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
+
+
+def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
+                  keepdims=False, out=None, num_threads=None):
+    return _reduce("cross_entropy", p, q, axis, eps, base, normalize, keepdims, out,
+                   num_threads)
+
+
+def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
+            out=None, num_threads=None):
+    return _reduce("entropy", p, None, axis, eps, base, normalize, keepdims, out, num_threads)
+
+
+kl.__doc__ = """Kullback-Leibler divergence KL(p || q) of each row.
+
+    ``kl = sum_j p_j * log(p~_j / q~_j)`` with ``p~ = max(p, eps)``,
+    ``q~ = max(q, eps)``; terms with ``p_j == 0`` are exactly 0.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Non-negative values; they broadcast with numpy rules and must have the
+        same length along ``axis``.""" + _DOC_PARAMS + """
+    Examples
+    --------
+    >>> import klfast
+    >>> p = [[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]
+    >>> q = [0.25, 0.25, 0.5]
+    >>> klfast.kl(p, q).round(6)
+    array([0.693147, 0.010068])
+    >>> float(klfast.kl([1.0, 0.0], [0.0, 1.0], eps=0))
+    inf
+    """
+
+jeffreys.__doc__ = """Jeffreys divergence J(p, q) = KL(p || q) + KL(q || p) of each row.
+
+    ``jeffreys = sum_j (p_j - q_j) * log(p~_j / q~_j)`` with ``p~ = max(p, eps)``,
+    ``q~ = max(q, eps)``; terms with ``p_j == q_j`` are exactly 0.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Non-negative values; they broadcast with numpy rules and must have the
+        same length along ``axis``.""" + _DOC_PARAMS + """
+    Examples
+    --------
+    >>> import klfast
+    >>> round(float(klfast.jeffreys([0.2, 0.8], [0.5, 0.5])), 6)
+    0.415888
+    """
+
+cross_entropy.__doc__ = """Cross-entropy H(p, q) = -sum_j p_j log q~_j of each row.
+
+    ``q~ = max(q, eps)``; terms with ``p_j == 0`` are exactly 0, so
+    ``cross_entropy(p, q) == entropy(p) + kl(p, q)`` up to rounding.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Non-negative values; they broadcast with numpy rules and must have the
+        same length along ``axis``.""" + _DOC_PARAMS + """
+    Examples
+    --------
+    >>> import klfast
+    >>> round(float(klfast.cross_entropy([0.5, 0.5], [0.25, 0.75], base=2)), 6)
+    1.207519
+    """
+
+entropy.__doc__ = """Shannon entropy H(p) = -sum_j p_j log p~_j of each row.
+
+    ``p~ = max(p, eps)``; terms with ``p_j == 0`` are exactly 0.
+
+    Parameters
+    ----------
+    p : array_like
+        Non-negative values.""" + _DOC_PARAMS + """
+    Examples
+    --------
+    >>> import klfast
+    >>> klfast.entropy([[0.5, 0.5], [1.0, 0.0]], base=2)
+    array([1., 0.])
+    >>> float(klfast.entropy([3, 1], normalize=True).round(6))
+    0.562335
+    """

@@ -1,0 +1,44 @@
+"""klfast.show_config(): what this build of klfast is and will do."""
+import platform
+import sys
+
+import numpy as np
+
+from . import _kernels
+from ._api import default_num_threads
+
+
+def config():
+    """The facts :func:`show_config` prints, as a dict."""
+    from . import __version__
+
+    info = _kernels.build_info()
+    return {
+        "klfast": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "openmp": info["openmp"],
+        "default_num_threads": default_num_threads(),
+        "compile_args": info["compile_args"],
+        "build_isa": info["build_isa"],
+    }
+
+
+def show_config():
+    """Print the version, the build's OpenMP status, the default thread count
+    and the compiler flags / instruction sets in use.
+
+    Examples
+    --------
+    >>> import klfast
+    >>> klfast.show_config()  # doctest: +ELLIPSIS
+    klfast ...
+    """
+    c = config()
+    print(f"klfast {c['klfast']} (python {c['python']}, numpy {c['numpy']}, {c['machine']})")
+    openmp = "yes" if c["openmp"] else "no (built without OpenMP: one thread)"
+    print(f"  OpenMP:              {openmp}")
+    print(f"  default num_threads: {c['default_num_threads']}")
+    print(f"  compile args:        {c['compile_args']}")
+    print(f"  instruction set:     {c['build_isa']}")

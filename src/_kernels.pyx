@@ -1,0 +1,234 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Row kernels of klfast.
+
+Every kernel reduces each row of two (n_rows, k) inputs to one number. A row is
+reduced by one thread, left to right, accumulating in float64, so the result
+does not depend on the thread count. Rows are spread over OpenMP threads with a
+static schedule; the GIL is released for the whole computation.
+
+The epsilon rule (identical in every measure). With p~ = max(p, eps) and
+q~ = max(q, eps):
+
+    kl            = sum p * log(p~ / q~)           terms with p == 0 are 0
+    jeffreys      = sum (p - q) * log(p~ / q~)     terms with p == q are 0
+    entropy       = -sum p * log(p~)               terms with p == 0 are 0
+    cross_entropy = -sum p * log(q~)               terms with p == 0 are 0
+
+With eps = 0 a term with p > 0 and q == 0 is +inf (as scipy.special.rel_entr).
+With normalize, p and q are replaced by p / sum(p) and q / sum(q) first; the
+row sum is taken while the row is in cache.
+
+Invalid input (a negative, NaN or infinite entry; with normalize a row sum of 0
+or +inf) makes the row's result NaN: valid input never produces NaN, so the
+caller finds the first NaN and explains it. No separate validation pass.
+"""
+from cython.parallel cimport prange
+from libc.float cimport DBL_MAX
+from libc.math cimport log, NAN
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "klfast_config.h" nogil:
+    int KLFAST_HAVE_OPENMP
+    const char* KLFAST_COMPILE_ARGS
+    const char* KLFAST_BUILD_ISA
+    int klfast_omp_max_threads()
+
+ctypedef fused floating:
+    float
+    double
+
+cdef enum:
+    KL = 0
+    JEFFREYS = 1
+    ENTROPY = 2
+    CROSS_ENTROPY = 3
+
+# Measure codes for klfast/_api.py.
+MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "entropy": ENTROPY, "cross_entropy": CROSS_ENTROPY}
+
+
+cdef inline bint _invalid(double x) noexcept nogil:
+    # True for negative, NaN and +-inf (NaN fails every comparison).
+    return not (x >= 0.0 and x <= DBL_MAX)
+
+
+cdef inline double _log_ratio(double a, double b) noexcept nogil:
+    """log(a / b) for a >= 0, b >= 0, not both 0, without overflow.
+
+    a / b overflows (or underflows) only for extreme magnitudes such as a
+    subnormal b; log(a) - log(b) is then exact enough and gives +-inf at 0.
+    """
+    cdef double r = a / b
+    if r > 0.0 and r <= DBL_MAX:
+        return log(r)
+    return log(a) - log(b)
+
+
+cdef inline double _row_scale(const floating* x, Py_ssize_t k, bint normalize) noexcept nogil:
+    """1 / sum(x) when normalizing (NaN for a zero or infinite sum), else 1."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0
+    if not normalize:
+        return 1.0
+    for j in range(k):
+        s += x[j]
+    if s > 0.0 and s <= DBL_MAX:
+        return 1.0 / s
+    return NAN
+
+
+cdef inline double _kl_row(const floating* p, const floating* q, Py_ssize_t k,
+                           double eps, bint normalize) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double a, b, s = 0.0
+    cdef double sp = _row_scale(p, k, normalize), sq = _row_scale(q, k, normalize)
+    cdef bint bad = sp != sp or sq != sq
+    for j in range(k):
+        a = p[j]
+        b = q[j]
+        bad |= _invalid(a) | _invalid(b)
+        a = a * sp
+        b = b * sq
+        if a > 0.0:
+            s += a * _log_ratio(a if a > eps else eps, b if b > eps else eps)
+    return NAN if bad else s
+
+
+cdef inline double _jeffreys_row(const floating* p, const floating* q, Py_ssize_t k,
+                                 double eps, bint normalize) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double a, b, s = 0.0
+    cdef double sp = _row_scale(p, k, normalize), sq = _row_scale(q, k, normalize)
+    cdef bint bad = sp != sp or sq != sq
+    for j in range(k):
+        a = p[j]
+        b = q[j]
+        bad |= _invalid(a) | _invalid(b)
+        a = a * sp
+        b = b * sq
+        if a != b:
+            s += (a - b) * _log_ratio(a if a > eps else eps, b if b > eps else eps)
+    return NAN if bad else s
+
+
+cdef inline double _entropy_row(const floating* p, Py_ssize_t k,
+                                double eps, bint normalize) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double a, s = 0.0
+    cdef double sp = _row_scale(p, k, normalize)
+    cdef bint bad = sp != sp
+    for j in range(k):
+        a = p[j]
+        bad |= _invalid(a)
+        a = a * sp
+        if a > 0.0:
+            s -= a * log(a if a > eps else eps)
+    return NAN if bad else s
+
+
+cdef inline double _cross_entropy_row(const floating* p, const floating* q, Py_ssize_t k,
+                                      double eps, bint normalize) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double a, b, s = 0.0
+    cdef double sp = _row_scale(p, k, normalize), sq = _row_scale(q, k, normalize)
+    cdef bint bad = sp != sp or sq != sq
+    for j in range(k):
+        a = p[j]
+        b = q[j]
+        bad |= _invalid(a) | _invalid(b)
+        a = a * sp
+        b = b * sq
+        if a > 0.0:
+            s -= a * log(b if b > eps else eps)
+    return NAN if bad else s
+
+
+cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
+                        double eps, bint normalize) noexcept nogil:
+    if measure == KL:
+        return _kl_row(p, q, k, eps, normalize)
+    if measure == JEFFREYS:
+        return _jeffreys_row(p, q, k, eps, normalize)
+    if measure == ENTROPY:
+        return _entropy_row(p, k, eps, normalize)
+    return _cross_entropy_row(p, q, k, eps, normalize)
+
+
+cdef Py_ssize_t _run(int measure,
+                     const floating* p, Py_ssize_t p_rs,
+                     const floating* q, Py_ssize_t q_rs,
+                     floating* out, Py_ssize_t out_s,
+                     Py_ssize_t n_rows, Py_ssize_t k,
+                     double eps, double scale, bint normalize, int n_threads) noexcept nogil:
+    """Fill out[i * out_s] for every row; strides in elements. Returns the
+    number of invalid rows (their result is NaN)."""
+    cdef Py_ssize_t i, n_bad = 0
+    cdef double v
+    if n_threads <= 1:
+        for i in range(n_rows):
+            v = _row(measure, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
+            out[i * out_s] = <floating>v
+            if v != v:
+                n_bad += 1
+    else:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            v = _row(measure, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
+            out[i * out_s] = <floating>v
+            if v != v:
+                n_bad += 1
+    return n_bad
+
+
+def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
+         cnp.ndarray q, Py_ssize_t q_row_stride,
+         cnp.ndarray out, Py_ssize_t out_stride,
+         Py_ssize_t n_rows, Py_ssize_t k,
+         double eps, double scale, bint normalize, int n_threads):
+    """Reduce n_rows rows of length k; private, called by klfast._api.
+
+    ``p``, ``q`` and ``out`` share one dtype (float32 or float64), are aligned
+    and in native byte order; row elements are contiguous. Strides are in
+    bytes, measured from each array's data pointer, and may be 0 (one row
+    broadcast against many). Returns the number of invalid rows.
+    """
+    cdef int type_num = cnp.PyArray_TYPE(out)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(out)
+    cdef Py_ssize_t n_bad
+    if cnp.PyArray_TYPE(p) != type_num or cnp.PyArray_TYPE(q) != type_num:
+        raise TypeError("klfast._kernels.rows: p, q and out must share one dtype")
+    if p_row_stride % size or q_row_stride % size or out_stride % size:
+        raise ValueError("klfast._kernels.rows: strides must be multiples of the item size")
+    if type_num == cnp.NPY_DOUBLE:
+        with nogil:
+            n_bad = _run[double](measure,
+                                 <const double*>cnp.PyArray_DATA(p), p_row_stride // size,
+                                 <const double*>cnp.PyArray_DATA(q), q_row_stride // size,
+                                 <double*>cnp.PyArray_DATA(out), out_stride // size,
+                                 n_rows, k, eps, scale, normalize, n_threads)
+    elif type_num == cnp.NPY_FLOAT:
+        with nogil:
+            n_bad = _run[float](measure,
+                                <const float*>cnp.PyArray_DATA(p), p_row_stride // size,
+                                <const float*>cnp.PyArray_DATA(q), q_row_stride // size,
+                                <float*>cnp.PyArray_DATA(out), out_stride // size,
+                                n_rows, k, eps, scale, normalize, n_threads)
+    else:
+        raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
+    return n_bad
+
+
+def omp_max_threads():
+    """omp_get_max_threads() of the calling thread (1 without OpenMP); it
+    follows OMP_NUM_THREADS and threadpoolctl limits."""
+    return klfast_omp_max_threads()
+
+
+def build_info():
+    """Facts fixed when the module was compiled."""
+    return {
+        "openmp": bool(KLFAST_HAVE_OPENMP),
+        "compile_args": KLFAST_COMPILE_ARGS.decode(),
+        "build_isa": KLFAST_BUILD_ISA.decode(),
+    }
