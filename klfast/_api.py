@@ -224,7 +224,17 @@ def _run_nd(job, p, q, out, first_row=0):
     job.run_2d(p2, q2, o1, first_row)
 
 
+def _is_dask(x):
+    return type(x).__module__.split(".")[0] == "dask"
+
+
 def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_threads):
+    if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
+        from . import dask as klfast_dask
+
+        return klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
+                                  normalize=normalize, keepdims=keepdims, out=out,
+                                  num_threads=num_threads)
     eps = _check_eps(eps)
     scale = _log_scale(base)
     num_threads = _check_num_threads(num_threads)

@@ -232,3 +232,40 @@ def build_info():
         "compile_args": KLFAST_COMPILE_ARGS.decode(),
         "build_isa": KLFAST_BUILD_ISA.decode(),
     }
+
+
+cdef double _sum_rows(const floating* p, const floating* q, Py_ssize_t n_rows, Py_ssize_t k,
+                      int n_threads) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double s, total = 0.0
+    for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        s = 0.0
+        for j in range(k):
+            s = s + p[i * k + j] + q[i * k + j]
+        total += s
+    return total
+
+
+def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
+    """Sum of all entries of two C-contiguous 2-D arrays of one float dtype.
+
+    The benchmarks' "read floor": the time a kernel of this build, with these
+    threads, needs just to read both inputs once.
+    """
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(p) and cnp.PyArray_IS_C_CONTIGUOUS(q)
+            and cnp.PyArray_NDIM(p) == 2 and p.shape[0] == q.shape[0] and p.shape[1] == q.shape[1]
+            and cnp.PyArray_TYPE(p) == cnp.PyArray_TYPE(q)):
+        raise ValueError("read_floor: p and q must be C-contiguous 2-D arrays of one shape and dtype")
+    cdef Py_ssize_t n = p.shape[0], k = p.shape[1]
+    cdef double total
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            total = _sum_rows[double](<const double*>cnp.PyArray_DATA(p),
+                                      <const double*>cnp.PyArray_DATA(q), n, k, n_threads)
+    elif cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT:
+        with nogil:
+            total = _sum_rows[float](<const float*>cnp.PyArray_DATA(p),
+                                     <const float*>cnp.PyArray_DATA(q), n, k, n_threads)
+    else:
+        raise TypeError("read_floor: dtype must be float32 or float64")
+    return total
