@@ -170,6 +170,12 @@ def markdown(results, plots):
     missing = [k for k, v in m["versions"].items() if not v]
     if missing:
         lines.append(f"- Not installed (skipped): {', '.join(missing)}")
+    load = (m.get("load_average_at_start"), m.get("load_average_at_end"))
+    if load[0] is not None:
+        busy = load[0] > max(1.0, 0.5 * m["cpus_usable"])  # before this run started
+        lines.append(f"- Load average (1 min) at start / end: {load[0]} / {load[1]}"
+                     + (" — the machine was busy: absolute times are inflated, ratios less so"
+                        if busy else ""))
     if m["environment"]:
         lines.append("- Environment: " + ", ".join(f"{k}={v}" for k, v in m["environment"].items()))
     s = results["settings"]
@@ -183,13 +189,13 @@ def markdown(results, plots):
         lines += ["## Key ratios (klfast)", "",
                   f"Speed-up = scipy time / klfast time; floor ratio = klfast time / read-floor "
                   f"time with the same threads (1.0 = as fast as reading the inputs).", "",
-                  f"| case | klfast ns/element ({n} thr) | GB/s | speed-up vs scipy | "
+                  f"| case | klfast time ({n} thr) | ns/element | GB/s | speed-up vs scipy | "
                   f"÷ read floor | 1 thr: speed-up vs scipy | 1 thr ÷ read floor | "
-                  f"{n} thr vs 1 thr | 1 thr vs numkong |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  f"{n} thr vs 1 thr | 1 thr: speed-up vs numkong |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             lines.append(
-                f"| {r['case']} | {_fmt(r['ns_per_element'])} | {_fmt(r['gb_per_s'], '.1f')} | "
+                f"| {r['case']} | {_fmt_time(r['time'])} | {_fmt(r['ns_per_element'])} | {_fmt(r['gb_per_s'], '.1f')} | "
                 f"{_fmt(r['vs_scipy'], '.1f', 'x')} | {_fmt(r['x_floor'], '.2f', 'x')} | "
                 f"{_fmt(r['one_vs_scipy'], '.1f', 'x')} | {_fmt(r['one_x_floor'], '.2f', 'x')} | "
                 f"{_fmt(r['thread_speedup'], '.2f', 'x')} | {_fmt(r['one_vs_numkong'], '.2f', 'x')} |")
@@ -265,10 +271,10 @@ def summary(results):
     """A short plain-text table for the terminal."""
     rows = key_ratios(results)
     n = _max_threads(results)
-    out = [f"{'case':<48} {'ns/el':>7} {'x scipy':>8} {'/floor':>7} {'1thr x scipy':>12} "
-           f"{str(n) + 'thr/1thr':>9}"]
+    out = [f"{'case':<52} {'time':>9} {'ns/el':>7} {'x scipy':>8} {'/floor':>7} "
+           f"{'1thr x scipy':>12} {str(n) + 'thr/1thr':>9}"]
     for r in rows:
-        out.append(f"{r['case']:<48} {_fmt(r['ns_per_element']):>7} "
+        out.append(f"{r['case']:<52} {_fmt_time(r['time']):>9} {_fmt(r['ns_per_element']):>7} "
                    f"{_fmt(r['vs_scipy'], '.1f', 'x'):>8} {_fmt(r['x_floor'], '.2f', 'x'):>7} "
                    f"{_fmt(r['one_vs_scipy'], '.1f', 'x'):>12} "
                    f"{_fmt(r['thread_speedup'], '.2f', 'x'):>9}")
