@@ -19,6 +19,21 @@ PEER_NOTES = {
 
 TARGET_SHAPES = ("100000x1000", "1000000x100")
 
+# one colour per peer; a threaded peer's single-thread run is dashed / hatched
+PEER_COLORS = {
+    "klfast": "#d62728", "read floor": "#7f7f7f", "scipy": "#1f77b4",
+    "scipy.stats.entropy": "#aec7e8", "numpy": "#ff7f0e", "numexpr": "#2ca02c",
+    "numba": "#9467bd", "torch": "#8c564b", "numkong": "#17becf",
+}
+
+
+def _style(record, top_threads):
+    one_of_many = record["threads"] == 1 and top_threads > 1 and record["label"] != record["peer"]
+    return {"color": PEER_COLORS.get(record["peer"], "#bcbd22"),
+            "linestyle": ":" if record["peer"] == "read floor" else ("--" if one_of_many else "-"),
+            "hatch": "//" if one_of_many else None,
+            "linewidth": 2.5 if record["peer"] == "klfast" else 1.3}
+
 
 def _fmt_time(seconds):
     if seconds is None:
@@ -304,20 +319,22 @@ def plots(results, out_dir):
         lines = [r for r in lines if r["zeros"] == zeros]
         if lines:
             fig, ax = plt.subplots(figsize=(7, 4.5))
+            top = _max_threads(results)
             for label in dict.fromkeys(r["label"] for r in lines):
-                pts = sorted((r["k"], r["ns_per_element"]) for r in lines if r["label"] == label)
-                style = "-" if label.startswith("klfast") else (":" if label.startswith("read") else "--")
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+                mine = [r for r in lines if r["label"] == label]
+                st = _style(mine[0], top)
+                pts = sorted((r["k"], r["ns_per_element"]) for r in mine)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                        color=st["color"], linestyle=st["linestyle"], linewidth=st["linewidth"])
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("row length k (elements per distribution)")
             ax.set_ylabel("ns per element (lower is better)")
             ax.set_title(f"{measure}, {dtype}" + (", 10% zeros" if zeros else ""))
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, ncol=2)
-            fig.tight_layout()
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             name = f"ns_per_element_{measure}_{dtype}.png"
-            fig.savefig(os.path.join(out_dir, name), dpi=110)
+            fig.savefig(os.path.join(out_dir, name), dpi=110, bbox_inches="tight")
             plt.close(fig)
             made.append((f"{measure} {dtype}: ns per element versus row length", name))
         bars = [r for r in rs if "speedup_vs_scipy" in r and r["peer"] not in ("scipy", "read floor")]
@@ -326,7 +343,9 @@ def plots(results, out_dir):
             labels = list(dict.fromkeys(r["label"] for r in bars))
             width = 0.8 / len(labels)
             fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups)), 4.5))
+            top = _max_threads(results)
             for i, label in enumerate(labels):
+                st = _style(next(r for r in bars if r["label"] == label), top)
                 xs, ys = [], []
                 for g, (shape, z) in enumerate(groups):
                     r = next((r for r in bars if r["label"] == label and r["shape"] == shape
@@ -334,7 +353,8 @@ def plots(results, out_dir):
                     if r:
                         xs.append(g + (i - (len(labels) - 1) / 2) * width)
                         ys.append(r["speedup_vs_scipy"])
-                ax.bar(xs, ys, width, label=label)
+                ax.bar(xs, ys, width, label=label, color=st["color"], hatch=st["hatch"],
+                       edgecolor="white" if st["hatch"] else None, linewidth=0)
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
             ax.set_xticks(range(len(groups)))
@@ -343,10 +363,9 @@ def plots(results, out_dir):
             ax.set_ylabel("speed-up versus scipy rel_entr (higher is better)")
             ax.set_title(f"{measure}, {dtype}")
             ax.grid(True, axis="y", which="both", alpha=0.3)
-            ax.legend(fontsize=7, ncol=2)
-            fig.tight_layout()
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             name = f"speedup_{measure}_{dtype}.png"
-            fig.savefig(os.path.join(out_dir, name), dpi=110)
+            fig.savefig(os.path.join(out_dir, name), dpi=110, bbox_inches="tight")
             plt.close(fig)
             made.append((f"{measure} {dtype}: speed-up versus scipy", name))
     return made
