@@ -1,6 +1,6 @@
 """klfast beside its peers with pytest-benchmark: one group per (measure, dtype, shape).
 
-Full sizes (about 15 minutes; 1e8-element inputs, up to ~5 GB of memory):
+Full sizes (30-60 minutes on 2 cores; 1e8-element inputs, up to ~5 GB of memory):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest benchmarks
 
