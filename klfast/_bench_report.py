@@ -167,6 +167,46 @@ def targets(results):
     return out
 
 
+def summary_table(results, measure="kl", shape=None):
+    """Markdown table of every peer on one shape, one column pair per dtype:
+    the README's benchmark table. ``shape`` defaults to 100,000 x 1,000 when
+    measured, else the largest full-matrix shape."""
+    timed = [r for r in results["records"] if "median_s" in r and r["measure"] == measure
+             and not r["zeros"]]
+    if shape is None:
+        keys = {r["shape"] for r in timed}
+        full = [r for r in timed if not r["ref_row"]]
+        if TARGET_SHAPES[0] in keys:
+            shape = TARGET_SHAPES[0]
+        elif full:
+            shape = max(full, key=lambda r: r["elements"])["shape"]
+        else:
+            return ""
+    rows = [r for r in timed if r["shape"] == shape]
+    if not rows:
+        return ""
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    order = list(PEER_COLORS)
+    ranked = sorted(rows, key=lambda r: (order.index(r["peer"]) if r["peer"] in order
+                                         else len(order), -r["threads"]))
+    labels = list(dict.fromkeys(r["label"] for r in ranked))
+    head = "| peer |" + "".join(f" {d} ns/element | {d} vs scipy |" for d in dtypes)
+    lines = [head, "|---|" + "---:|---:|" * len(dtypes)]
+    for label in labels:
+        cells = []
+        for d in dtypes:
+            r = next((r for r in rows if r["label"] == label and r["dtype"] == d), None)
+            if r is None:
+                cells += ["-", "-"]
+            elif r.get("agrees") is False:
+                cells += [_fmt(r["ns_per_element"]), "*disagrees*"]
+            else:
+                cells += [_fmt(r["ns_per_element"]), _fmt(r.get("speedup_vs_scipy"), ".1f", "x")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    title = rows[0]["shape_label"]
+    return f"{measure}, {title}, rows summing to 1\n\n" + "\n".join(lines)
+
+
 def markdown(results, plots):
     m = results["machine"]
     n = _max_threads(results)
@@ -215,6 +255,10 @@ def markdown(results, plots):
                 f"{_fmt(r['one_vs_scipy'], '.1f', 'x')} | {_fmt(r['one_x_floor'], '.2f', 'x')} | "
                 f"{_fmt(r['thread_speedup'], '.2f', 'x')} | {_fmt(r['one_vs_numkong'], '.2f', 'x')} |")
         lines.append("")
+
+    table = summary_table(results)
+    if table:
+        lines += ["## Summary table (for the README)", "", table, ""]
 
     goals = targets(results)
     if goals:
