@@ -239,3 +239,49 @@ def test_out_with_broadcast_inputs(rng):
     out = np.empty((4, 3))
     assert klfast.jeffreys(p, q, out=out) is out
     np.testing.assert_allclose(out, call_ref("jeffreys", p, q), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_layout_times_threads(rng, layout, num_threads):
+    from klfast._api import MIN_PARALLEL_ELEMENTS
+
+    p = distributions(rng, (2 * MIN_PARALLEL_ELEMENTS // 32, 32), dtype=np.float32)
+    q = distributions(rng, (2 * MIN_PARALLEL_ELEMENTS // 32, 32), dtype=np.float32)
+    expected = klfast.jeffreys(p, q, num_threads=1)
+    np.testing.assert_allclose(expected[:64], call_ref("jeffreys", p[:64], q[:64]),
+                               rtol=1e-6, atol=1e-7)
+    pv, axis = by_name(p)[layout]
+    qv, _ = by_name(q)[layout]
+    assert np.array_equal(klfast.jeffreys(pv, qv, axis=axis, num_threads=num_threads), expected)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("order", ["C", "F", "strided", "transposed"])
+def test_nd_layouts(rng, measure, axis, order):
+    """3-D inputs whose strides do not collapse into one 2-D view."""
+    p = distributions(rng, (4, 5, 6), axis=axis)
+    q = distributions(rng, (4, 5, 6), axis=axis)
+    expected = call(measure, p, q, axis=axis)
+    np.testing.assert_allclose(expected, call_ref(measure, p, q, axis=axis),
+                               rtol=1e-12, atol=1e-14)
+
+    def view(x):
+        if order == "F":
+            return np.asfortranarray(x), axis
+        if order == "strided":
+            big = np.zeros((8, 5, 18))
+            big[::2, :, ::3] = x
+            return big[::2, :, ::3], axis
+        # the same values, stored with the axes reversed
+        return np.ascontiguousarray(x.transpose(2, 1, 0)).transpose(2, 1, 0), axis
+
+    (pv, ax), (qv, _) = view(p), view(q)
+    p0 = snapshot(pv)
+    assert np.array_equal(call(measure, pv, qv, axis=ax), expected)
+    assert np.array_equal(call(measure, pv, q, axis=ax), expected)
+    assert_unchanged(p0, pv)
+    out = np.empty(expected.shape[::-1]).T  # a Fortran-ordered out
+    assert call(measure, pv, qv, axis=ax, out=out) is out
+    assert np.array_equal(out, expected)

@@ -6,6 +6,7 @@ axis, keepdims, broadcasting), and mpmath at 50 digits for hand-picked rows
 with extreme values.
 """
 import math
+import re
 import tracemalloc
 
 import numpy as np
@@ -436,3 +437,20 @@ def test_lists_and_tuples_are_accepted(measure):
     # plain Python numbers: a 1-D row of ints
     assert_close(call(measure, [3, 1], [1, 1], normalize=True),
                  call_ref(measure, [3, 1], [1, 1], normalize=True))
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_normalize_row_sum_overflows(measure):
+    """A row whose sum overflows float64: either the normalized value
+    (p / sum(p) is an ordinary distribution) or a ValueError naming the row;
+    never a silent NaN or inf."""
+    p = np.array([[0.5, 0.5], [1e308, 1e308]])
+    q = np.array([[0.25, 0.75], [1e308, 3e308 / 3]])
+    try:
+        got = call(measure, p, q, normalize=True)
+    except ValueError as error:
+        assert re.search(r"\bp\b.*row 1(?!\d)", str(error)), str(error)
+    else:
+        want = [mp_row(measure, p[i], q[i], klfast.DEFAULT_EPS, normalize=True)
+                for i in range(2)]
+        assert_close(got, want, rtol=1e-13, atol=1e-15)
