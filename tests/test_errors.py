@@ -353,3 +353,35 @@ def test_out_not_an_array(rng):
     p = distributions(rng, (5, 3))
     with pytest.raises((TypeError, ValueError), match="out"):
         klfast.kl(p, p, out=[0.0] * 5)
+
+
+@pytest.mark.parametrize("order", ["C", "F", "transposed"])
+def test_bad_row_nd_non_collapsing_layout(rng, order):
+    """3-D inputs split into 2-D pieces (strides that do not collapse): the
+    row index still counts over the whole call."""
+    p = distributions(rng, (3, 5, 6))
+    q = distributions(rng, (3, 5, 6))
+    q[2, 1, 4] = -3.0
+    q[2, 3, 0] = -3.0
+    if order == "F":
+        p, q = np.asfortranarray(p), np.asfortranarray(q)
+    elif order == "transposed":
+        p = np.ascontiguousarray(p.transpose(1, 0, 2)).transpose(1, 0, 2)
+        q = np.ascontiguousarray(q.transpose(1, 0, 2)).transpose(1, 0, 2)
+    with pytest.raises(ValueError, match=r"\bq\b.*row (\(2, 1\)|11)(?!\d)") as excinfo:
+        klfast.jeffreys(p, q)
+    assert "negative" in str(excinfo.value)
+
+
+def test_bad_row_with_broadcast_p_in_block_path(rng):
+    """p of shape (k,) against a Fortran q: p is converted once, as one row."""
+    p = distributions(rng, (6,))
+    q = np.asfortranarray(distributions(rng, (10, 6)))
+    q[3, 2] = q[7, 2] = np.nan
+    with pytest.raises(ValueError) as excinfo:
+        klfast.kl(p, q)
+    check_message(excinfo, "q", 3, "nan")
+    p[1] = -1.0
+    with pytest.raises(ValueError) as excinfo:
+        klfast.kl(p, q)
+    check_message(excinfo, "p", 0, "negative")

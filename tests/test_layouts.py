@@ -189,6 +189,9 @@ def test_out_non_contiguous(rng, measure):
     assert np.array_equal(out, call(measure, p, q))
     # the gaps are untouched
     assert (np.delete(buffer, np.arange(0, 36, 3)) == -7.0).all()
+    reversed_out = np.full(12, -7.0)[::-1]
+    assert call(measure, p, q, out=reversed_out) is reversed_out
+    assert np.array_equal(reversed_out, out)
 
     # a non-contiguous 2-D out (axis in the middle of a 3-D input)
     p3 = distributions(rng, (4, 6, 3), axis=1)
@@ -285,3 +288,46 @@ def test_nd_layouts(rng, measure, axis, order):
     out = np.empty(expected.shape[::-1]).T  # a Fortran-ordered out
     assert call(measure, pv, qv, axis=ax, out=out) is out
     assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_out_unaligned(rng, measure):
+    p = distributions(rng, (9, 4))
+    q = distributions(rng, (9, 4))
+    raw = np.zeros(9 * 8 + 1, dtype=np.uint8)
+    out = raw[1:].view(np.float64)
+    assert not out.flags.aligned
+    assert call(measure, p, q, out=out) is out
+    assert np.array_equal(out, call(measure, p, q))
+
+
+def test_zero_stride_inputs(rng):
+    """Inputs that are themselves broadcast views (stride 0 along rows or along
+    the distribution axis)."""
+    p = distributions(rng, (40, 5))
+    row = distributions(rng, (5,))
+    full = np.tile(row, (40, 1))
+    expected = klfast.kl(p, full)
+    np.testing.assert_allclose(expected, call_ref("kl", p, row), rtol=1e-12, atol=1e-14)
+    assert np.array_equal(klfast.kl(p, np.broadcast_to(row, (40, 5))), expected)
+    uniform = np.broadcast_to(np.float64(0.2), (40, 5))
+    assert uniform.strides == (0, 0)
+    assert np.array_equal(klfast.kl(p, uniform), klfast.kl(p, np.full((40, 5), 0.2)))
+    np.testing.assert_allclose(klfast.entropy(uniform), np.full(40, np.log(5)), rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [">i4", ">f4", "<f4", ">f2", ">u8", ">f8"])
+def test_byte_swapped_dtypes(rng, dtype):
+    counts = rng.integers(0, 30, size=(7, 5))
+    counts[:, 0] += 1
+    p = counts.astype(dtype)
+    q = (counts[::-1] + 1).astype(dtype)
+    p0 = snapshot(p)
+    got = klfast.kl(p, q, normalize=True)
+    native = klfast.kl(p.astype(p.dtype.newbyteorder("=")), q.astype(q.dtype.newbyteorder("=")),
+                       normalize=True)
+    assert got.dtype == native.dtype and got.dtype.isnative
+    assert np.array_equal(got, native)
+    tol = 1e-6 if got.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, call_ref("kl", p, q, normalize=True), rtol=tol, atol=tol)
+    assert_unchanged(p0, p)

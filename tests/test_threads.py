@@ -118,6 +118,27 @@ def test_more_threads_than_rows(rng):
     assert np.array_equal(klfast.kl(p, q, num_threads=64), one)
 
 
+def test_huge_num_threads_does_not_kill_the_process():
+    """num_threads far above the machine's thread limit: the call must still
+    return (capped) or raise, never abort or crash the interpreter. Run in a
+    subprocess, since the failure mode is the death of the process."""
+    code = """
+        import numpy as np, klfast
+        p = np.full((70000, 1), 1.0)
+        for n in (10**6, 10**5):
+            r = klfast.kl(p, p, num_threads=n)
+            assert r.shape == (70000,) and not r.any()
+        print("ok")
+    """
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            capture_output=True, text=True, timeout=60,
+                            cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"exit code {result.returncode}: {result.stderr.strip()[-300:]}")
+
+
 # --- concurrent Python threads ---------------------------------------------------------
 
 @pytest.mark.parametrize("num_threads", [1, None])
