@@ -349,6 +349,7 @@ def test_normalized_hand_picked_rows_match_mpmath(measure, name, p, q, eps):
 
 
 def test_float32_extremes_match_mpmath():
+    """float32 inputs apply the eps rule with eps rounded to float32."""
     p = np.array([[1e-45, 1.0, 0.0], [1e-38, 0.5, 0.5], [1e-12, 1e-12, 1.0]], dtype=np.float32)
     q = np.array([[0.5, 0.5, 1e-40], [1e-45, 0.7, 0.3], [1.0001e-12, 0.999e-12, 1.0]],
                  dtype=np.float32)
@@ -357,7 +358,7 @@ def test_float32_extremes_match_mpmath():
             got = call(measure, p, q, eps=eps)
             assert got.dtype == np.float32
             for i in range(3):
-                want = mp_row(measure, p[i], q[i], eps)
+                want = mp_row(measure, p[i], q[i], float(np.float32(eps)))
                 assert math.isclose(float(got[i]), want, rel_tol=2e-7, abs_tol=1e-30), \
                     (measure, eps, i, got[i], want)
 
