@@ -104,7 +104,8 @@ KLF_INLINE void KLF_MFN(cross_entropy_block)(V x, V y, V e, int checked, M *flag
 KLF_INLINE void KLF_MFN(js_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     (void)e;
     (void)checked;
-    V hx = (T)0.5 * x, hy = (T)0.5 * y, m = hx + hy;
+    V hx = (T)0.5 * x, hy = (T)0.5 * y;
+    V m = MAX_NONNEG(hx + hy, BCAST(KLF_TMIN)); /* x = y = 0: a finite log */
     *flag |= TINY_POS(x) | TINY_POS(y);
     *sum = hx * KLF_LOG_RATIO(x, m) + hy * KLF_LOG_RATIO(y, m);
 }
