@@ -347,24 +347,47 @@ _DOC_PARAMS = """
 """
 
 
+# The common small call (plain arrays, default keywords) goes straight to C:
+# _kernels.fast returns None whenever the general path must decide.
+_fast = _kernels.fast
+_KL, _JEFFREYS, _ENTROPY, _CROSS_ENTROPY = (
+    _MEASURES[m] for m in ("kl", "jeffreys", "entropy", "cross_entropy"))
+
+
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
        out=None, num_threads=None):
+    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+        result = _fast(_KL, p, q, eps, normalize)
+        if result is not None:
+            return result
     return _reduce("kl", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
              out=None, num_threads=None):
+    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+        result = _fast(_JEFFREYS, p, q, eps, normalize)
+        if result is not None:
+            return result
     return _reduce("jeffreys", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
                   keepdims=False, out=None, num_threads=None):
+    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+        result = _fast(_CROSS_ENTROPY, p, q, eps, normalize)
+        if result is not None:
+            return result
     return _reduce("cross_entropy", p, q, axis, eps, base, normalize, keepdims, out,
                    num_threads)
 
 
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
             out=None, num_threads=None):
+    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+        result = _fast(_ENTROPY, p, None, eps, normalize)
+        if result is not None:
+            return result
     return _reduce("entropy", p, None, axis, eps, base, normalize, keepdims, out, num_threads)
 
 

@@ -40,6 +40,9 @@ cimport numpy as cnp
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
+
 cdef extern from "klfast_config.h" nogil:
     int KLFAST_HAVE_OPENMP
     const char* KLFAST_COMPILE_ARGS
@@ -332,6 +335,68 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     else:
         raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
     return n_bad
+
+
+cdef Py_ssize_t _small = 1 << 16   # klfast._api.MIN_PARALLEL_ELEMENTS
+
+
+def fast(int measure, object p, object q, object eps, object normalize):
+    """The common small call, in C: None when it does not apply.
+
+    Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
+    float64), C-contiguous, aligned and native, ``p`` of shape (k,) or
+    (n, k) and ``q`` of the same shape or (k,) (``q`` None for entropy), a
+    float ``eps``, a bool ``normalize``, fewer than 2**16 elements (one
+    thread), and valid values. Everything else, errors included, goes
+    through the general path in klfast._api, which validates and explains.
+    """
+    cdef cnp.ndarray a, b, out
+    cdef int t, nd
+    cdef Py_ssize_t n_rows, k, n_bad, q_rs
+    cdef cnp.npy_intp dims[1]
+    cdef double e
+    if q is None:
+        q = p
+    if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
+            and type(eps) is float and type(normalize) is bool):
+        return None
+    a = <cnp.ndarray>p
+    b = <cnp.ndarray>q
+    t = cnp.PyArray_TYPE(a)
+    nd = cnp.PyArray_NDIM(a)
+    if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != t
+            or not (cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISCARRAY_RO(b))
+            or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
+            or nd < 1 or nd > 2):
+        return None
+    k = cnp.PyArray_DIM(a, nd - 1)
+    n_rows = cnp.PyArray_DIM(a, 0) if nd == 2 else 1
+    if n_rows * k >= _small or k == 0:
+        return None
+    if cnp.PyArray_NDIM(b) == 1:
+        if cnp.PyArray_DIM(b, 0) != k:
+            return None
+    elif not cnp.PyArray_SAMESHAPE(a, b):
+        return None
+    e = <double>eps
+    if not (e >= 0.0 and e <= DBL_MAX):
+        return None
+    q_rs = k if cnp.PyArray_NDIM(b) == 2 else 0
+    dims[0] = n_rows
+    out = cnp.PyArray_EMPTY(1, dims, t, 0)
+    if t == cnp.NPY_DOUBLE:
+        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k,
+                             <const double*>cnp.PyArray_DATA(b), q_rs,
+                             <double*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, 1)
+    else:
+        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k,
+                            <const float*>cnp.PyArray_DATA(b), q_rs,
+                            <float*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, 1)
+    if n_bad:
+        return None
+    if nd == 1:  # a numpy scalar, as numpy's own reductions return
+        return PyArray_Scalar(cnp.PyArray_DATA(out), out.dtype, out)
+    return out
 
 
 def omp_max_threads():
