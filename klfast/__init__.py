@@ -7,6 +7,7 @@ array is one distribution) in compiled, multi-threaded kernels:
 * :func:`jeffreys` -- symmetric Jeffreys divergence KL(p || q) + KL(q || p)
 * :func:`entropy` -- Shannon entropy H(p)
 * :func:`cross_entropy` -- cross-entropy H(p, q) = H(p) + KL(p || q)
+* :func:`jensen_shannon` -- Jensen-Shannon divergence (``distance=True``: a metric)
 
 Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
 README.
@@ -16,6 +17,7 @@ from ._api import (
     cross_entropy,
     default_num_threads,
     entropy,
+    jensen_shannon,
     jeffreys,
     kl,
 )
@@ -29,6 +31,7 @@ __all__ = [
     "cross_entropy",
     "default_num_threads",
     "entropy",
+    "jensen_shannon",
     "jeffreys",
     "kl",
     "show_config",

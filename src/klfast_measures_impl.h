@@ -99,15 +99,15 @@ KLF_INLINE void KLF_MFN(cross_entropy_block)(V x, V y, V e, int checked, M *flag
     *sum = t;
 }
 
-/* No eps. Zeros need no select: 0 * log(finite) is 0 (log_ratio is finite
- * for any finite non-negative input). */
+/* No eps: log(x/m) only where x > 0 (m > 0 there); zero lanes are
+ * selected out. */
 KLF_INLINE void KLF_MFN(js_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     (void)e;
     (void)checked;
-    V hx = (T)0.5 * x, hy = (T)0.5 * y;
-    V m = MAX_NONNEG(hx + hy, BCAST(KLF_TMIN)); /* x = y = 0: a finite log */
+    V hx = (T)0.5 * x, hy = (T)0.5 * y, m = hx + hy;
+    M px = POSITIVE(x), py = POSITIVE(y);
     *flag |= TINY_POS(x) | TINY_POS(y);
-    *sum = hx * KLF_LOG_RATIO(x, m) + hy * KLF_LOG_RATIO(y, m);
+    *sum = SEL(px, hx * KLF_LOG_RATIO(x, m), (V){0}) + SEL(py, hy * KLF_LOG_RATIO(y, m), (V){0});
 }
 
 /* 1 / sum(x) in double: 0 when the row must take the exact path (a sum of 0,
