@@ -271,9 +271,18 @@ LEVELS = tuple(klfast_isa_levels[i].name.decode() for i in range(KLFAST_N_LEVELS
 cdef const klfast_isa* _isa = &klfast_isa_levels[0]
 
 
+def _detect_isas():
+    return tuple(name for i, name in enumerate(LEVELS) if klfast_cpu_has_level(i))
+
+
+# Levels this CPU runs, slowest first; a module global so tests can pretend
+# to be an older CPU.
+_SUPPORTED = _detect_isas()
+
+
 def supported_isas():
     """The levels this CPU can run, slowest first (always starts with 'baseline')."""
-    return tuple(name for i, name in enumerate(LEVELS) if klfast_cpu_has_level(i))
+    return _SUPPORTED
 
 
 def get_isa():
@@ -288,15 +297,13 @@ def set_isa(name):
     if name not in LEVELS:
         raise ValueError(f"KLFAST_ISA: unknown instruction-set level {name!r}; "
                          f"this build has {', '.join(LEVELS)}")
-    i = LEVELS.index(name)
-    if not klfast_cpu_has_level(i):
+    if name not in _SUPPORTED:
         raise RuntimeError(f"KLFAST_ISA={name}: this CPU does not support it "
-                           f"(supported: {', '.join(supported_isas())})")
-    _isa = &klfast_isa_levels[i]
+                           f"(supported: {', '.join(_SUPPORTED)})")
+    _isa = &klfast_isa_levels[LEVELS.index(name)]
 
 
-_best = supported_isas()
-set_isa(os.environ.get("KLFAST_ISA") or _best[len(_best) - 1])
+set_isa(os.environ.get("KLFAST_ISA") or _SUPPORTED[len(_SUPPORTED) - 1])
 
 
 def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,

@@ -30,3 +30,18 @@ else:
         suppress_health_check=[HealthCheck.too_slow],
     )
     settings.load_profile("klfast")
+
+
+# The numeric tests run at every instruction-set level this CPU supports
+# (modules opt in with ``pytestmark = pytest.mark.usefixtures("isa")``): every
+# code path must give the documented results.
+_kernels = pytest.importorskip("klfast._kernels")
+ISAS = _kernels.supported_isas()
+
+
+@pytest.fixture(params=ISAS, scope="module")
+def isa(request):
+    before = _kernels.get_isa()
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(before)

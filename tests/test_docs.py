@@ -47,7 +47,9 @@ def test_show_config(capsys):
     match = re.search(r"(?i)default num_threads:\s*(\d+)", text)
     assert match and int(match.group(1)) == klfast.default_num_threads(), text
     assert re.search(r"(?i)compile args:.*-O3", text), text
-    assert re.search(r"(?i)instruction set:\s*\S+", text), text
+    level = klfast._kernels.get_isa()
+    assert re.search(rf"(?i)kernels in use:\s*{level}\b", text), text
+    assert re.search(r"(?i)compiled for:\s*\S+", text), text
 
 
 def test_build_flags_follow_the_design(capsys):

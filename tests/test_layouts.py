@@ -11,6 +11,8 @@ import klfast
 from zoo import (LAYOUT_NAMES, MEASURES, assert_unchanged, call, call_ref, distributions,
                  layouts, snapshot)
 
+pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
+
 DTYPES = [np.float64, np.float32]
 
 

@@ -8,6 +8,8 @@ import klfast
 from klfast._api import MIN_PARALLEL_ELEMENTS
 from zoo import MEASURES, call, call_ref, layouts
 
+pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
+
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

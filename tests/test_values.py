@@ -17,6 +17,8 @@ import scipy.stats
 import klfast
 from zoo import MEASURES, PAIR_MEASURES, call, call_ref, distributions
 
+pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
+
 mpmath = pytest.importorskip("mpmath")
 
 EPS_VALUES = [0.0, 1e-300, klfast.DEFAULT_EPS, 1e-6, 1e-3, 0.1]
