@@ -71,7 +71,14 @@ extensions = [
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         depends=["src/klfast_config.h"],
-    )
+    ),
+    Extension(
+        "klfast._loss_kernels",
+        sources=["src/_loss_kernels.pyx"],
+        include_dirs=[np.get_include(), "src"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        depends=["src/klfast_config.h"],
+    ),
 ]
 
 setup(

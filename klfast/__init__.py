@@ -20,6 +20,7 @@ from ._api import (
     kl,
 )
 from ._config import show_config
+from ._loss import cross_entropy_loss, kl_loss
 
 __version__ = "0.1.0"
 
@@ -27,9 +28,11 @@ __all__ = [
     "DEFAULT_EPS",
     "__version__",
     "cross_entropy",
+    "cross_entropy_loss",
     "default_num_threads",
     "entropy",
     "jeffreys",
     "kl",
+    "kl_loss",
     "show_config",
 ]
