@@ -96,8 +96,9 @@ class _LossJob:
         block = max(1, BLOCK_ELEMENTS // max(k, 1))
         for r0 in range(0, n_rows, block):
             r1 = min(n_rows, r0 + block)
-            tb = t_fixed if t_fixed is not None else np.ascontiguousarray(t[r0:r1], dtype=dt)
-            zb = np.ascontiguousarray(z[r0:r1], dtype=dt)
+            with np.errstate(over="ignore"):  # values beyond float32 are reported below
+                tb = t_fixed if t_fixed is not None else np.ascontiguousarray(t[r0:r1], dtype=dt)
+                zb = np.ascontiguousarray(z[r0:r1], dtype=dt)
             gb = None
             if grad is not None:
                 gb = grad[r0:r1] if grad_ok else np.empty((r1 - r0, k), dtype=dt)
@@ -112,7 +113,8 @@ class _LossJob:
     def _fixed_row(self, t):
         """The single row of a broadcast target, converted; None otherwise."""
         if t.shape[0] > 1 and t.strides[0] == 0:
-            return np.ascontiguousarray(t[:1], dtype=self.dtype)
+            with np.errstate(over="ignore"):
+                return np.ascontiguousarray(t[:1], dtype=self.dtype)
         return None
 
     def _raise(self, t, z, t_conv, z_conv, out, first_row):
