@@ -64,10 +64,14 @@ cdef inline double _loss_row(int loss, const floating* t, const floating* z, flo
                              Py_ssize_t k, double inv_t, bint target_is_logits,
                              double eps, double log_eps, double grad_scale) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double x, a, lq, lp, lpe, total = 0.0, p_sum = 0.0
+    cdef double x, a, e, lq, lp, lpe, q, total = 0.0, p_sum = 0.0
     cdef double m_z = -INFINITY, s_z = 0.0, m_t = -INFINITY, s_t = 0.0
-    cdef double log_s_z, log_s_t = 0.0
+    cdef double log_s_z, log_s_t = 0.0, r = -INFINITY, f = 0.0
     cdef bint bad = False
+    # float64 gradients keep exp((z_j - running max) / T) from pass 1 in g and
+    # rescale it in pass 2, saving one exp per element; float32 gradients
+    # recompute it, as a float32 intermediate would lose accuracy when q ~ p.
+    cdef bint keep = floating is double and g != NULL
 
     # Pass 1: online log-sum-exp of z / T (and t / T); target checks and sum.
     for j in range(k):
@@ -76,8 +80,12 @@ cdef inline double _loss_row(int loss, const floating* t, const floating* z, flo
         if x > m_z:
             s_z = s_z * exp((m_z - x) * inv_t) + 1.0
             m_z = x
+            e = 1.0
         else:
-            s_z += exp((x - m_z) * inv_t)
+            e = exp((x - m_z) * inv_t)
+            s_z += e
+        if keep:
+            g[j] = <floating>e
         a = t[j]
         if target_is_logits:
             bad |= _not_finite(a)
@@ -98,9 +106,12 @@ cdef inline double _loss_row(int loss, const floating* t, const floating* z, flo
         return NAN
     log_s_z = log(s_z)
 
-    # Pass 2: loss terms and gradient.
+    # Pass 2: loss terms and gradient. With keep, the running maximum r of
+    # pass 1 is retraced; q_j = g_j * exp((r - m) / T) / s changes factor only
+    # when r grows.
     for j in range(k):
-        lq = (z[j] - m_z) * inv_t - log_s_z
+        x = z[j]
+        lq = (x - m_z) * inv_t - log_s_z
         if target_is_logits:
             lp = (t[j] - m_t) * inv_t - log_s_t
             a = exp(lp)
@@ -115,7 +126,13 @@ cdef inline double _loss_row(int loss, const floating* t, const floating* z, flo
                 total += a * (lpe - lq)
             else:
                 total -= a * lq
-        if g != NULL:
+        if keep:
+            if x > r:
+                r = x
+                f = exp((r - m_z) * inv_t - log_s_z)
+            q = g[j] * f
+            g[j] = <floating>((p_sum * q - a) * grad_scale)
+        elif g != NULL:
             g[j] = <floating>((p_sum * exp(lq) - a) * grad_scale)
     return total
 

@@ -1,0 +1,65 @@
+"""Time klfast.kl_loss against the plain numpy/scipy way, in the same run.
+
+    python benchmarks/bench_loss.py [--rows 100000] [--k 1000] [--repeat 5]
+
+The peer is what one writes without klfast: scipy.special.log_softmax, then
+xlogy(p, p) - p * log q summed per row (and exp(log q) - p for the gradient).
+Prints the median time of each and the ratio peer / klfast.
+"""
+import argparse
+import time
+
+import numpy as np
+from scipy.special import log_softmax, xlogy
+
+import klfast
+
+
+def peer_loss(p, z):
+    log_q = log_softmax(z, axis=1)
+    return (xlogy(p, p) - p * log_q).sum(1).mean()
+
+
+def peer_loss_grad(p, z):
+    log_q = log_softmax(z, axis=1)
+    loss = (xlogy(p, p) - p * log_q).sum(1).mean()
+    return loss, (np.exp(log_q) - p) / z.shape[0]
+
+
+def median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--k", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    print(f"kl_loss, {args.rows} x {args.k}, median of {args.repeat}, "
+          f"klfast threads: {klfast.default_num_threads()}")
+    print(f"{'dtype':<9}{'grad':<6}{'klfast s':>10}{'numpy/scipy s':>15}{'ratio':>8}")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        z = (rng.standard_normal((args.rows, args.k)) * 3).astype(dtype)
+        p = rng.random((args.rows, args.k)).astype(dtype)
+        p /= p.sum(1, keepdims=True)
+        for grad in (False, True):
+            if grad:
+                ours = median_time(lambda: klfast.kl_loss(p, z, return_grad=True), args.repeat)
+                peer = median_time(lambda: peer_loss_grad(p, z), args.repeat)
+            else:
+                ours = median_time(lambda: klfast.kl_loss(p, z), args.repeat)
+                peer = median_time(lambda: peer_loss(p, z), args.repeat)
+            print(f"{np.dtype(dtype).name:<9}{str(grad):<6}{ours:>10.3f}{peer:>15.3f}"
+                  f"{peer / ours:>7.1f}x")
+        del z, p
+
+
+if __name__ == "__main__":
+    main()
