@@ -1,6 +1,6 @@
 """Time klfast.kl_loss against the plain numpy/scipy way, in the same run.
 
-    python benchmarks/bench_loss.py [--rows 100000] [--k 1000] [--repeat 5]
+    python benchmarks/bench_loss.py [--rows 100000] [--k 1000] [--repeat 5] [--num-threads N]
 
 The peer is what one writes without klfast: scipy.special.log_softmax, then
 xlogy(p, p) - p * log q summed per row (and exp(log q) - p for the gradient).
@@ -40,9 +40,11 @@ def main():
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--num-threads", type=int, default=None,
+                        help="klfast threads (default: klfast.default_num_threads())")
     args = parser.parse_args()
     print(f"kl_loss, {args.rows} x {args.k}, median of {args.repeat}, "
-          f"klfast threads: {klfast.default_num_threads()}")
+          f"klfast threads: {args.num_threads or klfast.default_num_threads()}")
     print(f"{'dtype':<9}{'grad':<6}{'klfast s':>10}{'numpy/scipy s':>15}{'ratio':>8}")
     rng = np.random.default_rng(0)
     for dtype in (np.float64, np.float32):
@@ -50,12 +52,14 @@ def main():
         p = rng.random((args.rows, args.k)).astype(dtype)
         p /= p.sum(1, keepdims=True)
         for grad in (False, True):
-            if grad:
-                ours = median_time(lambda: klfast.kl_loss(p, z, return_grad=True), args.repeat)
-                peer = median_time(lambda: peer_loss_grad(p, z), args.repeat)
-            else:
-                ours = median_time(lambda: klfast.kl_loss(p, z), args.repeat)
-                peer = median_time(lambda: peer_loss(p, z), args.repeat)
+            def ours_call():
+                return klfast.kl_loss(p, z, return_grad=grad, num_threads=args.num_threads)
+
+            def peer_call():
+                return peer_loss_grad(p, z) if grad else peer_loss(p, z)
+
+            ours = median_time(ours_call, args.repeat)
+            peer = median_time(peer_call, args.repeat)
             print(f"{np.dtype(dtype).name:<9}{str(grad):<6}{ours:>10.3f}{peer:>15.3f}"
                   f"{peer / ours:>7.1f}x")
         del z, p
