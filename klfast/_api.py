@@ -29,6 +29,18 @@ def _cpu_count():
 
 
 _CPU_COUNT = _cpu_count()
+# GNU OpenMP's thread pool does not survive fork(): a forked child that
+# starts a parallel region hangs. Children run klfast on one thread.
+_FORKED = False
+
+
+def _after_fork_in_child():
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_num_threads():
@@ -36,8 +48,11 @@ def default_num_threads():
 
     The smaller of the cores this process may run on and OpenMP's limit for
     the calling thread (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
-    1 when klfast was built without OpenMP.
+    1 when klfast was built without OpenMP, and in a child process made by
+    ``fork()`` (GNU OpenMP's threads do not survive a fork).
     """
+    if _FORKED:
+        return 1
     return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
 
 
@@ -54,7 +69,10 @@ def _check_num_threads(num_threads):
 def _resolve_threads(num_threads, n_rows, k):
     if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
         return 1
-    n = default_num_threads() if num_threads is None else num_threads
+    if num_threads is None:
+        n = default_num_threads()
+    else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
+        n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
     return max(1, min(n, n_rows))
 
 
@@ -127,11 +145,11 @@ def _explain(name, row, index, normalize):
         j = int(np.flatnonzero(row < 0)[0])
         return f"{where} has a negative entry ({row[j]!r}) at position {j}"
     if normalize:
-        total = math.fsum(row)
-        if total == 0.0:
+        if not row.any():
             return f"{where} sums to 0 and cannot be normalized"
-        if not math.isfinite(row.sum()):
-            return f"{where} sum overflows and cannot be normalized"
+        with np.errstate(over="ignore"):
+            if not math.isfinite(row.sum()):
+                return f"{where} sum overflows and cannot be normalized"
     return None
 
 
