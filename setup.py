@@ -72,7 +72,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         depends=["src/klfast_config.h", "src/klfast_rows.h", "src/klfast_isa_impl.h",
                  "src/klfast_measures_impl.h"],
-    )
+    ),
+    Extension(
+        "klfast._loss_kernels",
+        sources=["src/_loss_kernels.pyx"],
+        include_dirs=[np.get_include(), "src"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        depends=["src/klfast_config.h"],
+    ),
 ]
 
 setup(

@@ -22,6 +22,8 @@ from ._api import (
     kl,
 )
 from ._config import show_config
+from ._loss import cross_entropy_loss, kl_loss
+from . import datasets
 
 __version__ = "0.1.0"
 
@@ -29,10 +31,12 @@ __all__ = [
     "DEFAULT_EPS",
     "__version__",
     "cross_entropy",
+    "cross_entropy_loss",
     "default_num_threads",
     "entropy",
     "jensen_shannon",
     "jeffreys",
     "kl",
+    "kl_loss",
     "show_config",
 ]
