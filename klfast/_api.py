@@ -143,7 +143,7 @@ def _explain(name, row, index, normalize):
         return f"{where} contains an infinite value ({row[j]}) at position {j}"
     if (row < 0).any():
         j = int(np.flatnonzero(row < 0)[0])
-        return f"{where} has a negative entry ({row[j]!r}) at position {j}"
+        return f"{where} has a negative entry ({float(row[j])!r}) at position {j}"
     if normalize:
         if not row.any():
             return f"{where} sums to 0 and cannot be normalized"
