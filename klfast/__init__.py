@@ -12,6 +12,19 @@ array is one distribution) in compiled, multi-threaded kernels:
 Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
 README.
 """
+try:
+    from . import _kernels
+except ImportError as exc:  # e.g. `python -m klfast` in the repository root
+    import os as _os
+
+    if _os.path.exists(_os.path.join(_os.path.dirname(__file__), "..", "setup.py")):
+        raise ImportError(
+            "klfast is being imported from its source folder, which holds no compiled "
+            "kernels. Install it (pip install .) and run from another directory, or use "
+            "the installed command: klfast demo"
+        ) from exc
+    raise
+
 from ._api import (
     DEFAULT_EPS,
     cross_entropy,
