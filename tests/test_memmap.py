@@ -29,6 +29,10 @@ HEADROOM = 256 << 20  # bytes of address space the scoring may add
 FILE_BYTES = 1 << 30
 K = 1 << 14
 BAND = 64  # rows (C order) or columns (Fortran order) holding values
+# One kernel thread: memory is the point here, and a parallel region per
+# converted block is slow on a busy machine (a thread that is descheduled
+# stalls every block).
+THREADS = 1
 
 CHILD = textwrap.dedent("""
     import json, resource, sys
@@ -55,7 +59,7 @@ CHILD = textwrap.dedent("""
         copy_refused = False
     except MemoryError:
         copy_refused = True
-    scores = klfast.kl(p, q, eps=0.0)
+    scores = klfast.kl(p, q, eps=0.0, num_threads=spec["threads"])
     np.save(spec["out"], scores)
     print(json.dumps({"copy_refused": copy_refused, "file_bytes": p.nbytes,
                       "vm_before": before}))
@@ -112,7 +116,8 @@ def test_memmap_scored_with_bounded_memory(tmp_path, case):
         np.save(q_path, reference / reference.sum())
     assert HEADROOM * 3 < n_files * n_rows * K * dtype.itemsize
 
-    spec = {"p": str(p_path), "q": str(q_path), "out": str(out_path), "headroom": HEADROOM}
+    spec = {"p": str(p_path), "q": str(q_path), "out": str(out_path), "headroom": HEADROOM,
+            "threads": THREADS}
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves 64 MB of address space per thread arena
     run = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, cwd=tmp_path,
@@ -134,3 +139,46 @@ def test_memmap_scored_with_bounded_memory(tmp_path, case):
     np.testing.assert_array_equal(scores[rows], klfast.kl(p_rows, q_rows, eps=0.0))
     np.testing.assert_allclose(scores[rows], rel_entr(p_rows, q_rows).sum(axis=1),
                                rtol=1e-10, atol=1e-12)
+
+
+CLI_CHILD = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    import klfast, klfast.cli
+
+    def vm_size():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+
+    warm = np.full((512, 256), 1 / 256)
+    klfast.kl(warm, warm, num_threads=2)  # start the OpenMP threads before the cap
+    file_bytes, headroom = int(sys.argv[1]), int(sys.argv[2])
+    # the command maps the file itself: room for the mapping plus the headroom, so
+    # once it is mapped a full-size copy (or float64 conversion) cannot fit
+    resource.setrlimit(resource.RLIMIT_AS,
+                       (vm_size() + file_bytes + headroom, resource.RLIM_INFINITY))
+    sys.exit(klfast.cli.main(sys.argv[3:]))
+""")
+
+
+def test_command_line_scores_a_large_file_with_bounded_memory(tmp_path):
+    n_rows = FILE_BYTES // (K * 4)
+    filled = _write_npy(tmp_path / "p.npy", (n_rows, K), np.dtype(np.float32), False, seed=1)
+    reference = np.random.default_rng(3).random(K) + 0.01
+    np.save(tmp_path / "ref.npy", reference / reference.sum())
+    args = ["score", "p.npy", "ref.npy", "--measure", "kl", "--eps", "0",
+            "--out", "kl.npy", "--quiet", "--threads", str(THREADS)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    env["MALLOC_ARENA_MAX"] = "2"
+    run = subprocess.run([sys.executable, "-c", CLI_CHILD, str(FILE_BYTES), str(HEADROOM), *args],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    scores = np.load(tmp_path / "kl.npy")
+    p = np.load(tmp_path / "p.npy", mmap_mode="r")
+    q = np.load(tmp_path / "ref.npy")
+    rows = np.r_[filled[::7], 1, n_rows - 2]
+    p_rows = np.asarray(p[rows], dtype=np.float64)
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores[rows], rel_entr(p_rows, q).sum(1), rtol=1e-10, atol=1e-12)
