@@ -29,6 +29,7 @@ Semantics are those of the in-memory functions, with three differences:
   and the ``ValueError`` then names the row in the whole array; ``out=`` is not
   supported.
 """
+import math
 import warnings
 
 import dask.array as da
@@ -75,6 +76,23 @@ def _whole_rows(x, name):
     return x
 
 
+def _broadcast_outer(shapes):
+    """numpy's broadcast of equal-length shapes that may hold NaN (a size dask
+    does not know yet: trusted to match); None when they cannot broadcast."""
+    outer = []
+    for sizes in zip(*shapes):
+        known = {n for n in sizes if not math.isnan(n) and n != 1}
+        if len(known) > 1:
+            return None
+        if known:
+            outer.append(known.pop())
+        elif any(math.isnan(n) for n in sizes):
+            outer.append(math.nan)
+        else:
+            outer.append(1)
+    return tuple(outer)
+
+
 def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_threads,
            names=("p", "q")):
     """Lazy row scores of dask (or mixed dask/numpy) inputs; see ``klfast.kl``.
@@ -100,24 +118,24 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     if ndim == 0:
         raise np.exceptions.AxisError(axis, 0, "p and q must have at least one dimension")
     ax = normalize_axis_index(axis, ndim)
-    shapes = [(1,) * (ndim - x.ndim) + x.shape for x in arrays]
-    k = shapes[0][ax]
-    if any(s[ax] != k for s in shapes):
+    arrays = [x[(None,) * (ndim - x.ndim)] for x in arrays]  # numpy's broadcasting rule
+    k = arrays[0].shape[ax]
+    if any(math.isnan(x.shape[ax]) for x in arrays):
+        raise ValueError(f"the length along axis {axis} is unknown; call "
+                         f"compute_chunk_sizes() on the dask array first")
+    if any(x.shape[ax] != k for x in arrays):
         raise ValueError(
             f"p and q must have the same length along axis {axis}: "
             f"shapes {p.shape} and {arrays[1].shape}"
         )
-    try:
-        outer = np.broadcast_shapes(*(s[:ax] + s[ax + 1:] for s in shapes))
-    except ValueError:
-        raise ValueError(
-            f"p and q shapes {p.shape} and {arrays[1].shape} do not broadcast"
-        ) from None
+    outer = _broadcast_outer([x.shape[:ax] + x.shape[ax + 1:] for x in arrays])
+    if outer is None:
+        raise ValueError(f"p and q shapes {p.shape} and {arrays[1].shape} do not broadcast")
 
     dtype = _api._result_dtype(*(x.dtype for x in arrays))
     rows = []
-    for x, shape, name in zip(arrays, shapes, ("p", "q")):  # a loop: stacklevel stays right
-        rows.append(_whole_rows(da.moveaxis(x.reshape(shape), ax, -1), name))
+    for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
+        rows.append(_whole_rows(da.moveaxis(x, ax, -1), name))
     if len(rows) == 2:  # same row chunks for p and q; size-1 dimensions broadcast
         letters = "abcdefghijklmnopqrstuvwxyz"[:ndim]
         _, rows = unify_chunks(rows[0], letters, rows[1], letters)
@@ -135,5 +153,5 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
         names=tuple(names),
     )
     if keepdims:
-        result = da.expand_dims(result, ax)
+        result = result[(slice(None),) * ax + (None,)]  # works with unknown chunk sizes
     return result

@@ -130,6 +130,21 @@ def test_axis_keepdims_and_nd():
     np.testing.assert_array_equal(result.compute(), klfast.entropy(p, axis=0))
 
 
+def test_unknown_row_chunk_sizes():
+    rng = np.random.default_rng(8)
+    p, q = distributions(rng, (200, 6)), distributions(rng, 6)
+    keep = p[:, 0] > np.median(p[:, 0])
+    pd = da.from_array(p, chunks=(50, 6))
+    selected = pd[pd[:, 0] > np.median(p[:, 0])]  # row chunk sizes unknown (NaN)
+    assert np.isnan(selected.shape[0])
+    result = klfast.kl(selected, q, keepdims=True)
+    np.testing.assert_array_equal(result.compute(), klfast.kl(p[keep], q, keepdims=True))
+    result = klfast.jeffreys(selected, selected + 0.5)
+    np.testing.assert_array_equal(result.compute(), klfast.jeffreys(p[keep], p[keep] + 0.5))
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        klfast.entropy(selected, axis=0)
+
+
 def test_dtypes_and_mixed_inputs():
     rng = np.random.default_rng(4)
     p32 = distributions(rng, (100, 8), np.float32)
