@@ -304,22 +304,6 @@ def _is_list_type(t):
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-class NpyFile:
-    """A ``.npy`` file that dask can slice on any worker: it pickles as its
-    path and memory-maps the file on each access (the workers must see the
-    same path, e.g. a shared filesystem)."""
-
-    def __init__(self, path):
-        self.path = os.path.abspath(path)
-        array = _open_npy(path)
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.ndim = array.ndim
-
-    def __getitem__(self, index):
-        return np.asarray(np.load(self.path, mmap_mode="r")[index])
-
-
 # ---------------------------------------------------------------- writers
 
 

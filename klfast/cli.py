@@ -21,7 +21,6 @@ from ._io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     InputError,
-    NpyFile,
     ScoreWriter,
     default_chunk_rows,
     format_duration,
@@ -299,42 +298,70 @@ def score(args, stderr=sys.stderr):
     return n_rows
 
 
-def _measure_kwargs(args):
-    return dict(eps=args.eps, base=args.base, normalize=args.normalize)
+class InvalidValues(ValueError):
+    """A row with a negative, NaN or infinite value (or a zero sum with
+    --normalize); the message names the file and the row in the whole file."""
+
+
+def _options(args):
+    return dict(eps=args.eps, base=args.base, normalize=args.normalize,
+                num_threads=args.threads)
+
+
+def _score_chunk(measure, p_rows, q_rows, first_row, names, options, out=None):
+    """Scores of rows ``first_row...`` of the input files, as klfast computes them."""
+    import klfast
+
+    operands = (p_rows,) if q_rows is None else (p_rows, q_rows)
+    try:
+        return getattr(klfast, measure)(*operands, out=out, **options)
+    except ValueError:
+        message = invalid_row_message(p_rows, q_rows, options["normalize"], (first_row,), names)
+        if message is None:
+            raise
+        raise InvalidValues(message) from None
 
 
 def _score_locally(args, p, q, q_row, writer, progress):
-    import klfast
-
-    function = getattr(klfast, args.measure)
     n_rows, k = p.shape
     chunk = args.chunk_rows or default_chunk_rows(k)
     buffer = np.empty(min(chunk, n_rows), dtype=writer.dtype)
     names = (p.path, None if q is None else q.path)
     for r0 in range(0, n_rows, chunk):
         r1 = min(n_rows, r0 + chunk)
-        p_rows = p.rows[r0:r1]
         q_rows = None if q is None else (q_row if q_row is not None else q.rows[r0:r1])
-        out = buffer[:r1 - r0]
-        operands = (p_rows,) if q is None else (p_rows, q_rows)
         try:
-            function(*operands, out=out, num_threads=args.threads, **_measure_kwargs(args))
-        except ValueError:
-            message = invalid_row_message(p_rows, q_rows, args.normalize, (r0,), names)
-            if message is None:
-                raise
-            raise InputError(message) from None
+            out = _score_chunk(args.measure, p.rows[r0:r1], q_rows, r0, names, _options(args),
+                               out=buffer[:r1 - r0])
+        except InvalidValues as e:
+            raise InputError(str(e)) from None
         writer.write(out)
         progress.update(r1)
 
 
+def _npy_rows(path, r0, r1, axis):
+    """Rows r0:r1 of a .npy file, memory-mapped (a 1-D file is one row)."""
+    array = np.load(path, mmap_mode="r")
+    if array.ndim == 1:
+        return array[None, :]
+    return (array.T if axis == 0 else array)[r0:r1]
+
+
+def _score_file_rows(r0, r1, *, measure, p_path, q, axis, names, options):
+    """One Dask task: read rows r0:r1 of P (and Q, unless ``q`` is the
+    reference row itself) from the shared files and score them. Reading in the
+    task that scores keeps P and Q rows on one worker: nothing but the scores
+    crosses the network."""
+    p_rows = _npy_rows(p_path, r0, r1, axis)
+    q_rows = q if q is None or isinstance(q, np.ndarray) else _npy_rows(q, r0, r1, axis)
+    return _score_chunk(measure, p_rows, q_rows, r0, names, options)
+
+
 def _score_on_dask(args, p, q, q_row, writer, progress):
     try:
-        import dask.array as da
         from dask.distributed import Client
     except ImportError:
         raise InputError("--dask-scheduler", "needs dask: pip install 'klfast[dask]'") from None
-    from . import dask as klfast_dask
 
     for x in (p, q):
         if x is not None and not x.path.lower().endswith(".npy"):
@@ -342,39 +369,32 @@ def _score_on_dask(args, p, q, q_row, writer, progress):
                                      "(from a path every worker can read)")
     n_rows, k = p.shape
     chunk = args.chunk_rows or default_chunk_rows(k)
-
-    def lazy(x):
-        # The file as a dask array of row chunks that the workers read themselves.
-        file = NpyFile(x.path)
-        if file.ndim == 1:
-            return da.from_array(file, chunks=-1, asarray=True)[None, :]
-        if args.axis == 0:
-            return da.from_array(file, chunks=(-1, chunk), asarray=True).T
-        return da.from_array(file, chunks=(chunk, -1), asarray=True)
-
-    p_lazy = lazy(p)
-    q_lazy = None if q is None else (q_row if q_row is not None else lazy(q))
     try:
         client = Client(args.dask_scheduler, timeout="10s")
     except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError("--dask-scheduler", f"cannot connect to {args.dask_scheduler} "
-                                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                                             f"({reason})") from None
     names = (p.path, None if q is None else q.path)
     with client:
-        scores = klfast_dask.reduce(args.measure, p_lazy, q_lazy, axis=-1, keepdims=False,
-                                    out=None, num_threads=args.threads, names=names,
-                                    **_measure_kwargs(args))
-        futures = client.compute([scores.blocks[i] for i in range(scores.numblocks[0])])
-        done = 0
+        if q is None:
+            q_arg = None
+        elif q_row is not None:
+            q_arg = client.scatter(q_row, broadcast=True)
+        else:
+            q_arg = os.path.abspath(q.path)
+        starts = list(range(0, n_rows, chunk))
+        futures = client.map(_score_file_rows, starts, [min(n_rows, r0 + chunk) for r0 in starts],
+                             measure=args.measure, p_path=os.path.abspath(p.path), q=q_arg,
+                             axis=args.axis, names=names, options=_options(args), pure=False)
         try:
-            for future in futures:
+            for future in futures:  # in row order; the cluster runs them in parallel
                 try:
-                    values = future.result()
-                except ValueError as e:  # invalid values, named by file and row
+                    scores = future.result()
+                except InvalidValues as e:
                     raise InputError(str(e)) from None
-                writer.write(values)
-                done += len(values)
-                progress.update(done)
+                writer.write(scores)
+                progress.update(writer.rows_written)
         finally:
             client.cancel(futures)
 
@@ -398,4 +418,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module's importable twin, so Dask pickles klfast.cli functions
+    # by reference, not __main__ ones by value.
+    from klfast.cli import main as _main
+
+    sys.exit(_main())
