@@ -135,7 +135,7 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     dtype = _api._result_dtype(*(x.dtype for x in arrays))
     rows = []
     for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
-        rows.append(_whole_rows(da.moveaxis(x, ax, -1), name))
+        rows.append(_whole_rows(x if ax == ndim - 1 else da.moveaxis(x, ax, -1), name))
     if len(rows) == 2:  # same row chunks for p and q; size-1 dimensions broadcast
         letters = "abcdefghijklmnopqrstuvwxyz"[:ndim]
         _, rows = unify_chunks(rows[0], letters, rows[1], letters)
