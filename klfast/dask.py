@@ -10,7 +10,6 @@ Use it on one machine (dask's threaded scheduler) or on a cluster::
 
     from dask.distributed import Client
     import dask.array as da
-from dask.array.core import unify_chunks
     import klfast
 
     client = Client("tcp://scheduler-host:8786")      # an existing cluster
