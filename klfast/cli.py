@@ -28,7 +28,7 @@ from ._io import (
     open_rows,
 )
 
-MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 EXIT_USAGE = 2
 
 _MAIN_EPILOG = """\
@@ -47,8 +47,10 @@ a single reference row Q, and write one score per row to OUT.
   jeffreys       KL(p || q) + KL(q || p)
   cross_entropy  -sum p log q
   entropy        -sum p log p          (takes P only)
+  jensen_shannon (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2
 
-Inside the logarithms p and q are floored at --eps; terms with p == 0 are 0.
+Inside the logarithms p and q are floored at --eps (jensen_shannon needs no
+floor); terms with p == 0 are 0.
 """
 
 _SCORE_EPILOG = f"""\
@@ -137,7 +139,7 @@ def build_parser():
                        help=f"output file ({', '.join(OUTPUT_FORMATS)}), replaced atomically")
     score.add_argument("--eps", type=_finite_float, default=_api.DEFAULT_EPS, metavar="E",
                        help="floor for p and q inside the logarithms; 0 gives exact values, "
-                            "possibly inf (default: %(default)g)")
+                            "possibly inf; jensen_shannon ignores it (default: %(default)g)")
     score.add_argument("--base", type=_finite_float, default=None, metavar="B",
                        help="logarithm base, e.g. 2 for bits (default: e, nats)")
     score.add_argument("--normalize", action="store_true",
@@ -304,8 +306,10 @@ class InvalidValues(ValueError):
 
 
 def _options(args):
-    return dict(eps=args.eps, base=args.base, normalize=args.normalize,
-                num_threads=args.threads)
+    options = dict(base=args.base, normalize=args.normalize, num_threads=args.threads)
+    if args.measure != "jensen_shannon":  # always finite: it takes no eps
+        options["eps"] = args.eps
+    return options
 
 
 def _score_chunk(measure, p_rows, q_rows, first_row, names, options, out=None):

@@ -17,7 +17,7 @@ from scipy.special import rel_entr
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 N_ROWS, K = 123, 9
 
 
@@ -51,6 +51,9 @@ def reference(measure, p, q=None, base=None, normalize=False):
         value = (rel_entr(p, q) + rel_entr(q, p)).sum(-1)
     elif measure == "entropy":
         value = -rel_entr(p, 1.0).sum(-1)
+    elif measure == "jensen_shannon":
+        m = (p + q) / 2
+        value = (rel_entr(p, m) + rel_entr(q, m)).sum(-1) / 2
     else:
         value = (rel_entr(p, q) - rel_entr(p, 1.0)).sum(-1)
     return value / np.log(base) if base else value

@@ -21,7 +21,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("dask.distributed")
 
-MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 
 
 def reference(measure, p, q=None):
@@ -34,11 +34,16 @@ def reference(measure, p, q=None):
         return rel_entr(p, q).sum(-1)
     if measure == "jeffreys":
         return (rel_entr(p, q) + rel_entr(q, p)).sum(-1)
+    if measure == "jensen_shannon":
+        m = (p + q) / 2
+        return (rel_entr(p, m) + rel_entr(q, m)).sum(-1) / 2
     return (rel_entr(p, q) - rel_entr(p, 1.0)).sum(-1)  # cross-entropy = KL + entropy
 
 
 def call(measure, p, q=None, **kwargs):
     function = getattr(klfast, measure)
+    if measure == "jensen_shannon":
+        kwargs.pop("eps", None)  # always finite: it takes no eps
     return function(p, **kwargs) if measure == "entropy" else function(p, q, **kwargs)
 
 
@@ -104,6 +109,15 @@ def test_single_reference_row_is_broadcast_not_materialised(monkeypatch, measure
     assert len(seen) == 5
     assert all(p_shape[0] > 1 and q_shape[:-1] in ((), (1,)) for p_shape, q_shape in seen)
     np.testing.assert_array_equal(result, call(measure, p, q))
+
+
+def test_jensen_shannon_distance():
+    rng = np.random.default_rng(9)
+    p, q = distributions(rng, (300, 12)), distributions(rng, (300, 12))
+    result = klfast.jensen_shannon(da.from_array(p, chunks=(70, 12)), q, distance=True, base=2)
+    assert isinstance(result, da.Array)
+    np.testing.assert_array_equal(result.compute(),
+                                  klfast.jensen_shannon(p, q, distance=True, base=2))
 
 
 def test_chunks_along_the_axis_are_rechunked_with_a_warning():
