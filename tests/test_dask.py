@@ -4,7 +4,6 @@ The fast tests use dask's synchronous scheduler; the distributed tests run a
 real LocalCluster of two worker processes on ``.npy`` blocks on disk
 (``dask.array.to_npy_stack``), as a cluster would read a shared filesystem.
 """
-import json
 import logging
 import subprocess
 import sys
