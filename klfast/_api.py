@@ -2,6 +2,7 @@
 import math
 import numbers
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
@@ -185,24 +186,48 @@ class _Job:
             if bad:
                 self._raise(p, q, out, first_row)
             return
-        # Convert per block of rows into bounded buffers. A broadcast input
-        # (row stride 0) is converted once, as a single row.
+        # Convert per block of rows into bounded buffers (at most two blocks
+        # alive). A broadcast input (row stride 0) is converted once, as one
+        # row. With more than one thread, numpy converts the next block on
+        # this thread while a worker thread scores the previous one: OpenMP
+        # threads would only spin against the conversion.
         block = max(1, BLOCK_ELEMENTS // max(k, 1))
         p_fixed = self._fixed_row(p)
         q_fixed = self._fixed_row(q)
-        for r0 in range(0, n_rows, block):
+        starts = range(0, n_rows, block)
+
+        def convert(r0):
             r1 = min(n_rows, r0 + block)
             pb = p_fixed if p_fixed is not None else np.ascontiguousarray(p[r0:r1], dtype=dt)
             qb = q_fixed if q_fixed is not None else np.ascontiguousarray(q[r0:r1], dtype=dt)
             ob = out[r0:r1] if out_ok else np.empty(r1 - r0, dtype=dt)
-            bad = _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
-                                qb, 0 if q_fixed is not None else qb.strides[0], ob,
-                                ob.strides[0], r1 - r0, k, self.eps, self.scale,
-                                self.normalize, _resolve_threads(self.num_threads, r1 - r0, k))
+            return r0, r1, pb, qb, ob
+
+        def score(r0, r1, pb, qb, ob, n_threads):
+            return _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
+                                 qb, 0 if q_fixed is not None else qb.strides[0], ob,
+                                 ob.strides[0], r1 - r0, k, self.eps, self.scale,
+                                 self.normalize, n_threads)
+
+        def finish(r0, r1, ob, bad):
             if not out_ok:
                 out[r0:r1] = ob
             if bad:
                 self._raise(p[r0:r1], q[r0:r1], ob, first_row + r0)
+
+        if threads == 1 or len(starts) == 1:
+            for r0 in starts:
+                job = convert(r0)
+                finish(job[0], job[1], job[4], score(*job, threads))
+            return
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            pending = None
+            for r0 in starts:
+                job = convert(r0)
+                if pending is not None:
+                    finish(*pending[1], pending[0].result())
+                pending = worker.submit(score, *job, 1), (job[0], job[1], job[4])
+            finish(*pending[1], pending[0].result())
 
     def _fixed_row(self, x):
         """The single row of a broadcast input, converted; None otherwise."""

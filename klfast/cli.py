@@ -122,6 +122,9 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"klfast {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # listed for --help; main() hands `klfast demo ...` to klfast.__main__
+    commands.add_parser("demo", help="score a generated batch with klfast and scipy "
+                                     "(the README's demo; klfast demo --help)")
     score = commands.add_parser(
         "score",
         help="score the rows of P against Q",
@@ -405,6 +408,11 @@ def _score_on_dask(args, p, q, q_row, writer, progress):
 
 def main(argv=None):
     """Entry point of the ``klfast`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        from .__main__ import main as demo
+
+        return demo(argv[1:], prog="klfast demo")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
