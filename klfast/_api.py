@@ -20,6 +20,9 @@ BLOCK_ELEMENTS = 1 << 20
 MIN_PARALLEL_ELEMENTS = 1 << 16
 
 _MEASURES = _kernels.MEASURES
+# The common small call (plain arrays, default keywords) goes straight to C:
+# _kernels.fast returns None whenever the general path must decide.
+_fast = _kernels.fast
 
 
 def _cpu_count():
@@ -272,6 +275,10 @@ def _is_dask(x):
 
 
 def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_threads):
+    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+        result = _fast(_MEASURES[measure], p, q, eps, normalize)
+        if result is not None:
+            return result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from . import dask as klfast_dask
 
@@ -372,47 +379,24 @@ _DOC_PARAMS = """
 """
 
 
-# The common small call (plain arrays, default keywords) goes straight to C:
-# _kernels.fast returns None whenever the general path must decide.
-_fast = _kernels.fast
-_KL, _JEFFREYS, _ENTROPY, _CROSS_ENTROPY = (
-    _MEASURES[m] for m in ("kl", "jeffreys", "entropy", "cross_entropy"))
-
-
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
        out=None, num_threads=None):
-    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
-        result = _fast(_KL, p, q, eps, normalize)
-        if result is not None:
-            return result
     return _reduce("kl", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
              out=None, num_threads=None):
-    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
-        result = _fast(_JEFFREYS, p, q, eps, normalize)
-        if result is not None:
-            return result
     return _reduce("jeffreys", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
                   keepdims=False, out=None, num_threads=None):
-    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
-        result = _fast(_CROSS_ENTROPY, p, q, eps, normalize)
-        if result is not None:
-            return result
     return _reduce("cross_entropy", p, q, axis, eps, base, normalize, keepdims, out,
                    num_threads)
 
 
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
             out=None, num_threads=None):
-    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
-        result = _fast(_ENTROPY, p, None, eps, normalize)
-        if result is not None:
-            return result
     return _reduce("entropy", p, None, axis, eps, base, normalize, keepdims, out, num_threads)
 
 

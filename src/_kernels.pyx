@@ -116,8 +116,29 @@ cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noe
     return NAN
 
 
-cdef inline double _kl_row(const floating* p, const floating* q, Py_ssize_t k,
-                           double eps, bint normalize) noexcept nogil:
+cdef inline double _exact_term(int measure, double a, double b, double eps) noexcept nogil:
+    """One term of a row, for a >= 0 and b >= 0 already normalized."""
+    cdef double at = a if a > eps else eps, bt = b if b > eps else eps, t = 0.0
+    if measure == KL:
+        return a * _log_ratio(at, bt) if a > 0.0 else 0.0
+    if measure == JEFFREYS:
+        return (a - b) * _log_ratio(at, bt) if a != b else 0.0
+    if measure == ENTROPY:
+        return -a * log(at) if a > 0.0 else 0.0
+    if measure == CROSS_ENTROPY:
+        return -a * log(bt) if a > 0.0 else 0.0
+    # JS (no eps)
+    if a > 0.0:
+        t = 0.5 * a * _log_half_ratio(a, b)
+    if b > 0.0:
+        t += 0.5 * b * _log_half_ratio(b, a)
+    return t
+
+
+cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
+                        double eps, bint normalize) noexcept nogil:
+    """The exact scalar path: libm's log, one term at a time. Entropy reads
+    only p (the caller passes q = p)."""
     cdef Py_ssize_t j
     cdef double a, b, s = 0.0
     cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
@@ -126,81 +147,12 @@ cdef inline double _kl_row(const floating* p, const floating* q, Py_ssize_t k,
         a = p[j]
         b = q[j]
         bad |= _invalid(a) | _invalid(b)
-        a = a / sp
-        b = b / sq
-        if a > 0.0:
-            s += a * _log_ratio(a if a > eps else eps, b if b > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _jeffreys_row(const floating* p, const floating* q, Py_ssize_t k,
-                                 double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
-    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        a = a / sp
-        b = b / sq
-        if a != b:
-            s += (a - b) * _log_ratio(a if a > eps else eps, b if b > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _entropy_row(const floating* p, Py_ssize_t k,
-                                double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, s = 0.0
-    cdef double sp = _row_sum(p, k, normalize)
-    cdef bint bad = sp != sp
-    for j in range(k):
-        a = p[j]
-        bad |= _invalid(a)
-        a = a / sp
-        if a > 0.0:
-            s -= a * log(a if a > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _cross_entropy_row(const floating* p, const floating* q, Py_ssize_t k,
-                                      double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
-    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        a = a / sp
-        b = b / sq
-        if a > 0.0:
-            s -= a * log(b if b > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _js_row(const floating* p, const floating* q, Py_ssize_t k,
-                           bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
-    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        a = a / sp
-        b = b / sq
-        if a > 0.0:
-            s += 0.5 * a * _log_half_ratio(a, b)
-        if b > 0.0:
-            s += 0.5 * b * _log_half_ratio(b, a)
+        s += _exact_term(measure, a / sp, b / sq, eps)
     if bad:
         return NAN
-    return s if s > 0.0 else 0.0
+    if measure == JS and s < 0.0:  # rounding; JS >= 0
+        return 0.0
+    return s
 
 
 cdef inline double _log_half_ratio(double a, double b) noexcept nogil:
@@ -210,19 +162,6 @@ cdef inline double _log_half_ratio(double a, double b) noexcept nogil:
     if t <= DBL_MAX:
         return LN2 + _log_ratio(a, t)
     return _log_ratio(a, 0.5 * a + 0.5 * b)
-
-
-cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                        double eps, bint normalize) noexcept nogil:
-    if measure == KL:
-        return _kl_row(p, q, k, eps, normalize)
-    if measure == JEFFREYS:
-        return _jeffreys_row(p, q, k, eps, normalize)
-    if measure == ENTROPY:
-        return _entropy_row(p, k, eps, normalize)
-    if measure == CROSS_ENTROPY:
-        return _cross_entropy_row(p, q, k, eps, normalize)
-    return _js_row(p, q, k, normalize)
 
 
 cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
