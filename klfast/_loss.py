@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _loss_kernels
+from . import _kernels, _loss_kernels
 from ._api import (
     BLOCK_ELEMENTS,
     DEFAULT_EPS,
@@ -19,6 +19,12 @@ from ._api import (
 
 _LOSSES = _loss_kernels.LOSSES
 _REDUCTIONS = ("none", "sum", "mean")
+# The loss kernels run at the instruction-set level klfast._kernels uses now
+# (klfast._kernels.set_isa, KLFAST_ISA), looked up on every call.
+_LEVEL_INDEX = {name: i for i, name in enumerate(_loss_kernels.LEVELS)}
+if _loss_kernels.LEVELS != _kernels.LEVELS:  # one build makes both
+    raise ImportError(f"klfast: loss kernel levels {_loss_kernels.LEVELS} differ from "
+                      f"{_kernels.LEVELS}; reinstall klfast")
 
 
 def _check_temperature(temperature):
@@ -54,10 +60,11 @@ class _LossJob:
     """One call: the loss, its parameters and the outer shape of the rows."""
 
     __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
-                 "num_threads", "dtype", "outer")
+                 "num_threads", "dtype", "outer", "level")
 
     def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
                  dtype, outer):
+        self.level = _LEVEL_INDEX[_kernels.get_isa()]
         self.loss = loss
         self.inv_temperature = inv_temperature
         self.target_is_logits = target_is_logits
@@ -72,7 +79,7 @@ class _LossJob:
             self.loss, t, t_rs, z, z.strides[0] if n_rows > 1 else 0,
             grad, 0 if grad is None or n_rows <= 1 else grad.strides[0],
             out, n_rows, k, self.inv_temperature, self.target_is_logits, self.eps,
-            self.grad_scale, threads)
+            self.grad_scale, threads, self.level)
 
     def run_2d(self, t, z, grad, out, first_row):
         """Rows of the 2-D views ``t``, ``z`` (n_rows, k) into the contiguous
