@@ -27,8 +27,8 @@
  * exp(x_j) (and of the teacher's), keeping exp(x_j) in the gradient row when
  * one is asked for, (C) the loss terms and the gradient, q_j = exp(x_j) / s.
  * exp and log are computed in the element type, with vector code at each
- * level's native width; rows are read in 64-byte blocks and every sum is
- * kept in fixed lanes (element j in lane j mod 8 or 16) accumulated in
+ * level's native width; rows are read in 128-byte blocks and every sum is
+ * kept in fixed lanes (element j in lane j mod 16 or 32) accumulated in
  * float64 and combined in a fixed order, so a row gives the same bits at
  * every address and on every thread.
  */
@@ -88,6 +88,12 @@ typedef struct {
 #define KLFL_CAT_(a, b) a##b
 #define KLFL_CAT(a, b) KLFL_CAT_(a, b)
 
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64))
+#define KLFAST_LOSS_X86_LEVELS 1
+#else
+#define KLFAST_LOSS_X86_LEVELS 0
+#endif
+
 /* ---- one copy of the kernels per level ------------------------------- */
 #define KLFL_ISA baseline
 #define KLFL_VBYTES 16
@@ -95,9 +101,7 @@ typedef struct {
 #undef KLFL_ISA
 #undef KLFL_VBYTES
 
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64))
-#define KLFAST_LOSS_X86_LEVELS 1
-
+#if KLFAST_LOSS_X86_LEVELS
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
 #define KLFL_ISA avx2
@@ -115,9 +119,6 @@ typedef struct {
 #undef KLFL_ISA
 #undef KLFL_VBYTES
 #pragma GCC pop_options
-
-#else
-#define KLFAST_LOSS_X86_LEVELS 0
 #endif
 
 #define KLFL_TABLE(isa)                                                              \

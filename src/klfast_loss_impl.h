@@ -3,8 +3,10 @@
  * the passes and the return conventions are in klfast_loss.h. No include
  * guard.
  *
- * Every pass reads the row in blocks of 64 bytes (NSUB native vectors); lane
- * l of a sum takes the elements j = l mod (64 / sizeof(T)) at every level.
+ * Every pass reads the row in blocks of 128 bytes (NSUB native vectors);
+ * lane l of a sum takes the elements j = l mod (128 / sizeof(T)) at every
+ * level. (Two cache lines, so that even AVX-512 has two independent
+ * accumulators per sum: one would be bound by the latency of the add.)
  * The row's tail is one block padded with harmless finite values whose
  * lanes are zeroed before they are summed and never stored. Each pass is
  * specialised (always-inline, constant flags) for what the row needs, so
@@ -14,27 +16,28 @@
 #define T KLFL_T
 #define V KLFL_V
 #define M KLFL_M
-#define ACC KLFL_ACC
+#define NACC (NSUB * KLFL_ACC_PER_V) /* float64 vectors per block */
+#define ADD(acc, s, v) KLFL_ADD((acc) + (s) * KLFL_ACC_PER_V, (v))
 #define LANES ((int)(sizeof(V) / sizeof(T))) /* per native vector */
-#define BLOCK ((int)(64 / sizeof(T)))          /* per 64-byte block */
-#define NSUB (64 / (int)sizeof(V))
+#define BLOCK_BYTES 128
+#define BLOCK ((int)(BLOCK_BYTES / sizeof(T))) /* per block */
+#define NSUB (BLOCK_BYTES / (int)sizeof(V))
 #define SEL(m, a, b) ((V)(((M)(a) & (m)) | ((M)(b) & ~(m))))
 #define BCAST(s) ((V){0} + (T)(s))
-#define VMAX(a, b) SEL((M)((a) > (b)), (a), (b))
-#define VMIN(a, b) SEL((M)((a) < (b)), (a), (b))
-
-/* Zero the lanes of a tail block at and after element n. */
-KLFL_INLINE void LFN(zero_from)(V *v, int n) {
-    for (int s = 0; s < NSUB; s++)
-        for (int l = 0; l < LANES; l++)
-            if (s * LANES + l >= n) v[s][l] = 0;
-}
+#ifdef KLFL_VMAX
+#define VMAX(a, b) KLFL_VMAX((a), (b))
+#define VMIN(a, b) KLFL_VMIN((a), (b))
+#else
+#define VMAX(a, b) SEL((M)((b) > (a)), (b), (a))
+#define VMIN(a, b) SEL((M)((b) < (a)), (b), (a))
+#endif
 
 /* Lanes summed in a fixed order. */
-KLFL_INLINE double LFN(lane_sum)(const ACC *acc) {
-    const double *lanes = (const double *)acc;
+KLFL_INLINE double LFN(lane_sum)(const klfl_vd *acc) {
     double s = 0.0;
-    for (int l = 0; l < BLOCK; l += 2) s += lanes[l] + lanes[l + 1];
+    for (int i = 0; i < NACC; i++)
+        for (int l = 0; l < (int)(sizeof(klfl_vd) / sizeof(double)); l += 2)
+            s += acc[i][l] + acc[i][l + 1];
     return s;
 }
 
@@ -45,45 +48,58 @@ KLFL_INLINE const T *LFN(padded)(T *buf, const T *x, int n, T pad) {
     return buf;
 }
 
+/* The lanes of a tail block holding its first n elements. */
+KLFL_INLINE void LFN(tail_masks)(M *valid, int n) {
+    M iota;
+    for (int l = 0; l < LANES; l++) iota[l] = l;
+    for (int s = 0; s < NSUB; s++) valid[s] = (M)(iota + s * LANES < n);
+}
+
 /* Pass A: maximum and minimum of z (and of t when TL); the checks. Returns 1
  * for an invalid row. SUB (KL of target probabilities with eps below the
- * smallest normal): *special when a target above eps is subnormal. Tail
+ * smallest normal): *special when a target above eps is subnormal. PS: sum
+ * the target probabilities (for the gradient, and to find float64 sums that
+ * overflow; float32 sums cannot). Tail
  * blocks are padded with z[0] and t[0] (TL) or 0, which change nothing. */
+KLFL_INLINE void LFN(block_a)(const T *zb, const T *tb, T eps, int TL, int SUB, int PS, V *mx, V *mn,
+                              V *mxt, V *mnt, V *nan, V *nant, V *low, klfl_vd *ps) {
+    for (int s = 0; s < NSUB; s++) {
+        V x, a;
+        memcpy(&x, zb + s * LANES, sizeof(V));
+        memcpy(&a, tb + s * LANES, sizeof(V));
+        mx[s] = VMAX(mx[s], x);
+        mn[s] = VMIN(mn[s], x);
+        nan[s] += x * 0; /* NaN from then on iff x is NaN or +-inf */
+        nant[s] += a * 0;
+        mnt[s] = VMIN(mnt[s], a);
+        if (TL) {
+            mxt[s] = VMAX(mxt[s], a);
+        } else {
+            if (PS) ADD(ps, s, a);
+            if (SUB) low[s] = VMIN(low[s], SEL((M)(a > eps), a, BCAST(KLFL_TMIN)));
+        }
+    }
+}
+
 KLFL_INLINE int LFN(pass_a)(const T *t, const T *z, ptrdiff_t k, T eps, int TL, int SUB,
-                            T *m_z, T *mn_z, T *m_t, T *mn_t, double *p_sum, int *special) {
+                            int PS, T *m_z, T *mn_z, T *m_t, T *mn_t, double *p_sum, int *special) {
     V mx[NSUB], mn[NSUB], mxt[NSUB], mnt[NSUB], nan[NSUB], nant[NSUB], low[NSUB];
-    ACC ps[NSUB];
+    klfl_vd ps[NACC];
     T zt[BLOCK], tt[BLOCK];
+    for (int i = 0; i < NACC; i++) ps[i] = (klfl_vd){0};
     for (int s = 0; s < NSUB; s++) {
         mx[s] = mn[s] = BCAST(z[0]);
         mxt[s] = mnt[s] = BCAST(TL ? t[0] : 0);
         nan[s] = nant[s] = BCAST(0);
         low[s] = BCAST(KLFL_TMIN);
-        ps[s] = (ACC){0};
     }
-    for (ptrdiff_t j = 0; j < k; j += BLOCK) {
-        const T *zb = z + j, *tb = t + j;
-        if (k - j < BLOCK) {
-            zb = LFN(padded)(zt, zb, (int)(k - j), z[0]);
-            tb = LFN(padded)(tt, tb, (int)(k - j), TL ? t[0] : 0);
-        }
-        for (int s = 0; s < NSUB; s++) {
-            V x, a;
-            memcpy(&x, zb + s * LANES, sizeof(V));
-            memcpy(&a, tb + s * LANES, sizeof(V));
-            mx[s] = VMAX(mx[s], x);
-            mn[s] = VMIN(mn[s], x);
-            nan[s] += x * 0; /* NaN from then on iff x is NaN or +-inf */
-            nant[s] += a * 0;
-            mnt[s] = VMIN(mnt[s], a);
-            if (TL) {
-                mxt[s] = VMAX(mxt[s], a);
-            } else {
-                ps[s] += KLFL_WIDEN(a);
-                if (SUB) low[s] = VMIN(low[s], SEL((M)(a > eps), a, BCAST(KLFL_TMIN)));
-            }
-        }
-    }
+    ptrdiff_t j = 0;
+    for (; j + BLOCK <= k; j += BLOCK)
+        LFN(block_a)(z + j, t + j, eps, TL, SUB, PS, mx, mn, mxt, mnt, nan, nant, low, ps);
+    if (j < k)
+        LFN(block_a)(LFN(padded)(zt, z + j, (int)(k - j), z[0]),
+                     LFN(padded)(tt, t + j, (int)(k - j), TL ? t[0] : 0), eps, TL, SUB, PS, mx, mn,
+                     mxt, mnt, nan, nant, low, ps);
     T vmx = mx[0][0], vmn = mn[0][0], vmxt = mxt[0][0], vmnt = mnt[0][0], vlow = KLFL_TMIN;
     int bad = 0;
     for (int s = 0; s < NSUB; s++)
@@ -100,8 +116,11 @@ KLFL_INLINE int LFN(pass_a)(const T *t, const T *z, ptrdiff_t k, T eps, int TL, 
     *m_t = vmxt;
     *mn_t = vmnt;
     if (!TL) {
-        *p_sum = LFN(lane_sum)(ps);
-        bad |= !(vmnt >= 0) || !(*p_sum <= DBL_MAX);
+        bad |= !(vmnt >= 0);
+        if (PS) {
+            *p_sum = LFN(lane_sum)(ps);
+            bad |= !(*p_sum <= DBL_MAX);
+        }
     }
     *special = SUB && vlow < KLFL_TMIN;
     return bad;
@@ -109,38 +128,41 @@ KLFL_INLINE int LFN(pass_a)(const T *t, const T *z, ptrdiff_t k, T eps, int TL, 
 
 /* Pass B: s_z = sum exp(x_j), x_j = (z_j - m_z) / T (and s_t likewise for the
  * teacher logits when TL); with KEEP, exp(x_j) is stored in g. WIDE: some
- * x_j may be below KLFL_EXP_PLAIN_MIN. */
+ * x_j may be below KLFL_EXP_PLAIN_MIN. valid: NULL, or a tail block's
+ * lanes. */
+KLFL_INLINE void LFN(block_b)(const T *zb, const T *tb, T *gb, T m_z, T m_t, T inv_t, int TL,
+                              int KEEP, int WIDE, const M *valid, klfl_vd *az, klfl_vd *at) {
+    for (int s = 0; s < NSUB; s++) {
+        V x, e, et;
+        memcpy(&x, zb + s * LANES, sizeof(V));
+        e = KLFL_EXP((x - m_z) * inv_t, WIDE);
+        if (valid) e = SEL(valid[s], e, BCAST(0));
+        ADD(az, s, e);
+        if (KEEP) memcpy(gb + s * LANES, &e, sizeof(V));
+        if (TL) {
+            memcpy(&x, tb + s * LANES, sizeof(V));
+            et = KLFL_EXP((x - m_t) * inv_t, WIDE);
+            if (valid) et = SEL(valid[s], et, BCAST(0));
+            ADD(at, s, et);
+        }
+    }
+}
+
 KLFL_INLINE void LFN(pass_b)(const T *t, const T *z, T *g, ptrdiff_t k, T m_z, T m_t,
                              T inv_t, int TL, int KEEP, int WIDE, double *s_z, double *s_t) {
-    ACC az[NSUB], at[NSUB];
-    T zt[BLOCK], tt[BLOCK];
-    for (int s = 0; s < NSUB; s++) az[s] = at[s] = (ACC){0};
-    for (ptrdiff_t j = 0; j < k; j += BLOCK) {
-        const T *zb = z + j, *tb = t + j;
-        int n = k - j < BLOCK ? (int)(k - j) : BLOCK;
-        if (n < BLOCK) {
-            zb = LFN(padded)(zt, zb, n, m_z);
-            if (TL) tb = LFN(padded)(tt, tb, n, m_t);
-        }
-        V e[NSUB], et[NSUB];
-        for (int s = 0; s < NSUB; s++) {
-            V x;
-            memcpy(&x, zb + s * LANES, sizeof(V));
-            e[s] = KLFL_EXP((x - m_z) * inv_t, WIDE);
-            if (TL) {
-                memcpy(&x, tb + s * LANES, sizeof(V));
-                et[s] = KLFL_EXP((x - m_t) * inv_t, WIDE);
-            }
-        }
-        if (n < BLOCK) {
-            LFN(zero_from)(e, n);
-            if (TL) LFN(zero_from)(et, n);
-        }
-        for (int s = 0; s < NSUB; s++) {
-            az[s] += KLFL_WIDEN(e[s]);
-            if (TL) at[s] += KLFL_WIDEN(et[s]);
-        }
-        if (KEEP) memcpy(g + j, e, (size_t)n * sizeof(T));
+    klfl_vd az[NACC], at[NACC];
+    for (int i = 0; i < NACC; i++) az[i] = at[i] = (klfl_vd){0};
+    ptrdiff_t j = 0;
+    for (; j + BLOCK <= k; j += BLOCK)
+        LFN(block_b)(z + j, t + j, g + j, m_z, m_t, inv_t, TL, KEEP, WIDE, NULL, az, at);
+    if (j < k) {
+        int n = (int)(k - j);
+        T zt[BLOCK], tt[BLOCK], gt[BLOCK];
+        M valid[NSUB];
+        LFN(tail_masks)(valid, n);
+        LFN(block_b)(LFN(padded)(zt, z + j, n, m_z), TL ? LFN(padded)(tt, t + j, n, m_t) : tt,
+                     gt, m_z, m_t, inv_t, TL, KEEP, WIDE, valid, az, at);
+        if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
     *s_z = LFN(lane_sum)(az);
     *s_t = TL ? LFN(lane_sum)(at) : 1.0;
@@ -150,51 +172,53 @@ KLFL_INLINE void LFN(pass_b)(const T *t, const T *z, T *g, ptrdiff_t k, T m_z, T
  * (cross-entropy; the caller negates it); with GRAD, g_j = (S q_j - p_j) *
  * grad_scale from the exp(x_j) pass B left in g. WIDE: the teacher's
  * log-probabilities may be below KLFL_EXP_PLAIN_MIN. */
-KLFL_INLINE double LFN(pass_c)(const T *t, const T *z, T *g, ptrdiff_t k, T m_z, T m_t,
-                               T inv_t, T log_s_z, T log_s_t, T inv_s_z, T p_sum, T eps,
-                               T log_eps, T grad_scale, int KL, int TL, int GRAD, int WIDE) {
-    ACC acc[NSUB];
-    T zt[BLOCK], tt[BLOCK], gt[BLOCK];
-    for (int s = 0; s < NSUB; s++) acc[s] = (ACC){0};
-    for (ptrdiff_t j = 0; j < k; j += BLOCK) {
-        const T *zb = z + j, *tb = t + j;
-        T *gb = g + j;
-        int n = k - j < BLOCK ? (int)(k - j) : BLOCK;
-        if (n < BLOCK) {
-            zb = LFN(padded)(zt, zb, n, m_z);
-            tb = LFN(padded)(tt, tb, n, TL ? m_t : 0);
-            if (GRAD) {
-                memset(gt, 0, sizeof(gt));
-                memcpy(gt, gb, (size_t)n * sizeof(T));
-                gb = gt;
-            }
+typedef struct {
+    T m_z, m_t, inv_t, log_s_z, log_s_t, inv_s_z, p_sum, eps, log_eps, grad_scale;
+} LFN(row_consts);
+
+KLFL_INLINE void LFN(block_c)(const T *zb, const T *tb, T *gb, const LFN(row_consts) *c,
+                              int KL, int TL, int GRAD, int WIDE, const M *valid,
+                              klfl_vd *acc) {
+    for (int s = 0; s < NSUB; s++) {
+        V x, a, lp = {0}, lpe = {0};
+        memcpy(&x, zb + s * LANES, sizeof(V));
+        memcpy(&a, tb + s * LANES, sizeof(V));
+        V lq = (x - c->m_z) * c->inv_t - c->log_s_z;
+        if (TL) {
+            lp = (a - c->m_t) * c->inv_t - c->log_s_t;
+            a = KLFL_EXP(lp, WIDE);
         }
-        V term[NSUB];
-        for (int s = 0; s < NSUB; s++) {
-            V x, a, lp = {0}, lpe = {0};
-            memcpy(&x, zb + s * LANES, sizeof(V));
-            memcpy(&a, tb + s * LANES, sizeof(V));
-            V lq = (x - m_z) * inv_t - log_s_z;
-            if (TL) {
-                lp = (a - m_t) * inv_t - log_s_t;
-                a = KLFL_EXP(lp, WIDE);
-            }
-            M above = (M)(a > eps);
-            if (KL) lpe = SEL(above, TL ? lp : KLFL_LOG(a), BCAST(log_eps));
-            V v = KL ? a * (lpe - lq) : a * lq;
-            term[s] = SEL((M)(a > 0), v, BCAST(0)); /* p == 0: 0, even if log q = -inf */
-            if (GRAD) {
-                V e;
-                memcpy(&e, gb + s * LANES, sizeof(V));
-                e = (p_sum * (e * inv_s_z) - a) * grad_scale;
-                memcpy(gb + s * LANES, &e, sizeof(V));
-            }
+        if (KL) lpe = SEL((M)(a > c->eps), TL ? lp : KLFL_LOG(a), BCAST(c->log_eps));
+        V v = KL ? a * (lpe - lq) : a * lq;
+        M on = (M)(a > 0); /* p == 0: 0, even where log q = -inf */
+        if (valid) on &= valid[s];
+        ADD(acc, s, SEL(on, v, BCAST(0)));
+        if (GRAD) {
+            V e;
+            memcpy(&e, gb + s * LANES, sizeof(V));
+            e = (c->p_sum * (e * c->inv_s_z) - a) * c->grad_scale;
+            memcpy(gb + s * LANES, &e, sizeof(V));
         }
-        if (n < BLOCK) {
-            LFN(zero_from)(term, n);
-            if (GRAD) memcpy(g + j, gt, (size_t)n * sizeof(T));
-        }
-        for (int s = 0; s < NSUB; s++) acc[s] += KLFL_WIDEN(term[s]);
+    }
+}
+
+KLFL_INLINE double LFN(pass_c)(const T *t, const T *z, T *g, ptrdiff_t k,
+                               const LFN(row_consts) *c, int KL, int TL, int GRAD, int WIDE) {
+    klfl_vd acc[NACC];
+    for (int i = 0; i < NACC; i++) acc[i] = (klfl_vd){0};
+    ptrdiff_t j = 0;
+    for (; j + BLOCK <= k; j += BLOCK)
+        LFN(block_c)(z + j, t + j, g + j, c, KL, TL, GRAD, WIDE, NULL, acc);
+    if (j < k) {
+        int n = (int)(k - j);
+        T zt[BLOCK], tt[BLOCK], gt[BLOCK];
+        M valid[NSUB];
+        LFN(tail_masks)(valid, n);
+        if (GRAD) LFN(padded)(gt, g + j, n, 0);
+        LFN(block_c)(LFN(padded)(zt, z + j, n, c->m_z),
+                     LFN(padded)(tt, t + j, n, TL ? c->m_t : 0), gt, c, KL, TL, GRAD, WIDE,
+                     valid, acc);
+        if (GRAD) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
     return LFN(lane_sum)(acc);
 }
@@ -210,13 +234,16 @@ static double KLFL_FN(KLFL_CAT(klfast_loss_, KLFL_TS))(const T *t, const T *z, T
     *special = 0;
     if (k <= 0) return 0.0;
 
-    int bad;
+    int bad, SUB = !TL && KL && !(eps >= KLFL_TMIN), PS = !TL && (g || sizeof(T) == 8);
+#define KLFL_PASS_A(tl, sub, ps) \
+    LFN(pass_a)(t, z, k, eps, tl, sub, ps, &m_z, &mn_z, &m_t, &mn_t, &p_sum, special)
     if (TL)
-        bad = LFN(pass_a)(t, z, k, eps, 1, 0, &m_z, &mn_z, &m_t, &mn_t, &p_sum, special);
-    else if (KL && !(eps >= KLFL_TMIN))
-        bad = LFN(pass_a)(t, z, k, eps, 0, 1, &m_z, &mn_z, &m_t, &mn_t, &p_sum, special);
+        bad = KLFL_PASS_A(1, 0, 0);
+    else if (SUB)
+        bad = PS ? KLFL_PASS_A(0, 1, 1) : KLFL_PASS_A(0, 1, 0);
     else
-        bad = LFN(pass_a)(t, z, k, eps, 0, 0, &m_z, &mn_z, &m_t, &mn_t, &p_sum, special);
+        bad = PS ? KLFL_PASS_A(0, 0, 1) : KLFL_PASS_A(0, 0, 0);
+#undef KLFL_PASS_A
     if (bad) return NAN;
     if (*special) return 0.0;
 
@@ -240,12 +267,20 @@ static double KLFL_FN(KLFL_CAT(klfast_loss_, KLFL_TS))(const T *t, const T *z, T
 #undef KLFL_PASS_B
 
     /* s_z >= 1 (the maximum contributes e^0 = 1), likewise s_t */
-    const T log_s_z = (T)log(s_z), log_s_t = (T)log(s_t), inv_s_z = (T)(1.0 / s_z);
-    int wide_c = TL && !((T)(x_min_t - log_s_t) >= KLFL_EXP_PLAIN_MIN);
+    LFN(row_consts) c;
+    c.m_z = m_z;
+    c.m_t = m_t;
+    c.inv_t = inv_t;
+    c.log_s_z = (T)log(s_z);
+    c.log_s_t = (T)log(s_t);
+    c.inv_s_z = (T)(1.0 / s_z);
+    c.p_sum = (T)p_sum;
+    c.eps = eps;
+    c.log_eps = KLFL_PRM(log_eps);
+    c.grad_scale = KLFL_PRM(grad_scale);
+    int wide_c = TL && !((T)(x_min_t - c.log_s_t) >= KLFL_EXP_PLAIN_MIN);
     double total;
-#define KLFL_PASS_C(kl, tl, grad, w)                                                         \
-    LFN(pass_c)(t, z, g, k, m_z, m_t, inv_t, log_s_z, log_s_t, inv_s_z, (T)p_sum, eps,        \
-                KLFL_PRM(log_eps), KLFL_PRM(grad_scale), kl, tl, grad, w)
+#define KLFL_PASS_C(kl, tl, grad, w) LFN(pass_c)(t, z, g, k, &c, kl, tl, grad, w)
     switch (KL * 8 + TL * 4 + (g != NULL) * 2 + wide_c) {
     case 0: total = KLFL_PASS_C(0, 0, 0, 0); break;
     case 2: total = KLFL_PASS_C(0, 0, 1, 0); break;
@@ -268,9 +303,11 @@ static double KLFL_FN(KLFL_CAT(klfast_loss_, KLFL_TS))(const T *t, const T *z, T
 #undef T
 #undef V
 #undef M
-#undef ACC
+#undef NACC
+#undef ADD
 #undef LANES
 #undef BLOCK
+#undef BLOCK_BYTES
 #undef NSUB
 #undef SEL
 #undef BCAST

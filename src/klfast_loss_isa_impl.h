@@ -11,15 +11,12 @@ typedef uint64_t KLFL_FN(klfl_vu) __attribute__((vector_size(KLFL_VBYTES)));
 typedef float KLFL_FN(klfl_vf) __attribute__((vector_size(KLFL_VBYTES)));
 typedef int32_t KLFL_FN(klfl_vi) __attribute__((vector_size(KLFL_VBYTES)));
 typedef uint32_t KLFL_FN(klfl_vui) __attribute__((vector_size(KLFL_VBYTES)));
-/* float lanes widened to double: twice the bytes */
-typedef double KLFL_FN(klfl_vdw) __attribute__((vector_size(2 * KLFL_VBYTES)));
 #define klfl_vd KLFL_FN(klfl_vd)
 #define klfl_vl KLFL_FN(klfl_vl)
 #define klfl_vu KLFL_FN(klfl_vu)
 #define klfl_vf KLFL_FN(klfl_vf)
 #define klfl_vi KLFL_FN(klfl_vi)
 #define klfl_vui KLFL_FN(klfl_vui)
-#define klfl_vdw KLFL_FN(klfl_vdw)
 
 /* ---- exp ---------------------------------------------------------------
  * e^x = 2^k e^r with k = round(x / ln2) and r = x - k ln2, |r| <= ln2/2,
@@ -29,8 +26,8 @@ typedef double KLFL_FN(klfl_vdw) __attribute__((vector_size(2 * KLFL_VBYTES)));
  * mpmath (weighted least squares refined toward equioscillation on
  * [-ln2/2, ln2/2]): degree 9 in float64, relative error of e^r below 4e-18;
  * degree 4 in float32, below 4e-9. k is rounded with the 1.5 2^52 (2^23)
- * shifter; its integer sits in the low bits, and 2^k is (k + bias) moved into
- * the exponent field (the shifter's own bits shift out).
+ * shifter; its integer sits in the low bits, and k moved into the exponent
+ * field (the shifter's own bits shift out) is added to e^r's or is 2^k.
  *
  * Only x <= 0 is needed (every argument is a logit minus the row maximum,
  * or a log-probability). Plain: x >= -708 (float32: -86.5), so 2^k and e^x
@@ -65,8 +62,8 @@ KLFL_INLINE klfl_vd KLFL_FN(klfl_exp_f64)(klfl_vd x, int wide) {
     p = p * r + 0.16666666666666421;
     p = p * r + 0.500000000000001;
     klfl_vd y = 1.0 + (r + (r * r) * p);
-    if (!wide)
-        return y * (klfl_vd)((ki + 1023) << 52);
+    if (!wide) /* y 2^k is normal: add k to y's exponent field */
+        return (klfl_vd)((klfl_vu)y + (ki << 52));
     /* k in [-1077, 0]: 2^k = 2^kh 2^kl, kh = max(k, -1000), kl in [-77, 0] */
     klfl_vl below = (klfl_vl)(kd < -1000.0);
     klfl_vd kh = (klfl_vd)(((klfl_vl)kd & ~below) |
@@ -95,7 +92,7 @@ KLFL_INLINE klfl_vf KLFL_FN(klfl_exp_f32)(klfl_vf x, int wide) {
     p = p * r + 0.49999988079071045f;
     klfl_vf y = 1.0f + (r + (r * r) * p);
     if (!wide)
-        return y * (klfl_vf)((ki + 127) << 23);
+        return (klfl_vf)((klfl_vui)y + (ki << 23));
     /* k in [-152, 0]: 2^k = 2^kh 2^kl, kh = max(k, -100), kl in [-52, 0] */
     klfl_vi below = (klfl_vi)(kd < -100.0f);
     klfl_vf kh = (klfl_vf)(((klfl_vi)kd & ~below) |
@@ -173,64 +170,127 @@ KLFL_MATH(f64, double, klfl_vd, KLFL_FN(klfl_exp_f64), KLFL_FN(klfl_log_f64))
 KLFL_MATH(f32, float, klfl_vf, KLFL_FN(klfl_exp_f32), KLFL_FN(klfl_log_f32))
 #undef KLFL_MATH
 
+/* acc[0] += v's low half in float64, acc[1] += its high half: native vectors
+ * only (GCC lowers vectors wider than the target's through memory). GCC 12
+ * splits the 8-lane conversion of AVX-512 in two: the instruction is named. */
+#if KLFL_VBYTES == 16
+#define KLFL_LO 0, 1
+#define KLFL_HI 2, 3
+#elif KLFL_VBYTES == 32
+#define KLFL_LO 0, 1, 2, 3
+#define KLFL_HI 4, 5, 6, 7
+#else
+#define KLFL_LO 0, 1, 2, 3, 4, 5, 6, 7
+#define KLFL_HI 8, 9, 10, 11, 12, 13, 14, 15
+#endif
+#if KLFL_VBYTES == 64 && KLFAST_LOSS_X86_LEVELS
+typedef float KLFL_FN(klfl_vfh) __attribute__((vector_size(32)));
+#define KLFL_WIDEN_HALF(h) \
+    ((klfl_vd)__builtin_ia32_cvtps2pd512_mask((h), (klfl_vd){0}, (unsigned char)0xFF, 4))
+#else
+#define KLFL_WIDEN_HALF(h) __builtin_convertvector((h), klfl_vd)
+#endif
+KLFL_INLINE void KLFL_FN(klfl_widen_add)(klfl_vd *acc, klfl_vf v) {
+    acc[0] += KLFL_WIDEN_HALF(__builtin_shufflevector(v, v, KLFL_LO));
+    acc[1] += KLFL_WIDEN_HALF(__builtin_shufflevector(v, v, KLFL_HI));
+}
+#undef KLFL_LO
+#undef KLFL_HI
+#undef KLFL_WIDEN_HALF
+
+/* max(m, x) and min(m, x) lane by lane, for the running extremes: a NaN x
+ * may make them NaN (such rows are invalid anyway). x86 has one instruction
+ * for each; elsewhere a compare and a select. */
+#if KLFAST_LOSS_X86_LEVELS && KLFL_VBYTES == 64
+#define KLFL_MAX_F64(m, x) __builtin_ia32_maxpd512_mask((m), (x), (m), (unsigned char)0xFF, 4)
+#define KLFL_MIN_F64(m, x) __builtin_ia32_minpd512_mask((m), (x), (m), (unsigned char)0xFF, 4)
+#define KLFL_MAX_F32(m, x) __builtin_ia32_maxps512_mask((m), (x), (m), (unsigned short)0xFFFF, 4)
+#define KLFL_MIN_F32(m, x) __builtin_ia32_minps512_mask((m), (x), (m), (unsigned short)0xFFFF, 4)
+#elif KLFAST_LOSS_X86_LEVELS && KLFL_VBYTES == 32
+#define KLFL_MAX_F64(m, x) __builtin_ia32_maxpd256((m), (x))
+#define KLFL_MIN_F64(m, x) __builtin_ia32_minpd256((m), (x))
+#define KLFL_MAX_F32(m, x) __builtin_ia32_maxps256((m), (x))
+#define KLFL_MIN_F32(m, x) __builtin_ia32_minps256((m), (x))
+#elif KLFAST_LOSS_X86_LEVELS
+#define KLFL_MAX_F64(m, x) __builtin_ia32_maxpd((m), (x))
+#define KLFL_MIN_F64(m, x) __builtin_ia32_minpd((m), (x))
+#define KLFL_MAX_F32(m, x) __builtin_ia32_maxps((m), (x))
+#define KLFL_MIN_F32(m, x) __builtin_ia32_minps((m), (x))
+#endif
+
 /* ---- the row kernels ----------------------------------------------------- */
 #define KLFL_T double
 #define KLFL_TS f64
 #define KLFL_V klfl_vd
 #define KLFL_M klfl_vl
-#define KLFL_ACC klfl_vd
-#define KLFL_WIDEN(v) (v)
+#define KLFL_ACC_PER_V 1 /* float64 vectors that sum one native vector */
+#define KLFL_ADD(acc, v) (*(acc) += (v))
 #define KLFL_TMIN DBL_MIN
 #define KLFL_TMAX DBL_MAX
 #define KLFL_EXP KLFL_FN(klfl_exp_f64)
 #define KLFL_LOG KLFL_FN(klfl_log_f64)
 #define KLFL_EXP_PLAIN_MIN (-708.0) /* e^x normal down to here */
+#ifdef KLFL_MAX_F64
+#define KLFL_VMAX KLFL_MAX_F64
+#define KLFL_VMIN KLFL_MIN_F64
+#endif
 #define KLFL_PRM(name) (prm->name)
 #include "klfast_loss_impl.h"
 #undef KLFL_T
 #undef KLFL_TS
 #undef KLFL_V
 #undef KLFL_M
-#undef KLFL_ACC
-#undef KLFL_WIDEN
+#undef KLFL_ACC_PER_V
+#undef KLFL_ADD
 #undef KLFL_TMIN
 #undef KLFL_TMAX
 #undef KLFL_EXP
 #undef KLFL_LOG
 #undef KLFL_EXP_PLAIN_MIN
 #undef KLFL_PRM
+#undef KLFL_VMAX
+#undef KLFL_VMIN
 
 #define KLFL_T float
 #define KLFL_TS f32
 #define KLFL_V klfl_vf
 #define KLFL_M klfl_vi
-#define KLFL_ACC klfl_vdw
-#define KLFL_WIDEN(v) __builtin_convertvector((v), klfl_vdw)
+#define KLFL_ACC_PER_V 2
+#define KLFL_ADD(acc, v) KLFL_FN(klfl_widen_add)((acc), (v))
 #define KLFL_TMIN FLT_MIN
 #define KLFL_TMAX FLT_MAX
 #define KLFL_EXP KLFL_FN(klfl_exp_f32)
 #define KLFL_LOG KLFL_FN(klfl_log_f32)
 #define KLFL_EXP_PLAIN_MIN (-86.5f)
+#ifdef KLFL_MAX_F32
+#define KLFL_VMAX KLFL_MAX_F32
+#define KLFL_VMIN KLFL_MIN_F32
+#endif
 #define KLFL_PRM(name) (prm->KLFL_CAT(name, _f32))
 #include "klfast_loss_impl.h"
 #undef KLFL_T
 #undef KLFL_TS
 #undef KLFL_V
 #undef KLFL_M
-#undef KLFL_ACC
-#undef KLFL_WIDEN
+#undef KLFL_ACC_PER_V
+#undef KLFL_ADD
 #undef KLFL_TMIN
 #undef KLFL_TMAX
 #undef KLFL_EXP
 #undef KLFL_LOG
 #undef KLFL_EXP_PLAIN_MIN
 #undef KLFL_PRM
+#undef KLFL_VMAX
+#undef KLFL_VMIN
 
+#undef KLFL_MAX_F64
+#undef KLFL_MIN_F64
+#undef KLFL_MAX_F32
+#undef KLFL_MIN_F32
 #undef klfl_vd
 #undef klfl_vl
 #undef klfl_vu
 #undef klfl_vf
 #undef klfl_vi
 #undef klfl_vui
-#undef klfl_vdw
 #undef KLFL_FN
