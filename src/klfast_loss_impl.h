@@ -296,7 +296,7 @@ static double KLFL_FN(KLFL_CAT(klfast_loss_, KLFL_TS))(const T *t, const T *z, T
     default: total = KLFL_PASS_C(1, 1, 1, 1); break;
     }
 #undef KLFL_PASS_C
-    return KL ? total : -total;
+    return KL ? total : 0.0 - total; /* +0.0, not -0.0, for a zero sum */
 }
 
 #undef LFN
