@@ -190,10 +190,21 @@ typedef float KLFL_FN(klfl_vfh) __attribute__((vector_size(32)));
 #else
 #define KLFL_WIDEN_HALF(h) __builtin_convertvector((h), klfl_vd)
 #endif
+#if defined(__clang__) || __GNUC__ >= 12
 KLFL_INLINE void KLFL_FN(klfl_widen_add)(klfl_vd *acc, klfl_vf v) {
     acc[0] += KLFL_WIDEN_HALF(__builtin_shufflevector(v, v, KLFL_LO));
     acc[1] += KLFL_WIDEN_HALF(__builtin_shufflevector(v, v, KLFL_HI));
 }
+#else /* no __builtin_shufflevector: halves through memory */
+typedef float KLFL_FN(klfl_vfh2) __attribute__((vector_size(KLFL_VBYTES / 2)));
+KLFL_INLINE void KLFL_FN(klfl_widen_add)(klfl_vd *acc, klfl_vf v) {
+    KLFL_FN(klfl_vfh2) lo, hi;
+    memcpy(&lo, &v, sizeof(lo));
+    memcpy(&hi, (const char *)&v + sizeof(lo), sizeof(hi));
+    acc[0] += __builtin_convertvector(lo, klfl_vd);
+    acc[1] += __builtin_convertvector(hi, klfl_vd);
+}
+#endif
 #undef KLFL_LO
 #undef KLFL_HI
 #undef KLFL_WIDEN_HALF
