@@ -78,7 +78,8 @@ extensions = [
         sources=["src/_loss_kernels.pyx"],
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        depends=["src/klfast_config.h"],
+        depends=["src/klfast_config.h", "src/klfast_loss.h", "src/klfast_loss_isa_impl.h",
+                 "src/klfast_loss_impl.h"],
     ),
 ]
 

@@ -1,11 +1,14 @@
 """Time klfast.kl_loss against the plain numpy/scipy way, in the same run.
 
     python benchmarks/bench_loss.py [--rows 100000] [--k 1000] [--repeat 5] [--num-threads N]
+                                    [--clock wall|cpu] [--isa LEVEL]
 
 The peer is what one writes without klfast: scipy.special.log_softmax, then
 xlogy(p, p) - p * log q summed per row (and exp(log q) - p for the gradient).
 Prints the median time of each and the ratio peer / klfast. ``--clock cpu``
 measures process CPU time (the work, summed over threads) instead of wall time.
+``--isa`` runs the kernels at one instruction-set level (klfast._kernels.set_isa;
+default: the best this CPU runs).
 """
 import argparse
 import time
@@ -14,6 +17,7 @@ import numpy as np
 from scipy.special import log_softmax, xlogy
 
 import klfast
+from klfast import _kernels
 
 
 def peer_loss(p, z):
@@ -45,10 +49,15 @@ def main():
                         help="klfast threads (default: klfast.default_num_threads())")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: process CPU time (all threads), steadier on a busy machine")
+    parser.add_argument("--isa", choices=_kernels.supported_isas(), default=None,
+                        help="instruction-set level of the kernels (default: the best)")
     args = parser.parse_args()
+    if args.isa:
+        _kernels.set_isa(args.isa)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"kl_loss, {args.rows} x {args.k}, median of {args.repeat}, "
-          f"klfast threads: {args.num_threads or klfast.default_num_threads()}, {args.clock} time")
+          f"klfast threads: {args.num_threads or klfast.default_num_threads()}, {args.clock} time, "
+          f"level {_kernels.get_isa()}")
     print(f"{'dtype':<9}{'grad':<6}{'klfast s':>10}{'numpy/scipy s':>15}{'ratio':>8}")
     rng = np.random.default_rng(0)
     for dtype in (np.float64, np.float32):

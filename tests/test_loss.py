@@ -1,5 +1,11 @@
-"""kl_loss and cross_entropy_loss against a scipy reference and finite differences."""
+"""kl_loss and cross_entropy_loss against a scipy reference and finite differences;
+the vectorised fast path against the exact scalar path and mpmath, at every
+instruction-set level."""
 import doctest
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +16,10 @@ from scipy.special import log_softmax, softmax
 
 import klfast
 import klfast._loss
+from klfast import _kernels, _loss_kernels
+
+# Every test runs at every instruction-set level this CPU supports (conftest).
+pytestmark = pytest.mark.usefixtures("isa")
 
 LOSSES = {"kl": klfast.kl_loss, "cross_entropy": klfast.cross_entropy_loss}
 EPS = klfast.DEFAULT_EPS
@@ -391,3 +401,208 @@ def test_properties(k, n, temperature, seed):
 def test_docstring_examples():
     result = doctest.testmod(klfast._loss, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 8 and result.failed == 0
+
+
+# ---- the fast path: its exp and log, and against the exact scalar path ----
+
+def level():
+    """Index of the level klfast._kernels uses, in _loss_kernels.LEVELS."""
+    return _loss_kernels.LEVELS.index(_kernels.get_isa())
+
+
+def test_loss_kernels_follow_the_level_of_klfast_kernels(isa, monkeypatch):
+    assert _loss_kernels.LEVELS == _kernels.LEVELS
+    seen = []
+    real = _loss_kernels.loss_rows
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_loss_kernels, "loss_rows", spy)
+    klfast.kl_loss(np.eye(3), np.zeros((3, 3)))
+    assert seen == [_loss_kernels.LEVELS.index(isa)]
+
+
+def ulps(got, ref, dtype):
+    """|got - ref| in units of the last place of ref rounded to dtype."""
+    ref_t = np.abs(ref).astype(dtype)
+    return np.abs(got.astype(np.float64) - ref) / np.spacing(ref_t).astype(np.float64)
+
+
+def math_samples(name, dtype, rng):
+    f64 = dtype == np.float64
+    if name == "log":
+        tiny, huge = (np.finfo(dtype).tiny, np.finfo(dtype).max)
+        x = np.concatenate([np.exp(rng.uniform(np.log(tiny), np.log(huge), 3000)),
+                            1 + rng.uniform(-0.3, 0.42, 1000), [tiny, huge, 1.0, 0.5, 2.0]])
+    else:
+        low = {("exp", True): -708, ("exp", False): -86.5,
+               ("exp_wide", True): -746, ("exp_wide", False): -105}[name, f64]
+        x = np.concatenate([-rng.random(2000) * -low, -rng.random(1000), [0.0, low]])
+        if name == "exp_wide":  # subnormal results, and those that round to 0
+            sub = (-745.2, -708.4) if f64 else (-104, -87.4)
+            x = np.concatenate([x, rng.uniform(*sub, 1000), [-np.inf, -1e300 if f64 else -1e30]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["exp", "exp_wide", "log"])
+def test_vector_exp_and_log_are_accurate_to_one_ulp(name, dtype):
+    """Against mpmath (float64) or float64 numpy (float32), subnormal results
+    included: at most about one ulp."""
+    mpmath = pytest.importorskip("mpmath")
+    x = math_samples(name, dtype, np.random.default_rng(11))
+    got = _loss_kernels.vector_math(name, x, level())
+    assert got.dtype == dtype
+    fn = np.log if name == "log" else np.exp
+    if dtype == np.float64:
+        mpmath.mp.dps = 40
+        mfn = mpmath.log if name == "log" else mpmath.exp
+        ref = np.array([float(mfn(mpmath.mpf(float(v)))) if np.isfinite(v) else fn(v) for v in x])
+        # the reference is itself rounded: compare in mpmath where it matters
+        err = np.array([float(abs(mpmath.mpf(float(g)) - mfn(mpmath.mpf(float(v)))))
+                        if np.isfinite(v) else abs(g - r) for g, v, r in zip(got, x, ref)])
+        err = err / np.spacing(np.abs(ref))
+    else:
+        ref = fn(x.astype(np.float64))
+        err = ulps(got, ref, dtype)
+    assert err.max() <= 1.5, (name, float(err.max()), x[np.argmax(err)])
+    if name != "log":
+        assert got[x == 0].tolist() == [1.0] * int((x == 0).sum())  # e^0 is exactly 1
+    else:
+        assert got[x == 1].tolist() == [0.0] * int((x == 1).sum())  # log 1 is exactly 0
+
+
+def exact(loss, t, z, temperature, target_is_logits, eps, grad_scale):
+    """The exact scalar path (libm, float64) on C-contiguous 2-D arrays."""
+    g = np.empty_like(z)
+    rows = _loss_kernels.exact_rows(_loss_kernels.LOSSES[loss], t, z, g, 1.0 / temperature,
+                                    target_is_logits, eps, grad_scale)
+    return rows, g
+
+
+def fast_zoo(dtype, rng):
+    """Rows of every length around the 128-byte blocks, logits of every
+    scale (1e4: the subnormal/underflow exp path), zeros and one-hot targets."""
+    for k in (1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 47, 64, 65, 100, 257):
+        for scale in (0.1, 3.0, 1e4):
+            z = rng.normal(size=(7, k)) * scale
+            z[0, -1] = z[0, 0]                     # ties at the top
+            p = distributions(rng, (7, k))
+            p[1] = np.eye(k)[k // 2]               # one-hot
+            teacher = rng.normal(size=(7, k)) * scale
+            teacher[2] = z[2]                      # student equals teacher
+            yield k, scale, p.astype(dtype), teacher.astype(dtype), z.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("eps", [EPS, 0.05])
+def test_fast_path_matches_the_exact_scalar_path(dtype, eps):
+    """float64 to a few ulp; float32 (exp, log and terms in float32, sums in
+    float64) to about 1e-7 relative to 1 + |row| (errors scale with the terms,
+    so a row near 0, KL of near-identical distributions, has that absolute
+    error)."""
+    rng = np.random.default_rng(12)
+    f64 = dtype == np.float64
+    for k, scale, p, teacher, z in fast_zoo(dtype, rng):
+        for temperature in (0.1, 1.0, 7.3, 100.0):
+            for loss in sorted(LOSSES):
+                for target_is_logits, t in ((False, p), (True, teacher)):
+                    grad_scale = 1.0 / temperature
+                    rows, grad = LOSSES[loss](t, z, temperature=temperature,
+                                              target_is_logits=target_is_logits, eps=eps,
+                                              reduction="none", return_grad=True)
+                    want, want_grad = exact(loss, t, z, temperature, target_is_logits, eps,
+                                            grad_scale)
+                    where = (k, scale, temperature, loss, target_is_logits)
+                    row_tol = (1e-13 if f64 else 2e-6) * (1 + np.abs(want))
+                    assert (np.abs(rows - want) <= row_tol).all(), where
+                    np.testing.assert_allclose(grad, want_grad, rtol=1e-12 if f64 else 1e-5,
+                                               atol=(1e-14 if f64 else 5e-7) * grad_scale,
+                                               err_msg=str(where))
+                    no_grad = LOSSES[loss](t, z, temperature=temperature,
+                                           target_is_logits=target_is_logits, eps=eps,
+                                           reduction="none")
+                    np.testing.assert_array_equal(no_grad, rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exp_below_the_normal_range_gives_subnormal_gradients(dtype):
+    """q_j = e^(z_j / T - lse) far below 1: subnormal, or 0, as in the exact path."""
+    f64 = dtype == np.float64
+    tiny = np.finfo(dtype).tiny
+    gaps = np.array([0.0, -1.0, -700.0, -720.0, -740.0, -744.0, -800.0, -1e300]) if f64 else \
+        np.array([0.0, -1.0, -80.0, -90.0, -100.0, -103.0, -120.0, -1e30])
+    z = np.tile(gaps, (3, 1)).astype(dtype)
+    z[1] *= 0.5
+    z[2] = z[2, ::-1]
+    t = np.zeros_like(z)
+    t[:, 0] = 1.0
+    for temperature in (1.0, 0.5):
+        rows, grad = klfast.cross_entropy_loss(t, z, temperature=temperature, reduction="sum",
+                                               return_grad=True)
+        _, want = exact("cross_entropy", t, z, temperature, False, EPS, 1.0 / temperature)
+        assert ((grad != 0) & (np.abs(grad) < tiny)).any()  # some are subnormal
+        np.testing.assert_allclose(grad, want, rtol=1e-13 if f64 else 1e-6,
+                                   atol=2 * np.finfo(dtype).smallest_subnormal)
+
+
+@pytest.mark.parametrize("dtype, eps", [(np.float64, 0.0), (np.float64, 1e-320),
+                                        (np.float32, 0.0), (np.float32, 1e-45)])
+def test_subnormal_targets_take_the_exact_path(dtype, eps):
+    """With eps below the smallest normal, a row whose target has a subnormal
+    probability above eps is recomputed by the exact scalar path (the fast
+    log covers normal numbers); the other rows stay on the fast path."""
+    rng = np.random.default_rng(13)
+    p = distributions(rng, (6, 40)).astype(dtype)
+    z = (rng.normal(size=(6, 40)) * 3).astype(dtype)
+    p[1, 3] = np.finfo(dtype).smallest_subnormal * 7
+    p[4, :5] = np.finfo(dtype).tiny / 3
+    rows, grad = klfast.kl_loss(p, z, eps=eps, reduction="none", return_grad=True)
+    want, want_grad = exact("kl", p, z, 1.0, False, eps, 1.0)
+    special = ((p > eps) & (p < np.finfo(dtype).tiny)).any(axis=1)
+    assert special[4] and not special[[0, 2, 3, 5]].any()
+    for i in np.flatnonzero(special):  # the exact path itself
+        assert rows[i] == want[i].astype(dtype)
+        np.testing.assert_array_equal(grad[i], want_grad[i])
+    np.testing.assert_allclose(rows, want, rtol=1e-13 if dtype == np.float64 else 2e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12 if dtype == np.float64 else 1e-5,
+                               atol=1e-15 if dtype == np.float64 else 5e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_results_do_not_depend_on_the_address(dtype):
+    """Rows at every offset from a 64-byte boundary give the same bits."""
+    rng = np.random.default_rng(14)
+    z = (rng.normal(size=(5, 83)) * 4).astype(dtype)
+    t = distributions(rng, (5, 83)).astype(dtype)
+    want = klfast.kl_loss(t, z, reduction="none", return_grad=True)
+    for offset in range(1, 9):
+        zb = np.empty(z.size + offset, dtype)[offset:].reshape(z.shape)
+        tb = np.empty(t.size + offset, dtype)[offset:].reshape(t.shape)
+        zb[...] = z
+        tb[...] = t
+        got = klfast.kl_loss(tb, zb, reduction="none", return_grad=True)
+        assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+
+
+OBJDUMP = shutil.which("objdump")
+PACKED_FMA = {"baseline": r"\bmulp[sd]\s+%xmm", "avx2": r"\bvfn?madd\d+p[sd]\s+.*%ymm",
+              "avx512": r"\bvfn?madd\d+p[sd]\s+.*%zmm"}
+
+
+@pytest.mark.skipif(OBJDUMP is None or not sys.platform.startswith("linux"),
+                    reason="needs binutils' objdump on Linux")
+def test_loss_kernels_stay_vectorised():
+    """Each loss kernel at each level multiplies whole vectors of the level's
+    width (its exp polynomial): scalar code would not."""
+    listing = subprocess.run([OBJDUMP, "-d", "--no-show-raw-insn", _loss_kernels.__file__],
+                             capture_output=True, text=True, check=True).stdout
+    bodies = dict(re.findall(r"<(klfast_loss_f(?:32|64)_\w+)>:\n(.*?)(?:\n\n|\Z)", listing,
+                             re.S))
+    for name in _loss_kernels.LEVELS:
+        for dtype in ("f64", "f32"):
+            body = bodies.get(f"klfast_loss_{dtype}_{name}")
+            assert body is not None, f"klfast_loss_{dtype}_{name} missing"
+            assert len(re.findall(PACKED_FMA[name], body)) >= 20, f"{dtype} {name}"
