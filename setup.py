@@ -17,7 +17,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-BASE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+BASE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"]
 OPENMP_ARGS = ["-fopenmp"]
 
 
@@ -70,8 +70,17 @@ extensions = [
         sources=["src/_kernels.pyx"],
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        depends=["src/klfast_config.h"],
-    )
+        depends=["src/klfast_config.h", "src/klfast_rows.h", "src/klfast_isa_impl.h",
+                 "src/klfast_measures_impl.h"],
+    ),
+    Extension(
+        "klfast._loss_kernels",
+        sources=["src/_loss_kernels.pyx"],
+        include_dirs=[np.get_include(), "src"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        depends=["src/klfast_config.h", "src/klfast_loss.h", "src/klfast_loss_isa_impl.h",
+                 "src/klfast_loss_impl.h"],
+    ),
 ]
 
 setup(

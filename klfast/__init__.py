@@ -7,19 +7,36 @@ array is one distribution) in compiled, multi-threaded kernels:
 * :func:`jeffreys` -- symmetric Jeffreys divergence KL(p || q) + KL(q || p)
 * :func:`entropy` -- Shannon entropy H(p)
 * :func:`cross_entropy` -- cross-entropy H(p, q) = H(p) + KL(p || q)
+* :func:`jensen_shannon` -- Jensen-Shannon divergence (``distance=True``: a metric)
 
 Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
 README.
 """
+try:
+    from . import _kernels
+except ImportError as exc:  # e.g. `python -m klfast` in the repository root
+    import os as _os
+
+    if _os.path.exists(_os.path.join(_os.path.dirname(__file__), "..", "setup.py")):
+        raise ImportError(
+            "klfast is being imported from its source folder, which holds no compiled "
+            "kernels. Install it (pip install .) and run from another directory, or use "
+            "the installed command: klfast demo"
+        ) from exc
+    raise
+
 from ._api import (
     DEFAULT_EPS,
     cross_entropy,
     default_num_threads,
     entropy,
+    jensen_shannon,
     jeffreys,
     kl,
 )
 from ._config import show_config
+from ._loss import cross_entropy_loss, kl_loss
+from . import datasets
 
 __version__ = "0.1.0"
 
@@ -27,9 +44,12 @@ __all__ = [
     "DEFAULT_EPS",
     "__version__",
     "cross_entropy",
+    "cross_entropy_loss",
     "default_num_threads",
     "entropy",
+    "jensen_shannon",
     "jeffreys",
     "kl",
+    "kl_loss",
     "show_config",
 ]

@@ -1,6 +1,7 @@
-"""Demo: ``python -m klfast`` scores a generated batch with klfast and scipy.
+"""Demo: score a generated batch with klfast and scipy.
 
-    python -m klfast [--rows 200000] [--cols 1000] [--dtype float64] [--threads N]
+    klfast demo [--rows 200000] [--cols 1000] [--dtype float64] [--threads N]
+    python -m klfast ...      (the same, from any folder but the source tree)
 """
 import argparse
 import time
@@ -19,8 +20,8 @@ def _time(fn, repeat):
     return float(np.median(best)), result
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m klfast", description=__doc__.splitlines()[0])
+def main(argv=None, prog="python -m klfast"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="distributions in the batch")
     parser.add_argument("--cols", type=int, default=1_000, help="categories per distribution")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")

@@ -2,6 +2,7 @@
 import math
 import numbers
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
@@ -19,6 +20,9 @@ BLOCK_ELEMENTS = 1 << 20
 MIN_PARALLEL_ELEMENTS = 1 << 16
 
 _MEASURES = _kernels.MEASURES
+# The common small call (plain arrays, default keywords) goes straight to C:
+# _kernels.fast returns None whenever the general path must decide.
+_fast = _kernels.fast
 
 
 def _cpu_count():
@@ -29,6 +33,18 @@ def _cpu_count():
 
 
 _CPU_COUNT = _cpu_count()
+# GNU OpenMP's thread pool does not survive fork(): a forked child that
+# starts a parallel region hangs. Children run klfast on one thread.
+_FORKED = False
+
+
+def _after_fork_in_child():
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_num_threads():
@@ -36,8 +52,11 @@ def default_num_threads():
 
     The smaller of the cores this process may run on and OpenMP's limit for
     the calling thread (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
-    1 when klfast was built without OpenMP.
+    1 when klfast was built without OpenMP, and in a child process made by
+    ``fork()`` (GNU OpenMP's threads do not survive a fork).
     """
+    if _FORKED:
+        return 1
     return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
 
 
@@ -54,7 +73,10 @@ def _check_num_threads(num_threads):
 def _resolve_threads(num_threads, n_rows, k):
     if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
         return 1
-    n = default_num_threads() if num_threads is None else num_threads
+    if num_threads is None:
+        n = default_num_threads()
+    else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
+        n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
     return max(1, min(n, n_rows))
 
 
@@ -125,13 +147,13 @@ def _explain(name, row, index, normalize):
         return f"{where} contains an infinite value ({row[j]}) at position {j}"
     if (row < 0).any():
         j = int(np.flatnonzero(row < 0)[0])
-        return f"{where} has a negative entry ({row[j]!r}) at position {j}"
+        return f"{where} has a negative entry ({float(row[j])!r}) at position {j}"
     if normalize:
-        total = math.fsum(row)
-        if total == 0.0:
+        if not row.any():
             return f"{where} sums to 0 and cannot be normalized"
-        if not math.isfinite(row.sum()):
-            return f"{where} sum overflows and cannot be normalized"
+        with np.errstate(over="ignore"):
+            if not math.isfinite(row.sum()):
+                return f"{where} sum overflows and cannot be normalized"
     return None
 
 
@@ -167,24 +189,48 @@ class _Job:
             if bad:
                 self._raise(p, q, out, first_row)
             return
-        # Convert per block of rows into bounded buffers. A broadcast input
-        # (row stride 0) is converted once, as a single row.
+        # Convert per block of rows into bounded buffers (at most two blocks
+        # alive). A broadcast input (row stride 0) is converted once, as one
+        # row. With more than one thread, numpy converts the next block on
+        # this thread while a worker thread scores the previous one: OpenMP
+        # threads would only spin against the conversion.
         block = max(1, BLOCK_ELEMENTS // max(k, 1))
         p_fixed = self._fixed_row(p)
         q_fixed = self._fixed_row(q)
-        for r0 in range(0, n_rows, block):
+        starts = range(0, n_rows, block)
+
+        def convert(r0):
             r1 = min(n_rows, r0 + block)
             pb = p_fixed if p_fixed is not None else np.ascontiguousarray(p[r0:r1], dtype=dt)
             qb = q_fixed if q_fixed is not None else np.ascontiguousarray(q[r0:r1], dtype=dt)
             ob = out[r0:r1] if out_ok else np.empty(r1 - r0, dtype=dt)
-            bad = _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
-                                qb, 0 if q_fixed is not None else qb.strides[0], ob,
-                                ob.strides[0], r1 - r0, k, self.eps, self.scale,
-                                self.normalize, _resolve_threads(self.num_threads, r1 - r0, k))
+            return r0, r1, pb, qb, ob
+
+        def score(r0, r1, pb, qb, ob, n_threads):
+            return _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
+                                 qb, 0 if q_fixed is not None else qb.strides[0], ob,
+                                 ob.strides[0], r1 - r0, k, self.eps, self.scale,
+                                 self.normalize, n_threads)
+
+        def finish(r0, r1, ob, bad):
             if not out_ok:
                 out[r0:r1] = ob
             if bad:
                 self._raise(p[r0:r1], q[r0:r1], ob, first_row + r0)
+
+        if threads == 1 or len(starts) == 1:
+            for r0 in starts:
+                job = convert(r0)
+                finish(job[0], job[1], job[4], score(*job, threads))
+            return
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            pending = None
+            for r0 in starts:
+                job = convert(r0)
+                if pending is not None:
+                    finish(*pending[1], pending[0].result())
+                pending = worker.submit(score, *job, 1), (job[0], job[1], job[4])
+            finish(*pending[1], pending[0].result())
 
     def _fixed_row(self, x):
         """The single row of a broadcast input, converted; None otherwise."""
@@ -229,6 +275,10 @@ def _is_dask(x):
 
 
 def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_threads):
+    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+        result = _fast(_MEASURES[measure], p, q, eps, normalize)
+        if result is not None:
+            return result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from . import dask as klfast_dask
 
@@ -348,6 +398,46 @@ def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
             out=None, num_threads=None):
     return _reduce("entropy", p, None, axis, eps, base, normalize, keepdims, out, num_threads)
+
+
+def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, distance=False,
+                   keepdims=False, out=None, num_threads=None):
+    result = _reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, keepdims, out,
+                     num_threads)
+    if distance:
+        result = np.sqrt(result, out=result if isinstance(result, np.ndarray) else None)
+    return result
+
+
+jensen_shannon.__doc__ = """Jensen-Shannon divergence of each row (or its square root, a metric).
+
+    ``JS = 0.5 * KL(p || m) + 0.5 * KL(q || m)`` with ``m = (p + q) / 2``:
+    ``sum_j (p_j log(p_j / m_j) + q_j log(q_j / m_j)) / 2``, terms with
+    ``p_j == 0`` (``q_j == 0``) exactly 0. Always finite, no ``eps`` needed
+    (``m > 0`` wherever ``p`` or ``q`` is), symmetric, and ``0 <= JS <= log(2)``
+    for distributions; rounding never makes it negative or NaN (each row is
+    clamped at 0, unlike scipy's ``jensenshannon``, scipy#20083).
+
+    Parameters
+    ----------
+    p, q : array_like
+        Non-negative values; they broadcast with numpy rules and must have the
+        same length along ``axis``. Use ``normalize=True`` for counts: scipy's
+        ``jensenshannon`` always normalizes.
+    distance : bool, default False
+        Return ``sqrt(JS)``, the Jensen-Shannon distance, a metric.""" + _DOC_PARAMS.replace(
+    """    eps : float, default klfast.DEFAULT_EPS (1e-12)
+        Floor inside the logarithms, ``p~ = max(p, eps)``, ``q~ = max(q, eps)``.
+        ``eps=0`` gives the exact mathematical value (possibly ``+inf``).
+""", "") + """
+    Examples
+    --------
+    >>> import klfast
+    >>> round(float(klfast.jensen_shannon([1.0, 0.0], [0.0, 1.0], base=2)), 6)
+    1.0
+    >>> klfast.jensen_shannon([[0.5, 0.5], [0.9, 0.1]], [0.5, 0.5], distance=True).round(6)
+    array([0.      , 0.318982])
+    """
 
 
 kl.__doc__ = """Kullback-Leibler divergence KL(p || q) of each row.

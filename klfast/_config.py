@@ -22,12 +22,16 @@ def config():
         "default_num_threads": default_num_threads(),
         "compile_args": info["compile_args"],
         "build_isa": info["build_isa"],
+        "isa": _kernels.get_isa(),
+        "supported_isas": list(_kernels.supported_isas()),
+        "build_levels": list(_kernels.LEVELS),
     }
 
 
 def show_config():
-    """Print the version, the build's OpenMP status, the default thread count
-    and the compiler flags / instruction sets in use.
+    """Print the version, the build's OpenMP status, the default thread count,
+    the compiler flags and the instruction-set level of the kernels in use
+    (chosen at import: the best this CPU runs, or ``KLFAST_ISA``).
 
     Examples
     --------
@@ -41,4 +45,7 @@ def show_config():
     print(f"  OpenMP:              {openmp}")
     print(f"  default num_threads: {c['default_num_threads']}")
     print(f"  compile args:        {c['compile_args']}")
-    print(f"  instruction set:     {c['build_isa']}")
+    print(f"  compiled for:        {c['build_isa']}, kernels built for "
+          f"{', '.join(c['build_levels'])}")
+    print(f"  kernels in use:      {c['isa']} (this CPU runs {', '.join(c['supported_isas'])};"
+          " force one with KLFAST_ISA=baseline|avx2|avx512)")

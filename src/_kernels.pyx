@@ -13,6 +13,8 @@ q~ = max(q, eps):
     jeffreys      = sum (p - q) * log(p~ / q~)     terms with p == q are 0
     entropy       = -sum p * log(p~)               terms with p == 0 are 0
     cross_entropy = -sum p * log(q~)               terms with p == 0 are 0
+    js            = sum (p log(p/m) + q log(q/m))/2, m = (p + q)/2, no eps,
+                    terms with p == 0 (q == 0) are 0, the row clamped at >= 0
 
 With eps = 0 a term with p > 0 and q == 0 is +inf (as scipy.special.rel_entr).
 With normalize, p and q are replaced by p / sum(p) and q / sum(q) first; the
@@ -21,13 +23,25 @@ row sum is taken while the row is in cache.
 Invalid input (a negative, NaN or infinite entry; with normalize a row sum of 0
 or +inf) makes the row's result NaN: valid input never produces NaN, so the
 caller finds the first NaN and explains it. No separate validation pass.
+
+Two paths compute a row. The fast path (klfast_rows.h: vectorised, a
+hand-written log, one copy per instruction-set level chosen at run time)
+handles every row whose logs see only normal numbers, which is every row when
+eps >= 2.2e-308 (so zeros are free). A row where a log would see a zero or a
+subnormal (eps below the smallest normal, e.g. eps=0) is flagged and
+recomputed here by the exact scalar path, which uses libm's log.
 """
+import os
+
 from cython.parallel cimport prange
-from libc.float cimport DBL_MAX
-from libc.math cimport log, NAN
+from libc.float cimport DBL_MAX, DBL_MIN
+from libc.math cimport log, NAN, M_LN2 as LN2
 cimport numpy as cnp
 
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 
 cdef extern from "klfast_config.h" nogil:
     int KLFAST_HAVE_OPENMP
@@ -39,14 +53,36 @@ ctypedef fused floating:
     float
     double
 
+cdef extern from "klfast_rows.h" nogil:
+    enum:
+        KLFAST_KL
+        KLFAST_JEFFREYS
+        KLFAST_ENTROPY
+        KLFAST_CROSS_ENTROPY
+        KLFAST_JS
+        KLFAST_N_MEASURES
+        KLFAST_N_LEVELS
+    ctypedef double (*klfast_row_f64)(const double*, const double*, Py_ssize_t, double, int, int*)
+    ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*)
+    ctypedef struct klfast_isa:
+        const char* name
+        klfast_row_f64* f64
+        klfast_row_f32* f32
+    const klfast_isa* klfast_isa_levels
+    int klfast_cpu_has_level(int level)
+    double klfast_read_sum_f64(const double* p, const double* q, Py_ssize_t n)
+    double klfast_read_sum_f32(const float* p, const float* q, Py_ssize_t n)
+
 cdef enum:
-    KL = 0
-    JEFFREYS = 1
-    ENTROPY = 2
-    CROSS_ENTROPY = 3
+    KL = KLFAST_KL
+    JEFFREYS = KLFAST_JEFFREYS
+    ENTROPY = KLFAST_ENTROPY
+    CROSS_ENTROPY = KLFAST_CROSS_ENTROPY
+    JS = KLFAST_JS
 
 # Measure codes for klfast/_api.py.
-MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "entropy": ENTROPY, "cross_entropy": CROSS_ENTROPY}
+MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "entropy": ENTROPY,
+            "cross_entropy": CROSS_ENTROPY, "jensen_shannon": JS}
 
 
 cdef inline bint _invalid(double x) noexcept nogil:
@@ -61,13 +97,14 @@ cdef inline double _log_ratio(double a, double b) noexcept nogil:
     subnormal b; log(a) - log(b) is then exact enough and gives +-inf at 0.
     """
     cdef double r = a / b
-    if r > 0.0 and r <= DBL_MAX:
+    if r >= DBL_MIN and r <= DBL_MAX:  # a subnormal r has lost digits
         return log(r)
     return log(a) - log(b)
 
 
-cdef inline double _row_scale(const floating* x, Py_ssize_t k, bint normalize) noexcept nogil:
-    """1 / sum(x) when normalizing (NaN for a zero or infinite sum), else 1."""
+cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noexcept nogil:
+    """sum(x) when normalizing (NaN for a zero or infinite sum), else 1. Rows
+    are divided by it: 1 / sum overflows for sums below 5.6e-309."""
     cdef Py_ssize_t j
     cdef double s = 0.0
     if not normalize:
@@ -75,88 +112,73 @@ cdef inline double _row_scale(const floating* x, Py_ssize_t k, bint normalize) n
     for j in range(k):
         s += x[j]
     if s > 0.0 and s <= DBL_MAX:
-        return 1.0 / s
+        return s
     return NAN
 
 
-cdef inline double _kl_row(const floating* p, const floating* q, Py_ssize_t k,
-                           double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
-    cdef double sp = _row_scale(p, k, normalize), sq = _row_scale(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        a = a * sp
-        b = b * sq
-        if a > 0.0:
-            s += a * _log_ratio(a if a > eps else eps, b if b > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _jeffreys_row(const floating* p, const floating* q, Py_ssize_t k,
-                                 double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
-    cdef double sp = _row_scale(p, k, normalize), sq = _row_scale(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        a = a * sp
-        b = b * sq
-        if a != b:
-            s += (a - b) * _log_ratio(a if a > eps else eps, b if b > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _entropy_row(const floating* p, Py_ssize_t k,
-                                double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, s = 0.0
-    cdef double sp = _row_scale(p, k, normalize)
-    cdef bint bad = sp != sp
-    for j in range(k):
-        a = p[j]
-        bad |= _invalid(a)
-        a = a * sp
-        if a > 0.0:
-            s -= a * log(a if a > eps else eps)
-    return NAN if bad else s
-
-
-cdef inline double _cross_entropy_row(const floating* p, const floating* q, Py_ssize_t k,
-                                      double eps, bint normalize) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
-    cdef double sp = _row_scale(p, k, normalize), sq = _row_scale(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        a = a * sp
-        b = b * sq
-        if a > 0.0:
-            s -= a * log(b if b > eps else eps)
-    return NAN if bad else s
+cdef inline double _exact_term(int measure, double a, double b, double eps) noexcept nogil:
+    """One term of a row, for a >= 0 and b >= 0 already normalized."""
+    cdef double at = a if a > eps else eps, bt = b if b > eps else eps, t = 0.0
+    if measure == KL:
+        return a * _log_ratio(at, bt) if a > 0.0 else 0.0
+    if measure == JEFFREYS:
+        return (a - b) * _log_ratio(at, bt) if a != b else 0.0
+    if measure == ENTROPY:
+        return -a * log(at) if a > 0.0 else 0.0
+    if measure == CROSS_ENTROPY:
+        return -a * log(bt) if a > 0.0 else 0.0
+    # JS (no eps)
+    if a > 0.0:
+        t = 0.5 * a * _log_half_ratio(a, b)
+    if b > 0.0:
+        t += 0.5 * b * _log_half_ratio(b, a)
+    return t
 
 
 cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
                         double eps, bint normalize) noexcept nogil:
-    if measure == KL:
-        return _kl_row(p, q, k, eps, normalize)
-    if measure == JEFFREYS:
-        return _jeffreys_row(p, q, k, eps, normalize)
-    if measure == ENTROPY:
-        return _entropy_row(p, k, eps, normalize)
-    return _cross_entropy_row(p, q, k, eps, normalize)
+    """The exact scalar path: libm's log, one term at a time. Entropy reads
+    only p (the caller passes q = p)."""
+    cdef Py_ssize_t j
+    cdef double a, b, s = 0.0
+    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
+    cdef bint bad = sp != sp or sq != sq
+    for j in range(k):
+        a = p[j]
+        b = q[j]
+        bad |= _invalid(a) | _invalid(b)
+        s += _exact_term(measure, a / sp, b / sq, eps)
+    if bad:
+        return NAN
+    if measure == JS and s < 0.0:  # rounding; JS >= 0
+        return 0.0
+    return s
 
 
-cdef Py_ssize_t _run(int measure,
+cdef inline double _log_half_ratio(double a, double b) noexcept nogil:
+    """log(a / m), m = (a + b) / 2, for a > 0, b >= 0, exact for subnormals
+    (halving a subnormal would round)."""
+    cdef double t = a + b
+    if t <= DBL_MAX:
+        return LN2 + _log_ratio(a, t)
+    return _log_ratio(a, 0.5 * a + 0.5 * b)
+
+
+cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
+                                 const floating* q, Py_ssize_t k, double eps,
+                                 bint normalize) noexcept nogil:
+    cdef int special = 0
+    cdef double v
+    if floating is double:
+        v = isa.f64[measure](p, q, k, eps, normalize, &special)
+    else:
+        v = isa.f32[measure](p, q, k, eps, normalize, &special)
+    if special:
+        v = _row(measure, p, q, k, eps, normalize)
+    return v
+
+
+cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                      const floating* p, Py_ssize_t p_rs,
                      const floating* q, Py_ssize_t q_rs,
                      floating* out, Py_ssize_t out_s,
@@ -166,19 +188,61 @@ cdef Py_ssize_t _run(int measure,
     number of invalid rows (their result is NaN)."""
     cdef Py_ssize_t i, n_bad = 0
     cdef double v
+    if floating is float:  # float32 inputs: the eps rule with eps in float32
+        eps = <float>eps
     if n_threads <= 1:
         for i in range(n_rows):
-            v = _row(measure, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
+            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
     else:
         for i in prange(n_rows, schedule="static", num_threads=n_threads):
-            v = _row(measure, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
+            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
     return n_bad
+
+
+# ---- instruction-set level ---------------------------------------------
+LEVELS = tuple(klfast_isa_levels[i].name.decode() for i in range(KLFAST_N_LEVELS))
+cdef const klfast_isa* _isa = &klfast_isa_levels[0]
+
+
+def _detect_isas():
+    return tuple(name for i, name in enumerate(LEVELS) if klfast_cpu_has_level(i))
+
+
+# Levels this CPU runs, slowest first; a module global so tests can pretend
+# to be an older CPU.
+_SUPPORTED = _detect_isas()
+
+
+def supported_isas():
+    """The levels this CPU can run, slowest first (always starts with 'baseline')."""
+    return _SUPPORTED
+
+
+def get_isa():
+    """The level the kernels use now."""
+    return _isa.name.decode()
+
+
+def set_isa(name):
+    """Use level ``name`` ('baseline', 'avx2', 'avx512') from now on. Not
+    thread-safe against concurrent calls; meant for start-up and tests."""
+    global _isa
+    if name not in LEVELS:
+        raise ValueError(f"KLFAST_ISA: unknown instruction-set level {name!r}; "
+                         f"this build has {', '.join(LEVELS)}")
+    if name not in _SUPPORTED:
+        raise RuntimeError(f"KLFAST_ISA={name}: this CPU does not support it "
+                           f"(supported: {', '.join(_SUPPORTED)})")
+    _isa = &klfast_isa_levels[LEVELS.index(name)]
+
+
+set_isa(os.environ.get("KLFAST_ISA") or _SUPPORTED[len(_SUPPORTED) - 1])
 
 
 def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
@@ -202,14 +266,14 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
         raise ValueError("klfast._kernels.rows: strides must be multiples of the item size")
     if type_num == cnp.NPY_DOUBLE:
         with nogil:
-            n_bad = _run[double](measure,
+            n_bad = _run[double](measure, _isa,
                                  <const double*>cnp.PyArray_DATA(p), p_row_stride // size,
                                  <const double*>cnp.PyArray_DATA(q), q_row_stride // size,
                                  <double*>cnp.PyArray_DATA(out), out_stride // size,
                                  n_rows, k, eps, scale, normalize, n_threads)
     elif type_num == cnp.NPY_FLOAT:
         with nogil:
-            n_bad = _run[float](measure,
+            n_bad = _run[float](measure, _isa,
                                 <const float*>cnp.PyArray_DATA(p), p_row_stride // size,
                                 <const float*>cnp.PyArray_DATA(q), q_row_stride // size,
                                 <float*>cnp.PyArray_DATA(out), out_stride // size,
@@ -217,6 +281,68 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     else:
         raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
     return n_bad
+
+
+cdef Py_ssize_t _small = 1 << 16   # klfast._api.MIN_PARALLEL_ELEMENTS
+
+
+def fast(int measure, object p, object q, object eps, object normalize):
+    """The common small call, in C: None when it does not apply.
+
+    Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
+    float64), C-contiguous, aligned and native, ``p`` of shape (k,) or
+    (n, k) and ``q`` of the same shape or (k,) (``q`` None for entropy), a
+    float ``eps``, a bool ``normalize``, fewer than 2**16 elements (one
+    thread), and valid values. Everything else, errors included, goes
+    through the general path in klfast._api, which validates and explains.
+    """
+    cdef cnp.ndarray a, b, out
+    cdef int t, nd
+    cdef Py_ssize_t n_rows, k, n_bad, q_rs
+    cdef cnp.npy_intp dims[1]
+    cdef double e
+    if q is None:
+        q = p
+    if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
+            and type(eps) is float and type(normalize) is bool):
+        return None
+    a = <cnp.ndarray>p
+    b = <cnp.ndarray>q
+    t = cnp.PyArray_TYPE(a)
+    nd = cnp.PyArray_NDIM(a)
+    if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != t
+            or not (cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISCARRAY_RO(b))
+            or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
+            or nd < 1 or nd > 2):
+        return None
+    k = cnp.PyArray_DIM(a, nd - 1)
+    n_rows = cnp.PyArray_DIM(a, 0) if nd == 2 else 1
+    if n_rows * k >= _small or k == 0:
+        return None
+    if cnp.PyArray_NDIM(b) == 1:
+        if cnp.PyArray_DIM(b, 0) != k:
+            return None
+    elif not cnp.PyArray_SAMESHAPE(a, b):
+        return None
+    e = <double>eps
+    if not (e >= 0.0 and e <= DBL_MAX):
+        return None
+    q_rs = k if cnp.PyArray_NDIM(b) == 2 else 0
+    dims[0] = n_rows
+    out = cnp.PyArray_EMPTY(1, dims, t, 0)
+    if t == cnp.NPY_DOUBLE:
+        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k,
+                             <const double*>cnp.PyArray_DATA(b), q_rs,
+                             <double*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, 1)
+    else:
+        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k,
+                            <const float*>cnp.PyArray_DATA(b), q_rs,
+                            <float*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, 1)
+    if n_bad:
+        return None
+    if nd == 1:  # a numpy scalar, as numpy's own reductions return
+        return PyArray_Scalar(cnp.PyArray_DATA(out), out.dtype, out)
+    return out
 
 
 def omp_max_threads():
@@ -236,13 +362,13 @@ def build_info():
 
 cdef double _sum_rows(const floating* p, const floating* q, Py_ssize_t n_rows, Py_ssize_t k,
                       int n_threads) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef double s, total = 0.0
+    cdef Py_ssize_t i
+    cdef double total = 0.0
     for i in prange(n_rows, schedule="static", num_threads=n_threads):
-        s = 0.0
-        for j in range(k):
-            s = s + p[i * k + j] + q[i * k + j]
-        total += s
+        if floating is double:
+            total += klfast_read_sum_f64(p + i * k, q + i * k, k)
+        else:
+            total += klfast_read_sum_f32(p + i * k, q + i * k, k)
     return total
 
 

@@ -1,0 +1,437 @@
+"""The ``klfast`` command: score the rows of files in batch pipelines.
+
+    klfast score P.npy Q.npy --measure kl --out scores.npy
+
+Rows are read, scored and written a chunk at a time, so memory stays bounded
+whatever the file size (``.npy`` inputs are memory-mapped). The output is
+written to a hidden temporary file next to OUT and renamed at the end: a failed
+or interrupted run leaves nothing behind. User errors print one line
+``klfast: error: <file>: <problem>`` and exit with status 2.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import __version__, _api
+from ._io import (
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    InputError,
+    ScoreWriter,
+    default_chunk_rows,
+    format_duration,
+    invalid_row_message,
+    open_rows,
+)
+
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
+EXIT_USAGE = 2
+
+_MAIN_EPILOG = """\
+commands:
+  score    score each row (distribution) of P against Q; see `klfast score --help`
+
+example:
+  klfast score model.npy reference.npy --measure kl --out kl.parquet
+"""
+
+_SCORE_DESCRIPTION = """\
+Score each distribution (row) of P against the matching row of Q, or against
+a single reference row Q, and write one score per row to OUT.
+
+  kl             KL(p || q) = sum p log(p / q)
+  jeffreys       KL(p || q) + KL(q || p)
+  cross_entropy  -sum p log q
+  entropy        -sum p log p          (takes P only)
+  jensen_shannon (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2
+
+Inside the logarithms p and q are floored at --eps (jensen_shannon needs no
+floor); terms with p == 0 are 0.
+"""
+
+_SCORE_EPILOG = f"""\
+input formats (P and Q):
+  .npy      memory-mapped: files larger than RAM are fine
+  .npz      one array, chosen with --key when the archive holds several
+  .parquet  one list / fixed-size-list column (a row per record), or numeric
+            columns (a category per column) chosen with --columns
+  .csv      small data; optional header line; one row per line
+  Q may be a single reference row: a 1-D .npy or a one-row file.
+
+output formats (OUT, by extension): {", ".join(OUTPUT_FORMATS)}
+  one score per row; a column named after the measure in .parquet and .csv.
+
+examples:
+  klfast score p.npy q.npy --measure kl --out kl.npy
+  klfast score p.npy ref.npy --measure jeffreys --base 2 --out j.csv
+  klfast score counts.parquet --columns c0,c1,c2 --normalize --measure entropy --out h.parquet
+  klfast score p.npz q.npz --key probs --measure cross_entropy --out ce.npy
+  klfast score /shared/p.npy /shared/q.npy --measure kl --out kl.npy \\
+      --dask-scheduler tcp://scheduler:8786
+
+exit status: 0 on success, 2 on bad input or options (one line on stderr,
+no output file), 130 when interrupted.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"klfast: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _name_list(text):
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def build_parser():
+    parser = _Parser(
+        prog="klfast",
+        description="Row-wise KL, Jeffreys, entropy and cross-entropy of large arrays.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"klfast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # listed for --help; main() hands `klfast demo ...` to klfast.__main__
+    commands.add_parser("demo", help="score a generated batch with klfast and scipy "
+                                     "(the README's demo; klfast demo --help)")
+    score = commands.add_parser(
+        "score",
+        help="score the rows of P against Q",
+        description=_SCORE_DESCRIPTION,
+        epilog=_SCORE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_argument("P", help="file of distributions, one per row "
+                                 f"({', '.join(INPUT_FORMATS)})")
+    score.add_argument("Q", nargs="?", help="file of the same shape, or a single reference "
+                                            "row; omitted for --measure entropy")
+    score.add_argument("--measure", "-m", required=True, choices=MEASURES,
+                       help="what to compute for each row")
+    score.add_argument("--out", "-o", required=True, metavar="OUT",
+                       help=f"output file ({', '.join(OUTPUT_FORMATS)}), replaced atomically")
+    score.add_argument("--eps", type=_finite_float, default=_api.DEFAULT_EPS, metavar="E",
+                       help="floor for p and q inside the logarithms; 0 gives exact values, "
+                            "possibly inf; jensen_shannon ignores it (default: %(default)g)")
+    score.add_argument("--base", type=_finite_float, default=None, metavar="B",
+                       help="logarithm base, e.g. 2 for bits (default: e, nats)")
+    score.add_argument("--normalize", action="store_true",
+                       help="divide each row by its sum first (counts, histograms)")
+    score.add_argument("--axis", type=int, default=-1, choices=(0, 1, -1), metavar="A",
+                       help="axis along which each distribution lies: -1 or 1 for rows "
+                            "(default), 0 for columns (Parquet/CSV are then loaded whole)")
+    score.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="kernel threads (default: all cores this process may use)")
+    score.add_argument("--chunk-rows", type=_positive_int, default=None, metavar="R",
+                       help="rows scored per chunk; bounds memory (default: about 8 million "
+                            "values per chunk)")
+    score.add_argument("--dask-scheduler", metavar="ADDRESS",
+                       help="score on a running Dask cluster, e.g. tcp://host:8786; inputs "
+                            "must be .npy files at a path every worker can read")
+    score.add_argument("--key", type=_name_list, metavar="K",
+                       help="array name in .npz inputs; K applies to P and Q, or give "
+                            "KP,KQ for different names")
+    score.add_argument("--columns", type=_name_list, metavar="C1,C2,...",
+                       help="Parquet/CSV columns holding a distribution: one list column, or "
+                            "several numeric columns (one category each)")
+    talk = score.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", "-q", action="store_true",
+                      help="print nothing but errors (no progress bar, no summary)")
+    talk.add_argument("--progress", action="store_true",
+                      help="show the progress bar even when stderr is not a terminal")
+    return parser
+
+
+class _Progress:
+    """Rows done, rows/s and ETA on one self-overwriting stderr line."""
+
+    INTERVAL = 0.2  # seconds between redraws
+
+    def __init__(self, n_rows, enabled, stream=sys.stderr):
+        self.n_rows = n_rows
+        self.enabled = enabled
+        self.stream = stream
+        self.start = time.perf_counter()
+        self._last = -math.inf
+        self._width = 0
+
+    def update(self, done, final=False):
+        now = time.perf_counter()
+        if not self.enabled or (now - self._last < self.INTERVAL and not final):
+            return
+        self._last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        eta = (self.n_rows - done) / rate if rate > 0 else math.inf
+        frac = done / self.n_rows if self.n_rows else 1.0
+        bar = "#" * int(frac * 24)
+        line = (f"[{bar:<24}] {done:,}/{self.n_rows:,} rows {frac:6.1%}  "
+                f"{rate:,.0f} rows/s  ETA {format_duration(eta)}")
+        self.stream.write("\r" + line.ljust(self._width))
+        self._width = len(line)
+        if final:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+class _Input:
+    """One input file as rows: ``rows`` is 2-D (n, k) with rows sliceable."""
+
+    def __init__(self, path, rows):
+        self.path = path
+        self.rows = rows
+
+    @property
+    def shape(self):
+        return self.rows.shape
+
+    @property
+    def dtype(self):
+        return self.rows.dtype
+
+
+def _load(path, key, columns, axis):
+    array = open_rows(path, key=key, columns=columns)
+    if array.ndim == 0 or array.ndim > 2:
+        raise InputError(path, f"expected a 1-D or 2-D array, got shape {array.shape}")
+    if np.dtype(array.dtype).kind not in "biuf":
+        raise InputError(path, f"dtype {array.dtype} is not supported (need real numbers)")
+    if array.ndim == 1:
+        return _Input(path, array.reshape(1, -1))
+    if axis == 0:  # distributions are columns
+        if not isinstance(array, np.ndarray):
+            array = np.asarray(array)
+        array = array.T
+    return _Input(path, array)
+
+
+def _check_options(args):
+    if args.measure == "entropy" and args.Q is not None:
+        raise InputError(args.Q, "entropy takes P only; remove Q")
+    if args.measure != "entropy" and args.Q is None:
+        raise InputError(f"{args.measure} needs P and Q; Q is missing")
+    if args.eps < 0:
+        raise InputError("--eps", f"must be >= 0, got {args.eps:g}")
+    if args.base is not None and not (args.base > 0 and args.base != 1):
+        raise InputError("--base", f"must be > 0 and != 1, got {args.base:g}")
+    if args.key is not None and len(args.key) > 2:
+        raise InputError("--key", "give one name, or two (KP,KQ)")
+
+
+def _check_shapes(p, q):
+    if q is None:
+        return False
+    n, k = p.shape
+    if q.shape[1] != k:
+        raise InputError(q.path, f"distributions have {q.shape[1]} values but those of "
+                                 f"{p.path} have {k}")
+    if q.shape[0] == 1 and n != 1:
+        return True  # a single reference row
+    if q.shape[0] != n:
+        raise InputError(q.path, f"has {q.shape[0]} distributions but {p.path} has {n} "
+                                 f"(Q needs as many as P, or exactly one)")
+    return False
+
+
+def _reference_row(q, normalize):
+    """The single row of ``q``, in memory and checked (its errors name Q)."""
+    row = np.array(q.rows[0:1])
+    message = invalid_row_message(row, None, normalize, (0,), (q.path,))
+    if message:
+        raise InputError(message)
+    return row[0]
+
+
+def score(args, stderr=sys.stderr):
+    """Run ``klfast score``; returns the number of rows scored."""
+    _check_options(args)
+    keys = args.key or [None]
+    p = _load(args.P, keys[0], args.columns, args.axis)
+    q = None if args.Q is None else _load(args.Q, keys[-1], args.columns, args.axis)
+    single_q = _check_shapes(p, q)
+    n_rows, k = p.shape
+    q_dtype = p.dtype if q is None else q.dtype
+    dtype = _api._result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
+    writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
+    interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
+    progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
+    try:
+        q_row = _reference_row(q, args.normalize) if single_q else None
+        if args.dask_scheduler:
+            _score_on_dask(args, p, q, q_row, writer, progress)
+        else:
+            _score_locally(args, p, q, q_row, writer, progress)
+        progress.update(n_rows, final=True)
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    seconds = time.perf_counter() - progress.start
+    if not args.quiet:
+        stderr.write(f"klfast: {args.measure} of {n_rows:,} rows x {k:,} in {seconds:.2f} s "
+                     f"({n_rows / max(seconds, 1e-9):,.0f} rows/s) -> {args.out}\n")
+    return n_rows
+
+
+class InvalidValues(ValueError):
+    """A row with a negative, NaN or infinite value (or a zero sum with
+    --normalize); the message names the file and the row in the whole file."""
+
+
+def _options(args):
+    options = dict(base=args.base, normalize=args.normalize, num_threads=args.threads)
+    if args.measure != "jensen_shannon":  # always finite: it takes no eps
+        options["eps"] = args.eps
+    return options
+
+
+def _score_chunk(measure, p_rows, q_rows, first_row, names, options, out=None):
+    """Scores of rows ``first_row...`` of the input files, as klfast computes them."""
+    import klfast
+
+    operands = (p_rows,) if q_rows is None else (p_rows, q_rows)
+    try:
+        return getattr(klfast, measure)(*operands, out=out, **options)
+    except ValueError:
+        message = invalid_row_message(p_rows, q_rows, options["normalize"], (first_row,), names)
+        if message is None:
+            raise
+        raise InvalidValues(message) from None
+
+
+def _score_locally(args, p, q, q_row, writer, progress):
+    n_rows, k = p.shape
+    chunk = args.chunk_rows or default_chunk_rows(k)
+    buffer = np.empty(min(chunk, n_rows), dtype=writer.dtype)
+    names = (p.path, None if q is None else q.path)
+    for r0 in range(0, n_rows, chunk):
+        r1 = min(n_rows, r0 + chunk)
+        q_rows = None if q is None else (q_row if q_row is not None else q.rows[r0:r1])
+        try:
+            out = _score_chunk(args.measure, p.rows[r0:r1], q_rows, r0, names, _options(args),
+                               out=buffer[:r1 - r0])
+        except InvalidValues as e:
+            raise InputError(str(e)) from None
+        writer.write(out)
+        progress.update(r1)
+
+
+def _npy_rows(path, r0, r1, axis):
+    """Rows r0:r1 of a .npy file, memory-mapped (a 1-D file is one row)."""
+    array = np.load(path, mmap_mode="r")
+    if array.ndim == 1:
+        return array[None, :]
+    return (array.T if axis == 0 else array)[r0:r1]
+
+
+def _score_file_rows(r0, r1, *, measure, p_path, q, axis, names, options):
+    """One Dask task: read rows r0:r1 of P (and Q, unless ``q`` is the
+    reference row itself) from the shared files and score them. Reading in the
+    task that scores keeps P and Q rows on one worker: nothing but the scores
+    crosses the network."""
+    p_rows = _npy_rows(p_path, r0, r1, axis)
+    q_rows = q if q is None or isinstance(q, np.ndarray) else _npy_rows(q, r0, r1, axis)
+    return _score_chunk(measure, p_rows, q_rows, r0, names, options)
+
+
+def _score_on_dask(args, p, q, q_row, writer, progress):
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise InputError("--dask-scheduler", "needs dask: pip install 'klfast[dask]'") from None
+
+    for x in (p, q):
+        if x is not None and not x.path.lower().endswith(".npy"):
+            raise InputError(x.path, "--dask-scheduler reads .npy files only "
+                                     "(from a path every worker can read)")
+    n_rows, k = p.shape
+    chunk = args.chunk_rows or default_chunk_rows(k)
+    try:
+        client = Client(args.dask_scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError("--dask-scheduler", f"cannot connect to {args.dask_scheduler} "
+                                             f"({reason})") from None
+    names = (p.path, None if q is None else q.path)
+    with client:
+        if q is None:
+            q_arg = None
+        elif q_row is not None:
+            q_arg = client.scatter(q_row, broadcast=True)
+        else:
+            q_arg = os.path.abspath(q.path)
+        starts = list(range(0, n_rows, chunk))
+        futures = client.map(_score_file_rows, starts, [min(n_rows, r0 + chunk) for r0 in starts],
+                             measure=args.measure, p_path=os.path.abspath(p.path), q=q_arg,
+                             axis=args.axis, names=names, options=_options(args), pure=False)
+        try:
+            for future in futures:  # in row order; the cluster runs them in parallel
+                try:
+                    scores = future.result()
+                except InvalidValues as e:
+                    raise InputError(str(e)) from None
+                writer.write(scores)
+                progress.update(writer.rows_written)
+        finally:
+            client.cancel(futures)
+
+
+def main(argv=None):
+    """Entry point of the ``klfast`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        from .__main__ import main as demo
+
+        return demo(argv[1:], prog="klfast demo")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        score(args)
+    except InputError as e:
+        sys.stderr.write(f"klfast: error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("klfast: interrupted; no output written\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module's importable twin, so Dask pickles klfast.cli functions
+    # by reference, not __main__ ones by value.
+    from klfast.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,156 @@
+"""klfast on dask arrays: lazy, chunked, distributed row scores.
+
+``klfast.kl`` and the other measures send dask arrays here (``klfast._api``
+imports this module only when it sees one, so ``import klfast`` never imports
+dask). The result is a lazy dask array of row scores built with
+``map_blocks``: every block of rows is scored by the compiled kernel on
+whichever worker holds it, and nothing is computed until ``.compute()``.
+
+Use it on one machine (dask's threaded scheduler) or on a cluster::
+
+    from dask.distributed import Client
+    import dask.array as da
+    import klfast
+
+    client = Client("tcp://scheduler-host:8786")      # an existing cluster
+    p = da.from_npy_stack("/shared/p_blocks", mmap_mode="r")   # (n_rows, k)
+    q = da.from_npy_stack("/shared/q_blocks", mmap_mode="r")
+    scores = klfast.kl(p, q).compute()                 # or .to_zarr(...), da.store(...)
+
+Semantics are those of the in-memory functions, with three differences:
+
+* each block must hold whole distributions, so inputs chunked along ``axis``
+  are rechunked (with a ``UserWarning``) to one chunk along it;
+* ``num_threads=None`` runs each block on one thread: dask's workers already
+  run blocks in parallel, and one OpenMP team per worker thread would
+  oversubscribe the cores. Pass ``num_threads`` to give each block more;
+* invalid values (negative, NaN, inf) are found when the blocks are computed,
+  and the ``ValueError`` then names the row in the whole array; ``out=`` is not
+  supported.
+"""
+import math
+import warnings
+
+import dask.array as da
+from dask.array.core import unify_chunks
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
+
+from . import _api
+from ._io import invalid_row_message
+
+
+def _score_block(p, q=None, *, measure, eps, base, normalize, num_threads, names,
+                 block_info=None):
+    """Scores of one block of rows; block indices in errors become global."""
+    try:
+        return _api._reduce(measure, p, q, -1, eps, base, normalize, False, None, num_threads)
+    except ValueError:
+        if block_info is None:
+            raise
+        start = tuple(lo for lo, _ in block_info[None]["array-location"])
+        message = invalid_row_message(p, q, normalize, start, names)
+        if message is None:
+            raise
+        raise ValueError(message) from None
+
+
+def _as_dask(x, name):
+    x = x if isinstance(x, da.Array) else da.asarray(x)
+    _api._as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
+    return x
+
+
+def _whole_rows(x, name):
+    """``x`` (axis moved last) with one chunk along the last axis."""
+    if x.numblocks[-1] > 1:
+        warnings.warn(
+            f"klfast: {name} is chunked along the reduction axis ({len(x.chunks[-1])} "
+            f"chunks); rechunking so that each block holds whole distributions. "
+            f"Chunk only the other axes to avoid this.",
+            UserWarning,
+            stacklevel=5,  # _whole_rows, reduce, _api._reduce, klfast.kl, caller
+        )
+        x = x.rechunk({**{i: "auto" for i in range(x.ndim - 1)}, x.ndim - 1: -1})
+    return x
+
+
+def _broadcast_outer(shapes):
+    """numpy's broadcast of equal-length shapes that may hold NaN (a size dask
+    does not know yet: trusted to match); None when they cannot broadcast."""
+    outer = []
+    for sizes in zip(*shapes):
+        known = {n for n in sizes if not math.isnan(n) and n != 1}
+        if len(known) > 1:
+            return None
+        if known:
+            outer.append(known.pop())
+        elif any(math.isnan(n) for n in sizes):
+            outer.append(math.nan)
+        else:
+            outer.append(1)
+    return tuple(outer)
+
+
+def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_threads,
+           names=("p", "q")):
+    """Lazy row scores of dask (or mixed dask/numpy) inputs; see ``klfast.kl``.
+
+    Returns a dask array of the shape and dtype the in-memory function would
+    return. ``q`` is None for entropy. ``names`` label the inputs in errors
+    about invalid values (the command line passes file names).
+    """
+    if out is not None:
+        raise TypeError(
+            "out= is not supported for dask arrays: the result is lazy; use "
+            "dask.array.store(result, target) or result.compute() instead"
+        )
+    eps = _api._check_eps(eps)
+    _api._log_scale(base)
+    num_threads = _api._check_num_threads(num_threads)
+    if num_threads is None:
+        num_threads = 1
+
+    p = _as_dask(p, "p")
+    arrays = [p] if q is None else [p, _as_dask(q, "q")]
+    ndim = max(x.ndim for x in arrays)
+    if ndim == 0:
+        raise np.exceptions.AxisError(axis, 0, "p and q must have at least one dimension")
+    ax = normalize_axis_index(axis, ndim)
+    arrays = [x[(None,) * (ndim - x.ndim)] for x in arrays]  # numpy's broadcasting rule
+    k = arrays[0].shape[ax]
+    if any(math.isnan(x.shape[ax]) for x in arrays):
+        raise ValueError(f"the length along axis {axis} is unknown; call "
+                         f"compute_chunk_sizes() on the dask array first")
+    if any(x.shape[ax] != k for x in arrays):
+        raise ValueError(
+            f"p and q must have the same length along axis {axis}: "
+            f"shapes {p.shape} and {arrays[1].shape}"
+        )
+    outer = _broadcast_outer([x.shape[:ax] + x.shape[ax + 1:] for x in arrays])
+    if outer is None:
+        raise ValueError(f"p and q shapes {p.shape} and {arrays[1].shape} do not broadcast")
+
+    dtype = _api._result_dtype(*(x.dtype for x in arrays))
+    rows = []
+    for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
+        rows.append(_whole_rows(x if ax == ndim - 1 else da.moveaxis(x, ax, -1), name))
+    if len(rows) == 2:  # same row chunks for p and q; size-1 dimensions broadcast
+        letters = "abcdefghijklmnopqrstuvwxyz"[:ndim]
+        _, rows = unify_chunks(rows[0], letters, rows[1], letters)
+    result = da.map_blocks(
+        _score_block,
+        *rows,
+        drop_axis=ndim - 1,
+        dtype=dtype,
+        meta=np.empty((0,) * len(outer), dtype=dtype),
+        measure=measure,
+        eps=eps,
+        base=base,
+        normalize=bool(normalize),
+        num_threads=num_threads,
+        names=tuple(names),
+    )
+    if keepdims:
+        result = result[(slice(None),) * ax + (None,)]  # works with unknown chunk sizes
+    return result

@@ -1,0 +1,287 @@
+"""klfast on dask arrays: lazy results equal to the in-memory computation.
+
+The fast tests use dask's synchronous scheduler; the distributed tests run a
+real LocalCluster of two worker processes on ``.npy`` blocks on disk
+(``dask.array.to_npy_stack``), as a cluster would read a shared filesystem.
+"""
+import logging
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import rel_entr
+
+import klfast
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("dask.distributed")
+
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
+
+
+def reference(measure, p, q=None):
+    """The measure from scipy.special.rel_entr in float64, eps = 0."""
+    p = np.asarray(p, dtype=np.float64)
+    if measure == "entropy":
+        return -rel_entr(p, 1.0).sum(-1)
+    q = np.broadcast_to(np.asarray(q, dtype=np.float64), np.broadcast_shapes(p.shape, np.shape(q)))
+    if measure == "kl":
+        return rel_entr(p, q).sum(-1)
+    if measure == "jeffreys":
+        return (rel_entr(p, q) + rel_entr(q, p)).sum(-1)
+    if measure == "jensen_shannon":
+        m = (p + q) / 2
+        return (rel_entr(p, m) + rel_entr(q, m)).sum(-1) / 2
+    return (rel_entr(p, q) - rel_entr(p, 1.0)).sum(-1)  # cross-entropy = KL + entropy
+
+
+def call(measure, p, q=None, **kwargs):
+    function = getattr(klfast, measure)
+    if measure == "jensen_shannon":
+        kwargs.pop("eps", None)  # always finite: it takes no eps
+    return function(p, **kwargs) if measure == "entropy" else function(p, q, **kwargs)
+
+
+def distributions(rng, shape, dtype=np.float64):
+    x = rng.random(shape) + 0.01
+    return (x / x.sum(-1, keepdims=True)).astype(dtype)
+
+
+@pytest.fixture(autouse=True)
+def synchronous_scheduler():
+    with dask.config.set(scheduler="synchronous"):
+        yield
+
+
+def test_importing_klfast_does_not_import_dask(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import klfast, klfast.cli
+        klfast.kl(np.full((300, 300), 1 / 300), np.full(300, 1 / 300))
+        klfast.cli.build_parser()
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed", "pyarrow")))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_matches_in_memory(measure):
+    rng = np.random.default_rng(0)
+    p, q = distributions(rng, (1000, 37)), distributions(rng, (1000, 37))
+    pd = da.from_array(p, chunks=(300, 37))
+    qd = da.from_array(q, chunks=(250, 37))  # different row chunks: aligned by klfast
+    result = call(measure, pd, qd, eps=0.0)
+    assert isinstance(result, da.Array)
+    assert result.shape == (1000,) and result.dtype == np.float64
+    computed = result.compute()
+    np.testing.assert_array_equal(computed, call(measure, p, q, eps=0.0))
+    np.testing.assert_allclose(computed, reference(measure, p, q), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("measure", ["kl", "jeffreys", "cross_entropy"])
+@pytest.mark.parametrize("q_kind", ["numpy_row", "dask_row", "dask_2d_row"])
+def test_single_reference_row_is_broadcast_not_materialised(monkeypatch, measure, q_kind):
+    rng = np.random.default_rng(1)
+    p, q = distributions(rng, (900, 50)), distributions(rng, 50)
+    q_input = {"numpy_row": q, "dask_row": da.from_array(q, chunks=10),
+               "dask_2d_row": da.from_array(q[None, :], chunks=(1, 50))}[q_kind]
+    seen = []
+    real_reduce = klfast._api._reduce
+
+    def spy(measure_, p_block, q_block, *args):
+        if isinstance(p_block, np.ndarray):  # a block, not the call that dispatches to dask
+            seen.append((p_block.shape, q_block.shape))
+        return real_reduce(measure_, p_block, q_block, *args)
+
+    monkeypatch.setattr(klfast._api, "_reduce", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dask_row is chunked along the axis
+        result = call(measure, da.from_array(p, chunks=(200, 50)), q_input).compute()
+    assert len(seen) == 5
+    assert all(p_shape[0] > 1 and q_shape[:-1] in ((), (1,)) for p_shape, q_shape in seen)
+    np.testing.assert_array_equal(result, call(measure, p, q))
+
+
+def test_jensen_shannon_distance():
+    rng = np.random.default_rng(9)
+    p, q = distributions(rng, (300, 12)), distributions(rng, (300, 12))
+    result = klfast.jensen_shannon(da.from_array(p, chunks=(70, 12)), q, distance=True, base=2)
+    assert isinstance(result, da.Array)
+    np.testing.assert_array_equal(result.compute(),
+                                  klfast.jensen_shannon(p, q, distance=True, base=2))
+
+
+def test_chunks_along_the_axis_are_rechunked_with_a_warning():
+    rng = np.random.default_rng(2)
+    p, q = distributions(rng, (400, 60)), distributions(rng, (400, 60))
+    with pytest.warns(UserWarning, match="chunked along the reduction axis") as record:
+        result = klfast.jeffreys(da.from_array(p, chunks=(100, 25)), q)
+    assert record[0].filename == __file__  # the warning points at the caller
+    assert all(len(c) == 1 for c in result.chunks[1:])
+    np.testing.assert_array_equal(result.compute(), klfast.jeffreys(p, q))
+
+
+def test_axis_keepdims_and_nd():
+    rng = np.random.default_rng(3)
+    p = rng.random((4, 30, 6)) + 0.01
+    q = rng.random((4, 30, 1)) + 0.01  # broadcasts along the last axis
+    pd = da.from_array(p, chunks=(2, 30, 4))
+    for keepdims in (False, True):
+        result = klfast.kl(pd, q, axis=1, keepdims=keepdims, normalize=True, base=2)
+        expected = klfast.kl(p, q, axis=1, keepdims=keepdims, normalize=True, base=2)
+        assert result.shape == expected.shape
+        np.testing.assert_array_equal(result.compute(), expected)
+    result = klfast.entropy(da.from_array(p, chunks=(4, 10, 6)), axis=0)
+    np.testing.assert_array_equal(result.compute(), klfast.entropy(p, axis=0))
+
+
+def test_unknown_row_chunk_sizes():
+    rng = np.random.default_rng(8)
+    p, q = distributions(rng, (200, 6)), distributions(rng, 6)
+    keep = p[:, 0] > np.median(p[:, 0])
+    pd = da.from_array(p, chunks=(50, 6))
+    selected = pd[pd[:, 0] > np.median(p[:, 0])]  # row chunk sizes unknown (NaN)
+    assert np.isnan(selected.shape[0])
+    result = klfast.kl(selected, q, keepdims=True)
+    np.testing.assert_array_equal(result.compute(), klfast.kl(p[keep], q, keepdims=True))
+    result = klfast.jeffreys(selected, selected + 0.5)
+    np.testing.assert_array_equal(result.compute(), klfast.jeffreys(p[keep], p[keep] + 0.5))
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        klfast.entropy(selected, axis=0)
+
+
+def test_dtypes_and_mixed_inputs():
+    rng = np.random.default_rng(4)
+    p32 = distributions(rng, (100, 8), np.float32)
+    counts = rng.integers(0, 5, (100, 8))
+    result = klfast.kl(da.from_array(p32, chunks=(30, 8)), p32[::-1].copy())
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result.compute(), klfast.kl(p32, p32[::-1]))
+    # numpy p, dask q; integer counts normalised
+    result = klfast.cross_entropy(counts + 1, da.from_array(counts, chunks=(7, 8)) + 1, normalize=True)
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result.compute(),
+                                  klfast.cross_entropy(counts + 1, counts + 1, normalize=True))
+
+
+def test_invalid_values_name_the_row_in_the_whole_array():
+    rng = np.random.default_rng(5)
+    p, q = distributions(rng, (1000, 10)), distributions(rng, 10)
+    p[537, 3] = -0.25
+    with pytest.raises(ValueError) as in_memory:
+        klfast.kl(p, q)
+    lazy = klfast.kl(da.from_array(p, chunks=(300, 10)), q)  # nothing is checked yet
+    with pytest.raises(ValueError, match="row 537") as in_dask:
+        lazy.compute()
+    assert str(in_dask.value) == str(in_memory.value)
+    p[537, 3] = np.nan
+    p3 = p.reshape(10, 100, 10)
+    with pytest.raises(ValueError, match=r"p: row \(5, 37\) contains NaN"):
+        klfast.kl(da.from_array(p3, chunks=(3, 30, 10)), q).compute()
+
+
+def test_eager_errors():
+    pd = da.ones((10, 4), chunks=(5, 4))
+    with pytest.raises(TypeError, match="out"):
+        klfast.kl(pd, pd, out=np.empty(10))
+    with pytest.raises(ValueError, match="eps"):
+        klfast.kl(pd, pd, eps=-1)
+    with pytest.raises(ValueError, match="base"):
+        klfast.entropy(pd, base=1)
+    with pytest.raises(ValueError, match="num_threads"):
+        klfast.kl(pd, pd, num_threads=0)
+    with pytest.raises(ValueError, match="same length along axis"):
+        klfast.kl(pd, da.ones((10, 5)))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        klfast.kl(pd, da.ones((3, 4)))
+    with pytest.raises(TypeError, match="complex"):
+        klfast.kl(pd, da.ones((10, 4), dtype=complex))
+    with pytest.raises(np.exceptions.AxisError):
+        klfast.kl(pd, pd, axis=2)
+
+
+# ---------------------------------------------------------------- distributed
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def stored_blocks(tmp_path_factory):
+    """P and Q as directories of .npy row blocks, plus the arrays themselves."""
+    root = tmp_path_factory.mktemp("blocks")
+    rng = np.random.default_rng(6)
+    p, q = distributions(rng, (20_000, 64)), distributions(rng, (20_000, 64))
+    with dask.config.set(scheduler="synchronous"):
+        da.to_npy_stack(root / "p", da.from_array(p, chunks=(2_500, 64)), axis=0)
+        da.to_npy_stack(root / "q", da.from_array(q, chunks=(4_000, 64)), axis=0)
+    return root, p, q
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_local_cluster_on_npy_blocks(cluster_client, stored_blocks, measure):
+    root, p, q = stored_blocks
+    pd = da.from_npy_stack(root / "p", mmap_mode="r")
+    qd = da.from_npy_stack(root / "q", mmap_mode="r")
+    assert len(cluster_client.scheduler_info()["workers"]) == 2
+    scores = cluster_client.compute(call(measure, pd, qd)).result()
+    np.testing.assert_array_equal(scores, call(measure, p, q))
+    np.testing.assert_allclose(scores, reference(measure, p, q), rtol=1e-9, atol=1e-12)
+
+
+def test_local_cluster_reference_row_and_errors(cluster_client, stored_blocks):
+    root, p, q = stored_blocks
+    pd = da.from_npy_stack(root / "p", mmap_mode="r")
+    scores = cluster_client.compute(klfast.kl(pd, q[0], base=2)).result()
+    np.testing.assert_array_equal(scores, klfast.kl(p, q[0], base=2))
+    bad = q[0].copy()
+    bad[5] = -1.0
+    # the row of whichever block fails first: any row, as q is broadcast to all
+    with pytest.raises(ValueError, match=r"q: row \d+ has a negative entry .* at position 5"):
+        cluster_client.compute(klfast.kl(pd, bad)).result()
+
+
+def test_cli_on_a_running_cluster(cluster_client, tmp_path):
+    rng = np.random.default_rng(7)
+    p, q = distributions(rng, (5_000, 40)), distributions(rng, (5_000, 40))
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "ref.npy", q[0])
+    address = cluster_client.scheduler.address
+    cli = [sys.executable, "-m", "klfast.cli", "score"]
+    run = subprocess.run(cli + ["p.npy", "q.npy", "--measure", "jeffreys", "--out", "j.parquet",
+                                "--chunk-rows", "700", "--dask-scheduler", address],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(tmp_path / "j.parquet")["jeffreys"].to_numpy()
+    np.testing.assert_array_equal(scores, klfast.jeffreys(p, q))
+    run = subprocess.run(cli + ["p.npy", "ref.npy", "-m", "kl", "--out", "k.npy", "--axis", "-1",
+                                "--dask-scheduler", address, "--quiet"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "k.npy"), klfast.kl(p, q[0]))
+    p[4321, 7] = np.nan
+    np.save(tmp_path / "p.npy", p)
+    run = subprocess.run(cli + ["p.npy", "q.npy", "-m", "kl", "--out", "bad.npy",
+                                "--chunk-rows", "1000", "--dask-scheduler", address],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "klfast: error: p.npy: row 4321 contains NaN (at position 7)"
+    assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".klfast-*"))

@@ -1,0 +1,94 @@
+"""Run the worked examples and check what they print and write.
+
+The expected numbers are computed here independently with scipy.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+from scipy.spatial.distance import jensenshannon
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.examples
+
+
+def run_example(name, out_dir):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), "--out", str(out_dir)],
+                            capture_output=True, text=True, timeout=300, env=env,
+                            cwd=out_dir.parent)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), path
+
+
+def table_row(stdout, label):
+    match = re.search(re.escape(label) + r"\s+([-\d.]+)\s+([-\d.]+)\s*$", stdout, re.MULTILINE)
+    assert match, f"no row {label!r} in:\n{stdout}"
+    return match.group(1), match.group(2)
+
+
+def test_worm_teeth(tmp_path):
+    out = tmp_path / "figures"
+    stdout = run_example("worm_teeth.py", out)
+
+    counts = np.array([2, 3, 5, 14, 16, 15, 12, 8, 10, 8, 7])
+    p = counts / counts.sum()
+    teeth = np.arange(11)
+    uniform = np.full(11, 1 / 11)
+    binomial = scipy.stats.binom.pmf(teeth, 10, (teeth @ p) / 10)
+    kl = scipy.stats.entropy  # entropy(p, q) is KL(p || q)
+    expected = {
+        "KL(true || model)": (kl(p, uniform), kl(p, binomial)),
+        "KL(model || true)": (kl(uniform, p), kl(binomial, p)),
+        "Jeffreys": (kl(p, uniform) + kl(uniform, p), kl(p, binomial) + kl(binomial, p)),
+        "Jensen-Shannon": (jensenshannon(p, uniform) ** 2, jensenshannon(p, binomial) ** 2),
+    }
+    for label, values in expected.items():
+        assert table_row(stdout, label) == tuple(f"{v:.4f}" for v in values), label
+    # the values quoted in the issue and the README
+    assert table_row(stdout, "KL(true || model)") == ("0.1367", "0.4273")
+    assert "Less information lost: the uniform model" in stdout
+    for name in ("worm_teeth_uniform.png", "worm_teeth_binomial.png"):
+        assert_png(out / name)
+
+
+def test_kl_vs_cross_entropy(tmp_path):
+    out = tmp_path / "figures"
+    stdout = run_example("kl_vs_cross_entropy.py", out)
+
+    rows = re.findall(r"^(softmax regression|MLP \(64 ReLU\))\s+(hard|smoothed 0\.1)"
+                      r"\s+([\d.]+)\s+([\d.]+)\s*$", stdout, re.MULTILINE)
+    assert len(rows) == 4, stdout
+    for _, _, ce, kl in rows:
+        assert ce == kl
+        assert float(ce) > 0.9
+    assert "accuracy curves identical for cross-entropy and KL training: True" in stdout
+    gap = re.search(r"max \|accuracy\(CE\) - accuracy\(KL\)\| over all epochs: (\S+)", stdout)
+    assert float(gap.group(1)) == 0.0
+    offset = re.search(r"max \|CE - KL - H\(targets\)\| over all epochs: (\S+)", stdout)
+    assert float(offset.group(1)) < 1e-9
+
+    smoothed = np.full(10, 0.1 / 10)
+    smoothed[0] += 0.9
+    entropy = re.search(r"H\(targets\): hard (\S+) nats, smoothed (\S+) nats", stdout)
+    assert float(entropy.group(1)) == 0.0
+    assert entropy.group(2) == f"{scipy.stats.entropy(smoothed):.4f}"
+    assert "loss curves offset by the constant entropy of the targets" in stdout
+    assert re.search(r"offset by the constant entropy.*: True$", stdout, re.MULTILINE)
+    for name in ("kl_vs_ce_accuracy.png", "kl_vs_ce_loss.png"):
+        assert_png(out / name)

@@ -1,0 +1,87 @@
+"""Shared test helpers (imported as ``zoo``; conftest puts tests/ on sys.path): measure dispatch, random distributions and the array zoo.
+
+The zoo follows bottleneck's ``array_generator``: the same values in every
+memory layout klfast must handle, so a test can demand identical results
+across layouts and compare each against the slow twin.
+"""
+import numpy as np
+
+import klfast
+from klfast import _reference
+
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
+PAIR_MEASURES = ("kl", "jeffreys", "cross_entropy")
+
+
+def call(measure, p, q=None, **kwargs):
+    """klfast.<measure>(p, q, **kwargs); entropy ignores q."""
+    fn = getattr(klfast, measure)
+    return fn(p, **kwargs) if measure == "entropy" else fn(p, q, **kwargs)
+
+
+def call_ref(measure, p, q=None, **kwargs):
+    """The slow twin of :func:`call`."""
+    fn = _reference.MEASURES[measure]
+    return fn(p, **kwargs) if measure == "entropy" else fn(p, q, **kwargs)
+
+
+def distributions(rng, shape, dtype=np.float64, zero_fraction=0.2, axis=-1):
+    """Random rows along ``axis`` that sum to 1, with some exact zeros."""
+    x = rng.random(shape)
+    x[rng.random(shape) < zero_fraction] = 0.0
+    empty = x.sum(axis=axis, keepdims=True) == 0
+    x = x + empty  # a row of zeros becomes uniform
+    x /= x.sum(axis=axis, keepdims=True)
+    return x.astype(dtype)
+
+
+def layouts(a):
+    """(name, array, axis) holding the rows of the 2-D array ``a`` along ``axis``
+    in every memory layout klfast must handle. The values are those of ``a``."""
+    n, k = a.shape
+    views = [("C", np.ascontiguousarray(a), -1), ("F", np.asfortranarray(a), -1)]
+
+    big = np.zeros((2 * n + 1, 3 * k + 1), dtype=a.dtype)
+    big[1::2, 1::3] = a
+    views.append(("strided", big[1::2, 1::3], -1))
+
+    views.append(("reversed rows", np.ascontiguousarray(a[::-1])[::-1], -1))
+    views.append(("reversed both", np.ascontiguousarray(a[::-1, ::-1])[::-1, ::-1], -1))
+    views.append(("transposed C, axis=0", np.ascontiguousarray(a.T), 0))
+    views.append(("transposed F, axis=0", np.asfortranarray(a.T), 0))
+
+    padded = np.zeros((n, 3, k), dtype=a.dtype)
+    padded[:, 1, :] = a
+    views.append(("3-D slice", padded[:, 1, :], -1))
+
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    views.append(("read-only", readonly, -1))
+
+    views.append(("byte-swapped", a.astype(a.dtype.newbyteorder()), -1))
+
+    raw = np.zeros(a.nbytes + a.itemsize + 1, dtype=np.uint8)
+    unaligned = raw[1:1 + a.nbytes].view(a.dtype).reshape(a.shape)
+    unaligned[...] = a
+    assert a.size == 0 or not unaligned.flags.aligned
+    views.append(("unaligned", unaligned, -1))
+
+    readonly_f = np.asfortranarray(a)
+    readonly_f.flags.writeable = False
+    views.append(("read-only F", readonly_f, -1))
+    return views
+
+
+LAYOUT_NAMES = [name for name, _, _ in layouts(np.ones((2, 2)))]
+
+
+def snapshot(x):
+    """A copy of an input, to prove later that klfast did not modify it."""
+    return np.array(x, copy=True)
+
+
+def assert_unchanged(before, after):
+    after = np.asarray(after)
+    assert after.dtype == before.dtype
+    assert after.shape == before.shape
+    np.testing.assert_array_equal(after, before)
