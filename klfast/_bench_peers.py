@@ -194,6 +194,33 @@ class KlfastPeer(Peer):
         return lambda: fn(p, q, num_threads=threads)
 
 
+class KlfastIsaPeer(KlfastPeer):
+    """klfast with its kernels forced to one instruction-set level (as
+    ``KLFAST_ISA`` does): shows what each level, and the vectorisation, buys."""
+
+    def __init__(self, level):
+        self.level = level
+        self.name = f"klfast[{level}]"
+
+    def available(self):
+        return self.level in getattr(_kernels, "supported_isas", lambda: ())()
+
+    def _prepare(self, mod, case, p, q, threads):
+        if not self.available():
+            raise Unsupported(f"this CPU or build has no {self.level} level")
+        _kernels.set_isa(self.level)  # global: restore with restore_isa() after timing
+        return super()._prepare(mod, case, p, q, threads)
+
+
+def restore_isa():
+    """Back to the level klfast chose at import (after a KlfastIsaPeer)."""
+    if hasattr(_kernels, "set_isa"):
+        _kernels.set_isa(_DEFAULT_ISA)
+
+
+_DEFAULT_ISA = _kernels.get_isa() if hasattr(_kernels, "get_isa") else None
+
+
 class ReadFloor(Peer):
     name = "read floor"
     threaded = True

@@ -3,6 +3,8 @@ import os
 
 PEER_NOTES = {
     "klfast": "`klfast.<measure>(P, Q, num_threads=t)` (`num_threads=None` at the default count)",
+    "klfast[level]": "klfast with its kernels forced to one instruction-set level "
+                     "(`--isas`; as `KLFAST_ISA=level`)",
     "read floor": "`klfast._kernels.read_floor`: a compiled kernel of this build that only reads "
                   "and sums the inputs once (the ceiling)",
     "scipy": "`scipy.special.rel_entr(P, Q).sum(-1)` (Jeffreys: `+ rel_entr(Q, P).sum(-1)`; "
@@ -27,9 +29,17 @@ PEER_COLORS = {
 }
 
 
+ISA_COLORS = {"baseline": "#ffbb78", "avx2": "#e377c2", "avx512": "#8c1d1d"}
+
+
 def _style(record, top_threads):
     one_of_many = record["threads"] == 1 and top_threads > 1 and record["label"] != record["peer"]
-    return {"color": PEER_COLORS.get(record["peer"], "#bcbd22"),
+    peer = record["peer"]
+    if peer.startswith("klfast["):  # klfast forced to one instruction-set level
+        color = ISA_COLORS.get(peer[7:-1], "#bcbd22")
+    else:
+        color = PEER_COLORS.get(peer, "#bcbd22")
+    return {"color": color,
             "linestyle": ":" if record["peer"] == "read floor" else ("--" if one_of_many else "-"),
             "hatch": "//" if one_of_many else None,
             "linewidth": 2.5 if record["peer"] == "klfast" else 1.3}

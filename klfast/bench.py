@@ -56,6 +56,9 @@ def _parse_args(argv):
     parser.add_argument("--peers", default=None,
                         help="comma list of peers (default: every installed one): "
                              + ", ".join(p.name for p in peers_mod.PEERS))
+    parser.add_argument("--isas", default=None,
+                        help="also time klfast with its kernels forced to these instruction-set "
+                             "levels, e.g. baseline,avx2,avx512 (default: only the level in use)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed samples per peer, median reported (default 5; 3 with --quick; "
                              f"at most 3 for calls over {SLOW_CALL_SECONDS} s)")
@@ -107,6 +110,13 @@ def _parse_args(argv):
         missing = [p.name for p in args.peers if not p.available()]
         if missing:
             parser.error(f"not installed: {', '.join(missing)} (pip install 'klfast[bench]')")
+    if args.isas:
+        extra = [peers_mod.KlfastIsaPeer(level) for level in _csv(args.isas)]
+        missing = [p.level for p in extra if not p.available()]
+        if missing:
+            parser.error(f"--isas: level(s) {', '.join(missing)} not available on this CPU/build")
+        position = next(i for i, p in enumerate(args.peers) if p is peers_mod.KLFAST) + 1
+        args.peers[position:position] = extra
     if not peers_mod.SCIPY.available():
         parser.error("scipy is needed: it is the baseline of every ratio "
                      "(pip install 'klfast[bench]')")
@@ -223,8 +233,12 @@ def run_case(case, p, q, args, bar):
             "bytes_read": case.bytes_read(),
         }
         try:
-            fn = peer.prepare(case, p, q, threads)
-            result, median, best, samples, number = _time(fn, args.repeat)
+            try:
+                fn = peer.prepare(case, p, q, threads)
+                result, median, best, samples, number = _time(fn, args.repeat)
+            finally:
+                if isinstance(peer, peers_mod.KlfastIsaPeer):
+                    peers_mod.restore_isa()
         except Unsupported as exc:
             record["skipped"] = str(exc)
         except Exception as exc:  # a peer that crashes is reported, not fatal
@@ -250,6 +264,8 @@ def run_case(case, p, q, args, bar):
                 # (and klfast must not depend on the thread count)
                 if peer is peers_mod.KLFAST:
                     ok = ok_ref and record["identical_to_first_klfast"]
+                elif isinstance(peer, peers_mod.KlfastIsaPeer):
+                    ok = ok_ref
                 record.update(agrees=ok, max_rel_err=err)
             del result
         records.append(record)
