@@ -222,6 +222,9 @@ def markdown(results, plots):
     n = _max_threads(results)
     lines = ["# klfast benchmark report", "",
              f"Command: `{results['command']}`  ", f"Date: {m['date']}", ""]
+    if results.get("partial"):
+        lines += ["**Partial results**: the run was interrupted; only the cases below were "
+                  "measured.", ""]
 
     lines += ["## Machine", ""]
     mem = f", {m['memory_bytes'] / 2**30:.1f} GiB RAM" if m.get("memory_bytes") else ""

@@ -70,7 +70,12 @@ def _parse_args(argv):
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement (a subprocess per dtype)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--render", metavar="DIR",
+                        help="only rewrite DIR/report.md and the plots from DIR/results.json "
+                             "(for instance the partial results of an interrupted run)")
     args = parser.parse_args(argv)
+    if args.render:
+        return args
 
     args.measures = _csv(args.measures)
     for m in args.measures:
@@ -292,6 +297,11 @@ def _derive(records):
                 r["x_read_floor"] = r["median_s"] / floors[r["threads"]]
 
 
+def _bench_report_summary(results):
+    from klfast import _bench_report
+    return _bench_report.summary(results)
+
+
 def machine_info(args):
     """CPU, klfast's configuration, threads and library versions."""
     cpu = None
@@ -369,8 +379,25 @@ def _memory_runs(args, bar):
     return runs
 
 
+def render(folder, plots=True):
+    """Write report.md (and the plots) from folder/results.json."""
+    from klfast import _bench_report
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    _derive(results["records"])
+    made = _bench_report.plots(results, folder) if plots else []
+    with open(os.path.join(folder, "report.md"), "w") as f:
+        f.write(_bench_report.markdown(results, made))
+    return results
+
+
 def main(argv=None):
     args = _parse_args(argv)
+    if args.render:
+        results = render(args.render, plots=not args.no_plots)
+        print(_bench_report_summary(results))
+        print(f"\nreport: {os.path.join(args.render, 'report.md')}")
+        return 0
     command = "python -m klfast.bench" + ("".join(" " + shlex.quote(a) for a in argv)
                                           if argv is not None else
                                           "".join(" " + shlex.quote(a) for a in sys.argv[1:]))
