@@ -1,0 +1,95 @@
+"""Peak memory of one call, measured in a fresh subprocess (issue 3, target 8).
+
+The child imports numpy and klfast, makes one small multi-threaded call (so
+the OpenMP threads and their stacks exist), resets the kernel's high-water
+mark and records its resident set size as the *baseline*, allocates the inputs, makes the call once and reports its
+peak resident set size (``VmHWM``; ``ru_maxrss`` where /proc is missing). A
+call that allocates no input-sized temporary peaks at about
+``baseline + inputs + output``.
+
+Used by ``benchmarks/test_memory.py`` and ``python -m klfast.bench``.
+"""
+import json
+import subprocess
+import sys
+import tempfile
+
+SLACK = 0.05  # the target: peak <= baseline + (inputs + output) * (1 + SLACK)
+
+_CHILD = r"""
+import json, resource, sys
+import numpy as np
+
+def status_kib(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss // 1024 if sys.platform == "darwin" else maxrss
+
+n_rows, k, dtype, measure, threads, ref_row, impl = json.loads(sys.argv[1])
+dtype = np.dtype(dtype)
+threads = threads or None
+if impl == "klfast":
+    import klfast
+    fn = getattr(klfast, measure)
+    if measure == "entropy":
+        call = lambda p, q: fn(p, num_threads=threads)
+    else:
+        call = lambda p, q: fn(p, q, num_threads=threads)
+elif impl == "scipy":  # the control: rel_entr allocates an input-sized temporary
+    from scipy.special import rel_entr
+    call = lambda p, q: rel_entr(p, q).sum(axis=-1)
+else:
+    raise SystemExit(f"unknown impl {impl}")
+
+rng = np.random.default_rng(0)  # numpy.random loads lazily: before the baseline
+warm = np.full((256, 1024), 1.0 / 1024, dtype=dtype)
+call(warm, warm)
+del warm
+# Reset the high-water mark to the current RSS, so transient import memory
+# does not count (Linux >= 4.0); elsewhere the baseline is the peak so far.
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    baseline = status_kib("VmRSS") * 1024
+except OSError:
+    baseline = status_kib("VmHWM") * 1024
+
+p = np.empty((n_rows, k), dtype=dtype)
+rng.random(out=p, dtype=dtype)
+q = np.empty((1 if ref_row else n_rows, k), dtype=dtype)
+rng.random(out=q, dtype=dtype)
+if ref_row:
+    q = q[0]
+before = status_kib("VmHWM") * 1024
+result = call(p, q)
+peak = status_kib("VmHWM") * 1024
+print(json.dumps({"baseline": baseline, "inputs": p.nbytes + q.nbytes,
+                  "output": result.nbytes, "before_call": before, "peak": peak}))
+"""
+
+
+def peak_memory(n_rows, k, dtype="float64", measure="kl", threads=None, ref_row=False,
+                impl="klfast", timeout=600):
+    """Run one call in a subprocess; a dict with ``baseline``, ``inputs``,
+    ``output``, ``peak`` (bytes), ``bound`` and ``ok`` (peak <= bound)."""
+    arg = json.dumps([n_rows, k, str(dtype), measure, threads or 0, bool(ref_row), impl])
+    # run outside any source checkout: "-c" puts the working directory first on
+    # sys.path, where an uncompiled ./klfast would shadow the installed one
+    done = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True,
+                          timeout=timeout, cwd=tempfile.gettempdir())
+    if done.returncode != 0:
+        raise RuntimeError(f"peak-memory child failed ({done.returncode}):\n{done.stderr}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    needed = info["inputs"] + info["output"]
+    info["bound"] = int(info["baseline"] + needed * (1 + SLACK))
+    info["overhead"] = (info["peak"] - info["baseline"]) / needed  # 1.0: no temporaries
+    info["ok"] = info["peak"] <= info["bound"]
+    info.update(n_rows=n_rows, k=k, dtype=str(dtype), measure=measure, threads=threads,
+                ref_row=bool(ref_row), impl=impl)
+    return info

@@ -1,0 +1,438 @@
+"""Benchmark report: time klfast against every installed peer and write a report.
+
+    python -m klfast.bench [--quick] [--measures kl,jeffreys] [--dtypes float64,float32]
+                           [--shapes 1000000x100,100000x1000,...] [--threads 1,2]
+                           [--zeros off,on] [--peers ...] [--repeat 5] [--out bench-report]
+
+Writes ``OUT/report.md`` (tables of ns/element, GB/s, speed-up versus scipy,
+ratio to the read floor, the issue-3 targets, the machine), PNG plots and
+``OUT/results.json`` (raw timings). Every peer's result is checked against
+klfast once, outside the timed part; a peer that disagrees is reported as
+such, never ranked. Install the peers with ``pip install "klfast[bench]"``
+(torch separately: ``pip install torch==2.13.0``).
+"""
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import klfast
+from klfast import _bench_peers as peers_mod
+from klfast._bench_peers import Case, Shape, Unsupported
+
+DEFAULT_SHAPES = "1000000x100,100000x1000,1000x100000,100000x1000:ref,1x11"
+QUICK_SHAPES = "10000x100,1000x1000,10x100000,1000x1000:ref,1x11"
+MIN_SAMPLE_SECONDS = 0.02  # short calls are looped until one sample takes this long
+SLOW_CALL_SECONDS = 0.5    # calls slower than this get at most 3 samples
+
+
+def _csv(text):
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m klfast.bench",
+        description="Time klfast against its peers and write a report folder.")
+    parser.add_argument("--measures", default="kl,jeffreys",
+                        help="comma list of %s (default: kl,jeffreys)" % ",".join(peers_mod.MEASURES))
+    parser.add_argument("--dtypes", default="float64,float32", help="default: float64,float32")
+    parser.add_argument("--shapes", default=None,
+                        help="comma list of ROWSxCOLS; ROWSxCOLS:ref = one reference row (COLS,) "
+                             f"against ROWSxCOLS (default: {DEFAULT_SHAPES})")
+    parser.add_argument("--threads", default=None,
+                        help="comma list of thread counts for the threaded peers "
+                             f"(default: 1,{klfast.default_num_threads()})")
+    parser.add_argument("--zeros", default="off",
+                        help="off, on or off,on: inputs with 10%% exact zeros (default: off)")
+    parser.add_argument("--peers", default=None,
+                        help="comma list of peers (default: every installed one): "
+                             + ", ".join(p.name for p in peers_mod.PEERS))
+    parser.add_argument("--isas", default=None,
+                        help="also time klfast with its kernels forced to these instruction-set "
+                             "levels, e.g. baseline,avx2,avx512 (default: only the level in use)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed samples per peer, median reported (default 5; 3 with --quick; "
+                             f"at most 3 for calls over {SLOW_CALL_SECONDS} s)")
+    parser.add_argument("--out", default="bench-report", help="report folder (default: ./bench-report)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"small shapes ({QUICK_SHAPES}; cache-resident, not representative) "
+                             "and 3 samples: a smoke run in seconds")
+    parser.add_argument("--seed", type=int, default=0, help="input generator seed")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurement (a subprocess per dtype)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+
+    args.measures = _csv(args.measures)
+    for m in args.measures:
+        if m not in peers_mod.MEASURES:
+            parser.error(f"unknown measure {m!r}; choose from {', '.join(peers_mod.MEASURES)}")
+    args.dtypes = _csv(args.dtypes)
+    for d in args.dtypes:
+        if d not in ("float64", "float32"):
+            parser.error(f"unknown dtype {d!r}; choose float64 and/or float32")
+    try:
+        args.shapes = [Shape.parse(s) for s in _csv(args.shapes or (QUICK_SHAPES if args.quick
+                                                                     else DEFAULT_SHAPES))]
+    except ValueError as exc:
+        parser.error(str(exc))
+    default_threads = f"1,{klfast.default_num_threads()}"
+    try:
+        args.threads = sorted({int(t) for t in _csv(args.threads or default_threads)})
+    except ValueError:
+        parser.error(f"--threads must be a comma list of integers, got {args.threads!r}")
+    if not args.threads or args.threads[0] < 1:
+        parser.error("--threads: thread counts must be >= 1")
+    zeros = {"off": False, "on": True}
+    try:
+        args.zeros = [zeros[z] for z in _csv(args.zeros)]
+    except KeyError:
+        parser.error(f"--zeros must be off, on or off,on, got {args.zeros!r}")
+    if args.peers is None:
+        args.peers = [p for p in peers_mod.PEERS if p.available()]
+    else:
+        names = _csv(args.peers)
+        unknown = [n for n in names if n not in peers_mod.PEERS_BY_NAME]
+        if unknown:
+            parser.error(f"unknown peer(s) {unknown}; choose from "
+                         + ", ".join(p.name for p in peers_mod.PEERS))
+        wanted = {"klfast", "scipy", *names}  # the ratios need klfast and scipy
+        args.peers = [p for p in peers_mod.PEERS if p.name in wanted]
+        missing = [p.name for p in args.peers if not p.available()]
+        if missing:
+            parser.error(f"not installed: {', '.join(missing)} (pip install 'klfast[bench]')")
+    if args.isas:
+        extra = [peers_mod.KlfastIsaPeer(level) for level in _csv(args.isas)]
+        missing = [p.level for p in extra if not p.available()]
+        if missing:
+            parser.error(f"--isas: level(s) {', '.join(missing)} not available on this CPU/build")
+        position = next(i for i, p in enumerate(args.peers) if p is peers_mod.KLFAST) + 1
+        args.peers[position:position] = extra
+    if not peers_mod.SCIPY.available():
+        parser.error("scipy is needed: it is the baseline of every ratio "
+                     "(pip install 'klfast[bench]')")
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 5
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    return args
+
+
+# -- progress ----------------------------------------------------------------
+
+class _SimpleBar:
+    """A minimal progress bar on stderr for when tqdm is not installed."""
+
+    def __init__(self, total):
+        self.total, self.n, self.text = total, 0, ""
+        self.start = time.perf_counter()
+
+    def set_description_str(self, text, refresh=True):
+        self.text = text
+        if refresh:
+            self._draw()
+
+    def update(self, n=1):
+        self.n += n
+        self._draw()
+
+    def _draw(self):
+        width = 30
+        filled = int(width * self.n / max(self.total, 1))
+        elapsed = time.perf_counter() - self.start
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} "
+                         f"{elapsed:5.0f}s {self.text[:60]:<60}")
+        sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\n")
+
+
+def _progress(total):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _SimpleBar(total)
+    return tqdm(total=total, file=sys.stderr, unit="run", dynamic_ncols=True, mininterval=1.0)
+
+
+# -- timing ------------------------------------------------------------------
+
+def _time(fn, repeat):
+    """Call ``fn`` once (warm-up; its result is returned for checking), then
+    ``repeat`` samples. Returns (result, median s, min s, samples, calls per sample)."""
+    t0 = time.perf_counter()
+    result = fn()
+    first = time.perf_counter() - t0
+    number = 1 if first >= MIN_SAMPLE_SECONDS else max(1, math.ceil(MIN_SAMPLE_SECONDS / max(first, 1e-7)))
+    n_samples = repeat if first < SLOW_CALL_SECONDS else min(repeat, 3)
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(n_samples):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples.append((time.perf_counter() - t0) / number)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return result, statistics.median(samples), min(samples), samples, number
+
+
+def _reference(case, p, q):
+    """The scipy formula on float64 copies, row block by row block: the
+    accuracy reference (independent of klfast, exact for float32 inputs)."""
+    scipy_peer = peers_mod.SCIPY
+    block = max(1, (1 << 20) // case.shape.k)
+    out = np.empty(case.shape.n_rows, dtype=np.float64)
+    q64 = q.astype(np.float64) if case.shape.ref_row else None
+    for r0 in range(0, case.shape.n_rows, block):
+        r1 = min(r0 + block, case.shape.n_rows)
+        pb = p[r0:r1].astype(np.float64)
+        qb = q64 if q64 is not None else q[r0:r1].astype(np.float64)
+        out[r0:r1] = scipy_peer.prepare(case, pb, qb, 1)()
+    return out
+
+
+def _tasks(case, args):
+    # scipy first: for float64 inputs its answer is the accuracy reference
+    order = sorted(args.peers, key=lambda peer: peer is not peers_mod.SCIPY)
+    tasks = []
+    for peer in order:
+        if case.measure not in peer.measures:
+            continue
+        for threads in (args.threads if peer.threaded else [1]):
+            tasks.append((peer, threads))
+    return tasks
+
+
+def run_case(case, p, q, args, bar):
+    """Time every peer on one case; a list of records (dicts)."""
+    reference = None
+    records = []
+    expected = None
+    for peer, threads in _tasks(case, args):
+        label = peer.label(threads)
+        bar.set_description_str(f"{case.label}: {label}", refresh=False)
+        record = {
+            "measure": case.measure, "dtype": case.dtype, "shape": case.shape.key,
+            "shape_label": case.shape.label, "n_rows": case.shape.n_rows, "k": case.shape.k,
+            "ref_row": case.shape.ref_row, "zeros": case.zeros, "peer": peer.name,
+            "label": label, "threads": threads, "elements": case.shape.elements,
+            "bytes_read": case.bytes_read(),
+        }
+        try:
+            try:
+                fn = peer.prepare(case, p, q, threads)
+                result, median, best, samples, number = _time(fn, args.repeat)
+            finally:
+                if isinstance(peer, peers_mod.KlfastIsaPeer):
+                    peers_mod.restore_isa()
+        except Unsupported as exc:
+            record["skipped"] = str(exc)
+        except Exception as exc:  # a peer that crashes is reported, not fatal
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            record.update(median_s=median, min_s=best, samples_s=samples, calls_per_sample=number,
+                          ns_per_element=median / case.shape.elements * 1e9,
+                          gb_per_s=case.bytes_read() / median / 1e9)
+            if peer is peers_mod.SCIPY and case.dtype == "float64":
+                reference = result  # what _reference computes, already at hand
+            if peer is not peers_mod.READ_FLOOR:
+                if reference is None:
+                    reference = _reference(case, p, q)
+                if peer is peers_mod.KLFAST and expected is None:
+                    expected = result
+                if peer is peers_mod.KLFAST:
+                    record["identical_to_first_klfast"] = bool(np.array_equal(result, expected))
+                ok_ref, err = peers_mod.agreement(result, reference, case.dtype, peer)
+                # before klfast has run (scipy), a peer is checked against the reference
+                ok, _ = peers_mod.agreement(result, reference if expected is None else expected,
+                                            case.dtype, peer)
+                # klfast must match the reference; a peer must match klfast
+                # (and klfast must not depend on the thread count)
+                if peer is peers_mod.KLFAST:
+                    ok = ok_ref and record["identical_to_first_klfast"]
+                elif isinstance(peer, peers_mod.KlfastIsaPeer):
+                    ok = ok_ref
+                record.update(agrees=ok, max_rel_err=err)
+            del result
+        records.append(record)
+        bar.update(1)
+    return records
+
+
+def _derive(records):
+    """Add speed-up versus scipy and the ratio to the read floor."""
+    by_case = {}
+    for r in records:
+        key = (r["measure"], r["dtype"], r["shape"], r["zeros"])
+        by_case.setdefault(key, []).append(r)
+    for group in by_case.values():
+        scipy_t = next((r["median_s"] for r in group if r["peer"] == "scipy" and "median_s" in r), None)
+        floors = {r["threads"]: r["median_s"] for r in group
+                  if r["peer"] == "read floor" and "median_s" in r}
+        for r in group:
+            if "median_s" not in r:
+                continue
+            if scipy_t is not None:
+                r["speedup_vs_scipy"] = scipy_t / r["median_s"]
+            if r["threads"] in floors and r["peer"] != "read floor":
+                r["x_read_floor"] = r["median_s"] / floors[r["threads"]]
+
+
+def machine_info(args):
+    """CPU, klfast's configuration, threads and library versions."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if cpu is None:
+        import platform
+        cpu = platform.processor() or platform.machine()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    memory = None
+    try:
+        import psutil
+        memory = psutil.virtual_memory().total
+    except ImportError:
+        try:
+            with open("/proc/meminfo") as f:
+                memory = int(f.readline().split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+    from klfast import _config
+    import platform
+    return {
+        "cpu": cpu,
+        "cpus_usable": cores,
+        "memory_bytes": memory,
+        "platform": platform.platform(),
+        "libc": " ".join(platform.libc_ver()),
+        "klfast_config": _config.config(),
+        "threads_tested": args.threads,
+        "versions": peers_mod.library_versions(),
+        "environment": {k: os.environ[k] for k in
+                        ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                         "NUMBA_NUM_THREADS", "KLFAST_ISA") if k in os.environ},
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "load_average_at_start": _load_average(),
+    }
+
+
+def _load_average():
+    """1-minute load average (None where unknown): other work on the machine
+    slows every peer, and the threaded ones most."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _memory_runs(args, bar):
+    """Peak memory of kl at the largest full-matrix shape per dtype (target 8)."""
+    from klfast._bench_memory import peak_memory
+    full = [s for s in args.shapes if not s.ref_row]
+    if not full:
+        return []
+    shape = max(full, key=lambda s: (s.elements, s.key == "100000x1000"))  # the issue's shape
+    if shape.elements < 5_000_000:  # page-level noise would exceed the 5 % allowed
+        shape = Shape(5_000, 1_000)
+    runs = []
+    for dtype in args.dtypes:
+        bar.set_description_str(f"peak memory: kl {dtype} {shape.label}")
+        try:
+            runs.append(peak_memory(shape.n_rows, shape.k, dtype, "kl"))
+        except Exception as exc:
+            runs.append({"n_rows": shape.n_rows, "k": shape.k, "dtype": dtype, "measure": "kl",
+                         "error": f"{type(exc).__name__}: {exc}"})
+        bar.update(1)
+    return runs
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    command = "python -m klfast.bench" + ("".join(" " + shlex.quote(a) for a in argv)
+                                          if argv is not None else
+                                          "".join(" " + shlex.quote(a) for a in sys.argv[1:]))
+    if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
+        print("klfast.bench: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and may slow numpy; "
+              "consider: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m klfast.bench ...",
+              file=sys.stderr)
+    os.makedirs(args.out, exist_ok=True)
+    info = machine_info(args)
+
+    n_cases = len(args.shapes) * len(args.dtypes) * len(args.zeros)
+    total = sum(len(_tasks(Case(m, "float64", args.shapes[0], False), args))
+                for m in args.measures) * n_cases
+    total += 0 if args.no_memory else len(args.dtypes)
+    bar = _progress(total)
+    records = []
+    memory = []
+
+    def save(partial):
+        results = {"command": command, "machine": info, "records": records, "memory": memory,
+                   "partial": partial,
+                   "settings": {"repeat": args.repeat, "seed": args.seed,
+                                "min_sample_seconds": MIN_SAMPLE_SECONDS,
+                                "slow_call_seconds": SLOW_CALL_SECONDS}}
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        return results
+
+    try:
+        for shape in args.shapes:
+            for dtype in args.dtypes:
+                for zeros in args.zeros:
+                    bar.set_description_str(f"generating {dtype} {shape.label}", refresh=False)
+                    p, q = peers_mod.make_inputs(shape, dtype, zeros, seed=args.seed)
+                    for measure in args.measures:
+                        case = Case(measure, dtype, shape, zeros)
+                        records.extend(run_case(case, p, q, args, bar))
+                    del p, q
+                    gc.collect()
+                    save(partial=True)  # an interrupted long run keeps what it measured
+        if not args.no_memory:
+            memory = _memory_runs(args, bar)
+    finally:
+        bar.close()
+    _derive(records)
+    info["load_average_at_end"] = _load_average()
+
+    results = save(partial=False)
+    from klfast import _bench_report
+    plots = [] if args.no_plots else _bench_report.plots(results, args.out)
+    text = _bench_report.markdown(results, plots)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(text)
+    print(_bench_report.summary(results))
+    print(f"\nreport: {os.path.join(args.out, 'report.md')}")
+    bad = [r for r in records if r.get("agrees") is False]
+    if bad:
+        print("peers that disagree with klfast (not ranked): "
+              + ", ".join(sorted({f"{r['label']} on {r['measure']} {r['dtype']} {r['shape']}"
+                                  for r in bad})), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
