@@ -276,7 +276,8 @@ def _is_dask(x):
 
 
 def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_threads):
-    if axis == -1 and base is None and out is None and not keepdims and num_threads is None:
+    if (axis == -1 and base is None and out is None and not keepdims
+            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast(_MEASURES[measure], p, q, eps, normalize)
         if result is not None:
             return result
