@@ -10,18 +10,21 @@ typedef uint64_t KLF_FN(klf_vu) __attribute__((vector_size(KLF_VBYTES)));
 typedef float KLF_FN(klf_vf) __attribute__((vector_size(KLF_VBYTES)));
 typedef int32_t KLF_FN(klf_vi) __attribute__((vector_size(KLF_VBYTES)));
 typedef uint32_t KLF_FN(klf_vui) __attribute__((vector_size(KLF_VBYTES)));
-/* float lanes widened to double: twice the bytes */
 typedef double KLF_FN(klf_vdw) __attribute__((vector_size(2 * KLF_VBYTES)));
+/* half a float vector: widens to a double vector */
+typedef float KLF_FN(klf_vfh) __attribute__((vector_size(KLF_VBYTES / 2)));
 #define klf_vd KLF_FN(klf_vd)
 #define klf_vl KLF_FN(klf_vl)
 #define klf_vu KLF_FN(klf_vu)
 #define klf_vf KLF_FN(klf_vf)
 #define klf_vi KLF_FN(klf_vi)
 #define klf_vui KLF_FN(klf_vui)
+#define klf_vfh KLF_FN(klf_vfh)
 #define klf_vdw KLF_FN(klf_vdw)
 
-/* log(a / b) lane by lane, for normal, positive, finite a and b (and
- * 2 * smallest normal <= a), with one division and no libm call.
+/* log(a / b) lane by lane, for positive normal a and b with
+ * 2 * smallest normal <= a < 2^1022 (or 2^126), with one division and no
+ * libm call.
  *
  * The bit pattern of a positive normal float, read as an integer and scaled
  * by 2^-52, is E + (m - 1) for x = m 2^E, m in [1, 2): log2(x) to within
@@ -32,26 +35,32 @@ typedef double KLF_FN(klf_vdw) __attribute__((vector_size(2 * KLF_VBYTES)));
  *   s = (a - b') / (a + b'),  |s| <= 0.2005,
  * with a - b' exact (Sterbenz) and 2 atanh(s) = 2s + s R(s^2), R a degree-8
  * least-squares polynomial (fitted with mpmath on [0, 0.0403]; its error is
- * below 1e-18 relative). The error is about one ulp of the result. Nothing
- * overflows: 1 / 5e-324 does, this does not. */
+ * below 1e-18 relative), and k ln2 added by one fused multiply-add. The
+ * error is about one ulp of the result. a + b' <= 2.5 a does not overflow
+ * for a < 2^1022 (the kernels send rows with larger entries to the exact
+ * path); 1 / 5e-324 would, this does not. */
 KLF_INLINE klf_vd KLF_FN(klf_log_ratio_f64)(klf_vd a, klf_vd b) {
     const klf_vl zero = {0};
     klf_vl ia = (klf_vl)a, ib = (klf_vl)b;
     klf_vl k = ((ib - ia) + (zero + (1LL << 51))) >> 52;
     klf_vd bs = (klf_vd)(ib - (k << 52));
-    /* -k as a double: (1.5 2^52 - k) read as a double, minus 1.5 2^52 */
-    klf_vd e = (klf_vd)((zero + 0x4338000000000000LL) - k) - 6755399441055744.0;
+#if KLF_VBYTES == 64
+    klf_vd e = __builtin_convertvector(k, klf_vd); /* one instruction with AVX-512 */
+#else
+    /* k as a double: (1.5 2^52 + k) read as a double, minus 1.5 2^52 */
+    klf_vd e = (klf_vd)((zero + 0x4338000000000000LL) + k) - 6755399441055744.0;
+#endif
     klf_vd s = (a - bs) / (a + bs);
     klf_vd z = s * s;
     klf_vd r = z * (0.66666666666666664051 +
-               z * (0.40000000000008287896 +
-               z * (0.28571428567123362645 +
-               z * (0.22222223073289448508 +
-               z * (0.18181735700014926134 +
-               z * (0.15388943697091611891 +
-               z * (0.1320823374916353322 +
-               z * 0.13620231330491777204)))))));
-    return e * 6.93147180369123816490e-01 + ((s + s) + (s * r + e * 1.90821492927058770002e-10));
+                     z * (0.40000000000008287896 +
+                     z * (0.28571428567123362645 +
+                     z * (0.22222223073289448508 +
+                     z * (0.18181735700014926134 +
+                     z * (0.15388943697091611891 +
+                     z * (0.1320823374916353322 +
+                     z * 0.13620231330491777204)))))));
+    return ((s + s) + s * r) - e * 0.69314718055994530942;
 }
 
 /* The same in float32 arithmetic for float32 inputs; R has degree 3 (error
@@ -61,25 +70,101 @@ KLF_INLINE klf_vf KLF_FN(klf_log_ratio_f32)(klf_vf a, klf_vf b) {
     klf_vi ia = (klf_vi)a, ib = (klf_vi)b;
     klf_vi k = ((ib - ia) + (zero + (1 << 22))) >> 23;
     klf_vf bs = (klf_vf)(ib - (k << 23));
-    klf_vf e = (klf_vf)((zero + 0x4B400000) - k) - 12582912.0f;
+    klf_vf e = __builtin_convertvector(k, klf_vf);
     klf_vf s = (a - bs) / (a + bs);
     klf_vf z = s * s;
     klf_vf r = z * (0.666667148611f + z * (0.399786131049f + z * 0.299683960391f));
-    return e * 6.9313812256e-01f + ((s + s) + (s * r + e * 9.0580006145e-06f));
+    return ((s + s) + s * r) - e * 0.693147180559945f;
+}
+
+/* The halves of a float vector, and back (lane order kept). */
+#if KLF_VBYTES == 64
+#define KLF_IDX_LO 0, 1, 2, 3, 4, 5, 6, 7
+#define KLF_IDX_HI 8, 9, 10, 11, 12, 13, 14, 15
+#define KLF_IDX_ALL KLF_IDX_LO, KLF_IDX_HI
+#elif KLF_VBYTES == 32
+#define KLF_IDX_LO 0, 1, 2, 3
+#define KLF_IDX_HI 4, 5, 6, 7
+#define KLF_IDX_ALL KLF_IDX_LO, KLF_IDX_HI
+#else
+#define KLF_IDX_LO 0, 1
+#define KLF_IDX_HI 2, 3
+#define KLF_IDX_ALL KLF_IDX_LO, KLF_IDX_HI
+#endif
+KLF_INLINE klf_vfh KLF_FN(klf_lo)(klf_vf v) { return __builtin_shufflevector(v, v, KLF_IDX_LO); }
+KLF_INLINE klf_vfh KLF_FN(klf_hi)(klf_vf v) { return __builtin_shufflevector(v, v, KLF_IDX_HI); }
+KLF_INLINE klf_vf KLF_FN(klf_join)(klf_vfh lo, klf_vfh hi) {
+    return (klf_vf)__builtin_shufflevector(lo, hi, KLF_IDX_ALL);
+}
+
+/* v * s for float lanes: multiplied in double, rounded once (a normalized
+ * single column is exactly 1) */
+KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
+    klf_vd lo = __builtin_convertvector(KLF_FN(klf_lo)(v), klf_vd) * s;
+    klf_vd hi = __builtin_convertvector(KLF_FN(klf_hi)(v), klf_vd) * s;
+    return KLF_FN(klf_join)(__builtin_convertvector(lo, klf_vfh), __builtin_convertvector(hi, klf_vfh));
 }
 
 #define KLF_INT_COMPARE (KLF_VBYTES > 16)
+
+/* x86 intrinsics of this width (the target pragma enables them) */
+#if defined(__x86_64__) || defined(_M_X64) || defined(__SSE2__)
+#define KLF_X86 1
+#if KLF_VBYTES == 64
+#define KLF_MM _mm512_
+#define KLF_MMD __m512d
+#define KLF_MMF __m512
+#define KLF_MMI __m512i
+#elif KLF_VBYTES == 32
+#define KLF_MM _mm256_
+#define KLF_MMD __m256d
+#define KLF_MMF __m256
+#define KLF_MMI __m256i
+#else
+#define KLF_MM _mm_
+#define KLF_MMD __m128d
+#define KLF_MMF __m128
+#define KLF_MMI __m128i
+#endif
+#else
+#define KLF_X86 0
+#endif
+/* any bit set in an integer vector */
+#if KLF_X86 && KLF_VBYTES == 64
+#define KLF_ANY(m) (_mm512_test_epi32_mask((__m512i)(m), (__m512i)(m)) != 0)
+#elif KLF_X86 && KLF_VBYTES == 32
+#define KLF_ANY(m) (!_mm256_testz_si256((__m256i)(m), (__m256i)(m)))
+#elif KLF_X86
+#define KLF_ANY(m) (_mm_movemask_epi8((__m128i)(m)) != 0)
+#endif
 
 #define KLF_T double
 #define KLF_TS f64
 #define KLF_V klf_vd
 #define KLF_M klf_vl
 #define KLF_U klf_vu
-#define KLF_INF_BITS 0x7FF0000000000000ULL
+#define KLF_HUGE_BITS 0x7FD0000000000000ULL /* 2^1022 */
+#define KLF_HUGE 0x1p1022
 #define KLF_TWO_MIN_BITS 0x0020000000000000ULL
 #define KLF_SCALE(v, s) ((v) * (s))
-#define KLF_ACC klf_vd
-#define KLF_WIDEN(v) (v)
+/* acc[s] += sub-vector s of a block */
+#define KLF_ADD(acc, s, v) ((acc)[s] += (v))
+#define KLF_GROUP 1
+#if KLF_X86
+#define KLF_FMAX(a, b) ((klf_vd)KLF_CAT(KLF_MM, max_pd)((KLF_MMD)(a), (KLF_MMD)(b)))
+#endif
+#if KLF_X86 && KLF_VBYTES == 64
+#define KLF_LOADN(src, n) ((klf_vd)_mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), (src)))
+#elif KLF_X86 && KLF_VBYTES == 32
+#define KLF_LOADN(src, n) \
+    ((klf_vd)_mm256_maskload_pd((src), (__m256i)((klf_vl){0, 1, 2, 3} < (long long)(n))))
+#endif
+#if KLF_X86 && KLF_VBYTES == 64
+#define KLF_UMAX 1
+#define KLF_UMAX_OP(a, b) ((klf_vu)_mm512_max_epu64((__m512i)(a), (__m512i)(b)))
+#else
+#define KLF_UMAX 0
+#endif
 #define KLF_TMIN DBL_MIN
 #define KLF_TMAX DBL_MAX
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f64)
@@ -89,11 +174,16 @@ KLF_INLINE klf_vf KLF_FN(klf_log_ratio_f32)(klf_vf a, klf_vf b) {
 #undef KLF_V
 #undef KLF_M
 #undef KLF_U
-#undef KLF_INF_BITS
+#undef KLF_HUGE_BITS
+#undef KLF_HUGE
 #undef KLF_TWO_MIN_BITS
 #undef KLF_SCALE
-#undef KLF_ACC
-#undef KLF_WIDEN
+#undef KLF_ADD
+#undef KLF_GROUP
+#undef KLF_UMAX
+#undef KLF_UMAX_OP
+#undef KLF_LOADN
+#undef KLF_FMAX
 #undef KLF_TMIN
 #undef KLF_TMAX
 #undef KLF_LOG_RATIO
@@ -103,12 +193,36 @@ KLF_INLINE klf_vf KLF_FN(klf_log_ratio_f32)(klf_vf a, klf_vf b) {
 #define KLF_V klf_vf
 #define KLF_M klf_vi
 #define KLF_U klf_vui
-#define KLF_INF_BITS 0x7F800000U
+#define KLF_HUGE_BITS 0x7E800000U /* 2^126 */
+#define KLF_HUGE 0x1p126f
 #define KLF_TWO_MIN_BITS 0x01000000U
 /* scaled in double, rounded once: a normalized single column is exactly 1 */
-#define KLF_SCALE(v, s) __builtin_convertvector(__builtin_convertvector((v), klf_vdw) * (s), klf_vf)
-#define KLF_ACC klf_vdw
-#define KLF_WIDEN(v) __builtin_convertvector((v), klf_vdw)
+#define KLF_SCALE(v, s) KLF_FN(klf_scale_f32)((v), (s))
+/* acc[2s], acc[2s + 1] += the two halves of sub-vector s, widened */
+#define KLF_ADD(acc, s, v)                                                            \
+    do {                                                                              \
+        klf_vf v_ = (v);                                                              \
+        klf_vdw w_ = __builtin_convertvector(v_, klf_vdw);                            \
+        (acc)[2 * (s)] += __builtin_shufflevector(w_, w_, KLF_IDX_LO);                \
+        (acc)[2 * (s) + 1] += __builtin_shufflevector(w_, w_, KLF_IDX_HI);            \
+    } while (0)
+/* 4 blocks summed in float, then widened: the widening costs as much as the log */
+#define KLF_GROUP 4
+#if KLF_X86
+#define KLF_FMAX(a, b) ((klf_vf)KLF_CAT(KLF_MM, max_ps)((KLF_MMF)(a), (KLF_MMF)(b)))
+#endif
+#if KLF_X86 && KLF_VBYTES == 64
+#define KLF_LOADN(src, n) ((klf_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), (src)))
+#elif KLF_X86 && KLF_VBYTES == 32
+#define KLF_LOADN(src, n) \
+    ((klf_vf)_mm256_maskload_ps((src), (__m256i)((klf_vi){0, 1, 2, 3, 4, 5, 6, 7} < (n))))
+#endif
+#if KLF_X86 && KLF_VBYTES >= 32
+#define KLF_UMAX 1
+#define KLF_UMAX_OP(a, b) ((klf_vui)KLF_CAT(KLF_MM, max_epu32)((KLF_MMI)(a), (KLF_MMI)(b)))
+#else
+#define KLF_UMAX 0
+#endif
 #define KLF_TMIN FLT_MIN
 #define KLF_TMAX FLT_MAX
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f32)
@@ -118,21 +232,36 @@ KLF_INLINE klf_vf KLF_FN(klf_log_ratio_f32)(klf_vf a, klf_vf b) {
 #undef KLF_V
 #undef KLF_M
 #undef KLF_U
-#undef KLF_INF_BITS
+#undef KLF_HUGE_BITS
+#undef KLF_HUGE
 #undef KLF_TWO_MIN_BITS
 #undef KLF_SCALE
-#undef KLF_ACC
-#undef KLF_WIDEN
+#undef KLF_ADD
+#undef KLF_GROUP
+#undef KLF_UMAX
+#undef KLF_UMAX_OP
+#undef KLF_LOADN
+#undef KLF_FMAX
 #undef KLF_TMIN
 #undef KLF_TMAX
 #undef KLF_LOG_RATIO
 
 #undef KLF_INT_COMPARE
+#undef KLF_X86
+#undef KLF_ANY
+#undef KLF_MM
+#undef KLF_MMD
+#undef KLF_MMF
+#undef KLF_MMI
+#undef KLF_IDX_LO
+#undef KLF_IDX_HI
+#undef KLF_IDX_ALL
 #undef klf_vd
 #undef klf_vl
 #undef klf_vu
 #undef klf_vf
 #undef klf_vi
 #undef klf_vui
+#undef klf_vfh
 #undef klf_vdw
 #undef KLF_FN

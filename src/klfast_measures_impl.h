@@ -15,13 +15,18 @@
  * variant that flags rows whose logs would see a zero or subnormal.
  *
  * A row is read in blocks of 64 bytes (NSUB native vectors); lane l of the
- * row's sum takes elements j = l mod (64 / sizeof(T)) at every level. The
- * row's tail is run as one block padded with zeros, which add exactly 0 to
- * every measure. Lanes are combined in a fixed order at the end.
+ * row's sum takes elements j = l mod (64 / sizeof(T)) at every level. Blocks
+ * come in groups of KLF_GROUP (float32: 4 blocks, summed in float before one
+ * widening to the double accumulators); the rest of the row is one shorter
+ * group whose last vectors are loaded in part (masked loads, zeros after
+ * the row's end, which add exactly 0 to every measure). Lanes are combined
+ * in a fixed order at the end, so a row gives the same bits on every thread
+ * and at every address.
  *
  * A row function returns the row's value, or sets *special for a row the
- * exact scalar path must compute: invalid entries (negative, -0.0, NaN, inf),
- * logs of zeros or subnormals, a row sum that cannot be normalized. */
+ * exact scalar path must compute: invalid entries (negative, NaN, inf),
+ * entries >= HUGE, logs of zeros or subnormals, a row sum that cannot be
+ * normalized, and a sum that overflowed (in float32 or double). */
 
 #define KLF_MFN(m) KLF_FN(KLF_CAT(KLF_CAT(klfast_, m), KLF_CAT(_, KLF_TS)))
 #define T KLF_T
@@ -31,27 +36,48 @@
 #define LANES ((int)(sizeof(V) / sizeof(T))) /* per native vector */
 #define BLOCK ((int)(64 / sizeof(T)))          /* per 64-byte block */
 #define NSUB (64 / (int)sizeof(V))
+#define DLANES ((int)(sizeof(klf_vd) / sizeof(double))) /* per accumulator */
+#define NACC (BLOCK / DLANES)                           /* accumulators */
 #define PREFETCH (2048 / (int)sizeof(T))          /* elements ahead */
 #define SEL(m, a, b) ((V)(((M)(a) & (m)) | ((M)(b) & ~(m))))
 #define BCAST(s) ((V){0} + (T)(s))
 #define BITS(s) ((U){0} + (s))
+#if defined(KLF_FMAX)
+/* the CPU's max: for a NaN it returns b, and a NaN is flagged anyway */
+#define MAX_NONNEG(a, b) KLF_FMAX(a, b)
+#elif KLF_INT_COMPARE
+#define MAX_NONNEG(a, b) SEL((M)(a) > (M)(b), (a), (b))
+#else
+#define MAX_NONNEG(a, b) SEL((M)((a) > (b)), (a), (b))
+#endif
+/* Entries outside [+0, HUGE) are "out of range": negative (and -0.0), NaN,
+ * inf, and values >= HUGE (2^1022, 2^126), for which a + b' in the log
+ * could overflow. A row with one is looked at closer (row_check). */
 #if KLF_INT_COMPARE
 /* Compares on bit patterns (non-negative floats order like their bits):
  * one integer compare each. */
-#define MAX_NONNEG(a, b) SEL((M)(a) > (M)(b), (a), (b))
-/* not in [+0, max]: negative (and -0.0), NaN, inf */
-#define NOT_FINITE_NONNEG(v) ((M)((U)(v) >= BITS(KLF_INF_BITS)))
+#define OUT_OF_RANGE(v) ((M)((U)(v) >= BITS(KLF_HUGE_BITS)))
 #define POSITIVE(v) ((M)(v) > (M){0})
 /* in [0, 2 * smallest normal): log_ratio or the halving in js is not exact */
 #define TINY(v) ((M)(v) < (M)BITS(KLF_TWO_MIN_BITS))
 #define TINY_POS(v) ((M)(((U)(v) - BITS(1)) < BITS(KLF_TWO_MIN_BITS - 1)))
 #else
-/* SSE2 has no 64-bit integer compare: float compares. */
-#define MAX_NONNEG(a, b) SEL((M)((a) > (b)), (a), (b))
-#define NOT_FINITE_NONNEG(v) (~(M)(((v) >= BCAST(0)) & ((v) <= BCAST(KLF_TMAX))))
+/* SSE2 has no 64-bit integer compare: float compares (-0.0 passes). */
+#define OUT_OF_RANGE(v) (~(M)(((v) >= BCAST(0)) & ((v) < BCAST(KLF_HUGE))))
 #define POSITIVE(v) ((M)((v) > BCAST(0)))
 #define TINY(v) ((M)((v) < BCAST(2 * KLF_TMIN)))
 #define TINY_POS(v) (POSITIVE(v) & TINY(v))
+#endif
+#if KLF_UMAX
+/* Out-of-range entries are those whose bit patterns, as unsigned integers,
+ * are >= HUGE's: keep the largest pattern, one max per vector. */
+#define BAD U
+#define NOTE_INVALID(b, v) ((b) = KLF_UMAX_OP((b), (U)(v)))
+#define IS_INVALID(b) ((M)((b) >= BITS(KLF_HUGE_BITS)))
+#else
+#define BAD M
+#define NOTE_INVALID(b, v) ((b) |= OUT_OF_RANGE(v))
+#define IS_INVALID(b) (b)
 #endif
 
 /* checked: eps < 2 * smallest normal, so x~, y~ may be zero or subnormal */
@@ -111,88 +137,192 @@ KLF_INLINE void KLF_MFN(js_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     *sum = SEL(px, hx * KLF_LOG_RATIO(x, m), (V){0}) + SEL(py, hy * KLF_LOG_RATIO(y, m), (V){0});
 }
 
+/* The BLOCK lanes of a row's sum (lane l is acc[l / DLANES][l % DLANES]),
+ * folded in halves (l + 8, then l + 4, l + 2, l + 1): the same order at
+ * every level. */
+typedef double KLF_MFN(v8d) __attribute__((vector_size(64)));
+typedef double KLF_MFN(v4d) __attribute__((vector_size(32)));
+typedef double KLF_MFN(v2d) __attribute__((vector_size(16)));
+KLF_INLINE double KLF_MFN(lane_sum)(const klf_vd *acc) {
+    KLF_MFN(v8d) a, b;
+    memcpy(&a, acc, sizeof(a));
+    if (BLOCK == 16) {
+        memcpy(&b, (const char *)acc + sizeof(a), sizeof(b));
+        a += b;
+    }
+    KLF_MFN(v4d) a4 = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    KLF_MFN(v2d) a2 = __builtin_shufflevector(a4, a4, 0, 1) + __builtin_shufflevector(a4, a4, 2, 3);
+    return a2[0] + a2[1];
+}
+
+KLF_INLINE int KLF_MFN(any_lane)(M flag) {
+#if KLF_X86
+    return KLF_ANY(flag);
+#else
+    int any = 0;
+    for (int l = 0; l < LANES; l++) any |= flag[l] != 0;
+    return any;
+#endif
+}
+
 /* 1 / sum(x) in double: 0 when the row must take the exact path (a sum of 0,
- * NaN or inf, or 1 / sum overflowing). */
+ * NaN or inf, or 1 / sum overflowing). Every element is widened before it
+ * is added. */
 KLF_INLINE double KLF_MFN(row_scale)(const T *x, ptrdiff_t k) {
-    KLF_ACC acc[NSUB];
-    memset(acc, 0, sizeof(acc));
-    T tail[BLOCK];
+    klf_vd acc[NACC];
     V v;
-    for (ptrdiff_t j = 0; j < k; j += BLOCK) {
-        const T *src = x + j;
+    for (int a = 0; a < NACC; a++) acc[a] = (klf_vd){0};
+    ptrdiff_t j = 0;
+    for (; j + BLOCK <= k; j += BLOCK) {
         __builtin_prefetch(x + j + PREFETCH);
-        if (j + BLOCK > k) { /* the tail, padded with zeros */
-            memset(tail, 0, sizeof(tail));
-            memcpy(tail, x + j, (size_t)(k - j) * sizeof(T));
-            src = tail;
-        }
         for (int s = 0; s < NSUB; s++) {
-            memcpy(&v, src + s * LANES, sizeof(V));
-            acc[s] += KLF_WIDEN(v);
+            memcpy(&v, x + j + s * LANES, sizeof(V));
+            KLF_ADD(acc, s, v);
         }
     }
-    const double *lanes = (const double *)acc;
-    double s = 0.0;
-    for (int l = 0; l < BLOCK; l += 2) s += lanes[l] + lanes[l + 1];
+    if (j < k) { /* the tail, padded with zeros */
+        T tail[BLOCK];
+        for (int l = 0; l < BLOCK; l++) tail[l] = j + l < k ? x[j + l] : (T)0;
+        for (int s = 0; s < NSUB; s++) {
+            memcpy(&v, tail + s * LANES, sizeof(V));
+            KLF_ADD(acc, s, v);
+        }
+    }
+    double s = KLF_MFN(lane_sum)(acc);
     if (!(s > 0.0 && s <= DBL_MAX)) return 0.0;
     double inv = 1.0 / s;
     return inv <= DBL_MAX ? inv : 0.0;
 }
 
+/* The first n (0 <= n <= LANES) elements at src, zeros after them; the
+ * lanes past n are never read. */
+KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
+#if defined(KLF_LOADN)
+    return KLF_LOADN(src, n);
+#else
+    T buf[LANES];
+    V v;
+    for (int l = 0; l < LANES; l++) buf[l] = l < n ? src[l] : (T)0;
+    memcpy(&v, buf, sizeof(V));
+    return v;
+#endif
+}
+
+/* One native vector of a row, its first n elements when partial (a zero
+ * adds exactly 0 to every measure): record invalid entries, scale, and
+ * return the measure's terms. */
+#define KLF_ROW_VEC(NAME, USES_Q)                                                           \
+    KLF_INLINE V KLF_MFN(KLF_CAT(NAME, _vec))(const T *pb, const T *qb, int partial, int n, \
+                                              V e, double sp, double sq, int normalize,     \
+                                              int checked, BAD *bad, M *flag) {             \
+        V x, y = {0}, t;                                                                    \
+        if (partial) {                                                                      \
+            x = KLF_MFN(load_part)(pb, n);                                                  \
+            if (USES_Q) y = KLF_MFN(load_part)(qb, n);                                      \
+        } else {                                                                            \
+            memcpy(&x, pb, sizeof(V));                                                      \
+            if (USES_Q) memcpy(&y, qb, sizeof(V));                                          \
+        }                                                                                   \
+        NOTE_INVALID(*bad, x);                                                              \
+        if (USES_Q) NOTE_INVALID(*bad, y);                                                  \
+        if (normalize) {                                                                    \
+            x = KLF_SCALE(x, sp);                                                           \
+            if (USES_Q) y = KLF_SCALE(y, sq);                                               \
+        }                                                                                   \
+        KLF_MFN(KLF_CAT(NAME, _block))(x, y, e, checked, flag, &t);                         \
+        return t;                                                                           \
+    }
+
+/* nblk (a constant) 64-byte blocks from p, q, summed in T and widened into
+ * acc; when partial, only the first r elements. */
+#define KLF_ROW_GROUP(NAME, USES_Q)                                                         \
+    KLF_INLINE void KLF_MFN(KLF_CAT(NAME, _group))(const T *p, const T *q, int nblk,        \
+                                                   int partial, int r, V e, double sp,      \
+                                                   double sq, int normalize, int checked,   \
+                                                   klf_vd *acc, BAD *bad, M *flag) {        \
+        _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                            \
+            __builtin_prefetch(p + b * BLOCK + PREFETCH);                                   \
+            if (USES_Q) __builtin_prefetch(q + b * BLOCK + PREFETCH);                       \
+        }                                                                                   \
+        _Pragma("GCC unroll 8") for (int s = 0; s < NSUB; s++) {                            \
+            V g = {0};                                                                      \
+            _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                        \
+                int o = b * BLOCK + s * LANES;                                              \
+                int n = r - o < 0 ? 0 : r - o > LANES ? LANES : r - o;                      \
+                V t = KLF_MFN(KLF_CAT(NAME, _vec))(p + o, q + o, partial, n, e, sp, sq,     \
+                                                   normalize, checked, bad, flag);          \
+                g = b ? g + t : t;                                                          \
+            }                                                                               \
+            KLF_ADD(acc, s, g);                                                             \
+        }                                                                                   \
+    }
+
 /* The row loop, specialised by the caller for constant uses_q, normalize
- * and checked. */
+ * and checked: groups of KLF_GROUP 64-byte blocks, then the rest as one
+ * shorter group whose last vectors are loaded in part. */
 #define KLF_ROW_LOOP(NAME, USES_Q)                                                          \
+    KLF_ROW_VEC(NAME, USES_Q)                                                               \
+    KLF_ROW_GROUP(NAME, USES_Q)                                                             \
     KLF_INLINE double KLF_MFN(KLF_CAT(NAME, _loop))(const T *p, const T *q, ptrdiff_t k,    \
                                                     T eps, double sp, double sq,            \
                                                     int normalize, int checked,             \
-                                                    int *special) {                         \
-        KLF_ACC acc[NSUB];                                                                  \
-        memset(acc, 0, sizeof(acc));                                                        \
+                                                    int *special, int *maybe_bad) {         \
+        klf_vd acc[NACC];                                                                   \
+        for (int a = 0; a < NACC; a++) acc[a] = (klf_vd){0};                                \
         M flag = {0};                                                                       \
-        V e = BCAST(eps), x, y = {0}, t;                                                    \
-        T pt[BLOCK], qt[BLOCK];                                                             \
-        for (ptrdiff_t j = 0; j < k; j += BLOCK) {                                          \
-            const T *pb = p + j, *qb = q + j;                                               \
-            if (j + BLOCK > k) { /* the tail, padded with zeros */                          \
-                memset(pt, 0, sizeof(pt));                                                  \
-                memset(qt, 0, sizeof(qt));                                                  \
-                memcpy(pt, p + j, (size_t)(k - j) * sizeof(T));                             \
-                if (USES_Q) memcpy(qt, q + j, (size_t)(k - j) * sizeof(T));                 \
-                pb = pt;                                                                    \
-                qb = qt;                                                                    \
-            }                                                                               \
-            /* ask for the data 2 KB ahead: a busy core keeps too few loads in     */  \
-            /* flight to stream at the memory's pace (1.74 -> 1.17 ns/el, 1 thread) */  \
-            __builtin_prefetch(p + j + PREFETCH);                                           \
-            if (USES_Q) __builtin_prefetch(q + j + PREFETCH);                               \
-            for (int s = 0; s < NSUB; s++) {                                                \
-                memcpy(&x, pb + s * LANES, sizeof(V));                                      \
-                if (USES_Q) memcpy(&y, qb + s * LANES, sizeof(V));                          \
-                flag |= NOT_FINITE_NONNEG(x);                                               \
-                if (USES_Q) flag |= NOT_FINITE_NONNEG(y);                                   \
-                if (normalize) {                                                            \
-                    x = KLF_SCALE(x, sp);                                                   \
-                    if (USES_Q) y = KLF_SCALE(y, sq);                                       \
-                }                                                                           \
-                KLF_MFN(KLF_CAT(NAME, _block))(x, y, e, checked, &flag, &t);                \
-                acc[s] += KLF_WIDEN(t);                                                     \
-            }                                                                               \
+        BAD bad = {0};                                                                      \
+        V e = BCAST(eps);                                                                   \
+        ptrdiff_t j = 0;                                                                    \
+        for (; j + KLF_GROUP * BLOCK <= k; j += KLF_GROUP * BLOCK)                          \
+            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, KLF_GROUP, 0, 0, e, sp, sq,        \
+                                           normalize, checked, acc, &bad, &flag);           \
+        int r = (int)(k - j);                                                               \
+        switch ((r + BLOCK - 1) / BLOCK) {                                                  \
+        case 1:                                                                             \
+            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 1, 1, r, e, sp, sq, normalize,     \
+                                           checked, acc, &bad, &flag);                      \
+            break;                                                                          \
+        case 2:                                                                             \
+            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 2, 1, r, e, sp, sq, normalize,     \
+                                           checked, acc, &bad, &flag);                      \
+            break;                                                                          \
+        case 3:                                                                             \
+            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 3, 1, r, e, sp, sq, normalize,     \
+                                           checked, acc, &bad, &flag);                      \
+            break;                                                                          \
+        case 4:                                                                             \
+            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 4, 1, r, e, sp, sq, normalize,     \
+                                           checked, acc, &bad, &flag);                      \
+            break;                                                                          \
+        default: /* r == 0 */                                                               \
+            break;                                                                          \
         }                                                                                   \
-        int any = 0;                                                                        \
-        for (int l = 0; l < LANES; l++) any |= flag[l] != 0;                                \
-        *special = any;                                                                     \
-        const double *lanes = (const double *)acc;                                          \
-        double s = 0.0;                                                                     \
-        for (int l = 0; l < BLOCK; l += 2) s += lanes[l] + lanes[l + 1];                    \
-        return s;                                                                           \
+        *maybe_bad = KLF_MFN(any_lane)(IS_INVALID(bad));                                    \
+        double sum = KLF_MFN(lane_sum)(acc);                                                \
+        /* a sum that overflowed (in T or in double) goes to the exact path */              \
+        *special = KLF_MFN(any_lane)(flag) || !(fabs(sum) <= DBL_MAX);                      \
+        return sum;                                                                         \
     }
+
+/* For a row the vector check flagged: 1 when x holds an entry the fast
+ * path cannot take (negative, NaN, inf, >= HUGE), 0 when it only held -0.0,
+ * which the kernels sum as the zero it is. */
+KLF_INLINE int KLF_MFN(row_check)(const T *x, ptrdiff_t k) {
+    int bad = 0;
+    for (ptrdiff_t j = 0; j < k; j++) bad |= !(x[j] >= (T)0 && x[j] < KLF_HUGE);
+    return bad;
+}
+
+#define KLF_LOOP_CALL(NAME, NORMALIZE, CHECKED)                                             \
+    KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, NORMALIZE, CHECKED, special,    \
+                                  &maybe_bad)
 
 #define KLF_ROW(NAME, USES_Q, CLAMP)                                                        \
     KLF_ROW_LOOP(NAME, USES_Q)                                                              \
     static double KLF_MFN(NAME)(const T *p, const T *q, ptrdiff_t k, double eps,            \
                                 int normalize, int *special) {                              \
         double sp = 1.0, sq = 1.0, s;                                                       \
-        int checked = !(eps >= 2.0 * (double)KLF_TMIN);                                     \
+        int checked = !(eps >= 2.0 * (double)KLF_TMIN), maybe_bad = 0;                      \
         *special = 0;                                                                       \
         if (normalize) {                                                                    \
             sp = KLF_MFN(row_scale)(p, k);                                                  \
@@ -201,16 +331,12 @@ KLF_INLINE double KLF_MFN(row_scale)(const T *x, ptrdiff_t k) {
                 *special = 1;                                                               \
                 return 0.0;                                                                 \
             }                                                                               \
-            s = checked ? KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, 1, 1,      \
-                                                        special)                            \
-                        : KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, 1, 0,      \
-                                                        special);                           \
+            s = checked ? KLF_LOOP_CALL(NAME, 1, 1) : KLF_LOOP_CALL(NAME, 1, 0);            \
         } else {                                                                            \
-            s = checked ? KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, 0, 1,      \
-                                                        special)                            \
-                        : KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, 0, 0,      \
-                                                        special);                           \
+            s = checked ? KLF_LOOP_CALL(NAME, 0, 1) : KLF_LOOP_CALL(NAME, 0, 0);            \
         }                                                                                   \
+        if (maybe_bad && (KLF_MFN(row_check)(p, k) || (USES_Q && KLF_MFN(row_check)(q, k))))  \
+            *special = 1;                                                                   \
         return (CLAMP && s < 0.0) ? 0.0 : s;                                                \
     }
 
@@ -221,13 +347,19 @@ KLF_ROW(cross_entropy, 1, 0)
 KLF_ROW(js, 1, 1)
 
 #undef KLF_ROW
+#undef KLF_LOOP_CALL
 #undef KLF_ROW_LOOP
 #undef SEL
 #undef BCAST
 #undef BITS
 #undef MAX_NONNEG
-#undef NOT_FINITE_NONNEG
+#undef OUT_OF_RANGE
 #undef TINY_POS
+#undef NOTE_INVALID
+#undef BAD
+#undef IS_INVALID
+#undef KLF_ROW_VEC
+#undef KLF_ROW_GROUP
 #undef TINY
 #undef POSITIVE
 #undef KLF_MFN
@@ -238,4 +370,6 @@ KLF_ROW(js, 1, 1)
 #undef LANES
 #undef BLOCK
 #undef NSUB
+#undef DLANES
+#undef NACC
 #undef PREFETCH

@@ -14,9 +14,8 @@
  * (SSE2 16 bytes, AVX2 32, AVX-512 64) and read rows in 64-byte blocks.
  * Determinism: every row is summed in a fixed set of lanes (8 doubles, 16
  * floats: element j goes to lane j mod 8 or 16, whatever the vector width),
- * combined in a fixed order, and the build uses -ffp-contract=off, so a row
- * gives the same bits at every instruction-set level, at every address, on
- * every thread.
+ * combined in a fixed order, so a row gives the same bits at every address
+ * and on every thread. Levels differ by a few ulp (fused multiply-adds).
  */
 #ifndef KLFAST_ROWS_H
 #define KLFAST_ROWS_H
@@ -27,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <float.h>
+#if defined(__x86_64__) || defined(_M_X64) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 enum { KLFAST_KL = 0, KLFAST_JEFFREYS = 1, KLFAST_ENTROPY = 2, KLFAST_CROSS_ENTROPY = 3,
        KLFAST_JS = 4, KLFAST_N_MEASURES = 5 };
