@@ -82,12 +82,14 @@
 
 /* checked: eps < 2 * smallest normal, so x~, y~ may be zero or subnormal */
 KLF_INLINE void KLF_MFN(kl_block)(V x, V y, V e, int checked, M *flag, V *sum) {
-    V xt = MAX_NONNEG(x, e), yt = MAX_NONNEG(y, e);
-    V t = x * KLF_LOG_RATIO(xt, yt);
+    V xt = MAX_NONNEG(x, e), yt = MAX_NONNEG(y, e), t;
     if (checked) {
+        /* x == 0 takes log(y~/y~): log(0/y~) would make subnormals (slow) */
         M pos = POSITIVE(x);
         *flag |= pos & (TINY(xt) | TINY(yt));
-        t = SEL(pos, t, (V){0});
+        t = SEL(pos, x * KLF_LOG_RATIO(SEL(pos, xt, yt), yt), (V){0});
+    } else {
+        t = x * KLF_LOG_RATIO(xt, yt);
     }
     *sum = t;
 }
