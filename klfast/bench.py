@@ -4,12 +4,13 @@
                            [--shapes 1000000x100,100000x1000,...] [--threads 1,2]
                            [--zeros off,on] [--peers ...] [--repeat 5] [--out bench-report]
 
-Writes ``OUT/report.md`` (tables of ns/element, GB/s, speed-up versus scipy,
-ratio to the read floor, the issue-3 targets, the machine), PNG plots and
-``OUT/results.json`` (raw timings). Every peer's result is checked against
-klfast once, outside the timed part; a peer that disagrees is reported as
-such, never ranked. Install the peers with ``pip install "klfast[bench]"``
-(torch separately: ``pip install torch==2.13.0``).
+Measures: kl, jeffreys, entropy, cross_entropy, jensen_shannon. Writes
+``OUT/report.md`` (tables of ns/element, GB/s, speed-up versus scipy, ratio to
+the read floor, klfast's time for each measure relative to kl, the issue-3
+targets, the machine), PNG plots and ``OUT/results.json`` (raw timings).
+Every peer's result is checked against klfast once, outside the timed part; a
+peer that disagrees is reported as such, never ranked. Install the peers with
+``pip install "klfast[bench]"`` (torch separately: ``pip install torch==2.13.0``).
 """
 import argparse
 import datetime
@@ -43,7 +44,8 @@ def _parse_args(argv):
         prog="python -m klfast.bench",
         description="Time klfast against its peers and write a report folder.")
     parser.add_argument("--measures", default="kl,jeffreys",
-                        help="comma list of %s (default: kl,jeffreys)" % ",".join(peers_mod.MEASURES))
+                        help="comma list, from: %s (default: kl,jeffreys)"
+                             % ", ".join(peers_mod.MEASURES))
     parser.add_argument("--dtypes", default="float64,float32", help="default: float64,float32")
     parser.add_argument("--shapes", default=None,
                         help="comma list of ROWSxCOLS; ROWSxCOLS:ref = one reference row (COLS,) "
