@@ -1,6 +1,7 @@
 """klfast beside its peers with pytest-benchmark: one group per (measure, dtype, shape).
 
-Full sizes (30-60 minutes on 2 cores; 1e8-element inputs, up to ~5 GB of memory):
+Full sizes (30-60 minutes on 2 cores measured before the jensen_shannon groups,
+which add an estimated 10 more; 1e8-element inputs, up to ~5 GB of memory):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest benchmarks
 
@@ -36,8 +37,9 @@ def small_sizes(config):
 def divergence_cases(small):
     """(case, peer, threads) in input order: every test of one input runs together.
 
-    Issue 2's grid (kl and jeffreys, both dtypes, every shape) plus, at
-    100,000 x 1,000, inputs with 10 % zeros (kl) and entropy / cross-entropy."""
+    Issue 2's grid (kl and jeffreys, both dtypes, every shape), jensen_shannon
+    on the same grid, plus, at 100,000 x 1,000, inputs with 10 % zeros (kl) and
+    entropy / cross-entropy."""
     shapes = [peers.Shape.parse(s) for s in (SMALL_SHAPES if small else FULL_SHAPES)]
     square = shapes[1]  # 100,000 x 1,000 (small: 200 x 1,000)
     n = default_num_threads()
@@ -45,7 +47,7 @@ def divergence_cases(small):
     for shape in shapes:
         for dtype in ("float64", "float32"):
             for zeros in (False, True):
-                measures = ["kl", "jeffreys"]
+                measures = ["kl", "jeffreys", "jensen_shannon"]
                 if shape == square:
                     measures += ["entropy", "cross_entropy"]
                 if zeros:
@@ -85,7 +87,8 @@ class InputCache:
     The tests are ordered so that all tests of one input run together: the
     previous inputs are dropped before the next are made, so at most one pair
     of (up to 800 MB) arrays is alive. The reference results (klfast with the
-    default threads, scipy) are kept with them."""
+    default threads, the float64 reference of ``peers.reference``) are kept
+    with them."""
 
     def __init__(self):
         self.key = None
@@ -103,14 +106,16 @@ class InputCache:
         return self.p, self.q
 
     def result(self, case, name):
-        """klfast's (default threads) or scipy's result for ``case``, computed once."""
+        """klfast's (default threads) result for ``case``, or with ``"reference"``
+        the float64 reference expression's (scipy's; numpy's for
+        jensen_shannon), computed once."""
         if (case.measure, name) not in self.results:
             p, q = self.get(case.shape, case.dtype, case.zeros)
             if name == "klfast":
-                fn = peers.KLFAST.prepare(case, p, q, default_num_threads())
+                result = peers.KLFAST.prepare(case, p, q, default_num_threads())()
             else:
-                fn = peers.SCIPY.prepare(case, p, q, 1)
-            self.results[case.measure, name] = fn()
+                result = peers.reference(case, p, q)
+            self.results[case.measure, name] = result
         return self.results[case.measure, name]
 
 

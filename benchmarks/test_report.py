@@ -35,3 +35,27 @@ def test_bad_arguments_are_refused(tmp_path):
         with pytest.raises(SystemExit) as exc:
             bench.main(argv + ["--out", str(tmp_path)])
         assert exc.value.code == 2, argv
+
+
+def test_quick_run_with_jensen_shannon(tmp_path):
+    out = tmp_path / "report"
+    code = bench.main(["--quick", "--measures", "kl,jensen_shannon", "--repeat", "1",
+                       "--no-memory", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    js = [r for r in results["records"] if r["measure"] == "jensen_shannon"]
+    timed = {r["peer"] for r in js if "median_s" in r}
+    assert timed >= {"klfast", "scipy", "numpy", "read floor"}, timed
+    assert "scipy.stats.entropy" not in {r["peer"] for r in js}  # it has no Jensen-Shannon
+    assert all(r["agrees"] for r in js if "agrees" in r), \
+        [(r["label"], r["shape"], r["dtype"]) for r in js if r.get("agrees") is False]
+    report = (out / "report.md").read_text()
+    assert "### jensen_shannon · float32 · 1,000 x 1,000" in report
+    assert "## klfast: time relative to kl" in report
+    assert "| inputs | threads | jensen_shannon |" in report
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "speedup_jensen_shannon_float64.png").exists()
+    assert (out / "ns_per_element_jensen_shannon_float32.png").exists()

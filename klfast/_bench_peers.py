@@ -14,12 +14,21 @@ Expressions (``P``: the rows, ``Q``: the rows or one reference row):
 scipy                  ``rel_entr(P, Q).sum(-1)`` (Jeffreys: plus
                        ``rel_entr(Q, P).sum(-1)``); entropy
                        ``entr(P).sum(-1)``; cross-entropy
-                       ``-xlogy(P, Q).sum(-1)``
+                       ``-xlogy(P, Q).sum(-1)``; Jensen-Shannon
+                       ``scipy.spatial.distance.jensenshannon(P, Q,
+                       axis=-1) ** 2`` (it normalises the rows and returns
+                       the distance, squared here; the inputs' rows already
+                       sum to 1)
 scipy.stats.entropy    ``entropy(P, Q, axis=-1)`` (normalises the rows)
 numpy                  ``(P * np.log(P / Q)).sum(-1)``; with zeros in the
                        input the floored form ``np.maximum(x, eps)`` inside
-                       the log (the plain one gives NaN at 0 / 0)
+                       the log (the plain one gives NaN at 0 / 0);
+                       Jensen-Shannon with ``m = 0.5 * (P + Q)``:
+                       ``0.5 * (where(P > 0, P * log(P / m), 0)
+                       + where(Q > 0, Q * log(Q / m), 0)).sum(-1)``
 numexpr                ``evaluate("where(P > 0, P * log(P / Q), 0)").sum(-1)``
+                       (Jensen-Shannon: the numpy expression in one
+                       ``evaluate``, ``m`` inline)
 numba                  a ``parallel=True, fastmath=True`` row loop with a
                        float64 accumulator and the eps rule
 torch                  ``torch.xlogy(P, P / Q).sum(-1)`` on CPU tensors
@@ -30,6 +39,10 @@ read floor             ``klfast._kernels.read_floor``: read and sum both
                        inputs once (P twice for entropy and a reference row,
                        which costs one pass)
 =====================  =====================================================
+
+Jensen-Shannon has no ``eps``; scipy.stats.entropy, torch and numkong do not
+compute it. Its accuracy reference is the numpy expression in float64 (see
+:func:`reference`), the others' is the scipy one.
 """
 import math
 from dataclasses import dataclass
@@ -39,7 +52,8 @@ import numpy as np
 import klfast
 from klfast import _kernels
 
-MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
+EPS_MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")  # the ones with an eps floor
+MEASURES = EPS_MEASURES + ("jensen_shannon",)
 EPS = klfast.DEFAULT_EPS
 ZERO_FRACTION = 0.1
 
@@ -255,12 +269,16 @@ class ScipyPeer(Peer):
             return lambda: sp.rel_entr(p, q).sum(axis=-1) + sp.rel_entr(q, p).sum(axis=-1)
         if m == "entropy":
             return lambda: sp.entr(p).sum(axis=-1)
+        if m == "jensen_shannon":
+            from scipy.spatial.distance import jensenshannon
+            return lambda: jensenshannon(p, q, axis=-1) ** 2
         return lambda: -sp.xlogy(p, q).sum(axis=-1)
 
 
 class ScipyStatsPeer(Peer):
     name = "scipy.stats.entropy"
     library = "scipy"
+    measures = EPS_MEASURES
 
     def _import(self):
         import scipy.stats
@@ -300,6 +318,12 @@ class NumpyPeer(Peer):
                     return expr()
             return call
 
+        if m == "jensen_shannon":  # no eps: m > 0 wherever P or Q is
+            def js():
+                mid = 0.5 * (p + q)
+                return 0.5 * (np.where(p > 0, p * np.log(p / mid), 0)
+                              + np.where(q > 0, q * np.log(q / mid), 0)).sum(axis=-1)
+            return run(js)
         if m == "kl":
             return run(lambda: (p * np.log(fl(p) / fl(q))).sum(axis=-1))
         if m == "jeffreys":
@@ -318,6 +342,9 @@ class NumexprPeer(Peer):
         "jeffreys": "where(P != Q, (P - Q) * log(P / Q), 0)",
         "entropy": "where(P > 0, -P * log(P), 0)",
         "cross_entropy": "where(P > 0, -P * log(Q), 0)",
+        # halved after the sum: a float constant would make float32 inputs float64
+        "jensen_shannon": "where(P > 0, P * log(2 * P / (P + Q)), 0)"
+                          " + where(Q > 0, Q * log(2 * Q / (P + Q)), 0)",
     }
 
     def _import(self):
@@ -329,6 +356,8 @@ class NumexprPeer(Peer):
         env = {"P": p, "Q": q}
 
         ne.set_num_threads(threads)  # global: set here, not in the timed call
+        if case.measure == "jensen_shannon":
+            return lambda: 0.5 * ne.evaluate(expr, local_dict=env).sum(axis=-1)
         return lambda: ne.evaluate(expr, local_dict=env).sum(axis=-1)
 
 
@@ -404,7 +433,27 @@ def _numba_kernels():
             out[i] = s
         return out
 
-    _NUMBA_KERNELS.update(kl=kl, jeffreys=jeffreys, entropy=entropy, cross_entropy=cross_entropy)
+    @jit
+    def jensen_shannon(p, q, eps):  # no eps: m > 0 wherever p or q is
+        n, k = p.shape
+        out = np.empty(n, dtype=np.float64)
+        q_step = 1 if q.shape[0] > 1 else 0  # 0: one reference row
+        for i in numba.prange(n):
+            qi = i * q_step
+            s = 0.0
+            for j in range(k):
+                a = np.float64(p[i, j])
+                b = np.float64(q[qi, j])
+                m = 0.5 * (a + b)
+                if a > 0.0:
+                    s += a * np.log(a / m)
+                if b > 0.0:
+                    s += b * np.log(b / m)
+            out[i] = 0.5 * s
+        return out
+
+    _NUMBA_KERNELS.update(kl=kl, jeffreys=jeffreys, entropy=entropy, cross_entropy=cross_entropy,
+                          jensen_shannon=jensen_shannon)
     return _NUMBA_KERNELS
 
 
@@ -431,6 +480,7 @@ class TorchPeer(Peer):
     name = "torch"
     library = "torch"
     threaded = True
+    measures = EPS_MEASURES
 
     def _import(self):
         import torch
@@ -487,9 +537,32 @@ class NumkongPeer(Peer):
 KLFAST = KlfastPeer()
 READ_FLOOR = ReadFloor()
 SCIPY = ScipyPeer()
-PEERS = (KLFAST, READ_FLOOR, SCIPY, ScipyStatsPeer(), NumpyPeer(), NumexprPeer(),
+NUMPY = NumpyPeer()
+PEERS = (KLFAST, READ_FLOOR, SCIPY, ScipyStatsPeer(), NUMPY, NumexprPeer(),
          NumbaPeer(), TorchPeer(), NumkongPeer())
 PEERS_BY_NAME = {peer.name: peer for peer in PEERS}
+
+
+def reference_peer(measure):
+    """The peer whose expression is the accuracy reference: scipy's, except for
+    Jensen-Shannon, where scipy's ``jensenshannon`` renormalises the rows and
+    takes a square root: the plain numpy expression."""
+    return NUMPY if measure == "jensen_shannon" else SCIPY
+
+
+def reference(case, p, q):
+    """The reference expression on float64 copies, row block by row block:
+    the accuracy reference (independent of klfast, exact for float32 inputs)."""
+    peer = reference_peer(case.measure)
+    block = max(1, (1 << 20) // case.shape.k)
+    out = np.empty(case.shape.n_rows, dtype=np.float64)
+    q64 = q.astype(np.float64) if case.shape.ref_row else None
+    for r0 in range(0, case.shape.n_rows, block):
+        r1 = min(r0 + block, case.shape.n_rows)
+        pb = p[r0:r1].astype(np.float64)
+        qb = q64 if q64 is not None else q[r0:r1].astype(np.float64)
+        out[r0:r1] = peer.prepare(case, pb, qb, 1)()
+    return out
 
 
 def library_versions():

@@ -4,12 +4,13 @@
                            [--shapes 1000000x100,100000x1000,...] [--threads 1,2]
                            [--zeros off,on] [--peers ...] [--repeat 5] [--out bench-report]
 
-Writes ``OUT/report.md`` (tables of ns/element, GB/s, speed-up versus scipy,
-ratio to the read floor, the issue-3 targets, the machine), PNG plots and
-``OUT/results.json`` (raw timings). Every peer's result is checked against
-klfast once, outside the timed part; a peer that disagrees is reported as
-such, never ranked. Install the peers with ``pip install "klfast[bench]"``
-(torch separately: ``pip install torch==2.13.0``).
+Measures: kl, jeffreys, entropy, cross_entropy, jensen_shannon. Writes
+``OUT/report.md`` (tables of ns/element, GB/s, speed-up versus scipy, ratio to
+the read floor, klfast's time for each measure relative to kl, the issue-3
+targets, the machine), PNG plots and ``OUT/results.json`` (raw timings).
+Every peer's result is checked against klfast once, outside the timed part; a
+peer that disagrees is reported as such, never ranked. Install the peers with
+``pip install "klfast[bench]"`` (torch separately: ``pip install torch==2.13.0``).
 """
 import argparse
 import datetime
@@ -43,7 +44,8 @@ def _parse_args(argv):
         prog="python -m klfast.bench",
         description="Time klfast against its peers and write a report folder.")
     parser.add_argument("--measures", default="kl,jeffreys",
-                        help="comma list of %s (default: kl,jeffreys)" % ",".join(peers_mod.MEASURES))
+                        help="comma list, from: %s (default: kl,jeffreys)"
+                             % ", ".join(peers_mod.MEASURES))
     parser.add_argument("--dtypes", default="float64,float32", help="default: float64,float32")
     parser.add_argument("--shapes", default=None,
                         help="comma list of ROWSxCOLS; ROWSxCOLS:ref = one reference row (COLS,) "
@@ -195,23 +197,9 @@ def _time(fn, repeat):
     return result, statistics.median(samples), min(samples), samples, number
 
 
-def _reference(case, p, q):
-    """The scipy formula on float64 copies, row block by row block: the
-    accuracy reference (independent of klfast, exact for float32 inputs)."""
-    scipy_peer = peers_mod.SCIPY
-    block = max(1, (1 << 20) // case.shape.k)
-    out = np.empty(case.shape.n_rows, dtype=np.float64)
-    q64 = q.astype(np.float64) if case.shape.ref_row else None
-    for r0 in range(0, case.shape.n_rows, block):
-        r1 = min(r0 + block, case.shape.n_rows)
-        pb = p[r0:r1].astype(np.float64)
-        qb = q64 if q64 is not None else q[r0:r1].astype(np.float64)
-        out[r0:r1] = scipy_peer.prepare(case, pb, qb, 1)()
-    return out
-
-
 def _tasks(case, args):
     # scipy first: for float64 inputs its answer is the accuracy reference
+    # (Jensen-Shannon's is numpy's; see _bench_peers.reference)
     order = sorted(args.peers, key=lambda peer: peer is not peers_mod.SCIPY)
     tasks = []
     for peer in order:
@@ -252,11 +240,12 @@ def run_case(case, p, q, args, bar):
             record.update(median_s=median, min_s=best, samples_s=samples, calls_per_sample=number,
                           ns_per_element=median / case.shape.elements * 1e9,
                           gb_per_s=case.bytes_read() / median / 1e9)
-            if peer is peers_mod.SCIPY and case.dtype == "float64":
-                reference = result  # what _reference computes, already at hand
+            if (reference is None and case.dtype == "float64"
+                    and peer is peers_mod.reference_peer(case.measure)):
+                reference = result  # what peers_mod.reference computes, already at hand
             if peer is not peers_mod.READ_FLOOR:
                 if reference is None:
-                    reference = _reference(case, p, q)
+                    reference = peers_mod.reference(case, p, q)
                 if peer is peers_mod.KLFAST and expected is None:
                     expected = result
                 if peer is peers_mod.KLFAST:
