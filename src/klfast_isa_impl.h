@@ -10,6 +10,7 @@ typedef uint64_t KLF_FN(klf_vu) __attribute__((vector_size(KLF_VBYTES)));
 typedef float KLF_FN(klf_vf) __attribute__((vector_size(KLF_VBYTES)));
 typedef int32_t KLF_FN(klf_vi) __attribute__((vector_size(KLF_VBYTES)));
 typedef uint32_t KLF_FN(klf_vui) __attribute__((vector_size(KLF_VBYTES)));
+/* a float vector widened to double: twice the bytes */
 typedef double KLF_FN(klf_vdw) __attribute__((vector_size(2 * KLF_VBYTES)));
 /* half a float vector: widens to a double vector */
 typedef float KLF_FN(klf_vfh) __attribute__((vector_size(KLF_VBYTES / 2)));
@@ -166,7 +167,6 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #define KLF_UMAX 0
 #endif
 #define KLF_TMIN DBL_MIN
-#define KLF_TMAX DBL_MAX
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f64)
 #include "klfast_measures_impl.h"
 #undef KLF_T
@@ -185,7 +185,6 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #undef KLF_LOADN
 #undef KLF_FMAX
 #undef KLF_TMIN
-#undef KLF_TMAX
 #undef KLF_LOG_RATIO
 
 #define KLF_T float
@@ -224,7 +223,6 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #define KLF_UMAX 0
 #endif
 #define KLF_TMIN FLT_MIN
-#define KLF_TMAX FLT_MAX
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f32)
 #include "klfast_measures_impl.h"
 #undef KLF_T
@@ -243,7 +241,6 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #undef KLF_LOADN
 #undef KLF_FMAX
 #undef KLF_TMIN
-#undef KLF_TMAX
 #undef KLF_LOG_RATIO
 
 #undef KLF_INT_COMPARE
