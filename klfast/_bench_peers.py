@@ -226,6 +226,11 @@ class KlfastIsaPeer(KlfastPeer):
         return super()._prepare(mod, case, p, q, threads)
 
 
+def use_isa(level):
+    """Force klfast's kernels to ``level`` (for a KlfastIsaPeer's samples)."""
+    _kernels.set_isa(level)
+
+
 def restore_isa():
     """Back to the level klfast chose at import (after a KlfastIsaPeer)."""
     if hasattr(_kernels, "set_isa"):

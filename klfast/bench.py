@@ -174,27 +174,21 @@ def _progress(total):
 
 # -- timing ------------------------------------------------------------------
 
-def _time(fn, repeat):
-    """Call ``fn`` once (warm-up; its result is returned for checking), then
-    ``repeat`` samples. Returns (result, median s, min s, samples, calls per sample)."""
+def _warm_up(fn):
+    """Call ``fn`` once (its result is returned for checking); how many calls
+    make one sample (short calls are looped) and whether it is a slow call."""
     t0 = time.perf_counter()
     result = fn()
     first = time.perf_counter() - t0
     number = 1 if first >= MIN_SAMPLE_SECONDS else max(1, math.ceil(MIN_SAMPLE_SECONDS / max(first, 1e-7)))
-    n_samples = repeat if first < SLOW_CALL_SECONDS else min(repeat, 3)
-    samples = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(n_samples):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples.append((time.perf_counter() - t0) / number)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return result, statistics.median(samples), min(samples), samples, number
+    return result, number, first >= SLOW_CALL_SECONDS
+
+
+def _sample(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
 
 
 def _tasks(case, args):
@@ -210,10 +204,34 @@ def _tasks(case, args):
     return tasks
 
 
+class _Timed:
+    """One peer at one thread count, prepared and warmed up."""
+
+    def __init__(self, peer, fn, number, slow, record):
+        self.peer, self.fn, self.number, self.record = peer, fn, number, record
+        self.n_samples = 3 if slow else None
+        self.samples = []
+
+    def sample(self):
+        if isinstance(self.peer, peers_mod.KlfastIsaPeer):
+            peers_mod.use_isa(self.peer.level)
+        try:
+            self.samples.append(_sample(self.fn, self.number))
+        finally:
+            if isinstance(self.peer, peers_mod.KlfastIsaPeer):
+                peers_mod.restore_isa()
+
+
 def run_case(case, p, q, args, bar):
-    """Time every peer on one case; a list of records (dicts)."""
+    """Time every peer on one case; a list of records (dicts).
+
+    Every peer is prepared, warmed up and checked first; then the timed
+    samples are taken in turns (one of each peer, again, ...), so a machine
+    whose speed drifts (shared, noisy) slows every peer alike and the ratios
+    of one run stay comparable."""
     reference = None
     records = []
+    timed = []
     expected = None
     for peer, threads in _tasks(case, args):
         label = peer.label(threads)
@@ -225,44 +243,62 @@ def run_case(case, p, q, args, bar):
             "label": label, "threads": threads, "elements": case.shape.elements,
             "bytes_read": case.bytes_read(),
         }
+        records.append(record)
         try:
             try:
                 fn = peer.prepare(case, p, q, threads)
-                result, median, best, samples, number = _time(fn, args.repeat)
+                result, number, slow = _warm_up(fn)
             finally:
                 if isinstance(peer, peers_mod.KlfastIsaPeer):
                     peers_mod.restore_isa()
         except Unsupported as exc:
             record["skipped"] = str(exc)
+            bar.update(1)
+            continue
         except Exception as exc:  # a peer that crashes is reported, not fatal
             record["error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            record.update(median_s=median, min_s=best, samples_s=samples, calls_per_sample=number,
-                          ns_per_element=median / case.shape.elements * 1e9,
-                          gb_per_s=case.bytes_read() / median / 1e9)
-            if (reference is None and case.dtype == "float64"
-                    and peer is peers_mod.reference_peer(case.measure)):
-                reference = result  # what peers_mod.reference computes, already at hand
-            if peer is not peers_mod.READ_FLOOR:
-                if reference is None:
-                    reference = peers_mod.reference(case, p, q)
-                if peer is peers_mod.KLFAST and expected is None:
-                    expected = result
-                if peer is peers_mod.KLFAST:
-                    record["identical_to_first_klfast"] = bool(np.array_equal(result, expected))
-                ok_ref, err = peers_mod.agreement(result, reference, case.dtype, peer)
-                # before klfast has run (scipy), a peer is checked against the reference
-                ok, _ = peers_mod.agreement(result, reference if expected is None else expected,
-                                            case.dtype, peer)
-                # klfast must match the reference; a peer must match klfast
-                # (and klfast must not depend on the thread count)
-                if peer is peers_mod.KLFAST:
-                    ok = ok_ref and record["identical_to_first_klfast"]
-                elif isinstance(peer, peers_mod.KlfastIsaPeer):
-                    ok = ok_ref
-                record.update(agrees=ok, max_rel_err=err)
-            del result
-        records.append(record)
+            bar.update(1)
+            continue
+        timed.append(_Timed(peer, fn, number, slow, record))
+        if (reference is None and case.dtype == "float64"
+                and peer is peers_mod.reference_peer(case.measure)):
+            reference = result  # what peers_mod.reference computes, already at hand
+        if peer is not peers_mod.READ_FLOOR:
+            if reference is None:
+                reference = peers_mod.reference(case, p, q)
+            if peer is peers_mod.KLFAST and expected is None:
+                expected = result
+            if peer is peers_mod.KLFAST:
+                record["identical_to_first_klfast"] = bool(np.array_equal(result, expected))
+            ok_ref, err = peers_mod.agreement(result, reference, case.dtype, peer)
+            # before klfast has run (scipy), a peer is checked against the reference
+            ok, _ = peers_mod.agreement(result, reference if expected is None else expected,
+                                        case.dtype, peer)
+            # klfast must match the reference; a peer must match klfast
+            # (and klfast must not depend on the thread count)
+            if peer is peers_mod.KLFAST:
+                ok = ok_ref and record["identical_to_first_klfast"]
+            elif isinstance(peer, peers_mod.KlfastIsaPeer):
+                ok = ok_ref
+            record.update(agrees=ok, max_rel_err=err)
+        del result
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(args.repeat):
+            for t in timed:
+                if t.n_samples is None or i < t.n_samples:
+                    t.sample()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    for t in timed:
+        median = statistics.median(t.samples)
+        t.record.update(median_s=median, min_s=min(t.samples), samples_s=t.samples,
+                        calls_per_sample=t.number,
+                        ns_per_element=median / case.shape.elements * 1e9,
+                        gb_per_s=case.bytes_read() / median / 1e9)
         bar.update(1)
     return records
 
