@@ -168,24 +168,7 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #endif
 #define KLF_TMIN DBL_MIN
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f64)
-#include "klfast_measures_impl.h"
-#undef KLF_T
-#undef KLF_TS
-#undef KLF_V
-#undef KLF_M
-#undef KLF_U
-#undef KLF_HUGE_BITS
-#undef KLF_HUGE
-#undef KLF_TWO_MIN_BITS
-#undef KLF_SCALE
-#undef KLF_ADD
-#undef KLF_GROUP
-#undef KLF_UMAX
-#undef KLF_UMAX_OP
-#undef KLF_LOADN
-#undef KLF_FMAX
-#undef KLF_TMIN
-#undef KLF_LOG_RATIO
+#include "klfast_measures_impl.h" /* undefines its KLF_ parameters */
 
 #define KLF_T float
 #define KLF_TS f32
@@ -224,24 +207,7 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #endif
 #define KLF_TMIN FLT_MIN
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f32)
-#include "klfast_measures_impl.h"
-#undef KLF_T
-#undef KLF_TS
-#undef KLF_V
-#undef KLF_M
-#undef KLF_U
-#undef KLF_HUGE_BITS
-#undef KLF_HUGE
-#undef KLF_TWO_MIN_BITS
-#undef KLF_SCALE
-#undef KLF_ADD
-#undef KLF_GROUP
-#undef KLF_UMAX
-#undef KLF_UMAX_OP
-#undef KLF_LOADN
-#undef KLF_FMAX
-#undef KLF_TMIN
-#undef KLF_LOG_RATIO
+#include "klfast_measures_impl.h" /* undefines its KLF_ parameters */
 
 #undef KLF_INT_COMPARE
 #undef KLF_X86

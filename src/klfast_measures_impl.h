@@ -1,5 +1,6 @@
 /* The measures for one element type (KLF_T, native vectors KLF_V) at one
- * level (KLF_ISA): included by klfast_isa_impl.h. No include guard.
+ * level (KLF_ISA): included by klfast_isa_impl.h, which sets the KLF_ parameters
+ * undefined at the end. No include guard.
  *
  * With x = p (times 1/sum(p) when normalizing), y = q likewise, and
  * x~ = max(x, eps), y~ = max(y, eps), each lane accumulates:
@@ -262,6 +263,11 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
         }                                                                                   \
     }
 
+/* the row's last r elements as one group of NBLK blocks */
+#define KLF_REST(NAME, NBLK)                                                                \
+    KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, NBLK, 1, r, e, sp, sq, normalize, checked, \
+                                   acc, &bad, &flag)
+
 /* The row loop, specialised by the caller for constant uses_q, normalize
  * and checked: groups of KLF_GROUP 64-byte blocks, then the rest as one
  * shorter group whose last vectors are loaded in part. */
@@ -282,25 +288,12 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
             KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, KLF_GROUP, 0, 0, e, sp, sq,        \
                                            normalize, checked, acc, &bad, &flag);           \
         int r = (int)(k - j);                                                               \
-        switch ((r + BLOCK - 1) / BLOCK) {                                                  \
-        case 1:                                                                             \
-            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 1, 1, r, e, sp, sq, normalize,     \
-                                           checked, acc, &bad, &flag);                      \
-            break;                                                                          \
-        case 2:                                                                             \
-            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 2, 1, r, e, sp, sq, normalize,     \
-                                           checked, acc, &bad, &flag);                      \
-            break;                                                                          \
-        case 3:                                                                             \
-            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 3, 1, r, e, sp, sq, normalize,     \
-                                           checked, acc, &bad, &flag);                      \
-            break;                                                                          \
-        case 4:                                                                             \
-            KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, 4, 1, r, e, sp, sq, normalize,     \
-                                           checked, acc, &bad, &flag);                      \
-            break;                                                                          \
-        default: /* r == 0 */                                                               \
-            break;                                                                          \
+        switch ((r + BLOCK - 1) / BLOCK) { /* nblk must be a constant */               \
+        case 1: KLF_REST(NAME, 1); break;                                                   \
+        case 2: KLF_REST(NAME, 2); break;                                                   \
+        case 3: KLF_REST(NAME, 3); break;                                                   \
+        case 4: KLF_REST(NAME, 4); break;                                                   \
+        default: break; /* r == 0 */                                                        \
         }                                                                                   \
         *maybe_bad = KLF_MFN(any_lane)(IS_INVALID(bad));                                    \
         double sum = KLF_MFN(lane_sum)(acc);                                                \
@@ -365,6 +358,7 @@ KLF_ROW(js, 1, 1)
 #undef IS_INVALID
 #undef KLF_ROW_VEC
 #undef KLF_ROW_GROUP
+#undef KLF_REST
 #undef TINY
 #undef POSITIVE
 #undef KLF_MFN
@@ -378,3 +372,21 @@ KLF_ROW(js, 1, 1)
 #undef DLANES
 #undef NACC
 #undef PREFETCH
+/* this file's parameters, set by klfast_isa_impl.h for each element type */
+#undef KLF_T
+#undef KLF_TS
+#undef KLF_V
+#undef KLF_M
+#undef KLF_U
+#undef KLF_HUGE_BITS
+#undef KLF_HUGE
+#undef KLF_TWO_MIN_BITS
+#undef KLF_SCALE
+#undef KLF_ADD
+#undef KLF_GROUP
+#undef KLF_UMAX
+#undef KLF_UMAX_OP
+#undef KLF_LOADN
+#undef KLF_FMAX
+#undef KLF_TMIN
+#undef KLF_LOG_RATIO
