@@ -35,7 +35,7 @@ import os
 
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX, DBL_MIN
-from libc.math cimport log, NAN, M_LN2 as LN2
+from libc.math cimport log, log1p, NAN, M_LN2 as LN2
 cimport numpy as cnp
 
 cnp.import_array()
@@ -127,12 +127,7 @@ cdef inline double _exact_term(int measure, double a, double b, double eps) noex
         return -a * log(at) if a > 0.0 else 0.0
     if measure == CROSS_ENTROPY:
         return -a * log(bt) if a > 0.0 else 0.0
-    # JS (no eps)
-    if a > 0.0:
-        t = 0.5 * a * _log_half_ratio(a, b)
-    if b > 0.0:
-        t += 0.5 * b * _log_half_ratio(b, a)
-    return t
+    return _js_term(a, b)
 
 
 cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
@@ -155,13 +150,22 @@ cdef inline double _row(int measure, const floating* p, const floating* q, Py_ss
     return s
 
 
-cdef inline double _log_half_ratio(double a, double b) noexcept nogil:
-    """log(a / m), m = (a + b) / 2, for a > 0, b >= 0, exact for subnormals
-    (halving a subnormal would round)."""
-    cdef double t = a + b
-    if t <= DBL_MAX:
-        return LN2 + _log_ratio(a, t)
-    return _log_ratio(a, 0.5 * a + 0.5 * b)
+cdef inline double _js_term(double a, double b) noexcept nogil:
+    """(a log(a/m) + b log(b/m))/2, m = (a + b)/2, for a, b >= 0. With
+    hi = max(a, b), lo = min(a, b) it is
+        ((hi + lo) log1p((hi - lo)/(hi + lo)) + lo log(lo/hi)) / 2,
+    and log(lo/hi) = log1p((lo - hi)/hi) when lo >= hi/2: hi - lo is exact
+    where the logs are small, so rows that are nearly equal keep their digits
+    (a rounded m or lo/hi would lose them). Subnormals are fine: _log_ratio
+    takes them, and only results are halved."""
+    cdef double hi = a if a > b else b, lo = b if a > b else a, s = hi + lo, lr
+    if lo == 0.0:
+        return (0.5 * LN2) * hi  # log(2 hi / hi); 0 when both are 0
+    lr = log1p((lo - hi) / hi) if lo >= 0.5 * hi else _log_ratio(lo, hi)
+    if s <= DBL_MAX:
+        return 0.5 * (s * log1p((hi - lo) / s) + lo * lr)
+    s = 0.5 * hi + 0.5 * lo  # hi >= 2^1023: halving is exact
+    return s * log1p((0.5 * hi - 0.5 * lo) / s) + 0.5 * (lo * lr)
 
 
 cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,

@@ -78,6 +78,34 @@ KLF_INLINE klf_vf KLF_FN(klf_log_ratio_f32)(klf_vf a, klf_vf b) {
     return ((s + s) + s * r) - e * 0.693147180559945f;
 }
 
+/* log(2 hi / (hi + lo)), in [0, ln2], for 0 <= lo <= hi with hi > 0 normal:
+ * 2 atanh(s) with s = (hi - lo) / (3 hi + lo) in [0, 1/3] (hi - lo is exact
+ * where the log is small), R of degree 10 (degree 5 in float32), fitted like
+ * the one above on [0, 1/9]; no exponent to take out. */
+KLF_INLINE klf_vd KLF_FN(klf_log_hi_f64)(klf_vd hi, klf_vd lo) {
+    klf_vd s = (hi - lo) / (3.0 * hi + lo);
+    klf_vd z = s * s;
+    klf_vd r = z * (0.66666666666666658626 +
+                     z * (0.40000000000014487035 +
+                     z * (0.28571428567131854165 +
+                     z * (0.22222222715282703229 +
+                     z * (0.18181789535850843005 +
+                     z * (0.15385567462815754996 +
+                     z * (0.13314184076230374493 +
+                     z * (0.12000716986129578654 +
+                     z * (0.088024505178021134827 +
+                     z * 0.16160614324024154199)))))))));
+    return (s + s) + s * r;
+}
+
+KLF_INLINE klf_vf KLF_FN(klf_log_hi_f32)(klf_vf hi, klf_vf lo) {
+    klf_vf s = (hi - lo) / (3.0f * hi + lo);
+    klf_vf z = s * s;
+    klf_vf r = z * (0.666666673142f + z * (0.399997081708f + z * (0.285922743886f +
+                     z * (0.217077880885f + z * 0.232188467920f))));
+    return (s + s) + s * r;
+}
+
 /* The halves of a float vector, and back (lane order kept). */
 #if KLF_VBYTES == 64
 #define KLF_IDX_LO 0, 1, 2, 3, 4, 5, 6, 7
@@ -153,6 +181,7 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #define KLF_GROUP 1
 #if KLF_X86
 #define KLF_FMAX(a, b) ((klf_vd)KLF_CAT(KLF_MM, max_pd)((KLF_MMD)(a), (KLF_MMD)(b)))
+#define KLF_FMIN(a, b) ((klf_vd)KLF_CAT(KLF_MM, min_pd)((KLF_MMD)(a), (KLF_MMD)(b)))
 #endif
 #if KLF_X86 && KLF_VBYTES == 64
 #define KLF_LOADN(src, n) ((klf_vd)_mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), (src)))
@@ -168,6 +197,7 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #endif
 #define KLF_TMIN DBL_MIN
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f64)
+#define KLF_LOG_HI KLF_FN(klf_log_hi_f64)
 #include "klfast_measures_impl.h" /* undefines its KLF_ parameters */
 
 #define KLF_T float
@@ -192,6 +222,7 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #define KLF_GROUP 4
 #if KLF_X86
 #define KLF_FMAX(a, b) ((klf_vf)KLF_CAT(KLF_MM, max_ps)((KLF_MMF)(a), (KLF_MMF)(b)))
+#define KLF_FMIN(a, b) ((klf_vf)KLF_CAT(KLF_MM, min_ps)((KLF_MMF)(a), (KLF_MMF)(b)))
 #endif
 #if KLF_X86 && KLF_VBYTES == 64
 #define KLF_LOADN(src, n) ((klf_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), (src)))
@@ -207,6 +238,7 @@ KLF_INLINE klf_vf KLF_FN(klf_scale_f32)(klf_vf v, double s) {
 #endif
 #define KLF_TMIN FLT_MIN
 #define KLF_LOG_RATIO KLF_FN(klf_log_ratio_f32)
+#define KLF_LOG_HI KLF_FN(klf_log_hi_f32)
 #include "klfast_measures_impl.h" /* undefines its KLF_ parameters */
 
 #undef KLF_INT_COMPARE

@@ -8,7 +8,8 @@
  *   jeffreys       (x - y) log(x~/y~)            0 where x == y
  *   entropy        -x log(x~)                    0 where x == 0
  *   cross_entropy  -x log(y~)                    0 where x == 0
- *   js             (x log(x/m) + y log(y/m))/2   m = (x + y)/2, 0 terms at 0
+ *   js             x log(x/m) + y log(y/m)       m = (x + y)/2, 0 terms at 0;
+ *                                                 the row's sum halved
  *
  * When eps >= 2 * (smallest normal), x~ and y~ are normal numbers and the
  * "0 where" rules hold without a select: 0 * log(finite) is 0, and
@@ -129,18 +130,29 @@ KLF_INLINE void KLF_MFN(cross_entropy_block)(V x, V y, V e, int checked, M *flag
     *sum = t;
 }
 
-/* No eps: log(x/m) only where x > 0 (m > 0 there); zero lanes are
- * selected out. */
+/* No eps. Per lane, with hi = max(x, y), lo = min(x, y), m = (hi + lo)/2,
+ *   x log(x/m) + y log(y/m) = (hi + lo) log(hi/m) + lo log(lo/hi):
+ * log(hi/m) lies in [0, ln2] and needs no exponent (LOG_HI, its own division
+ * and no integer work), and a zero can only be lo. The lanes sum these
+ * doubled terms (one multiply fewer); the row's sum is halved, exactly.
+ * log(lo/hi) is taken only where lo > 0: a zero lane takes log(hi/hi), as a
+ * zero inside the log would make subnormals (30x slower); a lane of two
+ * zeros gives NaN there, masked out, and hi is kept off 0 in LOG_HI. */
 KLF_INLINE void KLF_MFN(js_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     (void)e;
     (void)checked;
-    V hx = (T)0.5 * x, hy = (T)0.5 * y, m = hx + hy;
-    M px = POSITIVE(x), py = POSITIVE(y);
-    *flag |= TINY_POS(x) | TINY_POS(y);
-    /* a zero lane takes log(m / m): a zero inside the log would make
-     * subnormals, 30x slower (m = 0 gives NaN there, selected out) */
-    *sum = SEL(px, hx * KLF_LOG_RATIO(SEL(px, x, m), m), (V){0}) +
-           SEL(py, hy * KLF_LOG_RATIO(SEL(py, y, m), m), (V){0});
+#if defined(KLF_FMAX)
+    V hi = KLF_FMAX(x, y), lo = KLF_FMIN(x, y);
+#else
+    M gt = (M)(x > y);
+    V hi = SEL(gt, x, y), lo = SEL(gt, y, x);
+#endif
+    M pl = POSITIVE(lo);
+    V a = SEL(pl, lo, hi); /* the smaller positive entry, 0 if none */
+    *flag |= TINY_POS(a);
+    V lhi = KLF_LOG_HI(MAX_NONNEG(hi, BCAST(KLF_TMIN)), lo);
+    V lr = KLF_LOG_RATIO(a, hi);
+    *sum = (hi + lo) * lhi + SEL(pl, lo * lr, (V){0}); /* twice the terms */
 }
 
 /* The BLOCK lanes of a row's sum (lane l is acc[l / DLANES][l % DLANES]),
@@ -315,7 +327,7 @@ KLF_INLINE int KLF_MFN(row_check)(const T *x, ptrdiff_t k) {
     KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, NORMALIZE, CHECKED, special,    \
                                   &maybe_bad)
 
-#define KLF_ROW(NAME, USES_Q, CLAMP)                                                        \
+#define KLF_ROW(NAME, USES_Q, IS_JS)                                                         \
     KLF_ROW_LOOP(NAME, USES_Q)                                                              \
     static double KLF_MFN(NAME)(const T *p, const T *q, ptrdiff_t k, double eps,            \
                                 int normalize, int *special) {                              \
@@ -335,7 +347,7 @@ KLF_INLINE int KLF_MFN(row_check)(const T *x, ptrdiff_t k) {
         }                                                                                   \
         if (maybe_bad && (KLF_MFN(row_check)(p, k) || (USES_Q && KLF_MFN(row_check)(q, k))))  \
             *special = 1;                                                                   \
-        return (CLAMP && s < 0.0) ? 0.0 : s;                                                \
+        return IS_JS ? (s > 0.0 ? 0.5 * s : 0.0) : s; /* js: halved exactly, at least 0 */   \
     }
 
 KLF_ROW(kl, 1, 0)
@@ -390,3 +402,5 @@ KLF_ROW(js, 1, 1)
 #undef KLF_FMAX
 #undef KLF_TMIN
 #undef KLF_LOG_RATIO
+#undef KLF_LOG_HI
+#undef KLF_FMIN

@@ -135,3 +135,36 @@ def test_huge_entries_are_exact(dtype, big, measure):
                      eps=float(np.float32(1e-12)) if dtype == np.float32 else 1e-12)
     assert np.isfinite(want).all()
     np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def js_stable(p, q):
+    """Jensen-Shannon of near-equal rows in float64, by another formula: per
+    element m f(t), t = (p - q)/(p + q), f(t) = t atanh(t) + log1p(-t^2)/2,
+    whose two parts do not cancel; summed with math.fsum."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    m, t = (p + q) / 2, (p - q) / (p + q)
+    return [math.fsum(r) for r in m * (t * np.arctanh(t) + np.log1p(-t * t) / 2)]
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, [1e-12, 1e-9]), (np.float32, [1e-3, None])])
+@pytest.mark.parametrize("path", ["fast", "exact"])
+def test_js_of_nearly_equal_rows_keeps_its_digits(rng, dtype, rtol, path):
+    """JS of rows that differ by 1e-3 (1e-6) relative is about 1e-7 (1e-13)
+    of their terms: a log(p/m) with a rounded m lost all but 4 (float64, 1e-6)
+    of its digits. A subnormal entry sends a row to the exact path."""
+    p = rows(rng, 4, 1000, np.float64)
+    p[p == 0] = 1e-3
+    p /= p.sum(axis=1, keepdims=True)
+    for rel, tol in zip([1e-3, 1e-6], rtol):
+        if tol is None:  # float32 has no digits left for 1e-6
+            continue
+        q = p * (1 + rel * rng.standard_normal(p.shape))
+        a, b = p.astype(dtype), q.astype(dtype)
+        got = klfast.jensen_shannon(a, b)
+        if path == "exact":
+            a[:, 7], b[:, 7] = 1e-310 if dtype == np.float64 else 1e-40, 0.0
+            got = klfast.jensen_shannon(a, b)
+            # its own term, a log(2) / 2, is below the tolerance
+            a, b = np.delete(a, 7, axis=1), np.delete(b, 7, axis=1)
+        want = js_stable(a, b)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=0)
