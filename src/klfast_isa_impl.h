@@ -80,8 +80,9 @@ KLF_INLINE klf_vf KLF_FN(klf_log_ratio_f32)(klf_vf a, klf_vf b) {
 
 /* log(2 hi / (hi + lo)), in [0, ln2], for 0 <= lo <= hi with hi > 0 normal:
  * 2 atanh(s) with s = (hi - lo) / (3 hi + lo) in [0, 1/3] (hi - lo is exact
- * where the log is small), R of degree 10 (degree 5 in float32), fitted like
- * the one above on [0, 1/9]; no exponent to take out. */
+ * where the log is small), R fitted like the one above on [0, 1/9]: degree
+ * 10, error below 5e-18 relative (float32: degree 4, 1.6e-8). No exponent to
+ * take out; 3 hi + lo <= 4 hi does not overflow for hi < 2^1022 (2^126). */
 KLF_INLINE klf_vd KLF_FN(klf_log_hi_f64)(klf_vd hi, klf_vd lo) {
     klf_vd s = (hi - lo) / (3.0 * hi + lo);
     klf_vd z = s * s;
@@ -101,8 +102,7 @@ KLF_INLINE klf_vd KLF_FN(klf_log_hi_f64)(klf_vd hi, klf_vd lo) {
 KLF_INLINE klf_vf KLF_FN(klf_log_hi_f32)(klf_vf hi, klf_vf lo) {
     klf_vf s = (hi - lo) / (3.0f * hi + lo);
     klf_vf z = s * s;
-    klf_vf r = z * (0.666666673142f + z * (0.399997081708f + z * (0.285922743886f +
-                     z * (0.217077880885f + z * 0.232188467920f))));
+    klf_vf r = z * (0.666666406054f + z * (0.400075161571f + z * (0.282376994109f + z * 0.268449769985f)));
     return (s + s) + s * r;
 }
 
