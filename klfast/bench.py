@@ -207,8 +207,8 @@ def _tasks(case, args):
 class _Timed:
     """One peer at one thread count, prepared and warmed up."""
 
-    def __init__(self, peer, fn, number, slow, record):
-        self.peer, self.fn, self.number, self.record = peer, fn, number, record
+    def __init__(self, case, peer, fn, number, slow, record):
+        self.case, self.peer, self.fn, self.number, self.record = case, peer, fn, number, record
         self.n_samples = 3 if slow else None
         self.samples = []
 
@@ -222,13 +222,9 @@ class _Timed:
                 peers_mod.restore_isa()
 
 
-def run_case(case, p, q, args, bar):
-    """Time every peer on one case; a list of records (dicts).
-
-    Every peer is prepared, warmed up and checked first; then the timed
-    samples are taken in turns (one of each peer, again, ...), so a machine
-    whose speed drifts (shared, noisy) slows every peer alike and the ratios
-    of one run stay comparable."""
+def prepare_case(case, p, q, args, bar):
+    """Prepare, warm up and check every peer on one case: its records (dicts)
+    and the peers ready to be timed (_Timed)."""
     reference = None
     records = []
     timed = []
@@ -259,7 +255,7 @@ def run_case(case, p, q, args, bar):
             record["error"] = f"{type(exc).__name__}: {exc}"
             bar.update(1)
             continue
-        timed.append(_Timed(peer, fn, number, slow, record))
+        timed.append(_Timed(case, peer, fn, number, slow, record))
         if (reference is None and case.dtype == "float64"
                 and peer is peers_mod.reference_peer(case.measure)):
             reference = result  # what peers_mod.reference computes, already at hand
@@ -282,11 +278,17 @@ def run_case(case, p, q, args, bar):
                 ok = ok_ref
             record.update(agrees=ok, max_rel_err=err)
         del result
+    return records, timed
 
+
+def sample_in_turns(timed, repeat, bar):
+    """Take the timed samples in turns (one of each, again, ...), so a machine
+    whose speed drifts (shared, noisy) slows every peer alike and the ratios of
+    one run stay comparable; then record the medians."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for i in range(args.repeat):
+        for i in range(repeat):
             for t in timed:
                 if t.n_samples is None or i < t.n_samples:
                     t.sample()
@@ -297,10 +299,9 @@ def run_case(case, p, q, args, bar):
         median = statistics.median(t.samples)
         t.record.update(median_s=median, min_s=min(t.samples), samples_s=t.samples,
                         calls_per_sample=t.number,
-                        ns_per_element=median / case.shape.elements * 1e9,
-                        gb_per_s=case.bytes_read() / median / 1e9)
+                        ns_per_element=median / t.case.shape.elements * 1e9,
+                        gb_per_s=t.case.bytes_read() / median / 1e9)
         bar.update(1)
-    return records
 
 
 def _derive(records):
@@ -457,9 +458,16 @@ def main(argv=None):
                 for zeros in args.zeros:
                     bar.set_description_str(f"generating {dtype} {shape.label}", refresh=False)
                     p, q = peers_mod.make_inputs(shape, dtype, zeros, seed=args.seed)
+                    # every measure's peers on these inputs sampled in turns,
+                    # so "time relative to kl" is as steady as the floor ratio
+                    timed = []
                     for measure in args.measures:
-                        case = Case(measure, dtype, shape, zeros)
-                        records.extend(run_case(case, p, q, args, bar))
+                        case_records, case_timed = prepare_case(
+                            Case(measure, dtype, shape, zeros), p, q, args, bar)
+                        records.extend(case_records)
+                        timed.extend(case_timed)
+                    sample_in_turns(timed, args.repeat, bar)
+                    del timed
                     del p, q
                     gc.collect()
                     save(partial=True)  # an interrupted long run keeps what it measured

@@ -118,7 +118,7 @@ cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noe
 
 cdef inline double _exact_term(int measure, double a, double b, double eps) noexcept nogil:
     """One term of a row, for a >= 0 and b >= 0 already normalized."""
-    cdef double at = a if a > eps else eps, bt = b if b > eps else eps, t = 0.0
+    cdef double at = a if a > eps else eps, bt = b if b > eps else eps
     if measure == KL:
         return a * _log_ratio(at, bt) if a > 0.0 else 0.0
     if measure == JEFFREYS:
