@@ -370,95 +370,56 @@ _NUMBA_KERNELS = {}
 
 
 def _numba_kernels():
-    """Compile the numba row loops once per process (lazily: numba is optional)."""
+    """Compile the numba row loops once per process (lazily: numba is optional):
+    one loop, specialised per measure by its jitted, inlined term."""
     if _NUMBA_KERNELS:
         return _NUMBA_KERNELS
     import numba
 
-    jit = numba.njit(parallel=True, fastmath=True, nogil=True)
+    def row_loop(term, uses_q=True):
+        @numba.njit(parallel=True, fastmath=True, nogil=True)
+        def loop(p, q, eps):
+            n, k = p.shape
+            out = np.empty(n, dtype=np.float64)
+            q_step = 1 if q.shape[0] > 1 else 0  # 0: one reference row
+            for i in numba.prange(n):
+                qi = i * q_step
+                s = 0.0
+                for j in range(k):
+                    b = np.float64(q[qi, j]) if uses_q else 0.0
+                    s += term(np.float64(p[i, j]), b, eps)
+                out[i] = s
+            return out
+        return loop
 
-    @jit
-    def kl(p, q, eps):
-        n, k = p.shape
-        out = np.empty(n, dtype=np.float64)
-        q_step = 1 if q.shape[0] > 1 else 0  # 0: one reference row
-        for i in numba.prange(n):
-            qi = i * q_step
-            s = 0.0
-            for j in range(k):
-                a = np.float64(p[i, j])
-                b = np.float64(q[qi, j])
-                if a > 0.0:
-                    s += a * np.log(max(a, eps) / max(b, eps))
-            out[i] = s
-        return out
+    term = numba.njit(inline="always", fastmath=True)
 
-    @jit
-    def jeffreys(p, q, eps):
-        n, k = p.shape
-        out = np.empty(n, dtype=np.float64)
-        q_step = 1 if q.shape[0] > 1 else 0  # 0: one reference row
-        for i in numba.prange(n):
-            qi = i * q_step
-            s = 0.0
-            for j in range(k):
-                a = np.float64(p[i, j])
-                b = np.float64(q[qi, j])
-                if a != b:
-                    s += (a - b) * np.log(max(a, eps) / max(b, eps))
-            out[i] = s
-        return out
+    @term
+    def kl(a, b, eps):
+        return a * np.log(max(a, eps) / max(b, eps)) if a > 0.0 else 0.0
 
-    @jit
-    def entropy(p, q, eps):
-        n, k = p.shape
-        out = np.empty(n, dtype=np.float64)
-        for i in numba.prange(n):
-            s = 0.0
-            for j in range(k):
-                a = np.float64(p[i, j])
-                if a > 0.0:
-                    s -= a * np.log(max(a, eps))
-            out[i] = s
-        return out
+    @term
+    def jeffreys(a, b, eps):
+        return (a - b) * np.log(max(a, eps) / max(b, eps)) if a != b else 0.0
 
-    @jit
-    def cross_entropy(p, q, eps):
-        n, k = p.shape
-        out = np.empty(n, dtype=np.float64)
-        q_step = 1 if q.shape[0] > 1 else 0  # 0: one reference row
-        for i in numba.prange(n):
-            qi = i * q_step
-            s = 0.0
-            for j in range(k):
-                a = np.float64(p[i, j])
-                b = np.float64(q[qi, j])
-                if a > 0.0:
-                    s -= a * np.log(max(b, eps))
-            out[i] = s
-        return out
+    @term
+    def entropy(a, b, eps):
+        return -a * np.log(max(a, eps)) if a > 0.0 else 0.0
 
-    @jit
-    def jensen_shannon(p, q, eps):  # no eps: m > 0 wherever p or q is
-        n, k = p.shape
-        out = np.empty(n, dtype=np.float64)
-        q_step = 1 if q.shape[0] > 1 else 0  # 0: one reference row
-        for i in numba.prange(n):
-            qi = i * q_step
-            s = 0.0
-            for j in range(k):
-                a = np.float64(p[i, j])
-                b = np.float64(q[qi, j])
-                m = 0.5 * (a + b)
-                if a > 0.0:
-                    s += a * np.log(a / m)
-                if b > 0.0:
-                    s += b * np.log(b / m)
-            out[i] = 0.5 * s
-        return out
+    @term
+    def cross_entropy(a, b, eps):
+        return -a * np.log(max(b, eps)) if a > 0.0 else 0.0
 
-    _NUMBA_KERNELS.update(kl=kl, jeffreys=jeffreys, entropy=entropy, cross_entropy=cross_entropy,
-                          jensen_shannon=jensen_shannon)
+    @term
+    def jensen_shannon(a, b, eps):  # no eps: m > 0 wherever p or q is
+        m = 0.5 * (a + b)
+        return 0.5 * ((a * np.log(a / m) if a > 0.0 else 0.0) +
+                      (b * np.log(b / m) if b > 0.0 else 0.0))
+
+    _NUMBA_KERNELS.update(kl=row_loop(kl), jeffreys=row_loop(jeffreys),
+                          entropy=row_loop(entropy, uses_q=False),
+                          cross_entropy=row_loop(cross_entropy),
+                          jensen_shannon=row_loop(jensen_shannon))
     return _NUMBA_KERNELS
 
 
