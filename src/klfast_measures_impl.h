@@ -89,20 +89,20 @@ KLF_INLINE void KLF_MFN(kl_block)(V x, V y, V e, int checked, M *flag, V *sum) {
         /* x == 0 takes log(y~/y~): log(0/y~) would make subnormals (slow) */
         M pos = POSITIVE(x);
         *flag |= pos & (TINY(xt) | TINY(yt));
-        t = SEL(pos, x * KLF_LOG_RATIO(SEL(pos, xt, yt), yt), (V){0});
+        t = KLF_LOG_RATIO(SEL(pos, xt, yt), yt);
+        *sum = SEL(pos, *sum + x * t, *sum);
     } else {
-        t = x * KLF_LOG_RATIO(xt, yt);
+        *sum += x * KLF_LOG_RATIO(xt, yt);
     }
-    *sum = t;
 }
 
 KLF_INLINE void KLF_MFN(jeffreys_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     V xt = MAX_NONNEG(x, e), yt = MAX_NONNEG(y, e);
-    V t = (x - y) * KLF_LOG_RATIO(xt, yt);
+    V t = *sum + (x - y) * KLF_LOG_RATIO(xt, yt);
     if (checked) {
         M differ = (M)(x != y);
         *flag |= differ & (TINY(xt) | TINY(yt));
-        t = SEL(differ, t, (V){0});
+        t = SEL(differ, t, *sum);
     }
     *sum = t;
 }
@@ -110,22 +110,22 @@ KLF_INLINE void KLF_MFN(jeffreys_block)(V x, V y, V e, int checked, M *flag, V *
 KLF_INLINE void KLF_MFN(entropy_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     (void)y;
     V xt = MAX_NONNEG(x, e);
-    V t = x * KLF_LOG_RATIO(BCAST(1), xt);
+    V t = *sum + x * KLF_LOG_RATIO(BCAST(1), xt);
     if (checked) {
         M pos = POSITIVE(x);
         *flag |= pos & TINY(xt);
-        t = SEL(pos, t, (V){0});
+        t = SEL(pos, t, *sum);
     }
     *sum = t;
 }
 
 KLF_INLINE void KLF_MFN(cross_entropy_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     V yt = MAX_NONNEG(y, e);
-    V t = x * KLF_LOG_RATIO(BCAST(1), yt);
+    V t = *sum + x * KLF_LOG_RATIO(BCAST(1), yt);
     if (checked) {
         M pos = POSITIVE(x);
         *flag |= pos & TINY(yt);
-        t = SEL(pos, t, (V){0});
+        t = SEL(pos, t, *sum);
     }
     *sum = t;
 }
@@ -135,9 +135,10 @@ KLF_INLINE void KLF_MFN(cross_entropy_block)(V x, V y, V e, int checked, M *flag
  * log(hi/m) lies in [0, ln2] and needs no exponent (LOG_HI, its own division
  * and no integer work), and a zero can only be lo. The lanes sum these
  * doubled terms (one multiply fewer); the row's sum is halved, exactly.
- * log(lo/hi) is taken only where lo > 0: a zero lane takes log(hi/hi), as a
- * zero inside the log would make subnormals (30x slower); a lane of two
- * zeros gives NaN there, masked out, and hi is kept off 0 in LOG_HI. */
+ * Both logs take h = max(hi, smallest normal), never 0. Where lo is 0 the
+ * second log is log(h/h), exactly 0, and 0 * 0 adds nothing: no select, and
+ * no zero inside a log (it would make subnormals, 30x slower). Where lo is 0
+ * and hi is tiny, LOG_HI(h, 0) is still exactly its ln2. */
 KLF_INLINE void KLF_MFN(js_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     (void)e;
     (void)checked;
@@ -147,12 +148,11 @@ KLF_INLINE void KLF_MFN(js_block)(V x, V y, V e, int checked, M *flag, V *sum) {
     M gt = (M)(x > y);
     V hi = SEL(gt, x, y), lo = SEL(gt, y, x);
 #endif
-    M pl = POSITIVE(lo);
-    V a = SEL(pl, lo, hi); /* the smaller positive entry, 0 if none */
-    *flag |= TINY_POS(a);
-    V lhi = KLF_LOG_HI(MAX_NONNEG(hi, BCAST(KLF_TMIN)), lo);
-    V lr = KLF_LOG_RATIO(a, hi);
-    *sum = (hi + lo) * lhi + SEL(pl, lo * lr, (V){0}); /* twice the terms */
+    V h = MAX_NONNEG(hi, BCAST(KLF_TMIN));
+    V a = SEL(POSITIVE(lo), lo, h); /* lo, or h where lo is 0: log(h/h) = 0 */
+    *flag |= TINY_POS(lo);
+    V u = *sum + (hi + lo) * KLF_LOG_HI(h, lo); /* twice the terms */
+    *sum = u + lo * KLF_LOG_RATIO(a, h);
 }
 
 /* The BLOCK lanes of a row's sum (lane l is acc[l / DLANES][l % DLANES]),
@@ -227,13 +227,13 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
 }
 
 /* One native vector of a row, its first n elements when partial (a zero
- * adds exactly 0 to every measure): record invalid entries, scale, and
- * return the measure's terms. */
+ * adds exactly 0 to every measure): record invalid entries, scale, and add
+ * the measure's terms to *sum (one fused multiply-add). */
 #define KLF_ROW_VEC(NAME, USES_Q)                                                           \
-    KLF_INLINE V KLF_MFN(KLF_CAT(NAME, _vec))(const T *pb, const T *qb, int partial, int n, \
+    KLF_INLINE void KLF_MFN(KLF_CAT(NAME, _vec))(const T *pb, const T *qb, int partial, int n, \
                                               V e, double sp, double sq, int normalize,     \
-                                              int checked, BAD *bad, M *flag) {             \
-        V x, y = {0}, t;                                                                    \
+                                              int checked, BAD *bad, M *flag, V *sum) {     \
+        V x, y = {0};                                                                       \
         if (partial) {                                                                      \
             x = KLF_MFN(load_part)(pb, n);                                                  \
             if (USES_Q) y = KLF_MFN(load_part)(qb, n);                                      \
@@ -247,12 +247,12 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
             x = KLF_SCALE(x, sp);                                                           \
             if (USES_Q) y = KLF_SCALE(y, sq);                                               \
         }                                                                                   \
-        KLF_MFN(KLF_CAT(NAME, _block))(x, y, e, checked, flag, &t);                         \
-        return t;                                                                           \
+        KLF_MFN(KLF_CAT(NAME, _block))(x, y, e, checked, flag, sum);                        \
     }
 
 /* nblk (a constant) 64-byte blocks from p, q, summed in T and widened into
- * acc; when partial, only the first r elements. */
+ * acc (float64, one block a group, sums into acc directly); when partial,
+ * only the first r elements. */
 #define KLF_ROW_GROUP(NAME, USES_Q)                                                         \
     KLF_INLINE void KLF_MFN(KLF_CAT(NAME, _group))(const T *p, const T *q, int nblk,        \
                                                    int partial, int r, V e, double sp,      \
@@ -264,14 +264,14 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
         }                                                                                   \
         _Pragma("GCC unroll 8") for (int s = 0; s < NSUB; s++) {                            \
             V g = {0};                                                                      \
+            V *sum = KLF_GROUP == 1 ? (V *)&acc[s] : &g;                                    \
             _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                        \
                 int o = b * BLOCK + s * LANES;                                              \
                 int n = r - o < 0 ? 0 : r - o > LANES ? LANES : r - o;                      \
-                V t = KLF_MFN(KLF_CAT(NAME, _vec))(p + o, q + o, partial, n, e, sp, sq,     \
-                                                   normalize, checked, bad, flag);          \
-                g = b ? g + t : t;                                                          \
+                KLF_MFN(KLF_CAT(NAME, _vec))(p + o, q + o, partial, n, e, sp, sq,           \
+                                             normalize, checked, bad, flag, sum);           \
             }                                                                               \
-            KLF_ADD(acc, s, g);                                                             \
+            if (KLF_GROUP != 1) KLF_ADD(acc, s, g);                                         \
         }                                                                                   \
     }
 

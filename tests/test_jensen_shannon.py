@@ -83,6 +83,16 @@ def test_subnormals_take_the_exact_path():
                                                                abs=1e-320)
 
 
+@pytest.mark.parametrize("tiny", [5e-324, 1e-310, 3e-308])
+def test_tiny_entry_beside_a_zero(tiny):
+    """hi tiny (subnormal, or below twice the smallest normal) and lo = 0:
+    its term is tiny * ln 2 (m = tiny / 2), halved; the fast path takes it."""
+    got = klfast.jensen_shannon([[tiny, 0.5, 0.5], [0.0, 0.5, 0.5]],
+                                [[0.0, 0.5, 0.5], [tiny, 0.5, 0.5]])
+    want = tiny * math.log(2) / 2
+    np.testing.assert_allclose(got, [want, want], rtol=1e-12, atol=5e-324)
+
+
 def test_near_identical_rows_are_never_negative_or_nan(rng):
     p = distributions(rng, (2000, 64), zero_fraction=0)
     q = p * (1 + 1e-15 * rng.standard_normal(p.shape))
