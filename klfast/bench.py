@@ -455,22 +455,25 @@ def main(argv=None):
     try:
         for shape in args.shapes:
             for dtype in args.dtypes:
+                # every measure's peers, with and without zeros, sampled in
+                # turns: "time relative to kl" and "zeros / none" are then as
+                # steady as the floor ratio (drift over minutes cancels)
+                timed = []
+                inputs = []
                 for zeros in args.zeros:
                     bar.set_description_str(f"generating {dtype} {shape.label}", refresh=False)
                     p, q = peers_mod.make_inputs(shape, dtype, zeros, seed=args.seed)
-                    # every measure's peers on these inputs sampled in turns,
-                    # so "time relative to kl" is as steady as the floor ratio
-                    timed = []
+                    inputs.append((p, q))
                     for measure in args.measures:
                         case_records, case_timed = prepare_case(
                             Case(measure, dtype, shape, zeros), p, q, args, bar)
                         records.extend(case_records)
                         timed.extend(case_timed)
-                    sample_in_turns(timed, args.repeat, bar)
-                    del timed
                     del p, q
-                    gc.collect()
-                    save(partial=True)  # an interrupted long run keeps what it measured
+                sample_in_turns(timed, args.repeat, bar)
+                del timed, inputs
+                gc.collect()
+                save(partial=True)  # an interrupted long run keeps what it measured
         if not args.no_memory:
             memory = _memory_runs(args, bar)
     finally:
