@@ -281,7 +281,8 @@ def markdown(results, plots):
         lines.append("- Environment: " + ", ".join(f"{k}={v}" for k, v in m["environment"].items()))
     s = results["settings"]
     lines += [f"- Timing: median of {s['repeat']} samples after one warm-up call, the peers "
-              f"of every measure on one shape and dtype, with and without zeros, sampled in turns "
+              f"of every measure on one shape (and its one-reference-row variant) and dtype, with and "
+              f"without zeros, sampled in turns "
               f"(at most 3 samples for calls over "
               f"{s['slow_call_seconds']} s; calls under "
               f"{s['min_sample_seconds'] * 1e3:.0f} ms are looped); inputs: rows normalised "

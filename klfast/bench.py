@@ -453,14 +453,19 @@ def main(argv=None):
         return results
 
     try:
+        # a matrix and its one-reference-row variant form one group
+        groups = {}
         for shape in args.shapes:
+            groups.setdefault((shape.n_rows, shape.k), []).append(shape)
+        for group in groups.values():
             for dtype in args.dtypes:
-                # every measure's peers, with and without zeros, sampled in
-                # turns: "time relative to kl" and "zeros / none" are then as
-                # steady as the floor ratio (drift over minutes cancels)
+                # every measure's peers, with and without zeros (and one
+                # reference row), sampled in turns: "time relative to kl",
+                # "zeros / none" and "reference row / full" are then as steady
+                # as the floor ratio (drift over minutes cancels)
                 timed = []
                 inputs = []
-                for zeros in args.zeros:
+                for shape, zeros in ((s, z) for s in group for z in args.zeros):
                     bar.set_description_str(f"generating {dtype} {shape.label}", refresh=False)
                     p, q = peers_mod.make_inputs(shape, dtype, zeros, seed=args.seed)
                     inputs.append((p, q))
