@@ -464,19 +464,17 @@ def main(argv=None):
                 # "zeros / none" and "reference row / full" are then as steady
                 # as the floor ratio (drift over minutes cancels)
                 timed = []
-                inputs = []
                 for shape, zeros in ((s, z) for s in group for z in args.zeros):
                     bar.set_description_str(f"generating {dtype} {shape.label}", refresh=False)
                     p, q = peers_mod.make_inputs(shape, dtype, zeros, seed=args.seed)
-                    inputs.append((p, q))
                     for measure in args.measures:
                         case_records, case_timed = prepare_case(
                             Case(measure, dtype, shape, zeros), p, q, args, bar)
                         records.extend(case_records)
                         timed.extend(case_timed)
-                    del p, q
+                    del p, q  # the prepared peers hold them until sampled
                 sample_in_turns(timed, args.repeat, bar)
-                del timed, inputs
+                del timed
                 gc.collect()
                 save(partial=True)  # an interrupted long run keeps what it measured
         if not args.no_memory:
