@@ -59,3 +59,74 @@ def test_quick_run_with_jensen_shannon(tmp_path):
         return
     assert (out / "speedup_jensen_shannon_float64.png").exists()
     assert (out / "ns_per_element_jensen_shannon_float32.png").exists()
+
+
+def test_progress_bar_counts_every_sample(tmp_path, monkeypatch):
+    """The bar moves with each warm-up and sample (not once per sampled group,
+    which left it at 1 of 434 for minutes with an estimate of days) and ends at
+    its total."""
+    bars = []
+
+    class Recorder:
+        def __init__(self, total):
+            self.total, self.n, self.during_sampling = total, 0, []
+            bars.append(self)
+
+        def set_description_str(self, text, refresh=True):
+            if text.startswith("sampling"):
+                self.during_sampling.append(self.n)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench, "_progress", Recorder)
+    code = bench.main(["--shapes", "200x50,200x50:ref", "--dtypes", "float64",
+                       "--measures", "kl,entropy", "--threads", "1", "--zeros", "off,on",
+                       "--repeat", "3", "--no-memory", "--no-plots",
+                       "--out", str(tmp_path / "report")])
+    assert code == 0
+    (bar,) = bars
+    assert bar.n == bar.total > 0
+    # three turns over one group: the bar advanced between the turns
+    assert len(bar.during_sampling) == 3
+    assert bar.during_sampling[0] < bar.during_sampling[1] < bar.during_sampling[2] < bar.total
+
+
+def test_ratio_pairs_the_samples_of_one_turn():
+    from klfast._bench_report import ratio
+
+    # b's machine got twice as slow for turns 3-4 of 5; a is 1.1x b in every turn
+    b = {"samples_s": [1.0, 1.0, 2.0, 2.0, 1.0], "group": 0}
+    a = {"samples_s": [1.1, 1.1, 2.2, 2.2, 1.1], "group": 0}
+    for r in (a, b):
+        r["median_s"] = sorted(r["samples_s"])[2]
+    assert ratio(a, b) == pytest.approx(1.1)
+    # the samples of a slow call stop after 3 turns: pairs up to the shorter
+    c = {"samples_s": [3.3, 3.3, 6.6], "median_s": 3.3, "group": 0}
+    assert ratio(c, b) == pytest.approx(3.3)
+    # sampled in different groups (or a report from before groups): medians
+    d = dict(a, group=1)
+    assert ratio(d, b) == pytest.approx(1.1 / 1.0)
+    b["samples_s"] = [1.0, 1.0, 1.0, 2.0, 2.0]  # drift not shared by d
+    assert ratio(d, b) == pytest.approx(1.1)
+    e = {"median_s": 5.0}
+    assert ratio(e, b) == 5.0
+
+
+def test_paired_peers_are_sampled_side_by_side(tmp_path):
+    out = tmp_path / "report"
+    code = bench.main(["--shapes", "300x100,300x100:ref", "--dtypes", "float64",
+                       "--measures", "kl,entropy", "--threads", "1,2", "--zeros", "off,on",
+                       "--repeat", "2", "--no-memory", "--no-plots", "--out", str(out)])
+    assert code == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    timed = [r for r in records if "median_s" in r]
+    assert {r["group"] for r in timed} == {0}  # one shape group, one dtype
+    # entropy ignores Q: no reference-row case of it (it would repeat the full one)
+    assert not [r for r in records if r["measure"] == "entropy" and r["ref_row"]]
+    assert [r for r in records if r["measure"] == "entropy"]
+    report = (out / "report.md").read_text()
+    assert "median over the turns" in report

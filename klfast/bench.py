@@ -27,6 +27,7 @@ import numpy as np
 
 import klfast
 from klfast import _bench_peers as peers_mod
+from klfast import _bench_report
 from klfast._bench_peers import Case, Shape, Unsupported
 
 DEFAULT_SHAPES = "1000000x100,100000x1000,1000x100000,100000x1000:ref,1x11"
@@ -169,7 +170,7 @@ def _progress(total):
         from tqdm import tqdm
     except ImportError:
         return _SimpleBar(total)
-    return tqdm(total=total, file=sys.stderr, unit="run", dynamic_ncols=True, mininterval=1.0)
+    return tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True, mininterval=1.0)
 
 
 # -- timing ------------------------------------------------------------------
@@ -202,6 +203,16 @@ def _tasks(case, args):
         for threads in (args.threads if peer.threaded else [1]):
             tasks.append((peer, threads))
     return tasks
+
+
+def _measures(shape, args):
+    """The measures run on ``shape``: entropy reads P only, so with one
+    reference row Q it would repeat the full-matrix case."""
+    return [m for m in args.measures if not (shape.ref_row and m == "entropy")]
+
+
+# peers sampled side by side in each turn (their ratios are the targets)
+_PAIRED = ("klfast", "read floor", "numkong")
 
 
 class _Timed:
@@ -249,12 +260,13 @@ def prepare_case(case, p, q, args, bar):
                     peers_mod.restore_isa()
         except Unsupported as exc:
             record["skipped"] = str(exc)
-            bar.update(1)
+            bar.update(1 + args.repeat)  # its warm-up and samples will not run
             continue
         except Exception as exc:  # a peer that crashes is reported, not fatal
             record["error"] = f"{type(exc).__name__}: {exc}"
-            bar.update(1)
+            bar.update(1 + args.repeat)
             continue
+        bar.update(1)
         timed.append(_Timed(case, peer, fn, number, slow, record))
         if (reference is None and case.dtype == "float64"
                 and peer is peers_mod.reference_peer(case.measure)):
@@ -289,9 +301,11 @@ def sample_in_turns(timed, repeat, bar):
     gc.disable()
     try:
         for i in range(repeat):
+            bar.set_description_str(f"sampling in turns: turn {i + 1} of {repeat}", refresh=False)
             for t in timed:
                 if t.n_samples is None or i < t.n_samples:
                     t.sample()
+                bar.update(1)  # a slow call's skipped turn counts too
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -301,31 +315,27 @@ def sample_in_turns(timed, repeat, bar):
                         calls_per_sample=t.number,
                         ns_per_element=median / t.case.shape.elements * 1e9,
                         gb_per_s=t.case.bytes_read() / median / 1e9)
-        bar.update(1)
 
 
 def _derive(records):
-    """Add speed-up versus scipy and the ratio to the read floor."""
+    """Add speed-up versus scipy and the ratio to the read floor
+    (_bench_report.ratio: paired by turn when sampled in one group)."""
+    ratio = _bench_report.ratio
     by_case = {}
     for r in records:
         key = (r["measure"], r["dtype"], r["shape"], r["zeros"])
         by_case.setdefault(key, []).append(r)
     for group in by_case.values():
-        scipy_t = next((r["median_s"] for r in group if r["peer"] == "scipy" and "median_s" in r), None)
-        floors = {r["threads"]: r["median_s"] for r in group
+        scipy_r = next((r for r in group if r["peer"] == "scipy" and "median_s" in r), None)
+        floors = {r["threads"]: r for r in group
                   if r["peer"] == "read floor" and "median_s" in r}
         for r in group:
             if "median_s" not in r:
                 continue
-            if scipy_t is not None:
-                r["speedup_vs_scipy"] = scipy_t / r["median_s"]
+            if scipy_r is not None:
+                r["speedup_vs_scipy"] = ratio(scipy_r, r)
             if r["threads"] in floors and r["peer"] != "read floor":
-                r["x_read_floor"] = r["median_s"] / floors[r["threads"]]
-
-
-def _bench_report_summary(results):
-    from klfast import _bench_report
-    return _bench_report.summary(results)
+                r["x_read_floor"] = ratio(r, floors[r["threads"]])
 
 
 def machine_info(args):
@@ -407,7 +417,6 @@ def _memory_runs(args, bar):
 
 def render(folder, plots=True):
     """Write report.md (and the plots) from folder/results.json."""
-    from klfast import _bench_report
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
     _derive(results["records"])
@@ -421,7 +430,7 @@ def main(argv=None):
     args = _parse_args(argv)
     if args.render:
         results = render(args.render, plots=not args.no_plots)
-        print(_bench_report_summary(results))
+        print(_bench_report.summary(results))
         print(f"\nreport: {os.path.join(args.render, 'report.md')}")
         return 0
     command = "python -m klfast.bench" + ("".join(" " + shlex.quote(a) for a in argv)
@@ -434,9 +443,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     info = machine_info(args)
 
-    n_cases = len(args.shapes) * len(args.dtypes) * len(args.zeros)
-    total = sum(len(_tasks(Case(m, "float64", args.shapes[0], False), args))
-                for m in args.measures) * n_cases
+    # one step per warm-up and per sample of every peer, so the bar (and its
+    # estimate of the time left) moves while a group is sampled in turns
+    total = sum(len(_tasks(Case(m, "float64", s, False), args))
+                for s in args.shapes for m in _measures(s, args))
+    total *= len(args.dtypes) * len(args.zeros) * (1 + args.repeat)
     total += 0 if args.no_memory else len(args.dtypes)
     bar = _progress(total)
     records = []
@@ -454,7 +465,7 @@ def main(argv=None):
 
     try:
         # a matrix and its one-reference-row variant form one group
-        groups = {}
+        groups, n_groups = {}, 0
         for shape in args.shapes:
             groups.setdefault((shape.n_rows, shape.k), []).append(shape)
         for group in groups.values():
@@ -467,12 +478,19 @@ def main(argv=None):
                 for shape, zeros in ((s, z) for s in group for z in args.zeros):
                     bar.set_description_str(f"generating {dtype} {shape.label}", refresh=False)
                     p, q = peers_mod.make_inputs(shape, dtype, zeros, seed=args.seed)
-                    for measure in args.measures:
+                    for measure in _measures(shape, args):
                         case_records, case_timed = prepare_case(
                             Case(measure, dtype, shape, zeros), p, q, args, bar)
                         records.extend(case_records)
                         timed.extend(case_timed)
                     del p, q  # the prepared peers hold them until sampled
+                # the two sides of a target ratio (klfast and its read floor,
+                # zeros / none, a measure / kl, one reference row / full, and
+                # numkong / klfast) next to each other within a turn
+                timed.sort(key=lambda t: (t.peer.name not in _PAIRED, t.record["threads"]))
+                for t in timed:
+                    t.record["group"] = n_groups
+                n_groups += 1
                 sample_in_turns(timed, args.repeat, bar)
                 del timed
                 gc.collect()
@@ -485,7 +503,6 @@ def main(argv=None):
     info["load_average_at_end"] = _load_average()
 
     results = save(partial=False)
-    from klfast import _bench_report
     plots = [] if args.no_plots else _bench_report.plots(results, args.out)
     text = _bench_report.markdown(results, plots)
     with open(os.path.join(args.out, "report.md"), "w") as f:
