@@ -120,11 +120,21 @@ def test_paired_peers_are_sampled_side_by_side(tmp_path):
     out = tmp_path / "report"
     code = bench.main(["--shapes", "300x100,300x100:ref", "--dtypes", "float64",
                        "--measures", "kl,entropy", "--threads", "1,2", "--zeros", "off,on",
+                       "--peers", "klfast,read floor,scipy",
                        "--repeat", "2", "--no-memory", "--no-plots", "--out", str(out)])
     assert code == 0
     records = json.loads((out / "results.json").read_text())["records"]
     timed = [r for r in records if "median_s" in r]
     assert {r["group"] for r in timed} == {0}  # one shape group, one dtype
+    at = {(r["measure"], r["ref_row"], r["zeros"], r["peer"], r["threads"]): r["position"]
+          for r in timed}
+    for threads in (1, 2):
+        kl = at["kl", False, False, "klfast", threads]
+        assert at["kl", False, False, "read floor", threads] == kl + 1
+        assert at["kl", False, True, "klfast", threads] == kl + 2  # zeros / none
+        assert at["kl", True, False, "klfast", threads] == kl + 4  # reference row / full
+        assert at["entropy", False, False, "klfast", threads] == kl + 8  # entropy / kl
+    assert at["kl", False, False, "scipy", 1] > at["entropy", False, True, "read floor", 2]
     # entropy ignores Q: no reference-row case of it (it would repeat the full one)
     assert not [r for r in records if r["measure"] == "entropy" and r["ref_row"]]
     assert [r for r in records if r["measure"] == "entropy"]

@@ -484,12 +484,14 @@ def main(argv=None):
                         records.extend(case_records)
                         timed.extend(case_timed)
                     del p, q  # the prepared peers hold them until sampled
-                # the two sides of a target ratio (klfast and its read floor,
-                # zeros / none, a measure / kl, one reference row / full, and
-                # numkong / klfast) next to each other within a turn
-                timed.sort(key=lambda t: (t.peer.name not in _PAIRED, t.record["threads"]))
-                for t in timed:
-                    t.record["group"] = n_groups
+                # the two sides of a target ratio next to each other within a
+                # turn: per thread count and measure, klfast, its read floor
+                # and numkong on each input (with and without zeros, full and
+                # one reference row) in a row; the other peers after them
+                timed.sort(key=lambda t: (t.peer.name not in _PAIRED, t.record["threads"],
+                                          args.measures.index(t.case.measure)))
+                for position, t in enumerate(timed):
+                    t.record.update(group=n_groups, position=position)  # in each turn
                 n_groups += 1
                 sample_in_turns(timed, args.repeat, bar)
                 del timed
