@@ -98,22 +98,21 @@ def test_progress_bar_counts_every_sample(tmp_path, monkeypatch):
 def test_ratio_pairs_the_samples_of_one_turn():
     from klfast._bench_report import ratio
 
-    # b's machine got twice as slow for turns 3-4 of 5; a is 1.1x b in every turn
-    b = {"samples_s": [1.0, 1.0, 2.0, 2.0, 1.0], "group": 0}
-    a = {"samples_s": [1.1, 1.1, 2.2, 2.2, 1.1], "group": 0}
-    for r in (a, b):
-        r["median_s"] = sorted(r["samples_s"])[2]
+    # the machine is 2x slower for turns 4-5 (both peers), and a burst hits
+    # only a in turns 1-2: a is 1.1x b in the three clean turns. The ratio of
+    # the medians (2.2 / 1.0) would say 2.2x.
+    b = {"samples_s": [1.0, 1.0, 1.0, 2.0, 2.0], "median_s": 1.0, "group": 0}
+    a = {"samples_s": [3.3, 3.3, 1.1, 2.2, 2.2], "median_s": 2.2, "group": 0}
     assert ratio(a, b) == pytest.approx(1.1)
     # the samples of a slow call stop after 3 turns: pairs up to the shorter
-    c = {"samples_s": [3.3, 3.3, 6.6], "median_s": 3.3, "group": 0}
-    assert ratio(c, b) == pytest.approx(3.3)
-    # sampled in different groups (or a report from before groups): medians
-    d = dict(a, group=1)
-    assert ratio(d, b) == pytest.approx(1.1 / 1.0)
-    b["samples_s"] = [1.0, 1.0, 1.0, 2.0, 2.0]  # drift not shared by d
-    assert ratio(d, b) == pytest.approx(1.1)
-    e = {"median_s": 5.0}
-    assert ratio(e, b) == 5.0
+    c = {"samples_s": [2.0, 2.0, 3.0], "median_s": 2.0, "group": 0}
+    assert ratio(c, b) == pytest.approx(2.0)
+    assert ratio(b, c) == pytest.approx(0.5)
+    # sampled in different groups (turn i of one is not turn i of the other),
+    # or a report from before groups: the ratio of the medians
+    assert ratio(dict(a, group=1), b) == pytest.approx(2.2)
+    assert ratio({k: v for k, v in a.items() if k != "group"}, b) == pytest.approx(2.2)
+    assert ratio({"median_s": 5.0}, b) == 5.0
 
 
 def test_paired_peers_are_sampled_side_by_side(tmp_path):
