@@ -10,7 +10,8 @@ array is one distribution) in compiled, multi-threaded kernels:
 * :func:`jensen_shannon` -- Jensen-Shannon divergence (``distance=True``: a metric)
 
 Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
-README.
+README. Rows must be distributions (summing to 1 within :data:`SUM_TOLERANCE`)
+unless ``normalize=True`` or ``check_sums=False``.
 """
 try:
     from . import _kernels
@@ -27,6 +28,7 @@ except ImportError as exc:  # e.g. `python -m klfast` in the repository root
 
 from ._api import (
     DEFAULT_EPS,
+    SUM_TOLERANCE,
     cross_entropy,
     default_num_threads,
     entropy,
@@ -42,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_EPS",
+    "SUM_TOLERANCE",
     "__version__",
     "cross_entropy",
     "cross_entropy_loss",

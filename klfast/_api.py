@@ -1,6 +1,7 @@
 """The public functions: validate, broadcast, dispatch to the row kernels."""
 import math
 import numbers
+import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +12,14 @@ from . import _kernels
 
 DEFAULT_EPS = 1e-12
 """Floor applied to p and q inside logarithms: ``p~ = max(p, eps)``."""
+
+SUM_TOLERANCE = 1e-3
+"""How far from 1 a row's sum may be (``|sum - 1| <= SUM_TOLERANCE``) for the
+row to count as a distribution when ``normalize=False`` and ``check_sums=True``.
+Loose enough for rounding (a float32 softmax of 256,000 classes sums to 1
+within 5e-4 even with a naive float32 denominator; rows normalised by numpy
+in float64 within 1e-12), tight enough to catch counts, percentages, logits
+and truncated distributions."""
 
 # An input the kernel cannot read directly (dtype, byte order, layout) is
 # converted in blocks of rows of about this many elements: never an
@@ -81,6 +90,30 @@ def _resolve_threads(num_threads, n_rows, k):
     return max(1, min(n, n_rows))
 
 
+def _check_flag(value, name):
+    """A bool keyword: True, False or a numpy bool; anything else is a TypeError
+    (an array would otherwise fail with numpy's "truth value is ambiguous")."""
+    if value is True or value is False or isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+
+
+def _check_axis(axis):
+    if isinstance(axis, bool):
+        raise TypeError("axis must be an int, got bool")
+    try:
+        return operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an int, got {_describe(axis)}") from None
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, float, int)) \
+        else type(value).__name__
+
+
 def _check_eps(eps):
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
@@ -104,6 +137,11 @@ def _log_scale(base):
 
 def _as_input(x, name):
     """Array view of ``x`` and the float dtype it is computed in."""
+    if x is None:
+        raise TypeError(f"{name} is required (got None)")
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray; klfast does not support masks: "
+                        f"pass {name}.filled(...) or select the rows to score")
     arr = np.asarray(x)
     kind = arr.dtype.kind
     if kind == "f":
@@ -137,7 +175,7 @@ def _kernel_ready(x, dtype):
     )
 
 
-def _explain(name, row, index, normalize):
+def _explain(name, row, index, normalize, check_sums=False):
     """The problem with one row of one input, or None."""
     row = np.asarray(row, dtype=np.float64)
     where = f"{name}: row {index}"
@@ -155,19 +193,32 @@ def _explain(name, row, index, normalize):
         with np.errstate(over="ignore"):
             if not math.isfinite(row.sum()):
                 return f"{where} sum overflows and cannot be normalized"
+    elif check_sums:
+        total = float(row.sum())
+        if not abs(total - 1.0) <= SUM_TOLERANCE:
+            return _sum_message(where, total)
     return None
+
+
+def _sum_message(where, total):
+    return (f"{where} sums to {total:.6g}, not 1 (tolerance {SUM_TOLERANCE:g}): it is not a "
+            f"probability distribution; pass normalize=True to divide each row by its sum, "
+            f"or check_sums=False to score the rows as they are")
 
 
 class _Job:
     """One call: the measure, its parameters and the names of the inputs."""
 
-    __slots__ = ("measure", "eps", "scale", "normalize", "num_threads", "dtype", "names", "outer")
+    __slots__ = ("measure", "eps", "scale", "normalize", "check_sums", "num_threads", "dtype",
+                 "names", "outer")
 
-    def __init__(self, measure, eps, scale, normalize, num_threads, dtype, names, outer):
+    def __init__(self, measure, eps, scale, normalize, check_sums, num_threads, dtype, names,
+                 outer):
         self.measure = measure
         self.eps = eps
         self.scale = scale
         self.normalize = normalize
+        self.check_sums = check_sums
         self.num_threads = num_threads
         self.dtype = dtype
         self.names = names
@@ -186,7 +237,7 @@ class _Job:
         if direct and out_ok:
             bad = _kernels.rows(self.measure, p, p.strides[0], q, q.strides[0], out,
                                 out.strides[0], n_rows, k, self.eps, self.scale,
-                                self.normalize, threads)
+                                self.normalize, self.tol, threads)
             if bad:
                 self._raise(p, q, out, first_row)
             return
@@ -211,7 +262,7 @@ class _Job:
             return _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
                                  qb, 0 if q_fixed is not None else qb.strides[0], ob,
                                  ob.strides[0], r1 - r0, k, self.eps, self.scale,
-                                 self.normalize, n_threads)
+                                 self.normalize, self.tol, n_threads)
 
         def finish(r0, r1, ob, bad):
             if not out_ok:
@@ -233,6 +284,11 @@ class _Job:
                 pending = worker.submit(score, *job, 1), (job[0], job[1], job[4])
             finish(*pending[1], pending[0].result())
 
+    @property
+    def tol(self):
+        """The kernels' sum tolerance: inf when sums are not checked."""
+        return SUM_TOLERANCE if self.check_sums else math.inf
+
     def _fixed_row(self, x):
         """The single row of a broadcast input, converted; None otherwise."""
         if x.shape[0] > 1 and x.strides[0] == 0:
@@ -245,12 +301,17 @@ class _Job:
         index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
         if isinstance(index, tuple):
             index = tuple(int(i) for i in index)
-        for name, x in zip(self.names, (p, q)):
-            if name is None:
-                continue
-            message = _explain(name, x[local], index, self.normalize)
+        named = [(name, x) for name, x in zip(self.names, (p, q)) if name is not None]
+        for name, x in named:
+            message = _explain(name, x[local], index, self.normalize, self.check_sums)
             if message:
                 raise ValueError(message)
+        if self.check_sums and not self.normalize:
+            # the kernel's sum and numpy's differ in the last bits: at the
+            # tolerance's edge, name the row whose sum is further from 1
+            name, x = max(named, key=lambda nx: abs(float(np.sum(nx[1][local], dtype=float)) - 1))
+            raise ValueError(_sum_message(f"{name}: row {index}",
+                                          float(np.sum(x[local], dtype=float))))
         raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
 
 
@@ -275,24 +336,34 @@ def _is_dask(x):
     return type(x).__module__.split(".")[0] == "dask"
 
 
-def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_threads):
-    if (axis == -1 and base is None and out is None and not keepdims
+_ENTROPY_Q = object()  # entropy's q: the kernel reads p only
+
+
+def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads):
+    if (type(axis) is int and axis == -1 and base is None and out is None and keepdims is False
+            and (check_sums is True or check_sums is False)
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
-        result = _fast(_MEASURES[measure], p, q, eps, normalize)
+        result = _fast(_MEASURES[measure], p, None if q is _ENTROPY_Q else q, eps, normalize,
+                       SUM_TOLERANCE if check_sums else math.inf)
         if result is not None:
             return result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from . import dask as klfast_dask
 
-        return klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
-                                  normalize=normalize, keepdims=keepdims, out=out,
+        return klfast_dask.reduce(measure, p, None if q is _ENTROPY_Q else q, axis=axis,
+                                  eps=eps, base=base, normalize=normalize,
+                                  check_sums=check_sums, keepdims=keepdims, out=out,
                                   num_threads=num_threads)
+    axis = _check_axis(axis)
+    normalize = _check_flag(normalize, "normalize")
+    check_sums = _check_flag(check_sums, "check_sums")
+    keepdims = _check_flag(keepdims, "keepdims")
     eps = _check_eps(eps)
     scale = _log_scale(base)
     num_threads = _check_num_threads(num_threads)
     p, _ = _as_input(p, "p")
     names = ("p", "q")
-    if q is None:  # entropy: the kernel ignores q
+    if q is _ENTROPY_Q:  # entropy: the kernel ignores q
         q_arr = p
         names = ("p", None)
         dtype = _result_dtype(p)
@@ -322,7 +393,7 @@ def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_thread
     if out is None:
         result = np.empty(result_shape, dtype=dtype)
     else:
-        if not isinstance(out, np.ndarray):
+        if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
             raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
         if out.shape != result_shape:
             raise ValueError(f"out has shape {out.shape}, expected {result_shape}")
@@ -331,6 +402,9 @@ def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_thread
         if not out.flags.writeable:
             raise ValueError("out is read-only")
         result = out
+        if np.may_share_memory(out, p) or (q is not _ENTROPY_Q and np.may_share_memory(out, q_arr)):
+            # as numpy's ufuncs do: score into a fresh array, then copy
+            result = np.empty(result_shape, dtype=dtype)
     out_view = np.squeeze(result, axis=ax) if keepdims else result
 
     def rows_view(x, shape):  # numpy's helpers only where needed: ~10 us a call
@@ -339,10 +413,14 @@ def _reduce(measure, p, q, axis, eps, base, normalize, keepdims, out, num_thread
             x = np.moveaxis(x, ax, -1)
         return x if x.shape[:-1] == outer else np.broadcast_to(x, outer + (k,))
 
-    job = _Job(_MEASURES[measure], eps, scale, bool(normalize), num_threads, dtype, names, outer)
+    job = _Job(_MEASURES[measure], eps, scale, normalize, check_sums, num_threads, dtype, names,
+               outer)
     pv = rows_view(p, p_shape)
-    qv = pv if q is None else rows_view(q_arr, q_shape)
+    qv = pv if q is _ENTROPY_Q else rows_view(q_arr, q_shape)
     _run_nd(job, pv, qv, out_view)
+    if out is not None and result is not out:
+        out[...] = result
+        return out
     if out is None and result.ndim == 0:
         return result[()]
     return result
@@ -359,6 +437,12 @@ _DOC_PARAMS = """
     normalize : bool, default False
         Divide each row by its sum first (counts, histograms). A row summing
         to 0 is a ValueError.
+    check_sums : bool, default True
+        Without ``normalize``, require every row of the inputs to sum to 1
+        within :data:`klfast.SUM_TOLERANCE` (1e-3): a row that does not (counts,
+        percentages, logits) is a ValueError naming the input, the row and its
+        sum. The sums are taken in the same pass as the measure. ``False``
+        scores the rows as given, for users who mean unnormalized inputs.
     keepdims : bool, default False
         Keep the reduced axis with size 1.
     out : ndarray, optional
@@ -376,42 +460,56 @@ _DOC_PARAMS = """
     Raises
     ------
     ValueError
-        Negative, NaN or infinite entries (naming the input and the first
-        offending row), shapes that do not broadcast or differ along
+        Negative, NaN or infinite entries, or a row that does not sum to 1
+        (naming the input and the first offending row), shapes that do not broadcast or differ along
         ``axis``, invalid ``eps``/``base``/``num_threads``, a bad ``out``.
     TypeError
-        Complex, object or string input.
+        Complex, object or string input, a masked array, a missing (None)
+        input, keywords of the wrong type.
 """
 
 
-def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
-       out=None, num_threads=None):
-    return _reduce("kl", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
-
-
-def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
-             out=None, num_threads=None):
-    return _reduce("jeffreys", p, q, axis, eps, base, normalize, keepdims, out, num_threads)
-
-
-def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
-                  keepdims=False, out=None, num_threads=None):
-    return _reduce("cross_entropy", p, q, axis, eps, base, normalize, keepdims, out,
+def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
+       keepdims=False, out=None, num_threads=None):
+    return _reduce("kl", p, _required(q), axis, eps, base, normalize, check_sums, keepdims, out,
                    num_threads)
 
 
-def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False,
-            out=None, num_threads=None):
-    return _reduce("entropy", p, None, axis, eps, base, normalize, keepdims, out, num_threads)
+def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
+             keepdims=False, out=None, num_threads=None):
+    return _reduce("jeffreys", p, _required(q), axis, eps, base, normalize, check_sums,
+                   keepdims, out, num_threads)
 
 
-def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, distance=False,
-                   keepdims=False, out=None, num_threads=None):
-    result = _reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, keepdims, out,
-                     num_threads)
+def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
+                  check_sums=True, keepdims=False, out=None, num_threads=None):
+    return _reduce("cross_entropy", p, _required(q), axis, eps, base, normalize, check_sums,
+                   keepdims, out, num_threads)
+
+
+def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
+            keepdims=False, out=None, num_threads=None):
+    return _reduce("entropy", p, _ENTROPY_Q, axis, eps, base, normalize, check_sums, keepdims,
+                   out, num_threads)
+
+
+def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
+                   distance=False, keepdims=False, out=None, num_threads=None):
+    if _check_flag(distance, "distance") and base is not None and _log_scale(base) < 0:
+        raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
+                         f"below 1 the divergence is negative and has no square root")
+    result = _reduce("jensen_shannon", p, _required(q), axis, 0.0, base, normalize, check_sums,
+                     keepdims, out, num_threads)
     if distance:
         result = np.sqrt(result, out=result if isinstance(result, np.ndarray) else None)
     return result
+
+
+def _required(q):
+    if q is None:
+        raise TypeError("q is required: pass the second distribution (None given); for the "
+                        "entropy of p use klfast.entropy(p)")
+    return q
 
 
 jensen_shannon.__doc__ = """Jensen-Shannon divergence of each row (or its square root, a metric).

@@ -29,7 +29,7 @@ class InputError(Exception):
         super().__init__(where if problem is None else f"{where}: {problem}")
 
 
-def invalid_row_message(p, q, normalize, start=(), names=("p", "q")):
+def invalid_row_message(p, q, normalize, start=(), names=("p", "q"), check_sums=False):
     """Explain the first invalid row of a block, numbered in the whole array.
 
     ``p`` and ``q`` (``q`` may be None) hold distributions along their last
@@ -46,20 +46,20 @@ def invalid_row_message(p, q, normalize, start=(), names=("p", "q")):
     outer = np.broadcast_shapes(*(x.shape[:-1] for _, x in pairs))
     suspect = np.zeros(outer, dtype=bool)
     for _, x in pairs:
-        suspect |= _suspect_rows(x, normalize)
+        suspect |= _suspect_rows(x, normalize, check_sums)
     for local in np.argwhere(suspect):
         local = tuple(int(i) for i in local)
         where = tuple(s + i for s, i in zip(start, local)) if start else local
         index = where if len(where) > 1 else (where[0] if where else 0)
         for name, x in pairs:
             row = np.broadcast_to(x, outer + x.shape[-1:])[local]
-            message = _api._explain(name, row, index, normalize)
+            message = _api._explain(name, row, index, normalize, check_sums)
             if message:
                 return message
     return None
 
 
-def _suspect_rows(x, normalize):
+def _suspect_rows(x, normalize, check_sums=False):
     """Rows of ``x`` the kernel may reject (a superset is fine: each is checked)."""
     with np.errstate(invalid="ignore", over="ignore"):
         values = x.astype(np.float64, copy=False)
@@ -67,6 +67,8 @@ def _suspect_rows(x, normalize):
         if normalize:
             total = values.sum(axis=-1)
             bad |= ~(np.isfinite(total) & (total > 0))
+        elif check_sums:
+            bad |= ~(np.abs(values.sum(axis=-1) - 1.0) <= _api.SUM_TOLERANCE)
     return bad
 
 

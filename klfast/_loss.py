@@ -10,7 +10,9 @@ from ._api import (
     BLOCK_ELEMENTS,
     DEFAULT_EPS,
     _as_input,
+    _check_axis,
     _check_eps,
+    _check_flag,
     _check_num_threads,
     _explain,
     _kernel_ready,
@@ -170,6 +172,9 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
           axis, num_threads):
     temperature = _check_temperature(temperature)
     reduction = _check_reduction(reduction)
+    target_is_logits = _check_flag(target_is_logits, "target_is_logits")
+    return_grad = _check_flag(return_grad, "return_grad")
+    axis = _check_axis(axis)
     eps = _check_eps(eps)
     num_threads = _check_num_threads(num_threads)
     target, _ = _as_input(target, "target")

@@ -108,7 +108,24 @@ def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
     return _finish(terms, axis, base, keepdims)
 
 
-MEASURES = {"kl": kl, "jeffreys": jeffreys, "entropy": entropy, "cross_entropy": cross_entropy}
+def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, distance=False,
+                   keepdims=False):
+    """(KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2, by scipy's rel_entr
+    (0 where an entry is 0), clamped at 0; ``distance`` takes its square root."""
+    from scipy.special import rel_entr
+
+    p, q = _prepare(p, q, axis, normalize)
+    m = (p + q) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = (rel_entr(p, m) + rel_entr(q, m)) / 2
+    value = np.maximum(_finish(terms, axis, None, keepdims), 0.0)
+    if base is not None:
+        value = value / np.log(base)
+    return np.sqrt(value) if distance else value
+
+
+MEASURES = {"kl": kl, "jeffreys": jeffreys, "entropy": entropy, "cross_entropy": cross_entropy,
+            "jensen_shannon": jensen_shannon}
 
 
 def jensen_shannon_rows(p, q):

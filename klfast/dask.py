@@ -40,16 +40,17 @@ from . import _api
 from ._io import invalid_row_message
 
 
-def _score_block(p, q=None, *, measure, eps, base, normalize, num_threads, names,
+def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,
                  block_info=None):
     """Scores of one block of rows; block indices in errors become global."""
     try:
-        return _api._reduce(measure, p, q, -1, eps, base, normalize, False, None, num_threads)
+        return _api._reduce(measure, p, _api._ENTROPY_Q if q is None else q, -1, eps, base,
+                            normalize, check_sums, False, None, num_threads)
     except ValueError:
         if block_info is None:
             raise
         start = tuple(lo for lo, _ in block_info[None]["array-location"])
-        message = invalid_row_message(p, q, normalize, start, names)
+        message = invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
         if message is None:
             raise
         raise ValueError(message) from None
@@ -93,7 +94,7 @@ def _broadcast_outer(shapes):
 
 
 def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_threads,
-           names=("p", "q")):
+           check_sums=True, names=("p", "q")):
     """Lazy row scores of dask (or mixed dask/numpy) inputs; see ``klfast.kl``.
 
     Returns a dask array of the shape and dtype the in-memory function would
@@ -106,6 +107,10 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
             "dask.array.store(result, target) or result.compute() instead"
         )
     eps = _api._check_eps(eps)
+    normalize = _api._check_flag(normalize, "normalize")
+    check_sums = _api._check_flag(check_sums, "check_sums")
+    keepdims = _api._check_flag(keepdims, "keepdims")
+    axis = _api._check_axis(axis)
     _api._log_scale(base)
     num_threads = _api._check_num_threads(num_threads)
     if num_threads is None:
@@ -147,7 +152,8 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
         measure=measure,
         eps=eps,
         base=base,
-        normalize=bool(normalize),
+        normalize=normalize,
+        check_sums=check_sums,
         num_threads=num_threads,
         names=tuple(names),
     )

@@ -21,8 +21,13 @@ With normalize, p and q are replaced by p / sum(p) and q / sum(q) first; the
 row sum is taken while the row is in cache.
 
 Invalid input (a negative, NaN or infinite entry; with normalize a row sum of 0
-or +inf) makes the row's result NaN: valid input never produces NaN, so the
-caller finds the first NaN and explains it. No separate validation pass.
+or +inf; without it, a row of p or q whose sum differs from 1 by more than
+``tol``) makes the row's result NaN: valid input never produces NaN, so the
+caller finds the first NaN and explains it. No separate validation pass: the
+row sums are taken in the pass that computes the measure.
+
+Rows are processed in chunks of about CHUNK_ELEMENTS elements; between chunks
+the GIL is taken back to look for signals, so Ctrl-C stops a long call.
 
 Two paths compute a row. The fast path (klfast_rows.h: vectorised, a
 hand-written log, one copy per instruction-set level chosen at run time)
@@ -35,7 +40,8 @@ import os
 
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX, DBL_MIN
-from libc.math cimport log, log1p, NAN, M_LN2 as LN2
+from cpython.exc cimport PyErr_CheckSignals
+from libc.math cimport fabs, log, log1p, NAN, M_LN2 as LN2
 cimport numpy as cnp
 
 cnp.import_array()
@@ -62,8 +68,10 @@ cdef extern from "klfast_rows.h" nogil:
         KLFAST_JS
         KLFAST_N_MEASURES
         KLFAST_N_LEVELS
-    ctypedef double (*klfast_row_f64)(const double*, const double*, Py_ssize_t, double, int, int*)
-    ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*)
+    ctypedef double (*klfast_row_f64)(const double*, const double*, Py_ssize_t, double, int, int*,
+                                      double*)
+    ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*,
+                                      double*)
     ctypedef struct klfast_isa:
         const char* name
         klfast_row_f64* f64
@@ -131,23 +139,30 @@ cdef inline double _exact_term(int measure, double a, double b, double eps) noex
 
 
 cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                        double eps, bint normalize) noexcept nogil:
+                        double eps, bint normalize, double tol) noexcept nogil:
     """The exact scalar path: libm's log, one term at a time. Entropy reads
     only p (the caller passes q = p)."""
     cdef Py_ssize_t j
-    cdef double a, b, s = 0.0
+    cdef double a, b, s = 0.0, total_p = 0.0, total_q = 0.0
     cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
     cdef bint bad = sp != sp or sq != sq
     for j in range(k):
         a = p[j]
         b = q[j]
         bad |= _invalid(a) | _invalid(b)
+        total_p += a
+        total_q += b
         s += _exact_term(measure, a / sp, b / sq, eps)
-    if bad:
+    if bad or not (normalize or _sums_to_one(total_p, total_q, tol)):
         return NAN
     if measure == JS and s < 0.0:  # rounding; JS >= 0
         return 0.0
     return s
+
+
+cdef inline bint _sums_to_one(double total_p, double total_q, double tol) noexcept nogil:
+    """Both row sums within tol of 1 (tol = inf accepts any sum)."""
+    return fabs(total_p - 1.0) <= tol and fabs(total_q - 1.0) <= tol
 
 
 cdef inline double _js_term(double a, double b) noexcept nogil:
@@ -170,15 +185,18 @@ cdef inline double _js_term(double a, double b) noexcept nogil:
 
 cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
                                  const floating* q, Py_ssize_t k, double eps,
-                                 bint normalize) noexcept nogil:
+                                 bint normalize, double tol) noexcept nogil:
     cdef int special = 0
     cdef double v
+    cdef double sums[2]
     if floating is double:
-        v = isa.f64[measure](p, q, k, eps, normalize, &special)
+        v = isa.f64[measure](p, q, k, eps, normalize, &special, sums)
     else:
-        v = isa.f32[measure](p, q, k, eps, normalize, &special)
+        v = isa.f32[measure](p, q, k, eps, normalize, &special, sums)
     if special:
-        v = _row(measure, p, q, k, eps, normalize)
+        return _row(measure, p, q, k, eps, normalize, tol)
+    if not _sums_to_one(sums[0], sums[1], tol):
+        return NAN
     return v
 
 
@@ -187,7 +205,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                      const floating* q, Py_ssize_t q_rs,
                      floating* out, Py_ssize_t out_s,
                      Py_ssize_t n_rows, Py_ssize_t k,
-                     double eps, double scale, bint normalize, int n_threads) noexcept nogil:
+                     double eps, double scale, bint normalize, double tol,
+                     int n_threads) noexcept nogil:
     """Fill out[i * out_s] for every row; strides in elements. Returns the
     number of invalid rows (their result is NaN)."""
     cdef Py_ssize_t i, n_bad = 0
@@ -196,13 +215,15 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         eps = <float>eps
     if n_threads <= 1:
         for i in range(n_rows):
-            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
+            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
+                               tol) * scale
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
     else:
         for i in prange(n_rows, schedule="static", num_threads=n_threads):
-            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize) * scale
+            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
+                               tol) * scale
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
@@ -249,55 +270,71 @@ def set_isa(name):
 set_isa(os.environ.get("KLFAST_ISA") or _SUPPORTED[len(_SUPPORTED) - 1])
 
 
+# Rows per chunk: about this many elements (8 ms of memory traffic in
+# float64), after which the GIL is taken back to look for signals.
+CHUNK_ELEMENTS = 1 << 22
+
+
 def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
          cnp.ndarray q, Py_ssize_t q_row_stride,
          cnp.ndarray out, Py_ssize_t out_stride,
          Py_ssize_t n_rows, Py_ssize_t k,
-         double eps, double scale, bint normalize, int n_threads):
+         double eps, double scale, bint normalize, double tol, int n_threads):
     """Reduce n_rows rows of length k; private, called by klfast._api.
 
     ``p``, ``q`` and ``out`` share one dtype (float32 or float64), are aligned
     and in native byte order; row elements are contiguous. Strides are in
     bytes, measured from each array's data pointer, and may be 0 (one row
-    broadcast against many). Returns the number of invalid rows.
+    broadcast against many). Without ``normalize``, a row of p or q whose
+    sum is not within ``tol`` of 1 is invalid (``tol=inf``: no check).
+    Returns the number of invalid rows. A signal handler that raises (Ctrl-C)
+    stops the call between chunks of rows.
     """
     cdef int type_num = cnp.PyArray_TYPE(out)
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(out)
-    cdef Py_ssize_t n_bad
+    cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(k, 1))
+    cdef char* p_data = <char*>cnp.PyArray_DATA(p)
+    cdef char* q_data = <char*>cnp.PyArray_DATA(q)
+    cdef char* out_data = <char*>cnp.PyArray_DATA(out)
     if cnp.PyArray_TYPE(p) != type_num or cnp.PyArray_TYPE(q) != type_num:
         raise TypeError("klfast._kernels.rows: p, q and out must share one dtype")
+    if type_num != cnp.NPY_DOUBLE and type_num != cnp.NPY_FLOAT:
+        raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
     if p_row_stride % size or q_row_stride % size or out_stride % size:
         raise ValueError("klfast._kernels.rows: strides must be multiples of the item size")
-    if type_num == cnp.NPY_DOUBLE:
+    while r0 < n_rows:
+        r1 = min(n_rows, r0 + chunk)
         with nogil:
-            n_bad = _run[double](measure, _isa,
-                                 <const double*>cnp.PyArray_DATA(p), p_row_stride // size,
-                                 <const double*>cnp.PyArray_DATA(q), q_row_stride // size,
-                                 <double*>cnp.PyArray_DATA(out), out_stride // size,
-                                 n_rows, k, eps, scale, normalize, n_threads)
-    elif type_num == cnp.NPY_FLOAT:
-        with nogil:
-            n_bad = _run[float](measure, _isa,
-                                <const float*>cnp.PyArray_DATA(p), p_row_stride // size,
-                                <const float*>cnp.PyArray_DATA(q), q_row_stride // size,
-                                <float*>cnp.PyArray_DATA(out), out_stride // size,
-                                n_rows, k, eps, scale, normalize, n_threads)
-    else:
-        raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
+            if type_num == cnp.NPY_DOUBLE:
+                n_bad += _run[double](measure, _isa,
+                                      <const double*>(p_data + r0 * p_row_stride), p_row_stride // size,
+                                      <const double*>(q_data + r0 * q_row_stride), q_row_stride // size,
+                                      <double*>(out_data + r0 * out_stride), out_stride // size,
+                                      r1 - r0, k, eps, scale, normalize, tol, n_threads)
+            else:
+                n_bad += _run[float](measure, _isa,
+                                     <const float*>(p_data + r0 * p_row_stride), p_row_stride // size,
+                                     <const float*>(q_data + r0 * q_row_stride), q_row_stride // size,
+                                     <float*>(out_data + r0 * out_stride), out_stride // size,
+                                     r1 - r0, k, eps, scale, normalize, tol, n_threads)
+        r0 = r1
+        if r0 < n_rows:
+            PyErr_CheckSignals()
     return n_bad
 
 
 cdef Py_ssize_t _small = 1 << 16   # klfast._api.MIN_PARALLEL_ELEMENTS
 
 
-def fast(int measure, object p, object q, object eps, object normalize):
+def fast(int measure, object p, object q, object eps, object normalize, double tol):
     """The common small call, in C: None when it does not apply.
 
     Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
     float64), C-contiguous, aligned and native, ``p`` of shape (k,) or
     (n, k) and ``q`` of the same shape or (k,) (``q`` None for entropy), a
     float ``eps``, a bool ``normalize``, fewer than 2**16 elements (one
-    thread), and valid values. Everything else, errors included, goes
+    thread), and valid values (rows within ``tol`` of summing to 1 unless
+    normalizing). Everything else, errors included, goes
     through the general path in klfast._api, which validates and explains.
     """
     cdef cnp.ndarray a, b, out
@@ -337,11 +374,11 @@ def fast(int measure, object p, object q, object eps, object normalize):
     if t == cnp.NPY_DOUBLE:
         n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k,
                              <const double*>cnp.PyArray_DATA(b), q_rs,
-                             <double*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, 1)
+                             <double*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, tol, 1)
     else:
         n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k,
                             <const float*>cnp.PyArray_DATA(b), q_rs,
-                            <float*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, 1)
+                            <float*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, tol, 1)
     if n_bad:
         return None
     if nd == 1:  # a numpy scalar, as numpy's own reductions return

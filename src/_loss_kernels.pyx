@@ -40,6 +40,7 @@ tests hold the fast path to. The fast path makes three passes over a row (its
 maximum and the checks; the sums of exponentials; the loss terms and the
 gradient) instead of the online log-sum-exp.
 """
+from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, log, nextafterf, INFINITY, NAN
@@ -249,6 +250,11 @@ cdef klfast_loss_params _params(int loss, double inv_temperature, bint target_is
     return prm
 
 
+# Rows per chunk: about this many elements, after which the GIL is taken
+# back to look for signals (as klfast._kernels.rows does).
+CHUNK_ELEMENTS = 1 << 22
+
+
 def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
               cnp.ndarray logits, Py_ssize_t logits_row_stride,
               object grad, Py_ssize_t grad_row_stride,
@@ -268,8 +274,10 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
     """
     cdef int type_num = cnp.PyArray_TYPE(logits)
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(logits)
-    cdef Py_ssize_t n_bad
-    cdef void* g = NULL
+    cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(k, 1))
+    cdef char* t_data = <char*>cnp.PyArray_DATA(target)
+    cdef char* z_data = <char*>cnp.PyArray_DATA(logits)
+    cdef char* g = NULL
     cdef double* o
     cdef klfast_loss_params prm
     cdef const klfast_loss_isa* isa
@@ -281,30 +289,39 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
     if grad is not None:
         if cnp.PyArray_TYPE(<cnp.ndarray>grad) != type_num:
             raise TypeError("klfast._loss_kernels.loss_rows: grad must have the logits' dtype")
-        g = cnp.PyArray_DATA(<cnp.ndarray>grad)
+        g = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad)
     if (cnp.PyArray_TYPE(out) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(out)
             or cnp.PyArray_SIZE(out) < n_rows):
         raise ValueError("klfast._loss_kernels.loss_rows: out must be contiguous float64 of n_rows")
     if target_row_stride % size or logits_row_stride % size or grad_row_stride % size:
         raise ValueError("klfast._loss_kernels.loss_rows: strides must be multiples of the item size")
     o = <double*>cnp.PyArray_DATA(out)
-    prm = _params(loss, inv_temperature, target_is_logits, eps, grad_scale)
-    if type_num == cnp.NPY_DOUBLE:
-        with nogil:
-            n_bad = _run[double](isa, &prm,
-                                 <const double*>cnp.PyArray_DATA(target), target_row_stride // size,
-                                 <const double*>cnp.PyArray_DATA(logits), logits_row_stride // size,
-                                 <double*>g, grad_row_stride // size,
-                                 o, n_rows, k, n_threads)
-    elif type_num == cnp.NPY_FLOAT:
-        with nogil:
-            n_bad = _run[float](isa, &prm,
-                                <const float*>cnp.PyArray_DATA(target), target_row_stride // size,
-                                <const float*>cnp.PyArray_DATA(logits), logits_row_stride // size,
-                                <float*>g, grad_row_stride // size,
-                                o, n_rows, k, n_threads)
-    else:
+    if type_num != cnp.NPY_DOUBLE and type_num != cnp.NPY_FLOAT:
         raise TypeError("klfast._loss_kernels.loss_rows: dtype must be float32 or float64")
+    prm = _params(loss, inv_temperature, target_is_logits, eps, grad_scale)
+    # in chunks of rows, looking for signals (Ctrl-C) between them
+    while r0 < n_rows:
+        r1 = min(n_rows, r0 + chunk)
+        with nogil:
+            if type_num == cnp.NPY_DOUBLE:
+                n_bad += _run[double](isa, &prm,
+                                      <const double*>(t_data + r0 * target_row_stride),
+                                      target_row_stride // size,
+                                      <const double*>(z_data + r0 * logits_row_stride),
+                                      logits_row_stride // size,
+                                      <double*>(g + r0 * grad_row_stride) if g != NULL else NULL,
+                                      grad_row_stride // size, o + r0, r1 - r0, k, n_threads)
+            else:
+                n_bad += _run[float](isa, &prm,
+                                     <const float*>(t_data + r0 * target_row_stride),
+                                     target_row_stride // size,
+                                     <const float*>(z_data + r0 * logits_row_stride),
+                                     logits_row_stride // size,
+                                     <float*>(g + r0 * grad_row_stride) if g != NULL else NULL,
+                                     grad_row_stride // size, o + r0, r1 - r0, k, n_threads)
+        r0 = r1
+        if r0 < n_rows:
+            PyErr_CheckSignals()
     return n_bad
 
 

@@ -232,7 +232,8 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
 #define KLF_ROW_VEC(NAME, USES_Q)                                                           \
     KLF_INLINE void KLF_MFN(KLF_CAT(NAME, _vec))(const T *pb, const T *qb, int partial, int n, \
                                               V e, double sp, double sq, int normalize,     \
-                                              int checked, BAD *bad, M *flag, V *sum) {     \
+                                              int checked, BAD *bad, M *flag, V *sum,       \
+                                              V *xsum, V *ysum) {                           \
         V x, y = {0};                                                                       \
         if (partial) {                                                                      \
             x = KLF_MFN(load_part)(pb, n);                                                  \
@@ -246,6 +247,9 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
         if (normalize) {                                                                    \
             x = KLF_SCALE(x, sp);                                                           \
             if (USES_Q) y = KLF_SCALE(y, sq);                                               \
+        } else { /* the row sums, for the check that rows sum to 1 */                      \
+            *xsum += x;                                                                     \
+            if (USES_Q) *ysum += y;                                                         \
         }                                                                                   \
         KLF_MFN(KLF_CAT(NAME, _block))(x, y, e, checked, flag, sum);                        \
     }
@@ -257,28 +261,38 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
     KLF_INLINE void KLF_MFN(KLF_CAT(NAME, _group))(const T *p, const T *q, int nblk,        \
                                                    int partial, int r, V e, double sp,      \
                                                    double sq, int normalize, int checked,   \
-                                                   klf_vd *acc, BAD *bad, M *flag) {        \
+                                                   klf_vd *acc, klf_vd *xacc, klf_vd *yacc, \
+                                                   BAD *bad, M *flag) {                     \
         _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                            \
             __builtin_prefetch(p + b * BLOCK + PREFETCH);                                   \
             if (USES_Q) __builtin_prefetch(q + b * BLOCK + PREFETCH);                       \
         }                                                                                   \
         _Pragma("GCC unroll 8") for (int s = 0; s < NSUB; s++) {                            \
-            V g = {0};                                                                      \
+            V g = {0}, gx = {0}, gy = {0};                                                  \
             V *sum = KLF_GROUP == 1 ? (V *)&acc[s] : &g;                                    \
+            V *xsum = KLF_GROUP == 1 ? (V *)&xacc[s] : &gx;                                 \
+            V *ysum = KLF_GROUP == 1 ? (V *)&yacc[s] : &gy;                                 \
             _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                        \
                 int o = b * BLOCK + s * LANES;                                              \
                 int n = r - o < 0 ? 0 : r - o > LANES ? LANES : r - o;                      \
                 KLF_MFN(KLF_CAT(NAME, _vec))(p + o, q + o, partial, n, e, sp, sq,           \
-                                             normalize, checked, bad, flag, sum);           \
+                                             normalize, checked, bad, flag, sum, xsum,      \
+                                             ysum);                                         \
             }                                                                               \
-            if (KLF_GROUP != 1) KLF_ADD(acc, s, g);                                         \
+            if (KLF_GROUP != 1) {                                                           \
+                KLF_ADD(acc, s, g);                                                         \
+                if (!normalize) {                                                           \
+                    KLF_ADD(xacc, s, gx);                                                   \
+                    if (USES_Q) KLF_ADD(yacc, s, gy);                                       \
+                }                                                                           \
+            }                                                                               \
         }                                                                                   \
     }
 
 /* the row's last r elements as one group of NBLK blocks */
 #define KLF_REST(NAME, NBLK)                                                                \
     KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, NBLK, 1, r, e, sp, sq, normalize, checked, \
-                                   acc, &bad, &flag)
+                                   acc, xacc, yacc, &bad, &flag)
 
 /* The row loop, specialised by the caller for constant uses_q, normalize
  * and checked: groups of KLF_GROUP 64-byte blocks, then the rest as one
@@ -289,16 +303,18 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
     KLF_INLINE double KLF_MFN(KLF_CAT(NAME, _loop))(const T *p, const T *q, ptrdiff_t k,    \
                                                     T eps, double sp, double sq,            \
                                                     int normalize, int checked,             \
-                                                    int *special, int *maybe_bad) {         \
-        klf_vd acc[NACC];                                                                   \
-        for (int a = 0; a < NACC; a++) acc[a] = (klf_vd){0};                                \
+                                                    int *special, int *maybe_bad,           \
+                                                    double *sums) {                         \
+        klf_vd acc[NACC], xacc[NACC], yacc[NACC];                                           \
+        for (int a = 0; a < NACC; a++) acc[a] = xacc[a] = yacc[a] = (klf_vd){0};            \
         M flag = {0};                                                                       \
         BAD bad = {0};                                                                      \
         V e = BCAST(eps);                                                                   \
         ptrdiff_t j = 0;                                                                    \
         for (; j + KLF_GROUP * BLOCK <= k; j += KLF_GROUP * BLOCK)                          \
             KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, KLF_GROUP, 0, 0, e, sp, sq,        \
-                                           normalize, checked, acc, &bad, &flag);           \
+                                           normalize, checked, acc, xacc, yacc, &bad,       \
+                                           &flag);                                          \
         int r = (int)(k - j);                                                               \
         switch ((r + BLOCK - 1) / BLOCK) { /* nblk must be a constant */               \
         case 1: KLF_REST(NAME, 1); break;                                                   \
@@ -309,6 +325,10 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
         }                                                                                   \
         *maybe_bad = KLF_MFN(any_lane)(IS_INVALID(bad));                                    \
         double sum = KLF_MFN(lane_sum)(acc);                                                \
+        if (!normalize) {                                                                   \
+            sums[0] = KLF_MFN(lane_sum)(xacc);                                              \
+            sums[1] = USES_Q ? KLF_MFN(lane_sum)(yacc) : sums[0];                           \
+        }                                                                                   \
         /* a sum that overflowed (in T or in double) goes to the exact path */              \
         *special = KLF_MFN(any_lane)(flag) || !(fabs(sum) <= DBL_MAX);                      \
         return sum;                                                                         \
@@ -325,15 +345,16 @@ KLF_INLINE int KLF_MFN(row_check)(const T *x, ptrdiff_t k) {
 
 #define KLF_LOOP_CALL(NAME, NORMALIZE, CHECKED)                                             \
     KLF_MFN(KLF_CAT(NAME, _loop))(p, q, k, (T)eps, sp, sq, NORMALIZE, CHECKED, special,    \
-                                  &maybe_bad)
+                                  &maybe_bad, sums)
 
 #define KLF_ROW(NAME, USES_Q, IS_JS)                                                         \
     KLF_ROW_LOOP(NAME, USES_Q)                                                              \
     static double KLF_MFN(NAME)(const T *p, const T *q, ptrdiff_t k, double eps,            \
-                                int normalize, int *special) {                              \
+                                int normalize, int *special, double *sums) {                \
         double sp = 1.0, sq = 1.0, s;                                                       \
         int checked = !(eps >= 2.0 * (double)KLF_TMIN), maybe_bad = 0;                      \
         *special = 0;                                                                       \
+        sums[0] = sums[1] = 1.0; /* normalized rows sum to 1 */                             \
         if (normalize) {                                                                    \
             sp = KLF_MFN(row_scale)(p, k);                                                  \
             if (USES_Q && sp != 0.0) sq = KLF_MFN(row_scale)(q, k);                         \

@@ -5,6 +5,9 @@
  * Each row function reduces one row of length k and returns its value:
  *   NaN            the row is invalid (negative, NaN or inf entry; with
  *                  normalize, a row sum of 0 or inf): the caller explains it.
+ *   sums[0..1]     sum(p) and sum(q) of the row as given (sum(p) twice for
+ *                  entropy; 1 when normalizing), for the check that rows are
+ *                  distributions; meaningless when *special is set.
  *   *special = 1   the row holds values the fast log does not cover (zero or
  *                  subnormal inside a log, which only happens for eps below
  *                  the smallest normal number): the caller recomputes the row
@@ -34,9 +37,9 @@ enum { KLFAST_KL = 0, KLFAST_JEFFREYS = 1, KLFAST_ENTROPY = 2, KLFAST_CROSS_ENTR
        KLFAST_JS = 4, KLFAST_N_MEASURES = 5 };
 
 typedef double (*klfast_row_f64)(const double *p, const double *q, ptrdiff_t k, double eps,
-                                 int normalize, int *special);
+                                 int normalize, int *special, double *sums);
 typedef double (*klfast_row_f32)(const float *p, const float *q, ptrdiff_t k, double eps,
-                                 int normalize, int *special);
+                                 int normalize, int *special, double *sums);
 
 typedef struct {
     const char *name;

@@ -1,0 +1,96 @@
+"""A/B of two klfast builds (two Python environments) on the same inputs.
+
+A kernel change is judged against the build before it: each turn runs build A,
+then build B (then B, A on the next turn, so neither always goes first), each in
+a fresh process that loads the same inputs from a .npy file, warms up and
+times ``--calls`` calls; the per-turn ratio B/A of the two medians is
+recorded, and the report is the median of those ratios (drift on a shared
+machine cancels within a turn).
+
+    python benchmarks/ab_builds.py --a /path/old-venv/bin/python \\
+        --b /path/new-venv/bin/python --shape 100000x1000 --dtype float64 \\
+        --measures kl,entropy --threads 1,2 --turns 9
+
+Run it from a folder other than the repository root (each build must import
+its installed klfast, not the source folder), with OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE unset.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+CHILD = r"""
+import json, sys, time
+import numpy as np
+import klfast
+p = np.load(sys.argv[1], mmap_mode="r"); q = np.load(sys.argv[2], mmap_mode="r")
+p = np.ascontiguousarray(p); q = np.ascontiguousarray(q)
+measure, threads, calls = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+fn = getattr(klfast, measure)
+args = (p,) if measure == "entropy" else (p, q)
+out = np.empty(p.shape[0], dtype=p.dtype)
+fn(*args, out=out, num_threads=threads)  # warm up
+times = []
+for _ in range(calls):
+    t = time.perf_counter()
+    fn(*args, out=out, num_threads=threads)
+    times.append(time.perf_counter() - t)
+print(json.dumps(sorted(times)[len(times) // 2]))
+"""
+
+
+def sample(python, paths, measure, threads, calls):
+    done = subprocess.run([python, "-c", CHILD, *paths, measure, str(threads), str(calls)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", required=True, help="python of build A (the old one)")
+    parser.add_argument("--b", required=True, help="python of build B (the new one)")
+    parser.add_argument("--shape", default="100000x1000")
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--measures", default="kl")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--turns", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=5)
+    args = parser.parse_args(argv)
+    n, k = (int(x) for x in args.shape.split("x"))
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name in ("p", "q"):
+            x = rng.dirichlet(np.ones(k), size=n).astype(args.dtype)
+            path = os.path.join(tmp, f"{name}.npy")
+            np.save(path, x)
+            paths.append(path)
+            del x
+        print(f"{args.shape} {args.dtype}, {args.turns} turns of {args.calls} calls each; "
+              f"ratio = B time / A time (median of per-turn ratios)")
+        for measure in args.measures.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                ratios, a_times, b_times = [], [], []
+                for turn in range(args.turns):
+                    order = ("a", "b") if turn % 2 == 0 else ("b", "a")
+                    got = {}
+                    for side in order:
+                        python = args.a if side == "a" else args.b
+                        got[side] = sample(python, paths, measure, threads, args.calls)
+                    a_times.append(got["a"])
+                    b_times.append(got["b"])
+                    ratios.append(got["b"] / got["a"])
+                print(f"{measure:>15} {threads} thr: B/A {statistics.median(ratios):.3f} "
+                      f"(turns {min(ratios):.3f}-{max(ratios):.3f}; A median "
+                      f"{statistics.median(a_times) * 1e3:.1f} ms, B "
+                      f"{statistics.median(b_times) * 1e3:.1f} ms)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
