@@ -160,3 +160,75 @@ def test_eps_at_float32_max_and_in_float64():
     close(unnormalised(klfast.entropy, p32, eps=f32_max), -math.log(f32_max), rtol=1e-6)
     # float64 inputs take eps = 1e39 as it is
     close(unnormalised(klfast.entropy, p32.astype(np.float64), eps=1e39), -math.log(1e39))
+
+
+# ---- losses -------------------------------------------------------------------
+
+T_ROWS = np.array([[0.3, 0.7]])
+Z_ROWS = np.array([[0.0, 1e-10]])
+
+
+def ref_loss(loss, t, z, temperature):
+    """Per-row loss and gradient (sum(p) softmax(z/T) - p) / T, in mpmath."""
+    with mp.workdps(50):
+        p, x = mpf_row(t), [v / mp.mpf(temperature) for v in mpf_row(z)]
+        m = max(x)
+        lse = m + mp.log(sum(mp.exp(v - m) for v in x))
+        lq = [v - lse for v in x]
+        if loss == "kl":
+            value = sum(a * (mp.log(a) - b) for a, b in zip(p, lq) if a > 0)
+        else:
+            value = -sum(a * b for a, b in zip(p, lq) if a > 0)
+        s = sum(p)
+        grad = [(s * mp.exp(b) - a) / mp.mpf(temperature) for a, b in zip(p, lq)]
+        return value, grad
+
+
+@pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
+@pytest.mark.parametrize("dtype,temperature", [(np.float64, 1e-310), (np.float64, 5e-309),
+                                               (np.float32, 1e-39), (np.float32, 2.9e-39)])
+def test_temperature_whose_reciprocal_overflows_is_refused(loss, dtype, temperature):
+    fn = getattr(klfast, loss)
+    for target_is_logits in (False, True):
+        with pytest.raises(ValueError, match=r"temperature=.*too small"):
+            unnormalised(fn, T_ROWS.astype(dtype), Z_ROWS.astype(dtype),
+                         temperature=temperature, target_is_logits=target_is_logits,
+                         return_grad=True)
+
+
+@pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
+def test_smallest_usable_temperature(loss):
+    # 1/T = 1e308 is finite: the result and the gradient are (3e297, 3e307)
+    fn = getattr(klfast, loss)
+    value, grad = unnormalised(fn, T_ROWS, Z_ROWS, temperature=1e-308, return_grad=True)
+    want, want_grad = ref_loss(loss.split("_loss")[0], T_ROWS[0], Z_ROWS[0], 1e-308)
+    close(value, want, rtol=1e-12)
+    np.testing.assert_allclose(grad[0], [float(g) for g in want_grad], rtol=1e-12)
+    # float32 logits: 1/T = 1e38 is finite in float32
+    value, grad = unnormalised(fn, T_ROWS.astype(np.float32), np.array([[0.0, 1e-3]], np.float32),
+                               temperature=1e-38, return_grad=True)
+    want, want_grad = ref_loss(loss.split("_loss")[0], T_ROWS[0].astype(np.float32),
+                               [0.0, float(np.float32(1e-3))], 1e-38)
+    close(value, want, rtol=1e-6)
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(grad[0], [float(g) for g in want_grad], rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
+def test_mean_of_rows_whose_sum_overflows(loss):
+    # each row is about 7e307 (kl 1.4e308): three of them sum past the float64 range
+    fn = getattr(klfast, loss)
+    t = np.array([[1e305, 0.0], [1e305, 0.0], [1e305, 0.0]])
+    z = np.array([[0.0, 700.0], [0.0, 700.0], [0.0, 700.0]])
+    want, want_grad = ref_loss(loss.split("_loss")[0], t[0], z[0], 1.0)
+    assert 3 * want > np.finfo(np.float64).max
+    rows = unnormalised(fn, t, z, reduction="none")
+    np.testing.assert_allclose(rows, float(want), rtol=1e-13)
+    value, grad = unnormalised(fn, t, z, reduction="mean", return_grad=True)
+    close(value, want)
+    assert not np.isnan(grad).any()
+    np.testing.assert_allclose(grad[0], [float(g) / 3 for g in want_grad], rtol=1e-13)
+    # the sum itself is past the float64 range: +inf; its gradient is finite
+    value, grad = unnormalised(fn, t, z, reduction="sum", return_grad=True)
+    assert value == np.inf
+    np.testing.assert_allclose(grad[0], [float(g) for g in want_grad], rtol=1e-13)
