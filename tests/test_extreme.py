@@ -232,3 +232,25 @@ def test_mean_of_rows_whose_sum_overflows(loss):
     value, grad = unnormalised(fn, t, z, reduction="sum", return_grad=True)
     assert value == np.inf
     np.testing.assert_allclose(grad[0], [float(g) for g in want_grad], rtol=1e-13)
+
+
+@pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
+@pytest.mark.parametrize("dtype,logits,temperature", [
+    (np.float64, [-1e308, 1e308], 1.0),     # z - max z overflows
+    (np.float64, [-1e308, 1e308], 1e10),
+    (np.float64, [0.0, 1e300], 1e-10),      # (z - max z) / T overflows
+    (np.float32, [-3e38, 3e38], 1.0),       # in float32
+])
+def test_logits_near_the_limits(loss, dtype, logits, temperature):
+    # q_0 is 0 in floating point; log q_0 is past the range, but the term
+    # p_0 |log q_0| with p_0 = 1e-10 is finite
+    t = np.array([[1e-10, 1.0]], dtype=dtype)
+    z = np.array([logits], dtype=dtype)
+    value, grad = unnormalised(getattr(klfast, loss), t, z, temperature=temperature,
+                               return_grad=True)
+    want, want_grad = ref_loss(loss.split("_loss")[0], t[0], z[0], temperature)
+    close(value, want, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    assert np.isfinite(grad).all()
+    # the gradient's last entry is sum(p) - 1, rounded in the logits' dtype
+    np.testing.assert_allclose(grad[0], [float(g) for g in want_grad], rtol=1e-6,
+                               atol=1e-15 / temperature)
