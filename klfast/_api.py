@@ -123,6 +123,20 @@ def _check_eps(eps):
     return eps
 
 
+# eps at or above this rounds to +inf in float32 (float32's largest value is
+# 2^128 - 2^104; ties round to even, which is up, to 2^128).
+_F32_EPS_LIMIT = 2.0 ** 128 - 2.0 ** 103
+
+
+def _check_eps_dtype(eps, dtype):
+    """float32 inputs apply eps rounded to float32: it must stay finite."""
+    if dtype == np.float32 and eps >= _F32_EPS_LIMIT:
+        raise ValueError(
+            f"eps={eps!r} is above float32's range (largest value 3.4028235e+38): "
+            "float32 inputs apply eps rounded to float32; convert the inputs to float64"
+        )
+
+
 def _log_scale(base):
     """Factor turning natural logs into logs in ``base``."""
     if base is None:
@@ -315,6 +329,22 @@ class _Job:
         raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
 
 
+def _rescale_overflowed(job, p, q, out):
+    """With a base far from e (|1 / log(base)| < 1), a row whose value in
+    nats overflows may still have a finite value in that base: recompute the
+    rows that came out infinite with the exact path, which scales the row's
+    sum before it can overflow. ``p``, ``q``: the N-D row views, ``out`` their
+    results."""
+    if not np.isinf(out).any():
+        return
+    for index in np.argwhere(np.isinf(out)):
+        index = tuple(index)
+        p_row = np.ascontiguousarray(p[index], dtype=job.dtype)
+        q_row = p_row if job.names[1] is None else np.ascontiguousarray(q[index], dtype=job.dtype)
+        out[index] = _kernels.exact_row(job.measure, p_row, q_row, job.eps, job.scale,
+                                        job.normalize)
+
+
 def _run_nd(job, p, q, out, first_row=0):
     """Split broadcast N-D views (outer..., k) into 2-D problems without copies."""
     outer = p.shape[:-1]
@@ -342,6 +372,7 @@ _ENTROPY_Q = object()  # entropy's q: the kernel reads p only
 def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads):
     if (type(axis) is int and axis == -1 and base is None and out is None and keepdims is False
             and (check_sums is True or check_sums is False)
+            and (eps is DEFAULT_EPS or (type(eps) is float and eps < _F32_EPS_LIMIT))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast(_MEASURES[measure], p, None if q is _ENTROPY_Q else q, eps, normalize,
                        SUM_TOLERANCE if check_sums else math.inf)
@@ -370,6 +401,7 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
     else:
         q_arr, _ = _as_input(q, "q")
         dtype = _result_dtype(p, q_arr)
+    _check_eps_dtype(eps, dtype)
     ndim = max(p.ndim, q_arr.ndim)
     if ndim == 0:
         raise np.exceptions.AxisError(axis, 0, "p and q must have at least one dimension")
@@ -418,6 +450,8 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
     pv = rows_view(p, p_shape)
     qv = pv if q is _ENTROPY_Q else rows_view(q_arr, q_shape)
     _run_nd(job, pv, qv, out_view)
+    if abs(scale) < 1.0:
+        _rescale_overflowed(job, pv, qv, out_view)
     if out is not None and result is not out:
         out[...] = result
         return out
@@ -431,9 +465,13 @@ _DOC_PARAMS = """
         Axis along which each distribution lies; the result drops it.
     eps : float, default klfast.DEFAULT_EPS (1e-12)
         Floor inside the logarithms, ``p~ = max(p, eps)``, ``q~ = max(q, eps)``.
-        ``eps=0`` gives the exact mathematical value (possibly ``+inf``).
+        ``eps=0`` gives the exact mathematical value (possibly ``+inf``). For
+        float32 inputs eps is rounded to float32, so it must stay below
+        float32's overflow (about 3.4e38).
     base : float, optional
-        Logarithm base; ``None`` gives nats, ``2`` bits.
+        Logarithm base; ``None`` gives nats, ``2`` bits. A row is scaled
+        before it can overflow: the result is ``inf`` only when it is past
+        the range in this base.
     normalize : bool, default False
         Divide each row by its sum first (counts, histograms). A row summing
         to 0 is a ValueError.
@@ -461,8 +499,10 @@ _DOC_PARAMS = """
     ------
     ValueError
         Negative, NaN or infinite entries, or a row that does not sum to 1
-        (naming the input and the first offending row), shapes that do not broadcast or differ along
-        ``axis``, invalid ``eps``/``base``/``num_threads``, a bad ``out``.
+        (naming the input and the first offending row), shapes that do not
+        broadcast or differ along ``axis``, invalid ``eps``/``base``/
+        ``num_threads`` (an ``eps`` beyond float32's range with float32
+        inputs), a bad ``out``.
     TypeError
         Complex, object or string input, a masked array, a missing (None)
         input, keywords of the wrong type.

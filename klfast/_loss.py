@@ -38,6 +38,37 @@ def _check_temperature(temperature):
     return temperature
 
 
+# 1 / T at or above this rounds to +inf in float32.
+_F32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
+
+
+def _check_temperature_dtype(temperature, dtype):
+    """1 / T multiplies the logits in the logits' dtype: it must be finite there."""
+    inv = 1.0 / temperature  # +inf for temperatures below 1 / DBL_MAX (5.6e-309)
+    limit = _F32_OVERFLOW if dtype == np.float32 else math.inf
+    if not inv < limit:
+        raise ValueError(
+            f"temperature={temperature!r} is too small: 1/temperature overflows {dtype} "
+            f"(the smallest usable temperature is about "
+            f"{'2.9e-39' if dtype == np.float32 else '5.6e-309'})"
+        )
+
+
+def _reduce_rows(rows, reduction):
+    """The sum or the mean of the per-row values (float64). Finite rows whose
+    sum overflows are summed again scaled by 2^-64: a mean of finite rows is
+    finite, a sum is +-inf only when it is past the float64 range."""
+    n_rows = rows.size
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(rows.sum())
+        if not math.isfinite(total) and np.isfinite(rows).all():
+            scaled = float(np.ldexp(rows, -64).sum())
+            return (scaled if reduction == "sum" else scaled / n_rows) * 2.0 ** 64
+    if reduction == "sum":
+        return total
+    return total / n_rows if n_rows else math.nan
+
+
 def _check_reduction(reduction):
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
@@ -180,6 +211,7 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     target, _ = _as_input(target, "target")
     logits, _ = _as_input(logits, "logits")
     dtype = _logits_dtype(logits)
+    _check_temperature_dtype(temperature, dtype)
     ndim = logits.ndim
     if ndim == 0:
         raise np.exceptions.AxisError(axis, 0, "logits must have at least one dimension")
@@ -222,10 +254,9 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
         value = rows.astype(dtype)
         if value.ndim == 0:
             value = value[()]
-    elif reduction == "sum":
-        value = dtype.type(rows.sum())
     else:
-        value = dtype.type(rows.sum() / n_rows if n_rows else np.nan)
+        with np.errstate(over="ignore"):  # past float32's range: inf, as numpy rounds
+            value = dtype.type(_reduce_rows(rows, reduction))
     return (value, grad) if return_grad else value
 
 
@@ -253,15 +284,19 @@ _DOC_PARAMS = """
     logits : array_like
         Model outputs, array of shape (..., k, ...) with the classes along ``axis``.
     temperature : float, default 1.0
-        ``T > 0``, finite. Divides the logits (and teacher logits). The loss is
+        ``T > 0``, finite, and large enough that ``1 / T`` is finite in the
+        logits' dtype (``T`` above about 5.6e-309 for float64, 2.9e-39 for
+        float32; smaller is a ValueError). Divides the logits (and teacher
+        logits). The loss is
         not multiplied by ``T**2`` (distillation often does that; multiply the
         loss and grad yourself).
     target_is_logits : bool, default False
         Interpret ``target`` as logits.
     reduction : {"none", "sum", "mean"}, default "mean"
         ``"none"``: the per-row values, shape ``logits.shape`` without ``axis``.
-        ``"sum"``: their sum. ``"mean"``: their sum divided by the number of
-        rows -- what torch calls ``reduction="batchmean"``. torch's own
+        ``"sum"``: their sum (``inf`` only past the float64 range).
+        ``"mean"``: their sum divided by the number of rows (finite for
+        finite rows, even when their sum overflows) -- what torch calls ``reduction="batchmean"``. torch's own
         ``"mean"`` divides by the number of *elements* (rows times k) and is
         not the mean of the per-row divergences.
     return_grad : bool, default False
@@ -298,7 +333,8 @@ _DOC_PARAMS = """
     Raises
     ------
     ValueError
-        An unknown ``reduction``; ``temperature`` <= 0 or not finite; a
+        An unknown ``reduction``; ``temperature`` <= 0, not finite, or so
+        small that ``1 / temperature`` overflows; a
         ``target`` that does not broadcast to ``logits``; invalid ``eps`` or
         ``num_threads``; NaN or infinite logits, or target probabilities that
         are negative, NaN or infinite (naming the input and the first

@@ -41,7 +41,7 @@ import os
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX, DBL_MIN
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport fabs, log, log1p, NAN, M_LN2 as LN2
+from libc.math cimport fabs, log, log1p, INFINITY, NAN, M_LN2 as LN2
 cimport numpy as cnp
 
 cnp.import_array()
@@ -124,37 +124,69 @@ cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noe
     return NAN
 
 
-cdef inline double _exact_term(int measure, double a, double b, double eps) noexcept nogil:
-    """One term of a row, for a >= 0 and b >= 0 already normalized."""
+cdef inline double _exact_term(int measure, double a, double b, double eps, double f) noexcept nogil:
+    """One term of a row times f (1, or a power of two below 1), for a >= 0
+    and b >= 0 already normalized. f multiplies the factor in front of the
+    log, so that a term whose exact value is finite but past DBL_MAX / f does
+    not overflow when f = _UNDER_SCALE (the log is at most about 1490)."""
     cdef double at = a if a > eps else eps, bt = b if b > eps else eps
     if measure == KL:
-        return a * _log_ratio(at, bt) if a > 0.0 else 0.0
+        return (a * f) * _log_ratio(at, bt) if a > 0.0 else 0.0
     if measure == JEFFREYS:
-        return (a - b) * _log_ratio(at, bt) if a != b else 0.0
+        return ((a - b) * f) * _log_ratio(at, bt) if a != b else 0.0
     if measure == ENTROPY:
-        return -a * log(at) if a > 0.0 else 0.0
+        return -(a * f) * log(at) if a > 0.0 else 0.0
     if measure == CROSS_ENTROPY:
-        return -a * log(bt) if a > 0.0 else 0.0
-    return _js_term(a, b)
+        return -(a * f) * log(bt) if a > 0.0 else 0.0
+    return _js_term(a, b) * f  # at most max(a, b) * ln2: finite
+
+
+# Rows whose sum overflows are summed again with every term scaled by 2^-64
+# (exact but for terms below 2^-958, far under the sum's last digit): the
+# scaled terms and their sum stay below 2^971 * k, so the sum is right even
+# when terms near 1e308 of both signs cancel, and only the final scaling
+# back can overflow, when the result itself is past DBL_MAX.
+cdef double _UNDER_SCALE = 2.0 ** -64
+cdef double _OVER_SCALE = 2.0 ** 64
+
+
+cdef inline double _row_sum_scaled(int measure, const floating* p, const floating* q,
+                                   Py_ssize_t k, double eps, double sp, double sq,
+                                   double f) noexcept nogil:
+    """The sum of a valid row's terms, each times f, left to right."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0
+    for j in range(k):
+        s += _exact_term(measure, p[j] / sp, q[j] / sq, eps, f)
+    return s
 
 
 cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
                         double eps, bint normalize, double tol) noexcept nogil:
     """The exact scalar path: libm's log, one term at a time. Entropy reads
-    only p (the caller passes q = p)."""
+    only p (the caller passes q = p). A row whose running sum overflows
+    (finite terms near 1e308, possibly of both signs) is summed again with
+    scaled terms: +-inf only when the result is past DBL_MAX, or a term is
+    +inf (eps = 0 and a zero where the measure's log needs a positive)."""
     cdef Py_ssize_t j
-    cdef double a, b, s = 0.0, total_p = 0.0, total_q = 0.0
+    cdef double a, b, t, s = 0.0, total_p = 0.0, total_q = 0.0
     cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq
+    cdef bint bad = sp != sp or sq != sq, inf_term = False
     for j in range(k):
         a = p[j]
         b = q[j]
         bad |= _invalid(a) | _invalid(b)
         total_p += a
         total_q += b
-        s += _exact_term(measure, a / sp, b / sq, eps)
+        t = _exact_term(measure, a / sp, b / sq, eps, 1.0)
+        inf_term |= t > DBL_MAX
+        s += t
     if bad or not (normalize or _sums_to_one(total_p, total_q, tol)):
         return NAN
+    if inf_term:  # an infinite term is +inf (finite terms cannot cancel it)
+        return INFINITY
+    if not (s >= -DBL_MAX and s <= DBL_MAX):  # overflowed, or inf - inf
+        s = _row_sum_scaled(measure, p, q, k, eps, sp, sq, _UNDER_SCALE) * _OVER_SCALE
     if measure == JS and s < 0.0:  # rounding; JS >= 0
         return 0.0
     return s
@@ -436,3 +468,43 @@ def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
     else:
         raise TypeError("read_floor: dtype must be float32 or float64")
     return total
+
+
+cdef double _scaled_row(int measure, const floating* p, const floating* q, Py_ssize_t k,
+                        double eps, double scale, bint normalize) noexcept nogil:
+    """_row(...) * scale for a row whose value overflows but whose scaled
+    value may not (a base far from e): the sum is taken with terms scaled
+    by 2^-64, multiplied by scale, then scaled back."""
+    cdef double v = _row(measure, p, q, k, eps, normalize), sp, sq
+    if not (v == INFINITY or v == -INFINITY):
+        return v * scale
+    sp = _row_sum(p, k, normalize)
+    sq = _row_sum(q, k, normalize)
+    v = _row_sum_scaled(measure, p, q, k, eps, sp, sq, _UNDER_SCALE)
+    if not (v >= -DBL_MAX and v <= DBL_MAX):  # an infinite term: the value is +inf
+        return INFINITY * scale
+    return (v * scale) * _OVER_SCALE
+
+
+def exact_row(int measure, cnp.ndarray p, cnp.ndarray q, double eps, double scale,
+              bint normalize):
+    """One row's value times ``scale``, by the exact path, for a row whose
+    value overflows before the scaling (``base=1e300`` on entries near
+    1e308); private, called by klfast._api.
+
+    ``p`` and ``q`` are 1-D C-contiguous arrays of one dtype (float32 or
+    float64) and one length, of valid entries.
+    """
+    cdef Py_ssize_t k = p.shape[0]
+    if (cnp.PyArray_NDIM(p) != 1 or cnp.PyArray_NDIM(q) != 1 or q.shape[0] != k
+            or not (cnp.PyArray_IS_C_CONTIGUOUS(p) and cnp.PyArray_IS_C_CONTIGUOUS(q))
+            or cnp.PyArray_TYPE(p) != cnp.PyArray_TYPE(q)):
+        raise ValueError("exact_row: p and q must be 1-D C-contiguous arrays of one length and dtype")
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        return _scaled_row[double](measure, <const double*>cnp.PyArray_DATA(p),
+                                   <const double*>cnp.PyArray_DATA(q), k, eps, scale, normalize)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT:  # eps in float32, as the kernels apply it
+        return _scaled_row[float](measure, <const float*>cnp.PyArray_DATA(p),
+                                  <const float*>cnp.PyArray_DATA(q), k, <float>eps, scale,
+                                  normalize)
+    raise TypeError("exact_row: dtype must be float32 or float64")

@@ -20,8 +20,11 @@ Per row, pass 1 reads z (and t) once: running maximum m, sum s of exp((z - m) / 
 rescaled whenever m grows (online log-sum-exp), and the target checks and sum.
 Pass 2 reads the row again (now in cache) for the loss and writes the gradient.
 Differences are taken before dividing by T, so logits near 1e4 and T down to
-0.1 neither overflow nor lose the small differences; for finite logits whose
-scaled differences overflow, log q_j is -inf and the loss +inf, never NaN.
+0.1 neither overflow nor lose the small differences. For finite logits whose
+scaled differences overflow (logits near +-1e308, or a tiny T), q_j is 0 and
+log q_j past the range, but a term p_j |log q_j| with a small p_j may be
+finite: such terms are computed from the logits without the overflow, so the
+loss is +inf only when it is past the range, never NaN.
 
 One thread reduces a row, in a fixed order, accumulating in float64: results
 do not depend on the thread count. Invalid rows (logits or teacher logits NaN
@@ -33,7 +36,8 @@ Two paths compute a row. The fast path (klfast_loss.h: vectorised exp and log
 written for it, in the element type, one copy per instruction-set level; the
 level is the one klfast._kernels uses, passed in by the caller) computes every
 row except those where the log of a target probability would see a subnormal
-number (eps below the smallest normal, e.g. eps=0, and such a probability).
+number (eps below the smallest normal, e.g. eps=0, and such a probability),
+and those whose scaled logits (z - max z) / T overflow the element type.
 Those rows are flagged and recomputed by the exact scalar path below
 (``_loss_row``: libm exp and log in float64), which is also the reference the
 tests hold the fast path to. The fast path makes three passes over a row (its
@@ -43,7 +47,7 @@ gradient) instead of the online log-sum-exp.
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
-from libc.math cimport exp, log, nextafterf, INFINITY, NAN
+from libc.math cimport exp, frexp, ldexp, log, nextafterf, INFINITY, NAN
 cimport numpy as cnp
 import numpy as np
 
@@ -105,11 +109,27 @@ cdef inline bint _not_probability(double x) noexcept nogil:
     return not (x >= 0.0 and x <= DBL_MAX)
 
 
+cdef inline double _gap_times(double a, double x, double m, double inv_t) noexcept nogil:
+    """a * (m - x) * inv_t for a > 0, m >= x and inv_t > 0, all finite,
+    without an intermediate overflow: +inf only when the product is past the
+    range. (m - x may overflow for logits near +-1e308; halving each first is
+    exact.)"""
+    cdef double d = m - x, ma, md, mi
+    cdef int extra = 0, ea, ed, ei
+    if not d <= DBL_MAX:
+        d = 0.5 * m - 0.5 * x
+        extra = 1
+    ma = frexp(a, &ea)
+    md = frexp(d, &ed)
+    mi = frexp(inv_t, &ei)
+    return ldexp(ma * md * mi, ea + ed + ei + extra)
+
+
 cdef inline double _loss_row(int loss, const floating* t, const floating* z, floating* g,
                              Py_ssize_t k, double inv_t, bint target_is_logits,
                              double eps, double log_eps, double grad_scale) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double x, a, e, lq, lp, lpe, q, total = 0.0, p_sum = 0.0
+    cdef double x, a, e, lq, lp, lpe, q, neg_a_lq, total = 0.0, p_sum = 0.0
     cdef double m_z = -INFINITY, s_z = 0.0, m_t = -INFINITY, s_t = 0.0
     cdef double log_s_z, log_s_t = 0.0, r = -INFINITY, f = 0.0
     cdef bint bad = False
@@ -167,7 +187,10 @@ cdef inline double _loss_row(int loss, const floating* t, const floating* z, flo
             if loss == KL and a > 0.0:
                 lpe = log(a if a > eps else eps)
         if a > 0.0:
-            if loss == KL:
+            if not lq >= -DBL_MAX:  # (x - m_z) / T overflowed; a * it may not
+                neg_a_lq = a * log_s_z + _gap_times(a, x, m_z, inv_t)
+                total += (a * lpe + neg_a_lq) if loss == KL else neg_a_lq
+            elif loss == KL:
                 total += a * (lpe - lq)
             else:
                 total -= a * lq

@@ -20,7 +20,8 @@
  * NaN or infinite, or a target sum past the float64 range) without touching
  * its gradient row, or sets *special for a row the exact scalar path must
  * compute (a target probability above eps but below the smallest normal
- * number, whose log the fast log does not cover: only when eps is below it).
+ * number, whose log the fast log does not cover: only when eps is below it;
+ * scaled logits (z_j - max z) / T past the range of the element type).
  *
  * Three passes over the row, which stays in cache between them: (A) the
  * maximum and minimum of z (and t) and the checks, (B) the sums of

@@ -250,6 +250,13 @@ static double KLFL_FN(KLFL_CAT(klfast_loss_, KLFL_TS))(const T *t, const T *z, T
     /* The smallest arguments of exp, rounded as the vector code rounds them
      * (rounding is monotonic); KLFL_EXP_PLAIN_MIN has a margin for FMA. */
     T x_min_z = (mn_z - m_z) * inv_t, x_min_t = TL ? (mn_t - m_t) * inv_t : 0;
+    /* (z_j - max z) / T past the range of T (logits near the limits of T, or
+     * a tiny T): log q_j would be -inf, but p_j |log q_j| may be finite. The
+     * exact path computes those terms in double without the overflow. */
+    if (isinf(x_min_z)) {
+        *special = 1;
+        return 0.0;
+    }
     int wide = !(x_min_z >= KLFL_EXP_PLAIN_MIN) || !(x_min_t >= KLFL_EXP_PLAIN_MIN);
 
 #define KLFL_PASS_B(tl, keep, w) \
