@@ -215,7 +215,7 @@ def _explain(name, row, index, normalize, check_sums=False):
 
 
 def _sum_message(where, total):
-    return (f"{where} sums to {total:.6g}, not 1 (tolerance {SUM_TOLERANCE:g}): it is not a "
+    return (f"{where} sums to {total:.10g}, not 1 (tolerance {SUM_TOLERANCE:g}): it is not a "
             f"probability distribution; pass normalize=True to divide each row by its sum, "
             f"or check_sums=False to score the rows as they are")
 

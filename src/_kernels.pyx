@@ -475,7 +475,7 @@ cdef double _scaled_row(int measure, const floating* p, const floating* q, Py_ss
     """_row(...) * scale for a row whose value overflows but whose scaled
     value may not (a base far from e): the sum is taken with terms scaled
     by 2^-64, multiplied by scale, then scaled back."""
-    cdef double v = _row(measure, p, q, k, eps, normalize), sp, sq
+    cdef double v = _row(measure, p, q, k, eps, normalize, INFINITY), sp, sq
     if not (v == INFINITY or v == -INFINITY):
         return v * scale
     sp = _row_sum(p, k, normalize)

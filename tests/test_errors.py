@@ -186,8 +186,12 @@ def test_normalize_row_summing_to_zero(rng, measure, where):
     with pytest.raises(ValueError) as excinfo:
         call(measure, p, q, normalize=True)
     check_message(excinfo, where, 3, "sums to 0")
-    # without normalize an all-zero row is valid
-    got = call(measure, p, q)
+    # without normalize an all-zero row is not a distribution: the sum check names it
+    with pytest.raises(ValueError) as excinfo:
+        call(measure, p, q)
+    check_message(excinfo, where, 3, "sums to 0, not 1")
+    # scored as given (check_sums=False) an all-zero row is valid
+    got = call(measure, p, q, check_sums=False)
     assert np.isfinite(got).all()
 
 

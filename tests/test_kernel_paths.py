@@ -119,7 +119,7 @@ def test_float32_group_sum_overflow_takes_the_exact_path():
     q[32] = q[48] = 3.4e38                             # terms of about -1.23e38
     want = float((p.astype(np.float64) * np.log(p.astype(np.float64) / q)).sum())
     assert 1e38 < want < 3e38
-    got = klfast.kl(p, q)
+    got = klfast.kl(p, q, check_sums=False)  # rows of huge entries: not distributions
     assert got.dtype == np.float32
     assert math.isclose(float(got), want, rel_tol=1e-6)
 
@@ -131,7 +131,7 @@ def test_huge_entries_are_exact(dtype, big, measure):
     fast log; their rows take the exact path."""
     p = np.array([[big, 1e-3, 0.0], [big * 0.55, 2.0, 1.0]], dtype=dtype)
     q = np.array([[big * 0.6, 1e-3, 1.0], [big, 1.0, 0.0]], dtype=dtype)
-    got = run(measure, p, q)
+    got = run(measure, p, q, check_sums=False)  # rows of huge entries: not distributions
     want = reference(measure, p.astype(np.float64), q.astype(np.float64),
                      eps=float(np.float32(1e-12)) if dtype == np.float32 else 1e-12)
     assert np.isfinite(want).all()

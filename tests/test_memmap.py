@@ -59,7 +59,8 @@ CHILD = textwrap.dedent("""
         copy_refused = False
     except MemoryError:
         copy_refused = True
-    scores = klfast.kl(p, q, eps=0.0, num_threads=spec["threads"])
+    # unnormalised and all-zero rows: scored as given
+    scores = klfast.kl(p, q, eps=0.0, check_sums=False, num_threads=spec["threads"])
     np.save(spec["out"], scores)
     print(json.dumps({"copy_refused": copy_refused, "file_bytes": p.nbytes,
                       "vm_before": before}))
@@ -72,8 +73,8 @@ def _write_npy(path, shape, dtype, fortran_order, seed):
     Fortran order), zeros elsewhere.
 
     The zeros stay a hole in the file, so it is quick to make and to score
-    (zeros cost the kernel no logarithm, and an all-zero row is valid input
-    with KL 0), while its size is what the address-space cap is about.
+    (zeros cost the kernel no logarithm, and an all-zero row scored as given,
+    check_sums=False, has KL 0), while its size is what the address-space cap is about.
     Returns the indices of rows that hold values.
     """
     array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape,
@@ -136,7 +137,8 @@ def test_memmap_scored_with_bounded_memory(tmp_path, case):
     assert np.count_nonzero(scores[filled]) == len(filled)
     p_rows = np.asarray(p[rows], dtype=np.float64)
     q_rows = np.asarray(q[rows] if q.ndim == 2 else q, dtype=np.float64)
-    np.testing.assert_array_equal(scores[rows], klfast.kl(p_rows, q_rows, eps=0.0))
+    np.testing.assert_array_equal(scores[rows],
+                                  klfast.kl(p_rows, q_rows, eps=0.0, check_sums=False))
     np.testing.assert_allclose(scores[rows], rel_entr(p_rows, q_rows).sum(axis=1),
                                rtol=1e-10, atol=1e-12)
 

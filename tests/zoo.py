@@ -19,6 +19,16 @@ def call(measure, p, q=None, **kwargs):
     return fn(p, **kwargs) if measure == "entropy" else fn(p, q, **kwargs)
 
 
+def call_raw(measure, p, q=None, **kwargs):
+    """:func:`call` with ``check_sums=False``: the rows are scored as given.
+
+    For tests whose inputs are deliberately not distributions (arbitrary
+    non-negative values, zero rows, huge entries); every other test keeps the
+    default check that rows sum to 1.
+    """
+    return call(measure, p, q, check_sums=False, **kwargs)
+
+
 def call_ref(measure, p, q=None, **kwargs):
     """The slow twin of :func:`call`."""
     fn = _reference.MEASURES[measure]
