@@ -590,6 +590,12 @@ class ScoreWriter:
             raise InputError(path, f"directory {directory} does not exist")
         if os.path.isdir(path):
             raise InputError(path, "is a directory")
+        if ext == ".parquet":
+            try:
+                import pyarrow.parquet  # noqa: F401
+            except ImportError:
+                raise InputError(path, "writing Parquet needs pyarrow: "
+                                       "pip install 'klfast[parquet]'") from None
         self.path = path
         self.ext = ext
         self.n_rows = n_rows

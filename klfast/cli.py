@@ -314,10 +314,10 @@ def score(args, stderr=sys.stderr):
     n_rows, k = p.shape
     q_dtype = p.dtype if q is None else q.dtype
     dtype = _api._result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
-    writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
     interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
     progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
-    try:
+    writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
+    try:  # at once: from here on, any exit must remove the temporary file
         q_row = _reference_row(q, args.normalize) if single_q else None
         if args.dask_scheduler:
             _score_on_dask(args, p, q, q_row, writer, progress)

@@ -383,3 +383,24 @@ def test_npy_larger_than_the_address_space_is_scored(tmp_path):
                   "--chunk-rows", "4096", limits={resource.RLIMIT_AS: cap})
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "h.npy"), np.log(k), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- 15: Parquet without pyarrow
+
+
+@pytest.mark.parametrize("args", [["p.npy", "--out", "h.parquet"], ["p.parquet", "--out", "h.npy"]],
+                         ids=["output", "input"])
+def test_parquet_without_pyarrow_is_one_line(tmp_path, args):
+    blocked = tmp_path / "blocked" / "pyarrow"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('pyarrow is blocked here')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    np.save(work / "p.npy", rows(10))
+    (work / "p.parquet").write_bytes(b"PAR1")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "blocked"))
+    run = subprocess.run(command(*args, "-m", "entropy"), cwd=work, capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert_one_line_error(run, f"{args[-1] if args[0] == 'p.npy' else args[0]}: ")
+    assert "needs pyarrow: pip install 'klfast[parquet]'" in run.stderr
+    assert listing(work) == ["p.npy", "p.parquet"]
