@@ -335,8 +335,9 @@ class ParquetRows(_StreamedRows):
         self.path = path
         self._chunk_rows = chunk_rows
         try:
-            # buffer_size streams a column chunk; 0 (the default) reads it whole
-            self._file = pq.ParquetFile(f, buffer_size=1 << 20)
+            # Stream within a row group: pre_buffer (the default in newer pyarrow)
+            # reads whole row groups, and buffer_size=0 reads whole column chunks.
+            self._file = pq.ParquetFile(f, buffer_size=1 << 16, pre_buffer=False)
             schema = self._file.schema_arrow
             meta = self._file.metadata
         except (pa.ArrowException, OSError, ValueError) as e:

@@ -58,10 +58,13 @@ floor); terms with p == 0 are 0.
 
 _SCORE_EPILOG = f"""\
 input formats (P and Q):
-  .npy      memory-mapped: files larger than RAM are fine
-  .npz      one array, chosen with --key when the archive holds several
+  .npy      memory-mapped a chunk at a time: files larger than RAM are fine
+  .npz      one array, chosen with --key when the archive holds several; an
+            uncompressed member (np.savez) is memory-mapped, a compressed one
+            (np.savez_compressed) is loaded whole
   .parquet  one list / fixed-size-list column (a row per record), or numeric
-            columns (a category per column) chosen with --columns
+            columns (a category per column) chosen with --columns; streamed
+            --chunk-rows records at a time
   .csv      one row per line, streamed; a header line or not: by default the
             first line is a header if none of its fields is a number and data
             if all are and one is not an integer (0.2,0.8); otherwise (0,1,2

@@ -212,8 +212,8 @@ def _peak_rss(cwd, *args):
 def test_parquet_memory_is_bounded_by_the_chunk_within_a_row_group(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    n_rows, k = 20_000, 1_000  # one row group of 160 MB of values
-    values = pa.array(np.full(n_rows * k, 1.0 / k))
+    n_rows, k = 12_000, 1_000  # one row group of 96 MB that does not compress
+    values = pa.array(rows(n_rows, k).ravel())
     pq.write_table(pa.table({"probs": pa.FixedSizeListArray.from_arrays(values, k)}),
                    tmp_path / "big.parquet", row_group_size=n_rows)
     pq.write_table(pa.table({"probs": pa.FixedSizeListArray.from_arrays(values[:10 * k], k)}),
