@@ -333,7 +333,6 @@ class ParquetRows(_StreamedRows):
             raise InputError(path, "reading Parquet needs pyarrow: "
                                    "pip install 'klfast[parquet]'") from None
         self.path = path
-        self._chunk_rows = chunk_rows
         try:
             # Stream within a row group: pre_buffer (the default in newer pyarrow)
             # reads whole row groups, and buffer_size=0 reads whole column chunks.
