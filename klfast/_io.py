@@ -1,16 +1,23 @@
 """Rows from files and scores to files, for the command line and the Dask path.
 
-Readers give a 2-D array-like of rows (``shape``, ``dtype``, slicing by rows)
-without loading the file when the format allows it: ``.npy`` is memory-mapped,
-Parquet is read one row group at a time. ``.npz`` and CSV are loaded whole
-(CSV is meant for small data). Writers fill ``.npy``, Parquet or CSV in row
+Readers give an array-like of rows (``shape``, ``dtype``, slicing by rows)
+whose memory is bounded by the slice: ``.npy`` (and an uncompressed ``.npz``
+member) is memory-mapped a slice at a time, Parquet and CSV are streamed and
+must be sliced in row order. Only a compressed ``.npz`` member is loaded whole.
+Every input is opened once and must be a regular file (a FIFO or a device could
+block or never end), and sizes a header declares are checked against the file
+before anything is allocated. Writers fill ``.npy``, Parquet or CSV in row
 order and publish the file only on ``commit()``: until then it is a hidden
 temporary file in the target's directory, which ``discard()`` removes.
 
 Problems a user can fix raise :class:`InputError`, whose text names the file.
 """
+import io
 import math
 import os
+import signal
+import stat
+import struct
 import tempfile
 import zipfile
 
@@ -79,100 +86,240 @@ def _extension(path):
     return os.path.splitext(os.fspath(path))[1].lower()
 
 
-def _check_readable(path):
-    if not os.path.exists(path):
-        raise InputError(path, "no such file")
-    if os.path.isdir(path):
-        raise InputError(path, "is a directory, not a file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied")
+def _open_regular(path):
+    """``path`` opened once, in binary; anything but a regular file is refused.
+
+    Opening with O_NONBLOCK keeps a FIFO from blocking the open itself; fstat
+    on the open descriptor then tells what was opened (no race with a rename).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except PermissionError:
+        raise InputError(path, "permission denied") from None
+    except OSError as e:
+        raise InputError(path, f"cannot open ({_reason(e)})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InputError(path, "is a directory, not a file")
+        raise InputError(path, "is not a regular file (a FIFO, socket or device); "
+                               "klfast reads regular files only")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
-def open_rows(path, *, key=None, columns=None):
-    """The array in ``path``: an ndarray (memory-mapped for ``.npy``) or,
-    for Parquet, a :class:`ParquetRows`; any number of dimensions."""
+def open_rows(path, *, key=None, columns=None, header=None, chunk_rows=None):
+    """The array in ``path``: an ndarray or a row reader (``NpyRows``,
+    ``ParquetRows``, ``CsvRows``); any number of dimensions for ``.npy`` and
+    ``.npz``. ``header`` (None: decide, refusing ambiguity; True; False) is
+    for CSV; Parquet and CSV are read ``chunk_rows`` rows at a time (default:
+    :func:`default_chunk_rows`)."""
     ext = _extension(path)
     if ext not in INPUT_FORMATS:
         raise InputError(path, f"unknown input format {ext or '(no extension)'!r}; "
                                f"expected one of {', '.join(INPUT_FORMATS)}")
-    _check_readable(path)
-    if ext == ".npy":
-        return _open_npy(path)
-    if ext == ".npz":
-        return _open_npz(path, key)
-    if ext == ".parquet":
-        return ParquetRows(path, columns)
-    return _open_csv(path, columns)
-
-
-def _open_npy(path):
+    f = _open_regular(path)
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, EOFError, OSError) as e:
-        raise InputError(path, f"not a valid .npy file ({_reason(e)})") from None
+        if ext == ".npy":
+            return _open_npy(path, f, 0, os.fstat(f.fileno()).st_size)
+        if ext == ".npz":
+            return _open_npz(path, f, key)
+        if ext == ".parquet":
+            return ParquetRows(path, f, columns, chunk_rows)
+        return CsvRows(path, f, columns, header, chunk_rows)
+    except BaseException:
+        f.close()
+        raise
 
 
-def _open_npz(path, key):
+def _npy_header(path, f, what):
+    """(shape, fortran_order, dtype) from the .npy header at ``f``'s position."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if key is None:
-                if len(keys) != 1:
-                    raise InputError(path, f"holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
-                                           f"choose one with --key")
-                key = keys[0]
-            if key not in keys:
-                raise InputError(path, f"has no array {key!r} (it holds {', '.join(keys) or 'none'})")
-            return archive[key]
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:  # 2.0 and 3.0 differ only in the header's text encoding
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, zipfile.BadZipFile) as e:
+        raise InputError(path, f"{what} ({_reason(e)})") from None
+    if any(n < 0 for n in shape):
+        raise InputError(path, f"{what} (its header declares the shape {shape})")
+    if dtype.hasobject:
+        raise InputError(path, f"dtype {dtype} is not supported (need real numbers)")
+    return shape, fortran, dtype
+
+
+def _declared_bytes(path, shape, dtype, available, what):
+    """Bytes the header declares; more than the file holds is an error."""
+    n_bytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if n_bytes > available:
+        raise InputError(path, f"{what} (its header declares {'x'.join(map(str, shape))} "
+                               f"{dtype} values, {n_bytes:,} bytes, but only {available:,} "
+                               f"bytes follow)")
+    return n_bytes
+
+
+def _open_npy(path, f, start, end, what="not a valid .npy file"):
+    """The .npy array stored in bytes start:end of ``f``."""
+    f.seek(start)
+    shape, fortran, dtype = _npy_header(path, f, what)
+    offset = f.tell()
+    n_bytes = _declared_bytes(path, shape, dtype, end - offset, what)
+    if n_bytes == 0:
+        return np.empty(shape, dtype=dtype)
+    return NpyRows(path, f, offset, shape, dtype, fortran)
+
+
+class NpyRows:
+    """A .npy array in a file, memory-mapped a slice of rows at a time.
+
+    A 2-D C-order array maps only the rows asked for, so the address space in
+    use stays bounded by the slice; other layouts are mapped whole, once.
+    """
+
+    ndim = property(lambda self: len(self.shape))
+
+    def __init__(self, path, f, offset, shape, dtype, fortran):
+        self.path, self._file, self._offset = path, f, offset
+        self.shape, self.dtype, self._fortran = tuple(shape), dtype, fortran
+        self._whole = None
+
+    def _map(self, offset, shape, order="C"):
+        try:
+            return np.memmap(self._file, dtype=self.dtype, mode="r", offset=offset,
+                             shape=shape, order=order)
+        except (OSError, MemoryError) as e:  # e.g. ENOMEM under a capped address space
+            raise InputError(self.path, f"cannot memory-map {math.prod(shape) * self.dtype.itemsize:,}"
+                                        f" bytes ({_reason(e)})") from None
+
+    def whole(self):
+        """The whole array, memory-mapped."""
+        if self._whole is None:
+            self._whole = self._map(self._offset, self.shape, "F" if self._fortran else "C")
+        return self._whole
+
+    def __getitem__(self, rows):
+        if (self.ndim != 2 or self._fortran or not isinstance(rows, slice)
+                or rows.step not in (None, 1)):
+            return self.whole()[rows]
+        r0, r1, _ = rows.indices(self.shape[0])
+        r1 = max(r0, r1)
+        if r1 == r0 or self.shape[1] == 0:
+            return np.empty((r1 - r0, self.shape[1]), dtype=self.dtype)
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        return self._map(self._offset + r0 * row_bytes, (r1 - r0, self.shape[1]))
+
+    def reshape(self, *shape):
+        return self.whole().reshape(*shape)
+
+    @property
+    def T(self):
+        return self.whole().T
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.whole()
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def _open_npz(path, f, key):
+    """One array of a .npz archive: an uncompressed member is memory-mapped
+    like a .npy file; a compressed one is read whole, after its declared size
+    was checked against the archive."""
+    try:
+        archive = zipfile.ZipFile(f)
+        members = {name[:-4] if name.endswith(".npy") else name: archive.getinfo(name)
+                   for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise InputError(path, f"not a valid .npz file ({_reason(e)})") from None
+    keys = list(members)
+    if key is None:
+        if len(keys) != 1:
+            raise InputError(path, f"holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+                                   f"choose one with --key")
+        key = keys[0]
+    if key not in members:
+        raise InputError(path, f"has no array {key!r} (it holds {', '.join(keys) or 'none'})")
+    info = members[key]
+    what = f"array {key!r} is not a valid .npy member"
+    size = os.fstat(f.fileno()).st_size
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise InputError(path, f"not a valid .npz file (bad header of {info.filename!r})")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        return _open_npy(path, f, start, min(size, start + info.compress_size), what)
+    try:
+        with archive.open(info) as member:
+            shape, fortran, dtype = _npy_header(path, member, what)
+            n_bytes = _declared_bytes(path, shape, dtype, info.file_size - member.tell(), what)
+            data = member.read(n_bytes)
     except InputError:
         raise
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise InputError(path, f"not a valid .npz file ({_reason(e)})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+            RuntimeError) as e:  # RuntimeError: an encrypted member
+        raise InputError(path, f"cannot read array {key!r} ({_reason(e)})") from None
+    if len(data) != n_bytes:
+        raise InputError(path, f"{what} (it holds {len(data):,} of its {n_bytes:,} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _open_csv(path, columns):
-    try:
-        with open(path, encoding="utf-8") as f:
-            first = f.readline()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot read CSV ({_reason(e)})") from None
-    if not first.strip():
-        raise InputError(path, "CSV file is empty")
-    fields = [field.strip() for field in first.split(",")]
-    header = not all(_is_number(field) for field in fields)
-    usecols = None
-    if columns is not None:
-        if not header:
-            raise InputError(path, "--columns needs a CSV header line naming the columns")
-        missing = [c for c in columns if c not in fields]
-        if missing:
-            raise InputError(path, f"no column {missing[0]!r} (columns: {', '.join(fields)})")
-        usecols = [fields.index(c) for c in columns]
-    try:
-        data = np.loadtxt(path, delimiter=",", skiprows=int(header), usecols=usecols,
-                          ndmin=2, dtype=np.float64, encoding="utf-8")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot parse CSV ({_reason(e)})") from None
-    if data.size == 0:
-        raise InputError(path, "CSV file has no data rows")
-    return data
+class _StreamedRows:
+    """Rows read front to back, ``chunk_rows`` at a time: slices must come in order."""
+
+    ndim = 2
+
+    def _init_stream(self):
+        self._next_row = 0
+        self._pending = None  # rows read but not yet handed out
+        self._batches = self._read_batches()
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError(f"{type(self).__name__} supports row slices only")
+        r0, r1, _ = rows.indices(self.shape[0])
+        r1 = max(r0, r1)
+        if r0 != self._next_row:
+            raise RuntimeError(f"{type(self).__name__}: rows must be read in order")
+        parts, wanted = [], r1 - r0
+        while wanted:
+            if self._pending is None or not len(self._pending):
+                self._pending = next(self._batches, None)
+                if self._pending is None:
+                    raise InputError(self.path, f"declares {self.shape[0]:,} rows but holds "
+                                                f"{self._next_row:,}")
+            take = self._pending[:wanted]
+            self._pending = self._pending[wanted:]
+            parts.append(take)
+            wanted -= len(take)
+            self._next_row += len(take)
+        if not parts:
+            return np.empty((0, self.shape[1]), dtype=self.dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def __array__(self, dtype=None, copy=None):
+        rows = self[:]
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
+    @property
+    def T(self):
+        return np.asarray(self).T
+
+    def reshape(self, *shape):
+        return np.asarray(self).reshape(*shape)
 
 
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _reason(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-class ParquetRows:
-    """Rows of a Parquet file, read a row group at a time.
+class ParquetRows(_StreamedRows):
+    """Rows of a Parquet file, streamed ``chunk_rows`` records at a time
+    (also within a row group), with pyarrow APIs of every version the
+    ``parquet`` extra allows, and without pandas.
 
     The distributions are either one list or fixed-size-list column (each cell
     one row), or numeric columns (each record one row, one column per
@@ -180,15 +327,21 @@ class ParquetRows:
     every column when all are numeric.
     """
 
-    def __init__(self, path, columns=None):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+    def __init__(self, path, f, columns=None, chunk_rows=None):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError(path, "reading Parquet needs pyarrow: "
+                                   "pip install 'klfast[parquet]'") from None
         self.path = path
         try:
-            self._file = pq.ParquetFile(path)
+            # Stream within a row group: pre_buffer (the default in newer pyarrow)
+            # reads whole row groups, and buffer_size=0 reads whole column chunks.
+            self._file = pq.ParquetFile(f, buffer_size=1 << 16, pre_buffer=False)
             schema = self._file.schema_arrow
-        except (pa.ArrowException, OSError) as e:
+            meta = self._file.metadata
+        except (pa.ArrowException, OSError, ValueError) as e:
             raise InputError(path, f"not a valid Parquet file ({_reason(e)})") from None
         names = list(schema.names)
         is_list = {n: _is_list_type(schema.field(n).type) for n in names}
@@ -213,91 +366,77 @@ class ParquetRows:
         for name, t in zip(self.columns, value_types):
             if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)):
                 raise InputError(path, f"column {name!r} holds {t}, not numbers")
-        self.dtype = np.result_type(*(t.to_pandas_dtype() for t in value_types))
-        meta = self._file.metadata
-        self._group_starts = np.cumsum([0] + [meta.row_group(i).num_rows
-                                              for i in range(meta.num_row_groups)])
-        n_rows = int(self._group_starts[-1])
-        if self._list:
-            k = self._first_list_length(n_rows)
-        else:
-            k = len(self.columns)
+        # the numpy dtype of each type, as pyarrow converts it (no pandas needed)
+        self.dtype = np.result_type(*(pa.array([], type=t).to_numpy(zero_copy_only=False).dtype
+                                      for t in value_types))
+        n_rows = meta.num_rows
+        if n_rows < 0 or n_rows != sum(meta.row_group(i).num_rows
+                                       for i in range(meta.num_row_groups)):
+            raise InputError(path, "not a valid Parquet file (its row counts disagree)")
+        k = self._first_list_length(n_rows) if self._list else len(self.columns)
         self.shape = (n_rows, k)
-        self.ndim = 2
-        self._cached = (None, None)
+        self._chunk_rows = chunk_rows or default_chunk_rows(k)
+        self._init_stream()
 
     def _first_list_length(self, n_rows):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if n_rows == 0:
             return 0
-        batch = next(self._file.iter_batches(batch_size=1, columns=self.columns))
-        cell = batch.column(0)[0]
-        if not cell.is_valid:
+        try:
+            batch = next(self._file.iter_batches(batch_size=1, columns=self.columns))
+        except (pa.ArrowException, OSError, ValueError, StopIteration) as e:
+            raise InputError(self.path, f"cannot read row 0 ({_reason(e)})") from None
+        if batch.column(0).null_count:
             raise InputError(self.path, f"column {self.columns[0]!r}: row 0 is null")
-        return len(cell)
+        return int(pc.list_value_length(batch.column(0)).to_numpy(zero_copy_only=False)[0])
 
-    def _group(self, i):
-        if self._cached[0] != i:
-            import pyarrow as pa
+    def _read_batches(self):
+        import pyarrow as pa
 
+        first_row = 0
+        batches = self._file.iter_batches(batch_size=self._chunk_rows, columns=self.columns,
+                                          use_threads=False)
+        while True:
             try:
-                table = self._file.read_row_group(i, columns=self.columns)
-            except (pa.ArrowException, OSError) as e:
-                raise InputError(self.path, f"cannot read row group {i} ({_reason(e)})") from None
-            self._cached = (i, self._to_numpy(table, int(self._group_starts[i])))
-        return self._cached[1]
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError, ValueError) as e:
+                raise InputError(self.path, f"cannot read rows from {first_row:,} "
+                                            f"({_reason(e)})") from None
+            if batch is None:
+                return
+            rows = self._to_numpy(batch, first_row)
+            first_row += len(rows)
+            yield rows
 
-    def _to_numpy(self, table, first_row):
+    def _to_numpy(self, batch, first_row):
         import pyarrow.compute as pc
 
         k = self.shape[1]
         if not self._list:
-            for name in self.columns:
-                if table.column(name).null_count:
-                    raise InputError(self.path, f"column {name!r} has null values")
-            out = np.empty((table.num_rows, k), dtype=self.dtype)
+            out = np.empty((batch.num_rows, len(self.columns)), dtype=self.dtype)
             for j, name in enumerate(self.columns):
-                out[:, j] = table.column(name).to_numpy()
+                column = batch.column(j)
+                if column.null_count:
+                    raise InputError(self.path, f"column {name!r} has null values")
+                out[:, j] = column.to_numpy(zero_copy_only=False)
             return out
-        column = table.column(0).combine_chunks()
+        column = batch.column(0)
+        name = self.columns[0]
         if column.null_count:
             row = first_row + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise InputError(self.path, f"column {self.columns[0]!r}: row {row} is null")
+            raise InputError(self.path, f"column {name!r}: row {row} is null")
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths != k).any():
             j = int(np.flatnonzero(lengths != k)[0])
-            raise InputError(self.path, f"column {self.columns[0]!r}: row {first_row + j} has "
+            raise InputError(self.path, f"column {name!r}: row {first_row + j} has "
                                         f"{lengths[j]} values, row 0 has {k}")
         values = column.flatten()
         if values.null_count:
-            raise InputError(self.path, f"column {self.columns[0]!r} has null values")
-        return values.to_numpy(zero_copy_only=False).reshape(len(column), k)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, rows):
-        """Rows ``rows`` (a slice with step 1) as an ndarray."""
-        if not isinstance(rows, slice) or rows.step not in (None, 1):
-            raise TypeError("ParquetRows supports row slices only")
-        r0, r1, _ = rows.indices(self.shape[0])
-        r1 = max(r0, r1)
-        first = int(np.searchsorted(self._group_starts, r0, side="right")) - 1
-        parts = []
-        g = max(first, 0)
-        while r0 < r1:
-            start = int(self._group_starts[g])
-            block = self._group(g)
-            stop = min(r1, start + len(block))
-            parts.append(block[r0 - start:stop - start])
-            r0 = stop
-            g += 1
-        if not parts:
-            return np.empty((0, self.shape[1]), dtype=self.dtype)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def __array__(self, dtype=None, copy=None):
-        rows = self[:]
-        return rows if dtype is None else rows.astype(dtype, copy=False)
+            raise InputError(self.path, f"column {name!r} has null values")
+        return values.to_numpy(zero_copy_only=False).astype(self.dtype, copy=False).reshape(
+            len(column), k)
 
 
 def _is_list_type(t):
@@ -306,12 +445,142 @@ def _is_list_type(t):
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
+class CsvRows(_StreamedRows):
+    """Rows of a CSV file of numbers, one distribution per line, parsed
+    ``chunk_rows`` lines at a time. Blank lines and lines starting with ``#``
+    are skipped; a UTF-8 byte-order mark is ignored.
+
+    The first line is a header when ``header`` is True, data when False; when
+    None it is a header if none of its fields is a number, data if all are and
+    one is not an integer, and otherwise (``0,1,2`` is what pandas writes as
+    a header, and also a row of counts) an error asks for --header or
+    --no-header: a row is never dropped or added by a guess.
+    """
+
+    def __init__(self, path, f, columns=None, header=None, chunk_rows=None):
+        self.path = path
+        self._text = io.TextIOWrapper(f, encoding="utf-8-sig", newline=None)
+        first = next(self._lines(), None)
+        if first is None:
+            raise InputError(path, "CSV file is empty")
+        line_number, text = first
+        fields = [field.strip() for field in text.split(",")]
+        if columns is not None and header is None:
+            header = True
+        if header is None:
+            numbers = [_is_number(field) for field in fields]
+            if not any(numbers):
+                header = True
+            elif all(numbers) and not all(_is_integer(field) for field in fields):
+                header = False
+            else:
+                raise InputError(path, f"line {line_number} ({_shorten(text)}) could be a "
+                                       f"header or a row of data; say which with --header "
+                                       f"or --no-header")
+        self._skip = line_number if header else line_number - 1  # lines before the data
+        self._usecols = None
+        if columns is not None:
+            if not header:
+                raise InputError(path, "--columns needs a CSV header line naming the columns")
+            missing = [c for c in columns if c not in fields]
+            if missing:
+                raise InputError(path, f"no column {missing[0]!r} (columns: {', '.join(fields)})")
+            self._usecols = [fields.index(c) for c in columns]
+        n_rows, k = 0, None
+        for number, text in self._data_lines():
+            n_rows += 1
+            if k is None:
+                k = len(self._usecols or text.split(","))
+        if n_rows == 0:
+            raise InputError(path, "CSV file has no data rows")
+        self.dtype = np.dtype(np.float64)
+        self.shape = (n_rows, k)
+        self._chunk_rows = chunk_rows or default_chunk_rows(k)
+        self._init_stream()
+
+    def _lines(self):
+        """(line number, text) of the lines holding data, from the start."""
+        self._text.seek(0)
+        try:
+            for number, text in enumerate(self._text, start=1):
+                stripped = text.strip()
+                if stripped and not stripped.startswith("#"):
+                    yield number, stripped
+        except (UnicodeDecodeError, OSError) as e:
+            raise InputError(self.path, f"cannot read CSV ({_reason(e)})") from None
+
+    def _data_lines(self):
+        for number, text in self._lines():
+            if number > self._skip:
+                yield number, text
+
+    def _read_batches(self):
+        lines = self._data_lines()
+        while True:
+            block = [line for _, line in zip(range(self._chunk_rows), lines)]
+            if not block:
+                return
+            yield self._parse(block)
+
+    def _parse(self, block):
+        texts = [text for _, text in block]
+        try:
+            rows = np.loadtxt(texts, delimiter=",", usecols=self._usecols, ndmin=2,
+                              dtype=np.float64, comments=None)
+            if rows.shape[1] == self.shape[1]:
+                return rows
+        except ValueError:
+            pass
+        width = self.shape[1]
+        for number, text in block:  # find the line to blame
+            try:
+                row = np.loadtxt([text], delimiter=",", usecols=self._usecols, ndmin=2,
+                                 dtype=np.float64, comments=None)
+            except ValueError as e:
+                raise InputError(self.path, f"cannot parse CSV line {number} "
+                                            f"({_reason(e)})") from None
+            if row.shape[1] != width:
+                raise InputError(self.path, f"cannot parse CSV line {number} (it has "
+                                            f"{row.shape[1]} values, the first has {width})")
+        raise InputError(self.path, "cannot parse CSV")
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_integer(text):
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _shorten(text, width=40):
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 # ---------------------------------------------------------------- writers
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
 
 
 class ScoreWriter:
     """Writes ``n_rows`` scores, in order, to a temporary file next to
-    ``path``; :meth:`commit` renames it to ``path``, :meth:`discard` removes it."""
+    ``path``; :meth:`commit` renames it to ``path``, :meth:`discard` removes it.
+    The file grows as scores are written: nothing is allocated for rows an
+    input only declares."""
 
     def __init__(self, path, n_rows, dtype, name):
         ext = _extension(path)
@@ -323,29 +592,49 @@ class ScoreWriter:
             raise InputError(path, f"directory {directory} does not exist")
         if os.path.isdir(path):
             raise InputError(path, "is a directory")
+        if ext == ".parquet":
+            try:
+                import pyarrow.parquet  # noqa: F401
+            except ImportError:
+                raise InputError(path, "writing Parquet needs pyarrow: "
+                                       "pip install 'klfast[parquet]'") from None
         self.path = path
         self.ext = ext
         self.n_rows = n_rows
         self.dtype = np.dtype(dtype)
         self.name = name
         self.rows_written = 0
+        self._file = None
+        self._pending = []
+        # No signal may land between creating the file and noting its name.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             fd, self.tmp = tempfile.mkstemp(dir=directory, prefix=".klfast-", suffix=ext)
         except OSError as e:
             raise InputError(path, f"cannot write here ({_reason(e)})") from None
-        os.close(fd)
-        self._pending = []
-        if ext == ".npy":
-            self._file = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype,
-                                                   shape=(n_rows,))
-        elif ext == ".csv":
-            self._file = open(self.tmp, "w", encoding="utf-8")
-            self._file.write(name + "\n")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        try:
+            self._open(fd)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _open(self, fd):
+        if self.ext == ".npy":
+            self._file = os.fdopen(fd, "wb")
+            np.lib.format.write_array_header_2_0(self._file, {
+                "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                "shape": (self.n_rows,)})
+        elif self.ext == ".csv":
+            self._file = open(fd, "w", encoding="utf-8")
+            self._file.write(self.name + "\n")
         else:
+            os.close(fd)
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            self._schema = pa.schema([(name, pa.from_numpy_dtype(self.dtype))])
+            self._schema = pa.schema([(self.name, pa.from_numpy_dtype(self.dtype))])
             self._file = pq.ParquetWriter(self.tmp, self._schema)
 
     # Parquet row groups of about this many rows, whatever the chunk size.
@@ -353,9 +642,10 @@ class ScoreWriter:
 
     def write(self, scores):
         scores = np.asarray(scores, dtype=self.dtype)
-        r0 = self.rows_written
+        if self.rows_written + len(scores) > self.n_rows:
+            raise RuntimeError(f"klfast: more than {self.n_rows} scores")
         if self.ext == ".npy":
-            self._file[r0:r0 + len(scores)] = scores
+            self._file.write(np.ascontiguousarray(scores).tobytes())
         elif self.ext == ".csv":
             fmt = "%.9g" if self.dtype == np.float32 else "%.17g"
             np.savetxt(self._file, scores, fmt=fmt)
@@ -376,28 +666,27 @@ class ScoreWriter:
     def _close(self):
         if self._file is None:
             return
-        if self.ext == ".npy":
-            self._file.flush()
-            del self._file
-        elif self.ext == ".parquet":
+        if self.ext == ".parquet":
             self._flush_parquet()
-            self._file.close()
-        else:
-            self._file.close()
-        self._file = None
+        file, self._file = self._file, None
+        file.close()
 
     def commit(self):
         if self.rows_written != self.n_rows:
             raise RuntimeError(f"klfast: wrote {self.rows_written} of {self.n_rows} scores")
-        self._close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(self.tmp, self.path)
+        try:
+            self._close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise InputError(self.path, f"cannot write ({_reason(e)})") from None
 
     def discard(self):
         try:
-            self._close()
+            if self._file is not None:
+                self._file.close()
         except Exception:  # the file is removed anyway
             pass
         self._file = None

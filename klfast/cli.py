@@ -5,12 +5,13 @@
 Rows are read, scored and written a chunk at a time, so memory stays bounded
 whatever the file size (``.npy`` inputs are memory-mapped). The output is
 written to a hidden temporary file next to OUT and renamed at the end: a failed
-or interrupted run leaves nothing behind. User errors print one line
-``klfast: error: <file>: <problem>`` and exit with status 2.
+or interrupted run (Ctrl-C, SIGTERM, SIGHUP) leaves nothing behind. User errors
+print one line ``klfast: error: <file>: <problem>`` and exit with status 2.
 """
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 
@@ -20,10 +21,12 @@ from . import __version__, _api
 from ._io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
+    STOP_SIGNALS,
     InputError,
     ScoreWriter,
     default_chunk_rows,
     format_duration,
+    _reason,
     invalid_row_message,
     open_rows,
 )
@@ -55,11 +58,19 @@ floor); terms with p == 0 are 0.
 
 _SCORE_EPILOG = f"""\
 input formats (P and Q):
-  .npy      memory-mapped: files larger than RAM are fine
-  .npz      one array, chosen with --key when the archive holds several
+  .npy      memory-mapped a chunk at a time: files larger than RAM are fine
+  .npz      one array, chosen with --key when the archive holds several; an
+            uncompressed member (np.savez) is memory-mapped, a compressed one
+            (np.savez_compressed) is loaded whole
   .parquet  one list / fixed-size-list column (a row per record), or numeric
-            columns (a category per column) chosen with --columns
-  .csv      small data; optional header line; one row per line
+            columns (a category per column) chosen with --columns; streamed
+            --chunk-rows records at a time
+  .csv      one row per line, streamed; a header line or not: by default the
+            first line is a header if none of its fields is a number and data
+            if all are and one is not an integer (0.2,0.8); otherwise (0,1,2
+            is what pandas writes as a header, and also a row of counts) say
+            which with --header or --no-header
+  Inputs must be regular files (not FIFOs or devices).
   Q may be a single reference row: a 1-D .npy or a one-row file.
 
 output formats (OUT, by extension): {", ".join(OUTPUT_FORMATS)}
@@ -74,7 +85,8 @@ examples:
       --dask-scheduler tcp://scheduler:8786
 
 exit status: 0 on success, 2 on bad input or options (one line on stderr,
-no output file), 130 when interrupted.
+no output file), 130 on Ctrl-C, 128+N on signal N (143 SIGTERM, 129 SIGHUP);
+a stopped run leaves no output and no temporary file.
 """
 
 
@@ -164,6 +176,11 @@ def build_parser():
     score.add_argument("--columns", type=_name_list, metavar="C1,C2,...",
                        help="Parquet/CSV columns holding a distribution: one list column, or "
                             "several numeric columns (one category each)")
+    header = score.add_mutually_exclusive_group()
+    header.add_argument("--header", dest="header", action="store_true", default=None,
+                        help="the first line of a CSV input is a header (implied by --columns)")
+    header.add_argument("--no-header", dest="header", action="store_false",
+                        help="the first line of a CSV input is data")
     talk = score.add_mutually_exclusive_group()
     talk.add_argument("--quiet", "-q", action="store_true",
                       help="print nothing but errors (no progress bar, no summary)")
@@ -220,8 +237,10 @@ class _Input:
         return self.rows.dtype
 
 
-def _load(path, key, columns, axis):
-    array = open_rows(path, key=key, columns=columns)
+def _load(path, key, args):
+    array = open_rows(path, key=key, columns=args.columns, header=args.header,
+                      chunk_rows=args.chunk_rows)
+    axis = args.axis
     if array.ndim == 0 or array.ndim > 2:
         raise InputError(path, f"expected a 1-D or 2-D array, got shape {array.shape}")
     if np.dtype(array.dtype).kind not in "biuf":
@@ -263,6 +282,21 @@ def _check_shapes(p, q):
     return False
 
 
+def _same_file(a, b):
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links too
+    except OSError:
+        return False
+
+
+def _check_out_is_no_input(out, inputs):
+    for path in inputs:
+        if path is not None and _same_file(out, path):
+            raise InputError(out, f"is the input file {path}; write the scores to another file")
+
+
 def _reference_row(q, normalize):
     """The single row of ``q``, in memory and checked (its errors name Q)."""
     row = np.array(q.rows[0:1])
@@ -275,17 +309,18 @@ def _reference_row(q, normalize):
 def score(args, stderr=sys.stderr):
     """Run ``klfast score``; returns the number of rows scored."""
     _check_options(args)
+    _check_out_is_no_input(args.out, (args.P, args.Q))
     keys = args.key or [None]
-    p = _load(args.P, keys[0], args.columns, args.axis)
-    q = None if args.Q is None else _load(args.Q, keys[-1], args.columns, args.axis)
+    p = _load(args.P, keys[0], args)
+    q = None if args.Q is None else _load(args.Q, keys[-1], args)
     single_q = _check_shapes(p, q)
     n_rows, k = p.shape
     q_dtype = p.dtype if q is None else q.dtype
     dtype = _api._result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
-    writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
     interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
     progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
-    try:
+    writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
+    try:  # at once: from here on, any exit must remove the temporary file
         q_row = _reference_row(q, args.normalize) if single_q else None
         if args.dask_scheduler:
             _score_on_dask(args, p, q, q_row, writer, progress)
@@ -406,6 +441,23 @@ def _score_on_dask(args, p, q, q_row, writer, progress):
             client.cancel(futures)
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind (removing the temporary file) and exit 128+N."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    # Only the first signal unwinds: later ones must not interrupt the cleanup.
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Stopped(signum)
+
+
 def main(argv=None):
     """Entry point of the ``klfast`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -418,15 +470,31 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:  # e.g. under nohup
+            signal.signal(s, _stop)
     try:
         score(args)
     except InputError as e:
-        sys.stderr.write(f"klfast: error: {e}\n")
-        return EXIT_USAGE
+        return _fail(str(e))
+    except MemoryError:
+        return _fail("out of memory; a smaller --chunk-rows needs less")
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or _reason(e)}")
     except KeyboardInterrupt:
         sys.stderr.write("klfast: interrupted; no output written\n")
         return 130
+    except Stopped as e:
+        sys.stderr.write(f"klfast: stopped by {signal.Signals(e.signum).name}; "
+                         f"no output written\n")
+        return 128 + e.signum
     return 0
+
+
+def _fail(message):
+    sys.stderr.write(f"klfast: error: {message}\n")
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":
