@@ -189,8 +189,14 @@ def _kernel_ready(x, dtype):
     )
 
 
-def _explain(name, row, index, normalize, check_sums=False):
-    """The problem with one row of one input, or None."""
+PYTHON_SUM_HINT = ("pass normalize=True to divide each row by its sum, or check_sums=False to "
+                   "score the rows as they are")
+
+
+def _explain(name, row, index, normalize, check_sums=False, sum_hint=PYTHON_SUM_HINT):
+    """The problem with one row of one input, or None. ``sum_hint`` ends the
+    message about a row that does not sum to 1 (the command line names its
+    options)."""
     row = np.asarray(row, dtype=np.float64)
     where = f"{name}: row {index}"
     if np.isnan(row).any():
@@ -210,14 +216,13 @@ def _explain(name, row, index, normalize, check_sums=False):
     elif check_sums:
         total = float(row.sum())
         if not abs(total - 1.0) <= SUM_TOLERANCE:
-            return _sum_message(where, total)
+            return _sum_message(where, total, sum_hint)
     return None
 
 
-def _sum_message(where, total):
+def _sum_message(where, total, hint=PYTHON_SUM_HINT):
     return (f"{where} sums to {total:.10g}, not 1 (tolerance {SUM_TOLERANCE:g}): it is not a "
-            f"probability distribution; pass normalize=True to divide each row by its sum, "
-            f"or check_sums=False to score the rows as they are")
+            f"probability distribution; {hint}")
 
 
 class _Job:

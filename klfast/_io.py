@@ -36,7 +36,8 @@ class InputError(Exception):
         super().__init__(where if problem is None else f"{where}: {problem}")
 
 
-def invalid_row_message(p, q, normalize, start=(), names=("p", "q"), check_sums=False):
+def invalid_row_message(p, q, normalize, start=(), names=("p", "q"), check_sums=False,
+                        sum_hint=_api.PYTHON_SUM_HINT):
     """Explain the first invalid row of a block, numbered in the whole array.
 
     ``p`` and ``q`` (``q`` may be None) hold distributions along their last
@@ -60,7 +61,7 @@ def invalid_row_message(p, q, normalize, start=(), names=("p", "q"), check_sums=
         index = where if len(where) > 1 else (where[0] if where else 0)
         for name, x in pairs:
             row = np.broadcast_to(x, outer + x.shape[-1:])[local]
-            message = _api._explain(name, row, index, normalize, check_sums)
+            message = _api._explain(name, row, index, normalize, check_sums, sum_hint)
             if message:
                 return message
     return None

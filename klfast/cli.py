@@ -53,7 +53,9 @@ a single reference row Q, and write one score per row to OUT.
   jensen_shannon (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2
 
 Inside the logarithms p and q are floored at --eps (jensen_shannon needs no
-floor); terms with p == 0 are 0.
+floor); terms with p == 0 are 0. Rows must be distributions: a row that does
+not sum to 1 within 1e-3 is an error; use --normalize for counts and
+histograms, or --no-sum-check to score rows as given.
 """
 
 _SCORE_EPILOG = f"""\
@@ -159,6 +161,9 @@ def build_parser():
                        help="logarithm base, e.g. 2 for bits (default: e, nats)")
     score.add_argument("--normalize", action="store_true",
                        help="divide each row by its sum first (counts, histograms)")
+    score.add_argument("--no-sum-check", dest="check_sums", action="store_false",
+                       help="score rows as given even when they do not sum to 1 (by "
+                            "default such a row is an error, unless --normalize)")
     score.add_argument("--axis", type=int, default=-1, choices=(0, 1, -1), metavar="A",
                        help="axis along which each distribution lies: -1 or 1 for rows "
                             "(default), 0 for columns (Parquet/CSV are then loaded whole)")
@@ -297,10 +302,15 @@ def _check_out_is_no_input(out, inputs):
             raise InputError(out, f"is the input file {path}; write the scores to another file")
 
 
-def _reference_row(q, normalize):
+CLI_SUM_HINT = ("use --normalize to divide each row by its sum, or --no-sum-check to score "
+                "the rows as they are")
+
+
+def _reference_row(q, normalize, check_sums):
     """The single row of ``q``, in memory and checked (its errors name Q)."""
     row = np.array(q.rows[0:1])
-    message = invalid_row_message(row, None, normalize, (0,), (q.path,))
+    message = invalid_row_message(row, None, normalize, (0,), (q.path,), check_sums=check_sums,
+                                  sum_hint=CLI_SUM_HINT)
     if message:
         raise InputError(message)
     return row[0]
@@ -321,7 +331,7 @@ def score(args, stderr=sys.stderr):
     progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
     writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
     try:  # at once: from here on, any exit must remove the temporary file
-        q_row = _reference_row(q, args.normalize) if single_q else None
+        q_row = _reference_row(q, args.normalize, args.check_sums) if single_q else None
         if args.dask_scheduler:
             _score_on_dask(args, p, q, q_row, writer, progress)
         else:
@@ -344,7 +354,8 @@ class InvalidValues(ValueError):
 
 
 def _options(args):
-    options = dict(base=args.base, normalize=args.normalize, num_threads=args.threads)
+    options = dict(base=args.base, normalize=args.normalize, check_sums=args.check_sums,
+                   num_threads=args.threads)
     if args.measure != "jensen_shannon":  # always finite: it takes no eps
         options["eps"] = args.eps
     return options
@@ -358,7 +369,8 @@ def _score_chunk(measure, p_rows, q_rows, first_row, names, options, out=None):
     try:
         return getattr(klfast, measure)(*operands, out=out, **options)
     except ValueError:
-        message = invalid_row_message(p_rows, q_rows, options["normalize"], (first_row,), names)
+        message = invalid_row_message(p_rows, q_rows, options["normalize"], (first_row,), names,
+                                      check_sums=options["check_sums"], sum_hint=CLI_SUM_HINT)
         if message is None:
             raise
         raise InvalidValues(message) from None

@@ -295,11 +295,12 @@ def test_csv_header_options_are_documented(tmp_path):
 
 def test_csv_is_streamed_in_chunks_with_line_numbers(tmp_path):
     x = rows(1000)
+    kept = x[777, 3]
     x[777, 3] = -0.5
     np.savetxt(tmp_path / "p.csv", x, delimiter=",", fmt="%.17g")
     run = run_cli(tmp_path, "p.csv", "-m", "entropy", "--out", "h.npy", "--chunk-rows", "64")
     assert_one_line_error(run, "p.csv: row 777 has a negative entry")
-    x[777, 3] = 0.5
+    x[777, 3] = kept
     np.savetxt(tmp_path / "p.csv", x, delimiter=",", fmt="%.17g")
     with open(tmp_path / "p.csv", "a") as f:
         f.write("0.5,0.5\n")
@@ -404,3 +405,33 @@ def test_parquet_without_pyarrow_is_one_line(tmp_path, args):
     assert_one_line_error(run, f"{args[-1] if args[0] == 'p.npy' else args[0]}: ")
     assert "needs pyarrow: pip install 'klfast[parquet]'" in run.stderr
     assert listing(work) == ["p.npy", "p.parquet"]
+
+
+# ---------------------------------------------------------------- 1: rows that are not distributions
+
+
+def test_count_rows_are_an_error_unless_normalized_or_unchecked(tmp_path):
+    counts = np.array([[3.0, 1.0, 0.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    np.save(tmp_path / "counts.npy", counts)
+    run = run_cli(tmp_path, "counts.npy", "-m", "entropy", "--out", "h.npy")
+    assert_one_line_error(run, "counts.npy: row 0 sums to 8, not 1 (tolerance 0.001)")
+    assert "--normalize" in run.stderr and "--no-sum-check" in run.stderr
+    assert listing(tmp_path) == ["counts.npy"]
+
+    run = run_cli(tmp_path, "counts.npy", "-m", "entropy", "--normalize", "--out", "h.npy")
+    assert run.returncode == 0, run.stderr
+    p = counts / counts.sum(1, keepdims=True)
+    want = -np.sum(p * np.log(np.where(p > 0, p, 1)), axis=1)
+    np.testing.assert_allclose(np.load(tmp_path / "h.npy"), want, rtol=1e-13)
+
+    run = run_cli(tmp_path, "counts.npy", "-m", "entropy", "--no-sum-check", "--out", "raw.npy")
+    assert run.returncode == 0, run.stderr
+    raw = -np.sum(counts * np.log(np.where(counts > 0, counts, 1)), axis=1)
+    np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), raw, rtol=1e-13)
+
+
+def test_a_reference_row_that_is_no_distribution_is_named(tmp_path):
+    np.save(tmp_path / "p.npy", rows(10))
+    np.save(tmp_path / "q.npy", np.full(K, 1.0))
+    run = run_cli(tmp_path, "p.npy", "q.npy", "-m", "kl", "--out", "kl.npy")
+    assert_one_line_error(run, f"q.npy: row 0 sums to {K}, not 1")
