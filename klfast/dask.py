@@ -50,6 +50,13 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
         if block_info is None:
             raise
         start = tuple(lo for lo, _ in block_info[None]["array-location"])
+        if any(math.isnan(lo) for lo in start):  # unknown chunk sizes: rows of this block
+            block = tuple(block_info[None]["chunk-location"])
+            message = invalid_row_message(p, q, normalize, (), names, check_sums=check_sums)
+            if message is None:
+                raise
+            raise ValueError(f"{message} (counting from the start of block {block}: the "
+                             f"chunk sizes are unknown)") from None
         message = invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
         if message is None:
             raise

@@ -143,6 +143,19 @@ def test_dask_inputs_follow_the_same_rule(rng):
         klfast.kl(p, p[0], check_sums=False), rtol=0, atol=0)
 
 
+def test_dask_unknown_chunk_sizes_name_the_row_in_its_block(rng):
+    da = pytest.importorskip("dask.array")
+    p = dirichlet(rng, 200, 6)
+    lazy = da.from_array(p, chunks=(50, 6))
+    selected = lazy[lazy[:, 0] > np.median(p[:, 0])]  # chunk sizes unknown
+    with pytest.raises(ValueError) as info:
+        klfast.jeffreys(selected, selected + 0.5).compute(scheduler="synchronous")
+    message = str(info.value)
+    assert "nan" not in message
+    assert message.startswith("q: row ") and "sums to 4" in message
+    assert "counting from the start of block (" in message
+
+
 # ---- 2. a missing q -------------------------------------------------------
 
 @pytest.mark.parametrize("name", TWO_INPUT)
