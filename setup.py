@@ -7,18 +7,27 @@ The kernels live in ``src/`` and are compiled into ``klfast._kernels``.
 * OpenMP is used when the compiler supports it; otherwise the kernels build
   serially (``klfast.show_config()`` reports which). Set ``KLFAST_NO_OPENMP=1``
   to force a serial build.
+* Cython runs when the extensions are built, not when setup.py is loaded: the
+  extensions keep their ``.pyx`` sources, so an sdist lists (and ships) them
+  instead of the generated ``.c`` files, and making one runs no Cython.
 """
 import os
 import sys
 import tempfile
 
 import numpy as np
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 BASE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"]
 OPENMP_ARGS = ["-fopenmp"]
+CYTHON_DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+}
 
 
 def _compiler_accepts(compiler, args, code):
@@ -46,6 +55,14 @@ int main(void) { int n = 0;
 
 class BuildExt(build_ext):
     def build_extensions(self):
+        from Cython.Build import cythonize
+
+        # keep setuptools' Extension objects (it has set attributes on them): take
+        # only the generated .c sources from cythonize's copies
+        generated = {ext.name: ext.sources
+                     for ext in cythonize(self.extensions, compiler_directives=CYTHON_DIRECTIVES)}
+        for ext in self.extensions:
+            ext.sources = generated[ext.name]
         is_msvc = self.compiler.compiler_type == "msvc"
         args = [] if is_msvc else list(BASE_ARGS)
         link_args = []
@@ -83,16 +100,4 @@ extensions = [
     ),
 ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives={
-            "language_level": "3",
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-        },
-    ),
-    cmdclass={"build_ext": BuildExt},
-)
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

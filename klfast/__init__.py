@@ -39,8 +39,7 @@ from ._api import (
 from ._config import show_config
 from ._loss import cross_entropy_loss, kl_loss
 from . import datasets
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "DEFAULT_EPS",

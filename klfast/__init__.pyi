@@ -1,0 +1,148 @@
+# Type stubs of klfast's public API (PEP 561; the package ships py.typed).
+#
+# The functions reduce along ``axis``: an N-D input gives an array of the
+# broadcast shape without that axis, and 1-D inputs give a numpy scalar, so the
+# call returns ``ndarray | floating`` (with ``out=``, ``out`` itself; with
+# ``keepdims=True``, an array). One signature per measure rather than overloads
+# on ``out``/``keepdims``: mypy then names a wrong argument in its error.
+# (dask arrays are accepted too and give a lazy dask array; dask is not typed,
+# so these stubs describe the numpy calls.)
+from typing import Any, Final, Literal, TypeAlias, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import datasets as datasets
+
+__all__ = [
+    "DEFAULT_EPS",
+    "__version__",
+    "cross_entropy",
+    "cross_entropy_loss",
+    "default_num_threads",
+    "entropy",
+    "jensen_shannon",
+    "jeffreys",
+    "kl",
+    "kl_loss",
+    "show_config",
+]
+
+__version__: Final[str]
+DEFAULT_EPS: Final[float]
+
+_Array: TypeAlias = NDArray[np.floating[Any]]
+_Scores: TypeAlias = NDArray[np.floating[Any]] | np.floating[Any]
+_Reduction: TypeAlias = Literal["none", "sum", "mean"]
+
+def default_num_threads() -> int: ...
+def show_config() -> None: ...
+
+# kl, jeffreys, cross_entropy: two inputs, eps
+
+def kl(
+    p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
+    base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
+    keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+) -> _Scores: ...
+
+def jeffreys(
+    p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
+    base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
+    keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+) -> _Scores: ...
+
+def cross_entropy(
+    p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
+    base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
+    keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+) -> _Scores: ...
+
+# entropy: one input
+
+def entropy(
+    p: ArrayLike, *, axis: int = ..., eps: float = ..., base: float | None = ...,
+    normalize: bool = ..., check_sums: bool = ..., keepdims: bool = ...,
+    out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+) -> _Scores: ...
+
+# jensen_shannon: no eps; distance=True returns the square root
+
+def jensen_shannon(
+    p: ArrayLike, q: ArrayLike, *, axis: int = ..., base: float | None = ...,
+    normalize: bool = ..., check_sums: bool = ..., distance: bool = ...,
+    keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+) -> _Scores: ...
+
+# the losses: "sum" and "mean" give a scalar, "none" the per-row values;
+# return_grad=True gives (loss, grad), grad of the shape of logits
+
+@overload
+def kl_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
+    return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> np.floating[Any]: ...
+@overload
+def kl_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["none"],
+    return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> _Scores: ...
+@overload
+def kl_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
+    return_grad: Literal[True], eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> tuple[np.floating[Any], _Array]: ...
+@overload
+def kl_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["none"],
+    return_grad: Literal[True], eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> tuple[_Scores, _Array]: ...
+@overload
+def kl_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
+    eps: float = ..., axis: int = ..., num_threads: int | None = ...,
+) -> _Scores | tuple[_Scores, _Array]: ...
+
+@overload
+def cross_entropy_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
+    return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> np.floating[Any]: ...
+@overload
+def cross_entropy_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["none"],
+    return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> _Scores: ...
+@overload
+def cross_entropy_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
+    return_grad: Literal[True], eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> tuple[np.floating[Any], _Array]: ...
+@overload
+def cross_entropy_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: Literal["none"],
+    return_grad: Literal[True], eps: float = ..., axis: int = ...,
+    num_threads: int | None = ...,
+) -> tuple[_Scores, _Array]: ...
+@overload
+def cross_entropy_loss(
+    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
+    eps: float = ..., axis: int = ..., num_threads: int | None = ...,
+) -> _Scores | tuple[_Scores, _Array]: ...

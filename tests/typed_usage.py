@@ -1,0 +1,59 @@
+"""Typed use of klfast's public API: ``mypy --strict`` must accept this file.
+
+tests/test_typing.py type-checks it against the installed package (its stubs
+and py.typed); pytest does not collect it (no ``test_`` prefix). Annotated
+assignments pin the return types the stubs promise.
+"""
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import klfast
+from klfast.datasets import worm_teeth
+
+Scores = NDArray[np.floating[Any]] | np.floating[Any]
+
+
+def scores(p: NDArray[np.float64], q: list[float]) -> list[Scores]:
+    return [
+        klfast.kl(p, q),
+        klfast.kl(p, q, axis=-1, eps=1e-9, base=2, normalize=True, check_sums=False,
+                  num_threads=None),
+        klfast.jeffreys(p, q, base=2.0, num_threads=2),
+        klfast.cross_entropy(p, q, eps=0.0),
+        klfast.entropy(p, normalize=False),
+        klfast.jensen_shannon(p, q, distance=True, base=None),
+    ]
+
+
+def with_out(p: NDArray[np.float64]) -> NDArray[np.float64]:
+    out = np.empty(p.shape[0])
+    klfast.kl(p, p[0], out=out, keepdims=False)
+    klfast.entropy(p, out=out)
+    return out
+
+
+def kept(p: NDArray[np.float64]) -> tuple[int, ...]:
+    return klfast.entropy(p, keepdims=True).shape
+
+
+def losses(target: NDArray[np.float64], logits: NDArray[np.float64]) -> float:
+    mean: np.floating[Any] = klfast.kl_loss(target, logits)
+    total = klfast.cross_entropy_loss(target, logits, reduction="sum", temperature=2.0)
+    rows: Scores = klfast.kl_loss(target, logits, reduction="none")
+    loss, grad = klfast.kl_loss(target, logits, return_grad=True, target_is_logits=False)
+    grad_shape: tuple[int, ...] = grad.shape
+    rows_and_grad: tuple[Scores, NDArray[np.floating[Any]]] = klfast.cross_entropy_loss(
+        target, logits, reduction="none", return_grad=True, eps=1e-12, axis=-1)
+    return float(mean + total + loss) + float(np.sum(rows)) + len(grad_shape) + len(rows_and_grad)
+
+
+def config() -> tuple[str, float, int]:
+    klfast.show_config()
+    return klfast.__version__, klfast.DEFAULT_EPS, klfast.default_num_threads()
+
+
+def teeth() -> NDArray[np.int64]:
+    return worm_teeth() + klfast.datasets.worm_teeth()
+
