@@ -3,8 +3,8 @@
 A kernel change is judged against the build before it: each turn runs build A,
 then build B (then B, A on the next turn, so neither always goes first), each in
 a fresh process that loads the same inputs from a .npy file, warms up and
-times ``--calls`` calls; the per-turn ratio B/A of the two medians is
-recorded, and the report is the median of those ratios (drift on a shared
+times ``--calls`` calls, keeping the fastest (the least disturbed by the
+machine's other work); the per-turn ratio B/A of the two is recorded, and the report is the median of those ratios (drift on a shared
 machine cancels within a turn).
 
     python benchmarks/ab_builds.py --a /path/old-venv/bin/python \\
@@ -41,7 +41,7 @@ for _ in range(calls):
     t = time.perf_counter()
     fn(*args, out=out, num_threads=threads)
     times.append(time.perf_counter() - t)
-print(json.dumps(sorted(times)[len(times) // 2]))
+print(json.dumps(min(times)))
 """
 
 

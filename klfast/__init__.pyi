@@ -16,6 +16,7 @@ from . import datasets as datasets
 
 __all__ = [
     "DEFAULT_EPS",
+    "SUM_TOLERANCE",
     "__version__",
     "cross_entropy",
     "cross_entropy_loss",
@@ -30,6 +31,7 @@ __all__ = [
 
 __version__: Final[str]
 DEFAULT_EPS: Final[float]
+SUM_TOLERANCE: Final[float]
 
 _Array: TypeAlias = NDArray[np.floating[Any]]
 _Scores: TypeAlias = NDArray[np.floating[Any]] | np.floating[Any]

@@ -375,6 +375,9 @@ _ENTROPY_Q = object()  # entropy's q: the kernel reads p only
 
 
 def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads):
+    if q is None:
+        raise TypeError("q is required: pass the second distribution (None given); for the "
+                        "entropy of p use klfast.entropy(p)")
     if (type(axis) is int and axis == -1 and base is None and out is None and keepdims is False
             and (check_sums is True or check_sums is False)
             and (eps is DEFAULT_EPS or (type(eps) is float and eps < _F32_EPS_LIMIT))
@@ -516,19 +519,19 @@ _DOC_PARAMS = """
 
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
        keepdims=False, out=None, num_threads=None):
-    return _reduce("kl", p, _required(q), axis, eps, base, normalize, check_sums, keepdims, out,
+    return _reduce("kl", p, q, axis, eps, base, normalize, check_sums, keepdims, out,
                    num_threads)
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
              keepdims=False, out=None, num_threads=None):
-    return _reduce("jeffreys", p, _required(q), axis, eps, base, normalize, check_sums,
+    return _reduce("jeffreys", p, q, axis, eps, base, normalize, check_sums,
                    keepdims, out, num_threads)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
                   check_sums=True, keepdims=False, out=None, num_threads=None):
-    return _reduce("cross_entropy", p, _required(q), axis, eps, base, normalize, check_sums,
+    return _reduce("cross_entropy", p, q, axis, eps, base, normalize, check_sums,
                    keepdims, out, num_threads)
 
 
@@ -543,18 +546,12 @@ def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True
     if _check_flag(distance, "distance") and base is not None and _log_scale(base) < 0:
         raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
                          f"below 1 the divergence is negative and has no square root")
-    result = _reduce("jensen_shannon", p, _required(q), axis, 0.0, base, normalize, check_sums,
+    result = _reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
                      keepdims, out, num_threads)
     if distance:
         result = np.sqrt(result, out=result if isinstance(result, np.ndarray) else None)
     return result
 
-
-def _required(q):
-    if q is None:
-        raise TypeError("q is required: pass the second distribution (None given); for the "
-                        "entropy of p use klfast.entropy(p)")
-    return q
 
 
 jensen_shannon.__doc__ = """Jensen-Shannon divergence of each row (or its square root, a metric).

@@ -41,6 +41,8 @@
 #define DLANES ((int)(sizeof(klf_vd) / sizeof(double))) /* per accumulator */
 #define NACC (BLOCK / DLANES)                           /* accumulators */
 #define PREFETCH (2048 / (int)sizeof(T))          /* elements ahead */
+/* groups whose row sums are added in T before they are widened */
+#define KLF_SUM_GROUPS (KLF_GROUP == 1 ? 64 : 16)
 #define SEL(m, a, b) ((V)(((M)(a) & (m)) | ((M)(b) & ~(m))))
 #define BCAST(s) ((V){0} + (T)(s))
 #define BITS(s) ((U){0} + (s))
@@ -226,6 +228,19 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
 #endif
 }
 
+/* Adds the row sums kept in T (xs, ys: NSUB vectors) into the double
+ * accumulators (xacc, yacc) and clears them. */
+KLF_INLINE void KLF_MFN(widen_sums)(V *xs, V *ys, klf_vd *xacc, klf_vd *yacc, int uses_q) {
+    for (int s = 0; s < NSUB; s++) {
+        KLF_ADD(xacc, s, xs[s]);
+        xs[s] = (V){0};
+        if (uses_q) {
+            KLF_ADD(yacc, s, ys[s]);
+            ys[s] = (V){0};
+        }
+    }
+}
+
 /* One native vector of a row, its first n elements when partial (a zero
  * adds exactly 0 to every measure): record invalid entries, scale, and add
  * the measure's terms to *sum (one fused multiply-add). */
@@ -261,38 +276,30 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
     KLF_INLINE void KLF_MFN(KLF_CAT(NAME, _group))(const T *p, const T *q, int nblk,        \
                                                    int partial, int r, V e, double sp,      \
                                                    double sq, int normalize, int checked,   \
-                                                   klf_vd *acc, klf_vd *xacc, klf_vd *yacc, \
-                                                   BAD *bad, M *flag) {                     \
+                                                   klf_vd *acc, V *xs, V *ys, BAD *bad,     \
+                                                   M *flag) {                               \
         _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                            \
             __builtin_prefetch(p + b * BLOCK + PREFETCH);                                   \
             if (USES_Q) __builtin_prefetch(q + b * BLOCK + PREFETCH);                       \
         }                                                                                   \
         _Pragma("GCC unroll 8") for (int s = 0; s < NSUB; s++) {                            \
-            V g = {0}, gx = {0}, gy = {0};                                                  \
+            V g = {0};                                                                      \
             V *sum = KLF_GROUP == 1 ? (V *)&acc[s] : &g;                                    \
-            V *xsum = KLF_GROUP == 1 ? (V *)&xacc[s] : &gx;                                 \
-            V *ysum = KLF_GROUP == 1 ? (V *)&yacc[s] : &gy;                                 \
             _Pragma("GCC unroll 8") for (int b = 0; b < nblk; b++) {                        \
                 int o = b * BLOCK + s * LANES;                                              \
                 int n = r - o < 0 ? 0 : r - o > LANES ? LANES : r - o;                      \
                 KLF_MFN(KLF_CAT(NAME, _vec))(p + o, q + o, partial, n, e, sp, sq,           \
-                                             normalize, checked, bad, flag, sum, xsum,      \
-                                             ysum);                                         \
+                                             normalize, checked, bad, flag, sum, &xs[s],    \
+                                             &ys[s]);                                       \
             }                                                                               \
-            if (KLF_GROUP != 1) {                                                           \
-                KLF_ADD(acc, s, g);                                                         \
-                if (!normalize) {                                                           \
-                    KLF_ADD(xacc, s, gx);                                                   \
-                    if (USES_Q) KLF_ADD(yacc, s, gy);                                       \
-                }                                                                           \
-            }                                                                               \
+            if (KLF_GROUP != 1) KLF_ADD(acc, s, g);                                         \
         }                                                                                   \
     }
 
 /* the row's last r elements as one group of NBLK blocks */
 #define KLF_REST(NAME, NBLK)                                                                \
     KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, NBLK, 1, r, e, sp, sq, normalize, checked, \
-                                   acc, xacc, yacc, &bad, &flag)
+                                   acc, xs, ys, &bad, &flag)
 
 /* The row loop, specialised by the caller for constant uses_q, normalize
  * and checked: groups of KLF_GROUP 64-byte blocks, then the rest as one
@@ -307,14 +314,24 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
                                                     double *sums) {                         \
         klf_vd acc[NACC], xacc[NACC], yacc[NACC];                                           \
         for (int a = 0; a < NACC; a++) acc[a] = xacc[a] = yacc[a] = (klf_vd){0};            \
+        /* the row sums (for the check that rows sum to 1), added in T for         */     \
+        /* KLF_SUM_GROUPS groups at a time, then widened into xacc, yacc: in float32 */   \
+        /* a lane adds 64 entries before widening (relative error below 4e-6)      */     \
+        V xs[NSUB], ys[NSUB];                                                               \
+        int pending = 0;                                                                    \
+        for (int a = 0; a < NSUB; a++) xs[a] = ys[a] = (V){0};                              \
         M flag = {0};                                                                       \
         BAD bad = {0};                                                                      \
         V e = BCAST(eps);                                                                   \
         ptrdiff_t j = 0;                                                                    \
-        for (; j + KLF_GROUP * BLOCK <= k; j += KLF_GROUP * BLOCK)                          \
+        for (; j + KLF_GROUP * BLOCK <= k; j += KLF_GROUP * BLOCK) {                        \
             KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, KLF_GROUP, 0, 0, e, sp, sq,        \
-                                           normalize, checked, acc, xacc, yacc, &bad,       \
-                                           &flag);                                          \
+                                           normalize, checked, acc, xs, ys, &bad, &flag);   \
+            if (!normalize && ++pending == KLF_SUM_GROUPS) {                                \
+                KLF_MFN(widen_sums)(xs, ys, xacc, yacc, USES_Q);                            \
+                pending = 0;                                                                \
+            }                                                                               \
+        }                                                                                   \
         int r = (int)(k - j);                                                               \
         switch ((r + BLOCK - 1) / BLOCK) { /* nblk must be a constant */               \
         case 1: KLF_REST(NAME, 1); break;                                                   \
@@ -326,6 +343,7 @@ KLF_INLINE V KLF_MFN(load_part)(const T *src, int n) {
         *maybe_bad = KLF_MFN(any_lane)(IS_INVALID(bad));                                    \
         double sum = KLF_MFN(lane_sum)(acc);                                                \
         if (!normalize) {                                                                   \
+            KLF_MFN(widen_sums)(xs, ys, xacc, yacc, USES_Q);                                \
             sums[0] = KLF_MFN(lane_sum)(xacc);                                              \
             sums[1] = USES_Q ? KLF_MFN(lane_sum)(yacc) : sums[0];                           \
         }                                                                                   \
@@ -405,6 +423,7 @@ KLF_ROW(js, 1, 1)
 #undef DLANES
 #undef NACC
 #undef PREFETCH
+#undef KLF_SUM_GROUPS
 /* this file's parameters, set by klfast_isa_impl.h for each element type */
 #undef KLF_T
 #undef KLF_TS
