@@ -312,12 +312,13 @@ CALLS = {
 
 
 @pytest.mark.parametrize("label", CALLS)
-def test_ctrl_c_stops_a_long_call(label):
+def test_ctrl_c_stops_a_long_call(label, tmp_path):
     # n rows take about 10-60 s when not interrupted; the signal comes after 0.5 s
     n_rows = {"kl, converted blocks": 10_000_000, "kl_loss": 5_000_000}.get(label, 40_000_000)
     script = INTERRUPT_SCRIPT.format(n_rows=n_rows, call=CALLS[label])
+    # run outside the repository: `python -c` would import its uncompiled klfast folder
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     status, rows = done.stdout.split()
     assert status == "interrupted"
