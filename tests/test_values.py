@@ -15,8 +15,8 @@ import scipy.special
 import scipy.stats
 
 import klfast
-from zoo import MEASURES, PAIR_MEASURES, call, call_raw, call_ref, call_ref_raw,
-                 distributions
+from zoo import (MEASURES, PAIR_MEASURES, call, call_raw, call_ref, call_ref_raw,
+                 distributions)
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
 
