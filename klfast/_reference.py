@@ -12,11 +12,34 @@ The epsilon rule, with ``p~ = max(p, eps)`` and ``q~ = max(q, eps)``::
     cross_entropy = -sum p * log(q~)              terms with p == 0 are 0
 
 ``normalize=True`` divides each row by its sum first; ``base`` divides the
-natural-log result by ``log(base)``. The result is always float64.
+natural-log result by ``log(base)``. Jensen-Shannon is scipy's ``rel_entr``
+against the midpoint, clamped at 0 (``distance=True``: its square root).
+
+Every function has klfast's signature. The inputs are checked as klfast
+documents (the same conditions, not the same messages): a negative, NaN or
+infinite entry, shapes that do not broadcast or differ along ``axis``, and,
+unless ``normalize=True`` or ``check_sums=False``, a row of ``p`` or ``q``
+whose sum is not within ``SUM_TOLERANCE`` (1e-3) of 1 are ValueErrors naming
+the input. ``num_threads`` is accepted and ignored; ``out`` is filled with the
+result and returned.
+
+The losses ``kl_loss`` and ``cross_entropy_loss`` follow klfast/_loss.py:
+``log q = log_softmax(z / T)`` (scipy), ``p`` the target (or
+``softmax(t / T)`` with ``target_is_logits``), terms with ``p == 0`` are 0,
+gradient ``(sum(p) * q - p) / T``, divided by the number of rows for
+``reduction="mean"``. float32 logits: the target is rounded to float32 first,
+as klfast converts it; logits / T must be finite in float64.
+
+Inputs are converted to float64 (float32 inputs apply ``eps`` rounded to
+float32, as klfast does) and every result, loss and gradient is float64,
+whatever the input dtype.
 """
+import math
+
 import numpy as np
 
 DEFAULT_EPS = 1e-12
+SUM_TOLERANCE = 1e-3  # klfast.SUM_TOLERANCE (tests check they agree)
 
 
 def _as_float64(x, name):
@@ -26,27 +49,62 @@ def _as_float64(x, name):
     return arr.astype(np.float64)
 
 
-def _check_valid(x, name, axis, normalize):
+def _is_float32(*arrays):
+    """True when klfast computes these inputs in float32 (float16/float32 only)."""
+    dt = np.result_type(*[np.asarray(a) for a in arrays])
+    return dt.kind == "f" and dt.itemsize <= 4
+
+
+def _check_eps(eps, float32):
+    """eps >= 0 and finite; float32 inputs apply eps rounded to float32."""
+    eps = float(eps)
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    if float32:
+        with np.errstate(over="ignore"):
+            eps = float(np.float32(eps))
+        if not math.isfinite(eps):
+            raise ValueError("eps is beyond float32's range")
+    return eps
+
+
+def _check_base(base):
+    if base is not None and not (math.isfinite(base) and base > 0 and base != 1):
+        raise ValueError(f"base must be finite, > 0 and != 1, got {base}")
+
+
+def _check_rows(x, name, axis, normalize, check_sums):
+    """The documented validity rules for one input (rows along ``axis``)."""
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf")
     if np.any(x < 0):
         raise ValueError(f"{name} has a negative entry")
-    if normalize and np.any(x.sum(axis=axis) == 0):
-        raise ValueError(f"{name} has a row that sums to 0")
+    with np.errstate(over="ignore"):
+        sums = x.sum(axis=axis)
+    if normalize:
+        if np.any(sums == 0):
+            raise ValueError(f"{name} has a row that sums to 0")
+        if not np.all(np.isfinite(sums)):
+            raise ValueError(f"{name} has a row whose sum overflows")
+    elif check_sums and not np.all(np.abs(sums - 1.0) <= SUM_TOLERANCE):
+        raise ValueError(f"{name} has a row that does not sum to 1 within {SUM_TOLERANCE}")
 
 
-def _prepare(p, q, axis, normalize):
-    """float64 arrays of one broadcast shape, normalized along ``axis`` if asked."""
+def _prepare(p, q, axis, normalize, check_sums):
+    """float64 arrays of one broadcast shape, checked, normalized along ``axis``
+    if asked."""
     p = _as_float64(p, "p")
     q = p if q is None else _as_float64(q, "q")
     ndim = max(p.ndim, q.ndim)
+    if ndim == 0:
+        raise ValueError("p and q must have at least one dimension")
     p = p.reshape((1,) * (ndim - p.ndim) + p.shape)
     q = q.reshape((1,) * (ndim - q.ndim) + q.shape)
     if p.shape[axis] != q.shape[axis]:
         raise ValueError("p and q must have the same length along axis")
-    p, q = np.broadcast_arrays(p, q)
+    p, q = np.broadcast_arrays(p, q)  # ValueError when they do not broadcast
     for x, name in ((p, "p"), (q, "q")):
-        _check_valid(x, name, axis, normalize)
+        _check_rows(x, name, axis, normalize, check_sums)
     if normalize:
         p = p / p.sum(axis=axis, keepdims=True)
         q = q / q.sum(axis=axis, keepdims=True)
@@ -64,68 +122,177 @@ def _log_ratio(a, b):
     return np.where(ok, direct, split)
 
 
-def _finish(terms, axis, base, keepdims):
-    total = np.sum(terms, axis=axis, keepdims=keepdims)
+def _finish(terms, axis, base, keepdims, out):
+    """Sum the terms along ``axis``, convert to ``base``, fill ``out``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(terms, axis=axis, keepdims=keepdims)
     if base is not None:
         total = total / np.log(float(base))
-    return total
+    return _fill(total, out)
 
 
-def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False):
+def _fill(result, out):
+    if out is None:
+        return result
+    if out.shape != np.shape(result):
+        raise ValueError(f"out has shape {out.shape}, expected {np.shape(result)}")
+    out[...] = result
+    return out
+
+
+def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
+       keepdims=False, out=None, num_threads=None):
     """KL(p || q) of each row: sum p * log(p~ / q~), terms with p == 0 are 0."""
-    p, q = _prepare(p, q, axis, normalize)
+    eps = _check_eps(eps, _is_float32(p, q))
+    _check_base(base)
+    p, q = _prepare(p, q, axis, normalize, check_sums)
     with np.errstate(invalid="ignore"):
         terms = p * _log_ratio(np.maximum(p, eps), np.maximum(q, eps))
     terms = np.where(p == 0, 0.0, terms)
-    return _finish(terms, axis, base, keepdims)
+    return _finish(terms, axis, base, keepdims, out)
 
 
-def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False):
+def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
+             keepdims=False, out=None, num_threads=None):
     """J(p, q) of each row: sum (p - q) * log(p~ / q~), terms with p == q are 0."""
-    p, q = _prepare(p, q, axis, normalize)
+    eps = _check_eps(eps, _is_float32(p, q))
+    _check_base(base)
+    p, q = _prepare(p, q, axis, normalize, check_sums)
     with np.errstate(invalid="ignore"):
         terms = (p - q) * _log_ratio(np.maximum(p, eps), np.maximum(q, eps))
     terms = np.where(p == q, 0.0, terms)
-    return _finish(terms, axis, base, keepdims)
+    return _finish(terms, axis, base, keepdims, out)
 
 
-def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, keepdims=False):
+def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
+            keepdims=False, out=None, num_threads=None):
     """H(p) of each row: -sum p * log(p~), terms with p == 0 are 0."""
-    p, _ = _prepare(p, None, axis, normalize)
+    eps = _check_eps(eps, _is_float32(p))
+    _check_base(base)
+    p, _ = _prepare(p, None, axis, normalize, check_sums)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = -p * np.log(np.maximum(p, eps))
     terms = np.where(p == 0, 0.0, terms)
-    return _finish(terms, axis, base, keepdims)
+    return _finish(terms, axis, base, keepdims, out)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
-                  keepdims=False):
+                  check_sums=True, keepdims=False, out=None, num_threads=None):
     """H(p, q) of each row: -sum p * log(q~), terms with p == 0 are 0."""
-    p, q = _prepare(p, q, axis, normalize)
+    eps = _check_eps(eps, _is_float32(p, q))
+    _check_base(base)
+    p, q = _prepare(p, q, axis, normalize, check_sums)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = -p * np.log(np.maximum(q, eps))
     terms = np.where(p == 0, 0.0, terms)
-    return _finish(terms, axis, base, keepdims)
+    return _finish(terms, axis, base, keepdims, out)
 
 
-def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, distance=False,
-                   keepdims=False):
+def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
+                   distance=False, keepdims=False, out=None, num_threads=None):
     """(KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2, by scipy's rel_entr
     (0 where an entry is 0), clamped at 0; ``distance`` takes its square root."""
     from scipy.special import rel_entr
 
-    p, q = _prepare(p, q, axis, normalize)
+    _check_base(base)
+    if distance and base is not None and base < 1:
+        raise ValueError("distance=True needs base > 1 (or None)")
+    p, q = _prepare(p, q, axis, normalize, check_sums)
     m = (p + q) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = (rel_entr(p, m) + rel_entr(q, m)) / 2
-    value = np.maximum(_finish(terms, axis, None, keepdims), 0.0)
+    value = np.maximum(_finish(terms, axis, None, keepdims, None), 0.0)
     if base is not None:
         value = value / np.log(base)
-    return np.sqrt(value) if distance else value
+    return _fill(np.sqrt(value) if distance else value, out)
 
 
 MEASURES = {"kl": kl, "jeffreys": jeffreys, "entropy": entropy, "cross_entropy": cross_entropy,
             "jensen_shannon": jensen_shannon}
+
+
+# --- losses from logits ------------------------------------------------------
+
+def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
+          axis):
+    """Per-row loss and gradient by scipy's log_softmax, reduced as asked."""
+    from scipy.special import log_softmax
+
+    temperature = float(temperature)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    float32 = _is_float32(logits)
+    eps = _check_eps(eps, float32)
+    z = _as_float64(logits, "logits")
+    t = np.asarray(target)
+    if float32:  # klfast converts the target to the logits' dtype
+        t = _as_float64(t, "target").astype(np.float32)
+    t = _as_float64(t, "target")
+    if z.ndim == 0:
+        raise ValueError("logits must have at least one dimension")
+    if t.ndim > z.ndim:
+        raise ValueError("target has more dimensions than logits")
+    t = t.reshape((1,) * (z.ndim - t.ndim) + t.shape)
+    if t.shape[axis] != z.shape[axis]:
+        raise ValueError("target and logits must have the same length along axis")
+    t = np.broadcast_to(t, z.shape)  # ValueError when target does not broadcast to logits
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contains NaN or inf")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("target contains NaN or inf")
+    if not target_is_logits and np.any(t < 0):
+        raise ValueError("target has a negative entry")
+    z = np.moveaxis(z, axis, -1)
+    t = np.moveaxis(t, axis, -1)
+
+    log_q = log_softmax(z / temperature, axis=-1)
+    if target_is_logits:
+        log_p = log_softmax(t / temperature, axis=-1)
+        p = np.exp(log_p)
+        log_p_floored = np.where(p > eps, log_p, np.log(eps) if eps > 0 else -np.inf)
+    else:
+        p = t
+        with np.errstate(divide="ignore"):
+            log_p_floored = np.log(np.maximum(p, eps))
+    with np.errstate(invalid="ignore"):
+        if loss == "kl":
+            terms = p * (log_p_floored - log_q)
+        else:
+            terms = -p * log_q
+    rows = np.sum(np.where(p == 0, 0.0, terms), axis=-1)
+    grad = (p.sum(axis=-1, keepdims=True) * np.exp(log_q) - p) / temperature
+
+    n_rows = rows.size
+    if reduction == "none":
+        value = rows[()] if rows.ndim == 0 else rows
+    elif reduction == "sum":
+        value = np.float64(rows.sum())
+    else:
+        value = np.float64(rows.sum() / n_rows) if n_rows else np.float64(np.nan)
+        if n_rows:
+            grad = grad / n_rows
+    return (value, np.moveaxis(grad, -1, axis)) if return_grad else value
+
+
+def kl_loss(target, logits, *, temperature=1.0, target_is_logits=False, reduction="mean",
+            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None):
+    """KL(p || softmax(logits / T)) per row, reduced; with ``return_grad`` also
+    d(loss)/d(logits) = (S q - p) / T (S = sum p; divided by the rows for "mean")."""
+    return _loss("kl", target, logits, temperature, target_is_logits, reduction, return_grad,
+                 eps, axis)
+
+
+def cross_entropy_loss(target, logits, *, temperature=1.0, target_is_logits=False,
+                       reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
+                       num_threads=None):
+    """-sum p * log_softmax(logits / T) per row, reduced; the gradient of kl_loss."""
+    return _loss("cross_entropy", target, logits, temperature, target_is_logits, reduction,
+                 return_grad, eps, axis)
+
+
+LOSSES = {"kl": kl_loss, "cross_entropy": cross_entropy_loss}
 
 
 def jensen_shannon_rows(p, q):

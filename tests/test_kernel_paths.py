@@ -21,25 +21,12 @@ ALL = MEASURES + ("jensen_shannon",)
 LENGTHS = list(range(1, 80)) + [95, 96, 97, 100, 127, 128, 129, 130]
 
 
-def js_ref(p, q, normalize=False):
-    """Jensen-Shannon in float64 numpy, 0 log 0 = 0."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    if normalize:
-        p = p / p.sum(axis=-1, keepdims=True)
-        q = q / q.sum(axis=-1, keepdims=True)
-    m = 0.5 * p + 0.5 * q
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(p > 0, p * np.log(p / m), 0.0)
-        b = np.where(q > 0, q * np.log(q / m), 0.0)
-    return np.maximum(0.5 * (a + b).sum(axis=-1), 0.0)
-
-
 def reference(measure, p, q, **kwargs):
+    """The slow twin on the same values, rows scored as given."""
     if measure == "jensen_shannon":
         kwargs.pop("eps", None)
-        return js_ref(p, q, **kwargs)
-    return call_ref(measure, p.astype(np.float64), q.astype(np.float64), **kwargs)
+    return call_ref(measure, p.astype(np.float64), q.astype(np.float64), check_sums=False,
+                    **kwargs)
 
 
 def run(measure, p, q, **kwargs):

@@ -34,8 +34,9 @@ def test_twin_edge_rows_match_mpmath(measure):
 
     for name, p, q, eps in HAND_PICKED:
         want = mp_row(measure, p, q, eps)
-        got = float(_reference.MEASURES[measure](p, q, eps=eps) if measure != "entropy"
-                    else _reference.entropy(p, eps=eps))
+        got = float(_reference.MEASURES[measure](p, q, eps=eps, check_sums=False)
+                    if measure != "entropy"
+                    else _reference.entropy(p, eps=eps, check_sums=False))
         assert got == pytest.approx(want, rel=1e-13, abs=1e-320), name
 
 
@@ -46,5 +47,5 @@ def test_twin_eps_rule():
     assert _reference.cross_entropy([1.0, 0.0], [0.0, 1.0], eps=0.1) == pytest.approx(
         -np.log(0.1))
     assert _reference.entropy([1e-5, 1.0], eps=1e-3) == pytest.approx(-1e-5 * np.log(1e-3))
-    assert _reference.jeffreys([0.2, 0.2], [0.2, 0.2], eps=0.5) == 0.0
+    assert _reference.jeffreys([0.2, 0.2], [0.2, 0.2], eps=0.5, check_sums=False) == 0.0
     assert _reference.kl([1.0, 0.0], [0.0, 1.0], eps=0) == np.inf
