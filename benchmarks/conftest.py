@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pytest
 
-from klfast import _bench_peers as peers
+from klfast.bench import peers
 from klfast import default_num_threads
 
 FULL_SHAPES = ("1000000x100", "100000x1000", "1000x100000", "100000x1000:ref", "1x11")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast import _bench_peers as peers
+from klfast.bench import peers
 
 
 def _check(case, peer, threads, result, input_cache):

@@ -3,11 +3,11 @@
 A kl call may use at most its inputs + output + 5 % above the interpreter's
 baseline: no input-sized temporaries. The control case shows the measurement
 sees a temporary when there is one (scipy's rel_entr allocates an input-sized
-array). See klfast/_bench_memory.py for how the baseline is taken.
+array). See klfast/bench/memory.py for how the baseline is taken.
 """
 import pytest
 
-from klfast._bench_memory import SLACK, peak_memory
+from klfast.bench.memory import SLACK, peak_memory
 
 FULL = (100_000, 1_000)   # 1.6 GB of float64 input
 SMALL = (5_000, 1_000)    # 80 MB: large enough that page-level noise is far below 5 %

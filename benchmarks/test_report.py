@@ -96,7 +96,7 @@ def test_progress_bar_counts_every_sample(tmp_path, monkeypatch):
 
 
 def test_ratio_pairs_the_samples_of_one_turn():
-    from klfast._bench_report import ratio
+    from klfast.bench.report import ratio
 
     # the machine is 2x slower for turns 4-5 (both peers), and a burst hits
     # only a in turns 1-2: a is 1.1x b in the three clean turns. The ratio of

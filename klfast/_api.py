@@ -1,7 +1,5 @@
 """The public functions: validate, broadcast, dispatch to the row kernels."""
 import math
-import numbers
-import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,17 +7,22 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
 from . import _kernels
+from ._validate import (
+    SUM_TOLERANCE,
+    _F32_EPS_LIMIT,
+    _as_input,
+    _check_axis,
+    _check_eps,
+    _check_eps_dtype,
+    _check_flag,
+    _check_num_threads,
+    _explain,
+    _log_scale,
+    _sum_message,
+)
 
 DEFAULT_EPS = 1e-12
 """Floor applied to p and q inside logarithms: ``p~ = max(p, eps)``."""
-
-SUM_TOLERANCE = 1e-3
-"""How far from 1 a row's sum may be (``|sum - 1| <= SUM_TOLERANCE``) for the
-row to count as a distribution when ``normalize=False`` and ``check_sums=True``.
-Loose enough for rounding (a float32 softmax of 256,000 classes sums to 1
-within 5e-4 even with a naive float32 denominator; rows normalised by numpy
-in float64 within 1e-12), tight enough to catch counts, percentages, logits
-and truncated distributions."""
 
 # An input the kernel cannot read directly (dtype, byte order, layout) is
 # converted in blocks of rows of about this many elements: never an
@@ -70,16 +73,6 @@ def default_num_threads():
     return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
 
 
-def _check_num_threads(num_threads):
-    if num_threads is None:
-        return None
-    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(f"num_threads must be None or an int >= 1, got {num_threads!r}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    return int(num_threads)
-
-
 def _resolve_threads(num_threads, n_rows, k):
     if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
         return 1
@@ -88,85 +81,6 @@ def _resolve_threads(num_threads, n_rows, k):
     else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
         n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
     return max(1, min(n, n_rows))
-
-
-def _check_flag(value, name):
-    """A bool keyword: True, False or a numpy bool; anything else is a TypeError
-    (an array would otherwise fail with numpy's "truth value is ambiguous")."""
-    if value is True or value is False or isinstance(value, np.bool_):
-        return bool(value)
-    raise TypeError(f"{name} must be True or False, got {_describe(value)}")
-
-
-def _check_axis(axis):
-    if isinstance(axis, bool):
-        raise TypeError("axis must be an int, got bool")
-    try:
-        return operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an int, got {_describe(axis)}") from None
-
-
-def _describe(value):
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape}"
-    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, float, int)) \
-        else type(value).__name__
-
-
-def _check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    eps = float(eps)
-    if not (eps >= 0.0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
-    return eps
-
-
-# eps at or above this rounds to +inf in float32 (float32's largest value is
-# 2^128 - 2^104; ties round to even, which is up, to 2^128).
-_F32_EPS_LIMIT = 2.0 ** 128 - 2.0 ** 103
-
-
-def _check_eps_dtype(eps, dtype):
-    """float32 inputs apply eps rounded to float32: it must stay finite."""
-    if dtype == np.float32 and eps >= _F32_EPS_LIMIT:
-        raise ValueError(
-            f"eps={eps!r} is above float32's range (largest value 3.4028235e+38): "
-            "float32 inputs apply eps rounded to float32; convert the inputs to float64"
-        )
-
-
-def _log_scale(base):
-    """Factor turning natural logs into logs in ``base``."""
-    if base is None:
-        return 1.0
-    if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise TypeError(f"base must be None or a real number, got {type(base).__name__}")
-    base = float(base)
-    if not (math.isfinite(base) and base > 0.0 and base != 1.0):
-        raise ValueError(f"base must be finite, > 0 and != 1, got {base}")
-    return 1.0 / math.log(base)
-
-
-def _as_input(x, name):
-    """Array view of ``x`` and the float dtype it is computed in."""
-    if x is None:
-        raise TypeError(f"{name} is required (got None)")
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a numpy.ma.MaskedArray; klfast does not support masks: "
-                        f"pass {name}.filled(...) or select the rows to score")
-    arr = np.asarray(x)
-    kind = arr.dtype.kind
-    if kind == "f":
-        compute = np.float32 if arr.dtype.itemsize <= 4 else np.float64
-    elif kind in "biu":
-        compute = np.float64
-    else:
-        raise TypeError(
-            f"{name} must hold real numbers (float, int or bool), got dtype {arr.dtype}"
-        )
-    return arr, np.dtype(compute)
 
 
 def _result_dtype(*arrays):
@@ -187,42 +101,6 @@ def _kernel_ready(x, dtype):
         and (x.shape[1] <= 1 or x.strides[1] == item)
         and x.strides[0] % item == 0
     )
-
-
-PYTHON_SUM_HINT = ("pass normalize=True to divide each row by its sum, or check_sums=False to "
-                   "score the rows as they are")
-
-
-def _explain(name, row, index, normalize, check_sums=False, sum_hint=PYTHON_SUM_HINT):
-    """The problem with one row of one input, or None. ``sum_hint`` ends the
-    message about a row that does not sum to 1 (the command line names its
-    options)."""
-    row = np.asarray(row, dtype=np.float64)
-    where = f"{name}: row {index}"
-    if np.isnan(row).any():
-        return f"{where} contains NaN (at position {int(np.flatnonzero(np.isnan(row))[0])})"
-    if np.isinf(row).any():
-        j = int(np.flatnonzero(np.isinf(row))[0])
-        return f"{where} contains an infinite value ({row[j]}) at position {j}"
-    if (row < 0).any():
-        j = int(np.flatnonzero(row < 0)[0])
-        return f"{where} has a negative entry ({float(row[j])!r}) at position {j}"
-    if normalize:
-        if not row.any():
-            return f"{where} sums to 0 and cannot be normalized"
-        with np.errstate(over="ignore"):
-            if not math.isfinite(row.sum()):
-                return f"{where} sum overflows and cannot be normalized"
-    elif check_sums:
-        total = float(row.sum())
-        if not abs(total - 1.0) <= SUM_TOLERANCE:
-            return _sum_message(where, total, sum_hint)
-    return None
-
-
-def _sum_message(where, total, hint=PYTHON_SUM_HINT):
-    return (f"{where} sums to {total:.10g}, not 1 (tolerance {SUM_TOLERANCE:g}): it is not a "
-            f"probability distribution; {hint}")
 
 
 class _Job:

@@ -23,8 +23,6 @@ import zipfile
 
 import numpy as np
 
-from . import _api
-
 INPUT_FORMATS = (".npy", ".npz", ".parquet", ".csv")
 OUTPUT_FORMATS = (".npy", ".parquet", ".csv")
 
@@ -34,50 +32,6 @@ class InputError(Exception):
 
     def __init__(self, where, problem=None):
         super().__init__(where if problem is None else f"{where}: {problem}")
-
-
-def invalid_row_message(p, q, normalize, start=(), names=("p", "q"), check_sums=False,
-                        sum_hint=_api.PYTHON_SUM_HINT):
-    """Explain the first invalid row of a block, numbered in the whole array.
-
-    ``p`` and ``q`` (``q`` may be None) hold distributions along their last
-    axis and broadcast against each other; ``start`` is the index of the
-    block's first row in the whole (broadcast) array of rows. Used after the
-    kernel reported an invalid row, so it may cost a pass over the block.
-    Returns None when no row is invalid.
-    """
-    p = np.asarray(p)
-    pairs = [(names[0], p)]
-    if q is not None:
-        q = np.asarray(q)
-        pairs.append((names[1], q))
-    outer = np.broadcast_shapes(*(x.shape[:-1] for _, x in pairs))
-    suspect = np.zeros(outer, dtype=bool)
-    for _, x in pairs:
-        suspect |= _suspect_rows(x, normalize, check_sums)
-    for local in np.argwhere(suspect):
-        local = tuple(int(i) for i in local)
-        where = tuple(s + i for s, i in zip(start, local)) if start else local
-        index = where if len(where) > 1 else (where[0] if where else 0)
-        for name, x in pairs:
-            row = np.broadcast_to(x, outer + x.shape[-1:])[local]
-            message = _api._explain(name, row, index, normalize, check_sums, sum_hint)
-            if message:
-                return message
-    return None
-
-
-def _suspect_rows(x, normalize, check_sums=False):
-    """Rows of ``x`` the kernel may reject (a superset is fine: each is checked)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        values = x.astype(np.float64, copy=False)
-        bad = ~(np.isfinite(values) & (values >= 0)).all(axis=-1)
-        if normalize:
-            total = values.sum(axis=-1)
-            bad |= ~(np.isfinite(total) & (total > 0))
-        elif check_sums:
-            bad |= ~(np.abs(values.sum(axis=-1) - 1.0) <= _api.SUM_TOLERANCE)
-    return bad
 
 
 # ---------------------------------------------------------------- readers

@@ -6,17 +6,14 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
 from . import _kernels, _loss_kernels
-from ._api import (
-    BLOCK_ELEMENTS,
-    DEFAULT_EPS,
+from ._api import BLOCK_ELEMENTS, DEFAULT_EPS, _kernel_ready, _resolve_threads
+from ._validate import (
     _as_input,
     _check_axis,
     _check_eps,
     _check_flag,
     _check_num_threads,
     _explain,
-    _kernel_ready,
-    _resolve_threads,
 )
 
 _LOSSES = _loss_kernels.LOSSES

@@ -27,9 +27,9 @@ from ._io import (
     default_chunk_rows,
     format_duration,
     _reason,
-    invalid_row_message,
     open_rows,
 )
+from ._validate import invalid_row_message
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 EXIT_USAGE = 2

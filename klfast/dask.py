@@ -36,8 +36,8 @@ from dask.array.core import unify_chunks
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _api
-from ._io import invalid_row_message
+from . import _api, _validate
+from ._validate import invalid_row_message
 
 
 def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,
@@ -65,7 +65,7 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
 
 def _as_dask(x, name):
     x = x if isinstance(x, da.Array) else da.asarray(x)
-    _api._as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
+    _validate._as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
     return x
 
 
@@ -113,13 +113,13 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
             "out= is not supported for dask arrays: the result is lazy; use "
             "dask.array.store(result, target) or result.compute() instead"
         )
-    eps = _api._check_eps(eps)
-    normalize = _api._check_flag(normalize, "normalize")
-    check_sums = _api._check_flag(check_sums, "check_sums")
-    keepdims = _api._check_flag(keepdims, "keepdims")
-    axis = _api._check_axis(axis)
-    _api._log_scale(base)
-    num_threads = _api._check_num_threads(num_threads)
+    eps = _validate._check_eps(eps)
+    normalize = _validate._check_flag(normalize, "normalize")
+    check_sums = _validate._check_flag(check_sums, "check_sums")
+    keepdims = _validate._check_flag(keepdims, "keepdims")
+    axis = _validate._check_axis(axis)
+    _validate._log_scale(base)
+    num_threads = _validate._check_num_threads(num_threads)
     if num_threads is None:
         num_threads = 1
 

@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 import klfast
-from klfast import _bench_peers as peers_mod
-from klfast import _bench_report
-from klfast._bench_peers import Case, Shape, Unsupported
+from klfast.bench import peers as peers_mod
+from klfast.bench import report
+from klfast.bench.peers import Case, Shape, Unsupported
 
 DEFAULT_SHAPES = "1000000x100,100000x1000,1000x100000,100000x1000:ref,1x11"
 QUICK_SHAPES = "10000x100,1000x1000,10x100000,1000x1000:ref,1x11"
@@ -194,7 +194,7 @@ def _sample(fn, number):
 
 def _tasks(case, args):
     # scipy first: for float64 inputs its answer is the accuracy reference
-    # (Jensen-Shannon's is numpy's; see _bench_peers.reference)
+    # (Jensen-Shannon's is numpy's; see klfast.bench.peers.reference)
     order = sorted(args.peers, key=lambda peer: peer is not peers_mod.SCIPY)
     tasks = []
     for peer in order:
@@ -319,8 +319,8 @@ def sample_in_turns(timed, repeat, bar):
 
 def _derive(records):
     """Add speed-up versus scipy and the ratio to the read floor
-    (_bench_report.ratio: paired by turn when sampled in one group)."""
-    ratio = _bench_report.ratio
+    (klfast.bench.report.ratio: paired by turn when sampled in one group)."""
+    ratio = report.ratio
     by_case = {}
     for r in records:
         key = (r["measure"], r["dtype"], r["shape"], r["zeros"])
@@ -396,7 +396,7 @@ def _load_average():
 
 def _memory_runs(args, bar):
     """Peak memory of kl at the largest full-matrix shape per dtype (target 8)."""
-    from klfast._bench_memory import peak_memory
+    from klfast.bench.memory import peak_memory
     full = [s for s in args.shapes if not s.ref_row]
     if not full:
         return []
@@ -420,9 +420,9 @@ def render(folder, plots=True):
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
     _derive(results["records"])
-    made = _bench_report.plots(results, folder) if plots else []
+    made = report.plots(results, folder) if plots else []
     with open(os.path.join(folder, "report.md"), "w") as f:
-        f.write(_bench_report.markdown(results, made))
+        f.write(report.markdown(results, made))
     return results
 
 
@@ -430,7 +430,7 @@ def main(argv=None):
     args = _parse_args(argv)
     if args.render:
         results = render(args.render, plots=not args.no_plots)
-        print(_bench_report.summary(results))
+        print(report.summary(results))
         print(f"\nreport: {os.path.join(args.render, 'report.md')}")
         return 0
     command = "python -m klfast.bench" + ("".join(" " + shlex.quote(a) for a in argv)
@@ -505,11 +505,11 @@ def main(argv=None):
     info["load_average_at_end"] = _load_average()
 
     results = save(partial=False)
-    plots = [] if args.no_plots else _bench_report.plots(results, args.out)
-    text = _bench_report.markdown(results, plots)
+    plots = [] if args.no_plots else report.plots(results, args.out)
+    text = report.markdown(results, plots)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(text)
-    print(_bench_report.summary(results))
+    print(report.summary(results))
     print(f"\nreport: {os.path.join(args.out, 'report.md')}")
     bad = [r for r in records if r.get("agrees") is False]
     if bad:
@@ -518,6 +518,3 @@ def main(argv=None):
                                   for r in bad})), file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
