@@ -64,6 +64,8 @@ p = np.empty((n_rows, k), dtype=dtype)
 rng.random(out=p, dtype=dtype)
 q = np.empty((1 if ref_row else n_rows, k), dtype=dtype)
 rng.random(out=q, dtype=dtype)
+p /= p.sum(axis=1, keepdims=True)  # rows are distributions (in place: no temporary)
+q /= q.sum(axis=1, keepdims=True)
 if ref_row:
     q = q[0]
 before = status_kib("VmHWM") * 1024
