@@ -37,6 +37,7 @@ subnormal (eps below the smallest normal, e.g. eps=0) is flagged and
 recomputed here by the exact scalar path, which uses libm's log.
 """
 import os
+from time import perf_counter
 
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX, DBL_MIN
@@ -302,9 +303,19 @@ def set_isa(name):
 set_isa(os.environ.get("KLFAST_ISA") or _SUPPORTED[len(_SUPPORTED) - 1])
 
 
-# Rows per chunk: about this many elements (8 ms of memory traffic in
-# float64), after which the GIL is taken back to look for signals.
+# The first chunk of rows holds about this many elements (a few ms of memory
+# traffic); later chunks are sized to take about CHUNK_SECONDS each. Between
+# chunks the GIL is taken back to look for signals.
 CHUNK_ELEMENTS = 1 << 22
+CHUNK_SECONDS = 0.05
+
+
+def _next_chunk(Py_ssize_t chunk, double elapsed):
+    """Rows for the next chunk: about CHUNK_SECONDS at the pace of the last
+    one, growing at most 8-fold a step (so a slow start cannot make one
+    chunk run for long)."""
+    cdef double rows = chunk * CHUNK_SECONDS / max(elapsed, 1e-6)
+    return max(1, <Py_ssize_t>min(rows, 8.0 * chunk))
 
 
 def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
@@ -334,6 +345,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
         raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
     if p_row_stride % size or q_row_stride % size or out_stride % size:
         raise ValueError("klfast._kernels.rows: strides must be multiples of the item size")
+    cdef double started = perf_counter()
     while r0 < n_rows:
         r1 = min(n_rows, r0 + chunk)
         with nogil:
@@ -352,6 +364,8 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
         r0 = r1
         if r0 < n_rows:
             PyErr_CheckSignals()
+            chunk = _next_chunk(chunk, perf_counter() - started)
+            started = perf_counter()
     return n_bad
 
 

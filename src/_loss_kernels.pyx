@@ -50,6 +50,7 @@ from libc.float cimport DBL_MAX
 from libc.math cimport exp, frexp, ldexp, log, nextafterf, INFINITY, NAN
 cimport numpy as cnp
 import numpy as np
+from time import perf_counter
 
 cnp.import_array()
 
@@ -273,8 +274,10 @@ cdef klfast_loss_params _params(int loss, double inv_temperature, bint target_is
     return prm
 
 
-# Rows per chunk: about this many elements, after which the GIL is taken
-# back to look for signals (as klfast._kernels.rows does).
+# Chunks of rows as in klfast._kernels.rows: the first of about this many
+# elements, later ones sized to take about CHUNK_SECONDS; between chunks the
+# GIL is taken back to look for signals.
+from klfast._kernels import _next_chunk
 CHUNK_ELEMENTS = 1 << 22
 
 
@@ -323,6 +326,7 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
         raise TypeError("klfast._loss_kernels.loss_rows: dtype must be float32 or float64")
     prm = _params(loss, inv_temperature, target_is_logits, eps, grad_scale)
     # in chunks of rows, looking for signals (Ctrl-C) between them
+    cdef double started = perf_counter()
     while r0 < n_rows:
         r1 = min(n_rows, r0 + chunk)
         with nogil:
@@ -345,6 +349,8 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
         r0 = r1
         if r0 < n_rows:
             PyErr_CheckSignals()
+            chunk = _next_chunk(chunk, perf_counter() - started)
+            started = perf_counter()
     return n_bad
 
 
