@@ -327,7 +327,8 @@ KLF_INLINE void KLF_MFN(widen_sums)(V *xs, V *ys, klf_vd *xacc, klf_vd *yacc, in
         for (; j + KLF_GROUP * BLOCK <= k; j += KLF_GROUP * BLOCK) {                        \
             KLF_MFN(KLF_CAT(NAME, _group))(p + j, q + j, KLF_GROUP, 0, 0, e, sp, sq,        \
                                            normalize, checked, acc, xs, ys, &bad, &flag);   \
-            if (!normalize && ++pending == KLF_SUM_GROUPS) {                                \
+            /* float64 sums stay in xs: no counter in its loop */                          \
+            if (KLF_GROUP != 1 && !normalize && ++pending == KLF_SUM_GROUPS) {              \
                 KLF_MFN(widen_sums)(xs, ys, xacc, yacc, USES_Q);                            \
                 pending = 0;                                                                \
             }                                                                               \
