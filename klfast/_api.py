@@ -212,22 +212,6 @@ class _Job:
         raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
 
 
-def _rescale_overflowed(job, p, q, out):
-    """With a base far from e (|1 / log(base)| < 1), a row whose value in
-    nats overflows may still have a finite value in that base: recompute the
-    rows that came out infinite with the exact path, which scales the row's
-    sum before it can overflow. ``p``, ``q``: the N-D row views, ``out`` their
-    results."""
-    if not np.isinf(out).any():
-        return
-    for index in np.argwhere(np.isinf(out)):
-        index = tuple(index)
-        p_row = np.ascontiguousarray(p[index], dtype=job.dtype)
-        q_row = p_row if job.names[1] is None else np.ascontiguousarray(q[index], dtype=job.dtype)
-        out[index] = _kernels.exact_row(job.measure, p_row, q_row, job.eps, job.scale,
-                                        job.normalize)
-
-
 def _run_nd(job, p, q, out, first_row=0):
     """Split broadcast N-D views (outer..., k) into 2-D problems without copies."""
     outer = p.shape[:-1]
@@ -336,8 +320,6 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
     pv = rows_view(p, p_shape)
     qv = pv if q is _ENTROPY_Q else rows_view(q_arr, q_shape)
     _run_nd(job, pv, qv, out_view)
-    if abs(scale) < 1.0:
-        _rescale_overflowed(job, pv, qv, out_view)
     if out is not None and result is not out:
         out[...] = result
         return out

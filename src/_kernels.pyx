@@ -163,7 +163,7 @@ cdef inline double _row_sum_scaled(int measure, const floating* p, const floatin
 
 
 cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                        double eps, bint normalize, double tol) noexcept nogil:
+                        double eps, bint normalize, double tol, double scale) noexcept nogil:
     """The exact scalar path: libm's log, one term at a time. Entropy reads
     only p (the caller passes q = p). A row whose running sum overflows
     (finite terms near 1e308, possibly of both signs) is summed again with
@@ -184,13 +184,17 @@ cdef inline double _row(int measure, const floating* p, const floating* q, Py_ss
         s += t
     if bad or not (normalize or _sums_to_one(total_p, total_q, tol)):
         return NAN
-    if inf_term:  # an infinite term is +inf (finite terms cannot cancel it)
-        return INFINITY
-    if not (s >= -DBL_MAX and s <= DBL_MAX):  # overflowed, or inf - inf
-        s = _row_sum_scaled(measure, p, q, k, eps, sp, sq, _UNDER_SCALE) * _OVER_SCALE
+    if inf_term or not (s >= -DBL_MAX and s <= DBL_MAX):  # a term or the sum overflowed
+        # summed again with scaled terms, times scale before it is scaled
+        # back: with a base far from e (scale < 1) the value may be finite
+        # where its value in nats is not
+        s = _row_sum_scaled(measure, p, q, k, eps, sp, sq, _UNDER_SCALE)
+        if not (s <= DBL_MAX):  # an infinite term (+inf: finite terms cannot cancel it)
+            return INFINITY * scale
+        return (s * scale) * _OVER_SCALE
     if measure == JS and s < 0.0:  # rounding; JS >= 0
         return 0.0
-    return s
+    return s * scale
 
 
 cdef inline bint _sums_to_one(double total_p, double total_q, double tol) noexcept nogil:
@@ -218,7 +222,7 @@ cdef inline double _js_term(double a, double b) noexcept nogil:
 
 cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
                                  const floating* q, Py_ssize_t k, double eps,
-                                 bint normalize, double tol) noexcept nogil:
+                                 bint normalize, double tol, double scale) noexcept nogil:
     cdef int special = 0
     cdef double v
     cdef double sums[2]
@@ -227,10 +231,10 @@ cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floa
     else:
         v = isa.f32[measure](p, q, k, eps, normalize, &special, sums)
     if special:
-        return _row(measure, p, q, k, eps, normalize, tol)
+        return _row(measure, p, q, k, eps, normalize, tol, scale)
     if not _sums_to_one(sums[0], sums[1], tol):
         return NAN
-    return v
+    return v * scale
 
 
 cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
@@ -249,14 +253,14 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     if n_threads <= 1:
         for i in range(n_rows):
             v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
-                               tol) * scale
+                               tol, scale)
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
     else:
         for i in prange(n_rows, schedule="static", num_threads=n_threads):
             v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
-                               tol) * scale
+                               tol, scale)
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
@@ -482,43 +486,3 @@ def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
     else:
         raise TypeError("read_floor: dtype must be float32 or float64")
     return total
-
-
-cdef double _scaled_row(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                        double eps, double scale, bint normalize) noexcept nogil:
-    """_row(...) * scale for a row whose value overflows but whose scaled
-    value may not (a base far from e): the sum is taken with terms scaled
-    by 2^-64, multiplied by scale, then scaled back."""
-    cdef double v = _row(measure, p, q, k, eps, normalize, INFINITY), sp, sq
-    if not (v == INFINITY or v == -INFINITY):
-        return v * scale
-    sp = _row_sum(p, k, normalize)
-    sq = _row_sum(q, k, normalize)
-    v = _row_sum_scaled(measure, p, q, k, eps, sp, sq, _UNDER_SCALE)
-    if not (v >= -DBL_MAX and v <= DBL_MAX):  # an infinite term: the value is +inf
-        return INFINITY * scale
-    return (v * scale) * _OVER_SCALE
-
-
-def exact_row(int measure, cnp.ndarray p, cnp.ndarray q, double eps, double scale,
-              bint normalize):
-    """One row's value times ``scale``, by the exact path, for a row whose
-    value overflows before the scaling (``base=1e300`` on entries near
-    1e308); private, called by klfast._api.
-
-    ``p`` and ``q`` are 1-D C-contiguous arrays of one dtype (float32 or
-    float64) and one length, of valid entries.
-    """
-    cdef Py_ssize_t k = p.shape[0]
-    if (cnp.PyArray_NDIM(p) != 1 or cnp.PyArray_NDIM(q) != 1 or q.shape[0] != k
-            or not (cnp.PyArray_IS_C_CONTIGUOUS(p) and cnp.PyArray_IS_C_CONTIGUOUS(q))
-            or cnp.PyArray_TYPE(p) != cnp.PyArray_TYPE(q)):
-        raise ValueError("exact_row: p and q must be 1-D C-contiguous arrays of one length and dtype")
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        return _scaled_row[double](measure, <const double*>cnp.PyArray_DATA(p),
-                                   <const double*>cnp.PyArray_DATA(q), k, eps, scale, normalize)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT:  # eps in float32, as the kernels apply it
-        return _scaled_row[float](measure, <const float*>cnp.PyArray_DATA(p),
-                                  <const float*>cnp.PyArray_DATA(q), k, <float>eps, scale,
-                                  normalize)
-    raise TypeError("exact_row: dtype must be float32 or float64")
