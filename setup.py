@@ -1,23 +1,32 @@
 """Build the compiled kernels of klfast.
 
-The kernels live in ``src/`` and are compiled into ``klfast._kernels``.
+Sources live in ``src/`` (see src/README.md). Two extension modules are built:
+``klfast._kernels`` (everything the library runs) and ``klfast._diagnostics``
+(kernels for the tests and benchmarks). Both link the same objects of the
+engine: one per instruction-set level (``src/levels/*.c``, each compiled with
+its own flags) and the dispatch table (``src/engine/dispatch.c``).
 
 * ``-O3``, no ``-ffast-math`` (it breaks the NaN/inf checks fused into the
-  kernels) and no ``-march=native``: the default build runs on any x86-64 CPU.
-* OpenMP is used when the compiler supports it; otherwise the kernels build
-  serially (``klfast.show_config()`` reports which). Set ``KLFAST_NO_OPENMP=1``
-  to force a serial build.
+  kernels) and no ``-march=native``: the default build runs on any CPU of its
+  architecture. On x86-64 the AVX2 and AVX-512 levels are compiled with
+  ``-march=x86-64-v3`` / ``-march=x86-64-v4`` in their own translation units
+  and used only when the CPU runs them; a level the compiler cannot build is
+  left out, and ``klfast.show_config()`` says why. On aarch64 the baseline
+  level is NEON.
+* OpenMP is used when the compiler supports it (GCC; clang with libomp);
+  otherwise the kernels build serially and ``klfast.show_config()`` says why.
+  ``KLFAST_NO_OPENMP=1`` forces a serial build.
 * No debug information (``-g0``, after Python's own ``-g``): it took a third
-  of the compile time. Set ``KLFAST_DEBUG_INFO=1`` to keep Python's flags.
-* The two extensions compile in parallel (one job per CPU, at most one per
-  extension; ``build_ext --parallel N`` overrides).
-* Cython runs when the extensions are built, not when setup.py is loaded: the
-  extensions keep their ``.pyx`` sources, so an sdist lists (and ships) them
-  instead of the generated ``.c`` files, and making one runs no Cython.
+  of the compile time. ``KLFAST_DEBUG_INFO=1`` keeps Python's flags.
+* Every C file compiles in parallel (one job per CPU; ``build_ext --parallel
+  N`` overrides), Cython included.
+* Cython runs when the extensions are built, not when setup.py is loaded: an
+  sdist ships the ``.pyx`` sources, not generated ``.c`` files.
 """
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from setuptools import Extension, setup
@@ -33,20 +42,35 @@ CYTHON_DIRECTIVES = {
     "cdivision": True,
     "initializedcheck": False,
 }
+INCLUDE_DIRS = [np.get_include(), "src"]
+MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+
+# The x86-64 levels above the baseline: the flags of their translation unit,
+# tried in order (-march=x86-64-vN needs GCC 11 or clang 12).
+X86_LEVELS = {
+    "avx2": [["-march=x86-64-v3"],
+             ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c", "-mmovbe", "-mpopcnt"]],
+    "avx512": [["-march=x86-64-v4", "-mprefer-vector-width=512"],
+               ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c", "-mmovbe", "-mpopcnt",
+                "-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl",
+                "-mprefer-vector-width=512"]],
+}
 
 
-def _compiler_accepts(compiler, args, code):
-    """Compile and link a tiny program with ``args``; True when it works."""
+def _try_compile(compiler, code, args, link=False):
+    """Compile (and link) a tiny program with ``args``: None when it works,
+    else the compiler's complaint in one line."""
     with tempfile.TemporaryDirectory() as tmp:
         source = os.path.join(tmp, "probe.c")
         with open(source, "w") as f:
             f.write(code)
         try:
             objects = compiler.compile([source], output_dir=tmp, extra_postargs=args)
-            compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=args)
-        except Exception:
-            return False
-    return True
+            if link:
+                compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=args)
+        except Exception as exc:  # CompileError, LinkError
+            return " ".join(str(exc).split())[:120] or type(exc).__name__
+    return None
 
 
 OPENMP_PROBE = """
@@ -56,58 +80,103 @@ int main(void) { int n = 0;
   n += 1;
   return n > 0 ? 0 : 1; }
 """
+X86_PROBE = "#if !defined(__x86_64__)\n#error not x86-64\n#endif\nint klfast_probe;\n"
+VECTOR_PROBE = """
+typedef double vd __attribute__((vector_size(32)));
+vd klfast_probe(vd a, vd b) { return a / b; }
+"""
 
 
 class BuildExt(build_ext):
     def build_extensions(self):
         from Cython.Build import cythonize
 
-        if not self.parallel:
-            self.parallel = max(1, min(len(self.extensions), os.cpu_count() or 1))
+        jobs = self.parallel or os.cpu_count() or 1
         # keep setuptools' Extension objects (it has set attributes on them): take
         # only the generated .c sources from cythonize's copies
         generated = {ext.name: ext.sources
                      for ext in cythonize(self.extensions, compiler_directives=CYTHON_DIRECTIVES,
-                                          nthreads=self.parallel if os.name == "posix" else 0)}
+                                          include_path=["src"],
+                                          nthreads=jobs if os.name == "posix" else 0)}
         for ext in self.extensions:
             ext.sources = generated[ext.name]
-        is_msvc = self.compiler.compiler_type == "msvc"
-        args = [] if is_msvc else list(BASE_ARGS)
-        if not is_msvc and os.environ.get("KLFAST_DEBUG_INFO", "") in ("", "0"):
+        args = list(BASE_ARGS)
+        if os.environ.get("KLFAST_DEBUG_INFO", "") in ("", "0"):
             args += NO_DEBUG_ARGS
-        link_args = []
-        want_openmp = os.environ.get("KLFAST_NO_OPENMP", "") in ("", "0")
-        omp_args = ["/openmp"] if is_msvc else OPENMP_ARGS
-        if want_openmp and _compiler_accepts(self.compiler, omp_args, OPENMP_PROBE):
-            args += omp_args
-            link_args += [] if is_msvc else omp_args
+        link_args, notes = [], []
+        if os.environ.get("KLFAST_NO_OPENMP", "") not in ("", "0"):
+            notes.append("OpenMP: off (KLFAST_NO_OPENMP)")
         else:
-            print("klfast: building without OpenMP (kernels run on one thread)", file=sys.stderr)
+            problem = _try_compile(self.compiler, OPENMP_PROBE, OPENMP_ARGS, link=True)
+            if problem is None:
+                args += OPENMP_ARGS
+                link_args += OPENMP_ARGS
+            else:
+                notes.append(f"OpenMP: the compiler rejected -fopenmp ({problem})")
+                print(f"klfast: building without OpenMP: {problem}", file=sys.stderr)
+
+        # the levels: their sources and flags
+        levels = [("baseline", [])]
+        if _try_compile(self.compiler, X86_PROBE, args) is None:
+            for name, candidates in X86_LEVELS.items():
+                tried = []
+                for flags in candidates:
+                    problem = _try_compile(self.compiler, VECTOR_PROBE, args + flags)
+                    if problem is None:
+                        levels.append((name, flags))
+                        break
+                    tried.append(f"{' '.join(flags)}: {problem}")
+                else:
+                    notes.append(f"{name}: the compiler rejected its flags ({'; '.join(tried)})")
+                    print(f"klfast: building without the {name} level", file=sys.stderr)
+        else:
+            notes.append("avx2, avx512: x86-64 only")
+
         flags = " ".join(args)
+        macros = MACROS + [("KLFAST_COMPILE_ARGS", '"%s"' % flags.replace('"', ""))]
+        dispatch_macros = macros + [(f"KLFAST_LEVEL_{name.upper()}", "1") for name, _ in levels[1:]]
+        dispatch_macros.append(("KLFAST_MISSING_LEVELS", '"%s"' % "; ".join(notes).replace('"', "'")))
+        engine = [(f"src/levels/{name}.c", args + level_flags, macros) for name, level_flags in levels]
+        engine.append(("src/engine/dispatch.c", args, dispatch_macros))
+        modules = [(source, args, macros) for ext in self.extensions for source in ext.sources]
+
+        # every C file at once, in parallel
+        def compile_one(job):
+            source, extra, defines = job
+            return self.compiler.compile([source], output_dir=self.build_temp, macros=defines,
+                                         include_dirs=INCLUDE_DIRS, extra_postargs=extra)
+
+        for source, _, _ in engine + modules:
+            os.makedirs(os.path.join(self.build_temp, os.path.dirname(source)), exist_ok=True)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            objects = dict(zip([source for source, _, _ in engine + modules],
+                               pool.map(compile_one, engine + modules)))
+        engine_objects = [obj for source, _, _ in engine for obj in objects[source]]
         for ext in self.extensions:
-            ext.extra_compile_args = args + ext.extra_compile_args
+            ext.objects = [obj for source in ext.sources for obj in objects[source]]
+            ext.objects += engine_objects
             ext.extra_link_args = link_args + ext.extra_link_args
-            ext.define_macros.append(("KLFAST_COMPILE_ARGS", '"%s"' % flags.replace('"', "")))
+        self.parallel = False  # linking only, below
         super().build_extensions()
 
+    def build_extension(self, ext):
+        """Link the objects compiled in build_extensions."""
+        path = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.compiler.link_shared_object(
+            ext.objects, path, libraries=self.get_libraries(ext),
+            library_dirs=ext.library_dirs, runtime_library_dirs=ext.runtime_library_dirs,
+            extra_postargs=ext.extra_link_args, export_symbols=self.get_export_symbols(ext),
+            build_temp=self.build_temp, target_lang="c")
 
+
+ENGINE_DEPENDS = [os.path.join(root, name) for root, _, names in os.walk("src")
+                  for name in names if name.endswith((".h", ".c", ".pxd"))]
 extensions = [
-    Extension(
-        "klfast._kernels",
-        sources=["src/_kernels.pyx"],
-        include_dirs=[np.get_include(), "src"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        depends=["src/klfast_config.h", "src/klfast_rows.h", "src/klfast_isa_impl.h",
-                 "src/klfast_measures_impl.h"],
-    ),
-    Extension(
-        "klfast._loss_kernels",
-        sources=["src/_loss_kernels.pyx"],
-        include_dirs=[np.get_include(), "src"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        depends=["src/klfast_config.h", "src/klfast_loss.h", "src/klfast_loss_isa_impl.h",
-                 "src/klfast_loss_impl.h"],
-    ),
+    Extension("klfast._kernels", sources=["src/_kernels.pyx"], include_dirs=INCLUDE_DIRS,
+              define_macros=MACROS, depends=ENGINE_DEPENDS),
+    Extension("klfast._diagnostics", sources=["src/_diagnostics.pyx"], include_dirs=INCLUDE_DIRS,
+              define_macros=MACROS, depends=ENGINE_DEPENDS),
 ]
 
 setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

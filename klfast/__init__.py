@@ -20,7 +20,8 @@ unless ``normalize=True`` or ``check_sums=False``.
 #   _validate.py   the argument checks and the messages naming an invalid row,
 #                  used by _api, _loss, dask and the command line alike
 #   _loss.py       kl_loss and cross_entropy_loss from logits, with gradients
-#   _kernels, _loss_kernels   the compiled kernels, built from src/ (src/README.md)
+#   _kernels, _diagnostics    the compiled kernels (the library's; the tests' and
+#                             benchmarks' own), built from src/ (src/README.md)
 #   _io.py, cli.py the `klfast` command: file readers and writers, options;
 #                  __main__.py is the demo (`python -m klfast`)
 #   dask.py        lazy, chunked scoring of dask arrays (imported only for them)

@@ -25,6 +25,8 @@ def config():
         "isa": _kernels.get_isa(),
         "supported_isas": list(_kernels.supported_isas()),
         "build_levels": list(_kernels.LEVELS),
+        # why OpenMP or a level is missing from this build ("" when nothing is)
+        "build_notes": _kernels.MISSING_LEVELS,
     }
 
 
@@ -41,11 +43,16 @@ def show_config():
     """
     c = config()
     print(f"klfast {c['klfast']} (python {c['python']}, numpy {c['numpy']}, {c['machine']})")
-    openmp = "yes" if c["openmp"] else "no (built without OpenMP: one thread)"
+    notes = [n for n in c["build_notes"].split("; ") if n]
+    why = [n.split(": ", 1)[1] for n in notes if n.startswith("OpenMP: ")]
+    openmp = "yes" if c["openmp"] else f"no (built without OpenMP: one thread; {', '.join(why) or 'no OpenMP'})"
     print(f"  OpenMP:              {openmp}")
     print(f"  default num_threads: {c['default_num_threads']}")
     print(f"  compile args:        {c['compile_args']}")
     print(f"  compiled for:        {c['build_isa']}, kernels built for "
           f"{', '.join(c['build_levels'])}")
+    for note in notes:
+        if not note.startswith("OpenMP: "):
+            print(f"  level left out:      {note}")
     print(f"  kernels in use:      {c['isa']} (this CPU runs {', '.join(c['supported_isas'])};"
           f" force one with KLFAST_ISA={'|'.join(c['build_levels'])})")

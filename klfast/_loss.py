@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _kernels, _loss_kernels
+from . import _kernels
 from ._api import BLOCK_ELEMENTS, DEFAULT_EPS, _kernel_ready, _resolve_threads
 from ._validate import (
     _as_input,
@@ -16,14 +16,8 @@ from ._validate import (
     _explain,
 )
 
-_LOSSES = _loss_kernels.LOSSES
+_LOSSES = _kernels.LOSSES
 _REDUCTIONS = ("none", "sum", "mean")
-# The loss kernels run at the instruction-set level klfast._kernels uses now
-# (klfast._kernels.set_isa, KLFAST_ISA), looked up on every call.
-_LEVEL_INDEX = {name: i for i, name in enumerate(_loss_kernels.LEVELS)}
-if _loss_kernels.LEVELS != _kernels.LEVELS:  # one build makes both
-    raise ImportError(f"klfast: loss kernel levels {_loss_kernels.LEVELS} differ from "
-                      f"{_kernels.LEVELS}; reinstall klfast")
 
 
 def _check_temperature(temperature):
@@ -90,11 +84,10 @@ class _LossJob:
     """One call: the loss, its parameters and the outer shape of the rows."""
 
     __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
-                 "num_threads", "dtype", "outer", "level")
+                 "num_threads", "dtype", "outer")
 
     def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
                  dtype, outer):
-        self.level = _LEVEL_INDEX[_kernels.get_isa()]
         self.loss = loss
         self.inv_temperature = inv_temperature
         self.target_is_logits = target_is_logits
@@ -105,11 +98,11 @@ class _LossJob:
         self.outer = outer
 
     def _kernel(self, t, t_rs, z, grad, out, n_rows, k, threads):
-        return _loss_kernels.loss_rows(
+        return _kernels.loss_rows(
             self.loss, t, t_rs, z, z.strides[0] if n_rows > 1 else 0,
             grad, 0 if grad is None or n_rows <= 1 else grad.strides[0],
             out, n_rows, k, self.inv_temperature, self.target_is_logits, self.eps,
-            self.grad_scale, threads, self.level)
+            self.grad_scale, threads)
 
     def run_2d(self, t, z, grad, out, first_row):
         """Rows of the 2-D views ``t``, ``z`` (n_rows, k) into the contiguous

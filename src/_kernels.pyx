@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Row kernels of klfast.
+"""Row kernels of klfast: the divergences and the losses from logits.
 
-Every kernel reduces each row of two (n_rows, k) inputs to one number. A row is
+Every divergence kernel reduces each row of two (n_rows, k) inputs to one number. A row is
 reduced by one thread, left to right, accumulating in float64, so the result
 does not depend on the thread count. Rows are spread over OpenMP threads with a
 static schedule; the GIL is released for the whole computation.
@@ -29,20 +29,23 @@ row sums are taken in the pass that computes the measure.
 Rows are processed in chunks of about CHUNK_ELEMENTS elements; between chunks
 the GIL is taken back to look for signals, so Ctrl-C stops a long call.
 
-Two paths compute a row. The fast path (klfast_rows.h: vectorised, a
-hand-written log, one copy per instruction-set level chosen at run time)
+Two paths compute a row. The fast path (engine/: vectorised, a hand-written
+log, one copy per instruction-set level chosen at run time)
 handles every row whose logs see only normal numbers, which is every row when
 eps >= 2.2e-308 (so zeros are free). A row where a log would see a zero or a
 subnormal (eps below the smallest normal, e.g. eps=0) is flagged and
-recomputed here by the exact scalar path, which uses libm's log.
+recomputed by the exact scalar path (_exact.pxd), which uses libm's log.
+
+The losses (``loss_rows``; formulas in engine/loss_rows.h and _exact.pxd) run
+on the same levels, the same chunked row loop and the same exact fallback.
 """
 import os
 from time import perf_counter
 
 from cython.parallel cimport prange
-from libc.float cimport DBL_MAX, DBL_MIN
+from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport fabs, log, log1p, INFINITY, NAN, M_LN2 as LN2
+from libc.math cimport fabs, NAN
 cimport numpy as cnp
 
 cnp.import_array()
@@ -50,37 +53,17 @@ cnp.import_array()
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 
-cdef extern from "klfast_config.h" nogil:
+cdef extern from "engine/config.h" nogil:
     int KLFAST_HAVE_OPENMP
     const char* KLFAST_COMPILE_ARGS
     const char* KLFAST_BUILD_ISA
     int klfast_omp_max_threads()
 
-ctypedef fused floating:
-    float
-    double
-
-cdef extern from "klfast_rows.h" nogil:
-    enum:
-        KLFAST_KL
-        KLFAST_JEFFREYS
-        KLFAST_ENTROPY
-        KLFAST_CROSS_ENTROPY
-        KLFAST_JS
-        KLFAST_N_MEASURES
-        KLFAST_N_LEVELS
-    ctypedef double (*klfast_row_f64)(const double*, const double*, Py_ssize_t, double, int, int*,
-                                      double*)
-    ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*,
-                                      double*)
-    ctypedef struct klfast_isa:
-        const char* name
-        klfast_row_f64* f64
-        klfast_row_f32* f32
-    const klfast_isa* klfast_isa_levels
-    int klfast_cpu_has_level(int level)
-    double klfast_read_sum_f64(const double* p, const double* q, Py_ssize_t n)
-    double klfast_read_sum_f32(const float* p, const float* q, Py_ssize_t n)
+from _exact cimport (floating, klfast_isa, klfast_loss_params, KLFAST_KL, KLFAST_JEFFREYS,
+                     KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_LOSS_KL,
+                     KLFAST_LOSS_CROSS_ENTROPY, klfast_isa_levels, klfast_n_levels,
+                     klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_loss_row,
+                     loss_params)
 
 cdef enum:
     KL = KLFAST_KL
@@ -89,135 +72,10 @@ cdef enum:
     CROSS_ENTROPY = KLFAST_CROSS_ENTROPY
     JS = KLFAST_JS
 
-# Measure codes for klfast/_api.py.
+# Measure and loss codes for the Python layer.
 MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "entropy": ENTROPY,
             "cross_entropy": CROSS_ENTROPY, "jensen_shannon": JS}
-
-
-cdef inline bint _invalid(double x) noexcept nogil:
-    # True for negative, NaN and +-inf (NaN fails every comparison).
-    return not (x >= 0.0 and x <= DBL_MAX)
-
-
-cdef inline double _log_ratio(double a, double b) noexcept nogil:
-    """log(a / b) for a >= 0, b >= 0, not both 0, without overflow.
-
-    a / b overflows (or underflows) only for extreme magnitudes such as a
-    subnormal b; log(a) - log(b) is then exact enough and gives +-inf at 0.
-    """
-    cdef double r = a / b
-    if r >= DBL_MIN and r <= DBL_MAX:  # a subnormal r has lost digits
-        return log(r)
-    return log(a) - log(b)
-
-
-cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noexcept nogil:
-    """sum(x) when normalizing (NaN for a zero or infinite sum), else 1. Rows
-    are divided by it: 1 / sum overflows for sums below 5.6e-309."""
-    cdef Py_ssize_t j
-    cdef double s = 0.0
-    if not normalize:
-        return 1.0
-    for j in range(k):
-        s += x[j]
-    if s > 0.0 and s <= DBL_MAX:
-        return s
-    return NAN
-
-
-cdef inline double _exact_term(int measure, double a, double b, double eps, double f) noexcept nogil:
-    """One term of a row times f (1, or a power of two below 1), for a >= 0
-    and b >= 0 already normalized. f multiplies the factor in front of the
-    log, so that a term whose exact value is finite but past DBL_MAX / f does
-    not overflow when f = _UNDER_SCALE (the log is at most about 1490)."""
-    cdef double at = a if a > eps else eps, bt = b if b > eps else eps
-    if measure == KL:
-        return (a * f) * _log_ratio(at, bt) if a > 0.0 else 0.0
-    if measure == JEFFREYS:
-        return ((a - b) * f) * _log_ratio(at, bt) if a != b else 0.0
-    if measure == ENTROPY:
-        return -(a * f) * log(at) if a > 0.0 else 0.0
-    if measure == CROSS_ENTROPY:
-        return -(a * f) * log(bt) if a > 0.0 else 0.0
-    return _js_term(a, b) * f  # at most max(a, b) * ln2: finite
-
-
-# Rows whose sum overflows are summed again with every term scaled by 2^-64
-# (exact but for terms below 2^-958, far under the sum's last digit): the
-# scaled terms and their sum stay below 2^971 * k, so the sum is right even
-# when terms near 1e308 of both signs cancel, and only the final scaling
-# back can overflow, when the result itself is past DBL_MAX.
-cdef double _UNDER_SCALE = 2.0 ** -64
-cdef double _OVER_SCALE = 2.0 ** 64
-
-
-cdef inline double _row_sum_scaled(int measure, const floating* p, const floating* q,
-                                   Py_ssize_t k, double eps, double sp, double sq,
-                                   double f) noexcept nogil:
-    """The sum of a valid row's terms, each times f, left to right."""
-    cdef Py_ssize_t j
-    cdef double s = 0.0
-    for j in range(k):
-        s += _exact_term(measure, p[j] / sp, q[j] / sq, eps, f)
-    return s
-
-
-cdef inline double _row(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                        double eps, bint normalize, double tol, double scale) noexcept nogil:
-    """The exact scalar path: libm's log, one term at a time. Entropy reads
-    only p (the caller passes q = p). A row whose running sum overflows
-    (finite terms near 1e308, possibly of both signs) is summed again with
-    scaled terms: +-inf only when the result is past DBL_MAX, or a term is
-    +inf (eps = 0 and a zero where the measure's log needs a positive)."""
-    cdef Py_ssize_t j
-    cdef double a, b, t, s = 0.0, total_p = 0.0, total_q = 0.0
-    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
-    cdef bint bad = sp != sp or sq != sq, inf_term = False
-    for j in range(k):
-        a = p[j]
-        b = q[j]
-        bad |= _invalid(a) | _invalid(b)
-        total_p += a
-        total_q += b
-        t = _exact_term(measure, a / sp, b / sq, eps, 1.0)
-        inf_term |= t > DBL_MAX
-        s += t
-    if bad or not (normalize or _sums_to_one(total_p, total_q, tol)):
-        return NAN
-    if inf_term or not (s >= -DBL_MAX and s <= DBL_MAX):  # a term or the sum overflowed
-        # summed again with scaled terms, times scale before it is scaled
-        # back: with a base far from e (scale < 1) the value may be finite
-        # where its value in nats is not
-        s = _row_sum_scaled(measure, p, q, k, eps, sp, sq, _UNDER_SCALE)
-        if not (s <= DBL_MAX):  # an infinite term (+inf: finite terms cannot cancel it)
-            return INFINITY * scale
-        return (s * scale) * _OVER_SCALE
-    if measure == JS and s < 0.0:  # rounding; JS >= 0
-        return 0.0
-    return s * scale
-
-
-cdef inline bint _sums_to_one(double total_p, double total_q, double tol) noexcept nogil:
-    """Both row sums within tol of 1 (tol = inf accepts any sum)."""
-    return fabs(total_p - 1.0) <= tol and fabs(total_q - 1.0) <= tol
-
-
-cdef inline double _js_term(double a, double b) noexcept nogil:
-    """(a log(a/m) + b log(b/m))/2, m = (a + b)/2, for a, b >= 0. With
-    hi = max(a, b), lo = min(a, b) it is
-        ((hi + lo) log1p((hi - lo)/(hi + lo)) + lo log(lo/hi)) / 2,
-    and log(lo/hi) = log1p((lo - hi)/hi) when lo >= hi/2: hi - lo is exact
-    where the logs are small, so rows that are nearly equal keep their digits
-    (a rounded m or lo/hi would lose them). Subnormals are fine: _log_ratio
-    takes them, and only results are halved."""
-    cdef double hi = a if a > b else b, lo = b if a > b else a, s = hi + lo, lr
-    if lo == 0.0:
-        return (0.5 * LN2) * hi  # log(2 hi / hi); 0 when both are 0
-    lr = log1p((lo - hi) / hi) if lo >= 0.5 * hi else _log_ratio(lo, hi)
-    if s <= DBL_MAX:
-        return 0.5 * (s * log1p((hi - lo) / s) + lo * lr)
-    s = 0.5 * hi + 0.5 * lo  # hi >= 2^1023: halving is exact
-    return s * log1p((0.5 * hi - 0.5 * lo) / s) + 0.5 * (lo * lr)
+LOSSES = {"kl": KLFAST_LOSS_KL, "cross_entropy": KLFAST_LOSS_CROSS_ENTROPY}
 
 
 cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
@@ -231,8 +89,8 @@ cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floa
     else:
         v = isa.f32[measure](p, q, k, eps, normalize, &special, sums)
     if special:
-        return _row(measure, p, q, k, eps, normalize, tol, scale)
-    if not _sums_to_one(sums[0], sums[1], tol):
+        return exact_row(measure, p, q, k, eps, normalize, tol, scale)
+    if not (fabs(sums[0] - 1.0) <= tol and fabs(sums[1] - 1.0) <= tol):
         return NAN
     return v * scale
 
@@ -268,8 +126,10 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
 
 
 # ---- instruction-set level ---------------------------------------------
-LEVELS = tuple(klfast_isa_levels[i].name.decode() for i in range(KLFAST_N_LEVELS))
-cdef const klfast_isa* _isa = &klfast_isa_levels[0]
+LEVELS = tuple(klfast_isa_levels[i].name.decode() for i in range(klfast_n_levels))
+# Why a level is missing from this build ("" when none is): for show_config.
+MISSING_LEVELS = klfast_missing_levels.decode()
+cdef const klfast_isa* _isa = klfast_isa_levels[0]
 
 
 def _detect_isas():
@@ -301,7 +161,7 @@ def set_isa(name):
     if name not in _SUPPORTED:
         raise RuntimeError(f"KLFAST_ISA={name}: this CPU does not support it "
                            f"(supported: {', '.join(_SUPPORTED)})")
-    _isa = &klfast_isa_levels[LEVELS.index(name)]
+    _isa = klfast_isa_levels[LEVELS.index(name)]
 
 
 set_isa(os.environ.get("KLFAST_ISA") or _SUPPORTED[len(_SUPPORTED) - 1])
@@ -451,38 +311,114 @@ def build_info():
     }
 
 
-cdef double _sum_rows(const floating* p, const floating* q, Py_ssize_t n_rows, Py_ssize_t k,
-                      int n_threads) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double total = 0.0
-    for i in prange(n_rows, schedule="static", num_threads=n_threads):
-        if floating is double:
-            total += klfast_read_sum_f64(p + i * k, q + i * k, k)
-        else:
-            total += klfast_read_sum_f32(p + i * k, q + i * k, k)
-    return total
-
-
-def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
-    """Sum of all entries of two C-contiguous 2-D arrays of one float dtype.
-
-    The benchmarks' "read floor": the time a kernel of this build, with these
-    threads, needs just to read both inputs once.
-    """
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(p) and cnp.PyArray_IS_C_CONTIGUOUS(q)
-            and cnp.PyArray_NDIM(p) == 2 and p.shape[0] == q.shape[0] and p.shape[1] == q.shape[1]
-            and cnp.PyArray_TYPE(p) == cnp.PyArray_TYPE(q)):
-        raise ValueError("read_floor: p and q must be C-contiguous 2-D arrays of one shape and dtype")
-    cdef Py_ssize_t n = p.shape[0], k = p.shape[1]
-    cdef double total
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            total = _sum_rows[double](<const double*>cnp.PyArray_DATA(p),
-                                      <const double*>cnp.PyArray_DATA(q), n, k, n_threads)
-    elif cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT:
-        with nogil:
-            total = _sum_rows[float](<const float*>cnp.PyArray_DATA(p),
-                                     <const float*>cnp.PyArray_DATA(q), n, k, n_threads)
+# ---- the losses from logits ---------------------------------------------
+cdef inline double _loss_fast_or_exact(const klfast_isa* isa, const klfast_loss_params* prm,
+                                 const floating* t, const floating* z, floating* g,
+                                 Py_ssize_t k) noexcept nogil:
+    cdef int special = 0
+    cdef double v
+    if floating is double:
+        v = isa.loss_f64(t, z, g, k, prm, &special)
     else:
-        raise TypeError("read_floor: dtype must be float32 or float64")
-    return total
+        v = isa.loss_f32(t, z, g, k, prm, &special)
+    if special:
+        v = exact_loss_row(prm.loss, t, z, g, k, prm.inv_t, prm.target_is_logits, prm.eps,
+                           prm.log_eps, prm.grad_scale)
+    return v
+
+
+cdef Py_ssize_t _loss_run(const klfast_isa* isa, const klfast_loss_params* prm,
+                     const floating* t, Py_ssize_t t_rs,
+                     const floating* z, Py_ssize_t z_rs,
+                     floating* g, Py_ssize_t g_rs,
+                     double* out, Py_ssize_t n_rows, Py_ssize_t k,
+                     int n_threads) noexcept nogil:
+    """Fill out[i] (and row i of g unless g is NULL) for every row; strides in
+    elements. Returns the number of invalid rows (their out[i] is NaN)."""
+    cdef Py_ssize_t i, n_bad = 0
+    cdef double v
+    cdef floating* g_row
+    if n_threads <= 1:
+        for i in range(n_rows):
+            g_row = g + i * g_rs if g != NULL else NULL
+            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
+            out[i] = v
+            if v != v:
+                n_bad += 1
+    else:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            g_row = g + i * g_rs if g != NULL else NULL
+            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
+            out[i] = v
+            if v != v:
+                n_bad += 1
+    return n_bad
+
+
+def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
+              cnp.ndarray logits, Py_ssize_t logits_row_stride,
+              object grad, Py_ssize_t grad_row_stride,
+              cnp.ndarray out, Py_ssize_t n_rows, Py_ssize_t k,
+              double inv_temperature, bint target_is_logits, double eps,
+              double grad_scale, int n_threads):
+    """Per-row losses of n_rows rows of length k; private, called by the Python layer.
+
+    ``target``, ``logits`` and ``grad`` (an array or None) share one dtype
+    (float32 or float64), are aligned and in native byte order; row elements
+    are contiguous. Strides are in bytes from each array's data pointer; the
+    target's may be 0 (one row for all). ``out`` is a contiguous float64 array
+    of n_rows. ``grad_scale`` multiplies the gradient (1/T, times 1/n for a
+    mean). Returns the number of invalid rows; Ctrl-C stops the call between
+    chunks of rows, as in ``rows``.
+    """
+    cdef int type_num = cnp.PyArray_TYPE(logits)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(logits)
+    cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(k, 1))
+    cdef char* t_data = <char*>cnp.PyArray_DATA(target)
+    cdef char* z_data = <char*>cnp.PyArray_DATA(logits)
+    cdef char* g = NULL
+    cdef double* o
+    cdef klfast_loss_params prm
+    cdef const klfast_isa* isa = _isa
+    if cnp.PyArray_TYPE(target) != type_num:
+        raise TypeError("klfast._kernels.loss_rows: target and logits must share one dtype")
+    if grad is not None:
+        if cnp.PyArray_TYPE(<cnp.ndarray>grad) != type_num:
+            raise TypeError("klfast._kernels.loss_rows: grad must have the logits' dtype")
+        g = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad)
+    if (cnp.PyArray_TYPE(out) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(out)
+            or cnp.PyArray_SIZE(out) < n_rows):
+        raise ValueError("klfast._kernels.loss_rows: out must be contiguous float64 of n_rows")
+    if target_row_stride % size or logits_row_stride % size or grad_row_stride % size:
+        raise ValueError("klfast._kernels.loss_rows: strides must be multiples of the item size")
+    o = <double*>cnp.PyArray_DATA(out)
+    if type_num != cnp.NPY_DOUBLE and type_num != cnp.NPY_FLOAT:
+        raise TypeError("klfast._kernels.loss_rows: dtype must be float32 or float64")
+    prm = loss_params(loss, inv_temperature, target_is_logits, eps, grad_scale)
+    # in chunks of rows, looking for signals (Ctrl-C) between them
+    cdef double started = perf_counter()
+    while r0 < n_rows:
+        r1 = min(n_rows, r0 + chunk)
+        with nogil:
+            if type_num == cnp.NPY_DOUBLE:
+                n_bad += _loss_run[double](isa, &prm,
+                                      <const double*>(t_data + r0 * target_row_stride),
+                                      target_row_stride // size,
+                                      <const double*>(z_data + r0 * logits_row_stride),
+                                      logits_row_stride // size,
+                                      <double*>(g + r0 * grad_row_stride) if g != NULL else NULL,
+                                      grad_row_stride // size, o + r0, r1 - r0, k, n_threads)
+            else:
+                n_bad += _loss_run[float](isa, &prm,
+                                     <const float*>(t_data + r0 * target_row_stride),
+                                     target_row_stride // size,
+                                     <const float*>(z_data + r0 * logits_row_stride),
+                                     logits_row_stride // size,
+                                     <float*>(g + r0 * grad_row_stride) if g != NULL else NULL,
+                                     grad_row_stride // size, o + r0, r1 - r0, k, n_threads)
+        r0 = r1
+        if r0 < n_rows:
+            PyErr_CheckSignals()
+            chunk = _next_chunk(chunk, perf_counter() - started)
+            started = perf_counter()
+    return n_bad

@@ -16,7 +16,7 @@ from scipy.special import softmax
 
 import klfast
 import klfast._loss
-from klfast import _kernels, _loss_kernels, _reference
+from klfast import _diagnostics, _kernels, _reference
 
 # Every test runs at every instruction-set level this CPU supports (conftest).
 pytestmark = pytest.mark.usefixtures("isa")
@@ -389,22 +389,8 @@ def test_docstring_examples():
 # ---- the fast path: its exp and log, and against the exact scalar path ----
 
 def level():
-    """Index of the level klfast._kernels uses, in _loss_kernels.LEVELS."""
-    return _loss_kernels.LEVELS.index(_kernels.get_isa())
-
-
-def test_loss_kernels_follow_the_level_of_klfast_kernels(isa, monkeypatch):
-    assert _loss_kernels.LEVELS == _kernels.LEVELS
-    seen = []
-    real = _loss_kernels.loss_rows
-
-    def spy(*args):
-        seen.append(args[-1])
-        return real(*args)
-
-    monkeypatch.setattr(_loss_kernels, "loss_rows", spy)
-    klfast.kl_loss(np.eye(3), np.zeros((3, 3)))
-    assert seen == [_loss_kernels.LEVELS.index(isa)]
+    """Index of the level klfast._kernels uses, in _kernels.LEVELS."""
+    return _kernels.LEVELS.index(_kernels.get_isa())
 
 
 def ulps(got, ref, dtype):
@@ -436,7 +422,7 @@ def test_vector_exp_and_log_are_accurate_to_one_ulp(name, dtype):
     included: at most about one ulp."""
     mpmath = pytest.importorskip("mpmath")
     x = math_samples(name, dtype, np.random.default_rng(11))
-    got = _loss_kernels.vector_math(name, x, level())
+    got = _diagnostics.vector_math(name, x, level())
     assert got.dtype == dtype
     fn = np.log if name == "log" else np.exp
     if dtype == np.float64:
@@ -460,8 +446,8 @@ def test_vector_exp_and_log_are_accurate_to_one_ulp(name, dtype):
 def exact(loss, t, z, temperature, target_is_logits, eps, grad_scale):
     """The exact scalar path (libm, float64) on C-contiguous 2-D arrays."""
     g = np.empty_like(z)
-    rows = _loss_kernels.exact_rows(_loss_kernels.LOSSES[loss], t, z, g, 1.0 / temperature,
-                                    target_is_logits, eps, grad_scale)
+    rows = _diagnostics.exact_rows(_kernels.LOSSES[loss], t, z, g, 1.0 / temperature,
+                                   target_is_logits, eps, grad_scale)
     return rows, g
 
 
@@ -580,11 +566,11 @@ PACKED_FMA = {"baseline": r"\bmulp[sd]\s+%xmm", "avx2": r"\bvfn?madd\d+p[sd]\s+.
 def test_loss_kernels_stay_vectorised():
     """Each loss kernel at each level multiplies whole vectors of the level's
     width (its exp polynomial): scalar code would not."""
-    listing = subprocess.run([OBJDUMP, "-d", "--no-show-raw-insn", _loss_kernels.__file__],
+    listing = subprocess.run([OBJDUMP, "-d", "--no-show-raw-insn", _kernels.__file__],
                              capture_output=True, text=True, check=True).stdout
     bodies = dict(re.findall(r"<(klfast_loss_f(?:32|64)_\w+)>:\n(.*?)(?:\n\n|\Z)", listing,
                              re.S))
-    for name in _loss_kernels.LEVELS:
+    for name in _kernels.LEVELS:
         for dtype in ("f64", "f32"):
             body = bodies.get(f"klfast_loss_{dtype}_{name}")
             assert body is not None, f"klfast_loss_{dtype}_{name} missing"

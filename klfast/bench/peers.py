@@ -35,7 +35,7 @@ torch                  ``torch.xlogy(P, P / Q).sum(-1)`` on CPU tensors
                        sharing memory with the arrays (floored with zeros)
 numkong                ``numkong.kld(P, Q)`` (single-threaded SIMD; its log
                        is approximate and it adds 1e-7 to every entry)
-read floor             ``klfast._kernels.read_floor``: read and sum both
+read floor             ``klfast._diagnostics.read_floor``: read and sum both
                        inputs once (P twice for entropy and a reference row,
                        which costs one pass)
 =====================  =====================================================
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import klfast
-from klfast import _kernels
+from klfast import _diagnostics, _kernels
 
 EPS_MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")  # the ones with an eps floor
 MEASURES = EPS_MEASURES + ("jensen_shannon",)
@@ -255,7 +255,7 @@ class ReadFloor(Peer):
         small = getattr(klfast._api, "MIN_PARALLEL_ELEMENTS", 1 << 16)
         if case.shape.elements < small or case.shape.n_rows < 2:
             threads = 1
-        return lambda: _kernels.read_floor(p, second, threads)
+        return lambda: _diagnostics.read_floor(p, second, threads)
 
 
 class ScipyPeer(Peer):

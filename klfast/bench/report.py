@@ -6,7 +6,7 @@ PEER_NOTES = {
     "klfast": "`klfast.<measure>(P, Q, num_threads=t)` (`num_threads=None` at the default count)",
     "klfast[level]": "klfast with its kernels forced to one instruction-set level "
                      "(`--isas`; as `KLFAST_ISA=level`)",
-    "read floor": "`klfast._kernels.read_floor`: a compiled kernel of this build that only reads "
+    "read floor": "`klfast._diagnostics.read_floor`: a compiled kernel of this build that only reads "
                   "and sums the inputs once (the ceiling)",
     "scipy": "`scipy.special.rel_entr(P, Q).sum(-1)` (Jeffreys: `+ rel_entr(Q, P).sum(-1)`; "
              "entropy: `entr(P).sum(-1)`; cross-entropy: `-xlogy(P, Q).sum(-1)`; Jensen-Shannon: "

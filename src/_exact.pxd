@@ -1,0 +1,263 @@
+# cython: language_level=3
+"""The exact scalar paths and the C contract, shared by klfast._kernels and
+klfast._diagnostics (cimported: the inline functions compile into each).
+
+The exact paths compute a row one term at a time in double with libm's log
+and exp: the fallback for the rows the vector kernels hand back (see
+engine/klfast.h), and the reference the tests hold the vector kernels to.
+"""
+from libc.float cimport DBL_MAX
+from libc.math cimport exp, fabs, frexp, ldexp, log, nextafterf, INFINITY, NAN
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "engine/klfast.h" nogil:
+    enum:
+        KLFAST_KL
+        KLFAST_JEFFREYS
+        KLFAST_ENTROPY
+        KLFAST_CROSS_ENTROPY
+        KLFAST_JS
+        KLFAST_N_MEASURES
+        KLFAST_LOSS_KL
+        KLFAST_LOSS_CROSS_ENTROPY
+    ctypedef struct klfast_loss_params:
+        int loss
+        int target_is_logits
+        double inv_t
+        double eps
+        double log_eps
+        double grad_scale
+        float inv_t_f32
+        float eps_f32
+        float log_eps_f32
+        float grad_scale_f32
+    ctypedef double (*klfast_row_f64)(const double*, const double*, Py_ssize_t, double, int, int*,
+                                      double*)
+    ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*,
+                                      double*)
+    ctypedef double (*klfast_loss_row_f64)(const double*, const double*, double*, Py_ssize_t,
+                                           const klfast_loss_params*, int*)
+    ctypedef double (*klfast_loss_row_f32)(const float*, const float*, float*, Py_ssize_t,
+                                           const klfast_loss_params*, int*)
+    ctypedef struct klfast_isa:
+        const char* name
+        klfast_row_f64* f64
+        klfast_row_f32* f32
+        klfast_loss_row_f64 loss_f64
+        klfast_loss_row_f32 loss_f32
+        void (*math_f64)(int, const double*, double*, Py_ssize_t)
+        void (*math_f32)(int, const float*, float*, Py_ssize_t)
+    const klfast_isa** klfast_isa_levels
+    const int klfast_n_levels
+    const char* klfast_missing_levels
+    int klfast_cpu_has_level(int level)
+
+cdef extern from "engine/exact.h" nogil:
+    double klf_exact_term(int measure, double a, double b, double eps, double f)
+
+
+# ---- the divergences ------------------------------------------------------
+
+cdef inline bint _invalid(double x) noexcept nogil:
+    # True for negative, NaN and +-inf (NaN fails every comparison).
+    return not (x >= 0.0 and x <= DBL_MAX)
+
+
+cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noexcept nogil:
+    """sum(x) when normalizing (NaN for a zero or infinite sum), else 1. Rows
+    are divided by it: 1 / sum overflows for sums below 5.6e-309."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0
+    if not normalize:
+        return 1.0
+    for j in range(k):
+        s += x[j]
+    if s > 0.0 and s <= DBL_MAX:
+        return s
+    return NAN
+
+
+# Rows whose sum overflows are summed again with every term scaled by 2^-64
+# (exact but for terms below 2^-958, far under the sum's last digit): the
+# scaled terms and their sum stay below 2^971 * k, so the sum is right even
+# when terms near 1e308 of both signs cancel, and only the final scaling
+# back by 2^64 can overflow, when the result itself is past DBL_MAX.
+cdef inline double _row_sum_scaled(int measure, const floating* p, const floating* q,
+                                   Py_ssize_t k, double eps, double sp, double sq,
+                                   double f) noexcept nogil:
+    """The sum of a valid row's terms, each times f, left to right."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0
+    for j in range(k):
+        s += klf_exact_term(measure, p[j] / sp, q[j] / sq, eps, f)
+    return s
+
+
+cdef inline double exact_row(int measure, const floating* p, const floating* q, Py_ssize_t k,
+                             double eps, bint normalize, double tol, double scale) noexcept nogil:
+    """One row of a measure, exactly, times scale. Entropy reads only p (the
+    caller passes q = p). NaN for an invalid row: a negative, NaN or infinite
+    entry; with normalize a row sum of 0 or inf; without it a row of p or q
+    whose sum is not within tol of 1. A row whose running sum overflows
+    (finite terms near 1e308, possibly of both signs) is summed again with
+    scaled terms: +-inf only when the result is past DBL_MAX, or a term is
+    +inf (eps = 0 and a zero where the measure's log needs a positive)."""
+    cdef Py_ssize_t j
+    cdef double a, b, t, s = 0.0, total_p = 0.0, total_q = 0.0
+    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
+    cdef bint bad = sp != sp or sq != sq, inf_term = False
+    for j in range(k):
+        a = p[j]
+        b = q[j]
+        bad |= _invalid(a) | _invalid(b)
+        total_p += a
+        total_q += b
+        t = klf_exact_term(measure, a / sp, b / sq, eps, 1.0)
+        inf_term |= t > DBL_MAX
+        s += t
+    if bad or not (normalize or (fabs(total_p - 1.0) <= tol and fabs(total_q - 1.0) <= tol)):
+        return NAN
+    if inf_term or not (s >= -DBL_MAX and s <= DBL_MAX):  # a term or the sum overflowed
+        # summed again with scaled terms, times scale before it is scaled
+        # back: with a base far from e (scale < 1) the value may be finite
+        # where its value in nats is not
+        s = _row_sum_scaled(measure, p, q, k, eps, sp, sq, 5.421010862427522e-20)  # 2^-64
+        if not (s <= DBL_MAX):  # an infinite term (+inf: finite terms cannot cancel it)
+            return INFINITY * scale
+        return (s * scale) * 18446744073709551616.0  # 2^64
+    if measure == KLFAST_JS and s < 0.0:  # rounding; JS >= 0
+        return 0.0
+    return s * scale
+
+
+# ---- the losses from logits ---------------------------------------------------
+
+cdef inline bint _not_finite(double x) noexcept nogil:
+    # NaN fails both comparisons.
+    return not (x >= -DBL_MAX and x <= DBL_MAX)
+
+
+cdef inline double _gap_times(double a, double x, double m, double inv_t) noexcept nogil:
+    """a * (m - x) * inv_t for a > 0, m >= x and inv_t > 0, all finite,
+    without an intermediate overflow: +inf only when the product is past the
+    range. (m - x may overflow for logits near +-1e308; halving each first is
+    exact.)"""
+    cdef double d = m - x, ma, md, mi
+    cdef int extra = 0, ea, ed, ei
+    if not d <= DBL_MAX:
+        d = 0.5 * m - 0.5 * x
+        extra = 1
+    ma = frexp(a, &ea)
+    md = frexp(d, &ed)
+    mi = frexp(inv_t, &ei)
+    return ldexp(ma * md * mi, ea + ed + ei + extra)
+
+
+cdef inline double exact_loss_row(int loss, const floating* t, const floating* z, floating* g,
+                             Py_ssize_t k, double inv_t, bint target_is_logits,
+                             double eps, double log_eps, double grad_scale) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double x, a, e, lq, lp, lpe, q, neg_a_lq, total = 0.0, p_sum = 0.0
+    cdef double m_z = -INFINITY, s_z = 0.0, m_t = -INFINITY, s_t = 0.0
+    cdef double log_s_z, log_s_t = 0.0, r = -INFINITY, f = 0.0
+    cdef bint bad = False
+    # float64 gradients keep exp((z_j - running max) / T) from pass 1 in g and
+    # rescale it in pass 2, saving one exp per element; float32 gradients
+    # recompute it, as a float32 intermediate would lose accuracy when q ~ p.
+    cdef bint keep = floating is double and g != NULL
+
+    # Pass 1: online log-sum-exp of z / T (and t / T); target checks and sum.
+    for j in range(k):
+        x = z[j]
+        bad |= _not_finite(x)
+        if x > m_z:
+            s_z = s_z * exp((m_z - x) * inv_t) + 1.0
+            m_z = x
+            e = 1.0
+        else:
+            e = exp((x - m_z) * inv_t)
+            s_z += e
+        if keep:
+            g[j] = <floating>e
+        a = t[j]
+        if target_is_logits:
+            bad |= _not_finite(a)
+            if a > m_t:
+                s_t = s_t * exp((m_t - a) * inv_t) + 1.0
+                m_t = a
+            else:
+                s_t += exp((a - m_t) * inv_t)
+        else:
+            bad |= _invalid(a)
+            p_sum += a
+    if target_is_logits:
+        p_sum = 1.0
+        log_s_t = log(s_t)
+    else:
+        bad |= not (p_sum <= DBL_MAX)
+    if bad:
+        return NAN
+    log_s_z = log(s_z)
+
+    # Pass 2: loss terms and gradient. With keep, the running maximum r of
+    # pass 1 is retraced; q_j = g_j * exp((r - m) / T) / s changes factor only
+    # when r grows.
+    for j in range(k):
+        x = z[j]
+        lq = (x - m_z) * inv_t - log_s_z
+        if target_is_logits:
+            lp = (t[j] - m_t) * inv_t - log_s_t
+            a = exp(lp)
+            lpe = lp if a > eps else log_eps
+        else:
+            a = t[j]
+            lpe = 0.0
+            if loss == KLFAST_LOSS_KL and a > 0.0:
+                lpe = log(a if a > eps else eps)
+        if a > 0.0:
+            if not lq >= -DBL_MAX:  # (x - m_z) / T overflowed; a * it may not
+                neg_a_lq = a * log_s_z + _gap_times(a, x, m_z, inv_t)
+                total += (a * lpe + neg_a_lq) if loss == KLFAST_LOSS_KL else neg_a_lq
+            elif loss == KLFAST_LOSS_KL:
+                total += a * (lpe - lq)
+            else:
+                total -= a * lq
+        if keep:
+            if x > r:
+                r = x
+                f = exp((r - m_z) * inv_t - log_s_z)
+            q = g[j] * f
+            g[j] = <floating>((p_sum * q - a) * grad_scale)
+        elif g != NULL:
+            g[j] = <floating>((p_sum * exp(lq) - a) * grad_scale)
+    return total
+
+
+cdef inline float _f32_at_most(double x) noexcept nogil:
+    """The largest float32 <= x (x >= 0): p > it exactly when p > x, for
+    every float32 p."""
+    cdef float f = <float>x
+    if <double>f > x:
+        f = nextafterf(f, 0.0)
+    return f
+
+
+cdef inline klfast_loss_params loss_params(int loss, double inv_temperature,
+                                           bint target_is_logits, double eps,
+                                           double grad_scale) noexcept nogil:
+    """The parameters of one loss call, with their float32 copies."""
+    cdef klfast_loss_params prm
+    prm.loss = loss
+    prm.target_is_logits = target_is_logits
+    prm.inv_t = inv_temperature
+    prm.eps = eps
+    prm.log_eps = log(eps) if eps > 0.0 else -INFINITY
+    prm.grad_scale = grad_scale
+    prm.inv_t_f32 = <float>inv_temperature
+    prm.eps_f32 = _f32_at_most(eps)
+    prm.log_eps_f32 = <float>prm.log_eps
+    prm.grad_scale_f32 = <float>grad_scale
+    return prm

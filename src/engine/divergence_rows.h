@@ -1,0 +1,272 @@
+/* The row loop of the divergences, written once for every measure: for the
+ * element type of engine/element.h, included by engine/level.h after the
+ * measures (src/measures/) whose vector terms it calls. No include guard.
+ *
+ * With x = p (times 1/sum(p) when normalizing), y = q likewise, each lane
+ * accumulates the measure's term (see the measure's file). A row is read in
+ * blocks of 64 bytes (NSUB native vectors); lane l of the row's sum takes
+ * elements j = l mod (64 / sizeof(T)) at every level. Blocks come in groups
+ * of GROUP (float32: 4 blocks, summed in float before one widening to the
+ * double accumulators); the rest of the row is one shorter group whose last
+ * vectors are loaded in part (masked loads, zeros after the row's end, which
+ * add exactly 0 to every measure). Lanes are combined in a fixed order at
+ * the end, so a row gives the same bits on every thread and at every
+ * address. The row's sums (for the check that rows are distributions) are
+ * taken in the same pass. */
+
+#define BLOCK ((int)(64 / sizeof(T)))            /* elements per 64-byte block */
+#define NSUB (64 / KLF_VBYTES)                   /* native vectors per block */
+#define NACC (BLOCK / VD_LANES)                  /* double accumulators */
+#define PREFETCH (2048 / (int)sizeof(T))         /* elements ahead */
+/* groups whose row sums are added in T before they are widened: a float32
+ * lane adds 64 entries before widening (relative error below 4e-6) */
+#define SUM_GROUPS (GROUP == 1 ? 64 : 16)
+
+#if defined(UMAX_OP)
+/* Out-of-range entries are those whose bit patterns, as unsigned integers,
+ * are >= HUGE's: keep the largest pattern, one max per vector. */
+typedef U F(bad_t);
+KLF_INLINE void F(note_invalid)(F(bad_t) *b, V v) { *b = UMAX_OP(*b, (U)v); }
+KLF_INLINE M F(is_invalid)(F(bad_t) b) { return (M)(b >= BITS(HUGE_BITS)); }
+#else
+typedef M F(bad_t);
+KLF_INLINE void F(note_invalid)(F(bad_t) *b, V v) { *b |= OUT_OF_RANGE(v); }
+KLF_INLINE M F(is_invalid)(F(bad_t) b) { return b; }
+#endif
+
+/* The measure's vector term (measure is a constant after inlining). */
+KLF_INLINE void F(term)(int measure, V x, V y, V e, int checked, M *flag, V *sum) {
+    switch (measure) {
+    case KLFAST_KL: F(kl_term)(x, y, e, checked, flag, sum); break;
+    case KLFAST_JEFFREYS: F(jeffreys_term)(x, y, e, checked, flag, sum); break;
+    case KLFAST_ENTROPY: F(entropy_term)(x, y, e, checked, flag, sum); break;
+    case KLFAST_CROSS_ENTROPY: F(cross_entropy_term)(x, y, e, checked, flag, sum); break;
+    default: F(js_term)(x, y, e, checked, flag, sum); break;
+    }
+}
+
+/* 1 / sum(x) in double: 0 when the row must take the exact path (a sum of 0,
+ * NaN or inf, or 1 / sum overflowing). Every element is widened before it
+ * is added. */
+KLF_INLINE double F(row_scale)(const T *x, ptrdiff_t k) {
+    vd acc[NACC];
+    V v;
+    for (int a = 0; a < NACC; a++) acc[a] = (vd){0};
+    ptrdiff_t j = 0;
+    for (; j + BLOCK <= k; j += BLOCK) {
+        __builtin_prefetch(x + j + PREFETCH);
+        for (int s = 0; s < NSUB; s++) {
+            memcpy(&v, x + j + s * LANES, sizeof(V));
+            ADD(acc, s, v);
+        }
+    }
+    for (int s = 0; s < NSUB && j + s * LANES < k; s++) { /* the tail */
+        ptrdiff_t n = k - (j + s * LANES);
+        ADD(acc, s, LOAD_PART(x + j + s * LANES, n < LANES ? (int)n : LANES));
+    }
+    double s = lane_sum(acc, BLOCK);
+    if (!(s > 0.0 && s <= DBL_MAX)) return 0.0;
+    double inv = 1.0 / s;
+    return inv <= DBL_MAX ? inv : 0.0;
+}
+
+/* Adds the row sums kept in T (xs, ys: NSUB vectors) into the double
+ * accumulators (xacc, yacc) and clears them. */
+KLF_INLINE void F(widen_sums)(V *xs, V *ys, vd *xacc, vd *yacc, int uses_q) {
+    for (int s = 0; s < NSUB; s++) {
+        ADD(xacc, s, xs[s]);
+        xs[s] = (V){0};
+        if (uses_q) {
+            ADD(yacc, s, ys[s]);
+            ys[s] = (V){0};
+        }
+    }
+}
+
+/* The state of one row while it is read. */
+typedef struct {
+    V e;               /* eps in every lane */
+    double sp, sq;     /* 1 / sum(p), 1 / sum(q) when normalizing */
+    F(bad_t) bad;      /* entries out of range */
+    M flag;            /* lanes the exact path must redo */
+    V xs[NSUB], ys[NSUB]; /* row sums, in T */
+} F(row_state);
+
+/* One native vector of a row, its first n elements when partial: note
+ * invalid entries, scale (normalize) or add to the row sums, and add the
+ * measure's terms to *sum. */
+KLF_INLINE void F(row_vector)(int measure, const T *pb, const T *qb, int partial, int n,
+                              int normalize, int checked, F(row_state) *st, int s, V *sum) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    V x, y = {0};
+    if (partial) {
+        x = LOAD_PART(pb, n);
+        if (uses_q) y = LOAD_PART(qb, n);
+    } else {
+        memcpy(&x, pb, sizeof(V));
+        if (uses_q) memcpy(&y, qb, sizeof(V));
+    }
+    F(note_invalid)(&st->bad, x);
+    if (uses_q) F(note_invalid)(&st->bad, y);
+    if (normalize) {
+        x = SCALE(x, st->sp);
+        if (uses_q) y = SCALE(y, st->sq);
+    } else {
+        st->xs[s] += x;
+        if (uses_q) st->ys[s] += y;
+    }
+    F(term)(measure, x, y, st->e, checked, &st->flag, sum);
+}
+
+/* nblk (a constant) 64-byte blocks from p, q into acc; when partial, only
+ * their first r elements. Prefetches 2 KB ahead (into the next rows at a
+ * row's end) unless reading a copied tail. */
+KLF_INLINE void F(row_group)(int measure, const T *p, const T *q, int nblk, int partial, int r,
+                             int normalize, int checked, F(row_state) *st, vd *acc,
+                             int prefetch) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+#pragma GCC unroll 8
+    for (int b = 0; b < nblk && prefetch; b++) {
+        __builtin_prefetch(p + b * BLOCK + PREFETCH);
+        if (uses_q) __builtin_prefetch(q + b * BLOCK + PREFETCH);
+    }
+#pragma GCC unroll 8
+    for (int s = 0; s < NSUB; s++) {
+        V g = {0};
+        V *sum = GROUP == 1 ? (V *)&acc[s] : &g;
+#pragma GCC unroll 8
+        for (int b = 0; b < nblk; b++) {
+            int o = b * BLOCK + s * LANES;
+            int n = r - o < 0 ? 0 : r - o > LANES ? LANES : r - o;
+            F(row_vector)(measure, p + o, q + o, partial, n, normalize, checked, st, s, sum);
+        }
+        if (GROUP != 1) ADD(acc, s, g);
+    }
+}
+
+/* The row loop for constant measure, normalize and checked: groups of GROUP
+ * blocks, then the rest as one shorter group loaded in part. Returns the
+ * sum of the lanes; *special, *maybe_bad and sums as in engine/klfast.h. */
+KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, T eps,
+                              double sp, double sq, int normalize, int checked, int *special,
+                              int *maybe_bad, double *sums) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    vd acc[NACC], xacc[NACC], yacc[NACC];
+    for (int a = 0; a < NACC; a++) acc[a] = xacc[a] = yacc[a] = (vd){0};
+    F(row_state) st;
+    st.e = BCAST(eps);
+    st.sp = sp;
+    st.sq = sq;
+    st.bad = (F(bad_t)){0};
+    st.flag = (M){0};
+    for (int s = 0; s < NSUB; s++) st.xs[s] = st.ys[s] = (V){0};
+    int pending = 0;
+    ptrdiff_t j = 0;
+    for (; j + GROUP * BLOCK <= k; j += GROUP * BLOCK) {
+        F(row_group)(measure, p + j, q + j, GROUP, 0, 0, normalize, checked, &st, acc, 1);
+        /* float64 sums stay in xs: no counter in its loop */
+        if (GROUP != 1 && !normalize && ++pending == SUM_GROUPS) {
+            F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
+            pending = 0;
+        }
+    }
+    int r = (int)(k - j), nblk = (r + BLOCK - 1) / BLOCK; /* nblk <= GROUP */
+#if KLF_MASKED_LOADS
+    /* the rest as one shorter group whose last vectors are loaded in part */
+    if (nblk == 1)
+        F(row_group)(measure, p + j, q + j, 1, 1, r, normalize, checked, &st, acc, 1);
+    else if (GROUP >= 2 && nblk == 2)
+        F(row_group)(measure, p + j, q + j, 2, 1, r, normalize, checked, &st, acc, 1);
+    else if (GROUP >= 3 && nblk == 3)
+        F(row_group)(measure, p + j, q + j, 3, 1, r, normalize, checked, &st, acc, 1);
+    else if (GROUP >= 4 && nblk == 4)
+        F(row_group)(measure, p + j, q + j, 4, 1, r, normalize, checked, &st, acc, 1);
+#else
+    /* the rest copied into zero-padded blocks (no masked loads here) */
+    if (r > 0) {
+        T pt[GROUP * BLOCK] = {0}, qt[GROUP * BLOCK] = {0};
+        memcpy(pt, p + j, (size_t)r * sizeof(T));
+        if (uses_q) memcpy(qt, q + j, (size_t)r * sizeof(T));
+        if (nblk == 1)
+            F(row_group)(measure, pt, qt, 1, 0, 0, normalize, checked, &st, acc, 0);
+        else if (GROUP >= 2 && nblk == 2)
+            F(row_group)(measure, pt, qt, 2, 0, 0, normalize, checked, &st, acc, 0);
+        else if (GROUP >= 3 && nblk == 3)
+            F(row_group)(measure, pt, qt, 3, 0, 0, normalize, checked, &st, acc, 0);
+        else if (GROUP >= 4 && nblk == 4)
+            F(row_group)(measure, pt, qt, 4, 0, 0, normalize, checked, &st, acc, 0);
+    }
+#endif
+    *maybe_bad = any_lane((vi)F(is_invalid)(st.bad));
+    double sum = lane_sum(acc, BLOCK);
+    if (!normalize) {
+        F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
+        sums[0] = lane_sum(xacc, BLOCK);
+        sums[1] = uses_q ? lane_sum(yacc, BLOCK) : sums[0];
+    }
+    /* a sum that overflowed (in T or in double) goes to the exact path */
+    *special = any_lane((vi)st.flag) || !(fabs(sum) <= DBL_MAX);
+    return sum;
+}
+
+/* For a row the vector check flagged: 1 when x holds an entry the fast
+ * path cannot take (negative, NaN, inf, >= HUGE), 0 when it only held -0.0,
+ * which the kernels sum as the zero it is. */
+KLF_INLINE int F(row_check)(const T *x, ptrdiff_t k) {
+    int bad = 0;
+    for (ptrdiff_t j = 0; j < k; j++) bad |= !(x[j] >= (T)0 && x[j] < HUGE_VALUE);
+    return bad;
+}
+
+/* One row of a measure: the contract of engine/klfast.h. */
+KLF_INLINE double F(row)(int measure, const T *p, const T *q, ptrdiff_t k, double eps,
+                         int normalize, int *special, double *sums) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    double sp = 1.0, sq = 1.0, s;
+    int checked = !(eps >= 2.0 * (double)TMIN), maybe_bad = 0;
+    *special = 0;
+    sums[0] = sums[1] = 1.0; /* normalized rows sum to 1 */
+    if (normalize) {
+        sp = F(row_scale)(p, k);
+        if (uses_q && sp != 0.0) sq = F(row_scale)(q, k);
+        if (sp == 0.0 || sq == 0.0) {
+            *special = 1;
+            return 0.0;
+        }
+        s = checked ? F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 1, 1, special, &maybe_bad, sums)
+                    : F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 1, 0, special, &maybe_bad, sums);
+    } else {
+        s = checked ? F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 0, 1, special, &maybe_bad, sums)
+                    : F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 0, 0, special, &maybe_bad, sums);
+    }
+    if (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k)))) *special = 1;
+    if (measure == KLFAST_JS) return s > 0.0 ? 0.5 * s : 0.0; /* halved exactly, at least 0 */
+    return s;
+}
+
+static double ROW_FN(kl)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+                         int *special, double *sums) {
+    return F(row)(KLFAST_KL, p, q, k, eps, normalize, special, sums);
+}
+static double ROW_FN(jeffreys)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+                               int *special, double *sums) {
+    return F(row)(KLFAST_JEFFREYS, p, q, k, eps, normalize, special, sums);
+}
+static double ROW_FN(entropy)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+                              int *special, double *sums) {
+    return F(row)(KLFAST_ENTROPY, p, q, k, eps, normalize, special, sums);
+}
+static double ROW_FN(cross_entropy)(const T *p, const T *q, ptrdiff_t k, double eps,
+                                    int normalize, int *special, double *sums) {
+    return F(row)(KLFAST_CROSS_ENTROPY, p, q, k, eps, normalize, special, sums);
+}
+static double ROW_FN(js)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+                         int *special, double *sums) {
+    return F(row)(KLFAST_JS, p, q, k, eps, normalize, special, sums);
+}
+
+#undef BLOCK
+#undef NSUB
+#undef NACC
+#undef PREFETCH
+#undef SUM_GROUPS

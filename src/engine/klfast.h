@@ -1,0 +1,79 @@
+/* The contract between the compiled kernels and their Cython callers.
+ *
+ * A row function reduces one row of length k, reading pointers only (never
+ * Python objects), and never allocates.
+ *
+ * Divergences (one per measure and element type):
+ *   returns        the row's value
+ *   sums[0..1]     sum(p) and sum(q) of the row as given (sum(p) twice for
+ *                  entropy; 1 when normalizing), for the check that rows are
+ *                  distributions; meaningless when *special is set
+ *   *special = 1   the row must be computed by the exact scalar path
+ *                  (engine/exact.h): an invalid entry (negative, NaN, inf),
+ *                  an entry >= 2^1022 (2^126), a zero or subnormal inside a
+ *                  log (eps below the smallest normal), a row sum that cannot
+ *                  be normalized, or a sum that overflowed
+ *
+ * Losses (one per element type, kl and cross-entropy from logits): see
+ * engine/loss_rows.h. Returns NaN for an invalid row, or sets *special for
+ * the exact path.
+ *
+ * Each instruction-set level (levels/<name>.c, compiled with its own flags)
+ * exports one klf_level table; engine/dispatch.c lists the levels built and
+ * finds the ones this CPU runs.
+ */
+#ifndef KLFAST_H
+#define KLFAST_H
+
+#include <stddef.h>
+
+enum { KLFAST_KL = 0, KLFAST_JEFFREYS = 1, KLFAST_ENTROPY = 2, KLFAST_CROSS_ENTROPY = 3,
+       KLFAST_JS = 4, KLFAST_N_MEASURES = 5 };
+
+enum { KLFAST_LOSS_KL = 0, KLFAST_LOSS_CROSS_ENTROPY = 1 };
+
+/* The parameters of one loss call, shared by its rows. The float32 kernels
+ * use the *_f32 copies: eps_f32 is the largest float32 <= eps, so that
+ * p > eps_f32 exactly when p > eps for every float32 p. */
+typedef struct {
+    int loss; /* KLFAST_LOSS_* */
+    int target_is_logits;
+    double inv_t;      /* 1 / T */
+    double eps;
+    double log_eps;    /* log(eps), -inf for eps == 0 */
+    double grad_scale; /* 1 / T, divided by the rows for a mean */
+    float inv_t_f32;
+    float eps_f32;
+    float log_eps_f32;
+    float grad_scale_f32;
+} klfast_loss_params;
+
+typedef double (*klfast_row_f64)(const double *p, const double *q, ptrdiff_t k, double eps,
+                                 int normalize, int *special, double *sums);
+typedef double (*klfast_row_f32)(const float *p, const float *q, ptrdiff_t k, double eps,
+                                 int normalize, int *special, double *sums);
+typedef double (*klfast_loss_row_f64)(const double *t, const double *z, double *g, ptrdiff_t k,
+                                      const klfast_loss_params *prm, int *special);
+typedef double (*klfast_loss_row_f32)(const float *t, const float *z, float *g, ptrdiff_t k,
+                                      const klfast_loss_params *prm, int *special);
+
+typedef struct {
+    const char *name;
+    klfast_row_f64 f64[KLFAST_N_MEASURES];
+    klfast_row_f32 f32[KLFAST_N_MEASURES];
+    klfast_loss_row_f64 loss_f64;
+    klfast_loss_row_f32 loss_f32;
+    /* y = exp(x) (fn 0: plain, 1: wide) or log(x) (fn 2), lane by lane: the
+     * tests' window on the vector math */
+    void (*math_f64)(int fn, const double *x, double *y, ptrdiff_t n);
+    void (*math_f32)(int fn, const float *x, float *y, ptrdiff_t n);
+} klfast_isa;
+
+/* engine/dispatch.c: the levels of this build, slowest first (index 0 runs
+ * everywhere), and whether this CPU runs level i. */
+extern const klfast_isa *const klfast_isa_levels[];
+extern const int klfast_n_levels;
+extern const char *const klfast_missing_levels;
+int klfast_cpu_has_level(int i);
+
+#endif

@@ -1,0 +1,56 @@
+/* One instruction-set level: every kernel, for float64 and float32, and the
+ * level's table. Included by levels/<name>.c, which defines KLF_LEVEL (the
+ * level's name) and which setup.py compiles with the level's flags
+ * (e.g. -march=x86-64-v3): the vector width and every instruction follow
+ * from them. */
+#ifndef KLFAST_LEVEL_H
+#define KLFAST_LEVEL_H
+
+#include "klfast.h"
+#include "simd.h"
+
+#define KLF_STR_(x) #x
+#define KLF_STR(x) KLF_STR_(x)
+
+#define KLF_ELEMENT_BITS 64
+#include "element.h"
+#include "../measures/kl.h"
+#include "../measures/jeffreys.h"
+#include "../measures/entropy.h"
+#include "../measures/cross_entropy.h"
+#include "../measures/jensen_shannon.h"
+#include "divergence_rows.h"
+#include "loss_rows.h"
+#include "vector_math.h"
+#undef KLF_ELEMENT_BITS
+
+#define KLF_ELEMENT_BITS 32
+#include "element.h"
+#include "../measures/kl.h"
+#include "../measures/jeffreys.h"
+#include "../measures/entropy.h"
+#include "../measures/cross_entropy.h"
+#include "../measures/jensen_shannon.h"
+#include "divergence_rows.h"
+#include "loss_rows.h"
+#include "vector_math.h"
+#undef KLF_ELEMENT_BITS
+
+#define KLF_LEVEL_ROWS(dtype)                                                            \
+    {KLF_CAT(KLF_CAT(klfast_kl_, dtype), KLF_CAT(_, KLF_LEVEL)),                         \
+     KLF_CAT(KLF_CAT(klfast_jeffreys_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
+     KLF_CAT(KLF_CAT(klfast_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),                    \
+     KLF_CAT(KLF_CAT(klfast_cross_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
+     KLF_CAT(KLF_CAT(klfast_js_, dtype), KLF_CAT(_, KLF_LEVEL))}
+
+const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
+    KLF_STR(KLF_LEVEL),
+    KLF_LEVEL_ROWS(f64),
+    KLF_LEVEL_ROWS(f32),
+    KLF_CAT(klfast_loss_f64_, KLF_LEVEL),
+    KLF_CAT(klfast_loss_f32_, KLF_LEVEL),
+    KLF_CAT(klfast_vector_math_f64_, KLF_LEVEL),
+    KLF_CAT(klfast_vector_math_f32_, KLF_LEVEL),
+};
+
+#endif

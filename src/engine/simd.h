@@ -1,0 +1,398 @@
+/* The math layer: vector types and vector math of one instruction-set level,
+ * shared by every kernel (divergences and losses). Included once by
+ * engine/level.h in each level's translation unit, which setup.py compiles
+ * with that level's flags; the vector width follows from those flags.
+ *
+ *   types      vd (double), vl/vu (64-bit ints), vf (float), vi/vui (32-bit
+ *              ints), vfh (half a vf)
+ *   lanes      vsel, vmax/vmin, any_lane, widen_add (float lanes into double
+ *              accumulators), lane_sum (a fixed-order sum of a row's lanes)
+ *   loads      load_part (the first n elements of a vector, zeros after)
+ *   logs       log_ratio (log(a/b), one division), log_hi (log(2hi/(hi+lo))),
+ *              log (log x, accurate near 1)
+ *   exp        exp (x <= 0; plain or wide)
+ *
+ * Determinism: a row's sums live in lanes fixed by the element index (lane
+ * l takes elements j = l mod NLANES, NLANES the same at every level) and are
+ * combined by lane_sum in a fixed order, so a row gives the same bits on any
+ * thread and at any address. Levels differ by a few ulp (fused multiply-adds).
+ */
+#ifndef KLFAST_SIMD_H
+#define KLFAST_SIMD_H
+
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define KLF_X86 1
+#else
+#define KLF_X86 0
+#endif
+
+#if defined(__AVX512F__)
+#define KLF_VBYTES 64
+#elif defined(__AVX2__)
+#define KLF_VBYTES 32
+#else
+#define KLF_VBYTES 16 /* SSE2 on x86-64, NEON on aarch64 */
+#endif
+
+#define KLF_INLINE static inline __attribute__((always_inline))
+
+#if defined(__GNUC__) && !defined(__clang__)
+/* vectors never cross a non-inlined call: no ABI concern */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+typedef double vd __attribute__((vector_size(KLF_VBYTES)));
+typedef int64_t vl __attribute__((vector_size(KLF_VBYTES)));
+typedef uint64_t vu __attribute__((vector_size(KLF_VBYTES)));
+typedef float vf __attribute__((vector_size(KLF_VBYTES)));
+typedef int32_t vi __attribute__((vector_size(KLF_VBYTES)));
+typedef uint32_t vui __attribute__((vector_size(KLF_VBYTES)));
+typedef float vfh __attribute__((vector_size(KLF_VBYTES / 2))); /* widens to a vd */
+
+enum { VD_LANES = KLF_VBYTES / 8, VF_LANES = KLF_VBYTES / 4 };
+
+/* ---- lanes --------------------------------------------------------------- */
+
+KLF_INLINE vd vsel_f64(vl m, vd a, vd b) { return (vd)(((vl)a & m) | ((vl)b & ~m)); }
+KLF_INLINE vf vsel_f32(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+
+/* a > b ? a : b and a < b ? a : b lane by lane (x86's max and min: for a
+ * NaN in either, b) */
+#if KLF_X86 && KLF_VBYTES == 64
+KLF_INLINE vd vmax_f64(vd a, vd b) { return (vd)_mm512_max_pd((__m512d)a, (__m512d)b); }
+KLF_INLINE vd vmin_f64(vd a, vd b) { return (vd)_mm512_min_pd((__m512d)a, (__m512d)b); }
+KLF_INLINE vf vmax_f32(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
+KLF_INLINE vf vmin_f32(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+#elif KLF_X86 && KLF_VBYTES == 32
+KLF_INLINE vd vmax_f64(vd a, vd b) { return (vd)_mm256_max_pd((__m256d)a, (__m256d)b); }
+KLF_INLINE vd vmin_f64(vd a, vd b) { return (vd)_mm256_min_pd((__m256d)a, (__m256d)b); }
+KLF_INLINE vf vmax_f32(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+KLF_INLINE vf vmin_f32(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+#elif KLF_X86
+KLF_INLINE vd vmax_f64(vd a, vd b) { return (vd)_mm_max_pd((__m128d)a, (__m128d)b); }
+KLF_INLINE vd vmin_f64(vd a, vd b) { return (vd)_mm_min_pd((__m128d)a, (__m128d)b); }
+KLF_INLINE vf vmax_f32(vf a, vf b) { return (vf)_mm_max_ps((__m128)a, (__m128)b); }
+KLF_INLINE vf vmin_f32(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m128)b); }
+#else
+KLF_INLINE vd vmax_f64(vd a, vd b) { return vsel_f64((vl)(a > b), a, b); }
+KLF_INLINE vd vmin_f64(vd a, vd b) { return vsel_f64((vl)(a < b), a, b); }
+KLF_INLINE vf vmax_f32(vf a, vf b) { return vsel_f32((vi)(a > b), a, b); }
+KLF_INLINE vf vmin_f32(vf a, vf b) { return vsel_f32((vi)(a < b), a, b); }
+#endif
+
+/* Any bit set in a mask. */
+#if KLF_X86 && KLF_VBYTES == 64
+KLF_INLINE int any_lane(vi m) { return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0; }
+#elif KLF_X86 && KLF_VBYTES == 32
+KLF_INLINE int any_lane(vi m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
+#elif KLF_X86
+KLF_INLINE int any_lane(vi m) { return _mm_movemask_epi8((__m128i)m) != 0; }
+#else
+KLF_INLINE int any_lane(vi m) {
+    int any = 0;
+    for (int l = 0; l < VF_LANES; l++) any |= m[l] != 0;
+    return any;
+}
+#endif
+
+/* The halves of a float vector, and back (lane order kept). */
+#if KLF_VBYTES == 64
+#define KLF_IDX_LO 0, 1, 2, 3, 4, 5, 6, 7
+#define KLF_IDX_HI 8, 9, 10, 11, 12, 13, 14, 15
+#elif KLF_VBYTES == 32
+#define KLF_IDX_LO 0, 1, 2, 3
+#define KLF_IDX_HI 4, 5, 6, 7
+#else
+#define KLF_IDX_LO 0, 1
+#define KLF_IDX_HI 2, 3
+#endif
+KLF_INLINE vfh half_lo(vf v) { return __builtin_shufflevector(v, v, KLF_IDX_LO); }
+KLF_INLINE vfh half_hi(vf v) { return __builtin_shufflevector(v, v, KLF_IDX_HI); }
+KLF_INLINE vf join_halves(vfh lo, vfh hi) {
+    return (vf)__builtin_shufflevector(lo, hi, KLF_IDX_LO, KLF_IDX_HI);
+}
+
+/* A half float vector in double. GCC 12 splits the generic 8-lane
+ * conversion of AVX-512 in two: the instruction is named. */
+KLF_INLINE vd widen(vfh h) {
+#if KLF_X86 && KLF_VBYTES == 64 && !defined(__clang__)
+    return (vd)__builtin_ia32_cvtps2pd512_mask(h, (vd){0}, (unsigned char)0xFF, 4);
+#else
+    return __builtin_convertvector(h, vd);
+#endif
+}
+
+/* acc[0] += the low half of v in double, acc[1] += its high half */
+KLF_INLINE void widen_add(vd *acc, vf v) {
+    acc[0] += widen(half_lo(v));
+    acc[1] += widen(half_hi(v));
+}
+
+/* v * s for float lanes, multiplied in double and rounded once (a normalized
+ * single column is exactly 1) */
+KLF_INLINE vf scale_f32(vf v, double s) {
+    vd lo = widen(half_lo(v)) * s, hi = widen(half_hi(v)) * s;
+    return join_halves(__builtin_convertvector(lo, vfh), __builtin_convertvector(hi, vfh));
+}
+
+/* The sum of n_lanes (8, 16 or 32) double lanes held in acc (lane l is
+ * acc[l / VD_LANES][l % VD_LANES]), folded in halves (l + n/2, ..., l + 1):
+ * the same order at every level. */
+KLF_INLINE double lane_sum(const vd *acc, int n_lanes) {
+    double a[32];
+    memcpy(a, acc, (size_t)n_lanes * sizeof(double));
+    for (int half = n_lanes / 2; half >= 1; half /= 2)
+        for (int l = 0; l < half; l++) a[l] += a[l + half];
+    return a[0];
+}
+
+/* ---- loads ----------------------------------------------------------------
+ * KLF_MASKED_LOADS: the CPU loads part of a vector without touching the
+ * memory past it (AVX2, AVX-512); elsewhere row tails are copied into
+ * zero-padded blocks. */
+#define KLF_MASKED_LOADS (KLF_X86 && KLF_VBYTES >= 32)
+
+/* The first n (0 <= n <= lanes) elements at src, zeros after them; the
+ * elements past n are never read. */
+KLF_INLINE vd load_part_f64(const double *src, int n) {
+#if KLF_X86 && KLF_VBYTES == 64
+    return (vd)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
+#elif KLF_X86 && KLF_VBYTES == 32
+    return (vd)_mm256_maskload_pd(src, (__m256i)((vl){0, 1, 2, 3} < (long long)n));
+#else
+    double buf[VD_LANES];
+    vd v;
+    for (int l = 0; l < VD_LANES; l++) buf[l] = l < n ? src[l] : 0.0;
+    memcpy(&v, buf, sizeof(v));
+    return v;
+#endif
+}
+
+KLF_INLINE vf load_part_f32(const float *src, int n) {
+#if KLF_X86 && KLF_VBYTES == 64
+    return (vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
+#elif KLF_X86 && KLF_VBYTES == 32
+    return (vf)_mm256_maskload_ps(src, (__m256i)((vi){0, 1, 2, 3, 4, 5, 6, 7} < n));
+#else
+    float buf[VF_LANES];
+    vf v;
+    for (int l = 0; l < VF_LANES; l++) buf[l] = l < n ? src[l] : 0.0f;
+    memcpy(&v, buf, sizeof(v));
+    return v;
+#endif
+}
+
+/* ---- logs -------------------------------------------------------------------
+ * log(a / b) lane by lane, for positive normal a and b with
+ * 2 * smallest normal <= a < 2^1022 (or 2^126), with one division and no
+ * libm call.
+ *
+ * The bit pattern of a positive normal float, read as an integer and scaled
+ * by 2^-52, is E + (m - 1) for x = m 2^E, m in [1, 2): log2(x) to within
+ * 0.0861. So k = round((bits(b) - bits(a)) 2^-52) is an integer with
+ * b' = b 2^-k within a factor 2^0.5861 of a, i.e. a / b' in [0.666, 1.501];
+ * b' is b with k subtracted from its exponent field (exact). Then
+ *   log(a / b) = log(a / b') - k ln2,   log(a / b') = 2 atanh(s),
+ *   s = (a - b') / (a + b'),  |s| <= 0.2005,
+ * with a - b' exact (Sterbenz) and 2 atanh(s) = s (2 + R(s^2)), R a degree-8
+ * least-squares polynomial (fitted with mpmath on [0, 0.0403]; its error is
+ * below 1e-18 relative; 2 + R is the last step of its Horner scheme, which
+ * saves the separate 2s of 2s + s R), and k ln2 added by one fused
+ * multiply-add. The error is about one ulp of the result. a + b' <= 2.5 a
+ * does not overflow for a < 2^1022 (the kernels send rows with larger
+ * entries to the exact path); 1 / 5e-324 would, this does not. */
+KLF_INLINE vd log_ratio_f64(vd a, vd b) {
+    const vl zero = {0};
+    vl ia = (vl)a, ib = (vl)b;
+    vl k = ((ib - ia) + (zero + (1LL << 51))) >> 52;
+    vd bs = (vd)(ib - (k << 52));
+#if KLF_VBYTES == 64
+    vd e = __builtin_convertvector(k, vd); /* one instruction with AVX-512 */
+#else
+    /* k as a double: (1.5 2^52 + k) read as a double, minus 1.5 2^52 */
+    vd e = (vd)((zero + 0x4338000000000000LL) + k) - 6755399441055744.0;
+#endif
+    vd s = (a - bs) / (a + bs);
+    vd z = s * s;
+    vd r = 2.0 + z * (0.66666666666666664051 +
+                 z * (0.40000000000008287896 +
+                 z * (0.28571428567123362645 +
+                 z * (0.22222223073289448508 +
+                 z * (0.18181735700014926134 +
+                 z * (0.15388943697091611891 +
+                 z * (0.1320823374916353322 +
+                 z * 0.13620231330491777204)))))));
+    return s * r - e * 0.69314718055994530942;
+}
+
+/* The same in float32 arithmetic for float32 inputs; R has degree 3 (error
+ * below 1e-8 relative). Here 2s + s R keeps its exact 2s: s (2 + R) rounds
+ * once more, which float32 cannot spare (3e-7 on rows that cancel). */
+KLF_INLINE vf log_ratio_f32(vf a, vf b) {
+    const vi zero = {0};
+    vi ia = (vi)a, ib = (vi)b;
+    vi k = ((ib - ia) + (zero + (1 << 22))) >> 23;
+    vf bs = (vf)(ib - (k << 23));
+    vf e = __builtin_convertvector(k, vf);
+    vf s = (a - bs) / (a + bs);
+    vf z = s * s;
+    vf r = z * (0.666667148611f + z * (0.399786131049f + z * 0.299683960391f));
+    return ((s + s) + s * r) - e * 0.693147180559945f;
+}
+
+/* log x for normal, positive, finite x, accurate to about one ulp also near
+ * x = 1 (where log_ratio(1, x) loses a bit or two). x = 2^e m with m in
+ * [sqrt(1/2), sqrt(2)), found on the bit pattern: adding 2^52 -
+ * bits(sqrt(1/2)) carries into the exponent field exactly when the mantissa
+ * is >= sqrt(2)'s, so the field is e + bias and the low bits plus
+ * bits(sqrt(1/2)) are m's pattern (all unsigned, no shift of a sign). With
+ * f = m - 1 (exact) and s = f / (2 + f), |s| <= 0.1716:
+ *   log m = 2 atanh(s) = 2s + s R(s^2) = f - s (f - R(s^2)),
+ * the last form because 2s = f - s f; it adds a small correction to the
+ * exact f. R(z) = z Q(z), Q fitted with mpmath on [0, 0.02944]: degree 6 in
+ * float64 (error of R below 3e-18 relative to 2), degree 2 in float32 (below
+ * 2e-9). Then log x = e LN2_HI + (log m + e LN2_LO), e LN2_HI exact. */
+#define KLF_LN2_HI 6.93147180369123816490e-01 /* 0x1.62e42feep-1 */
+#define KLF_LN2_LO 1.9082149292705877e-10
+#define KLF_LN2_HI_F 0.693145751953125f /* 0x1.62e4p-1 */
+#define KLF_LN2_LO_F 1.428606765330187e-06f
+
+KLF_INLINE vd log_f64(vd x) {
+    vu u = (vu)x + (0x3FF0000000000000ULL - 0x3FE6A09E667F3BCDULL);
+    vd m = (vd)((u & 0x000FFFFFFFFFFFFFULL) + 0x3FE6A09E667F3BCDULL);
+    /* e as a double: the field e + 1023 under the exponent of 2^52 */
+    vd e = (vd)((u >> 52) | 0x4330000000000000ULL) - (0x1p52 + 1023.0);
+    vd f = m - 1.0;
+    vd s = f / (2.0 + f);
+    vd z = s * s;
+    vd q = (vd){0} + 0.1479706674402544;
+    q = q * z + 0.15313952318869525;
+    q = q * z + 0.18183567568125023;
+    q = q * z + 0.22222198524366923;
+    q = q * z + 0.2857142874269941;
+    q = q * z + 0.39999999999414265;
+    q = q * z + 0.6666666666666734;
+    vd log_m = f - s * (f - z * q);
+    return e * KLF_LN2_HI + (log_m + e * KLF_LN2_LO);
+}
+
+KLF_INLINE vf log_f32(vf x) {
+    vui u = (vui)x + (0x3F800000U - 0x3F3504F3U);
+    vf m = (vf)((u & 0x007FFFFFU) + 0x3F3504F3U);
+    vf e = (vf)((u >> 23) | 0x4B000000U) - (0x1p23f + 127.0f);
+    vf f = m - 1.0f;
+    vf s = f / (2.0f + f);
+    vf z = s * s;
+    vf q = (vf){0} + 0.29871585965156555f;
+    q = q * z + 0.3997756242752075f;
+    q = q * z + 0.6666677594184875f;
+    vf log_m = f - s * (f - z * q);
+    return e * KLF_LN2_HI_F + (log_m + e * KLF_LN2_LO_F);
+}
+
+/* log(2 hi / (hi + lo)), in [0, ln2], for 0 <= lo <= hi with hi > 0 normal:
+ * 2 atanh(s) with s = (hi - lo) / (3 hi + lo) in [0, 1/3] (hi - lo is exact
+ * where the log is small), R fitted like the one above on [0, 1/9]: degree
+ * 10, error below 5e-18 relative (float32: degree 4, 1.6e-8). No exponent to
+ * take out; 3 hi + lo <= 4 hi does not overflow for hi < 2^1022 (2^126). */
+KLF_INLINE vd log_hi_f64(vd hi, vd lo) {
+    vd s = (hi - lo) / (3.0 * hi + lo);
+    vd z = s * s;
+    vd r = 2.0 + z * (0.66666666666666658626 +
+                 z * (0.40000000000014487035 +
+                 z * (0.28571428567131854165 +
+                 z * (0.22222222715282703229 +
+                 z * (0.18181789535850843005 +
+                 z * (0.15385567462815754996 +
+                 z * (0.13314184076230374493 +
+                 z * (0.12000716986129578654 +
+                 z * (0.088024505178021134827 +
+                 z * 0.16160614324024154199)))))))));
+    return s * r;
+}
+
+KLF_INLINE vf log_hi_f32(vf hi, vf lo) {
+    vf s = (hi - lo) / (3.0f * hi + lo);
+    vf z = s * s;
+    vf r = z * (0.666666406054f + z * (0.400075161571f + z * (0.282376994109f + z * 0.268449769985f)));
+    return (s + s) + s * r;
+}
+
+/* ---- exp ------------------------------------------------------------------
+ * e^x = 2^k e^r with k = round(x / ln2) and r = x - k ln2, |r| <= ln2/2,
+ * reduced in two steps (Cody and Waite, with the LN2_HI and LN2_LO of log):
+ * ln2 = LN2_HI + LN2_LO where LN2_HI
+ * has trailing zero bits, so k LN2_HI is exact and x - k LN2_HI is exact
+ * (they are close). e^r = 1 + r + r^2 P(r), P a polynomial fitted with
+ * mpmath (weighted least squares refined toward equioscillation on
+ * [-ln2/2, ln2/2]): degree 9 in float64, relative error of e^r below 4e-18;
+ * degree 4 in float32, below 4e-9. k is rounded with the 1.5 2^52 (2^23)
+ * shifter; its integer sits in the low bits, and k moved into the exponent
+ * field (the shifter's own bits shift out) is added to e^r's or is 2^k.
+ *
+ * Only x <= 0 is needed (every argument is a logit minus the row maximum,
+ * or a log-probability). Plain (wide = 0): x >= -708 (float32: -86.5), so
+ * 2^k and e^x are normal. Wide: any x <= 0, -inf included: x is clamped at
+ * -746 (-105), where e^x rounds to 0, and 2^k is applied as two normal
+ * factors, so results that are subnormal are rounded once, correctly up to
+ * the error of e^r. */
+KLF_INLINE vd exp_f64(vd x, int wide) {
+    const vd shifter = (vd){0} + 0x1.8p52;
+    if (wide) x = vsel_f64((vl)(x < -746.0), (vd){0} - 746.0, x);
+    vd kd = x * 1.4426950408889634 + shifter;
+    vu ki = (vu)kd;
+    kd = kd - shifter;
+    vd r = x - kd * KLF_LN2_HI;
+    r = r - kd * KLF_LN2_LO;
+    vd p = (vd){0} + 2.500266645154104e-08;
+    p = p * r + 2.763017141835057e-07;
+    p = p * r + 2.755757791036711e-06;
+    p = p * r + 2.4801493340098515e-05;
+    p = p * r + 0.0001984126951638815;
+    p = p * r + 0.0013888888943363465;
+    p = p * r + 0.008333333333489725;
+    p = p * r + 0.04166666666653136;
+    p = p * r + 0.16666666666666421;
+    p = p * r + 0.500000000000001;
+    vd y = 1.0 + (r + (r * r) * p);
+    if (!wide) /* y 2^k is normal: add k to y's exponent field */
+        return (vd)((vu)y + (ki << 52));
+    /* k in [-1077, 0]: 2^k = 2^kh 2^kl, kh = max(k, -1000), kl in [-77, 0] */
+    vd kh = vsel_f64((vl)(kd < -1000.0), (vd){0} - 1000.0, kd);
+    vd kl = kd - kh;
+    vu bh = ((vu)(kh + shifter) + 1023) << 52;
+    vu bl = ((vu)(kl + shifter) + 1023) << 52;
+    return (y * (vd)bh) * (vd)bl;
+}
+
+KLF_INLINE vf exp_f32(vf x, int wide) {
+    const vf shifter = (vf){0} + 0x1.8p23f;
+    if (wide) x = vsel_f32((vi)(x < -105.0f), (vf){0} - 105.0f, x);
+    vf kd = x * 1.44269504f + shifter;
+    vui ki = (vui)kd;
+    kd = kd - shifter;
+    vf r = x - kd * KLF_LN2_HI_F;
+    r = r - kd * KLF_LN2_LO_F;
+    vf p = (vf){0} + 0.0013753005769103765f;
+    p = p * r + 0.00836886651813984f;
+    p = p * r + 0.04166950285434723f;
+    p = p * r + 0.1666651964187622f;
+    p = p * r + 0.49999988079071045f;
+    vf y = 1.0f + (r + (r * r) * p);
+    if (!wide)
+        return (vf)((vui)y + (ki << 23));
+    /* k in [-152, 0]: 2^k = 2^kh 2^kl, kh = max(k, -100), kl in [-52, 0] */
+    vf kh = vsel_f32((vi)(kd < -100.0f), (vf){0} - 100.0f, kd);
+    vf kl = kd - kh;
+    vui bh = ((vui)(kh + shifter) + 127) << 23;
+    vui bl = ((vui)(kl + shifter) + 127) << 23;
+    return (y * (vf)bh) * (vf)bl;
+}
+
+#endif

@@ -1,0 +1,28 @@
+/* Shannon entropy H(P).
+ *
+ *   entropy = -sum_j x_j log(x~_j),   x~ = max(x, eps)
+ *
+ * Terms with x_j == 0 are 0. Reads p only (the row loop passes y = 0).
+ *
+ * Vector term: -log(x~) is log_ratio(1, x~); checked, lanes with x > 0 whose
+ * x~ is zero or subnormal flag the row for the exact path. */
+#if defined(KLF_ELEMENT)
+KLF_INLINE void F(entropy_term)(V x, V y, V e, int checked, M *flag, V *sum) {
+    (void)y;
+    V xt = VMAX(x, e);
+    V t = *sum + x * LOG_RATIO(BCAST(1), xt);
+    if (checked) {
+        M pos = POSITIVE(x);
+        *flag |= pos & TINY(xt);
+        t = VSEL(pos, t, *sum);
+    }
+    *sum = t;
+}
+#elif !defined(KLFAST_ENTROPY_EXACT)
+#define KLFAST_ENTROPY_EXACT
+static inline double klf_entropy_exact(double a, double b, double eps, double f) {
+    (void)b;
+    double at = a > eps ? a : eps;
+    return a > 0.0 ? -(a * f) * log(at) : 0.0;
+}
+#endif
