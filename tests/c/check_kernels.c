@@ -1,0 +1,174 @@
+/* A C-level check of every kernel of every level this build has, against
+ * scalar references in double (the exact terms of src/engine/exact.h for the
+ * divergences, a plain softmax for the losses). Built and run by
+ * tests/test_c_kernels.py: natively, and for aarch64 (NEON) with a cross
+ * compiler under qemu-user. Prints one line per failure and exits 1 if any.
+ *
+ * Rows of every length from 1 to 140 (every tail of the 64- and 128-byte
+ * blocks), default eps and eps = 0 (zeros inside logs: the rows the vector
+ * code hands to the exact path must be flagged), normalize on and off. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/exact.h"
+#include "engine/klfast.h"
+
+static int failures = 0;
+
+static void fail(const char *what, const char *level, int dtype, int k, double got, double want) {
+    if (failures++ < 40)
+        printf("FAIL %s level=%s f%d k=%d: got %.17g want %.17g\n", what, level, dtype, k, got,
+               want);
+}
+
+static double next_random(unsigned long long *state) { /* in (0, 1) */
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return ((*state >> 11) + 0.5) * 0x1p-53;
+}
+
+/* A probability row with some exact zeros (every 7th entry when zeros). */
+static void make_row(double *x, int k, int zeros, unsigned long long *state) {
+    double s = 0.0;
+    for (int j = 0; j < k; j++) {
+        x[j] = zeros && j % 7 == 3 && k > 1 ? 0.0 : next_random(state);
+        s += x[j];
+    }
+    for (int j = 0; j < k; j++) x[j] /= s;
+}
+
+static double reference(int measure, const double *p, const double *q, int k, double eps) {
+    double s = 0.0;
+    for (int j = 0; j < k; j++) s += klf_exact_term(measure, p[j], q[j], eps, 1.0);
+    return measure == KLFAST_JS && s < 0.0 ? 0.0 : s;
+}
+
+static int close_enough(double got, double want, double rel, double abs_tol) {
+    return fabs(got - want) <= rel * fabs(want) + abs_tol;
+}
+
+static void check_divergences(const klfast_isa *isa) {
+    static const char *names[] = {"kl", "jeffreys", "entropy", "cross_entropy", "js"};
+    unsigned long long state = 42;
+    double p[160], q[160], sums[2];
+    float pf[160], qf[160];
+    for (int k = 1; k <= 140; k++)
+        for (int zeros = 0; zeros <= 1; zeros++) {
+            make_row(p, k, zeros, &state);
+            make_row(q, k, 0, &state);
+            for (int j = 0; j < k; j++) {
+                pf[j] = (float)p[j];
+                qf[j] = (float)q[j];
+            }
+            for (int m = 0; m < KLFAST_N_MEASURES; m++)
+                for (int e = 0; e < 2; e++) {
+                    double eps = e ? 0.0 : 1e-10, want, got;
+                    const double *qq = m == KLFAST_ENTROPY ? p : q;
+                    int special;
+                    want = reference(m, p, qq, k, eps);
+                    /* float64, as given */
+                    got = isa->f64[m](p, m == KLFAST_ENTROPY ? p : q, k, eps, 0, &special, sums);
+                    if (!special && !close_enough(got, want, 1e-13, 1e-15)) fail(names[m], isa->name, 64, k, got, want);
+                    if (!special && !(fabs(sums[0] - 1.0) < 1e-12 && fabs(sums[1] - 1.0) < 1e-12))
+                        fail("row sums", isa->name, 64, k, sums[0], 1.0);
+                    /* a zero in p inside a log with eps = 0 must be flagged */
+                    if (e && zeros && (m == KLFAST_ENTROPY) && !special && got != got)
+                        fail("flag", isa->name, 64, k, got, want);
+                    /* float64, normalized from 3 x the row */
+                    double p3[160], q3[160];
+                    for (int j = 0; j < k; j++) {
+                        p3[j] = 3.0 * p[j];
+                        q3[j] = 3.0 * qq[j];
+                    }
+                    got = isa->f64[m](p3, q3, k, eps, 1, &special, sums);
+                    if (!special && !close_enough(got, want, 1e-12, 1e-15))
+                        fail(names[m], isa->name, 64, k, got, want);
+                    /* float32: against the reference on the float32 values */
+                    double pd[160], qd[160];
+                    for (int j = 0; j < k; j++) {
+                        pd[j] = pf[j];
+                        qd[j] = m == KLFAST_ENTROPY ? pf[j] : qf[j];
+                    }
+                    want = reference(m, pd, qd, k, (double)(float)eps);
+                    got = isa->f32[m](pf, m == KLFAST_ENTROPY ? pf : qf, k, eps, 0, &special, sums);
+                    if (!special && !close_enough(got, want, 2e-5, 2e-6))
+                        fail(names[m], isa->name, 32, k, got, want);
+                }
+        }
+}
+
+/* KL (or cross-entropy) of softmax(z / T) against target probabilities t,
+ * and its gradient scaled by grad_scale. */
+static double loss_reference(int loss, const double *t, const double *z, double *g, int k,
+                             double inv_t, double eps, double grad_scale) {
+    double m = z[0], s = 0.0, total = 0.0, t_sum = 0.0;
+    for (int j = 1; j < k; j++) m = z[j] > m ? z[j] : m;
+    for (int j = 0; j < k; j++) s += exp((z[j] - m) * inv_t);
+    for (int j = 0; j < k; j++) {
+        double lq = (z[j] - m) * inv_t - log(s);
+        t_sum += t[j];
+        if (t[j] > 0.0)
+            total += loss == KLFAST_LOSS_KL ? t[j] * (log(t[j] > eps ? t[j] : eps) - lq) : -t[j] * lq;
+    }
+    for (int j = 0; j < k; j++)
+        g[j] = (t_sum * exp((z[j] - m) * inv_t - log(s)) - t[j]) * grad_scale;
+    return total;
+}
+
+static void check_losses(const klfast_isa *isa) {
+    unsigned long long state = 7;
+    double t[160], z[160], g[160], g_ref[160];
+    float tf[160], zf[160], gf[160];
+    for (int k = 1; k <= 140; k++)
+        for (int loss = 0; loss < 2; loss++) {
+            make_row(t, k, 1, &state);
+            for (int j = 0; j < k; j++) {
+                z[j] = 8.0 * next_random(&state) - 4.0;
+                tf[j] = (float)t[j];
+                zf[j] = (float)z[j];
+            }
+            double inv_t = 1.0 / 1.5, eps = 1e-8;
+            klfast_loss_params prm = {loss, 0, inv_t, eps, log(eps), inv_t,
+                                      (float)inv_t, (float)eps, (float)log(eps), (float)inv_t};
+            int special;
+            double want = loss_reference(loss, t, z, g_ref, k, inv_t, eps, inv_t);
+            double got = isa->loss_f64(t, z, g, k, &prm, &special);
+            if (!special) {
+                if (!close_enough(got, want, 1e-12, 1e-14)) fail("loss", isa->name, 64, k, got, want);
+                for (int j = 0; j < k; j++)
+                    if (!close_enough(g[j], g_ref[j], 1e-12, 1e-14)) {
+                        fail("loss gradient", isa->name, 64, k, g[j], g_ref[j]);
+                        break;
+                    }
+            }
+            double td[160], zd[160];
+            for (int j = 0; j < k; j++) {
+                td[j] = tf[j];
+                zd[j] = zf[j];
+            }
+            want = loss_reference(loss, td, zd, g_ref, k, (double)(float)inv_t, (double)(float)eps,
+                                  (double)(float)inv_t);
+            got = isa->loss_f32(tf, zf, gf, k, &prm, &special);
+            if (!special) {
+                if (!close_enough(got, want, 1e-5, 1e-6)) fail("loss", isa->name, 32, k, got, want);
+                for (int j = 0; j < k; j++)
+                    if (!close_enough(gf[j], g_ref[j], 1e-5, 1e-6)) {
+                        fail("loss gradient", isa->name, 32, k, gf[j], g_ref[j]);
+                        break;
+                    }
+            }
+        }
+}
+
+int main(void) {
+    int ran = 0;
+    for (int i = 0; i < klfast_n_levels; i++) {
+        if (!klfast_cpu_has_level(i)) continue;
+        check_divergences(klfast_isa_levels[i]);
+        check_losses(klfast_isa_levels[i]);
+        printf("level %s: checked\n", klfast_isa_levels[i]->name);
+        ran++;
+    }
+    printf("%d failures\n", failures);
+    return failures || !ran;
+}
