@@ -17,6 +17,9 @@ from scipy.special import rel_entr
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+# every test starts the command line in a subprocess: seconds in all
+pytestmark = pytest.mark.slow
+
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 N_ROWS, K = 123, 9
 

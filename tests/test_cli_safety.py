@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="uses FIFOs, signals and resource limits")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="uses FIFOs, signals and resource limits"),
+    pytest.mark.slow,  # every test starts the command line in a subprocess
+]
 
 K = 8
 

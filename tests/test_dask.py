@@ -20,6 +20,9 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("dask.distributed")
 
+# importing dask, and a LocalCluster of two processes: seconds
+pytestmark = pytest.mark.slow
+
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 
 

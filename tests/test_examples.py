@@ -19,7 +19,7 @@ pytest.importorskip("sklearn")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-pytestmark = pytest.mark.examples
+pytestmark = [pytest.mark.examples, pytest.mark.slow]  # each example trains or plots
 
 
 def run_example(name, out_dir):

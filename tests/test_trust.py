@@ -131,6 +131,7 @@ def test_error_names_the_row_in_nd_and_strided_inputs(rng):
             klfast.entropy(x, axis=axis)
 
 
+@pytest.mark.slow  # imports dask
 def test_dask_inputs_follow_the_same_rule(rng):
     da = pytest.importorskip("dask.array")
     p = dirichlet(rng, 40, 6)
@@ -143,6 +144,7 @@ def test_dask_inputs_follow_the_same_rule(rng):
         klfast.kl(p, p[0], check_sums=False), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # imports dask
 def test_dask_unknown_chunk_sizes_name_the_row_in_its_block(rng):
     da = pytest.importorskip("dask.array")
     p = dirichlet(rng, 200, 6)
@@ -311,6 +313,7 @@ CALLS = {
 }
 
 
+@pytest.mark.slow  # a fresh interpreter per call
 @pytest.mark.parametrize("label", CALLS)
 def test_ctrl_c_stops_a_long_call(label, tmp_path):
     # n rows take about 10-60 s when not interrupted; the signal comes after 0.5 s
