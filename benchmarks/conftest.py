@@ -37,7 +37,7 @@ def small_sizes(config):
 def divergence_cases(small):
     """(case, peer, threads) in input order: every test of one input runs together.
 
-    Issue 2's grid (kl and jeffreys, both dtypes, every shape), jensen_shannon
+    kl and jeffreys at both dtypes and every shape, jensen_shannon
     on the same grid, plus, at 100,000 x 1,000, inputs with 10 % zeros (kl) and
     entropy / cross-entropy."""
     shapes = [peers.Shape.parse(s) for s in (SMALL_SHAPES if small else FULL_SHAPES)]

@@ -1,4 +1,4 @@
-"""Peak memory of a call (issue 3, target 8), measured in a fresh subprocess.
+"""Peak memory of a call, measured in a fresh subprocess.
 
 A kl call may use at most its inputs + output + 5 % above the interpreter's
 baseline: no input-sized temporaries. The control case shows the measurement

@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("scipy")
 
+pytestmark = pytest.mark.slow  # the demo runs in a subprocess
+
 
 def test_result_line_names_the_threads_of_each_side(tmp_path):
     run = subprocess.run([sys.executable, "-m", "klfast.cli", "demo", "--rows", "2000",

@@ -1,5 +1,6 @@
-"""Bad input: every case of issue 2 raises the right exception with a message
-that names the input, the first offending row and the problem."""
+"""Bad input: every invalid value, shape, axis and keyword raises the right
+exception with a message that names the input, the first offending row and
+the problem."""
 import re
 
 import numpy as np
@@ -223,8 +224,8 @@ def test_shapes_that_do_not_broadcast(measure, p_shape, q_shape):
     ((3, 4), (3, 5), -1),
     ((4,), (5,), -1),
     ((4, 3), (5, 3), 0),
-    # length 1 along the axis does not stretch: the issue says shapes that
-    # differ along axis are a ValueError
+    # length 1 along the axis does not stretch: shapes that differ along
+    # axis are a ValueError, as documented
     ((3, 1), (3, 4), -1),
     ((3, 4), (4,), 0),
 ])

@@ -19,7 +19,7 @@ pytest.importorskip("sklearn")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-pytestmark = pytest.mark.examples
+pytestmark = [pytest.mark.examples, pytest.mark.slow]  # each example trains or plots
 
 
 def run_example(name, out_dir):
@@ -60,7 +60,7 @@ def test_worm_teeth(tmp_path):
     }
     for label, values in expected.items():
         assert table_row(stdout, label) == tuple(f"{v:.4f}" for v in values), label
-    # the values quoted in the issue and the README
+    # the values the README quotes
     assert table_row(stdout, "KL(true || model)") == ("0.1367", "0.4273")
     assert "Less information lost: the uniform model" in stdout
     for name in ("worm_teeth_uniform.png", "worm_teeth_binomial.png"):

@@ -18,11 +18,6 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 
-def numpy_js(p, q, axis=-1):
-    """The slow twin, rows normalized."""
-    return _reference.jensen_shannon(p, q, axis=axis, normalize=True)
-
-
 @pytest.mark.parametrize("axis", [0, 1, -1])
 @pytest.mark.parametrize("base", [None, 2.0])
 def test_matches_scipy_jensenshannon(rng, axis, base):
@@ -37,10 +32,10 @@ def test_matches_scipy_jensenshannon(rng, axis, base):
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
-def test_matches_numpy_formula_in_every_layout(rng, dtype, rtol):
+def test_matches_twin_in_every_layout(rng, dtype, rtol):
     p = distributions(rng, (25, 70), dtype)
     q = distributions(rng, (25, 70), dtype)
-    want = numpy_js(p, q)
+    want = _reference.jensen_shannon(p, q)
     results = []
     for name, x, axis in layouts(p):
         y = [v for n, v, a in layouts(q) if n == name][0]
@@ -101,7 +96,8 @@ def test_distance_with_out_and_keepdims(rng):
     out = np.empty((5, 1))
     result = klfast.jensen_shannon(p, q, keepdims=True, distance=True, out=out)
     assert result is out
-    np.testing.assert_allclose(out[:, 0], np.sqrt(numpy_js(p, q)), rtol=1e-13)
+    np.testing.assert_allclose(out, _reference.jensen_shannon(p, q, keepdims=True, distance=True),
+                               rtol=1e-13)
 
 
 def test_bad_input_names_the_problem():

@@ -21,9 +21,11 @@ from scipy.special import rel_entr
 
 import klfast
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="needs RLIMIT_AS and /proc/self/status"
-)
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="needs RLIMIT_AS and /proc/self/status"),
+    pytest.mark.slow,  # a 1 GB file per case, scored in a subprocess
+]
 
 HEADROOM = 256 << 20  # bytes of address space the scoring may add
 FILE_BYTES = 1 << 30

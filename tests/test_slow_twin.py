@@ -1,6 +1,11 @@
 """Every public function against its slow twin (klfast._reference), over
 dtype x layout (zoo.layouts) x num_threads x instruction-set level, and the
-same invalid inputs raise in both."""
+same invalid inputs raise in both.
+
+The full grid is about 1,300 cases; all but a covering subset are marked slow.
+The subset (``pytest -m "not slow"``) still runs every function in every
+layout at every level, both dtypes and both thread counts, which take turns
+along the layouts (see ``grid``)."""
 import numpy as np
 import pytest
 
@@ -89,10 +94,34 @@ def call(lib, name, p, q, **kw):
     return fn(p, **kw) if name == "entropy" else fn(p, q, **kw)
 
 
-@pytest.mark.parametrize("num_threads", THREADS)
-@pytest.mark.parametrize("layout", LAYOUT_NAMES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("name", MEASURES)
+def grid(names, kinds=None):
+    """(name, [kind,] dtype, layout, num_threads) over the whole grid, as pytest
+    params; a case is marked slow unless it is the one its (name, layout)
+    keeps fast. Along the layouts, offset by the name's index, the fast case
+    takes dtype, thread count and kind in turns (i % 2, i // 2 % 2, i // 4 %
+    2), so the fast subset has every name in every layout, and each name both
+    dtypes, both thread counts and both kinds."""
+    params = []
+    for n, name in enumerate(names):
+        for j, layout in enumerate(LAYOUT_NAMES):
+            i = j + n
+            fast = (DTYPES[i % 2], THREADS[i // 2 % 2], kinds and kinds[i // 4 % len(kinds)])
+            for kind in kinds or (None,):
+                for dtype, dtype_id in zip(DTYPES, ["float64", "float32"]):
+                    for num_threads in THREADS:
+                        marks = () if (dtype, num_threads, kind) == fast else pytest.mark.slow
+                        values = (name,) + ((kind,) if kinds else ()) + (dtype, layout,
+                                                                         num_threads)
+                        ids = [name] + ([KIND_IDS[kind]] if kinds else []) + \
+                            [dtype_id, layout, str(num_threads)]
+                        params.append(pytest.param(*values, marks=marks, id="-".join(ids)))
+    return params
+
+
+KIND_IDS = {False: "probs", True: "teacher"}
+
+
+@pytest.mark.parametrize("name, dtype, layout, num_threads", grid(MEASURES))
 def test_measure_matches_twin(name, dtype, layout, num_threads):
     p, q, _, _ = data(dtype)
     pv, axis = views(p, layout)
@@ -103,11 +132,8 @@ def test_measure_matches_twin(name, dtype, layout, num_threads):
     assert_matches(got, want, dtype, term_scale(name, p, q if name != "entropy" else p))
 
 
-@pytest.mark.parametrize("num_threads", THREADS)
-@pytest.mark.parametrize("layout", LAYOUT_NAMES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("target_is_logits", [False, True], ids=["probs", "teacher"])
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name, target_is_logits, dtype, layout, num_threads",
+                         grid(LOSSES, kinds=(False, True)))
 def test_loss_matches_twin(name, target_is_logits, dtype, layout, num_threads):
     p, _, z, t_logits = data(dtype)
     tv, axis = views(t_logits if target_is_logits else p, layout)

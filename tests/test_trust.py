@@ -13,21 +13,10 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast import _reference
+from zoo import call, call_ref
 
 TWO_INPUT = ("kl", "jeffreys", "cross_entropy", "jensen_shannon")
 ALL = TWO_INPUT + ("entropy",)
-
-
-def call(name, p, q, **kwargs):
-    fn = getattr(klfast, name)
-    return fn(p, **kwargs) if name == "entropy" else fn(p, q, **kwargs)
-
-
-def reference(name, p, q, **kwargs):
-    """The slow twin (plain numpy / scipy float64)."""
-    fn = _reference.MEASURES[name]
-    return fn(p, **kwargs) if name == "entropy" else fn(p, q, **kwargs)
 
 
 def dirichlet(rng, n, k, dtype=np.float64):
@@ -60,7 +49,7 @@ def test_entropy_of_counts_is_no_longer_negative(name, rng):
         call(name, counts, counts[::-1])
     # normalize=True scores them as distributions, as the slow twin does
     got = call(name, counts, counts[::-1], normalize=True)
-    want = reference(name, counts, counts[::-1], normalize=True)
+    want = call_ref(name, counts, counts[::-1], normalize=True)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     if name == "entropy":
         assert (got >= 0).all()
@@ -72,7 +61,7 @@ def test_check_sums_false_scores_rows_as_given(name, n_rows, rng):
     p = rng.random((n_rows, 7))
     q = rng.random((n_rows, 7)) + 0.1
     got = call(name, p, q, check_sums=False)
-    want = reference(name, p, q, check_sums=False)
+    want = call_ref(name, p, q, check_sums=False)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
@@ -131,6 +120,7 @@ def test_error_names_the_row_in_nd_and_strided_inputs(rng):
             klfast.entropy(x, axis=axis)
 
 
+@pytest.mark.slow  # imports dask
 def test_dask_inputs_follow_the_same_rule(rng):
     da = pytest.importorskip("dask.array")
     p = dirichlet(rng, 40, 6)
@@ -143,6 +133,7 @@ def test_dask_inputs_follow_the_same_rule(rng):
         klfast.kl(p, p[0], check_sums=False), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # imports dask
 def test_dask_unknown_chunk_sizes_name_the_row_in_its_block(rng):
     da = pytest.importorskip("dask.array")
     p = dirichlet(rng, 200, 6)
@@ -311,6 +302,7 @@ CALLS = {
 }
 
 
+@pytest.mark.slow  # a fresh interpreter per call
 @pytest.mark.parametrize("label", CALLS)
 def test_ctrl_c_stops_a_long_call(label, tmp_path):
     # n rows take about 10-60 s when not interrupted; the signal comes after 0.5 s

@@ -104,6 +104,7 @@ def _mypy(tmp_path, *sources):
     return proc, errors
 
 
+@pytest.mark.slow  # mypy --strict in a subprocess: seconds
 def test_mypy_strict(tmp_path):
     """Typed use passes; each marked wrong use fails with an error naming it."""
     proc, errors = _mypy(tmp_path, USAGE, ERRORS)

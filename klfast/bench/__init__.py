@@ -6,8 +6,9 @@
 
 Measures: kl, jeffreys, entropy, cross_entropy, jensen_shannon. Writes
 ``OUT/report.md`` (tables of ns/element, GB/s, speed-up versus scipy, ratio to
-the read floor, klfast's time for each measure relative to kl, the issue-3
-targets, the machine), PNG plots and ``OUT/results.json`` (raw timings).
+the read floor, klfast's time for each measure relative to kl, the performance
+checks the run covers, the machine), PNG plots and ``OUT/results.json`` (raw
+timings). How the numbers are taken: benchmarks/README.md in the repository.
 Every peer's result is checked against klfast once, outside the timed part; a
 peer that disagrees is reported as such, never ranked. Install the peers with
 ``pip install "klfast[bench]"`` (torch separately: ``pip install torch==2.13.0``).
@@ -211,7 +212,7 @@ def _measures(shape, args):
     return [m for m in args.measures if not (shape.ref_row and m == "entropy")]
 
 
-# peers sampled side by side in each turn (their ratios are the targets)
+# peers sampled side by side in each turn (their ratios are the ones checked)
 _PAIRED = ("klfast", "read floor", "numkong")
 
 
@@ -395,12 +396,12 @@ def _load_average():
 
 
 def _memory_runs(args, bar):
-    """Peak memory of kl at the largest full-matrix shape per dtype (target 8)."""
+    """Peak memory of kl at the largest full-matrix shape per dtype."""
     from klfast.bench.memory import peak_memory
     full = [s for s in args.shapes if not s.ref_row]
     if not full:
         return []
-    shape = max(full, key=lambda s: (s.elements, s.key == "100000x1000"))  # the issue's shape
+    shape = max(full, key=lambda s: (s.elements, s.key == "100000x1000"))  # 100,000 x 1,000 first
     if shape.elements < 5_000_000:  # page-level noise would exceed the 5 % allowed
         shape = Shape(5_000, 1_000)
     runs = []
@@ -484,7 +485,7 @@ def main(argv=None):
                         records.extend(case_records)
                         timed.extend(case_timed)
                     del p, q  # the prepared peers hold them until sampled
-                # the two sides of a target ratio next to each other within a
+                # the two sides of a checked ratio next to each other within a
                 # turn: per thread count and measure, klfast, its read floor
                 # and numkong on each input (with and without zeros, full and
                 # one reference row) in a row; the other peers after them

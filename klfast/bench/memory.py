@@ -1,4 +1,4 @@
-"""Peak memory of one call, measured in a fresh subprocess (issue 3, target 8).
+"""Peak memory of one call, measured in a fresh subprocess.
 
 The child imports numpy and klfast, makes one small multi-threaded call (so
 the OpenMP threads and their stacks exist), resets the kernel's high-water
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-SLACK = 0.05  # the target: peak <= baseline + (inputs + output) * (1 + SLACK)
+SLACK = 0.05  # the bound: peak <= baseline + (inputs + output) * (1 + SLACK)
 
 _CHILD = r"""
 import json, resource, sys

@@ -152,7 +152,8 @@ def relative_to_kl(results):
 
 
 def targets(results):
-    """The measurable targets of issue 3, for the cases this run covered."""
+    """The performance checks klfast is held to (see benchmarks/README.md),
+    for the cases this run covered."""
     idx = _index(results)
     n = _max_threads(results)
     out = []
@@ -197,7 +198,7 @@ def targets(results):
                         "<= 1.1x", x <= 1.1)
     for (measure, dtype, shape, zeros, peer, threads), r in idx.items():
         if measure == "jensen_shannon":
-            continue  # added after issue 3: its targets cover the other measures
+            continue  # the checks cover the other measures
         if peer == "klfast" and shape.endswith(":ref") and threads == n and not zeros:
             full = idx.get((measure, dtype, shape[:-4], zeros, peer, threads))
             if full:
