@@ -341,7 +341,7 @@ def markdown(results, plots):
 
     goals = targets(results)
     if goals:
-        lines += ["## Issue 3 targets covered by this run", "",
+        lines += ["## Performance checks covered by this run", "",
                   "| # | case | measured | required | met |", "|---|---|---|---|---|"]
         for g in goals:
             lines.append(f"| {g['target']} | {g['case']} | {g['measured']} | {g['required']} | "

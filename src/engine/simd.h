@@ -164,7 +164,7 @@ KLF_INLINE vd load_part_f64(const double *src, int n) {
 #if KLF_X86 && KLF_VBYTES == 64
     return (vd)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), src);
 #elif KLF_X86 && KLF_VBYTES == 32
-    return (vd)_mm256_maskload_pd(src, (__m256i)((vl){0, 1, 2, 3} < (long long)n));
+    return (vd)_mm256_maskload_pd(src, (__m256i)((vl){0, 1, 2, 3} < (int64_t)n));
 #else
     double buf[VD_LANES];
     vd v;
