@@ -21,6 +21,7 @@ def config():
         "openmp": info["openmp"],
         "default_num_threads": default_num_threads(),
         "compile_args": info["compile_args"],
+        "compiler": info["compiler"],
         "build_isa": info["build_isa"],
         "isa": _kernels.get_isa(),
         "supported_isas": list(_kernels.supported_isas()),
@@ -48,6 +49,7 @@ def show_config():
     openmp = "yes" if c["openmp"] else f"no (built without OpenMP: one thread; {', '.join(why) or 'no OpenMP'})"
     print(f"  OpenMP:              {openmp}")
     print(f"  default num_threads: {c['default_num_threads']}")
+    print(f"  compiler:            {c['compiler']}")
     print(f"  compile args:        {c['compile_args']}")
     print(f"  compiled for:        {c['build_isa']}, kernels built for "
           f"{', '.join(c['build_levels'])}")

@@ -56,6 +56,7 @@ cdef extern from "numpy/arrayobject.h":
 cdef extern from "engine/config.h" nogil:
     int KLFAST_HAVE_OPENMP
     const char* KLFAST_COMPILE_ARGS
+    const char* KLFAST_COMPILER
     const char* KLFAST_BUILD_ISA
     int klfast_omp_max_threads()
 
@@ -307,6 +308,7 @@ def build_info():
     return {
         "openmp": bool(KLFAST_HAVE_OPENMP),
         "compile_args": KLFAST_COMPILE_ARGS.decode(),
+        "compiler": KLFAST_COMPILER.decode(),
         "build_isa": KLFAST_BUILD_ISA.decode(),
     }
 

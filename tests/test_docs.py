@@ -57,3 +57,19 @@ def test_build_flags_follow_the_design(capsys):
     text = capsys.readouterr().out
     assert "-ffast-math" not in text
     assert "-march=native" not in text
+
+
+def test_show_config_says_why_a_level_or_openmp_is_missing(capsys, monkeypatch):
+    """setup.py records why it left a level or OpenMP out (a compiler that
+    rejects the flags, another architecture); show_config prints it."""
+    notes = ("OpenMP: the compiler rejected -fopenmp (omp.h: No such file); "
+             "avx512: the compiler rejected its flags (-march=x86-64-v4: unknown)")
+    monkeypatch.setattr(klfast._kernels, "MISSING_LEVELS", notes)
+    monkeypatch.setattr(klfast._kernels, "build_info",
+                        lambda: {"openmp": False, "compile_args": "-O3", "compiler": "cc",
+                                 "build_isa": "x86-64 baseline (SSE2)"})
+    klfast.show_config()
+    text = capsys.readouterr().out
+    assert re.search(r"OpenMP: +no \(.*the compiler rejected -fopenmp \(omp.h", text), text
+    assert re.search(r"level left out: +avx512: the compiler rejected its flags", text), text
+    assert re.search(r"compiler: +cc", text), text

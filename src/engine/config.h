@@ -12,6 +12,15 @@ static inline int klfast_omp_max_threads(void) { return omp_get_max_threads(); }
 static inline int klfast_omp_max_threads(void) { return 1; }
 #endif
 
+/* the compiler: GCC and clang both define __VERSION__ */
+#if defined(__clang__)
+#define KLFAST_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define KLFAST_COMPILER "gcc " __VERSION__
+#else
+#define KLFAST_COMPILER "unknown"
+#endif
+
 #ifndef KLFAST_COMPILE_ARGS
 #define KLFAST_COMPILE_ARGS "unknown"
 #endif
