@@ -9,7 +9,10 @@ machine cancels within a turn).
 
     python benchmarks/ab_builds.py --a /path/old-venv/bin/python \\
         --b /path/new-venv/bin/python --shape 100000x1000 --dtype float64 \\
-        --measures kl,entropy --threads 1,2 --turns 9
+        --measures kl,entropy,kl_loss --threads 1,2 --turns 9
+
+Measures are klfast's functions; the losses (``kl_loss``, ``cross_entropy_loss``)
+take the rows of P as targets and log Q as logits (per-row losses, no gradient).
 
 Run it from a folder other than the repository root (each build must import
 its installed klfast, not the source folder), with OPENBLAS_CORETYPE and
@@ -33,13 +36,16 @@ p = np.load(sys.argv[1], mmap_mode="r"); q = np.load(sys.argv[2], mmap_mode="r")
 p = np.ascontiguousarray(p); q = np.ascontiguousarray(q)
 measure, threads, calls = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 fn = getattr(klfast, measure)
-args = (p,) if measure == "entropy" else (p, q)
-out = np.empty(p.shape[0], dtype=p.dtype)
-fn(*args, out=out, num_threads=threads)  # warm up
+if measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no gradient
+    args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
+else:
+    args = (p,) if measure == "entropy" else (p, q)
+    kwargs = {"out": np.empty(p.shape[0], dtype=p.dtype), "num_threads": threads}
+fn(*args, **kwargs)  # warm up
 times = []
 for _ in range(calls):
     t = time.perf_counter()
-    fn(*args, out=out, num_threads=threads)
+    fn(*args, **kwargs)
     times.append(time.perf_counter() - t)
 print(json.dumps(min(times)))
 """
