@@ -126,6 +126,49 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     return n_bad
 
 
+cdef inline double _loss_fast_or_exact(const klfast_isa* isa, const klfast_loss_params* prm,
+                                 const floating* t, const floating* z, floating* g,
+                                 Py_ssize_t k) noexcept nogil:
+    cdef int special = 0
+    cdef double v
+    if floating is double:
+        v = isa.loss_f64(t, z, g, k, prm, &special)
+    else:
+        v = isa.loss_f32(t, z, g, k, prm, &special)
+    if special:
+        v = exact_loss_row(prm.loss, t, z, g, k, prm.inv_t, prm.target_is_logits, prm.eps,
+                           prm.log_eps, prm.grad_scale)
+    return v
+
+
+cdef Py_ssize_t _loss_run(const klfast_isa* isa, const klfast_loss_params* prm,
+                     const floating* t, Py_ssize_t t_rs,
+                     const floating* z, Py_ssize_t z_rs,
+                     floating* g, Py_ssize_t g_rs,
+                     double* out, Py_ssize_t n_rows, Py_ssize_t k,
+                     int n_threads) noexcept nogil:
+    """Fill out[i] (and row i of g unless g is NULL) for every row; strides in
+    elements. Returns the number of invalid rows (their out[i] is NaN)."""
+    cdef Py_ssize_t i, n_bad = 0
+    cdef double v
+    cdef floating* g_row
+    if n_threads <= 1:
+        for i in range(n_rows):
+            g_row = g + i * g_rs if g != NULL else NULL
+            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
+            out[i] = v
+            if v != v:
+                n_bad += 1
+    else:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            g_row = g + i * g_rs if g != NULL else NULL
+            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
+            out[i] = v
+            if v != v:
+                n_bad += 1
+    return n_bad
+
+
 # ---- instruction-set level ---------------------------------------------
 LEVELS = tuple(klfast_isa_levels[i].name.decode() for i in range(klfast_n_levels))
 # Why a level is missing from this build ("" when none is): for show_config.
@@ -183,6 +226,69 @@ def _next_chunk(Py_ssize_t chunk, double elapsed):
     return max(1, <Py_ssize_t>min(rows, 8.0 * chunk))
 
 
+cdef struct Rows:
+    # One call of rows() or loss_rows(): pointers to row 0, strides in bytes.
+    int loss                # the loss code, or -1 for a divergence
+    int measure
+    int type_num            # NPY_DOUBLE or NPY_FLOAT
+    Py_ssize_t size         # bytes per element
+    char* a                 # p, or the target
+    char* b                 # q, or the logits
+    char* g                 # the gradient, or NULL
+    char* out               # the results (float64 for the losses)
+    Py_ssize_t a_rs, b_rs, g_rs, out_s
+    Py_ssize_t k
+    double eps, scale, tol
+    bint normalize
+    klfast_loss_params prm
+    int n_threads
+
+
+cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows r0 to r1 of a call, at the level in use; the number of invalid ones."""
+    cdef Py_ssize_t n = r1 - r0, z = c.size
+    cdef char* a = c.a + r0 * c.a_rs
+    cdef char* b = c.b + r0 * c.b_rs
+    cdef char* g = c.g + r0 * c.g_rs if c.g != NULL else NULL
+    cdef char* o = c.out + r0 * c.out_s
+    if c.loss < 0 and c.type_num == cnp.NPY_DOUBLE:
+        return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, <const double*>b,
+                            c.b_rs // z, <double*>o, c.out_s // z, n, c.k, c.eps, c.scale,
+                            c.normalize, c.tol, c.n_threads)
+    if c.loss < 0:
+        return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, <const float*>b,
+                           c.b_rs // z, <float*>o, c.out_s // z, n, c.k, c.eps, c.scale,
+                           c.normalize, c.tol, c.n_threads)
+    if c.type_num == cnp.NPY_DOUBLE:
+        return _loss_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
+                                 c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, n, c.k,
+                                 c.n_threads)
+    return _loss_run[float](_isa, &c.prm, <const float*>a, c.a_rs // z, <const float*>b,
+                            c.b_rs // z, <float*>g, c.g_rs // z, <double*>o, n, c.k, c.n_threads)
+
+
+cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
+    """Every row of a call, in chunks without the GIL; between chunks, signal
+    handlers run, and one that raises (Ctrl-C) stops the call. Returns the
+    number of invalid rows."""
+    if c.type_num != cnp.NPY_DOUBLE and c.type_num != cnp.NPY_FLOAT:
+        raise TypeError("klfast._kernels: dtype must be float32 or float64")
+    if c.a_rs % c.size or c.b_rs % c.size or c.g_rs % c.size or c.out_s % c.size:
+        raise ValueError("klfast._kernels: strides must be multiples of the item size")
+    cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(c.k, 1))
+    cdef double started = perf_counter()
+    while r0 < n_rows:
+        r1 = min(n_rows, r0 + chunk)
+        with nogil:
+            n_bad += _rows_between(c, r0, r1)
+        r0 = r1
+        if r0 < n_rows:
+            PyErr_CheckSignals()
+            chunk = _next_chunk(chunk, perf_counter() - started)
+            started = perf_counter()
+    return n_bad
+
+
 def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
          cnp.ndarray q, Py_ssize_t q_row_stride,
          cnp.ndarray out, Py_ssize_t out_stride,
@@ -198,40 +304,19 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     Returns the number of invalid rows. A signal handler that raises (Ctrl-C)
     stops the call between chunks of rows.
     """
-    cdef int type_num = cnp.PyArray_TYPE(out)
-    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(out)
-    cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(k, 1))
-    cdef char* p_data = <char*>cnp.PyArray_DATA(p)
-    cdef char* q_data = <char*>cnp.PyArray_DATA(q)
-    cdef char* out_data = <char*>cnp.PyArray_DATA(out)
-    if cnp.PyArray_TYPE(p) != type_num or cnp.PyArray_TYPE(q) != type_num:
+    cdef Rows c
+    c.loss = -1
+    c.measure = measure
+    c.type_num = cnp.PyArray_TYPE(out)
+    c.size = cnp.PyArray_ITEMSIZE(out)
+    if cnp.PyArray_TYPE(p) != c.type_num or cnp.PyArray_TYPE(q) != c.type_num:
         raise TypeError("klfast._kernels.rows: p, q and out must share one dtype")
-    if type_num != cnp.NPY_DOUBLE and type_num != cnp.NPY_FLOAT:
-        raise TypeError("klfast._kernels.rows: dtype must be float32 or float64")
-    if p_row_stride % size or q_row_stride % size or out_stride % size:
-        raise ValueError("klfast._kernels.rows: strides must be multiples of the item size")
-    cdef double started = perf_counter()
-    while r0 < n_rows:
-        r1 = min(n_rows, r0 + chunk)
-        with nogil:
-            if type_num == cnp.NPY_DOUBLE:
-                n_bad += _run[double](measure, _isa,
-                                      <const double*>(p_data + r0 * p_row_stride), p_row_stride // size,
-                                      <const double*>(q_data + r0 * q_row_stride), q_row_stride // size,
-                                      <double*>(out_data + r0 * out_stride), out_stride // size,
-                                      r1 - r0, k, eps, scale, normalize, tol, n_threads)
-            else:
-                n_bad += _run[float](measure, _isa,
-                                     <const float*>(p_data + r0 * p_row_stride), p_row_stride // size,
-                                     <const float*>(q_data + r0 * q_row_stride), q_row_stride // size,
-                                     <float*>(out_data + r0 * out_stride), out_stride // size,
-                                     r1 - r0, k, eps, scale, normalize, tol, n_threads)
-        r0 = r1
-        if r0 < n_rows:
-            PyErr_CheckSignals()
-            chunk = _next_chunk(chunk, perf_counter() - started)
-            started = perf_counter()
-    return n_bad
+    c.a, c.a_rs = <char*>cnp.PyArray_DATA(p), p_row_stride
+    c.b, c.b_rs = <char*>cnp.PyArray_DATA(q), q_row_stride
+    c.g, c.g_rs = NULL, 0
+    c.out, c.out_s = <char*>cnp.PyArray_DATA(out), out_stride
+    c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
+    return _in_chunks(&c, n_rows)
 
 
 cdef Py_ssize_t _small = 1 << 16   # klfast._api.MIN_PARALLEL_ELEMENTS
@@ -313,50 +398,6 @@ def build_info():
     }
 
 
-# ---- the losses from logits ---------------------------------------------
-cdef inline double _loss_fast_or_exact(const klfast_isa* isa, const klfast_loss_params* prm,
-                                 const floating* t, const floating* z, floating* g,
-                                 Py_ssize_t k) noexcept nogil:
-    cdef int special = 0
-    cdef double v
-    if floating is double:
-        v = isa.loss_f64(t, z, g, k, prm, &special)
-    else:
-        v = isa.loss_f32(t, z, g, k, prm, &special)
-    if special:
-        v = exact_loss_row(prm.loss, t, z, g, k, prm.inv_t, prm.target_is_logits, prm.eps,
-                           prm.log_eps, prm.grad_scale)
-    return v
-
-
-cdef Py_ssize_t _loss_run(const klfast_isa* isa, const klfast_loss_params* prm,
-                     const floating* t, Py_ssize_t t_rs,
-                     const floating* z, Py_ssize_t z_rs,
-                     floating* g, Py_ssize_t g_rs,
-                     double* out, Py_ssize_t n_rows, Py_ssize_t k,
-                     int n_threads) noexcept nogil:
-    """Fill out[i] (and row i of g unless g is NULL) for every row; strides in
-    elements. Returns the number of invalid rows (their out[i] is NaN)."""
-    cdef Py_ssize_t i, n_bad = 0
-    cdef double v
-    cdef floating* g_row
-    if n_threads <= 1:
-        for i in range(n_rows):
-            g_row = g + i * g_rs if g != NULL else NULL
-            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
-            out[i] = v
-            if v != v:
-                n_bad += 1
-    else:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
-            g_row = g + i * g_rs if g != NULL else NULL
-            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
-            out[i] = v
-            if v != v:
-                n_bad += 1
-    return n_bad
-
-
 def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
               cnp.ndarray logits, Py_ssize_t logits_row_stride,
               object grad, Py_ssize_t grad_row_stride,
@@ -373,54 +414,23 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
     mean). Returns the number of invalid rows; Ctrl-C stops the call between
     chunks of rows, as in ``rows``.
     """
-    cdef int type_num = cnp.PyArray_TYPE(logits)
-    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(logits)
-    cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(k, 1))
-    cdef char* t_data = <char*>cnp.PyArray_DATA(target)
-    cdef char* z_data = <char*>cnp.PyArray_DATA(logits)
-    cdef char* g = NULL
-    cdef double* o
-    cdef klfast_loss_params prm
-    cdef const klfast_isa* isa = _isa
-    if cnp.PyArray_TYPE(target) != type_num:
+    cdef Rows c
+    c.loss = loss
+    c.type_num = cnp.PyArray_TYPE(logits)
+    c.size = cnp.PyArray_ITEMSIZE(logits)
+    if cnp.PyArray_TYPE(target) != c.type_num:
         raise TypeError("klfast._kernels.loss_rows: target and logits must share one dtype")
+    c.g, c.g_rs = NULL, 0
     if grad is not None:
-        if cnp.PyArray_TYPE(<cnp.ndarray>grad) != type_num:
+        if cnp.PyArray_TYPE(<cnp.ndarray>grad) != c.type_num:
             raise TypeError("klfast._kernels.loss_rows: grad must have the logits' dtype")
-        g = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad)
+        c.g, c.g_rs = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad), grad_row_stride
     if (cnp.PyArray_TYPE(out) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(out)
             or cnp.PyArray_SIZE(out) < n_rows):
         raise ValueError("klfast._kernels.loss_rows: out must be contiguous float64 of n_rows")
-    if target_row_stride % size or logits_row_stride % size or grad_row_stride % size:
-        raise ValueError("klfast._kernels.loss_rows: strides must be multiples of the item size")
-    o = <double*>cnp.PyArray_DATA(out)
-    if type_num != cnp.NPY_DOUBLE and type_num != cnp.NPY_FLOAT:
-        raise TypeError("klfast._kernels.loss_rows: dtype must be float32 or float64")
-    prm = loss_params(loss, inv_temperature, target_is_logits, eps, grad_scale)
-    # in chunks of rows, looking for signals (Ctrl-C) between them
-    cdef double started = perf_counter()
-    while r0 < n_rows:
-        r1 = min(n_rows, r0 + chunk)
-        with nogil:
-            if type_num == cnp.NPY_DOUBLE:
-                n_bad += _loss_run[double](isa, &prm,
-                                      <const double*>(t_data + r0 * target_row_stride),
-                                      target_row_stride // size,
-                                      <const double*>(z_data + r0 * logits_row_stride),
-                                      logits_row_stride // size,
-                                      <double*>(g + r0 * grad_row_stride) if g != NULL else NULL,
-                                      grad_row_stride // size, o + r0, r1 - r0, k, n_threads)
-            else:
-                n_bad += _loss_run[float](isa, &prm,
-                                     <const float*>(t_data + r0 * target_row_stride),
-                                     target_row_stride // size,
-                                     <const float*>(z_data + r0 * logits_row_stride),
-                                     logits_row_stride // size,
-                                     <float*>(g + r0 * grad_row_stride) if g != NULL else NULL,
-                                     grad_row_stride // size, o + r0, r1 - r0, k, n_threads)
-        r0 = r1
-        if r0 < n_rows:
-            PyErr_CheckSignals()
-            chunk = _next_chunk(chunk, perf_counter() - started)
-            started = perf_counter()
-    return n_bad
+    c.a, c.a_rs = <char*>cnp.PyArray_DATA(target), target_row_stride
+    c.b, c.b_rs = <char*>cnp.PyArray_DATA(logits), logits_row_stride
+    c.out, c.out_s = <char*>cnp.PyArray_DATA(out), sizeof(double)
+    c.k, c.n_threads = k, n_threads
+    c.prm = loss_params(loss, inv_temperature, target_is_logits, eps, grad_scale)
+    return _in_chunks(&c, n_rows)
