@@ -22,9 +22,24 @@
  * lane adds 64 entries before widening (relative error below 4e-6) */
 #define SUM_GROUPS (GROUP == 1 ? 64 : 16)
 
+/* Entries outside [+0, 2^1022) (2^126 in float32) are out of range:
+ * negative (and -0.0), NaN, inf, and values so large that a + b' in the log
+ * could overflow. A row with one is looked at closer (row_check). Two ways
+ * to notice them, by the row loop's variant:
+ *
+ * - As given (rows that should sum to 1): the OR of the bit patterns of all
+ *   entries, one OR per vector (AVX-512 ORs x and y into it in one
+ *   instruction). An out-of-range entry makes the OR at least HUGE's pattern
+ *   (as an unsigned integer, an OR is at least each operand). Entries below
+ *   2 never do (their exponent fields lack HUGE's top bits), so rows of
+ *   probabilities raise no false alarm; a row with entries of 2 or more (a
+ *   row of counts, scored with check_sums=False) may, and row_check clears
+ *   it with one scalar pass over the row.
+ * - Normalized (rows of any scale): the largest bit pattern (one unsigned
+ *   max per vector where the CPU has one) or the OR of per-vector range
+ *   checks. */
+KLF_INLINE M F(or_is_invalid)(U bits) { return (M)(bits >= BITS(HUGE_BITS)); }
 #if defined(UMAX_OP)
-/* Out-of-range entries are those whose bit patterns, as unsigned integers,
- * are >= HUGE's: keep the largest pattern, one max per vector. */
 typedef U F(bad_t);
 KLF_INLINE void F(note_invalid)(F(bad_t) *b, V v) { *b = UMAX_OP(*b, (U)v); }
 KLF_INLINE M F(is_invalid)(F(bad_t) b) { return (M)(b >= BITS(HUGE_BITS)); }
@@ -87,7 +102,8 @@ KLF_INLINE void F(widen_sums)(V *xs, V *ys, vd *xacc, vd *yacc, int uses_q) {
 typedef struct {
     V e;               /* eps in every lane */
     double sp, sq;     /* 1 / sum(p), 1 / sum(q) when normalizing */
-    F(bad_t) bad;      /* entries out of range */
+    F(bad_t) bad;      /* entries out of range (normalized rows) */
+    U bits;            /* the OR of all entries' bits (rows as given) */
     M flag;            /* lanes the exact path must redo */
     V xs[NSUB], ys[NSUB]; /* row sums, in T */
 } F(row_state);
@@ -106,8 +122,12 @@ KLF_INLINE void F(row_vector)(int measure, const T *pb, const T *qb, int partial
         memcpy(&x, pb, sizeof(V));
         if (uses_q) memcpy(&y, qb, sizeof(V));
     }
-    F(note_invalid)(&st->bad, x);
-    if (uses_q) F(note_invalid)(&st->bad, y);
+    if (normalize) {
+        F(note_invalid)(&st->bad, x);
+        if (uses_q) F(note_invalid)(&st->bad, y);
+    } else {
+        st->bits |= uses_q ? (U)x | (U)y : (U)x;
+    }
     if (normalize) {
         x = SCALE(x, st->sp);
         if (uses_q) y = SCALE(y, st->sq);
@@ -158,6 +178,7 @@ KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, 
     st.sp = sp;
     st.sq = sq;
     st.bad = (F(bad_t)){0};
+    st.bits = (U){0};
     st.flag = (M){0};
     for (int s = 0; s < NSUB; s++) st.xs[s] = st.ys[s] = (V){0};
     int pending = 0;
@@ -197,7 +218,8 @@ KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, 
             F(row_group)(measure, pt, qt, 4, 0, 0, normalize, checked, &st, acc, 0);
     }
 #endif
-    *maybe_bad = any_lane((vi)F(is_invalid)(st.bad));
+    *maybe_bad = normalize ? any_lane((vi)F(is_invalid)(st.bad))
+                           : any_lane((vi)F(or_is_invalid)(st.bits));
     double sum = lane_sum(acc, BLOCK);
     if (!normalize) {
         F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
