@@ -42,7 +42,7 @@ except ImportError as exc:  # e.g. `python -m klfast` in the repository root
         ) from exc
     raise
 
-from ._api import (
+from ._core.measures import (
     DEFAULT_EPS,
     SUM_TOLERANCE,
     cross_entropy,
@@ -53,7 +53,7 @@ from ._api import (
     kl,
 )
 from ._config import show_config
-from ._loss import cross_entropy_loss, kl_loss
+from ._core.losses import cross_entropy_loss, kl_loss
 from . import datasets
 from ._version import __version__
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import klfast
-from klfast import _api
+from klfast._core import measures as _api
 
 
 def _time(fn, repeat):

@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from . import __version__, _api
+from . import __version__
+from ._core import measures as _api
 from ._io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
@@ -29,7 +30,7 @@ from ._io import (
     _reason,
     open_rows,
 )
-from ._validate import invalid_row_message
+from ._core.validate import invalid_row_message
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 EXIT_USAGE = 2

@@ -36,8 +36,8 @@ from dask.array.core import unify_chunks
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _api, _validate
-from ._validate import invalid_row_message
+from ._core import measures as _api, validate as _validate
+from ._core.validate import invalid_row_message
 
 
 def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,

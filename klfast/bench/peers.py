@@ -252,7 +252,7 @@ class ReadFloor(Peer):
         if not (p.flags.c_contiguous and second.flags.c_contiguous):
             raise Unsupported("read floor needs C-contiguous inputs")
         # klfast runs small inputs on one thread; so does its floor
-        small = getattr(klfast._api, "MIN_PARALLEL_ELEMENTS", 1 << 16)
+        small = klfast._core.measures.MIN_PARALLEL_ELEMENTS
         if case.shape.elements < small or case.shape.n_rows < 2:
             threads = 1
         return lambda: _kernels.read_floor(p, second, threads)

@@ -5,9 +5,9 @@ import numbers
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _kernels, _loss_kernels
-from ._api import BLOCK_ELEMENTS, DEFAULT_EPS, _kernel_ready, _resolve_threads
-from ._validate import (
+from .. import _kernels, _loss_kernels
+from .measures import BLOCK_ELEMENTS, DEFAULT_EPS, _kernel_ready, _resolve_threads
+from .validate import (
     _as_input,
     _check_axis,
     _check_eps,

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _kernels
-from ._validate import (
+from .. import _kernels
+from .validate import (
     SUM_TOLERANCE,
     _F32_EPS_LIMIT,
     _as_input,
@@ -249,7 +249,7 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
         if result is not None:
             return result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
-        from . import dask as klfast_dask
+        from .. import dask as klfast_dask
 
         return klfast_dask.reduce(measure, p, None if q is _ENTROPY_Q else q, axis=axis,
                                   eps=eps, base=base, normalize=normalize,
