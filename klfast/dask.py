@@ -36,15 +36,14 @@ from dask.array.core import unify_chunks
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from ._core import measures as _api, validate as _validate
-from ._core.validate import invalid_row_message
+from ._core import measures, validate
 
 
 def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,
                  block_info=None):
     """Scores of one block of rows; block indices in errors become global."""
     try:
-        return _api._reduce(measure, p, _api._ENTROPY_Q if q is None else q, -1, eps, base,
+        return measures._reduce(measure, p, measures._ENTROPY_Q if q is None else q, -1, eps, base,
                             normalize, check_sums, False, None, num_threads)
     except ValueError:
         if block_info is None:
@@ -52,12 +51,12 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
         start = tuple(lo for lo, _ in block_info[None]["array-location"])
         if any(math.isnan(lo) for lo in start):  # unknown chunk sizes: rows of this block
             block = tuple(block_info[None]["chunk-location"])
-            message = invalid_row_message(p, q, normalize, (), names, check_sums=check_sums)
+            message = validate.invalid_row_message(p, q, normalize, (), names, check_sums=check_sums)
             if message is None:
                 raise
             raise ValueError(f"{message} (counting from the start of block {block}: the "
                              f"chunk sizes are unknown)") from None
-        message = invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
+        message = validate.invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
         if message is None:
             raise
         raise ValueError(message) from None
@@ -65,7 +64,7 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
 
 def _as_dask(x, name):
     x = x if isinstance(x, da.Array) else da.asarray(x)
-    _validate._as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
+    validate.as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
     return x
 
 
@@ -113,13 +112,13 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
             "out= is not supported for dask arrays: the result is lazy; use "
             "dask.array.store(result, target) or result.compute() instead"
         )
-    eps = _validate._check_eps(eps)
-    normalize = _validate._check_flag(normalize, "normalize")
-    check_sums = _validate._check_flag(check_sums, "check_sums")
-    keepdims = _validate._check_flag(keepdims, "keepdims")
-    axis = _validate._check_axis(axis)
-    _validate._log_scale(base)
-    num_threads = _validate._check_num_threads(num_threads)
+    eps = validate.check_eps(eps)
+    normalize = validate.check_flag(normalize, "normalize")
+    check_sums = validate.check_flag(check_sums, "check_sums")
+    keepdims = validate.check_flag(keepdims, "keepdims")
+    axis = validate.check_axis(axis)
+    validate.log_scale(base)
+    num_threads = validate.check_num_threads(num_threads)
     if num_threads is None:
         num_threads = 1
 
@@ -143,7 +142,7 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     if outer is None:
         raise ValueError(f"p and q shapes {p.shape} and {arrays[1].shape} do not broadcast")
 
-    dtype = _api._result_dtype(*(x.dtype for x in arrays))
+    dtype = validate.result_dtype(*(x.dtype for x in arrays))
     rows = []
     for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
         rows.append(_whole_rows(x if ax == ndim - 1 else da.moveaxis(x, ax, -1), name))

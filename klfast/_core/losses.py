@@ -1,54 +1,32 @@
 """Losses from logits, with gradients: KL divergence and cross-entropy."""
 import math
-import numbers
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
 from .. import _kernels, _loss_kernels
-from .measures import BLOCK_ELEMENTS, DEFAULT_EPS, _kernel_ready, _resolve_threads
+from .measures import BLOCK_ELEMENTS, _kernel_ready, _resolve_threads
 from .validate import (
-    _as_input,
-    _check_axis,
-    _check_eps,
-    _check_flag,
-    _check_num_threads,
-    _explain,
+    DEFAULT_EPS,
+    as_input,
+    check_axis,
+    check_eps,
+    check_flag,
+    check_num_threads,
+    check_reduction,
+    check_temperature,
+    check_temperature_dtype,
+    explain_loss_row,
+    logits_dtype,
 )
 
 _LOSSES = _loss_kernels.LOSSES
-_REDUCTIONS = ("none", "sum", "mean")
 # The loss kernels run at the instruction-set level klfast._kernels uses now
 # (klfast._kernels.set_isa, KLFAST_ISA), looked up on every call.
 _LEVEL_INDEX = {name: i for i, name in enumerate(_loss_kernels.LEVELS)}
 if _loss_kernels.LEVELS != _kernels.LEVELS:  # one build makes both
     raise ImportError(f"klfast: loss kernel levels {_loss_kernels.LEVELS} differ from "
                       f"{_kernels.LEVELS}; reinstall klfast")
-
-
-def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
-    temperature = float(temperature)
-    if not (temperature > 0.0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    return temperature
-
-
-# 1 / T at or above this rounds to +inf in float32.
-_F32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
-
-
-def _check_temperature_dtype(temperature, dtype):
-    """1 / T multiplies the logits in the logits' dtype: it must be finite there."""
-    inv = 1.0 / temperature  # +inf for temperatures below 1 / DBL_MAX (5.6e-309)
-    limit = _F32_OVERFLOW if dtype == np.float32 else math.inf
-    if not inv < limit:
-        raise ValueError(
-            f"temperature={temperature!r} is too small: 1/temperature overflows {dtype} "
-            f"(the smallest usable temperature is about "
-            f"{'2.9e-39' if dtype == np.float32 else '5.6e-309'})"
-        )
 
 
 def _reduce_rows(rows, reduction):
@@ -64,26 +42,6 @@ def _reduce_rows(rows, reduction):
     if reduction == "sum":
         return total
     return total / n_rows if n_rows else math.nan
-
-
-def _check_reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
-    return reduction
-
-
-def _logits_dtype(logits):
-    """float32 for float16/float32 logits, float64 otherwise."""
-    if logits.dtype.kind == "f" and logits.dtype.itemsize <= 4:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
-
-
-def _explain_finite(name, row, index):
-    row = np.asarray(row, dtype=np.float64)
-    if np.isfinite(row).all():
-        return None
-    return _explain(name, row, index, False)  # reports the NaN or infinity
 
 
 class _LossJob:
@@ -160,20 +118,11 @@ class _LossJob:
         index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
         if isinstance(index, tuple):
             index = tuple(int(i) for i in index)
-        t_row = t[local]
-        t_conv_row = t_conv[0 if t_conv.shape[0] == 1 else local]
-        suffix = f" after conversion to {self.dtype}"
-        for row, tail in ((t_row, ""), (t_conv_row, suffix)):
-            if self.target_is_logits:
-                message = _explain_finite("target", row, index)
-            else:
-                message = _explain("target", row, index, False)
-                if message is None and not math.isfinite(np.asarray(row, np.float64).sum()):
-                    message = f"target: row {index} sum overflows"
-            if message is None:
-                message = _explain_finite("logits", z[local] if not tail else z_conv[local], index)
-            if message:
-                raise ValueError(message + tail)
+        message = explain_loss_row((t[local], z[local]),
+                                   (t_conv[0 if t_conv.shape[0] == 1 else local], z_conv[local]),
+                                   index, self.target_is_logits, self.dtype)
+        if message:
+            raise ValueError(message)
         raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
 
 
@@ -198,17 +147,17 @@ def _run_nd(job, t, z, grad, out, first_row=0):
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
           axis, num_threads):
-    temperature = _check_temperature(temperature)
-    reduction = _check_reduction(reduction)
-    target_is_logits = _check_flag(target_is_logits, "target_is_logits")
-    return_grad = _check_flag(return_grad, "return_grad")
-    axis = _check_axis(axis)
-    eps = _check_eps(eps)
-    num_threads = _check_num_threads(num_threads)
-    target, _ = _as_input(target, "target")
-    logits, _ = _as_input(logits, "logits")
-    dtype = _logits_dtype(logits)
-    _check_temperature_dtype(temperature, dtype)
+    temperature = check_temperature(temperature)
+    reduction = check_reduction(reduction)
+    target_is_logits = check_flag(target_is_logits, "target_is_logits")
+    return_grad = check_flag(return_grad, "return_grad")
+    axis = check_axis(axis)
+    eps = check_eps(eps)
+    num_threads = check_num_threads(num_threads)
+    target, _ = as_input(target, "target")
+    logits, _ = as_input(logits, "logits")
+    dtype = logits_dtype(logits)
+    check_temperature_dtype(temperature, dtype)
     ndim = logits.ndim
     if ndim == 0:
         raise np.exceptions.AxisError(axis, 0, "logits must have at least one dimension")

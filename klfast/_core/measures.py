@@ -8,21 +8,20 @@ from numpy.lib.array_utils import normalize_axis_index
 
 from .. import _kernels
 from .validate import (
+    DEFAULT_EPS,
+    F32_OVERFLOW,
     SUM_TOLERANCE,
-    _F32_EPS_LIMIT,
-    _as_input,
-    _check_axis,
-    _check_eps,
-    _check_eps_dtype,
-    _check_flag,
-    _check_num_threads,
-    _explain,
-    _log_scale,
-    _sum_message,
+    as_input,
+    check_axis,
+    check_eps,
+    check_eps_dtype,
+    check_flag,
+    check_num_threads,
+    check_out,
+    explain_measure_row,
+    log_scale,
+    result_dtype,
 )
-
-DEFAULT_EPS = 1e-12
-"""Floor applied to p and q inside logarithms: ``p~ = max(p, eps)``."""
 
 # An input the kernel cannot read directly (dtype, byte order, layout) is
 # converted in blocks of rows of about this many elements: never an
@@ -81,15 +80,6 @@ def _resolve_threads(num_threads, n_rows, k):
     else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
         n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
     return max(1, min(n, n_rows))
-
-
-def _result_dtype(*arrays):
-    """numpy promotion of the inputs, then: float16 -> float32, integer and
-    bool -> float64, longdouble -> float64."""
-    dt = np.result_type(*arrays)
-    if dt.kind == "f" and dt.itemsize <= 4:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
 
 
 def _kernel_ready(x, dtype):
@@ -198,17 +188,11 @@ class _Job:
         index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
         if isinstance(index, tuple):
             index = tuple(int(i) for i in index)
-        named = [(name, x) for name, x in zip(self.names, (p, q)) if name is not None]
-        for name, x in named:
-            message = _explain(name, x[local], index, self.normalize, self.check_sums)
-            if message:
-                raise ValueError(message)
-        if self.check_sums and not self.normalize:
-            # the kernel's sum and numpy's differ in the last bits: at the
-            # tolerance's edge, name the row whose sum is further from 1
-            name, x = max(named, key=lambda nx: abs(float(np.sum(nx[1][local], dtype=float)) - 1))
-            raise ValueError(_sum_message(f"{name}: row {index}",
-                                          float(np.sum(x[local], dtype=float))))
+        named = [(name, x[local]) for name, x in zip(self.names, (p, q)) if name is not None]
+        message = explain_measure_row([name for name, _ in named], [row for _, row in named],
+                                      index, self.normalize, self.check_sums)
+        if message:
+            raise ValueError(message)
         raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
 
 
@@ -242,7 +226,7 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
                         "entropy of p use klfast.entropy(p)")
     if (type(axis) is int and axis == -1 and base is None and out is None and keepdims is False
             and (check_sums is True or check_sums is False)
-            and (eps is DEFAULT_EPS or (type(eps) is float and eps < _F32_EPS_LIMIT))
+            and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast(_MEASURES[measure], p, None if q is _ENTROPY_Q else q, eps, normalize,
                        SUM_TOLERANCE if check_sums else math.inf)
@@ -255,23 +239,23 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
                                   eps=eps, base=base, normalize=normalize,
                                   check_sums=check_sums, keepdims=keepdims, out=out,
                                   num_threads=num_threads)
-    axis = _check_axis(axis)
-    normalize = _check_flag(normalize, "normalize")
-    check_sums = _check_flag(check_sums, "check_sums")
-    keepdims = _check_flag(keepdims, "keepdims")
-    eps = _check_eps(eps)
-    scale = _log_scale(base)
-    num_threads = _check_num_threads(num_threads)
-    p, _ = _as_input(p, "p")
+    axis = check_axis(axis)
+    normalize = check_flag(normalize, "normalize")
+    check_sums = check_flag(check_sums, "check_sums")
+    keepdims = check_flag(keepdims, "keepdims")
+    eps = check_eps(eps)
+    scale = log_scale(base)
+    num_threads = check_num_threads(num_threads)
+    p, _ = as_input(p, "p")
     names = ("p", "q")
     if q is _ENTROPY_Q:  # entropy: the kernel ignores q
         q_arr = p
         names = ("p", None)
-        dtype = _result_dtype(p)
+        dtype = result_dtype(p)
     else:
-        q_arr, _ = _as_input(q, "q")
-        dtype = _result_dtype(p, q_arr)
-    _check_eps_dtype(eps, dtype)
+        q_arr, _ = as_input(q, "q")
+        dtype = result_dtype(p, q_arr)
+    check_eps_dtype(eps, dtype)
     ndim = max(p.ndim, q_arr.ndim)
     if ndim == 0:
         raise np.exceptions.AxisError(axis, 0, "p and q must have at least one dimension")
@@ -295,15 +279,7 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
     if out is None:
         result = np.empty(result_shape, dtype=dtype)
     else:
-        if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
-            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-        if out.shape != result_shape:
-            raise ValueError(f"out has shape {out.shape}, expected {result_shape}")
-        if out.dtype != dtype:
-            raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        result = out
+        result = check_out(out, result_shape, dtype)
         if np.may_share_memory(out, p) or (q is not _ENTROPY_Q and np.may_share_memory(out, q_arr)):
             # as numpy's ufuncs do: score into a fresh array, then copy
             result = np.empty(result_shape, dtype=dtype)
@@ -403,7 +379,7 @@ def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_su
 
 def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
                    distance=False, keepdims=False, out=None, num_threads=None):
-    if _check_flag(distance, "distance") and base is not None and _log_scale(base) < 0:
+    if check_flag(distance, "distance") and base is not None and log_scale(base) < 0:
         raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
                          f"below 1 the divergence is negative and has no square root")
     result = _reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
