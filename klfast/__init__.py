@@ -42,16 +42,9 @@ except ImportError as exc:  # e.g. `python -m klfast` in the repository root
         ) from exc
     raise
 
-from ._core.measures import (
-    DEFAULT_EPS,
-    SUM_TOLERANCE,
-    cross_entropy,
-    default_num_threads,
-    entropy,
-    jensen_shannon,
-    jeffreys,
-    kl,
-)
+from ._core.engine import default_num_threads
+from ._core.measures import cross_entropy, entropy, jensen_shannon, jeffreys, kl
+from ._core.validate import DEFAULT_EPS, SUM_TOLERANCE
 from ._config import show_config
 from ._core.losses import cross_entropy_loss, kl_loss
 from . import datasets

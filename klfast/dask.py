@@ -1,7 +1,7 @@
 """klfast on dask arrays: lazy, chunked, distributed row scores.
 
-``klfast.kl`` and the other measures send dask arrays here (``klfast._api``
-imports this module only when it sees one, so ``import klfast`` never imports
+``klfast.kl`` and the other measures send dask arrays here (klfast imports
+this module only when it sees one, so ``import klfast`` never imports
 dask). The result is a lazy dask array of row scores built with
 ``map_blocks``: every block of rows is scored by the compiled kernel on
 whichever worker holds it, and nothing is computed until ``.compute()``.
@@ -43,8 +43,8 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
                  block_info=None):
     """Scores of one block of rows; block indices in errors become global."""
     try:
-        return measures._reduce(measure, p, measures._ENTROPY_Q if q is None else q, -1, eps, base,
-                            normalize, check_sums, False, None, num_threads)
+        return measures.reduce(measure, p, q, -1, eps, base, normalize, check_sums, False, None,
+                               num_threads)
     except ValueError:
         if block_info is None:
             raise
@@ -76,7 +76,7 @@ def _whole_rows(x, name):
             f"chunks); rechunking so that each block holds whole distributions. "
             f"Chunk only the other axes to avoid this.",
             UserWarning,
-            stacklevel=5,  # _whole_rows, reduce, _api._reduce, klfast.kl, caller
+            stacklevel=5,  # _whole_rows, reduce, measures.reduce, klfast.kl, caller
         )
         x = x.rechunk({**{i: "auto" for i in range(x.ndim - 1)}, x.ndim - 1: -1})
     return x

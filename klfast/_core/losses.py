@@ -1,11 +1,12 @@
-"""Losses from logits, with gradients: KL divergence and cross-entropy."""
+"""Losses from logits, with gradients: kl_loss and cross_entropy_loss. Each
+checks its arguments, resolves axis, broadcasting and dtype once, and hands
+the rows to the row engine."""
 import math
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from .. import _kernels, _loss_kernels
-from .measures import BLOCK_ELEMENTS, _kernel_ready, _resolve_threads
+from . import engine
 from .validate import (
     DEFAULT_EPS,
     as_input,
@@ -16,17 +17,8 @@ from .validate import (
     check_reduction,
     check_temperature,
     check_temperature_dtype,
-    explain_loss_row,
     logits_dtype,
 )
-
-_LOSSES = _loss_kernels.LOSSES
-# The loss kernels run at the instruction-set level klfast._kernels uses now
-# (klfast._kernels.set_isa, KLFAST_ISA), looked up on every call.
-_LEVEL_INDEX = {name: i for i, name in enumerate(_loss_kernels.LEVELS)}
-if _loss_kernels.LEVELS != _kernels.LEVELS:  # one build makes both
-    raise ImportError(f"klfast: loss kernel levels {_loss_kernels.LEVELS} differ from "
-                      f"{_kernels.LEVELS}; reinstall klfast")
 
 
 def _reduce_rows(rows, reduction):
@@ -42,107 +34,6 @@ def _reduce_rows(rows, reduction):
     if reduction == "sum":
         return total
     return total / n_rows if n_rows else math.nan
-
-
-class _LossJob:
-    """One call: the loss, its parameters and the outer shape of the rows."""
-
-    __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
-                 "num_threads", "dtype", "outer", "level")
-
-    def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
-                 dtype, outer):
-        self.level = _LEVEL_INDEX[_kernels.get_isa()]
-        self.loss = loss
-        self.inv_temperature = inv_temperature
-        self.target_is_logits = target_is_logits
-        self.eps = eps
-        self.grad_scale = grad_scale
-        self.num_threads = num_threads
-        self.dtype = dtype
-        self.outer = outer
-
-    def _kernel(self, t, t_rs, z, grad, out, n_rows, k, threads):
-        return _loss_kernels.loss_rows(
-            self.loss, t, t_rs, z, z.strides[0] if n_rows > 1 else 0,
-            grad, 0 if grad is None or n_rows <= 1 else grad.strides[0],
-            out, n_rows, k, self.inv_temperature, self.target_is_logits, self.eps,
-            self.grad_scale, threads, self.level)
-
-    def run_2d(self, t, z, grad, out, first_row):
-        """Rows of the 2-D views ``t``, ``z`` (n_rows, k) into the contiguous
-        float64 ``out`` (n_rows,) and, unless None, the 2-D view ``grad``."""
-        n_rows, k = z.shape
-        dt = self.dtype
-        if n_rows == 0:
-            return
-        t_fixed = self._fixed_row(t)
-        grad_ok = grad is None or (_kernel_ready(grad, dt) and grad.flags.writeable)
-        direct = (t_fixed is not None or _kernel_ready(t, dt)) and _kernel_ready(z, dt)
-        if direct and grad_ok:
-            tb = t_fixed if t_fixed is not None else t
-            t_rs = 0 if t_fixed is not None or n_rows <= 1 else t.strides[0]
-            bad = self._kernel(tb, t_rs, z, grad, out, n_rows, k,
-                               _resolve_threads(self.num_threads, n_rows, k))
-            if bad:
-                self._raise(t, z, tb, z, out, first_row)
-            return
-        # Convert per block of rows into bounded buffers, never the whole input.
-        block = max(1, BLOCK_ELEMENTS // max(k, 1))
-        for r0 in range(0, n_rows, block):
-            r1 = min(n_rows, r0 + block)
-            with np.errstate(over="ignore"):  # values beyond float32 are reported below
-                tb = t_fixed if t_fixed is not None else np.ascontiguousarray(t[r0:r1], dtype=dt)
-                zb = np.ascontiguousarray(z[r0:r1], dtype=dt)
-            gb = None
-            if grad is not None:
-                gb = grad[r0:r1] if grad_ok else np.empty((r1 - r0, k), dtype=dt)
-            bad = self._kernel(tb, 0 if t_fixed is not None or r1 - r0 <= 1 else tb.strides[0],
-                               zb, gb, out[r0:r1], r1 - r0, k,
-                               _resolve_threads(self.num_threads, r1 - r0, k))
-            if bad:
-                self._raise(t[r0:r1], z[r0:r1], tb, zb, out[r0:r1], first_row + r0)
-            if grad is not None and not grad_ok:
-                grad[r0:r1] = gb
-
-    def _fixed_row(self, t):
-        """The single row of a broadcast target, converted; None otherwise."""
-        if t.shape[0] > 1 and t.strides[0] == 0:
-            with np.errstate(over="ignore"):
-                return np.ascontiguousarray(t[:1], dtype=self.dtype)
-        return None
-
-    def _raise(self, t, z, t_conv, z_conv, out, first_row):
-        local = int(np.flatnonzero(np.isnan(out))[0])
-        flat = first_row + local
-        index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
-        if isinstance(index, tuple):
-            index = tuple(int(i) for i in index)
-        message = explain_loss_row((t[local], z[local]),
-                                   (t_conv[0 if t_conv.shape[0] == 1 else local], z_conv[local]),
-                                   index, self.target_is_logits, self.dtype)
-        if message:
-            raise ValueError(message)
-        raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
-
-
-def _run_nd(job, t, z, grad, out, first_row=0):
-    """Split N-D views (outer..., k) into 2-D problems without copies."""
-    outer = z.shape[:-1]
-    n_rows = math.prod(outer)
-    k = z.shape[-1]
-    try:
-        t2 = t.reshape(n_rows, k, copy=False)
-        z2 = z.reshape(n_rows, k, copy=False)
-        g2 = None if grad is None else grad.reshape(n_rows, k, copy=False)
-        o1 = out.reshape(n_rows, copy=False)
-    except ValueError:  # strides that do not collapse: one level down
-        step = n_rows // outer[0] if outer[0] else 0
-        for i in range(outer[0]):
-            _run_nd(job, t[i], z[i], None if grad is None else grad[i], out[i],
-                    first_row + i * step)
-        return
-    job.run_2d(t2, z2, g2, o1, first_row)
 
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
@@ -189,12 +80,12 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     if reduction == "mean" and n_rows > 0:
         scale /= n_rows
     rows = np.empty(outer, dtype=np.float64)
-    job = _LossJob(_LOSSES[loss], 1.0 / temperature, bool(target_is_logits), eps, scale,
-                   num_threads, dtype, outer)
+    job = engine.LossJob(loss, 1.0 / temperature, bool(target_is_logits), eps, scale,
+                         num_threads, dtype)
     t_view = np.broadcast_to(np.moveaxis(target.reshape(t_shape), ax, -1), outer + (k,))
     z_view = np.moveaxis(logits, ax, -1)
     g_view = None if grad is None else np.moveaxis(grad, ax, -1)
-    _run_nd(job, t_view, z_view, g_view, rows)
+    engine.run(job, (t_view, z_view), rows, grad=g_view)
 
     if reduction == "none":
         value = rows.astype(dtype)

@@ -1,12 +1,12 @@
-"""The public functions: validate, broadcast, dispatch to the row kernels."""
+"""The divergences and the entropy: kl, jeffreys, entropy, cross_entropy,
+jensen_shannon. Each checks its arguments, resolves axis, broadcasting, dtype
+and ``out`` once, and hands the rows to the row engine."""
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from .. import _kernels
+from . import engine
 from .validate import (
     DEFAULT_EPS,
     F32_OVERFLOW,
@@ -18,227 +18,38 @@ from .validate import (
     check_flag,
     check_num_threads,
     check_out,
-    explain_measure_row,
     log_scale,
     result_dtype,
 )
 
-# An input the kernel cannot read directly (dtype, byte order, layout) is
-# converted in blocks of rows of about this many elements: never an
-# input-sized temporary.
-BLOCK_ELEMENTS = 1 << 20
-# Below this many input elements a call runs on one thread: starting threads
-# costs more than it saves.
-MIN_PARALLEL_ELEMENTS = 1 << 16
-
-_MEASURES = _kernels.MEASURES
-# The common small call (plain arrays, default keywords) goes straight to C:
-# _kernels.fast returns None whenever the general path must decide.
-_fast = _kernels.fast
-
-
-def _cpu_count():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-_CPU_COUNT = _cpu_count()
-# GNU OpenMP's thread pool does not survive fork(): a forked child that
-# starts a parallel region hangs. Children run klfast on one thread.
-_FORKED = False
-
-
-def _after_fork_in_child():
-    global _FORKED
-    _FORKED = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def default_num_threads():
-    """Threads a call with ``num_threads=None`` may use.
-
-    The smaller of the cores this process may run on and OpenMP's limit for
-    the calling thread (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
-    1 when klfast was built without OpenMP, and in a child process made by
-    ``fork()`` (GNU OpenMP's threads do not survive a fork).
-    """
-    if _FORKED:
-        return 1
-    return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
-
-
-def _resolve_threads(num_threads, n_rows, k):
-    if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
-        return 1
-    if num_threads is None:
-        n = default_num_threads()
-    else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
-        n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
-    return max(1, min(n, n_rows))
-
-
-def _kernel_ready(x, dtype):
-    """True when the kernel can read the 2-D view ``x`` without a copy."""
-    item = dtype.itemsize
-    return (
-        x.dtype == dtype
-        and x.flags.aligned
-        and (x.shape[1] <= 1 or x.strides[1] == item)
-        and x.strides[0] % item == 0
-    )
-
-
-class _Job:
-    """One call: the measure, its parameters and the names of the inputs."""
-
-    __slots__ = ("measure", "eps", "scale", "normalize", "check_sums", "num_threads", "dtype",
-                 "names", "outer")
-
-    def __init__(self, measure, eps, scale, normalize, check_sums, num_threads, dtype, names,
-                 outer):
-        self.measure = measure
-        self.eps = eps
-        self.scale = scale
-        self.normalize = normalize
-        self.check_sums = check_sums
-        self.num_threads = num_threads
-        self.dtype = dtype
-        self.names = names
-        self.outer = outer
-
-    def run_2d(self, p, q, out, first_row):
-        """Reduce the rows of 2-D views ``p``, ``q`` (n_rows, k) into the 1-D
-        view ``out``; ``first_row`` is the flat index of row 0 in the call."""
-        n_rows, k = p.shape
-        dt = self.dtype
-        if n_rows == 0:
-            return
-        threads = _resolve_threads(self.num_threads, n_rows, k)
-        direct = _kernel_ready(p, dt) and _kernel_ready(q, dt)
-        out_ok = out.dtype == dt and out.flags.aligned and out.flags.writeable
-        if direct and out_ok:
-            bad = _kernels.rows(self.measure, p, p.strides[0], q, q.strides[0], out,
-                                out.strides[0], n_rows, k, self.eps, self.scale,
-                                self.normalize, self.tol, threads)
-            if bad:
-                self._raise(p, q, out, first_row)
-            return
-        # Convert per block of rows into bounded buffers (at most two blocks
-        # alive). A broadcast input (row stride 0) is converted once, as one
-        # row. With more than one thread, numpy converts the next block on
-        # this thread while a worker thread scores the previous one: OpenMP
-        # threads would only spin against the conversion.
-        block = max(1, BLOCK_ELEMENTS // max(k, 1))
-        p_fixed = self._fixed_row(p)
-        q_fixed = self._fixed_row(q)
-        starts = range(0, n_rows, block)
-
-        def convert(r0):
-            r1 = min(n_rows, r0 + block)
-            pb = p_fixed if p_fixed is not None else np.ascontiguousarray(p[r0:r1], dtype=dt)
-            qb = q_fixed if q_fixed is not None else np.ascontiguousarray(q[r0:r1], dtype=dt)
-            ob = out[r0:r1] if out_ok else np.empty(r1 - r0, dtype=dt)
-            return r0, r1, pb, qb, ob
-
-        def score(r0, r1, pb, qb, ob, n_threads):
-            return _kernels.rows(self.measure, pb, 0 if p_fixed is not None else pb.strides[0],
-                                 qb, 0 if q_fixed is not None else qb.strides[0], ob,
-                                 ob.strides[0], r1 - r0, k, self.eps, self.scale,
-                                 self.normalize, self.tol, n_threads)
-
-        def finish(r0, r1, ob, bad):
-            if not out_ok:
-                out[r0:r1] = ob
-            if bad:
-                self._raise(p[r0:r1], q[r0:r1], ob, first_row + r0)
-
-        if threads == 1 or len(starts) == 1:
-            for r0 in starts:
-                job = convert(r0)
-                finish(job[0], job[1], job[4], score(*job, threads))
-            return
-        with ThreadPoolExecutor(max_workers=1) as worker:
-            pending = None
-            for r0 in starts:
-                job = convert(r0)
-                if pending is not None:
-                    finish(*pending[1], pending[0].result())
-                pending = worker.submit(score, *job, 1), (job[0], job[1], job[4])
-            finish(*pending[1], pending[0].result())
-
-    @property
-    def tol(self):
-        """The kernels' sum tolerance: inf when sums are not checked."""
-        return SUM_TOLERANCE if self.check_sums else math.inf
-
-    def _fixed_row(self, x):
-        """The single row of a broadcast input, converted; None otherwise."""
-        if x.shape[0] > 1 and x.strides[0] == 0:
-            return np.ascontiguousarray(x[:1], dtype=self.dtype)
-        return None
-
-    def _raise(self, p, q, out, first_row):
-        local = int(np.flatnonzero(np.isnan(out))[0])
-        flat = first_row + local
-        index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
-        if isinstance(index, tuple):
-            index = tuple(int(i) for i in index)
-        named = [(name, x[local]) for name, x in zip(self.names, (p, q)) if name is not None]
-        message = explain_measure_row([name for name, _ in named], [row for _, row in named],
-                                      index, self.normalize, self.check_sums)
-        if message:
-            raise ValueError(message)
-        raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
-
-
-def _run_nd(job, p, q, out, first_row=0):
-    """Split broadcast N-D views (outer..., k) into 2-D problems without copies."""
-    outer = p.shape[:-1]
-    n_rows = math.prod(outer)
-    k = p.shape[-1]
-    try:
-        p2 = p.reshape(n_rows, k, copy=False)
-        q2 = q.reshape(n_rows, k, copy=False)
-        o1 = out.reshape(n_rows, copy=False)
-    except ValueError:  # strides that do not collapse: one level down
-        step = n_rows // outer[0] if outer[0] else 0
-        for i in range(outer[0]):
-            _run_nd(job, p[i], q[i], out[i], first_row + i * step)
-        return
-    job.run_2d(p2, q2, o1, first_row)
+_MEASURES = engine.MEASURES
+_fast_call = engine.fast_call
 
 
 def _is_dask(x):
     return type(x).__module__.split(".")[0] == "dask"
 
 
-_ENTROPY_Q = object()  # entropy's q: the kernel reads p only
-
-
-def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads):
-    if q is None:
+def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads):
+    """The rows' scores of ``measure``; ``q`` is None for the entropy. Dask
+    arrays go to :func:`klfast.dask.reduce`, which calls this for each block."""
+    if q is None and measure != "entropy":
         raise TypeError("q is required: pass the second distribution (None given); for the "
                         "entropy of p use klfast.entropy(p)")
     if (type(axis) is int and axis == -1 and base is None and out is None and keepdims is False
             and (check_sums is True or check_sums is False)
             and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
-        result = _fast(_MEASURES[measure], p, None if q is _ENTROPY_Q else q, eps, normalize,
-                       SUM_TOLERANCE if check_sums else math.inf)
+        result = _fast_call(_MEASURES[measure], p, q, eps, normalize,
+                            SUM_TOLERANCE if check_sums else math.inf)
         if result is not None:
             return result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from .. import dask as klfast_dask
 
-        return klfast_dask.reduce(measure, p, None if q is _ENTROPY_Q else q, axis=axis,
-                                  eps=eps, base=base, normalize=normalize,
-                                  check_sums=check_sums, keepdims=keepdims, out=out,
-                                  num_threads=num_threads)
+        return klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
+                                  normalize=normalize, check_sums=check_sums,
+                                  keepdims=keepdims, out=out, num_threads=num_threads)
     axis = check_axis(axis)
     normalize = check_flag(normalize, "normalize")
     check_sums = check_flag(check_sums, "check_sums")
@@ -247,10 +58,8 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
     scale = log_scale(base)
     num_threads = check_num_threads(num_threads)
     p, _ = as_input(p, "p")
-    names = ("p", "q")
-    if q is _ENTROPY_Q:  # entropy: the kernel ignores q
+    if q is None:  # entropy: p alone (as q, it passes the shape checks below)
         q_arr = p
-        names = ("p", None)
         dtype = result_dtype(p)
     else:
         q_arr, _ = as_input(q, "q")
@@ -280,10 +89,6 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
         result = np.empty(result_shape, dtype=dtype)
     else:
         result = check_out(out, result_shape, dtype)
-        if np.may_share_memory(out, p) or (q is not _ENTROPY_Q and np.may_share_memory(out, q_arr)):
-            # as numpy's ufuncs do: score into a fresh array, then copy
-            result = np.empty(result_shape, dtype=dtype)
-    out_view = np.squeeze(result, axis=ax) if keepdims else result
 
     def rows_view(x, shape):  # numpy's helpers only where needed: ~10 us a call
         x = x.reshape(shape)
@@ -291,14 +96,13 @@ def _reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out
             x = np.moveaxis(x, ax, -1)
         return x if x.shape[:-1] == outer else np.broadcast_to(x, outer + (k,))
 
-    job = _Job(_MEASURES[measure], eps, scale, normalize, check_sums, num_threads, dtype, names,
-               outer)
-    pv = rows_view(p, p_shape)
-    qv = pv if q is _ENTROPY_Q else rows_view(q_arr, q_shape)
-    _run_nd(job, pv, qv, out_view)
-    if out is not None and result is not out:
-        out[...] = result
-        return out
+    if q is None:
+        inputs, names = (rows_view(p, p_shape),), ("p",)
+    else:
+        inputs, names = (rows_view(p, p_shape), rows_view(q_arr, q_shape)), ("p", "q")
+    job = engine.MeasureJob(measure, eps, scale, normalize, check_sums, num_threads, dtype, names)
+    engine.run(job, inputs, np.squeeze(result, axis=ax) if keepdims else result,
+               callers_out=out is not None)
     if out is None and result.ndim == 0:
         return result[()]
     return result
@@ -355,25 +159,25 @@ _DOC_PARAMS = """
 
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
        keepdims=False, out=None, num_threads=None):
-    return _reduce("kl", p, q, axis, eps, base, normalize, check_sums, keepdims, out,
+    return reduce("kl", p, q, axis, eps, base, normalize, check_sums, keepdims, out,
                    num_threads)
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
              keepdims=False, out=None, num_threads=None):
-    return _reduce("jeffreys", p, q, axis, eps, base, normalize, check_sums,
+    return reduce("jeffreys", p, q, axis, eps, base, normalize, check_sums,
                    keepdims, out, num_threads)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
                   check_sums=True, keepdims=False, out=None, num_threads=None):
-    return _reduce("cross_entropy", p, q, axis, eps, base, normalize, check_sums,
+    return reduce("cross_entropy", p, q, axis, eps, base, normalize, check_sums,
                    keepdims, out, num_threads)
 
 
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
             keepdims=False, out=None, num_threads=None):
-    return _reduce("entropy", p, _ENTROPY_Q, axis, eps, base, normalize, check_sums, keepdims,
+    return reduce("entropy", p, None, axis, eps, base, normalize, check_sums, keepdims,
                    out, num_threads)
 
 
@@ -382,7 +186,7 @@ def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True
     if check_flag(distance, "distance") and base is not None and log_scale(base) < 0:
         raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
                          f"below 1 the divergence is negative and has no square root")
-    result = _reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
+    result = reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
                      keepdims, out, num_threads)
     if distance:
         result = np.sqrt(result, out=result if isinstance(result, np.ndarray) else None)
