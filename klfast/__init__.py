@@ -13,21 +13,25 @@ Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
 README. Rows must be distributions (summing to 1 within :data:`SUM_TOLERANCE`)
 unless ``normalize=True`` or ``check_sums=False``.
 """
-# What lives where (the package):
-#   _api.py        the public functions (kl, jeffreys, entropy, cross_entropy,
-#                  jensen_shannon) and the row engine behind them: axis,
-#                  broadcasting, dtypes, layouts, out=, threads, the failing row
-#   _validate.py   the argument checks and the messages naming an invalid row,
-#                  used by _api, _loss, dask and the command line alike
-#   _loss.py       kl_loss and cross_entropy_loss from logits, with gradients
-#   _kernels, _diagnostics    the compiled kernels (the library's; the tests' and
-#                             benchmarks' own), built from src/ (src/README.md)
-#   _io.py, cli.py the `klfast` command: file readers and writers, options;
+# What lives where, layer by layer (each imports only the layers above it):
+#   _kernels       the compiled kernels, built from src/ (src/README.md);
+#   _diagnostics   the tests' and benchmarks' own compiled kernels
+#   _core/         the library behind the public names:
+#     validate.py  argument checks, dtypes, and the messages naming an invalid
+#                  row; imports no other klfast module
+#     engine.py    the row engine, the only caller of the compiled kernels:
+#                  N-D views to 2-D rows, layouts converted in blocks, out=,
+#                  threads, the first invalid row handed to the job to explain
+#     measures.py  kl, jeffreys, entropy, cross_entropy, jensen_shannon: axis,
+#                  broadcasting, dtype and out= resolved, then the engine
+#     losses.py    kl_loss and cross_entropy_loss from logits, with gradients
+#     reference.py the slow twin: the formulas in plain NumPy, the tests' oracle
+#   the front ends, built on _core and the public functions:
+#     dask.py      lazy, chunked scoring of dask arrays (imported only for them)
+#     cli.py, _io.py   the `klfast` command: options, file readers and writers;
 #                  __main__.py is the demo (`python -m klfast`)
-#   dask.py        lazy, chunked scoring of dask arrays (imported only for them)
-#   _config.py     show_config(); datasets.py the examples' data; *.pyi the stubs
-#   _reference.py  the slow twin: the formulas in plain NumPy, the tests' oracle
-#   bench/         the benchmark report (`python -m klfast.bench`): peers.py
+#     _config.py   show_config(); datasets.py the examples' data; *.pyi the stubs
+#     bench/       the benchmark report (`python -m klfast.bench`): peers.py
 #                  times klfast and its peers, report.py writes the report,
 #                  memory.py measures peak memory in a subprocess
 try:
@@ -43,18 +47,11 @@ except ImportError as exc:  # e.g. `python -m klfast` in the repository root
         ) from exc
     raise
 
-from ._api import (
-    DEFAULT_EPS,
-    SUM_TOLERANCE,
-    cross_entropy,
-    default_num_threads,
-    entropy,
-    jensen_shannon,
-    jeffreys,
-    kl,
-)
+from ._core.engine import default_num_threads
+from ._core.measures import cross_entropy, entropy, jensen_shannon, jeffreys, kl
+from ._core.validate import DEFAULT_EPS, SUM_TOLERANCE
 from ._config import show_config
-from ._loss import cross_entropy_loss, kl_loss
+from ._core.losses import cross_entropy_loss, kl_loss
 from . import datasets
 from ._version import __version__
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import klfast
-from klfast import _api
+from klfast._core import engine
 
 
 def _time(fn, repeat):
@@ -69,7 +69,7 @@ def main(argv=None, prog="python -m klfast"):
     t_sp, ref = _time(lambda: rel_entr(p, q).sum(axis=1), 1)
     print(f"scipy rel_entr   {t_sp:8.3f} s  {args.rows / t_sp:14,.0f} rows/s")
     err = float(np.max(np.abs(scores - ref) / np.maximum(np.abs(ref), 1e-300)))
-    threads = _api._resolve_threads(args.threads, args.rows, args.cols)
+    threads = engine.resolve_threads(args.threads, args.rows, args.cols)
     print(f"\nklfast.kl ({threads} thread{'s' if threads != 1 else ''}) is "
           f"{t_sp / t_kl:.1f}x faster than scipy.special.rel_entr(P, Q).sum(1) (1 thread: a "
           f"NumPy ufunc); max relative difference {err:.1e}")

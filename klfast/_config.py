@@ -5,7 +5,7 @@ import sys
 import numpy as np
 
 from . import _kernels
-from ._api import default_num_threads
+from ._core.engine import default_num_threads
 
 
 def config():

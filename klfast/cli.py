@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import __version__, _api
+from . import __version__
 from ._io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
@@ -29,7 +29,7 @@ from ._io import (
     _reason,
     open_rows,
 )
-from ._validate import invalid_row_message
+from ._core.validate import DEFAULT_EPS, invalid_row_message, result_dtype
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 EXIT_USAGE = 2
@@ -154,7 +154,7 @@ def build_parser():
                        help="what to compute for each row")
     score.add_argument("--out", "-o", required=True, metavar="OUT",
                        help=f"output file ({', '.join(OUTPUT_FORMATS)}), replaced atomically")
-    score.add_argument("--eps", type=_finite_float, default=_api.DEFAULT_EPS, metavar="E",
+    score.add_argument("--eps", type=_finite_float, default=DEFAULT_EPS, metavar="E",
                        help="floor for p and q inside the logarithms; 0 gives exact values, "
                             "possibly inf; jensen_shannon ignores it (default: %(default)g)")
     score.add_argument("--base", type=_finite_float, default=None, metavar="B",
@@ -326,7 +326,7 @@ def score(args, stderr=sys.stderr):
     single_q = _check_shapes(p, q)
     n_rows, k = p.shape
     q_dtype = p.dtype if q is None else q.dtype
-    dtype = _api._result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
+    dtype = result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
     interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
     progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
     writer = ScoreWriter(args.out, n_rows, dtype, args.measure)

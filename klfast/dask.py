@@ -1,7 +1,7 @@
 """klfast on dask arrays: lazy, chunked, distributed row scores.
 
-``klfast.kl`` and the other measures send dask arrays here (``klfast._api``
-imports this module only when it sees one, so ``import klfast`` never imports
+``klfast.kl`` and the other measures send dask arrays here (klfast imports
+this module only when it sees one, so ``import klfast`` never imports
 dask). The result is a lazy dask array of row scores built with
 ``map_blocks``: every block of rows is scored by the compiled kernel on
 whichever worker holds it, and nothing is computed until ``.compute()``.
@@ -36,28 +36,27 @@ from dask.array.core import unify_chunks
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _api, _validate
-from ._validate import invalid_row_message
+from ._core import measures, validate
 
 
 def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,
                  block_info=None):
     """Scores of one block of rows; block indices in errors become global."""
     try:
-        return _api._reduce(measure, p, _api._ENTROPY_Q if q is None else q, -1, eps, base,
-                            normalize, check_sums, False, None, num_threads)
+        return measures.reduce(measure, p, q, -1, eps, base, normalize, check_sums, False, None,
+                               num_threads)
     except ValueError:
         if block_info is None:
             raise
         start = tuple(lo for lo, _ in block_info[None]["array-location"])
         if any(math.isnan(lo) for lo in start):  # unknown chunk sizes: rows of this block
             block = tuple(block_info[None]["chunk-location"])
-            message = invalid_row_message(p, q, normalize, (), names, check_sums=check_sums)
+            message = validate.invalid_row_message(p, q, normalize, (), names, check_sums=check_sums)
             if message is None:
                 raise
             raise ValueError(f"{message} (counting from the start of block {block}: the "
                              f"chunk sizes are unknown)") from None
-        message = invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
+        message = validate.invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
         if message is None:
             raise
         raise ValueError(message) from None
@@ -65,7 +64,7 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
 
 def _as_dask(x, name):
     x = x if isinstance(x, da.Array) else da.asarray(x)
-    _validate._as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
+    validate.as_input(np.empty(0, dtype=x.dtype), name)  # TypeError for complex, object, str
     return x
 
 
@@ -77,7 +76,7 @@ def _whole_rows(x, name):
             f"chunks); rechunking so that each block holds whole distributions. "
             f"Chunk only the other axes to avoid this.",
             UserWarning,
-            stacklevel=5,  # _whole_rows, reduce, _api._reduce, klfast.kl, caller
+            stacklevel=5,  # _whole_rows, reduce, measures.reduce, klfast.kl, caller
         )
         x = x.rechunk({**{i: "auto" for i in range(x.ndim - 1)}, x.ndim - 1: -1})
     return x
@@ -113,13 +112,13 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
             "out= is not supported for dask arrays: the result is lazy; use "
             "dask.array.store(result, target) or result.compute() instead"
         )
-    eps = _validate._check_eps(eps)
-    normalize = _validate._check_flag(normalize, "normalize")
-    check_sums = _validate._check_flag(check_sums, "check_sums")
-    keepdims = _validate._check_flag(keepdims, "keepdims")
-    axis = _validate._check_axis(axis)
-    _validate._log_scale(base)
-    num_threads = _validate._check_num_threads(num_threads)
+    eps = validate.check_eps(eps)
+    normalize = validate.check_flag(normalize, "normalize")
+    check_sums = validate.check_flag(check_sums, "check_sums")
+    keepdims = validate.check_flag(keepdims, "keepdims")
+    axis = validate.check_axis(axis)
+    validate.log_scale(base)
+    num_threads = validate.check_num_threads(num_threads)
     if num_threads is None:
         num_threads = 1
 
@@ -143,7 +142,7 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     if outer is None:
         raise ValueError(f"p and q shapes {p.shape} and {arrays[1].shape} do not broadcast")
 
-    dtype = _api._result_dtype(*(x.dtype for x in arrays))
+    dtype = validate.result_dtype(*(x.dtype for x in arrays))
     rows = []
     for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
         rows.append(_whole_rows(x if ax == ndim - 1 else da.moveaxis(x, ax, -1), name))

@@ -294,7 +294,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
          cnp.ndarray out, Py_ssize_t out_stride,
          Py_ssize_t n_rows, Py_ssize_t k,
          double eps, double scale, bint normalize, double tol, int n_threads):
-    """Reduce n_rows rows of length k; private, called by klfast._api.
+    """Reduce n_rows rows of length k; private, called by klfast._core.engine.
 
     ``p``, ``q`` and ``out`` share one dtype (float32 or float64), are aligned
     and in native byte order; row elements are contiguous. Strides are in
@@ -319,7 +319,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     return _in_chunks(&c, n_rows)
 
 
-cdef Py_ssize_t _small = 1 << 16   # klfast._api.MIN_PARALLEL_ELEMENTS
+cdef Py_ssize_t _small = 1 << 16   # klfast._core.engine.MIN_PARALLEL_ELEMENTS
 
 
 def fast(int measure, object p, object q, object eps, object normalize, double tol):
@@ -331,7 +331,7 @@ def fast(int measure, object p, object q, object eps, object normalize, double t
     float ``eps``, a bool ``normalize``, fewer than 2**16 elements (one
     thread), and valid values (rows within ``tol`` of summing to 1 unless
     normalizing). Everything else, errors included, goes
-    through the general path in klfast._api, which validates and explains.
+    through the general path in klfast._core.measures, which validates and explains.
     """
     cdef cnp.ndarray a, b, out
     cdef int t, nd

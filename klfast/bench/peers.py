@@ -51,6 +51,7 @@ import numpy as np
 
 import klfast
 from klfast import _diagnostics, _kernels
+from klfast._core.engine import MIN_PARALLEL_ELEMENTS
 
 EPS_MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")  # the ones with an eps floor
 MEASURES = EPS_MEASURES + ("jensen_shannon",)
@@ -252,7 +253,7 @@ class ReadFloor(Peer):
         if not (p.flags.c_contiguous and second.flags.c_contiguous):
             raise Unsupported("read floor needs C-contiguous inputs")
         # klfast runs small inputs on one thread; so does its floor
-        small = getattr(klfast._api, "MIN_PARALLEL_ELEMENTS", 1 << 16)
+        small = MIN_PARALLEL_ELEMENTS
         if case.shape.elements < small or case.shape.n_rows < 2:
             threads = 1
         return lambda: _diagnostics.read_floor(p, second, threads)

@@ -1,48 +1,24 @@
-"""Losses from logits, with gradients: KL divergence and cross-entropy."""
+"""Losses from logits, with gradients: kl_loss and cross_entropy_loss. Each
+checks its arguments, resolves axis, broadcasting and dtype once, and hands
+the rows to the row engine."""
 import math
-import numbers
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _kernels
-from ._api import BLOCK_ELEMENTS, DEFAULT_EPS, _kernel_ready, _resolve_threads
-from ._validate import (
-    _as_input,
-    _check_axis,
-    _check_eps,
-    _check_flag,
-    _check_num_threads,
-    _explain,
+from . import engine
+from .validate import (
+    DEFAULT_EPS,
+    as_input,
+    check_axis,
+    check_eps,
+    check_flag,
+    check_num_threads,
+    check_reduction,
+    check_temperature,
+    check_temperature_dtype,
+    logits_dtype,
 )
-
-_LOSSES = _kernels.LOSSES
-_REDUCTIONS = ("none", "sum", "mean")
-
-
-def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
-    temperature = float(temperature)
-    if not (temperature > 0.0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    return temperature
-
-
-# 1 / T at or above this rounds to +inf in float32.
-_F32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
-
-
-def _check_temperature_dtype(temperature, dtype):
-    """1 / T multiplies the logits in the logits' dtype: it must be finite there."""
-    inv = 1.0 / temperature  # +inf for temperatures below 1 / DBL_MAX (5.6e-309)
-    limit = _F32_OVERFLOW if dtype == np.float32 else math.inf
-    if not inv < limit:
-        raise ValueError(
-            f"temperature={temperature!r} is too small: 1/temperature overflows {dtype} "
-            f"(the smallest usable temperature is about "
-            f"{'2.9e-39' if dtype == np.float32 else '5.6e-309'})"
-        )
 
 
 def _reduce_rows(rows, reduction):
@@ -60,148 +36,19 @@ def _reduce_rows(rows, reduction):
     return total / n_rows if n_rows else math.nan
 
 
-def _check_reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
-    return reduction
-
-
-def _logits_dtype(logits):
-    """float32 for float16/float32 logits, float64 otherwise."""
-    if logits.dtype.kind == "f" and logits.dtype.itemsize <= 4:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
-
-
-def _explain_finite(name, row, index):
-    row = np.asarray(row, dtype=np.float64)
-    if np.isfinite(row).all():
-        return None
-    return _explain(name, row, index, False)  # reports the NaN or infinity
-
-
-class _LossJob:
-    """One call: the loss, its parameters and the outer shape of the rows."""
-
-    __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
-                 "num_threads", "dtype", "outer")
-
-    def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
-                 dtype, outer):
-        self.loss = loss
-        self.inv_temperature = inv_temperature
-        self.target_is_logits = target_is_logits
-        self.eps = eps
-        self.grad_scale = grad_scale
-        self.num_threads = num_threads
-        self.dtype = dtype
-        self.outer = outer
-
-    def _kernel(self, t, t_rs, z, grad, out, n_rows, k, threads):
-        return _kernels.loss_rows(
-            self.loss, t, t_rs, z, z.strides[0] if n_rows > 1 else 0,
-            grad, 0 if grad is None or n_rows <= 1 else grad.strides[0],
-            out, n_rows, k, self.inv_temperature, self.target_is_logits, self.eps,
-            self.grad_scale, threads)
-
-    def run_2d(self, t, z, grad, out, first_row):
-        """Rows of the 2-D views ``t``, ``z`` (n_rows, k) into the contiguous
-        float64 ``out`` (n_rows,) and, unless None, the 2-D view ``grad``."""
-        n_rows, k = z.shape
-        dt = self.dtype
-        if n_rows == 0:
-            return
-        t_fixed = self._fixed_row(t)
-        grad_ok = grad is None or (_kernel_ready(grad, dt) and grad.flags.writeable)
-        direct = (t_fixed is not None or _kernel_ready(t, dt)) and _kernel_ready(z, dt)
-        if direct and grad_ok:
-            tb = t_fixed if t_fixed is not None else t
-            t_rs = 0 if t_fixed is not None or n_rows <= 1 else t.strides[0]
-            bad = self._kernel(tb, t_rs, z, grad, out, n_rows, k,
-                               _resolve_threads(self.num_threads, n_rows, k))
-            if bad:
-                self._raise(t, z, tb, z, out, first_row)
-            return
-        # Convert per block of rows into bounded buffers, never the whole input.
-        block = max(1, BLOCK_ELEMENTS // max(k, 1))
-        for r0 in range(0, n_rows, block):
-            r1 = min(n_rows, r0 + block)
-            with np.errstate(over="ignore"):  # values beyond float32 are reported below
-                tb = t_fixed if t_fixed is not None else np.ascontiguousarray(t[r0:r1], dtype=dt)
-                zb = np.ascontiguousarray(z[r0:r1], dtype=dt)
-            gb = None
-            if grad is not None:
-                gb = grad[r0:r1] if grad_ok else np.empty((r1 - r0, k), dtype=dt)
-            bad = self._kernel(tb, 0 if t_fixed is not None or r1 - r0 <= 1 else tb.strides[0],
-                               zb, gb, out[r0:r1], r1 - r0, k,
-                               _resolve_threads(self.num_threads, r1 - r0, k))
-            if bad:
-                self._raise(t[r0:r1], z[r0:r1], tb, zb, out[r0:r1], first_row + r0)
-            if grad is not None and not grad_ok:
-                grad[r0:r1] = gb
-
-    def _fixed_row(self, t):
-        """The single row of a broadcast target, converted; None otherwise."""
-        if t.shape[0] > 1 and t.strides[0] == 0:
-            with np.errstate(over="ignore"):
-                return np.ascontiguousarray(t[:1], dtype=self.dtype)
-        return None
-
-    def _raise(self, t, z, t_conv, z_conv, out, first_row):
-        local = int(np.flatnonzero(np.isnan(out))[0])
-        flat = first_row + local
-        index = np.unravel_index(flat, self.outer) if len(self.outer) > 1 else flat
-        if isinstance(index, tuple):
-            index = tuple(int(i) for i in index)
-        t_row = t[local]
-        t_conv_row = t_conv[0 if t_conv.shape[0] == 1 else local]
-        suffix = f" after conversion to {self.dtype}"
-        for row, tail in ((t_row, ""), (t_conv_row, suffix)):
-            if self.target_is_logits:
-                message = _explain_finite("target", row, index)
-            else:
-                message = _explain("target", row, index, False)
-                if message is None and not math.isfinite(np.asarray(row, np.float64).sum()):
-                    message = f"target: row {index} sum overflows"
-            if message is None:
-                message = _explain_finite("logits", z[local] if not tail else z_conv[local], index)
-            if message:
-                raise ValueError(message + tail)
-        raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
-
-
-def _run_nd(job, t, z, grad, out, first_row=0):
-    """Split N-D views (outer..., k) into 2-D problems without copies."""
-    outer = z.shape[:-1]
-    n_rows = math.prod(outer)
-    k = z.shape[-1]
-    try:
-        t2 = t.reshape(n_rows, k, copy=False)
-        z2 = z.reshape(n_rows, k, copy=False)
-        g2 = None if grad is None else grad.reshape(n_rows, k, copy=False)
-        o1 = out.reshape(n_rows, copy=False)
-    except ValueError:  # strides that do not collapse: one level down
-        step = n_rows // outer[0] if outer[0] else 0
-        for i in range(outer[0]):
-            _run_nd(job, t[i], z[i], None if grad is None else grad[i], out[i],
-                    first_row + i * step)
-        return
-    job.run_2d(t2, z2, g2, o1, first_row)
-
-
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
           axis, num_threads):
-    temperature = _check_temperature(temperature)
-    reduction = _check_reduction(reduction)
-    target_is_logits = _check_flag(target_is_logits, "target_is_logits")
-    return_grad = _check_flag(return_grad, "return_grad")
-    axis = _check_axis(axis)
-    eps = _check_eps(eps)
-    num_threads = _check_num_threads(num_threads)
-    target, _ = _as_input(target, "target")
-    logits, _ = _as_input(logits, "logits")
-    dtype = _logits_dtype(logits)
-    _check_temperature_dtype(temperature, dtype)
+    temperature = check_temperature(temperature)
+    reduction = check_reduction(reduction)
+    target_is_logits = check_flag(target_is_logits, "target_is_logits")
+    return_grad = check_flag(return_grad, "return_grad")
+    axis = check_axis(axis)
+    eps = check_eps(eps)
+    num_threads = check_num_threads(num_threads)
+    target, _ = as_input(target, "target")
+    logits, _ = as_input(logits, "logits")
+    dtype = logits_dtype(logits)
+    check_temperature_dtype(temperature, dtype)
     ndim = logits.ndim
     if ndim == 0:
         raise np.exceptions.AxisError(axis, 0, "logits must have at least one dimension")
@@ -233,12 +80,12 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     if reduction == "mean" and n_rows > 0:
         scale /= n_rows
     rows = np.empty(outer, dtype=np.float64)
-    job = _LossJob(_LOSSES[loss], 1.0 / temperature, bool(target_is_logits), eps, scale,
-                   num_threads, dtype, outer)
+    job = engine.LossJob(loss, 1.0 / temperature, bool(target_is_logits), eps, scale,
+                         num_threads, dtype)
     t_view = np.broadcast_to(np.moveaxis(target.reshape(t_shape), ax, -1), outer + (k,))
     z_view = np.moveaxis(logits, ax, -1)
     g_view = None if grad is None else np.moveaxis(grad, ax, -1)
-    _run_nd(job, t_view, z_view, g_view, rows)
+    engine.run(job, (t_view, z_view), rows, grad=g_view)
 
     if reduction == "none":
         value = rows.astype(dtype)

@@ -23,7 +23,7 @@ whose sum is not within ``SUM_TOLERANCE`` (1e-3) of 1 are ValueErrors naming
 the input. ``num_threads`` is accepted and ignored; ``out`` is filled with the
 result and returned.
 
-The losses ``kl_loss`` and ``cross_entropy_loss`` follow klfast/_loss.py:
+The losses ``kl_loss`` and ``cross_entropy_loss`` follow klfast/_core/losses.py:
 ``log q = log_softmax(z / T)`` (scipy), ``p`` the target (or
 ``softmax(t / T)`` with ``target_is_logits``), terms with ``p == 0`` are 0,
 gradient ``(sum(p) * q - p) / T``, divided by the number of rows for

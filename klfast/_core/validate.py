@@ -1,16 +1,19 @@
 """Validation shared by every entry point: the keyword checks, the input
-check, and the messages that name an invalid row.
+checks and dtypes, and the messages that name an invalid row.
 
-The functions (klfast._api), the losses (klfast._loss), the Dask path
-(klfast.dask) and the command line (klfast.cli, klfast._io) all check their
-arguments and explain a row the kernel rejected with these, so an error reads
-the same wherever it is raised. This module imports no other klfast module.
+The functions (measures.py), the losses (losses.py), the Dask path
+(klfast.dask) and the command line (klfast.cli) all check their arguments and
+explain a row the kernel rejected with these, so an error reads the same
+wherever it is raised. This module imports no other klfast module.
 """
 import math
 import numbers
 import operator
 
 import numpy as np
+
+DEFAULT_EPS = 1e-12
+"""Floor applied to p and q inside logarithms: ``p~ = max(p, eps)``."""
 
 SUM_TOLERANCE = 1e-3
 """How far from 1 a row's sum may be (``|sum - 1| <= SUM_TOLERANCE``) for the
@@ -21,7 +24,7 @@ in float64 within 1e-12), tight enough to catch counts, percentages, logits
 and truncated distributions."""
 
 
-def _check_num_threads(num_threads):
+def check_num_threads(num_threads):
     if num_threads is None:
         return None
     if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
@@ -31,7 +34,7 @@ def _check_num_threads(num_threads):
     return int(num_threads)
 
 
-def _check_flag(value, name):
+def check_flag(value, name):
     """A bool keyword: True, False or a numpy bool; anything else is a TypeError
     (an array would otherwise fail with numpy's "truth value is ambiguous")."""
     if value is True or value is False or isinstance(value, np.bool_):
@@ -39,7 +42,7 @@ def _check_flag(value, name):
     raise TypeError(f"{name} must be True or False, got {_describe(value)}")
 
 
-def _check_axis(axis):
+def check_axis(axis):
     if isinstance(axis, bool):
         raise TypeError("axis must be an int, got bool")
     try:
@@ -55,7 +58,7 @@ def _describe(value):
         else type(value).__name__
 
 
-def _check_eps(eps):
+def check_eps(eps):
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
     eps = float(eps)
@@ -64,21 +67,51 @@ def _check_eps(eps):
     return eps
 
 
-# eps at or above this rounds to +inf in float32 (float32's largest value is
-# 2^128 - 2^104; ties round to even, which is up, to 2^128).
-_F32_EPS_LIMIT = 2.0 ** 128 - 2.0 ** 103
+# A float64 at or above this rounds to +inf in float32 (float32's largest
+# value is 2^128 - 2^104; ties round to even, which is up, to 2^128).
+F32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
 
 
-def _check_eps_dtype(eps, dtype):
+def check_eps_dtype(eps, dtype):
     """float32 inputs apply eps rounded to float32: it must stay finite."""
-    if dtype == np.float32 and eps >= _F32_EPS_LIMIT:
+    if dtype == np.float32 and eps >= F32_OVERFLOW:
         raise ValueError(
             f"eps={eps!r} is above float32's range (largest value 3.4028235e+38): "
             "float32 inputs apply eps rounded to float32; convert the inputs to float64"
         )
 
 
-def _log_scale(base):
+def check_temperature(temperature):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
+    temperature = float(temperature)
+    if not (temperature > 0.0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    return temperature
+
+
+def check_temperature_dtype(temperature, dtype):
+    """1 / T multiplies the logits in the logits' dtype: it must be finite there."""
+    inv = 1.0 / temperature  # +inf for temperatures below 1 / DBL_MAX (5.6e-309)
+    limit = F32_OVERFLOW if dtype == np.float32 else math.inf
+    if not inv < limit:
+        raise ValueError(
+            f"temperature={temperature!r} is too small: 1/temperature overflows {dtype} "
+            f"(the smallest usable temperature is about "
+            f"{'2.9e-39' if dtype == np.float32 else '5.6e-309'})"
+        )
+
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    return reduction
+
+
+def log_scale(base):
     """Factor turning natural logs into logs in ``base``."""
     if base is None:
         return 1.0
@@ -90,7 +123,7 @@ def _log_scale(base):
     return 1.0 / math.log(base)
 
 
-def _as_input(x, name):
+def as_input(x, name):
     """Array view of ``x`` and the float dtype it is computed in."""
     if x is None:
         raise TypeError(f"{name} is required (got None)")
@@ -110,11 +143,40 @@ def _as_input(x, name):
     return arr, np.dtype(compute)
 
 
+def result_dtype(*arrays):
+    """numpy promotion of the inputs (arrays or dtypes), then: float16 ->
+    float32, integer and bool -> float64, longdouble -> float64."""
+    dt = np.result_type(*arrays)
+    if dt.kind == "f" and dt.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def logits_dtype(logits):
+    """float32 for float16/float32 logits, float64 otherwise."""
+    if logits.dtype.kind == "f" and logits.dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def check_out(out, shape, dtype):
+    """``out=`` must be a writeable numpy array of the result's shape and dtype."""
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
 PYTHON_SUM_HINT = ("pass normalize=True to divide each row by its sum, or check_sums=False to "
                    "score the rows as they are")
 
 
-def _explain(name, row, index, normalize, check_sums=False, sum_hint=PYTHON_SUM_HINT):
+def explain_row(name, row, index, normalize, check_sums=False, sum_hint=PYTHON_SUM_HINT):
     """The problem with one row of one input, or None. ``sum_hint`` ends the
     message about a row that does not sum to 1 (the command line names its
     options)."""
@@ -137,11 +199,53 @@ def _explain(name, row, index, normalize, check_sums=False, sum_hint=PYTHON_SUM_
     elif check_sums:
         total = float(row.sum())
         if not abs(total - 1.0) <= SUM_TOLERANCE:
-            return _sum_message(where, total, sum_hint)
+            return sum_message(where, total, sum_hint)
     return None
 
 
-def _sum_message(where, total, hint=PYTHON_SUM_HINT):
+def explain_finite(name, row, index):
+    """The NaN or infinity in a row that must be finite (logits), or None."""
+    row = np.asarray(row, dtype=np.float64)
+    if np.isfinite(row).all():
+        return None
+    return explain_row(name, row, index, False)
+
+
+def explain_measure_row(names, rows, index, normalize, check_sums):
+    """Why the measure kernel rejected a row: ``rows`` holds that row of each
+    input (p, or p and q) as given, ``names`` their names."""
+    for name, row in zip(names, rows):
+        message = explain_row(name, row, index, normalize, check_sums)
+        if message:
+            return message
+    if check_sums and not normalize:
+        # the kernel's sum and numpy's differ in the last bits: at the
+        # tolerance's edge, name the row whose sum is further from 1
+        totals = [(name, float(np.sum(row, dtype=float))) for name, row in zip(names, rows)]
+        name, total = max(totals, key=lambda name_total: abs(name_total[1] - 1))
+        return sum_message(f"{name}: row {index}", total)
+    return None
+
+
+def explain_loss_row(rows, read, index, target_is_logits, dtype):
+    """Why the loss kernel rejected a row: ``rows`` holds the row of the
+    target and of the logits as given, ``read`` as the kernel read them
+    (converted to ``dtype``, where a value can overflow to infinity)."""
+    for (target, logits), tail in ((rows, ""), (read, f" after conversion to {dtype}")):
+        if target_is_logits:
+            message = explain_finite("target", target, index)
+        else:
+            message = explain_row("target", target, index, False)
+            if message is None and not math.isfinite(np.asarray(target, np.float64).sum()):
+                message = f"target: row {index} sum overflows"
+        if message is None:
+            message = explain_finite("logits", logits, index)
+        if message:
+            return message + tail
+    return None
+
+
+def sum_message(where, total, hint=PYTHON_SUM_HINT):
     return (f"{where} sums to {total:.10g}, not 1 (tolerance {SUM_TOLERANCE:g}): it is not a "
             f"probability distribution; {hint}")
 
@@ -171,7 +275,7 @@ def invalid_row_message(p, q, normalize, start=(), names=("p", "q"), check_sums=
         index = where if len(where) > 1 else (where[0] if where else 0)
         for name, x in pairs:
             row = np.broadcast_to(x, outer + x.shape[-1:])[local]
-            message = _explain(name, row, index, normalize, check_sums, sum_hint)
+            message = explain_row(name, row, index, normalize, check_sums, sum_hint)
             if message:
                 return message
     return None

@@ -1,0 +1,287 @@
+"""The row engine: the one caller of the compiled kernels.
+
+A call reaches it as broadcast N-D views whose last axis holds each row's
+elements (outer..., k), an output of shape (outer...) and a job: which kernel
+scores a block of rows and how a row it rejects is explained. The engine
+splits the views into 2-D problems without copies, converts in bounded blocks
+the layouts a kernel cannot read, writes into ``out``, picks the thread count,
+and turns the first rejected row into a ValueError naming it.
+
+Two jobs: :class:`MeasureJob` (p and q, or p alone, give one score per row)
+and :class:`LossJob` (target and logits give one loss per row and, if asked,
+the gradient of every element).
+"""
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .. import _kernels
+from .validate import SUM_TOLERANCE, explain_loss_row, explain_measure_row
+
+MEASURES = _kernels.MEASURES  # measure name -> kernel code
+LOSSES = _kernels.LOSSES  # loss name -> kernel code
+# The common small call (plain arrays, default keywords) goes straight to C:
+# it returns None whenever the general path must decide.
+fast_call = _kernels.fast
+
+# An input the kernel cannot read directly (dtype, byte order, layout) is
+# converted in blocks of rows of about this many elements: never an
+# input-sized temporary.
+BLOCK_ELEMENTS = 1 << 20
+# Below this many input elements a call runs on one thread: starting threads
+# costs more than it saves.
+MIN_PARALLEL_ELEMENTS = 1 << 16
+
+
+# ---- threads ---------------------------------------------------------------
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+_CPU_COUNT = _cpu_count()
+# GNU OpenMP's thread pool does not survive fork(): a forked child that
+# starts a parallel region hangs. Children run klfast on one thread.
+_FORKED = False
+
+
+def _after_fork_in_child():
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def default_num_threads():
+    """Threads a call with ``num_threads=None`` may use.
+
+    The smaller of the cores this process may run on and OpenMP's limit for
+    the calling thread (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
+    1 when klfast was built without OpenMP, and in a child process made by
+    ``fork()`` (GNU OpenMP's threads do not survive a fork).
+    """
+    if _FORKED:
+        return 1
+    return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
+
+
+def resolve_threads(num_threads, n_rows, k):
+    """Threads for ``n_rows`` rows of ``k`` elements (``num_threads`` checked)."""
+    if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
+        return 1
+    if num_threads is None:
+        n = default_num_threads()
+    else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
+        n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
+    return max(1, min(n, n_rows))
+
+
+# ---- the jobs: what differs between the measures and the losses ------------
+def _row_stride(x):
+    """The row stride of a 2-D view (or the stride of a 1-D one) for a kernel:
+    0 for a single row, which is then read for every row."""
+    return x.strides[0] if x.shape[0] > 1 else 0
+
+
+class MeasureJob:
+    """A divergence (rows of p and q) or the entropy (rows of p): one score
+    per row, in the inputs' dtype."""
+
+    __slots__ = ("measure", "eps", "scale", "normalize", "check_sums", "num_threads", "dtype",
+                 "out_dtype", "names")
+
+    def __init__(self, measure, eps, scale, normalize, check_sums, num_threads, dtype, names):
+        self.measure = MEASURES[measure]
+        self.eps = eps
+        self.scale = scale
+        self.normalize = normalize
+        self.check_sums = check_sums
+        self.num_threads = num_threads
+        self.dtype = self.out_dtype = dtype
+        self.names = names  # of the inputs, for errors: ("p", "q") or ("p",)
+
+    def kernel(self, rows, grad, out, n_rows, k, threads):
+        p, q = rows[0], rows[-1]  # the entropy kernel reads p only
+        tol = SUM_TOLERANCE if self.check_sums else math.inf
+        return _kernels.rows(self.measure, p, _row_stride(p), q, _row_stride(q), out,
+                             _row_stride(out), n_rows, k, self.eps, self.scale, self.normalize,
+                             tol, threads)
+
+    def explain(self, rows, read, index):
+        return explain_measure_row(self.names, rows, index, self.normalize, self.check_sums)
+
+
+class LossJob:
+    """A loss from logits (rows of target and logits): one float64 loss per
+    row and, unless ``grad`` is None, the gradient in the logits' dtype."""
+
+    __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
+                 "num_threads", "dtype")
+    out_dtype = np.dtype(np.float64)
+
+    def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
+                 dtype):
+        self.loss = LOSSES[loss]
+        self.inv_temperature = inv_temperature
+        self.target_is_logits = target_is_logits
+        self.eps = eps
+        self.grad_scale = grad_scale
+        self.num_threads = num_threads
+        self.dtype = dtype
+
+    def kernel(self, rows, grad, out, n_rows, k, threads):
+        t, z = rows
+        return _kernels.loss_rows(
+            self.loss, t, _row_stride(t), z, _row_stride(z),
+            grad, 0 if grad is None else _row_stride(grad), out, n_rows, k,
+            self.inv_temperature, self.target_is_logits, self.eps, self.grad_scale, threads)
+
+    def explain(self, rows, read, index):
+        return explain_loss_row(rows, read, index, self.target_is_logits, self.dtype)
+
+
+# ---- the engine ------------------------------------------------------------
+def run(job, inputs, out, grad=None, callers_out=False):
+    """Let ``job`` fill ``out`` (outer...) from the rows of ``inputs``, views
+    of shape (outer..., k), and ``grad`` (outer..., k) unless it is None.
+
+    ``callers_out``: ``out`` is (a view of) the caller's ``out=``. When it
+    may share memory with an input, the rows are computed into a fresh array
+    and copied into it, as numpy's ufuncs do.
+    """
+    target = out
+    if callers_out and any(np.may_share_memory(out, x) for x in inputs):
+        out = np.empty(out.shape, dtype=out.dtype)
+    _run_nd(job, inputs, grad, out, 0, out.shape)
+    if out is not target:
+        target[...] = out
+
+
+def _run_nd(job, inputs, grad, out, first_row, outer):
+    """Split broadcast N-D views (outer..., k) into 2-D problems without
+    copies; ``first_row`` is the flat index of their first row in ``outer``."""
+    shape = out.shape
+    if len(shape) == 1:  # 2-D views already (the common case: no reshape, ~1 us)
+        _run_2d(job, inputs, grad, out, first_row, outer)
+        return
+    n_rows = math.prod(shape)
+    k = inputs[0].shape[-1]
+    try:
+        rows = [x.reshape(n_rows, k, copy=False) for x in inputs]
+        grad_rows = None if grad is None else grad.reshape(n_rows, k, copy=False)
+        out_rows = out.reshape(n_rows, copy=False)
+    except ValueError:  # strides that do not collapse: one level down
+        step = n_rows // shape[0] if shape[0] else 0
+        for i in range(shape[0]):
+            _run_nd(job, [x[i] for x in inputs], None if grad is None else grad[i], out[i],
+                    first_row + i * step, outer)
+        return
+    _run_2d(job, rows, grad_rows, out_rows, first_row, outer)
+
+
+def _kernel_ready(x, dtype):
+    """True when a kernel can read the 2-D view ``x`` without a copy."""
+    item = dtype.itemsize
+    return (
+        x.dtype == dtype
+        and x.flags.aligned
+        and (x.shape[1] <= 1 or x.strides[1] == item)
+        and (x.shape[0] <= 1 or x.strides[0] % item == 0)
+    )
+
+
+def _source(x, dtype):
+    """What the kernel reads for the 2-D view ``x``: ``x`` itself; the one
+    row of a broadcast input (row stride 0), converted once; or None, when
+    ``x`` must be converted block by block."""
+    if _kernel_ready(x, dtype):
+        return x
+    if x.shape[0] > 1 and x.strides[0] == 0:
+        with np.errstate(over="ignore"):  # too large for float32: the kernel rejects the row
+            return np.ascontiguousarray(x[:1], dtype=dtype)
+    return None
+
+
+def _block(x, source, r0, r1, dtype):
+    """Rows r0:r1 of ``x`` as the kernel reads them."""
+    if source is None:
+        with np.errstate(over="ignore"):
+            return np.ascontiguousarray(x[r0:r1], dtype=dtype)
+    return x[r0:r1] if source is x else source
+
+
+def _run_2d(job, inputs, grad, out, first_row, outer):
+    """The rows of 2-D views (n_rows, k) into the 1-D view ``out`` (n_rows,)."""
+    n_rows, k = inputs[0].shape
+    if n_rows == 0:
+        return
+    dtype = job.dtype
+    threads = resolve_threads(job.num_threads, n_rows, k)
+    sources = [_source(x, dtype) for x in inputs]
+    grad_ok = grad is None or (_kernel_ready(grad, dtype) and grad.flags.writeable)
+    out_ok = out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
+    if grad_ok and out_ok and all(source is not None for source in sources):
+        if job.kernel(sources, grad, out, n_rows, k, threads):
+            _raise_invalid(job, inputs, sources, out, first_row, outer)
+        return
+    # Convert per block of rows into bounded buffers (at most two blocks
+    # alive). With more than one thread, numpy converts the next block on
+    # this thread while a worker thread scores the previous one: OpenMP
+    # threads would only spin against the conversion.
+    block = max(1, BLOCK_ELEMENTS // max(k, 1))
+    starts = range(0, n_rows, block)
+
+    def convert(r0):
+        r1 = min(n_rows, r0 + block)
+        rows = [_block(x, source, r0, r1, dtype) for x, source in zip(inputs, sources)]
+        grad_block = None
+        if grad is not None:
+            grad_block = grad[r0:r1] if grad_ok else np.empty((r1 - r0, k), dtype=dtype)
+        out_block = out[r0:r1] if out_ok else np.empty(r1 - r0, dtype=job.out_dtype)
+        return r0, r1, rows, grad_block, out_block
+
+    def score(r0, r1, rows, grad_block, out_block, n_threads):
+        return job.kernel(rows, grad_block, out_block, r1 - r0, k, n_threads)
+
+    def finish(r0, r1, rows, grad_block, out_block, n_bad):
+        if not out_ok:
+            out[r0:r1] = out_block
+        if not grad_ok:
+            grad[r0:r1] = grad_block
+        if n_bad:
+            _raise_invalid(job, [x[r0:r1] for x in inputs], rows, out_block, first_row + r0,
+                           outer)
+
+    if threads == 1 or len(starts) == 1:
+        for r0 in starts:
+            blocks = convert(r0)
+            finish(*blocks, score(*blocks, threads))
+        return
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = None
+        for r0 in starts:
+            blocks = convert(r0)
+            if pending is not None:
+                finish(*pending[1], pending[0].result())
+            pending = worker.submit(score, *blocks, 1), blocks
+        finish(*pending[1], pending[0].result())
+
+
+def _raise_invalid(job, rows, read, out, first_row, outer):
+    """Raise for the first row the kernel rejected (its result is NaN).
+    ``rows`` are the inputs' views as given, ``read`` as the kernel read them
+    (a broadcast row: one row for all)."""
+    local = int(np.flatnonzero(np.isnan(out))[0])
+    flat = first_row + local
+    index = tuple(int(i) for i in np.unravel_index(flat, outer)) if len(outer) > 1 else flat
+    message = job.explain([x[local] for x in rows],
+                          [x[local if x.shape[0] > 1 else 0] for x in read], index)
+    if message:
+        raise ValueError(message)
+    raise RuntimeError(f"klfast: row {index} gave NaN from valid input; please report this")
