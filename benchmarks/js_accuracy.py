@@ -5,7 +5,7 @@ instruction-set level this CPU runs, on the fast and the exact path.
 
 Rows of k values spread over six decades (zeros replaced by 1e-3, then
 normalised); q = p (1 + rel N(0, 1)). The reference is
-klfast._reference.jensen_shannon_rows, a float64 formula that does not
+klfast._core.reference.jensen_shannon_rows, a float64 formula that does not
 cancel. The exact path is forced by two subnormal entries in column 7 (left
 out of the reference: their term is below 1e-310). The plain numpy log(p/m) is printed for comparison.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 import klfast
 from klfast import _kernels
-from klfast._reference import jensen_shannon_rows as js_stable
+from klfast._core.reference import jensen_shannon_rows as js_stable
 
 
 def main():

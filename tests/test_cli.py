@@ -1,6 +1,6 @@
 """The ``klfast score`` command, run as a subprocess on small files.
 
-Scores are checked against the slow twin (klfast._reference); every bad
+Scores are checked against the slow twin (klfast._core.reference); every bad
 input must give exit status 2, one line ``klfast: error: <file>: <problem>``
 and no file left behind.
 """

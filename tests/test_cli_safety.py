@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from klfast import _reference
+from klfast._core import reference as _reference
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"),

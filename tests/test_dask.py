@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast import _reference
+from klfast._core import reference as _reference
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -27,7 +27,7 @@ MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 
 
 def call(measure, p, q=None, lib=klfast, **kwargs):
-    """lib.<measure>(p, q, **kwargs): klfast, or its slow twin klfast._reference."""
+    """lib.<measure>(p, q, **kwargs): klfast, or its slow twin klfast._core.reference."""
     function = getattr(lib, measure)
     if measure == "jensen_shannon":
         kwargs.pop("eps", None)  # always finite: it takes no eps
@@ -83,14 +83,14 @@ def test_single_reference_row_is_broadcast_not_materialised(monkeypatch, measure
     q_input = {"numpy_row": q, "dask_row": da.from_array(q, chunks=10),
                "dask_2d_row": da.from_array(q[None, :], chunks=(1, 50))}[q_kind]
     seen = []
-    real_reduce = klfast._api._reduce
+    real_reduce = klfast._core.measures.reduce
 
     def spy(measure_, p_block, q_block, *args):
         if isinstance(p_block, np.ndarray):  # a block, not the call that dispatches to dask
             seen.append((p_block.shape, q_block.shape))
         return real_reduce(measure_, p_block, q_block, *args)
 
-    monkeypatch.setattr(klfast._api, "_reduce", spy)
+    monkeypatch.setattr(klfast._core.measures, "reduce", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dask_row is chunked along the axis
         result = call(measure, da.from_array(p, chunks=(200, 50)), q_input).compute()

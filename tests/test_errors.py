@@ -128,7 +128,7 @@ def test_invalid_entry_other_layouts(rng, layout):
 def test_first_bad_row_reported_from_conversion_blocks(rng, bad_block, where):
     """float32 Fortran input > 2**20 elements: converted per block of rows;
     the first offending row is found also in a later block."""
-    from klfast._api import BLOCK_ELEMENTS
+    from klfast._core.engine import BLOCK_ELEMENTS
 
     k = 256
     rows_per_block = BLOCK_ELEMENTS // k

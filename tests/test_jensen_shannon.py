@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 import klfast
-from klfast import _reference
+from klfast._core import reference as _reference
 from zoo import distributions, layouts
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast._reference import jensen_shannon_rows
+from klfast._core.reference import jensen_shannon_rows
 from zoo import MEASURES, call, call_ref
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level

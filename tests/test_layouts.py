@@ -252,7 +252,7 @@ def test_out_with_broadcast_inputs(rng):
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_layout_times_threads(rng, layout, num_threads):
-    from klfast._api import MIN_PARALLEL_ELEMENTS
+    from klfast._core.engine import MIN_PARALLEL_ELEMENTS
 
     p = distributions(rng, (2 * MIN_PARALLEL_ELEMENTS // 32, 32), dtype=np.float32)
     q = distributions(rng, (2 * MIN_PARALLEL_ELEMENTS // 32, 32), dtype=np.float32)

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from scipy.special import softmax
 
 import klfast
-import klfast._loss
-from klfast import _diagnostics, _kernels, _reference
+import klfast._core.losses
+from klfast import _diagnostics, _kernels
+from klfast._core import reference as _reference
 
 # Every test runs at every instruction-set level this CPU supports (conftest).
 pytestmark = pytest.mark.usefixtures("isa")
@@ -105,7 +106,7 @@ def test_layouts(loss, case):
 
 def test_block_conversion_path_matches_direct(monkeypatch):
     # Small blocks force the converting path through several blocks.
-    monkeypatch.setattr(klfast._loss, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(klfast._core.engine, "BLOCK_ELEMENTS", 64)
     rng = np.random.default_rng(2)
     p = distributions(rng, (50, 7))
     z = rng.normal(size=(50, 7))
@@ -382,7 +383,7 @@ def test_properties(k, n, temperature, seed):
 
 
 def test_docstring_examples():
-    result = doctest.testmod(klfast._loss, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(klfast._core.losses, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 8 and result.failed == 0
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast._api import MIN_PARALLEL_ELEMENTS
+from klfast._core.engine import MIN_PARALLEL_ELEMENTS
 from zoo import MEASURES, call_raw, call_ref_raw, layouts
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level

@@ -5,7 +5,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from klfast import _reference
+from klfast._core import reference as _reference
 from zoo import MEASURES, distributions
 
 

@@ -1,4 +1,4 @@
-"""Every public function against its slow twin (klfast._reference), over
+"""Every public function against its slow twin (klfast._core.reference), over
 dtype x layout (zoo.layouts) x num_threads x instruction-set level, and the
 same invalid inputs raise in both.
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast import _reference
+from klfast._core import reference as _reference
 from zoo import LAYOUT_NAMES, distributions, layouts
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level

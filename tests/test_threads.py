@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import klfast
-from klfast._api import MIN_PARALLEL_ELEMENTS
+from klfast._core.engine import MIN_PARALLEL_ELEMENTS
 from zoo import MEASURES, call, call_ref, distributions
 
 threadpoolctl = pytest.importorskip("threadpoolctl")

@@ -1,7 +1,7 @@
 """Values: klfast against independent references.
 
 scipy.special.rel_entr and scipy.stats.entropy (eps=0, the exact
-mathematics), the slow twin klfast._reference (every eps, base, normalize,
+mathematics), the slow twin klfast._core.reference (every eps, base, normalize,
 axis, keepdims, broadcasting), and mpmath at 50 digits for hand-picked rows
 with extreme values.
 """
@@ -223,7 +223,7 @@ def test_broadcasting(rng, measure, p_shape, q_shape, axis):
 def test_broadcast_reference_row_is_not_materialised(rng, order):
     """One q of shape (k,) against P (n, k): no (n, k) copy of q, and a
     Fortran P is converted in bounded blocks, never as a whole."""
-    from klfast._api import BLOCK_ELEMENTS
+    from klfast._core.engine import BLOCK_ELEMENTS
 
     k = 512
     n = 4 * BLOCK_ELEMENTS // k  # four conversion blocks

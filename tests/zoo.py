@@ -7,7 +7,7 @@ across layouts and compare each against the slow twin.
 import numpy as np
 
 import klfast
-from klfast import _reference
+from klfast._core import reference as _reference
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
 PAIR_MEASURES = ("kl", "jeffreys", "cross_entropy")
