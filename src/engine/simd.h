@@ -128,10 +128,21 @@ KLF_INLINE vd widen(vfh h) {
 #endif
 }
 
-/* acc[0] += the low half of v in double, acc[1] += its high half */
+/* acc[0] += the low half of v in double, acc[1] += its high half. With
+ * AVX-512 (GCC) each half is converted by the named instruction; elsewhere
+ * the whole vector is converted to a double vector of twice the width,
+ * whose halves are then registers of their own (fewer shuffles than
+ * converting each half). */
 KLF_INLINE void widen_add(vd *acc, vf v) {
+#if KLF_X86 && KLF_VBYTES == 64 && !defined(__clang__)
     acc[0] += widen(half_lo(v));
     acc[1] += widen(half_hi(v));
+#else
+    typedef double vdw __attribute__((vector_size(2 * KLF_VBYTES)));
+    vdw w = __builtin_convertvector(v, vdw);
+    acc[0] += __builtin_shufflevector(w, w, KLF_IDX_LO);
+    acc[1] += __builtin_shufflevector(w, w, KLF_IDX_HI);
+#endif
 }
 
 /* v * s for float lanes, multiplied in double and rounded once (a normalized
@@ -143,13 +154,23 @@ KLF_INLINE vf scale_f32(vf v, double s) {
 
 /* The sum of n_lanes (8, 16 or 32) double lanes held in acc (lane l is
  * acc[l / VD_LANES][l % VD_LANES]), folded in halves (l + n/2, ..., l + 1):
- * the same order at every level. */
+ * the same order at every level, in vector adds (it runs three times a row,
+ * which counts on short rows). */
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v2d __attribute__((vector_size(16)));
 KLF_INLINE double lane_sum(const vd *acc, int n_lanes) {
-    double a[32];
-    memcpy(a, acc, (size_t)n_lanes * sizeof(double));
-    for (int half = n_lanes / 2; half >= 1; half /= 2)
-        for (int l = 0; l < half; l++) a[l] += a[l + half];
-    return a[0];
+    v8d c[4];
+    memcpy(c, acc, (size_t)n_lanes * sizeof(double));
+    if (n_lanes == 32) {
+        c[0] += c[2];
+        c[1] += c[3];
+    }
+    if (n_lanes >= 16) c[0] += c[1];
+    v4d a4 = __builtin_shufflevector(c[0], c[0], 0, 1, 2, 3) +
+             __builtin_shufflevector(c[0], c[0], 4, 5, 6, 7);
+    v2d a2 = __builtin_shufflevector(a4, a4, 0, 1) + __builtin_shufflevector(a4, a4, 2, 3);
+    return a2[0] + a2[1];
 }
 
 /* ---- loads ----------------------------------------------------------------
