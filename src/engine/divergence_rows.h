@@ -205,9 +205,9 @@ KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, 
 #else
     /* the rest copied into zero-padded blocks (no masked loads here) */
     if (r > 0) {
-        T pt[GROUP * BLOCK] = {0}, qt[GROUP * BLOCK] = {0};
-        memcpy(pt, p + j, (size_t)r * sizeof(T));
-        if (uses_q) memcpy(qt, q + j, (size_t)r * sizeof(T));
+        T pt[GROUP * BLOCK], qt[GROUP * BLOCK];
+        F(padded_tail)(pt, GROUP * BLOCK, p + j, r, 0);
+        F(padded_tail)(qt, GROUP * BLOCK, uses_q ? q + j : p + j, uses_q ? r : 0, 0);
         if (nblk == 1)
             F(row_group)(measure, pt, qt, 1, 0, 0, normalize, checked, &st, acc, 0);
         else if (GROUP >= 2 && nblk == 2)

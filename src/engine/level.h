@@ -14,6 +14,7 @@
 
 #define KLF_ELEMENT_BITS 64
 #include "element.h"
+#include "tails.h"
 #include "../measures/kl.h"
 #include "../measures/jeffreys.h"
 #include "../measures/entropy.h"
@@ -26,6 +27,7 @@
 
 #define KLF_ELEMENT_BITS 32
 #include "element.h"
+#include "tails.h"
 #include "../measures/kl.h"
 #include "../measures/jeffreys.h"
 #include "../measures/entropy.h"

@@ -41,13 +41,6 @@
 #define NACC (BLOCK / VD_LANES)        /* double accumulators per block */
 #define lane_sum_block(acc) lane_sum((acc), BLOCK)
 
-/* A tail block: the n remaining elements of x, then copies of pad. */
-KLF_INLINE const T *F(loss_padded)(T *buf, const T *x, int n, T pad) {
-    for (int l = n; l < BLOCK; l++) buf[l] = pad;
-    memcpy(buf, x, (size_t)n * sizeof(T));
-    return buf;
-}
-
 /* The lanes of a tail block holding its first n elements. */
 KLF_INLINE void F(loss_tail_masks)(M *valid, int n) {
     M iota;
@@ -97,8 +90,8 @@ KLF_INLINE int F(loss_pass_a)(const T *t, const T *z, ptrdiff_t k, T eps, int TL
     for (; j + BLOCK <= k; j += BLOCK)
         F(loss_block_a)(z + j, t + j, eps, TL, SUB, PS, mx, mn, mxt, mnt, nan, nant, low, ps);
     if (j < k)
-        F(loss_block_a)(F(loss_padded)(zt, z + j, (int)(k - j), z[0]),
-                     F(loss_padded)(tt, t + j, (int)(k - j), TL ? t[0] : 0), eps, TL, SUB, PS, mx, mn,
+        F(loss_block_a)(F(padded_tail)(zt, BLOCK, z + j, (int)(k - j), z[0]),
+                     F(padded_tail)(tt, BLOCK, t + j, (int)(k - j), TL ? t[0] : 0), eps, TL, SUB, PS, mx, mn,
                      mxt, mnt, nan, nant, low, ps);
     T vmx = mx[0][0], vmn = mn[0][0], vmxt = mxt[0][0], vmnt = mnt[0][0], vlow = TMIN;
     int bad = 0;
@@ -160,7 +153,7 @@ KLF_INLINE void F(loss_pass_b)(const T *t, const T *z, T *g, ptrdiff_t k, T m_z,
         T zt[BLOCK], tt[BLOCK], gt[BLOCK];
         M valid[NSUB];
         F(loss_tail_masks)(valid, n);
-        F(loss_block_b)(F(loss_padded)(zt, z + j, n, m_z), TL ? F(loss_padded)(tt, t + j, n, m_t) : tt,
+        F(loss_block_b)(F(padded_tail)(zt, BLOCK, z + j, n, m_z), TL ? F(padded_tail)(tt, BLOCK, t + j, n, m_t) : tt,
                      gt, m_z, m_t, inv_t, TL, KEEP, WIDE, valid, az, at);
         if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
@@ -214,9 +207,9 @@ KLF_INLINE double F(loss_pass_c)(const T *t, const T *z, T *g, ptrdiff_t k,
         T zt[BLOCK], tt[BLOCK], gt[BLOCK];
         M valid[NSUB];
         F(loss_tail_masks)(valid, n);
-        if (GRAD) F(loss_padded)(gt, g + j, n, 0);
-        F(loss_block_c)(F(loss_padded)(zt, z + j, n, c->m_z),
-                     F(loss_padded)(tt, t + j, n, TL ? c->m_t : 0), gt, c, KL, TL, GRAD, WIDE,
+        if (GRAD) F(padded_tail)(gt, BLOCK, g + j, n, 0);
+        F(loss_block_c)(F(padded_tail)(zt, BLOCK, z + j, n, c->m_z),
+                     F(padded_tail)(tt, BLOCK, t + j, n, TL ? c->m_t : 0), gt, c, KL, TL, GRAD, WIDE,
                      valid, acc);
         if (GRAD) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }

@@ -1,0 +1,15 @@
+/* The end of a row that fills no whole block, for the element type of
+ * engine/element.h: included by engine/level.h before the row loops. No
+ * include guard.
+ *
+ * The divergences read a row once: with AVX2 and AVX-512 they load its tail
+ * in part (load_part: the CPU reads only the elements that exist); elsewhere,
+ * and in the losses, whose three passes read the tail again and write its
+ * gradient back, the tail is copied into a padded block first. */
+
+/* buf[0..len) = the n elements at x, then copies of pad; returns buf. */
+KLF_INLINE const T *F(padded_tail)(T *buf, int len, const T *x, int n, T pad) {
+    for (int l = n; l < len; l++) buf[l] = pad;
+    memcpy(buf, x, (size_t)n * sizeof(T));
+    return buf;
+}
