@@ -45,7 +45,7 @@ from time import perf_counter
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport fabs, NAN
+from libc.math cimport fabs, log, NAN
 cimport numpy as cnp
 
 cnp.import_array()
@@ -322,26 +322,38 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
 cdef Py_ssize_t _small = 1 << 16   # klfast._core.engine.MIN_PARALLEL_ELEMENTS
 
 
-def fast(int measure, object p, object q, object eps, object normalize, double tol):
+cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
+    """The memory of two contiguous arrays does not overlap."""
+    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
+    return (a0 + cnp.PyArray_NBYTES(a) <= b0) or (b0 + cnp.PyArray_NBYTES(b) <= a0)
+
+
+def fast(int measure, object p, object q, object eps, object normalize, double tol,
+         object base=None, object out=None, object keepdims=False, object axis=-1):
     """The common small call, in C: None when it does not apply.
 
     Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
     float64), C-contiguous, aligned and native, ``p`` of shape (k,) or
     (n, k) and ``q`` of the same shape or (k,) (``q`` None for entropy), a
-    float ``eps``, a bool ``normalize``, fewer than 2**16 elements (one
+    float ``eps``, a bool ``normalize`` and ``keepdims``, ``axis`` -1 or the
+    last axis, ``base`` None or a Python float or int (finite, > 0, != 1), an
+    ``out`` of the result's shape and dtype (C-contiguous, writeable, sharing
+    no memory with the inputs) or None, fewer than 2**16 elements (one
     thread), and valid values (rows within ``tol`` of summing to 1 unless
-    normalizing). Everything else, errors included, goes
-    through the general path in klfast._core.measures, which validates and explains.
+    normalizing). Everything else, errors included, goes through the general
+    path in klfast._core.measures, which validates and explains.
     """
-    cdef cnp.ndarray a, b, out
+    cdef cnp.ndarray a, b, result
     cdef int t, nd
     cdef Py_ssize_t n_rows, k, n_bad, q_rs
-    cdef cnp.npy_intp dims[1]
-    cdef double e
+    cdef cnp.npy_intp dims[2]
+    cdef double e, scale = 1.0, base_value
     if q is None:
         q = p
     if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
-            and type(eps) is float and type(normalize) is bool):
+            and type(eps) is float and type(normalize) is bool and type(keepdims) is bool
+            and type(axis) is int):
         return None
     a = <cnp.ndarray>p
     b = <cnp.ndarray>q
@@ -350,7 +362,7 @@ def fast(int measure, object p, object q, object eps, object normalize, double t
     if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != t
             or not (cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISCARRAY_RO(b))
             or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
-            or nd < 1 or nd > 2):
+            or nd < 1 or nd > 2 or not (axis == -1 or axis == nd - 1)):
         return None
     k = cnp.PyArray_DIM(a, nd - 1)
     n_rows = cnp.PyArray_DIM(a, 0) if nd == 2 else 1
@@ -364,22 +376,48 @@ def fast(int measure, object p, object q, object eps, object normalize, double t
     e = <double>eps
     if not (e >= 0.0 and e <= DBL_MAX):
         return None
+    if base is not None:
+        if type(base) is not float and type(base) is not int:
+            return None
+        try:
+            base_value = base
+        except OverflowError:  # an int past the float range
+            return None
+        if not (base_value > 0.0 and base_value <= DBL_MAX and base_value != 1.0):
+            return None
+        scale = 1.0 / log(base_value)
+    # the result: (n,) for 2-D input, a scalar for 1-D; keepdims keeps a 1
+    nd = (nd if keepdims else nd - 1)
+    dims[0] = n_rows if cnp.PyArray_NDIM(a) == 2 else 1
+    dims[1] = 1
+    if out is None:
+        result = cnp.PyArray_EMPTY(max(nd, 1), dims, t, 0)
+    else:
+        if not cnp.PyArray_CheckExact(out):
+            return None
+        result = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(result) != t or cnp.PyArray_NDIM(result) != nd
+                or not cnp.PyArray_ISCARRAY(result) or not cnp.PyArray_ISNOTSWAPPED(result)
+                or cnp.PyArray_SIZE(result) != dims[0]
+                or (nd >= 1 and cnp.PyArray_DIM(result, 0) != dims[0])
+                or not (_disjoint(result, a) and _disjoint(result, b))):
+            return None
     q_rs = k if cnp.PyArray_NDIM(b) == 2 else 0
-    dims[0] = n_rows
-    out = cnp.PyArray_EMPTY(1, dims, t, 0)
     if t == cnp.NPY_DOUBLE:
         n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k,
                              <const double*>cnp.PyArray_DATA(b), q_rs,
-                             <double*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, tol, 1)
+                             <double*>cnp.PyArray_DATA(result), 1, n_rows, k, e, scale,
+                             normalize, tol, 1)
     else:
         n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k,
                             <const float*>cnp.PyArray_DATA(b), q_rs,
-                            <float*>cnp.PyArray_DATA(out), 1, n_rows, k, e, 1.0, normalize, tol, 1)
+                            <float*>cnp.PyArray_DATA(result), 1, n_rows, k, e, scale,
+                            normalize, tol, 1)
     if n_bad:
-        return None
-    if nd == 1:  # a numpy scalar, as numpy's own reductions return
-        return PyArray_Scalar(cnp.PyArray_DATA(out), out.dtype, out)
-    return out
+        return None  # the general path explains (a caller's out is rewritten there)
+    if out is None and nd == 0:  # a numpy scalar, as numpy's own reductions return
+        return PyArray_Scalar(cnp.PyArray_DATA(result), result.dtype, result)
+    return result
 
 
 def omp_max_threads():

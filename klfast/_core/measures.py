@@ -36,12 +36,11 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     if q is None and measure != "entropy":
         raise TypeError("q is required: pass the second distribution (None given); for the "
                         "entropy of p use klfast.entropy(p)")
-    if (type(axis) is int and axis == -1 and base is None and out is None and keepdims is False
-            and (check_sums is True or check_sums is False)
+    if ((check_sums is True or check_sums is False)
             and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast_call(_MEASURES[measure], p, q, eps, normalize,
-                            SUM_TOLERANCE if check_sums else math.inf)
+                            SUM_TOLERANCE if check_sums else math.inf, base, out, keepdims, axis)
         if result is not None:
             return result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here

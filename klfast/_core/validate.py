@@ -117,7 +117,10 @@ def log_scale(base):
         return 1.0
     if isinstance(base, bool) or not isinstance(base, numbers.Real):
         raise TypeError(f"base must be None or a real number, got {type(base).__name__}")
-    base = float(base)
+    try:
+        base = float(base)
+    except OverflowError:  # an int past the float range
+        base = math.inf
     if not (math.isfinite(base) and base > 0.0 and base != 1.0):
         raise ValueError(f"base must be finite, > 0 and != 1, got {base}")
     return 1.0 / math.log(base)
