@@ -77,41 +77,43 @@ def jensen_shannon(
 ) -> _Scores: ...
 
 # the losses: "sum" and "mean" give a scalar, "none" the per-row values;
-# return_grad=True gives (loss, grad), grad of the shape of logits
+# return_grad=True gives (loss, grad), grad of the shape of logits (written into
+# grad_out when one is given)
 
 @overload
 def kl_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: None = ...,
 ) -> np.floating[Any]: ...
 @overload
 def kl_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: None = ...,
 ) -> _Scores: ...
 @overload
 def kl_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[np.floating[Any], _Array]: ...
 @overload
 def kl_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[_Scores, _Array]: ...
 @overload
 def kl_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
+    grad_out: _Array | None = ...,
 ) -> _Scores | tuple[_Scores, _Array]: ...
 
 @overload
@@ -119,32 +121,33 @@ def cross_entropy_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: None = ...,
 ) -> np.floating[Any]: ...
 @overload
 def cross_entropy_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: None = ...,
 ) -> _Scores: ...
 @overload
 def cross_entropy_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[np.floating[Any], _Array]: ...
 @overload
 def cross_entropy_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[_Scores, _Array]: ...
 @overload
 def cross_entropy_loss(
     target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
     target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
+    grad_out: _Array | None = ...,
 ) -> _Scores | tuple[_Scores, _Array]: ...

@@ -576,3 +576,60 @@ def test_loss_kernels_stay_vectorised():
             body = bodies.get(f"klfast_loss_{dtype}_{name}")
             assert body is not None, f"klfast_loss_{dtype}_{name} missing"
             assert len(re.findall(PACKED_FMA[name], body)) >= 20, f"{dtype} {name}"
+
+
+# ---- grad_out: the gradient written into the caller's array ----------------
+
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_grad_out_receives_the_gradient(loss, dtype, reduction):
+    rng = np.random.default_rng(5)
+    target = rng.dirichlet(np.ones(37), size=6).astype(dtype)
+    logits = rng.normal(size=(6, 37)).astype(dtype)
+    fn = getattr(klfast, f"{loss}_loss")
+    want_loss, want_grad = getattr(_reference, f"{loss}_loss")(
+        target, logits, reduction=reduction, return_grad=True)
+    grad_out = np.full(logits.shape, np.nan, dtype=dtype)
+    got_loss, grad = fn(target, logits, reduction=reduction, return_grad=True, grad_out=grad_out)
+    assert grad is grad_out
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(grad_out, want_grad, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=tol, atol=tol)
+    # a strided (non-contiguous) buffer of the right shape works too
+    wide = np.full((6, 74), np.nan, dtype=dtype)
+    _, grad = fn(target, logits, reduction=reduction, return_grad=True, grad_out=wide[:, ::2])
+    np.testing.assert_allclose(wide[:, ::2], want_grad, rtol=tol, atol=tol)
+    assert np.isnan(wide[:, 1::2]).all()
+
+
+def test_grad_out_over_the_logits_gives_the_same_gradient():
+    rng = np.random.default_rng(6)
+    target = rng.dirichlet(np.ones(20), size=4)
+    logits = rng.normal(size=(4, 20))
+    _, want = klfast.kl_loss(target, logits, return_grad=True)
+    z = logits.copy()
+    _, got = klfast.kl_loss(target, z, return_grad=True, grad_out=z)
+    assert got is z
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("grad_out, error, match", [
+    (np.empty((4, 20), np.float32), ValueError, "grad_out has dtype float32, expected float64"),
+    (np.empty((4, 21)), ValueError, r"grad_out has shape \(4, 21\), expected \(4, 20\)"),
+    ([[0.0] * 20] * 4, TypeError, "grad_out must be a numpy.ndarray"),
+])
+def test_a_bad_grad_out_is_named(grad_out, error, match):
+    target = np.full((4, 20), 0.05)
+    with pytest.raises(error, match=match):
+        klfast.kl_loss(target, np.zeros((4, 20)), return_grad=True, grad_out=grad_out)
+
+
+def test_grad_out_needs_return_grad():
+    target = np.full((4, 20), 0.05)
+    with pytest.raises(ValueError, match="grad_out needs return_grad=True"):
+        klfast.kl_loss(target, np.zeros((4, 20)), grad_out=np.empty((4, 20)))
+    read_only = np.empty((4, 20))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="grad_out is read-only"):
+        klfast.kl_loss(target, np.zeros((4, 20)), return_grad=True, grad_out=read_only)

@@ -16,6 +16,7 @@ from .validate import (
     check_num_threads,
     check_reduction,
     check_temperature,
+    check_out,
     check_temperature_dtype,
     logits_dtype,
 )
@@ -37,7 +38,7 @@ def _reduce_rows(rows, reduction):
 
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
-          axis, num_threads):
+          axis, num_threads, grad_out=None):
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
     target_is_logits = check_flag(target_is_logits, "target_is_logits")
@@ -75,7 +76,16 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     outer = logits.shape[:ax] + logits.shape[ax + 1:]
     n_rows = math.prod(outer)
 
-    grad = np.empty(logits.shape, dtype=dtype) if return_grad else None
+    grad = None
+    if grad_out is not None:
+        if not return_grad:
+            raise ValueError("grad_out needs return_grad=True")
+        grad = check_out(grad_out, logits.shape, dtype, "grad_out")
+        # written while the inputs are read: an array over their memory gets a copy
+        if np.may_share_memory(grad, logits) or np.may_share_memory(grad, target):
+            grad = np.empty(logits.shape, dtype=dtype)
+    elif return_grad:
+        grad = np.empty(logits.shape, dtype=dtype)
     scale = 1.0 / temperature
     if reduction == "mean" and n_rows > 0:
         scale /= n_rows
@@ -86,6 +96,9 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     z_view = np.moveaxis(logits, ax, -1)
     g_view = None if grad is None else np.moveaxis(grad, ax, -1)
     engine.run(job, (t_view, z_view), rows, grad=g_view)
+    if grad_out is not None and grad is not grad_out:
+        grad_out[...] = grad
+        grad = grad_out
 
     if reduction == "none":
         value = rows.astype(dtype)
@@ -98,16 +111,16 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
 
 
 def kl_loss(target, logits, *, temperature=1.0, target_is_logits=False, reduction="mean",
-            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None):
+            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None, grad_out=None):
     return _loss("kl", target, logits, temperature, target_is_logits, reduction, return_grad,
-                 eps, axis, num_threads)
+                 eps, axis, num_threads, grad_out)
 
 
 def cross_entropy_loss(target, logits, *, temperature=1.0, target_is_logits=False,
                        reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
-                       num_threads=None):
+                       num_threads=None, grad_out=None):
     return _loss("cross_entropy", target, logits, temperature, target_is_logits, reduction,
-                 return_grad, eps, axis, num_threads)
+                 return_grad, eps, axis, num_threads, grad_out)
 
 
 _DOC_PARAMS = """
@@ -147,6 +160,12 @@ _DOC_PARAMS = """
     num_threads : int, optional
         Threads for this call; ``None`` uses :func:`klfast.default_num_threads`.
         Small inputs run on one thread. Results do not depend on it.
+    grad_out : ndarray, optional
+        With ``return_grad=True``: an array of the shape of ``logits`` and the
+        dtype of the loss to write the gradient into, returned as ``grad``. A
+        training loop that passes the same array every step does not allocate
+        (and fault in) a fresh gradient each time. An array that shares memory
+        with ``target`` or ``logits`` gets the same values, through a copy.
 
     Returns
     -------
@@ -170,7 +189,8 @@ _DOC_PARAMS = """
     Raises
     ------
     ValueError
-        An unknown ``reduction``; ``temperature`` <= 0, not finite, or so
+        An unknown ``reduction``; a ``grad_out`` of the wrong shape or dtype,
+        read-only, or without ``return_grad=True``; ``temperature`` <= 0, not finite, or so
         small that ``1 / temperature`` overflows; a
         ``target`` that does not broadcast to ``logits``; invalid ``eps`` or
         ``num_threads``; NaN or infinite logits, or target probabilities that

@@ -276,20 +276,36 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     return (value, np.moveaxis(grad, -1, axis)) if return_grad else value
 
 
+def _with_grad_out(result, return_grad, grad_out):
+    """The result, its gradient copied into ``grad_out`` when one is given."""
+    if grad_out is None:
+        return result
+    if not return_grad:
+        raise ValueError("grad_out needs return_grad=True")
+    value, grad = result
+    if not isinstance(grad_out, np.ndarray):
+        raise TypeError(f"grad_out must be a numpy.ndarray, got {type(grad_out).__name__}")
+    if grad_out.shape != grad.shape:
+        raise ValueError(f"grad_out has shape {grad_out.shape}, expected {grad.shape}")
+    grad_out[...] = grad
+    return value, grad_out
+
+
 def kl_loss(target, logits, *, temperature=1.0, target_is_logits=False, reduction="mean",
-            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None):
+            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None, grad_out=None):
     """KL(p || softmax(logits / T)) per row, reduced; with ``return_grad`` also
-    d(loss)/d(logits) = (S q - p) / T (S = sum p; divided by the rows for "mean")."""
-    return _loss("kl", target, logits, temperature, target_is_logits, reduction, return_grad,
-                 eps, axis)
+    d(loss)/d(logits) = (S q - p) / T (S = sum p; divided by the rows for "mean"),
+    written into ``grad_out`` when one is given."""
+    return _with_grad_out(_loss("kl", target, logits, temperature, target_is_logits, reduction,
+                                return_grad, eps, axis), return_grad, grad_out)
 
 
 def cross_entropy_loss(target, logits, *, temperature=1.0, target_is_logits=False,
                        reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
-                       num_threads=None):
+                       num_threads=None, grad_out=None):
     """-sum p * log_softmax(logits / T) per row, reduced; the gradient of kl_loss."""
-    return _loss("cross_entropy", target, logits, temperature, target_is_logits, reduction,
-                 return_grad, eps, axis)
+    return _with_grad_out(_loss("cross_entropy", target, logits, temperature, target_is_logits,
+                                reduction, return_grad, eps, axis), return_grad, grad_out)
 
 
 LOSSES = {"kl": kl_loss, "cross_entropy": cross_entropy_loss}

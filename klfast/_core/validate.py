@@ -162,16 +162,17 @@ def logits_dtype(logits):
     return np.dtype(np.float64)
 
 
-def check_out(out, shape, dtype):
-    """``out=`` must be a writeable numpy array of the result's shape and dtype."""
+def check_out(out, shape, dtype, name="out"):
+    """``out=`` (or ``grad_out=``) must be a writeable numpy array of the
+    result's shape and dtype."""
     if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape:
-        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
     if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
+        raise ValueError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
-        raise ValueError("out is read-only")
+        raise ValueError(f"{name} is read-only")
     return out
 
 
