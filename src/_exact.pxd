@@ -38,6 +38,12 @@ cdef extern from "engine/klfast.h" nogil:
                                       double*)
     ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*,
                                       double*)
+    ctypedef unsigned (*klfast_lanes_f64)(const double*, Py_ssize_t, Py_ssize_t, const double*,
+                                          Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
+                                          double, double, double*, Py_ssize_t, int*)
+    ctypedef unsigned (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
+                                          Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
+                                          double, double, float*, Py_ssize_t, int*)
     ctypedef double (*klfast_loss_row_f64)(const double*, const double*, double*, Py_ssize_t,
                                            const klfast_loss_params*, int*)
     ctypedef double (*klfast_loss_row_f32)(const float*, const float*, float*, Py_ssize_t,
@@ -50,6 +56,10 @@ cdef extern from "engine/klfast.h" nogil:
         klfast_loss_row_f32 loss_f32
         void (*math_f64)(int, const double*, double*, Py_ssize_t)
         void (*math_f32)(int, const float*, float*, Py_ssize_t)
+        klfast_lanes_f64* lanes_f64
+        klfast_lanes_f32* lanes_f32
+        int lanes_f64_width
+        int lanes_f32_width
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels
@@ -66,17 +76,19 @@ cdef inline bint _invalid(double x) noexcept nogil:
     return not (x >= 0.0 and x <= DBL_MAX)
 
 
-cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noexcept nogil:
+cdef inline double _row_sum(const floating* x, Py_ssize_t s, Py_ssize_t k,
+                            bint normalize) noexcept nogil:
     """sum(x) when normalizing (NaN for a zero or infinite sum), else 1. Rows
-    are divided by it: 1 / sum overflows for sums below 5.6e-309."""
+    are divided by it: 1 / sum overflows for sums below 5.6e-309. Element j
+    is x[j * s]."""
     cdef Py_ssize_t j
-    cdef double s = 0.0
+    cdef double t = 0.0
     if not normalize:
         return 1.0
     for j in range(k):
-        s += x[j]
-    if s > 0.0 and s <= DBL_MAX:
-        return s
+        t += x[j * s]
+    if t > 0.0 and t <= DBL_MAX:
+        return t
     return NAN
 
 
@@ -85,33 +97,29 @@ cdef inline double _row_sum(const floating* x, Py_ssize_t k, bint normalize) noe
 # scaled terms and their sum stay below 2^971 * k, so the sum is right even
 # when terms near 1e308 of both signs cancel, and only the final scaling
 # back by 2^64 can overflow, when the result itself is past DBL_MAX.
-cdef inline double _row_sum_scaled(int measure, const floating* p, const floating* q,
-                                   Py_ssize_t k, double eps, double sp, double sq,
-                                   double f) noexcept nogil:
+cdef inline double _row_sum_scaled(int measure, const floating* p, Py_ssize_t ps,
+                                   const floating* q, Py_ssize_t qs, Py_ssize_t k, double eps,
+                                   double sp, double sq, double f) noexcept nogil:
     """The sum of a valid row's terms, each times f, left to right."""
     cdef Py_ssize_t j
     cdef double s = 0.0
     for j in range(k):
-        s += klf_exact_term(measure, p[j] / sp, q[j] / sq, eps, f)
+        s += klf_exact_term(measure, p[j * ps] / sp, q[j * qs] / sq, eps, f)
     return s
 
 
-cdef inline double exact_row(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                             double eps, bint normalize, double tol, double scale) noexcept nogil:
-    """One row of a measure, exactly, times scale. Entropy reads only p (the
-    caller passes q = p). NaN for an invalid row: a negative, NaN or infinite
-    entry; with normalize a row sum of 0 or inf; without it a row of p or q
-    whose sum is not within tol of 1. A row whose running sum overflows
-    (finite terms near 1e308, possibly of both signs) is summed again with
-    scaled terms: +-inf only when the result is past DBL_MAX, or a term is
-    +inf (eps = 0 and a zero where the measure's log needs a positive)."""
+cdef inline double exact_row_strided(int measure, const floating* p, Py_ssize_t ps,
+                                     const floating* q, Py_ssize_t qs, Py_ssize_t k, double eps,
+                                     bint normalize, double tol, double scale) noexcept nogil:
+    """exact_row for rows whose elements are ps (qs) elements apart (a
+    distribution in a column)."""
     cdef Py_ssize_t j
     cdef double a, b, t, s = 0.0, total_p = 0.0, total_q = 0.0
-    cdef double sp = _row_sum(p, k, normalize), sq = _row_sum(q, k, normalize)
+    cdef double sp = _row_sum(p, ps, k, normalize), sq = _row_sum(q, qs, k, normalize)
     cdef bint bad = sp != sp or sq != sq, inf_term = False
     for j in range(k):
-        a = p[j]
-        b = q[j]
+        a = p[j * ps]
+        b = q[j * qs]
         bad |= _invalid(a) | _invalid(b)
         total_p += a
         total_q += b
@@ -124,13 +132,25 @@ cdef inline double exact_row(int measure, const floating* p, const floating* q, 
         # summed again with scaled terms, times scale before it is scaled
         # back: with a base far from e (scale < 1) the value may be finite
         # where its value in nats is not
-        s = _row_sum_scaled(measure, p, q, k, eps, sp, sq, 5.421010862427522e-20)  # 2^-64
+        s = _row_sum_scaled(measure, p, ps, q, qs, k, eps, sp, sq, 5.421010862427522e-20)  # 2^-64
         if not (s <= DBL_MAX):  # an infinite term (+inf: finite terms cannot cancel it)
             return INFINITY * scale
         return (s * scale) * 18446744073709551616.0  # 2^64
     if measure == KLFAST_JS and s < 0.0:  # rounding; JS >= 0
         return 0.0
     return s * scale
+
+
+cdef inline double exact_row(int measure, const floating* p, const floating* q, Py_ssize_t k,
+                             double eps, bint normalize, double tol, double scale) noexcept nogil:
+    """One row of a measure, exactly, times scale. Entropy reads only p (the
+    caller passes q = p). NaN for an invalid row: a negative, NaN or infinite
+    entry; with normalize a row sum of 0 or inf; without it a row of p or q
+    whose sum is not within tol of 1. A row whose running sum overflows
+    (finite terms near 1e308, possibly of both signs) is summed again with
+    scaled terms: +-inf only when the result is past DBL_MAX, or a term is
+    +inf (eps = 0 and a zero where the measure's log needs a positive)."""
+    return exact_row_strided(measure, p, 1, q, 1, k, eps, normalize, tol, scale)
 
 
 # ---- the losses from logits ---------------------------------------------------

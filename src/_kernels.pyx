@@ -63,7 +63,8 @@ cdef extern from "engine/config.h" nogil:
 from _exact cimport (floating, klfast_isa, klfast_loss_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_LOSS_KL,
                      KLFAST_LOSS_CROSS_ENTROPY, klfast_isa_levels, klfast_n_levels,
-                     klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_loss_row,
+                     klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
+                     exact_loss_row,
                      loss_params)
 
 cdef enum:
@@ -96,28 +97,104 @@ cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floa
     return v * scale
 
 
+# C-order rows this short (float64, float32) are scored across lanes
+# (engine/lanes_rows.h), where the lane loop measured faster than the row
+# loop (benchmarks/test_few_classes.py); longer rows go through the row loop.
+# Both give the same bits; set_lanes_max_k lets tests and benchmarks pick.
+cdef Py_ssize_t _lanes_max_k_f64 = 3
+cdef Py_ssize_t _lanes_max_k_f32 = 12
+
+
+def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
+    """Score C-order rows of up to f64 (float64) or f32 (float32) elements
+    across lanes from now on; returns the previous limits. For tests and
+    benchmarks: results do not depend on it."""
+    global _lanes_max_k_f64, _lanes_max_k_f32
+    previous = (_lanes_max_k_f64, _lanes_max_k_f32)
+    _lanes_max_k_f64, _lanes_max_k_f32 = f64, f32
+    return previous
+
+
+cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
+                           const floating* p, Py_ssize_t p_rs, Py_ssize_t p_es,
+                           const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
+                           floating* out, Py_ssize_t out_s, int n, Py_ssize_t k,
+                           double eps, double scale, bint normalize, double tol) noexcept nogil:
+    """n distributions from p, q (the tile's first) into out[r * out_s];
+    the number of invalid ones."""
+    cdef int n_bad = 0, r
+    cdef unsigned special
+    cdef double v
+    if floating is double:
+        special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
+                                         scale, out, out_s, &n_bad)
+    else:
+        special = isa.lanes_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
+                                         scale, out, out_s, &n_bad)
+    r = 0
+    while special:
+        if special & 1:
+            v = exact_row_strided(measure, p + r * p_rs, p_es, q + r * q_rs, q_es, k, eps,
+                                  normalize, tol, scale)
+            out[r * out_s] = <floating>v
+            if v != v:
+                n_bad += 1
+        special >>= 1
+        r += 1
+    return n_bad
+
+
 cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
-                     const floating* p, Py_ssize_t p_rs,
-                     const floating* q, Py_ssize_t q_rs,
+                     const floating* p, Py_ssize_t p_rs, Py_ssize_t p_es,
+                     const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                      floating* out, Py_ssize_t out_s,
                      Py_ssize_t n_rows, Py_ssize_t k,
                      double eps, double scale, bint normalize, double tol,
                      int n_threads) noexcept nogil:
-    """Fill out[i * out_s] for every row; strides in elements. Returns the
-    number of invalid rows (their result is NaN)."""
-    cdef Py_ssize_t i, n_bad = 0
+    """Fill out[i * out_s] for every row; strides in elements (element j of
+    row i of p at p[i * p_rs + j * p_es]). Returns the number of invalid
+    rows (their result is NaN). Rows whose elements are not contiguous, and
+    short rows, go across lanes in tiles; the rest of them, and every other
+    row, through the row loop: the same bits either way."""
+    cdef Py_ssize_t i, t, n_bad = 0, n_tiles = 0, first = 0
     cdef double v
+    cdef int width = isa.lanes_f64_width
+    cdef Py_ssize_t max_k = _lanes_max_k_f64
+    if floating is float:
+        width = isa.lanes_f32_width
+        max_k = _lanes_max_k_f32
+    cdef bint rows_contiguous = p_es == 1 and q_es == 1
     if floating is float:  # float32 inputs: the eps rule with eps in float32
         eps = <float>eps
-    if n_threads <= 1:
-        for i in range(n_rows):
+    if k == 0:  # nothing to read: the row loop
+        pass
+    elif not rows_contiguous:  # every row across lanes, the last tile in part
+        n_tiles = (n_rows + width - 1) // width
+    elif k <= max_k:  # whole tiles across lanes, the rest row by row
+        n_tiles = n_rows // width
+    if n_tiles:
+        if n_threads <= 1 or n_tiles < 2:
+            for t in range(n_tiles):
+                n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
+                                    q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
+                                    out_s, <int>min(width, n_rows - t * width), k, eps, scale,
+                                    normalize, tol)
+        else:
+            for t in prange(n_tiles, schedule="static", num_threads=n_threads):
+                n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
+                                    q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
+                                    out_s, <int>min(width, n_rows - t * width), k, eps, scale,
+                                    normalize, tol)
+        first = min(n_rows, n_tiles * width)
+    if n_threads <= 1 or n_rows - first < 2:
+        for i in range(first, n_rows):
             v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
                                tol, scale)
             out[i * out_s] = <floating>v
             if v != v:
                 n_bad += 1
     else:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(first, n_rows, schedule="static", num_threads=n_threads):
             v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
                                tol, scale)
             out[i * out_s] = <floating>v
@@ -237,6 +314,7 @@ cdef struct Rows:
     char* g                 # the gradient, or NULL
     char* out               # the results (float64 for the losses)
     Py_ssize_t a_rs, b_rs, g_rs, out_s
+    Py_ssize_t a_es, b_es   # element strides of p, q in bytes (the losses: contiguous)
     Py_ssize_t k
     double eps, scale, tol
     bint normalize
@@ -252,13 +330,13 @@ cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept no
     cdef char* g = c.g + r0 * c.g_rs if c.g != NULL else NULL
     cdef char* o = c.out + r0 * c.out_s
     if c.loss < 0 and c.type_num == cnp.NPY_DOUBLE:
-        return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, <const double*>b,
-                            c.b_rs // z, <double*>o, c.out_s // z, n, c.k, c.eps, c.scale,
-                            c.normalize, c.tol, c.n_threads)
+        return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
+                            <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
+                            n, c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads)
     if c.loss < 0:
-        return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, <const float*>b,
-                           c.b_rs // z, <float*>o, c.out_s // z, n, c.k, c.eps, c.scale,
-                           c.normalize, c.tol, c.n_threads)
+        return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, c.a_es // z,
+                           <const float*>b, c.b_rs // z, c.b_es // z, <float*>o, c.out_s // z,
+                           n, c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads)
     if c.type_num == cnp.NPY_DOUBLE:
         return _loss_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
                                  c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, n, c.k,
@@ -273,7 +351,8 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
     number of invalid rows."""
     if c.type_num != cnp.NPY_DOUBLE and c.type_num != cnp.NPY_FLOAT:
         raise TypeError("klfast._kernels: dtype must be float32 or float64")
-    if c.a_rs % c.size or c.b_rs % c.size or c.g_rs % c.size or c.out_s % c.size:
+    if (c.a_rs % c.size or c.b_rs % c.size or c.g_rs % c.size or c.out_s % c.size
+            or c.a_es % c.size or c.b_es % c.size):
         raise ValueError("klfast._kernels: strides must be multiples of the item size")
     cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(c.k, 1))
     cdef double started = perf_counter()
@@ -293,13 +372,15 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
          cnp.ndarray q, Py_ssize_t q_row_stride,
          cnp.ndarray out, Py_ssize_t out_stride,
          Py_ssize_t n_rows, Py_ssize_t k,
-         double eps, double scale, bint normalize, double tol, int n_threads):
+         double eps, double scale, bint normalize, double tol, int n_threads,
+         object p_element_stride=None, object q_element_stride=None):
     """Reduce n_rows rows of length k; private, called by klfast._core.engine.
 
     ``p``, ``q`` and ``out`` share one dtype (float32 or float64), are aligned
-    and in native byte order; row elements are contiguous. Strides are in
-    bytes, measured from each array's data pointer, and may be 0 (one row
-    broadcast against many). Without ``normalize``, a row of p or q whose
+    and in native byte order. Strides are in bytes, measured from each
+    array's data pointer; row strides may be 0 (one row broadcast against
+    many); element strides (None: the item size, contiguous) may be any
+    multiple of the item size. Without ``normalize``, a row of p or q whose
     sum is not within ``tol`` of 1 is invalid (``tol=inf``: no check).
     Returns the number of invalid rows. A signal handler that raises (Ctrl-C)
     stops the call between chunks of rows.
@@ -313,6 +394,8 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
         raise TypeError("klfast._kernels.rows: p, q and out must share one dtype")
     c.a, c.a_rs = <char*>cnp.PyArray_DATA(p), p_row_stride
     c.b, c.b_rs = <char*>cnp.PyArray_DATA(q), q_row_stride
+    c.a_es = c.size if p_element_stride is None else p_element_stride
+    c.b_es = c.size if q_element_stride is None else q_element_stride
     c.g, c.g_rs = NULL, 0
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), out_stride
     c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
@@ -404,13 +487,13 @@ def fast(int measure, object p, object q, object eps, object normalize, double t
             return None
     q_rs = k if cnp.PyArray_NDIM(b) == 2 else 0
     if t == cnp.NPY_DOUBLE:
-        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k,
-                             <const double*>cnp.PyArray_DATA(b), q_rs,
+        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k, 1,
+                             <const double*>cnp.PyArray_DATA(b), q_rs, 1,
                              <double*>cnp.PyArray_DATA(result), 1, n_rows, k, e, scale,
                              normalize, tol, 1)
     else:
-        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k,
-                            <const float*>cnp.PyArray_DATA(b), q_rs,
+        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k, 1,
+                            <const float*>cnp.PyArray_DATA(b), q_rs, 1,
                             <float*>cnp.PyArray_DATA(result), 1, n_rows, k, e, scale,
                             normalize, tol, 1)
     if n_bad:
@@ -469,6 +552,7 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
     c.a, c.a_rs = <char*>cnp.PyArray_DATA(target), target_row_stride
     c.b, c.b_rs = <char*>cnp.PyArray_DATA(logits), logits_row_stride
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), sizeof(double)
+    c.a_es = c.b_es = c.size
     c.k, c.n_threads = k, n_threads
     c.prm = loss_params(loss, inv_temperature, target_is_logits, eps, grad_scale)
     return _in_chunks(&c, n_rows)

@@ -106,12 +106,15 @@ class MeasureJob:
         self.dtype = self.out_dtype = dtype
         self.names = names  # of the inputs, for errors: ("p", "q") or ("p",)
 
+    # the kernels read rows whose elements are not contiguous (columns)
+    strided = True
+
     def kernel(self, rows, grad, out, n_rows, k, threads):
         p, q = rows[0], rows[-1]  # the entropy kernel reads p only
         tol = SUM_TOLERANCE if self.check_sums else math.inf
         return _kernels.rows(self.measure, p, _row_stride(p), q, _row_stride(q), out,
                              _row_stride(out), n_rows, k, self.eps, self.scale, self.normalize,
-                             tol, threads)
+                             tol, threads, p.strides[1], q.strides[1])
 
     def explain(self, rows, read, index):
         return explain_measure_row(self.names, rows, index, self.normalize, self.check_sums)
@@ -124,6 +127,7 @@ class LossJob:
     __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
                  "num_threads", "dtype")
     out_dtype = np.dtype(np.float64)
+    strided = False  # rows must be contiguous
 
     def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
                  dtype):
@@ -185,22 +189,23 @@ def _run_nd(job, inputs, grad, out, first_row, outer):
     _run_2d(job, rows, grad_rows, out_rows, first_row, outer)
 
 
-def _kernel_ready(x, dtype):
-    """True when a kernel can read the 2-D view ``x`` without a copy."""
+def _kernel_ready(x, dtype, strided=False):
+    """True when a kernel can read the 2-D view ``x`` without a copy
+    (``strided``: one whose row elements need not be contiguous)."""
     item = dtype.itemsize
     return (
         x.dtype == dtype
         and x.flags.aligned
-        and (x.shape[1] <= 1 or x.strides[1] == item)
+        and (x.shape[1] <= 1 or x.strides[1] == item or (strided and x.strides[1] % item == 0))
         and (x.shape[0] <= 1 or x.strides[0] % item == 0)
     )
 
 
-def _source(x, dtype):
+def _source(x, dtype, strided):
     """What the kernel reads for the 2-D view ``x``: ``x`` itself; the one
     row of a broadcast input (row stride 0), converted once; or None, when
     ``x`` must be converted block by block."""
-    if _kernel_ready(x, dtype):
+    if _kernel_ready(x, dtype, strided):
         return x
     if x.shape[0] > 1 and x.strides[0] == 0:
         with np.errstate(over="ignore"):  # too large for float32: the kernel rejects the row
@@ -223,7 +228,7 @@ def _run_2d(job, inputs, grad, out, first_row, outer):
         return
     dtype = job.dtype
     threads = resolve_threads(job.num_threads, n_rows, k)
-    sources = [_source(x, dtype) for x in inputs]
+    sources = [_source(x, dtype, job.strided) for x in inputs]
     grad_ok = grad is None or (_kernel_ready(grad, dtype) and grad.flags.writeable)
     out_ok = out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
     if grad_ok and out_ok and all(source is not None for source in sources):

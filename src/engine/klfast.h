@@ -52,6 +52,21 @@ typedef double (*klfast_row_f64)(const double *p, const double *q, ptrdiff_t k, 
                                  int normalize, int *special, double *sums);
 typedef double (*klfast_row_f32)(const float *p, const float *q, ptrdiff_t k, double eps,
                                  int normalize, int *special, double *sums);
+/* The same for the n <= lanes_f64_width (lanes_f32_width) distributions
+ * of a tile at once (engine/lanes_rows.h), with the caller's finish done:
+ * element j of distribution r at p[r * p_ls + j * p_es]; out[r * out_s]
+ * = the row function's value times scale, bit for bit, or NaN when the
+ * row's sums are not within tol of 1 (counted in *n_bad). Returns the
+ * distributions the exact path must compute (bit r), whose out is not
+ * written. */
+typedef unsigned (*klfast_lanes_f64)(const double *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+                                     const double *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
+                                     ptrdiff_t k, double eps, int normalize, double tol,
+                                     double scale, double *out, ptrdiff_t out_s, int *n_bad);
+typedef unsigned (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+                                     const float *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
+                                     ptrdiff_t k, double eps, int normalize, double tol,
+                                     double scale, float *out, ptrdiff_t out_s, int *n_bad);
 typedef double (*klfast_loss_row_f64)(const double *t, const double *z, double *g, ptrdiff_t k,
                                       const klfast_loss_params *prm, int *special);
 typedef double (*klfast_loss_row_f32)(const float *t, const float *z, float *g, ptrdiff_t k,
@@ -67,6 +82,9 @@ typedef struct {
      * tests' window on the vector math */
     void (*math_f64)(int fn, const double *x, double *y, ptrdiff_t n);
     void (*math_f32)(int fn, const float *x, float *y, ptrdiff_t n);
+    klfast_lanes_f64 lanes_f64[KLFAST_N_MEASURES];
+    klfast_lanes_f32 lanes_f32[KLFAST_N_MEASURES];
+    int lanes_f64_width, lanes_f32_width; /* distributions per call: at most 16 */
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

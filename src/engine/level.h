@@ -21,6 +21,7 @@
 #include "../measures/cross_entropy.h"
 #include "../measures/jensen_shannon.h"
 #include "divergence_rows.h"
+#include "lanes_rows.h"
 #include "loss_rows.h"
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
@@ -34,6 +35,7 @@
 #include "../measures/cross_entropy.h"
 #include "../measures/jensen_shannon.h"
 #include "divergence_rows.h"
+#include "lanes_rows.h"
 #include "loss_rows.h"
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
@@ -44,6 +46,12 @@
      KLF_CAT(KLF_CAT(klfast_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),                    \
      KLF_CAT(KLF_CAT(klfast_cross_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
      KLF_CAT(KLF_CAT(klfast_js_, dtype), KLF_CAT(_, KLF_LEVEL))}
+#define KLF_LEVEL_LANES(dtype)                                                           \
+    {KLF_CAT(KLF_CAT(klfast_kl_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
+     KLF_CAT(KLF_CAT(klfast_jeffreys_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
+     KLF_CAT(KLF_CAT(klfast_entropy_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
+     KLF_CAT(KLF_CAT(klfast_cross_entropy_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),        \
+     KLF_CAT(KLF_CAT(klfast_js_lanes_, dtype), KLF_CAT(_, KLF_LEVEL))}
 
 const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_STR(KLF_LEVEL),
@@ -53,6 +61,10 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_CAT(klfast_loss_f32_, KLF_LEVEL),
     KLF_CAT(klfast_vector_math_f64_, KLF_LEVEL),
     KLF_CAT(klfast_vector_math_f32_, KLF_LEVEL),
+    KLF_LEVEL_LANES(f64),
+    KLF_LEVEL_LANES(f32),
+    VD_LANES,
+    VF_LANES,
 };
 
 #endif

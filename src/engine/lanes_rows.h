@@ -1,0 +1,410 @@
+/* Distributions across lanes: LANES distributions at once, one per lane of
+ * a vector, for the element type of engine/element.h. Included by
+ * engine/level.h after divergence_rows.h, whose terms and constants it
+ * uses. No include guard.
+ *
+ * The row loop (divergence_rows.h) reads one row along its vectors: a row
+ * shorter than a few vectors leaves lanes idle and pays for a lane sum per
+ * row, and a distribution stored in a column (axis=0 on C order, Fortran
+ * order) is not contiguous at all. Here lane r holds distribution r and a
+ * vector holds element j of LANES distributions: every lane works, for any
+ * length, and columns are read in memory order.
+ *
+ * Same bits as the row loop. A distribution's sums are taken in exactly
+ * the row loop's order: its element j goes to position l = j mod BLOCK (the
+ * row loop's lane), position by position in the order of j (float32: in
+ * groups of GROUP blocks summed in float before widening, row sums widened
+ * every SUM_GROUPS groups), and the positions are folded as lane_sum folds
+ * lanes. Each term is the same vector code on other lanes. So a row's
+ * result does not depend on which loop scored it, its neighbours, the
+ * thread or the layout (tests/test_lanes.py holds them to bitwise equality).
+ *
+ * Each distribution is read through (ls, es): element j of distribution r
+ * is at x[r * ls + j * es]. When the LANES distributions of a tile are
+ * consecutive in memory (ls == 1: columns, Fortran rows) a vector is one
+ * load; otherwise (rows, a broadcast row, partial tiles) chunks of JC
+ * elements are first copied lane by lane into a buffer on the stack. */
+
+#define BLOCK ((int)(64 / sizeof(T)))   /* positions: the row loop's lanes */
+#define NH ((int)(8 / sizeof(T)))         /* double vectors per T vector */
+#define JC 64                           /* elements per chunk: one float32 group */
+#define SUM_GROUPS (GROUP == 1 ? 64 : 16)
+#define PREFETCH (8 * LANES)              /* 8 tiles ahead */
+
+/* The sums of the first np positions (pos[l * NH + h]; the others hold
+ * nothing), folded as lane_sum folds a row's lanes: into out[0..NH). A
+ * position that holds nothing adds exactly 0 in lane_sum (no sum is -0:
+ * they start at +0), so it is left out. pos is overwritten. */
+KLF_INLINE void F(fold)(vd *pos, int np, vd *out) {
+    for (int half = BLOCK / 2; half >= 1; half /= 2) {
+        for (int l = 0; l < half && l + half < np; l++)
+            for (int h = 0; h < NH; h++) pos[l * NH + h] += pos[(l + half) * NH + h];
+        if (np > half) np = half;
+    }
+    for (int h = 0; h < NH; h++) out[h] = np > 0 ? pos[h] : (vd){0}; /* k = 0: an empty sum */
+}
+
+/* v times a per-lane double scale (the row loop's SCALE) */
+KLF_INLINE V F(scale_lanes)(V v, const vd *s) {
+#if KLF_ELEMENT_BITS == 64
+    return v * s[0];
+#else
+    vd lo = widen(half_lo(v)) * s[0], hi = widen(half_hi(v)) * s[1];
+    return join_halves(__builtin_convertvector(lo, vfh), __builtin_convertvector(hi, vfh));
+#endif
+}
+
+/* The two halves of a and b interleaved element by element:
+ * zip_lo = a0 b0 a1 b1 ..., zip_hi the same from the middle. LANES rounds
+ * of LANES / 2 zips transpose a LANES x LANES block. */
+#if KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 16
+#define ZIP_LO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define ZIP_HI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#elif KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 8
+#define ZIP_LO 0, 8, 1, 9, 2, 10, 3, 11
+#define ZIP_HI 4, 12, 5, 13, 6, 14, 7, 15
+#elif KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 4
+#define ZIP_LO 0, 4, 1, 5
+#define ZIP_HI 2, 6, 3, 7
+#else
+#define ZIP_LO 0, 2
+#define ZIP_HI 1, 3
+#endif
+
+/* buf[jj * LANES + r] = x[r * ls + jj] for jj < jn and r < n (zeros for
+ * r >= n): rows of a tile turned into vectors of their elements, LANES x
+ * LANES blocks at a time (log2(LANES) rounds of zips each). */
+KLF_INLINE void F(transpose_rows)(const T *x, ptrdiff_t ls, int n, int jn, T *buf) {
+    for (int jb = 0; jb < jn; jb += LANES) {
+        int w = jn - jb < LANES ? jn - jb : LANES;
+        V a[LANES], z[LANES];
+#pragma GCC unroll 16
+        for (int r = 0; r < LANES; r++) {
+            if (r >= n)
+                a[r] = (V){0};
+            else if (w == LANES)
+                memcpy(&a[r], x + r * ls + jb, sizeof(V));
+            else
+                a[r] = LOAD_PART(x + r * ls + jb, w);
+        }
+#pragma GCC unroll 4
+        for (int round = 1; round < LANES; round *= 2) {
+#pragma GCC unroll 8
+            for (int i = 0; i < LANES / 2; i++) {
+                z[2 * i] = __builtin_shufflevector(a[i], a[i + LANES / 2], ZIP_LO);
+                z[2 * i + 1] = __builtin_shufflevector(a[i], a[i + LANES / 2], ZIP_HI);
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < LANES; i++) a[i] = z[i];
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < w; c++) memcpy(buf + (jb + c) * LANES, &a[c], sizeof(V));
+    }
+}
+
+/* Elements j0 .. j0 + jn of the tile's n distributions as vectors: a
+ * pointer to element j0's vector, *step elements between vectors. Read in
+ * place when the lanes are consecutive; else copied into buf (zeros in the
+ * lanes past n). */
+/* (not inlined: called once per chunk, and shared by every variant) */
+static __attribute__((noinline)) const T *F(lane_source)(const T *x, ptrdiff_t ls, ptrdiff_t es, int n, ptrdiff_t j0,
+                                  int jn, T *buf, ptrdiff_t *step) {
+    if (ls == 1 && n == LANES) {
+        *step = es;
+        return x + j0 * es;
+    }
+    *step = LANES;
+    if (ls == 0 && n == LANES) { /* one row for every lane */
+        for (int jj = 0; jj < jn; jj++) {
+            V v = BCAST(x[(j0 + jj) * es]);
+            memcpy(buf + jj * LANES, &v, sizeof(V));
+        }
+    } else if (es == 1) {
+        F(transpose_rows)(x + j0, ls, n, jn, buf);
+    } else {
+        for (int r = 0; r < LANES; r++)
+            for (int jj = 0; jj < jn; jj++)
+                buf[jj * LANES + r] = r < n ? x[r * ls + (j0 + jj) * es] : (T)0;
+    }
+    return buf;
+}
+
+/* row_check for a distribution whose elements are es apart. */
+KLF_INLINE int F(row_check_strided)(const T *x, ptrdiff_t es, ptrdiff_t k) {
+    int bad = 0;
+    for (ptrdiff_t j = 0; j < k; j++) bad |= !(x[j * es] >= (T)0 && x[j * es] < HUGE_VALUE);
+    return bad;
+}
+
+/* Position-major state of a tile (what the row loop keeps per row). */
+typedef struct {
+    vd acc[BLOCK * NH];             /* the measure's sums */
+    vd xacc[BLOCK * NH], yacc[BLOCK * NH]; /* float32 row sums, widened */
+    V xs[BLOCK], ys[BLOCK];         /* row sums in T (float32: this window) */
+    vd sp[NH], sq[NH];              /* 1 / row sums when normalizing */
+    V e;
+    M flag;
+    U bits;
+    F(bad_t) bad;
+    int widened;                    /* xacc, yacc hold sums */
+} F(lanes_state);
+
+/* One chunk of jn <= JC elements (from a multiple of JC) into the state,
+ * in the order of j: element j goes to position j mod BLOCK, so each
+ * position adds its elements in the row loop's order (float32: into g, the
+ * group's float sums, widened into acc at the end of the chunk, which is
+ * one group). The first chunk starts the sums. */
+KLF_INLINE void F(lanes_chunk)(int measure, const T *px, ptrdiff_t ps, const T *qx,
+                               ptrdiff_t qs, int jn, int first, int normalize, int checked,
+                               F(lanes_state) *st) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    int np = jn < BLOCK ? jn : BLOCK;
+    V g[GROUP == 1 ? 1 : BLOCK];
+#pragma GCC unroll 16
+    for (int l = 0; l < np; l++) {
+        if (first) {
+            st->xs[l] = st->ys[l] = (V){0};
+            for (int h = 0; h < NH; h++) st->acc[l * NH + h] = (vd){0};
+        }
+        if (GROUP != 1) g[l] = (V){0};
+    }
+    if (jn == JC) {
+        /* a whole chunk: position by position, its sums in registers */
+        for (int l = 0; l < BLOCK; l++) {
+            V xs = st->xs[l], ys = st->ys[l], a = GROUP == 1 ? (V)st->acc[l * NH] : (V){0};
+            for (int b = 0; b < JC / BLOCK; b++) {
+                int jj = b * BLOCK + l;
+                V x, y = {0};
+                __builtin_prefetch(px + jj * ps + PREFETCH);
+                if (uses_q) __builtin_prefetch(qx + jj * qs + PREFETCH);
+                memcpy(&x, px + jj * ps, sizeof(V));
+                if (uses_q) memcpy(&y, qx + jj * qs, sizeof(V));
+                if (normalize) {
+                    F(note_invalid)(&st->bad, x);
+                    if (uses_q) F(note_invalid)(&st->bad, y);
+                    x = F(scale_lanes)(x, st->sp);
+                    if (uses_q) y = F(scale_lanes)(y, st->sq);
+                } else {
+                    st->bits |= uses_q ? (U)x | (U)y : (U)x;
+                    xs += x;
+                    if (uses_q) ys += y;
+                }
+                F(term)(measure, x, y, st->e, checked, &st->flag, &a);
+            }
+            st->xs[l] = xs;
+            st->ys[l] = ys;
+            if (GROUP == 1) memcpy(&st->acc[l * NH], &a, sizeof(V));
+            else g[GROUP == 1 ? 0 : l] = a;
+        }
+    } else {
+        for (int jj = 0; jj < jn; jj++) {
+            int l = jj & (BLOCK - 1);
+            V x, y = {0};
+            /* the next tiles' columns, read in place (a copy: no effect) */
+            __builtin_prefetch(px + jj * ps + PREFETCH);
+            if (uses_q) __builtin_prefetch(qx + jj * qs + PREFETCH);
+            memcpy(&x, px + jj * ps, sizeof(V));
+            if (uses_q) memcpy(&y, qx + jj * qs, sizeof(V));
+            if (normalize) {
+                F(note_invalid)(&st->bad, x);
+                if (uses_q) F(note_invalid)(&st->bad, y);
+                x = F(scale_lanes)(x, st->sp);
+                if (uses_q) y = F(scale_lanes)(y, st->sq);
+            } else {
+                st->bits |= uses_q ? (U)x | (U)y : (U)x;
+                st->xs[l] += x;
+                if (uses_q) st->ys[l] += y;
+            }
+            F(term)(measure, x, y, st->e, checked, &st->flag,
+                    GROUP == 1 ? (V *)&st->acc[l * NH] : &g[GROUP == 1 ? 0 : l]);
+        }
+    }
+    if (GROUP != 1)
+#pragma GCC unroll 16
+        for (int l = 0; l < np; l++) ADD(st->acc, l, g[GROUP == 1 ? 0 : l]);
+}
+
+/* The row sums of the first np positions widened into xacc, yacc (the
+ * row loop's widen_sums); with xt, the final ones folded into xt, yt.
+ * float64 sums need no widening: they are folded from xs, ys. */
+KLF_INLINE void F(lanes_widen)(F(lanes_state) *st, int np, int uses_q, vd *xt, vd *yt) {
+    vd *xw = st->xacc, *yw = st->yacc;
+    if (GROUP == 1) {
+        xw = (vd *)st->xs;
+        yw = (vd *)st->ys;
+    } else {
+#pragma GCC unroll 16
+        for (int l = 0; l < np; l++) {
+            if (!st->widened)
+                for (int h = 0; h < NH; h++) st->xacc[l * NH + h] = st->yacc[l * NH + h] = (vd){0};
+            ADD(st->xacc, l, st->xs[l]);
+            st->xs[l] = (V){0};
+            if (uses_q) {
+                ADD(st->yacc, l, st->ys[l]);
+                st->ys[l] = (V){0};
+            }
+        }
+        st->widened = 1;
+    }
+    if (xt) {
+        F(fold)(xw, np, xt);
+        if (uses_q) F(fold)(yw, np, yt);
+        else memcpy(yt, xt, NH * sizeof(vd));
+    }
+}
+
+/* 1 / sum for each lane of x (0 where the row must take the exact path), as
+ * row_scale: every element widened, then added at its position. */
+KLF_INLINE void F(lanes_scale)(const T *x, ptrdiff_t ls, ptrdiff_t es, int n, ptrdiff_t k,
+                               T *buf, vd *inv) {
+    vd acc[BLOCK * NH], s[NH];
+    for (int a = 0; a < BLOCK * NH && a < k * NH; a++) acc[a] = (vd){0};
+    for (ptrdiff_t j0 = 0; j0 < k; j0 += JC) {
+        int jn = k - j0 < JC ? (int)(k - j0) : JC;
+        ptrdiff_t step;
+        const T *src = F(lane_source)(x, ls, es, n, j0, jn, buf, &step);
+        for (int l = 0; l < BLOCK && l < jn; l++)
+            for (int jj = l; jj < jn; jj += BLOCK) {
+                V v;
+                memcpy(&v, src + jj * step, sizeof(V));
+                ADD(acc, l, v);
+            }
+    }
+    F(fold)(acc, k < BLOCK ? (int)k : BLOCK, s);
+    for (int h = 0; h < NH; h++) {
+        vd r = 1.0 / s[h];
+        vl ok = (s[h] > 0.0) & (s[h] <= DBL_MAX) & (r <= DBL_MAX);
+        inv[h] = vsel_f64(ok, r, (vd){0});
+    }
+}
+
+/* One tile for constant measure, normalize and checked. */
+KLF_INLINE void F(lanes_loop)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+                              const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
+                              int normalize, int checked, T *pbuf, T *qbuf,
+                              F(lanes_state) *st) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    int pending = 0;
+    for (ptrdiff_t j0 = 0; j0 < k; j0 += JC) {
+        int jn = k - j0 < JC ? (int)(k - j0) : JC;
+        ptrdiff_t ps, qs = 0;
+        const T *px = F(lane_source)(p, p_ls, p_es, n, j0, jn, pbuf, &ps);
+        const T *qx = uses_q ? F(lane_source)(q, q_ls, q_es, n, j0, jn, qbuf, &qs) : px;
+        F(lanes_chunk)(measure, px, ps, qx, qs, jn, j0 == 0, normalize, checked, st);
+        /* float32 row sums are widened every SUM_GROUPS whole groups */
+        if (GROUP != 1 && !normalize && jn == JC && ++pending == SUM_GROUPS) {
+            F(lanes_widen)(st, BLOCK, uses_q, NULL, NULL);
+            pending = 0;
+        }
+    }
+}
+
+/* The n <= LANES distributions of a tile, each as the row function and its
+ * caller give it (engine/klfast.h, _kernels.pyx): out[r * out_s] = the
+ * value times scale, or NaN for a row whose sums are not within tol of 1
+ * (counted in *n_bad). Returns the lanes the exact path must compute (bit
+ * r: distribution r; their out is not written). */
+KLF_INLINE unsigned F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+                             const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
+                             double eps, int normalize, double tol, double scale, T *out,
+                             ptrdiff_t out_s, int *n_bad) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    int checked = !(eps >= 2.0 * (double)TMIN);
+    T pbuf[JC * LANES], qbuf[JC * LANES];
+    F(lanes_state) st;
+    st.e = BCAST((T)eps);
+    st.flag = (M){0};
+    st.bits = (U){0};
+    st.bad = (F(bad_t)){0};
+    st.widened = 0;
+    if (normalize) {
+        F(lanes_scale)(p, p_ls, p_es, n, k, pbuf, st.sp);
+        if (uses_q) F(lanes_scale)(q, q_ls, q_es, n, k, qbuf, st.sq);
+        else memcpy(st.sq, st.sp, sizeof(st.sq));
+        if (checked)
+            F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 1, 1, pbuf, qbuf, &st);
+        else
+            F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 1, 0, pbuf, qbuf, &st);
+    } else if (checked) {
+        F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 0, 1, pbuf, qbuf, &st);
+    } else {
+        F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 0, 0, pbuf, qbuf, &st);
+    }
+    vd total[NH], xt[NH], yt[NH], val[NH];
+    vl fin = {0}, ok = {0}, spok = {0};
+    int np = k < BLOCK ? (int)k : BLOCK; /* positions that hold elements */
+    F(fold)(st.acc, np, total);
+    if (!normalize) F(lanes_widen)(&st, np, uses_q, xt, yt);
+    for (int h = 0; h < NH; h++) {
+        vd s = total[h];
+        vl f = (s >= -DBL_MAX) & (s <= DBL_MAX), o = ~(vl){0};
+        if (measure == KLFAST_JS) s = vsel_f64((vl)(s > 0.0), 0.5 * s, (vd){0});
+        if (!normalize) {
+            vd dx = xt[h] - 1.0, dy = yt[h] - 1.0;
+            o = (dx <= tol) & (dx >= -tol) & (dy <= tol) & (dy >= -tol);
+        } else {
+            spok |= ~((st.sp[h] != 0.0) & (st.sq[h] != 0.0));
+        }
+        val[h] = vsel_f64(o, s * scale, (vd){0} + (double)NAN);
+        fin |= ~f;
+        ok |= ~o;
+    }
+    M bad = normalize ? (M)F(is_invalid)(st.bad) : F(or_is_invalid)(st.bits);
+    unsigned special = 0;
+    int nan_rows = 0;
+    if (n == LANES && out_s == 1 && !any_lane((vi)st.flag) && !any_lane((vi)fin)
+        && !any_lane((vi)spok) && !any_lane((vi)bad)) {
+        /* the common tile: every row valid for the fast path, stored at once */
+#if KLF_ELEMENT_BITS == 64
+        memcpy(out, &val[0], sizeof(vd));
+#else
+        V v = join_halves(__builtin_convertvector(val[0], vfh),
+                          __builtin_convertvector(val[1], vfh));
+        memcpy(out, &v, sizeof(V));
+#endif
+        if (any_lane((vi)ok))
+            for (int r = 0; r < n; r++) nan_rows += val[r / VD_LANES][r % VD_LANES] != val[r / VD_LANES][r % VD_LANES];
+        *n_bad = nan_rows;
+        return 0;
+    }
+    for (int r = 0; r < n; r++) {
+        int h = r / VD_LANES, l = r % VD_LANES;
+        int sp = st.flag[r] != 0 || !(fabs(total[h][l]) <= DBL_MAX)
+                 || (normalize && (st.sp[h][l] == 0.0 || st.sq[h][l] == 0.0));
+        if (!sp && bad[r] != 0)
+            sp = F(row_check_strided)(p + r * p_ls, p_es, k)
+                 || (uses_q && F(row_check_strided)(q + r * q_ls, q_es, k));
+        if (sp) {
+            special |= 1u << r;
+        } else {
+            double v = val[h][l];
+            out[r * out_s] = (T)v;
+            nan_rows += v != v;
+        }
+    }
+    *n_bad = nan_rows;
+    return special;
+}
+
+#define KLF_LANES_FN(name, code)                                                          \
+    static unsigned ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
+                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
+                                 double eps, int normalize, double tol, double scale,      \
+                                 T *out, ptrdiff_t out_s, int *n_bad) {                    \
+        return F(lanes)(code, p, p_ls, p_es, q, q_ls, q_es, n, k, eps, normalize, tol,     \
+                        scale, out, out_s, n_bad);                                         \
+    }
+KLF_LANES_FN(kl_lanes, KLFAST_KL)
+KLF_LANES_FN(jeffreys_lanes, KLFAST_JEFFREYS)
+KLF_LANES_FN(entropy_lanes, KLFAST_ENTROPY)
+KLF_LANES_FN(cross_entropy_lanes, KLFAST_CROSS_ENTROPY)
+KLF_LANES_FN(js_lanes, KLFAST_JS)
+#undef KLF_LANES_FN
+
+#undef BLOCK
+#undef NH
+#undef JC
+#undef SUM_GROUPS
+#undef PREFETCH
+#undef ZIP_LO
+#undef ZIP_HI

@@ -1,0 +1,151 @@
+"""Distributions across lanes (src/engine/lanes_rows.h).
+
+Columns (``axis=0`` on C order, Fortran order, any element stride) and short
+C-order rows are scored LANES distributions at a time, one per vector lane.
+The lane loop promises the row loop's bits: each distribution's sums are
+taken in the row loop's order. These tests hold it to that, bit for bit,
+for every measure, dtype, instruction-set level, length (around the 64-byte
+block and the 64-element chunk), partial tile, special value and thread
+count, and hold both to the slow twin.
+"""
+import numpy as np
+import pytest
+
+import klfast
+from klfast import _kernels
+from zoo import MEASURES, call, call_raw, call_ref, call_ref_raw, distributions
+
+pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
+
+DTYPES = [np.float64, np.float32]
+# lengths around the positions (8 / 16), the float32 group and the chunk (64)
+LENGTHS = [1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129]
+# a row count with full tiles and a partial one at every width (2 .. 16)
+N_ROWS = 37
+
+
+@pytest.fixture
+def lanes_for_every_length():
+    """C-order rows of any length go across lanes while the test runs."""
+    before = _kernels.set_lanes_max_k(1 << 30, 1 << 30)
+    yield
+    _kernels.set_lanes_max_k(*before)
+
+
+def rows_one_by_one(measure, p, q, **kwargs):
+    """Each row alone: a call of one row never goes across lanes."""
+    return np.array([call(measure, p[i], q[i], **kwargs) for i in range(len(p))])
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-13, atol=1e-15) if dtype == np.float64 else dict(rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", LENGTHS)
+@pytest.mark.parametrize("eps", [1e-12, 0.0])
+def test_lanes_give_the_row_loops_bits(rng, lanes_for_every_length, measure, dtype, k, eps):
+    p = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    q = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    expected = rows_one_by_one(measure, p, q, eps=eps)
+    if eps:  # (eps = 0: +inf where q has a zero under p > 0, in both)
+        np.testing.assert_allclose(expected, call_ref(measure, p, q, eps=eps), **tolerance(dtype))
+    for name, (pv, qv, axis) in {
+        "C rows": (p, q, -1),
+        "columns": (p.T.copy(), q.T.copy(), 0),
+        "Fortran rows": (np.asfortranarray(p), np.asfortranarray(q), -1),
+        "every other element": (np.repeat(p, 2, axis=1)[:, ::2], np.repeat(q, 2, axis=1)[:, ::2],
+                                -1),
+        "reversed columns": (p.T.copy()[:, ::-1], q.T.copy()[:, ::-1], 0),
+    }.items():
+        got = call(measure, pv, qv, axis=axis, eps=eps)
+        if name == "reversed columns":
+            got = got[::-1]
+        assert got.dtype == expected.dtype
+        assert np.array_equal(got, expected), name
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 9, 33, 130])
+def test_lanes_normalize_and_base(rng, lanes_for_every_length, measure, dtype, k):
+    p = (rng.integers(0, 50, size=(N_ROWS, k)) * rng.random((N_ROWS, 1)) * 7).astype(dtype)
+    q = (rng.integers(1, 50, size=(N_ROWS, k))).astype(dtype)
+    p[3] = 0.0  # a row summing to 0: invalid with normalize
+    p[4, 0] = 1e30  # a row dominated by one entry
+    kwargs = dict(normalize=True, base=2.0)
+    ok = np.ones(N_ROWS, bool)
+    ok[3] = False
+    expected = rows_one_by_one(measure, p[ok], q[ok], **kwargs)
+    np.testing.assert_allclose(expected, call_ref(measure, p[ok], q[ok], **kwargs),
+                               **tolerance(dtype))
+    for pv, qv, axis in [(p[ok], q[ok], -1), (p[ok].T.copy(), q[ok].T.copy(), 0)]:
+        assert np.array_equal(call(measure, pv, qv, axis=axis, **kwargs), expected)
+    with pytest.raises(ValueError, match="row 3"):
+        call(measure, p.T.copy(), q.T.copy(), axis=0, **kwargs)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lanes_rows_as_given(rng, lanes_for_every_length, measure, dtype):
+    """check_sums=False: counts (entries of 2 or more raise the bit check's
+    false alarm, cleared by a scalar look at the column), -0.0, huge and
+    tiny entries, and rows whose sums are off."""
+    k = 11
+    p = rng.random((N_ROWS, k)).astype(dtype)
+    q = rng.random((N_ROWS, k)).astype(dtype)
+    p[1] *= 40  # counts-like
+    p[2, 3] = -0.0
+    q[5, 0] = np.finfo(dtype).tiny / 4  # subnormal: the exact path (eps = 0)
+    p[7, 2] = np.finfo(dtype).max / 8  # past 2^1022 (2^126): the exact path
+    for eps in (1e-12, 0.0):
+        expected = np.array([call_raw(measure, p[i], q[i], eps=eps) for i in range(N_ROWS)])
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref = call_ref_raw(measure, p, q, eps=eps).astype(dtype)  # past float32: inf
+        fine = np.isfinite(ref)
+        np.testing.assert_allclose(expected[fine], ref[fine], **tolerance(dtype))
+        for pv, qv, axis in [(p, q, -1), (p.T.copy(), q.T.copy(), 0)]:
+            got = call_raw(measure, pv, qv, axis=axis, eps=eps)
+            assert np.array_equal(got, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
+def test_lanes_name_the_invalid_column(rng, measure, bad):
+    """An invalid entry in a column gives the error C order gives: the same
+    input, the same distribution named."""
+    p = distributions(rng, (12, 20))
+    q = distributions(rng, (12, 20))
+    p[4, 17] = bad
+    with pytest.raises(ValueError) as expected:
+        call(measure, p, q)
+    assert "row 4" in str(expected.value)
+    for pv, qv, axis in [(p.T.copy(), q.T.copy(), 0), (np.asfortranarray(p), q, -1)]:
+        with pytest.raises(ValueError) as got:
+            call(measure, pv, qv, axis=axis)
+        assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lanes_reference_column_and_threads(rng, dtype):
+    """One reference distribution against many columns (a broadcast lane
+    source), and two threads, give the one-row bits."""
+    k, n = 10, 5000
+    p = distributions(rng, (n, k), dtype=dtype)
+    q_row = distributions(rng, (k,), dtype=dtype)
+    expected = klfast.kl(p, np.tile(q_row, (n, 1)), num_threads=1)
+    pc = p.T.copy()
+    for threads in (1, 2):
+        assert np.array_equal(klfast.kl(pc, q_row[:, None], axis=0, num_threads=threads), expected)
+        assert np.array_equal(klfast.kl(np.asfortranarray(p), q_row, num_threads=threads),
+                              expected)
+    np.testing.assert_allclose(expected, call_ref("kl", p, q_row), **tolerance(dtype))
+
+
+def test_lanes_limit_can_be_set_back():
+    """The switch between the loops is a speed choice only: the default
+    limits are small and positive, and setting them back and forth works."""
+    before = _kernels.set_lanes_max_k(3, 5)
+    assert all(1 <= k <= 64 for k in before)
+    assert _kernels.set_lanes_max_k(*before) == (3, 5)
