@@ -92,8 +92,10 @@ def _as_mask(where, shape, name):
         raise TypeError(f"{name} is a numpy.ma.MaskedArray; pass a plain bool array")
     mask = np.asarray(where)
     if mask.dtype != np.bool_:
-        raise TypeError(f"{name} must be an array of bools (True: included), got dtype "
-                        f"{mask.dtype}; to select by index, use scores[index]")
+        if mask.size == 0:  # [] is float64
+            mask = mask.astype(np.bool_)
+        else:
+            raise TypeError(f"{name} must be an array of bools, got dtype {mask.dtype}")
     try:
         return np.broadcast_to(mask, shape)
     except ValueError:
@@ -233,6 +235,21 @@ def format_table(result, title=None):
     return "\n".join(lines)
 
 
+def _sum_of_squared_deviations(values, mean, exponent=0):
+    """The exact sum of ``((x - mean) * 2**exponent)**2``, each square rounded
+    to float64, in units of 2**-1126; None if a square overflows."""
+    squares = 0
+    scale = 2.0 ** exponent
+    with np.errstate(over="ignore"):
+        for start in range(0, len(values), _BLOCK):
+            deviations = values[start:start + _BLOCK] * scale - mean * scale
+            deviations *= deviations
+            if not np.isfinite(deviations).all():
+                return None
+            squares += exact_sum(deviations)
+    return squares
+
+
 class SummaryAccumulator:
     """Summary statistics of scores given a chunk at a time, in row order.
 
@@ -274,7 +291,7 @@ class SummaryAccumulator:
         self._top1 = None  # None: never given; else the number of agreeing rows
         self._top1_rows = 0
 
-    def update(self, scores, where=None, top1_agree=None):
+    def update(self, scores, *, where=None, top1_agree=None):
         """Add the next chunk of scores (any shape, flattened in C order).
 
         Parameters
@@ -356,24 +373,17 @@ class SummaryAccumulator:
         if n == 1 or not math.isfinite(mean):
             stderr = math.nan
         else:
-            squares = 0
-            overflow = False
-            for start in range(0, n, _BLOCK):
-                deviations = values[start:start + _BLOCK] - mean
-                deviations *= deviations
-                if not np.isfinite(deviations).all():  # (x - mean)**2 above 1.8e308
-                    overflow = True
-                    break
-                squares += exact_sum(deviations)
-            stderr = math.inf if overflow else math.sqrt(
-                squares / ((n * (n - 1)) << _UNIT_EXPONENT))
+            squares, scale = _sum_of_squared_deviations(values, mean), 0
+            if squares is None:  # a square above 1.8e308: again, scaled by 2**-600
+                squares, scale = _sum_of_squared_deviations(values, mean, -600), 600
+            stderr = math.ldexp(math.sqrt(squares / ((n * (n - 1)) << _UNIT_EXPONENT)), scale)
         # the percentiles last: they reorder the kept values, which changes nothing above
         p1, p5, median, p95, p99, p99_9 = _percentiles(values, PERCENTILES)
         return ScoreSummary(n, mean, stderr, self._min, p1, p5, median, p95, p99, p99_9,
                             self._max, self._argmax, top1)
 
 
-def summary(scores, where=None, top1_agree=None):
+def summary(scores, *, where=None, top1_agree=None):
     """Summary statistics of scores: count, mean and its standard error, min,
     percentiles 1, 5, 50 (median), 95, 99 and 99.9, max and where it is.
 
