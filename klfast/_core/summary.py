@@ -262,8 +262,9 @@ class SummaryAccumulator:
     Parameters
     ----------
     n_rows : int, optional
-        The number of scores to come, if known: the storage for them is then
-        allocated once instead of grown.
+        The number of scores to come, if known: the storage, which doubles as
+        scores arrive, then never grows beyond it. Nothing is allocated up
+        front, so a count a file only declares costs nothing.
 
     Examples
     --------
@@ -279,7 +280,8 @@ class SummaryAccumulator:
         if n_rows is not None and (isinstance(n_rows, bool)
                                    or not isinstance(n_rows, numbers.Integral) or n_rows < 0):
             raise TypeError(f"n_rows must be None or an int >= 0, got {n_rows!r}")
-        self._values = np.empty(0 if n_rows is None else int(n_rows), dtype=np.float64)
+        self._n_rows = None if n_rows is None else int(n_rows)
+        self._values = np.empty(0, dtype=np.float64)
         self._count = 0  # values kept in self._values
         self._rows_seen = 0  # rows given, included or not: the offset of the next chunk
         self._sum = 0  # exact sum of the finite values, in units of 2**-1126
@@ -333,7 +335,10 @@ class SummaryAccumulator:
         if n == 0:
             return
         if self._count + n > len(self._values):
-            grown = np.empty(max(self._count + n, 2 * len(self._values)), dtype=np.float64)
+            capacity = max(4096, 2 * len(self._values))
+            if self._n_rows is not None:
+                capacity = min(capacity, self._n_rows)
+            grown = np.empty(max(self._count + n, capacity), dtype=np.float64)
             grown[:self._count] = self._values[:self._count]
             self._values = grown
         kept = self._values[self._count:self._count + n]
@@ -443,6 +448,6 @@ def summary(scores, *, where=None, top1_agree=None):
 
         return klfast_dask.summary(scores, where=where, top1_agree=top1_agree)
     x = _as_values(scores, "scores")
-    accumulator = SummaryAccumulator(0)
+    accumulator = SummaryAccumulator(x.size)
     accumulator.update(x, where=where, top1_agree=top1_agree)
     return accumulator.result()
