@@ -64,12 +64,6 @@ def exact_sum(values):
     return total
 
 
-def _describe(value):
-    if isinstance(value, np.ndarray):
-        return f"an array of dtype {value.dtype}"
-    return type(value).__name__
-
-
 def _as_values(x, name):
     """``x`` as a numpy array of real numbers (any shape), or a TypeError naming it."""
     if x is None:
@@ -291,7 +285,6 @@ class SummaryAccumulator:
         self._argmax = None
         self._min = math.inf
         self._top1 = None  # None: never given; else the number of agreeing rows
-        self._top1_rows = 0
 
     def update(self, scores, *, where=None, top1_agree=None):
         """Add the next chunk of scores (any shape, flattened in C order).
