@@ -144,9 +144,10 @@ class ScoreSummary:
     """Summary statistics of scores; :func:`summary` and
     :meth:`SummaryAccumulator.result` make them.
 
-    Scores are taken as float64, with -0.0 as 0.0. Undefined statistics are NaN (every float with ``count == 0``; ``stderr``
-    with ``count == 1`` or an infinite score), ``argmax`` is None with
-    ``count == 0``, and ``top1_agreement`` is None unless top-1 agreement was
+    Scores are taken as float64, with -0.0 as 0.0. Undefined statistics are
+    NaN (every float with ``count == 0``; ``stderr`` with ``count == 1`` or
+    an infinite score), ``argmax`` is None with ``count == 0``, and
+    ``top1_agreement`` is None unless top-1 agreement was
     given. ``to_dict()`` gives the fields with NaN as None, for JSON.
 
     Attributes
