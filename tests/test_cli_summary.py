@@ -251,3 +251,13 @@ def test_summary_json_is_strict_and_round_trips(files):
         assert got == value and type(got) is type(value), name
         if isinstance(value, float):
             assert math.copysign(1.0, got) == math.copysign(1.0, value)
+
+
+def test_no_rows_gives_count_0_and_nulls(tmp_path):
+    np.save(tmp_path / "p.npy", np.empty((0, 5)))
+    run = run_cli(tmp_path, "p.npy", "-m", "entropy", "--summary", "--summary-out", "e.json")
+    assert run.returncode == 0, run.stderr
+    document = json.loads((tmp_path / "e.json").read_text())
+    assert document["count"] == 0 and document["argmax"] is None
+    assert all(document[name] is None for name in ("mean", "stderr", "min", "median", "max"))
+    assert "count    0" in run.stdout
