@@ -9,6 +9,9 @@ array is one distribution) in compiled, multi-threaded kernels:
 * :func:`cross_entropy` -- cross-entropy H(p, q) = H(p) + KL(p || q)
 * :func:`jensen_shannon` -- Jensen-Shannon divergence (``distance=True``: a metric)
 
+and :func:`summary` (or :class:`SummaryAccumulator`, a chunk at a time) gives
+the count, mean, standard error, percentiles and max of such scores.
+
 Zeros never produce NaN: see :data:`DEFAULT_EPS` and the epsilon rule in the
 README. Rows must be distributions (summing to 1 within :data:`SUM_TOLERANCE`)
 unless ``normalize=True`` or ``check_sums=False``.
@@ -26,6 +29,8 @@ unless ``normalize=True`` or ``check_sums=False``.
 #                  broadcasting, dtype and out= resolved, then the engine
 #     losses.py    kl_loss and cross_entropy_loss from logits, with gradients
 #     reference.py the slow twin: the formulas in plain NumPy, the tests' oracle
+#     summary.py   summary() and SummaryAccumulator: statistics of score
+#                  vectors, exact sums so that no chunking changes a bit
 #   the front ends, built on _core and the public functions:
 #     dask.py      lazy, chunked scoring of dask arrays (imported only for them)
 #     cli.py, _io.py   the `klfast` command: options, file readers and writers;
@@ -52,12 +57,15 @@ from ._core.measures import cross_entropy, entropy, jensen_shannon, jeffreys, kl
 from ._core.validate import DEFAULT_EPS, SUM_TOLERANCE
 from ._config import show_config
 from ._core.losses import cross_entropy_loss, kl_loss
+from ._core.summary import ScoreSummary, SummaryAccumulator, summary
 from . import datasets
 from ._version import __version__
 
 __all__ = [
     "DEFAULT_EPS",
     "SUM_TOLERANCE",
+    "ScoreSummary",
+    "SummaryAccumulator",
     "__version__",
     "cross_entropy",
     "cross_entropy_loss",
@@ -68,4 +76,5 @@ __all__ = [
     "kl",
     "kl_loss",
     "show_config",
+    "summary",
 ]

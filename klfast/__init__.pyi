@@ -7,6 +7,7 @@
 # on ``out``/``keepdims``: mypy then names a wrong argument in its error.
 # (dask arrays are accepted too and give a lazy dask array; dask is not typed,
 # so these stubs describe the numpy calls.)
+from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, overload
 
 import numpy as np
@@ -17,6 +18,8 @@ from . import datasets as datasets
 __all__ = [
     "DEFAULT_EPS",
     "SUM_TOLERANCE",
+    "ScoreSummary",
+    "SummaryAccumulator",
     "__version__",
     "cross_entropy",
     "cross_entropy_loss",
@@ -27,6 +30,7 @@ __all__ = [
     "kl",
     "kl_loss",
     "show_config",
+    "summary",
 ]
 
 __version__: Final[str]
@@ -151,3 +155,37 @@ def cross_entropy_loss(
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
     grad_out: _Array | None = ...,
 ) -> _Scores | tuple[_Scores, _Array]: ...
+
+# summary statistics of scores (any shape; where= and top1_agree= are bool
+# arrays broadcast against them)
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    count: int
+    mean: float
+    stderr: float
+    min: float
+    p1: float
+    p5: float
+    median: float
+    p95: float
+    p99: float
+    p99_9: float
+    max: float
+    argmax: int | None
+    top1_agreement: float | None = ...
+    @property
+    def percentiles(self) -> dict[float, float]: ...
+    def to_dict(self) -> dict[str, int | float | None]: ...
+
+class SummaryAccumulator:
+    def __init__(self, n_rows: int | None = ...) -> None: ...
+    def update(
+        self, scores: ArrayLike, *, where: ArrayLike | None = ...,
+        top1_agree: ArrayLike | None = ...,
+    ) -> None: ...
+    def result(self) -> ScoreSummary: ...
+
+def summary(
+    scores: ArrayLike, *, where: ArrayLike | None = ..., top1_agree: ArrayLike | None = ...,
+) -> ScoreSummary: ...

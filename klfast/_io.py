@@ -8,11 +8,13 @@ Every input is opened once and must be a regular file (a FIFO or a device could
 block or never end), and sizes a header declares are checked against the file
 before anything is allocated. Writers fill ``.npy``, Parquet or CSV in row
 order and publish the file only on ``commit()``: until then it is a hidden
-temporary file in the target's directory, which ``discard()`` removes.
+temporary file in the target's directory, which ``discard()`` removes; the
+summary's JSON is written the same way.
 
 Problems a user can fix raise :class:`InputError`, whose text names the file.
 """
 import io
+import json
 import math
 import os
 import signal
@@ -531,6 +533,49 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
                       if hasattr(signal, name))
 
 
+def _check_target(path):
+    """An output file may be written at ``path``: its directory exists and it
+    is not a directory itself."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(path, f"directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory")
+
+
+def _temporary_beside(path, ext):
+    """``(fd, name)`` of a new hidden temporary file in ``path``'s directory
+    (so that renaming it to ``path`` is atomic)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    # No signal may land between creating the file and noting its name.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return tempfile.mkstemp(dir=directory, prefix=".klfast-", suffix=ext)
+    except OSError as e:
+        raise InputError(path, f"cannot write here ({_reason(e)})") from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _publish(tmp, path):
+    """Rename the temporary file ``tmp`` to ``path``, with the permissions a
+    new file gets (mkstemp creates 0600)."""
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(path, f"cannot write ({_reason(e)})") from None
+
+
+def _remove(tmp):
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
 class ScoreWriter:
     """Writes ``n_rows`` scores, in order, to a temporary file next to
     ``path``; :meth:`commit` renames it to ``path``, :meth:`discard` removes it.
@@ -542,11 +587,7 @@ class ScoreWriter:
         if ext not in OUTPUT_FORMATS:
             raise InputError(path, f"unknown output format {ext or '(no extension)'!r}; "
                                    f"expected one of {', '.join(OUTPUT_FORMATS)}")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise InputError(path, f"directory {directory} does not exist")
-        if os.path.isdir(path):
-            raise InputError(path, "is a directory")
+        _check_target(path)
         if ext == ".parquet":
             try:
                 import pyarrow.parquet  # noqa: F401
@@ -561,14 +602,7 @@ class ScoreWriter:
         self.rows_written = 0
         self._file = None
         self._pending = []
-        # No signal may land between creating the file and noting its name.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            fd, self.tmp = tempfile.mkstemp(dir=directory, prefix=".klfast-", suffix=ext)
-        except OSError as e:
-            raise InputError(path, f"cannot write here ({_reason(e)})") from None
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        fd, self.tmp = _temporary_beside(path, ext)
         try:
             self._open(fd)
         except BaseException:
@@ -631,12 +665,9 @@ class ScoreWriter:
             raise RuntimeError(f"klfast: wrote {self.rows_written} of {self.n_rows} scores")
         try:
             self._close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600
-            os.replace(self.tmp, self.path)
         except OSError as e:
             raise InputError(self.path, f"cannot write ({_reason(e)})") from None
+        _publish(self.tmp, self.path)
 
     def discard(self):
         try:
@@ -645,10 +676,46 @@ class ScoreWriter:
         except Exception:  # the file is removed anyway
             pass
         self._file = None
+        _remove(self.tmp)
+
+
+class JsonWriter:
+    """One JSON document, written to a temporary file next to ``path`` when
+    created (so an unwritable place fails before any work) and published by
+    :meth:`commit`, or removed by :meth:`discard`. Strict JSON: an infinite
+    number is written as the string "inf" or "-inf", NaN as null."""
+
+    def __init__(self, path):
+        ext = _extension(path)
+        if ext != ".json":
+            raise InputError(path, f"unknown summary format {ext or '(no extension)'!r}; "
+                                   f"expected .json")
+        _check_target(path)
+        self.path = path
+        fd, self.tmp = _temporary_beside(path, ext)
+        os.close(fd)
+
+    def write(self, document):
         try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+            with open(self.tmp, "w", encoding="utf-8") as f:
+                json.dump(_strict_json(document), f, indent=2, allow_nan=False)
+                f.write("\n")
+        except OSError as e:
+            raise InputError(self.path, f"cannot write ({_reason(e)})") from None
+
+    def commit(self):
+        _publish(self.tmp, self.path)
+
+    def discard(self):
+        _remove(self.tmp)
+
+
+def _strict_json(value):
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def default_chunk_rows(k):

@@ -1,11 +1,13 @@
 """The ``klfast`` command: score the rows of files in batch pipelines.
 
     klfast score P.npy Q.npy --measure kl --out scores.npy
+    klfast score P.npy Q.npy --measure kl --summary --summary-out summary.json
 
 Rows are read, scored and written a chunk at a time, so memory stays bounded
 whatever the file size (``.npy`` inputs are memory-mapped). The output is
 written to a hidden temporary file next to OUT and renamed at the end: a failed
-or interrupted run (Ctrl-C, SIGTERM, SIGHUP) leaves nothing behind. User errors
+or interrupted run (Ctrl-C, SIGTERM, SIGHUP) leaves nothing behind; so is the
+summary's JSON (--summary-out), and its table goes to stdout. User errors
 print one line ``klfast: error: <file>: <problem>`` and exit with status 2.
 """
 import argparse
@@ -23,12 +25,14 @@ from ._io import (
     OUTPUT_FORMATS,
     STOP_SIGNALS,
     InputError,
+    JsonWriter,
     ScoreWriter,
     default_chunk_rows,
     format_duration,
     _reason,
     open_rows,
 )
+from ._core.summary import SummaryAccumulator, format_table
 from ._core.validate import DEFAULT_EPS, invalid_row_message, result_dtype
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
@@ -56,6 +60,10 @@ Inside the logarithms p and q are floored at --eps (jensen_shannon needs no
 floor); terms with p == 0 are 0. Rows must be distributions: a row that does
 not sum to 1 within 1e-3 is an error; use --normalize for counts and
 histograms, or --no-sum-check to score rows as given.
+
+--summary prints the count, mean (with its standard error), min, percentiles
+1, 5, 50, 95, 99 and 99.9 and max (with its row) of the scores on stdout;
+--summary-out writes them as JSON. With either, --out may be left out.
 """
 
 _SCORE_EPILOG = f"""\
@@ -83,8 +91,15 @@ examples:
   klfast score p.npy ref.npy --measure jeffreys --base 2 --out j.csv
   klfast score counts.parquet --columns c0,c1,c2 --normalize --measure entropy --out h.parquet
   klfast score p.npz q.npz --key probs --measure cross_entropy --out ce.npy
+  klfast score base.npy quant.npy --measure kl --summary --summary-out kl.json
   klfast score /shared/p.npy /shared/q.npy --measure kl --out kl.npy \\
       --dask-scheduler tcp://scheduler:8786
+
+summary (--summary, --summary-out FILE.json):
+  the same numbers as klfast.summary() in Python, bit for bit whatever
+  --chunk-rows, --threads or --dask-scheduler; percentiles by numpy's default
+  ("linear") method. The scores are kept in memory for the percentiles:
+  8 bytes per row. In the JSON, an infinite value is the string "inf".
 
 exit status: 0 on success, 2 on bad input or options (one line on stderr,
 no output file), 130 on Ctrl-C, 128+N on signal N (143 SIGTERM, 129 SIGHUP);
@@ -152,8 +167,14 @@ def build_parser():
                                             "row; omitted for --measure entropy")
     score.add_argument("--measure", "-m", required=True, choices=MEASURES,
                        help="what to compute for each row")
-    score.add_argument("--out", "-o", required=True, metavar="OUT",
-                       help=f"output file ({', '.join(OUTPUT_FORMATS)}), replaced atomically")
+    score.add_argument("--out", "-o", metavar="OUT",
+                       help=f"output file ({', '.join(OUTPUT_FORMATS)}), replaced atomically; "
+                            f"required unless --summary or --summary-out is given")
+    score.add_argument("--summary", action="store_true",
+                       help="print summary statistics of the scores on stdout (count, mean "
+                            "and standard error, min, percentiles, max and its row)")
+    score.add_argument("--summary-out", metavar="FILE.json",
+                       help="write the summary statistics to FILE.json, replaced atomically")
     score.add_argument("--eps", type=_finite_float, default=DEFAULT_EPS, metavar="E",
                        help="floor for p and q inside the logarithms; 0 gives exact values, "
                             "possibly inf; jensen_shannon ignores it (default: %(default)g)")
@@ -188,7 +209,8 @@ def build_parser():
                         help="the first line of a CSV input is data")
     talk = score.add_mutually_exclusive_group()
     talk.add_argument("--quiet", "-q", action="store_true",
-                      help="print nothing but errors (no progress bar, no summary)")
+                      help="print nothing on stderr but errors (no progress bar, no "
+                           "closing line); --summary still prints its table on stdout")
     talk.add_argument("--progress", action="store_true",
                       help="show the progress bar even when stderr is not a terminal")
     return parser
@@ -270,6 +292,13 @@ def _check_options(args):
         raise InputError("--base", f"must be > 0 and != 1, got {args.base:g}")
     if args.key is not None and len(args.key) > 2:
         raise InputError("--key", "give one name, or two (KP,KQ)")
+    if args.out is None and not (args.summary or args.summary_out):
+        raise InputError("--out", "required (or --summary / --summary-out for the summary "
+                                  "statistics alone)")
+    if args.out is not None and args.summary_out is not None \
+            and _same_file(args.out, args.summary_out):
+        raise InputError("--summary-out", f"{args.summary_out} is also --out; write the "
+                                          f"summary to another file")
 
 
 def _check_shapes(p, q):
@@ -296,10 +325,10 @@ def _same_file(a, b):
         return False
 
 
-def _check_out_is_no_input(out, inputs):
+def _check_out_is_no_input(out, inputs, what="the scores"):
     for path in inputs:
         if path is not None and _same_file(out, path):
-            raise InputError(out, f"is the input file {path}; write the scores to another file")
+            raise InputError(out, f"is the input file {path}; write {what} to another file")
 
 
 CLI_SUM_HINT = ("use --normalize to divide each row by its sum, or --no-sum-check to score "
@@ -316,10 +345,13 @@ def _reference_row(q, normalize, check_sums):
     return row[0]
 
 
-def score(args, stderr=sys.stderr):
+def score(args, stderr=sys.stderr, stdout=None):
     """Run ``klfast score``; returns the number of rows scored."""
     _check_options(args)
-    _check_out_is_no_input(args.out, (args.P, args.Q))
+    if args.out is not None:
+        _check_out_is_no_input(args.out, (args.P, args.Q))
+    if args.summary_out is not None:
+        _check_out_is_no_input(args.summary_out, (args.P, args.Q), "the summary")
     keys = args.key or [None]
     p = _load(args.P, keys[0], args)
     q = None if args.Q is None else _load(args.Q, keys[-1], args)
@@ -329,23 +361,84 @@ def score(args, stderr=sys.stderr):
     dtype = result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
     interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
     progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
-    writer = ScoreWriter(args.out, n_rows, dtype, args.measure)
-    try:  # at once: from here on, any exit must remove the temporary file
+    writer = _Outputs(args, n_rows, dtype)
+    try:  # at once: from here on, any exit must remove the temporary files
         q_row = _reference_row(q, args.normalize, args.check_sums) if single_q else None
         if args.dask_scheduler:
             _score_on_dask(args, p, q, q_row, writer, progress)
         else:
             _score_locally(args, p, q, q_row, writer, progress)
         progress.update(n_rows, final=True)
-        writer.commit()
+        result = writer.commit()
     except BaseException:
         writer.discard()
         raise
     seconds = time.perf_counter() - progress.start
     if not args.quiet:
+        written = [path for path in (args.out, args.summary_out) if path is not None]
+        target = f" -> {', '.join(written)}" if written else ""
         stderr.write(f"klfast: {args.measure} of {n_rows:,} rows x {k:,} in {seconds:.2f} s "
-                     f"({n_rows / max(seconds, 1e-9):,.0f} rows/s) -> {args.out}\n")
+                     f"({n_rows / max(seconds, 1e-9):,.0f} rows/s){target}\n")
+    if args.summary:
+        stdout = sys.stdout if stdout is None else stdout
+        stdout.write(format_table(result, f"{args.measure} of {_describe_inputs(args)}") + "\n")
+        stdout.flush()
     return n_rows
+
+
+def _describe_inputs(args):
+    return args.P if args.Q is None else f"{args.P} against {args.Q}"
+
+
+class _Outputs:
+    """Where the scores go: the score file (--out), the summary statistics
+    (--summary, --summary-out), or both; the scoring loops see one writer.
+    Every file is created (as a temporary file) before scoring starts, and
+    published only by :meth:`commit`."""
+
+    def __init__(self, args, n_rows, dtype):
+        self.dtype = np.dtype(dtype)
+        self.rows_written = 0
+        self._args = args
+        self._summary = (SummaryAccumulator(n_rows) if args.summary or args.summary_out
+                         else None)
+        self._json = self._scores = None
+        try:
+            if args.summary_out is not None:
+                self._json = JsonWriter(args.summary_out)
+            if args.out is not None:
+                self._scores = ScoreWriter(args.out, n_rows, dtype, args.measure)
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, scores):
+        if self._scores is not None:
+            self._scores.write(scores)
+        if self._summary is not None:
+            try:
+                self._summary.update(scores)
+            except ValueError as e:  # a NaN score
+                raise InputError("--summary", f"{e}") from None
+        self.rows_written += len(scores)
+
+    def commit(self):
+        """Publish every file; returns the summary (or None)."""
+        result = None if self._summary is None else self._summary.result()
+        if self._json is not None:
+            args = self._args
+            self._json.write({"measure": args.measure, "p": args.P, "q": args.Q,
+                              "percentile_method": "linear", **result.to_dict()})
+        if self._scores is not None:
+            self._scores.commit()
+        if self._json is not None:
+            self._json.commit()
+        return result
+
+    def discard(self):
+        for writer in (self._scores, self._json):
+            if writer is not None:
+                writer.discard()
 
 
 class InvalidValues(ValueError):

@@ -27,16 +27,20 @@ Semantics are those of the in-memory functions, with three differences:
 * invalid values (negative, NaN, inf) are found when the blocks are computed,
   and the ``ValueError`` then names the row in the whole array; ``out=`` is not
   supported.
+
+``klfast.summary`` of a dask array computes it and summarises the gathered
+scores (one float per row), with the same bits as for the computed array.
 """
 import math
 import warnings
 
+import dask
 import dask.array as da
 from dask.array.core import unify_chunks
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
-from ._core import measures, validate
+from ._core import measures, summary as summary_module, validate
 
 
 def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,
@@ -166,3 +170,12 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     if keepdims:
         result = result[(slice(None),) * ax + (None,)]  # works with unknown chunk sizes
     return result
+
+
+def summary(scores, *, where=None, top1_agree=None):
+    """``klfast.summary`` of dask arrays: they are computed together (the
+    scores, one float per row, are gathered here) and summarised as numpy
+    arrays, so the result is bitwise that of the computed scores whatever
+    the chunks."""
+    scores, where, top1_agree = dask.compute(scores, where, top1_agree)
+    return summary_module.summary(scores, where=where, top1_agree=top1_agree)

@@ -277,3 +277,24 @@ def test_cli_on_a_running_cluster(cluster_client, tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip() == "klfast: error: p.npy: row 4321 contains NaN (at position 7)"
     assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".klfast-*"))
+
+
+def test_cli_summary_on_a_running_cluster(cluster_client, tmp_path):
+    """--summary-out gives the same bytes on the cluster as locally, for any --chunk-rows."""
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "p.npy", distributions(rng, (4_000, 30)))
+    np.save(tmp_path / "q.npy", distributions(rng, (4_000, 30)))
+    cli = [sys.executable, "-m", "klfast.cli", "score", "p.npy", "q.npy", "-m", "kl"]
+    texts = set()
+    for name, extra in (("local.json", []),
+                        ("dask-700.json", ["--chunk-rows", "700",
+                                           "--dask-scheduler", cluster_client.scheduler.address]),
+                        ("dask-3999.json", ["--chunk-rows", "3999", "--threads", "2",
+                                            "--dask-scheduler", cluster_client.scheduler.address])):
+        run = subprocess.run(cli + ["--summary-out", name, *extra], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=120)
+        assert run.returncode == 0, run.stderr
+        texts.add((tmp_path / name).read_text())
+    assert len(texts) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dask-3999.json", "dask-700.json", "local.json", "p.npy", "q.npy"]

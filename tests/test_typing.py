@@ -40,21 +40,32 @@ def test_package_is_typed():
     _stub("datasets.pyi")
 
 
+def _parameters(function):
+    args = function.args
+    return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+
+
 def _stub_functions(tree):
-    """name -> parameter names of the stub (the union over its overloads)."""
+    """name -> parameter names of the stub (the union over its overloads); a
+    class's are those of its __init__, or its fields for a dataclass."""
     params = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
-            args = node.args
-            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
-            params.setdefault(node.name, set()).update(names)
+            params.setdefault(node.name, set()).update(_parameters(node))
+        elif isinstance(node, ast.ClassDef):
+            inits = [f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+            if inits:
+                names = set(_parameters(inits[0])) - {"self"}
+            else:
+                names = {f.target.id for f in node.body if isinstance(f, ast.AnnAssign)}
+            params[node.name] = names
     return params
 
 
 def _stub_names(tree):
     names = set()
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.AnnAssign):
             names.add(node.target.id)

@@ -59,3 +59,16 @@ def config() -> tuple[str, float, int]:
 def teeth() -> NDArray[np.int64]:
     return worm_teeth() + klfast.datasets.worm_teeth()
 
+
+
+def summaries(scores: NDArray[np.float64]) -> dict[str, int | float | None]:
+    whole: klfast.ScoreSummary = klfast.summary(scores, where=scores > 0)
+    accumulator = klfast.SummaryAccumulator(n_rows=len(scores))
+    accumulator.update(scores[:10], top1_agree=scores[:10] > 0.5)
+    accumulator.update(scores[10:], top1_agree=scores[10:] > 0.5)
+    chunked = accumulator.result()
+    count: int = whole.count
+    row: int | None = chunked.argmax
+    median: float = whole.percentiles[50.0]
+    share: float | None = chunked.top1_agreement
+    return {"count": count, "row": row, "median": median, "share": share, **whole.to_dict()}

@@ -320,3 +320,69 @@ def jensen_shannon_rows(p, q):
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     m, t = (p + q) / 2, (p - q) / (p + q)
     return np.array([math.fsum(r) for r in m * (t * np.arctanh(t) + np.log1p(-t * t) / 2)])
+
+
+SUMMARY_PERCENTILES = (1.0, 5.0, 50.0, 95.0, 99.0, 99.9)
+
+
+def summary(scores, *, where=None, top1_agree=None):
+    """klfast.summary's statistics from their definitions, as a dict of its
+    fields: the mean and the variance as exact fractions (the variance about
+    the exact mean, so a few ulps from klfast's, which squares the deviations
+    from the rounded mean), percentiles by ``np.percentile`` (for infinite
+    neighbours: the limit of its interpolation), the first index of the max.
+    -0.0 counts as 0.0. NaN scores are a ValueError."""
+    from fractions import Fraction
+
+    x = np.asarray(scores, dtype=np.float64).reshape(-1) + 0.0
+    include = np.ones(x.shape, bool) if where is None else \
+        np.broadcast_to(np.asarray(where, bool), np.shape(scores)).reshape(-1)
+    values = x[include]
+    if np.isnan(values).any():
+        raise ValueError("scores: NaN")
+    n = len(values)
+    top1 = None if top1_agree is None else np.broadcast_to(
+        np.asarray(top1_agree, bool), np.shape(scores)).reshape(-1)[include]
+    result = {"count": n, "top1_agreement": None if top1 is None else
+              (int(top1.sum()) / n if n else math.nan)}
+    if n == 0:
+        return {**result, "mean": math.nan, "stderr": math.nan, "min": math.nan,
+                "max": math.nan, "argmax": None,
+                **{name: math.nan for name in ("p1", "p5", "median", "p95", "p99", "p99_9")}}
+    if np.isinf(values).any():
+        has_pos, has_neg = (values == math.inf).any(), (values == -math.inf).any()
+        mean = math.nan if has_pos and has_neg else (math.inf if has_pos else -math.inf)
+        stderr = math.nan
+    else:
+        exact_mean = sum(map(Fraction, values.tolist())) / n
+        mean = float(exact_mean)
+        if n == 1:
+            stderr = math.nan
+        else:
+            variance = sum((Fraction(v) - exact_mean) ** 2 for v in values.tolist()) / (n - 1)
+            ratio = variance / n  # may be above the float range; its square root is not
+            half = max(0, (ratio.numerator.bit_length() - ratio.denominator.bit_length()) // 2
+                       - 500)
+            stderr = math.ldexp(math.sqrt(float(ratio / 4 ** half)), half)
+    ordered = np.sort(values)
+    percentiles = []
+    for q in SUMMARY_PERCENTILES:
+        if np.isfinite(values).all():
+            percentiles.append(float(np.percentile(values, q)))
+            continue
+        h = (n - 1) * (q / 100)
+        lo = int(math.floor(h))
+        a, b = ordered[lo], ordered[min(lo + 1, n - 1)]
+        if h - lo == 0 or a == b:
+            percentiles.append(float(a))
+        elif np.isinf(a) and np.isinf(b):
+            percentiles.append(math.nan)
+        else:
+            t = h - lo  # numpy's _lerp, for the finite neighbours of an infinite score
+            percentiles.append(float(a if np.isinf(a) else b if np.isinf(b)
+                                     else b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t))
+    masked = np.where(include, x, -math.inf)
+    argmax = int(np.flatnonzero(include & (masked == values.max()))[0])
+    return {**result, "mean": mean, "stderr": stderr, "min": float(values.min()),
+            "max": float(values.max()), "argmax": argmax,
+            **dict(zip(("p1", "p5", "median", "p95", "p99", "p99_9"), percentiles))}
