@@ -9,7 +9,8 @@ import pytest
 import klfast
 
 
-@pytest.mark.parametrize("module_name", ["klfast._core.measures", "klfast._config", "klfast"])
+@pytest.mark.parametrize("module_name", ["klfast._core.measures", "klfast._core.pairwise",
+                                         "klfast._config", "klfast"])
 def test_docstring_examples(module_name):
     # the installed modules: pytest --doctest-modules would import ./klfast
     module = importlib.import_module(module_name)

@@ -400,8 +400,8 @@ pairwise.__doc__ = """Divergence of every row of P against every row of Q.
     >>> P = np.array([[0.5, 0.5], [0.9, 0.1]])
     >>> Q = np.array([[0.5, 0.5], [0.1, 0.9], [0.8, 0.2]])
     >>> klfast.pairwise(P, Q, "kl").round(4)     # [i, j] = KL(P[i] || Q[j])
-    array([[0.    , 0.5108, 0.0527],
-           [0.368 , 1.7578, 0.0444]])
+    array([[0.    , 0.5108, 0.2231],
+           [0.3681, 1.7578, 0.0367]])
     >>> idx, val = klfast.pairwise(P, Q, "js", topk=2)
     >>> idx
     array([[0, 2],
