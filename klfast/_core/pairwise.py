@@ -33,10 +33,14 @@ MEASURES = ("kl", "jeffreys", "cross_entropy", "jensen_shannon")
 ALIASES = {"js": "jensen_shannon", "ce": "cross_entropy"}
 SYMMETRIC = ("jeffreys", "jensen_shannon")
 
-# A tile: TILE_ROWS rows of P against TILE_COLS rows of Q (16 MB of float64
-# products); the top-k heaps are per band of TILE_ROWS rows.
+# A tile: at most TILE_ROWS rows of P against TILE_COLS rows of Q (16 MB of
+# float64 products); the top-k heaps are per band of rows. A tile holds at
+# most about PRODUCT_WORK (matrix products) or DIRECT_WORK (pair by pair)
+# element operations, so Ctrl-C is looked at every ~0.1 s whatever k is.
 TILE_ROWS = 1024
 TILE_COLS = 2048
+PRODUCT_WORK = 1 << 30
+DIRECT_WORK = 1 << 26
 
 U = 2.0 ** -53  # float64's unit roundoff
 # A product's value is kept when its rounding bound is below this fraction
@@ -235,6 +239,9 @@ class _Run:
         self.num_threads = num_threads
         self.recomputed = 0
         self.k = P.shape[1]
+        work = (PRODUCT_WORK if use_products else DIRECT_WORK) // max(self.k, 1)
+        self.cols = max(1, min(TILE_COLS, Q.shape[0], work // 8))
+        self.rows = max(1, min(TILE_ROWS, work // self.cols))
         # Q=None: symmetric measures compute each pair once (j > i) and mirror
         self.mirror = self_pairs and measure in SYMMETRIC
         # KL(p || p) = 0 exactly, and so are the symmetric measures' diagonals
@@ -248,7 +255,7 @@ class _Run:
                 self.Q64 = Q if Q.dtype == np.float64 else Q.astype(np.float64)
             self.tol = TOLERANCE[dtype]
             self.gamma = (self.k + 8) * U / (1 - (self.k + 8) * U)
-            self.products = np.empty(TILE_ROWS * min(TILE_COLS, max(Q.shape[0], 1)))
+            self.products = np.empty(self.rows * self.cols)
             self.products2 = np.empty_like(self.products) if jeffreys else None
 
     def _threads(self, ni, nj):
@@ -280,11 +287,11 @@ class _Run:
 
     def matrix(self, out):
         n, m = out.shape
-        for i0 in range(0, n, TILE_ROWS):
-            i1 = min(n, i0 + TILE_ROWS)
+        for i0 in range(0, n, self.rows):
+            i1 = min(n, i0 + self.rows)
             band = self._band(i0, i1) if self.use_products else None
-            for j0 in range(i0 if self.mirror else 0, m, TILE_COLS):
-                j1 = min(m, j0 + TILE_COLS)
+            for j0 in range(i0 if self.mirror else 0, m, self.cols):
+                j1 = min(m, j0 + self.cols)
                 self.tile(band, i0, j0, out[i0:i1, j0:j1], upper_only=self.mirror)
             if self.mirror:
                 block = out[i0:i1, i0:i1]
@@ -295,16 +302,16 @@ class _Run:
     def nearest(self, indices, values, distance):
         n, kk = indices.shape
         m = self.Q.shape[0]
-        tile = np.empty(TILE_ROWS * min(TILE_COLS, max(m, 1)), dtype=self.dtype)
-        for i0 in range(0, n, TILE_ROWS):
-            i1 = min(n, i0 + TILE_ROWS)
+        tile = np.empty(self.rows * self.cols, dtype=self.dtype)
+        for i0 in range(0, n, self.rows):
+            i1 = min(n, i0 + self.rows)
             band = self._band(i0, i1) if self.use_products else None
             heap_values = np.empty((i1 - i0, kk))
             heap_indices = np.empty((i1 - i0, kk), dtype=np.int64)
             heap_sizes = np.zeros(i1 - i0, dtype=np.int64)
             threads = self._threads(i1 - i0, kk)
-            for j0 in range(0, m, TILE_COLS):
-                j1 = min(m, j0 + TILE_COLS)
+            for j0 in range(0, m, self.cols):
+                j1 = min(m, j0 + self.cols)
                 target = tile[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
                 self.tile(band, i0, j0, target)
                 if distance:
