@@ -561,8 +561,9 @@ def _pairwise_chunk(p_rows, q_rows, first_row, names, args):
         raise InputError(str(e)) from None
 
 
-def pairwise(args, stderr=sys.stderr):
+def pairwise(args, stderr=None):
     """Run ``klfast pairwise``; returns the number of rows of P scored."""
+    stderr = sys.stderr if stderr is None else stderr
     if args.key is not None and len(args.key) > 2:
         raise InputError("--key", "give one name, or two (KP,KQ)")
     if args.eps < 0:

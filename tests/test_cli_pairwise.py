@@ -44,14 +44,14 @@ def _read_topk(path, measure, topk):
 
 @pytest.mark.parametrize("ext", [".npy", ".parquet", ".csv"])
 @pytest.mark.parametrize("measure", ["kl", "js"])
-def test_matrix(files, ext, measure, capfd):
+def test_matrix(files, ext, measure, capsys):
     tmp, P, Q = files
     out = tmp / f"m{ext}"
     assert main(["pairwise", str(tmp / "P.npy"), str(tmp / "Q.npy"), "--measure", measure,
                  "--out", str(out), "--chunk-rows", "7"]) == 0
     want = klfast.pairwise(P, Q, measure)
     np.testing.assert_allclose(_read_matrix(out), want, rtol=1e-15)
-    assert "pairs" in capfd.readouterr().err
+    assert "pairs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ext", [".npy", ".parquet", ".csv"])
