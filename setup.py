@@ -1,8 +1,9 @@
 """Build the compiled kernels of klfast.
 
-Sources live in ``src/`` (see src/README.md). Two extension modules are built:
-``klfast._kernels`` (everything the library runs) and ``klfast._diagnostics``
-(kernels for the tests and benchmarks). Both link the same objects of the
+Sources live in ``src/`` (see src/README.md). Three extension modules are built:
+``klfast._kernels`` (the row kernels), ``klfast._pairwise`` (the all-pairs
+kernels) and ``klfast._diagnostics`` (kernels for the tests and benchmarks).
+All link the same objects of the
 engine: one per instruction-set level (``src/levels/*.c``, each compiled with
 its own flags) and the dispatch table (``src/engine/dispatch.c``).
 
@@ -176,6 +177,8 @@ extensions = [
     Extension("klfast._kernels", sources=["src/_kernels.pyx"], include_dirs=INCLUDE_DIRS,
               define_macros=MACROS, depends=ENGINE_DEPENDS),
     Extension("klfast._diagnostics", sources=["src/_diagnostics.pyx"], include_dirs=INCLUDE_DIRS,
+              define_macros=MACROS, depends=ENGINE_DEPENDS),
+    Extension("klfast._pairwise", sources=["src/_pairwise.pyx"], include_dirs=INCLUDE_DIRS,
               define_macros=MACROS, depends=ENGINE_DEPENDS),
 ]
 

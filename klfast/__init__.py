@@ -8,6 +8,8 @@ array is one distribution) in compiled, multi-threaded kernels:
 * :func:`entropy` -- Shannon entropy H(p)
 * :func:`cross_entropy` -- cross-entropy H(p, q) = H(p) + KL(p || q)
 * :func:`jensen_shannon` -- Jensen-Shannon divergence (``distance=True``: a metric)
+* :func:`pairwise` -- any of the divergences for every row of P against every
+  row of Q, or each row's ``topk`` nearest
 
 and :func:`summary` (or :class:`SummaryAccumulator`, a chunk at a time) gives
 the count, mean, standard error, percentiles and max of such scores.
@@ -18,6 +20,7 @@ unless ``normalize=True`` or ``check_sums=False``.
 """
 # What lives where, layer by layer (each imports only the layers above it):
 #   _kernels       the compiled kernels, built from src/ (src/README.md);
+#   _pairwise      the all-pairs kernels (on the same engine)
 #   _diagnostics   the tests' and benchmarks' own compiled kernels
 #   _core/         the library behind the public names:
 #     validate.py  argument checks, dtypes, and the messages naming an invalid
@@ -28,6 +31,8 @@ unless ``normalize=True`` or ``check_sums=False``.
 #     measures.py  kl, jeffreys, entropy, cross_entropy, jensen_shannon: axis,
 #                  broadcasting, dtype and out= resolved, then the engine
 #     losses.py    kl_loss and cross_entropy_loss from logits, with gradients
+#     pairwise.py  pairwise(): all pairs in tiles (matrix products, or the
+#                  row functions pair by pair from klfast._pairwise), top-k
 #     reference.py the slow twin: the formulas in plain NumPy, the tests' oracle
 #     summary.py   summary() and SummaryAccumulator: statistics of score
 #                  vectors, exact sums so that no chunking changes a bit
@@ -58,6 +63,7 @@ from ._core.validate import DEFAULT_EPS, SUM_TOLERANCE
 from ._config import show_config
 from ._core.losses import cross_entropy_loss, kl_loss
 from ._core.summary import ScoreSummary, SummaryAccumulator, summary
+from ._core.pairwise import pairwise
 from . import datasets
 from ._version import __version__
 
@@ -75,6 +81,7 @@ __all__ = [
     "jeffreys",
     "kl",
     "kl_loss",
+    "pairwise",
     "show_config",
     "summary",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "jeffreys",
     "kl",
     "kl_loss",
+    "pairwise",
     "show_config",
     "summary",
 ]
@@ -189,3 +190,22 @@ class SummaryAccumulator:
 def summary(
     scores: ArrayLike, *, where: ArrayLike | None = ..., top1_agree: ArrayLike | None = ...,
 ) -> ScoreSummary: ...
+
+# all pairs: the (n, m) matrix, or with topk=k the (indices, values) of each
+# row's k nearest
+
+_Measure: TypeAlias = Literal["kl", "jeffreys", "cross_entropy", "jensen_shannon", "js"]
+
+@overload
+def pairwise(
+    P: ArrayLike, Q: ArrayLike | None = ..., measure: _Measure = ..., *, eps: float = ...,
+    base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
+    distance: bool = ..., out: NDArray[Any] | None = ..., topk: None = ...,
+    num_threads: int | None = ...,
+) -> _Array: ...
+@overload
+def pairwise(
+    P: ArrayLike, Q: ArrayLike | None = ..., measure: _Measure = ..., *, eps: float = ...,
+    base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
+    distance: bool = ..., out: None = ..., topk: int, num_threads: int | None = ...,
+) -> tuple[NDArray[np.int64], _Array]: ...

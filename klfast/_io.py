@@ -718,6 +718,100 @@ def _strict_json(value):
     return value
 
 
+class PairsWriter(ScoreWriter):
+    """Writes the pairs of ``n_rows`` rows of P, in order: the full matrix
+    (``width`` values per row, ``topk`` None) or each row's ``topk``
+    nearest (indices and values). Published by :meth:`commit` like
+    :class:`ScoreWriter`.
+
+    * ``.npy``: the (n_rows, width) matrix; with ``topk`` a structured array
+      of n_rows records with fields ``index`` (int64, topk) and ``value``.
+    * ``.parquet``: one record per row of P: a fixed-size list column named
+      after the measure (and ``index`` with ``topk``).
+    * ``.csv``: one line per row of P: ``q0,q1,...`` (the matrix) or
+      ``index0,...,<measure>0,...`` (top-k) after a header line.
+    """
+
+    def __init__(self, path, n_rows, dtype, name, width, topk=None):
+        self.width = width
+        self.topk = topk
+        super().__init__(path, n_rows, dtype, name)
+
+    def _record_dtype(self):
+        return np.dtype([("index", np.int64, (self.topk,)), ("value", self.dtype, (self.topk,))])
+
+    def _open(self, fd):
+        if self.ext == ".npy":
+            self._file = os.fdopen(fd, "wb")
+            if self.topk is None:
+                header = {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                          "shape": (self.n_rows, self.width)}
+            else:
+                header = {"descr": np.lib.format.dtype_to_descr(self._record_dtype()),
+                          "shape": (self.n_rows,)}
+            np.lib.format.write_array_header_2_0(self._file, {**header, "fortran_order": False})
+        elif self.ext == ".csv":
+            self._file = open(fd, "w", encoding="utf-8")
+            if self.topk is None:
+                names = [f"q{j}" for j in range(self.width)]
+            else:
+                names = ([f"index{j}" for j in range(self.topk)]
+                         + [f"{self.name}{j}" for j in range(self.topk)])
+            self._file.write(",".join(names) + "\n")
+        else:
+            os.close(fd)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            size = self.width if self.topk is None else self.topk
+            fields = [(self.name, pa.list_(pa.from_numpy_dtype(self.dtype), size))]
+            if self.topk is not None:
+                fields.insert(0, ("index", pa.list_(pa.int64(), size)))
+            self._schema = pa.schema(fields)
+            self._file = pq.ParquetWriter(self.tmp, self._schema)
+
+    def write(self, values, indices=None):
+        values = np.asarray(values, dtype=self.dtype)
+        if self.rows_written + len(values) > self.n_rows:
+            raise RuntimeError(f"klfast: more than {self.n_rows} rows")
+        if self.ext == ".npy":
+            if self.topk is None:
+                self._file.write(np.ascontiguousarray(values).tobytes())
+            else:
+                records = np.empty(len(values), dtype=self._record_dtype())
+                records["index"] = indices
+                records["value"] = values
+                self._file.write(records.tobytes())
+        elif self.ext == ".csv":
+            fmt = "%.9g" if self.dtype == np.float32 else "%.17g"
+            if self.topk is None:
+                np.savetxt(self._file, values.reshape(len(values), -1), fmt=fmt, delimiter=",")
+            else:
+                for index_row, value_row in zip(indices, values):
+                    self._file.write(",".join([str(int(i)) for i in index_row]
+                                              + [fmt % v for v in value_row]) + "\n")
+        else:
+            self._pending.append((values.copy(), None if indices is None else indices.copy()))
+            if sum(len(v) for v, _ in self._pending) * max(self.width, 1) >= (1 << 23):
+                self._flush_parquet()
+        self.rows_written += len(values)
+
+    def _flush_parquet(self):
+        import pyarrow as pa
+
+        if not self._pending:
+            return
+        size = self.width if self.topk is None else self.topk
+        values = np.concatenate([v for v, _ in self._pending]).reshape(-1)
+        columns = {self.name: pa.FixedSizeListArray.from_arrays(pa.array(values), size)}
+        if self.topk is not None:
+            indices = np.concatenate([i for _, i in self._pending]).reshape(-1)
+            columns = {"index": pa.FixedSizeListArray.from_arrays(pa.array(indices), size),
+                       **columns}
+        self._pending = []
+        self._file.write_table(pa.table(columns, schema=self._schema))
+
+
 def default_chunk_rows(k):
     """Rows per chunk: about 8 Mi elements (64 MB of float64) per input."""
     return max(1, (1 << 23) // max(k, 1))

@@ -26,6 +26,7 @@ from ._io import (
     STOP_SIGNALS,
     InputError,
     JsonWriter,
+    PairsWriter,
     ScoreWriter,
     default_chunk_rows,
     format_duration,
@@ -40,10 +41,46 @@ EXIT_USAGE = 2
 
 _MAIN_EPILOG = """\
 commands:
-  score    score each row (distribution) of P against Q; see `klfast score --help`
+  score     score each row (distribution) of P against Q; see `klfast score --help`
+  pairwise  every row of P against every row of Q, or each row's nearest;
+            see `klfast pairwise --help`
 
-example:
+examples:
   klfast score model.npy reference.npy --measure kl --out kl.parquet
+  klfast pairwise docs.npy topics.npy --measure js --topk 10 --out nn.parquet
+"""
+
+PAIRWISE_MEASURES = ("kl", "jeffreys", "cross_entropy", "jensen_shannon", "js")
+
+_PAIRWISE_DESCRIPTION = """\
+Score every distribution (row) of P against every row of Q: row i of the
+output holds D(P_i || Q_j) for every j (kl, jeffreys, cross_entropy,
+jensen_shannon or js; the formulas of `klfast score`). With --topk K, row i
+holds instead the K smallest of them, ascending (ties by the smaller index),
+and their indices into Q: memory stays bounded by the rows of Q, the chunk
+and K, whatever the number of pairs.
+
+P is read a chunk of rows at a time; Q is loaded whole. Without Q, P is
+scored against itself (and loaded whole).
+"""
+
+_PAIRWISE_EPILOG = f"""\
+input formats: those of `klfast score` ({", ".join(INPUT_FORMATS)}).
+
+output formats (OUT, by extension): {", ".join(OUTPUT_FORMATS)}
+  the matrix: .npy of shape (rows of P, rows of Q); .parquet one record per
+  row of P, a fixed-size list column named after the measure; .csv one line
+  per row of P after a header q0,q1,...
+  with --topk K: .npy a structured array (fields index and value, K each);
+  .parquet list columns index and <measure>; .csv index0..,<measure>0.. .
+
+examples:
+  klfast pairwise docs.npy topics.npy --measure kl --out kl.npy
+  klfast pairwise docs.npy topics.npy --measure js --topk 10 --out nn.parquet
+  klfast pairwise docs.parquet --measure jeffreys --topk 5 --out near.csv
+
+exit status: as `klfast score`: 0 on success, 2 on bad input or options (one
+line on stderr, no output file), 130 on Ctrl-C, 128+N on signal N.
 """
 
 _SCORE_DESCRIPTION = """\
@@ -213,7 +250,55 @@ def build_parser():
                            "closing line); --summary still prints its table on stdout")
     talk.add_argument("--progress", action="store_true",
                       help="show the progress bar even when stderr is not a terminal")
+    _add_pairwise(commands)
     return parser
+
+
+def _add_pairwise(commands):
+    pairs = commands.add_parser(
+        "pairwise",
+        help="every row of P against every row of Q (or each row's nearest)",
+        description=_PAIRWISE_DESCRIPTION,
+        epilog=_PAIRWISE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pairs.add_argument("P", help=f"file of distributions, one per row ({', '.join(INPUT_FORMATS)})")
+    pairs.add_argument("Q", nargs="?", help="file of distributions to score P against; "
+                                            "omitted: P against itself")
+    pairs.add_argument("--measure", "-m", required=True, choices=PAIRWISE_MEASURES,
+                       help="what to compute for each pair (js: jensen_shannon)")
+    pairs.add_argument("--out", "-o", required=True, metavar="OUT",
+                       help=f"output file ({', '.join(OUTPUT_FORMATS)}), replaced atomically")
+    pairs.add_argument("--topk", type=_positive_int, default=None, metavar="K",
+                       help="keep each row's K smallest divergences and their indices")
+    pairs.add_argument("--distance", action="store_true",
+                       help="jensen_shannon: the square root (a metric)")
+    pairs.add_argument("--eps", type=_finite_float, default=DEFAULT_EPS, metavar="E",
+                       help="floor for p and q inside the logarithms (default: %(default)g)")
+    pairs.add_argument("--base", type=_finite_float, default=None, metavar="B",
+                       help="logarithm base, e.g. 2 for bits (default: e, nats)")
+    pairs.add_argument("--normalize", action="store_true",
+                       help="divide each row by its sum first (counts, histograms)")
+    pairs.add_argument("--no-sum-check", dest="check_sums", action="store_false",
+                       help="score rows as given even when they do not sum to 1")
+    pairs.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="threads (default: all cores this process may use)")
+    pairs.add_argument("--chunk-rows", type=_positive_int, default=None, metavar="R",
+                       help="rows of P scored per chunk; bounds memory")
+    pairs.add_argument("--key", type=_name_list, metavar="K",
+                       help="array name in .npz inputs; K for P and Q, or KP,KQ")
+    pairs.add_argument("--columns", type=_name_list, metavar="C1,C2,...",
+                       help="Parquet/CSV columns holding a distribution")
+    header = pairs.add_mutually_exclusive_group()
+    header.add_argument("--header", dest="header", action="store_true", default=None,
+                        help="the first line of a CSV input is a header")
+    header.add_argument("--no-header", dest="header", action="store_false",
+                        help="the first line of a CSV input is data")
+    talk = pairs.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", "-q", action="store_true",
+                      help="print nothing but errors (no progress bar, no summary)")
+    talk.add_argument("--progress", action="store_true",
+                      help="show the progress bar even when stderr is not a terminal")
 
 
 class _Progress:
@@ -546,6 +631,92 @@ def _score_on_dask(args, p, q, q_row, writer, progress):
             client.cancel(futures)
 
 
+def _pairwise_chunk(p_rows, q_rows, first_row, names, args):
+    """Pairs of rows ``first_row...`` of P against Q: the matrix, or (indices,
+    values); an invalid row is an InputError naming the file and its row."""
+    import klfast
+
+    measure = "jensen_shannon" if args.measure == "js" else args.measure
+    options = dict(base=args.base, normalize=args.normalize, check_sums=args.check_sums,
+                   num_threads=args.threads, topk=args.topk, distance=args.distance)
+    if measure != "jensen_shannon":
+        options["eps"] = args.eps
+    try:
+        return klfast.pairwise(p_rows, q_rows, measure, **options)
+    except ValueError as e:
+        for name, rows, start in ((names[0], p_rows, first_row), (names[1], q_rows, 0)):
+            if rows is None:
+                continue
+            message = invalid_row_message(rows, None, args.normalize, (start,), (name,),
+                                          check_sums=args.check_sums, sum_hint=CLI_SUM_HINT)
+            if message:
+                raise InputError(message) from None
+        raise InputError(str(e)) from None
+
+
+def pairwise(args, stderr=None):
+    """Run ``klfast pairwise``; returns the number of rows of P scored."""
+    stderr = sys.stderr if stderr is None else stderr
+    if args.key is not None and len(args.key) > 2:
+        raise InputError("--key", "give one name, or two (KP,KQ)")
+    if args.eps < 0:
+        raise InputError("--eps", f"must be >= 0, got {args.eps:g}")
+    if args.base is not None and not (args.base > 0 and args.base != 1):
+        raise InputError("--base", f"must be > 0 and != 1, got {args.base:g}")
+    if args.distance and args.measure not in ("js", "jensen_shannon"):
+        raise InputError("--distance", "is for --measure jensen_shannon (js)")
+    _check_out_is_no_input(args.out, (args.P, args.Q))
+    args.axis = -1
+    keys = args.key or [None]
+    p = _load(args.P, keys[0], args)
+    q = None if args.Q is None else _load(args.Q, keys[-1], args)
+    n_rows, k = p.shape
+    if q is not None and q.shape[1] != k:
+        raise InputError(q.path, f"distributions have {q.shape[1]} values but those of "
+                                 f"{p.path} have {k}")
+    # Q whole in memory (P too when it is scored against itself)
+    q_rows = np.asarray(q.rows if q is not None else p.rows)
+    m = q_rows.shape[0]
+    if args.topk is not None and args.topk > m:
+        raise InputError("--topk", f"{args.topk} is more than the {m} rows of "
+                                   f"{(q or p).path}")
+    dtype = result_dtype(np.dtype(p.dtype), np.dtype(q_rows.dtype))
+    interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
+    progress = _Progress(n_rows, (args.progress or interactive) and not args.quiet, stderr)
+    measure = "jensen_shannon" if args.measure == "js" else args.measure
+    writer = PairsWriter(args.out, n_rows, dtype, measure, m, args.topk)
+    names = (p.path, None if q is None else q.path)
+    try:
+        if q is None and args.topk is None:
+            # P against itself: one call, so symmetric measures are exactly symmetric
+            result = _pairwise_chunk(q_rows, None, 0, names, args)
+            for r0 in range(0, n_rows, max(1, default_chunk_rows(m))):
+                writer.write(result[r0:r0 + default_chunk_rows(m)])
+                progress.update(writer.rows_written)
+        else:
+            chunk = args.chunk_rows or max(1, default_chunk_rows(max(k, m)))
+            for r0 in range(0, n_rows, chunk):
+                r1 = min(n_rows, r0 + chunk)
+                rows = q_rows[r0:r1] if q is None else p.rows[r0:r1]
+                result = _pairwise_chunk(rows, q_rows, r0, names, args)
+                if args.topk is None:
+                    writer.write(result)
+                else:
+                    writer.write(result[1], indices=result[0])
+                progress.update(r1)
+        progress.update(n_rows, final=True)
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    seconds = time.perf_counter() - progress.start
+    if not args.quiet:
+        what = f"top {args.topk} of " if args.topk else ""
+        stderr.write(f"klfast: {measure} {what}{n_rows:,} x {m:,} pairs (k = {k:,}) in "
+                     f"{seconds:.2f} s -> {args.out}\n")
+    return n_rows
+
+
 class Stopped(BaseException):
     """SIGTERM or SIGHUP arrived: unwind (removing the temporary file) and exit 128+N."""
 
@@ -579,7 +750,10 @@ def main(argv=None):
         if signal.getsignal(s) is not signal.SIG_IGN:  # e.g. under nohup
             signal.signal(s, _stop)
     try:
-        score(args)
+        if args.command == "pairwise":
+            pairwise(args)
+        else:
+            score(args)
     except InputError as e:
         return _fail(str(e))
     except MemoryError:

@@ -179,3 +179,81 @@ def summary(scores, *, where=None, top1_agree=None):
     the chunks."""
     scores, where, top1_agree = dask.compute(scores, where, top1_agree)
     return summary_module.summary(scores, where=where, top1_agree=top1_agree)
+
+# ---- all pairs ------------------------------------------------------------
+
+def _pairwise_block(p, q, *, first_row, measure, options):
+    """The pairs of one block of rows of P against Q (in memory); errors name
+    the row in the whole of P."""
+    from ._core import pairwise as pairwise_module
+
+    try:
+        return pairwise_module.pairwise(p, q, measure, **options)
+    except ValueError:
+        message = validate.invalid_row_message(p, None, options["normalize"], (first_row,),
+                                               ("P",), check_sums=options["check_sums"])
+        if message is None:
+            raise
+        raise ValueError(message) from None
+
+
+def pairwise(P, Q, measure, *, eps, base, normalize, check_sums, distance, out, topk,
+             num_threads):
+    """Lazy :func:`klfast.pairwise` of a dask array P (chunked by rows)
+    against Q in memory: a dask array of shape (n, m) chunked like P's rows,
+    or with ``topk`` a pair of dask arrays (indices, values) of shape
+    (n, topk). Arguments and Q are checked now; the rows of P when the
+    blocks are computed (a ValueError names the row in the whole of P).
+    ``num_threads=None`` runs each block on one thread."""
+    from dask import delayed
+
+    from ._core import pairwise as pairwise_module
+
+    if out is not None:
+        raise TypeError("out= is not supported for dask arrays: the result is lazy; use "
+                        "dask.array.store(result, target) or result.compute() instead")
+    if Q is None:
+        raise TypeError("Q=None with a dask P: P against itself needs P in memory as Q; "
+                        "pass Q=P.compute() (or a numpy array)")
+    if isinstance(Q, da.Array):
+        raise TypeError("Q must be in memory (a numpy array) when P is a dask array; "
+                        "call Q.compute() first")
+    P = _as_dask(P, "P")
+    if P.ndim != 2:
+        raise ValueError(f"P must be 2-D (n_rows, k), one distribution per row; got shape "
+                         f"{P.shape}")
+    if math.isnan(P.shape[1]):
+        raise ValueError("the number of columns of P is unknown; call compute_chunk_sizes() "
+                         "on the dask array first")
+    options = dict(eps=eps, base=base, normalize=normalize, check_sums=check_sums,
+                   distance=distance, topk=topk,
+                   num_threads=1 if num_threads is None else num_threads)
+    if measure in ("jensen_shannon", "js"):
+        options.pop("eps")
+    # every argument and every row of Q checked now, on no rows of P
+    pairwise_module.pairwise(np.empty((0, P.shape[1]), dtype=P.dtype), Q, measure, **options)
+    Q = np.asarray(Q)
+    dtype = validate.result_dtype(P.dtype, Q.dtype)
+    P = _whole_rows(P, "P")
+    if any(math.isnan(c) for c in P.chunks[0]):
+        raise ValueError("the chunk sizes of P are unknown; call compute_chunk_sizes() on "
+                         "the dask array first")
+    starts = np.cumsum((0,) + P.chunks[0][:-1])
+    q_task = delayed(Q, pure=True)
+    blocks = P.to_delayed()[:, 0]
+    m = Q.shape[0]
+    if topk is None:
+        parts = [da.from_delayed(delayed(_pairwise_block, pure=True)(
+                    block, q_task, first_row=int(r0), measure=measure, options=options),
+                 shape=(rows, m), dtype=dtype)
+                 for block, r0, rows in zip(blocks, starts, P.chunks[0])]
+        return da.concatenate(parts, axis=0) if parts else da.empty((0, m), dtype=dtype)
+    indices, values = [], []
+    for block, r0, rows in zip(blocks, starts, P.chunks[0]):
+        both = delayed(_pairwise_block, pure=True, nout=2)(
+            block, q_task, first_row=int(r0), measure=measure, options=options)
+        indices.append(da.from_delayed(both[0], shape=(rows, topk), dtype=np.int64))
+        values.append(da.from_delayed(both[1], shape=(rows, topk), dtype=dtype))
+    if not indices:
+        return (da.empty((0, topk), dtype=np.int64), da.empty((0, topk), dtype=dtype))
+    return da.concatenate(indices, axis=0), da.concatenate(values, axis=0)

@@ -10,6 +10,7 @@ import klfast
 
 
 @pytest.mark.parametrize("module_name", ["klfast._core.measures", "klfast._core.summary",
+                                         "klfast._core.pairwise",
                                          "klfast._config", "klfast"])
 def test_docstring_examples(module_name):
     # the installed modules: pytest --doctest-modules would import ./klfast

@@ -51,6 +51,14 @@ def losses(target: NDArray[np.float64], logits: NDArray[np.float64]) -> float:
     return float(mean + total + loss) + float(np.sum(rows)) + len(grad_shape) + len(rows_and_grad)
 
 
+def all_pairs(p: NDArray[np.float64], q: NDArray[np.float64]) -> int:
+    matrix: NDArray[np.floating[Any]] = klfast.pairwise(p, q, "kl", eps=1e-9, num_threads=2)
+    same = klfast.pairwise(p, measure="js", distance=True, out=np.empty((3, 3)))
+    indices, values = klfast.pairwise(p, q, "jensen_shannon", topk=5, base=2.0)
+    first: NDArray[np.int64] = indices
+    return int(matrix.shape[0] + same.shape[0] + first.shape[1] + values.shape[1])
+
+
 def config() -> tuple[str, float, int]:
     klfast.show_config()
     return klfast.__version__, klfast.DEFAULT_EPS, klfast.default_num_threads()

@@ -1,0 +1,556 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""All-pairs kernels of klfast: result[i, j] = D(P_i || Q_j).
+
+Private; klfast._core.pairwise validates, tiles and calls these. Three ways
+to fill a tile of pairs, all with the GIL released and rows spread over
+OpenMP threads (one pair is always reduced by one thread, left to right, so
+the values do not depend on the thread count):
+
+* ``direct``: each pair by the row function of the instruction-set level in
+  use (the one klfast.kl calls, and its exact scalar fallback), so a pair
+  has the bits klfast.kl or klfast.jensen_shannon give it. Jensen-Shannon
+  always, and every measure when the product form does not apply (eps below
+  the smallest normal, entries past 2^500).
+* ``finish``: kl, cross_entropy and jeffreys from matrix products (made by
+  the caller with numpy's BLAS) of the rows and the logs of the other side,
+  ``L = log(max(q, eps))``:
+
+      cross_entropy = -P.L_q
+      kl            = sum p log p~ - P.L_q                 = -H(p) - P.L_q
+      jeffreys      = -H(p) - H(q) - P.L_q - Q.L_p
+
+  A product of length k computed in any order is within
+  gamma_k * sum |p_l| |L_l| of its value (gamma_k = k u / (1 - k u),
+  u = 2^-53); with every L_l <= 0 that sum is |P.L|, else it grows by twice
+  the row weight times the largest positive L. A pair whose bound is not
+  below ``tol`` times its value (near-identical rows, where the terms
+  cancel) is recomputed by ``accurate_pair``.
+* ``accurate_pair``: one pair in float64 with libm, keeping the digits of
+  near-identical rows: where p and q are within a factor 2,
+  p log(p/q) = q g(x) + (p - q) with x = (p - q)/q (exact) and
+  g(x) = (1 + x) log1p(x) - x >= 0 (a series near 0), so nothing of size x
+  cancels; jeffreys' (p - q) log1p(x) terms share one sign. The addends
+  are summed with Neumaier's compensated sum.
+
+The epsilon rule is klfast's: p~ = max(p, eps), q~ = max(q, eps); terms
+with p == 0 (jeffreys: p == q) are 0. float32 inputs apply eps rounded to
+float32 and are computed in float64 here.
+"""
+from cython.parallel cimport prange
+from libc.math cimport fabs, log, log1p, INFINITY
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport int64_t
+cimport numpy as cnp
+
+cnp.import_array()
+
+from _exact cimport (floating, klfast_isa, KLFAST_KL, KLFAST_JEFFREYS, KLFAST_ENTROPY,
+                     KLFAST_CROSS_ENTROPY, KLFAST_JS, klfast_isa_levels, klfast_n_levels,
+                     exact_row)
+
+cdef enum:
+    KL = KLFAST_KL
+    JEFFREYS = KLFAST_JEFFREYS
+    ENTROPY = KLFAST_ENTROPY
+    CROSS_ENTROPY = KLFAST_CROSS_ENTROPY
+    JS = KLFAST_JS
+
+MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "cross_entropy": CROSS_ENTROPY,
+            "jensen_shannon": JS}
+
+cdef const klfast_isa* _isa = klfast_isa_levels[0]
+
+cdef extern from *:
+    """
+    /* y = log(x) in place, lane by lane, by the level's vector log (fn 2) */
+    static inline void klf_pairwise_log(const klfast_isa *isa, double *x, ptrdiff_t n) {
+        isa->math_f64(2, x, x, n);
+    }
+    """
+    void _vector_log "klf_pairwise_log"(const klfast_isa* isa, double* x,
+                                        Py_ssize_t n) noexcept nogil
+
+
+def use_level(name):
+    """Use the instruction-set level ``name`` (klfast._kernels.get_isa())."""
+    global _isa
+    cdef int i
+    for i in range(klfast_n_levels):
+        if klfast_isa_levels[i].name.decode() == name:
+            _isa = klfast_isa_levels[i]
+            return
+    raise ValueError(f"unknown instruction-set level {name!r}")
+
+
+# ---- one pair -------------------------------------------------------------
+
+cdef inline double _direct(int measure, const floating* p, const floating* q, Py_ssize_t k,
+                           double eps, bint normalize, double scale) noexcept nogil:
+    """One valid pair by the level's row function (or its exact fallback)."""
+    cdef int special = 0
+    cdef double v
+    cdef double sums[2]
+    if floating is double:
+        v = _isa.f64[measure](p, q, k, eps, normalize, &special, sums)
+    else:
+        v = _isa.f32[measure](p, q, k, eps, normalize, &special, sums)
+    if special:
+        return exact_row(measure, p, q, k, eps, normalize, INFINITY, scale)
+    return v * scale
+
+
+cdef inline void _add(double* s, double* c, double x) noexcept nogil:
+    """Neumaier's compensated sum: s + c is the running total."""
+    cdef double t = s[0] + x
+    if fabs(s[0]) >= fabs(x):
+        c[0] += (s[0] - t) + x
+    else:
+        c[0] += (x - t) + s[0]
+    s[0] = t
+
+
+cdef inline double _bregman(double x) noexcept nogil:
+    """g(x) = (1 + x) log1p(x) - x >= 0 for x > -1, to a few ulp: near 0 the
+    series sum_{n>=2} (-x)^n / (n (n - 1)) (to n = 15: the next term is below
+    2^-60 of the first when |x| < 1/16)."""
+    cdef double s = 0.0
+    cdef int n
+    if fabs(x) < 0.0625:
+        for n in range(15, 1, -1):
+            s = 1.0 / (n * (n - 1.0)) - x * s
+        return x * x * s
+    return (1.0 + x) * log1p(x) - x
+
+
+cdef inline double _log_ratio(double a, double b) noexcept nogil:
+    """log(a / b) for a, b > 0 (normal), keeping its digits when a ~ b."""
+    cdef double r
+    if 0.5 * b <= a and a <= 2.0 * b:
+        return log1p((a - b) / b)  # a - b exact (Sterbenz)
+    r = a / b
+    if r > 0.0 and r < INFINITY and r >= 2.2250738585072014e-308:
+        return log(r)
+    return log(a) - log(b)
+
+
+cdef inline double accurate_pair(int measure, const floating* p, const floating* q,
+                                 Py_ssize_t k, double eps, double inv_sp,
+                                 double inv_sq) noexcept nogil:
+    """kl, jeffreys or cross_entropy of one valid pair (rows scaled by
+    inv_sp, inv_sq: 1 / the row sums when normalizing, else 1), with eps >=
+    the smallest normal. See the module's docstring."""
+    cdef Py_ssize_t j
+    cdef double a, b, at, bt, s = 0.0, c = 0.0
+    for j in range(k):
+        a = p[j] * inv_sp
+        b = q[j] * inv_sq
+        at = a if a > eps else eps
+        bt = b if b > eps else eps
+        if measure == KL:
+            if a == 0.0:
+                continue
+            if at == a and bt == b and 0.5 * b <= a and a <= 2.0 * b:
+                _add(&s, &c, b * _bregman((a - b) / b))
+                _add(&s, &c, a - b)
+            else:
+                _add(&s, &c, a * _log_ratio(at, bt))
+        elif measure == JEFFREYS:
+            if a != b:
+                _add(&s, &c, (a - b) * _log_ratio(at, bt))
+        else:  # cross_entropy
+            if a != 0.0:
+                _add(&s, &c, -a * log(bt))
+    return s + c
+
+
+# ---- arrays: pointers and strides ------------------------------------------
+
+cdef inline char* _data(cnp.ndarray x):
+    return <char*>cnp.PyArray_DATA(x)
+
+
+cdef inline Py_ssize_t _stride(cnp.ndarray x, int axis):
+    """Stride of ``x`` along ``axis`` in elements (0 for a length-1 axis)."""
+    if cnp.PyArray_DIM(x, axis) <= 1:
+        return 0
+    return cnp.PyArray_STRIDE(x, axis) // cnp.PyArray_ITEMSIZE(x)
+
+
+cdef int _type(cnp.ndarray x) except -1:
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+        raise TypeError("klfast._pairwise: arrays must be float32 or float64")
+    return t
+
+
+# ---- per-row preparation ----------------------------------------------------
+
+cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t k,
+                      double eps, const double* inv_s, double* a_out, double* abs_out,
+                      double* l_out, double* lpos_out, int n_threads) noexcept nogil:
+    """Per row i of x (n rows of k, row stride rs): with y = x * inv_s[i] and
+    y~ = max(y, eps), a_out[i] = sum y log y~ (0 where y == 0) and
+    abs_out[i] = sum |y log y~|; unless l_out is NULL, row i of l_out (n x k,
+    C order) holds log y~ and lpos_out[i] the largest positive one (else 0).
+    Logs by the level's vector log. abs_out[i] = -1 when out of memory."""
+    cdef Py_ssize_t i, l
+    cdef double* buf
+    cdef double y, s, sa, t, top
+    for i in prange(n, schedule="static", num_threads=n_threads):
+        if l_out == NULL:
+            buf = <double*>malloc(max(k, 1) * sizeof(double))
+        else:
+            buf = l_out + i * k
+        if buf == NULL:
+            abs_out[i] = -1.0
+            continue
+        for l in range(k):
+            y = x[i * rs + l] * inv_s[i]
+            buf[l] = y if y > eps else eps
+        _vector_log(_isa, buf, k)
+        s = 0.0
+        sa = 0.0
+        top = 0.0
+        for l in range(k):
+            y = x[i * rs + l] * inv_s[i]
+            t = y * buf[l] if y != 0.0 else 0.0
+            s = s + t
+            sa = sa + fabs(t)
+            if buf[l] > top:
+                top = buf[l]
+        a_out[i] = s
+        abs_out[i] = sa
+        if l_out == NULL:
+            free(buf)
+        else:
+            lpos_out[i] = top
+
+
+def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.ndarray a_abs,
+              object logs, object lpos, int n_threads):
+    """Fill a[i] = sum y log y~ and a_abs[i] = sum |y log y~| for the rows of
+    the 2-D array x (C-contiguous rows), y = x[i] * inv_s[i]; with ``logs``
+    (float64, C order, x's shape) and ``lpos`` (float64, n) also log y~ and
+    its largest positive value per row. All float64 vectors contiguous."""
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), k = cnp.PyArray_DIM(x, 1)
+    cdef Py_ssize_t rs = _stride(x, 0)
+    cdef double* l_out = NULL
+    cdef double* lpos_out = NULL
+    cdef int t = _type(x)
+    if logs is not None:
+        l_out = <double*>_data(<cnp.ndarray>logs)
+        lpos_out = <double*>_data(<cnp.ndarray>lpos)
+    cdef const char* xp = _data(x)
+    cdef const double* inv = <const double*>_data(inv_s)
+    cdef double* a_out = <double*>_data(a)
+    cdef double* abs_out = <double*>_data(a_abs)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            _stats_rows[double](<const double*>xp, rs, n, k, eps, inv, a_out, abs_out, l_out,
+                                lpos_out, n_threads)
+        else:
+            _stats_rows[float](<const float*>xp, rs, n, k, eps, inv, a_out, abs_out, l_out,
+                               lpos_out, n_threads)
+    if n and (a_abs < 0).any():
+        raise MemoryError("klfast._pairwise.row_stats: out of memory")
+
+
+# ---- tiles from the products ------------------------------------------------
+
+cdef struct Side:
+    # One side of the pairs (rows of P or of Q) for finish().
+    char* x            # the rows as given (float32 or float64), row stride rs
+    Py_ssize_t rs
+    double* a          # sum y log y~ (kl, jeffreys)
+    double* a_abs      # sum |y log y~|
+    double* inv_s      # 1 / row sum when normalizing, else 1
+    double* w          # the rows' weight sum(y): 1 when normalizing, else the sum
+    double* lpos       # largest positive log y~ (jeffreys, and for the other side's bound)
+
+
+cdef inline Py_ssize_t _finish_row(int measure, const double* B, const double* B2,
+                                   const Side* sp, const Side* sq, Py_ssize_t i,
+                                   Py_ssize_t j0, Py_ssize_t nj, Py_ssize_t k,
+                                   floating* out, Py_ssize_t o_cs, double eps, double scale,
+                                   double tol, double gamma, double floor_err,
+                                   int zero_diagonal, int upper_only) noexcept nogil:
+    """Pairs (i, j0...j0 + nj) of one row of a tile; the number recomputed."""
+    cdef Py_ssize_t jj, j, n_flagged = 0
+    cdef double bn, bn2, v, bound, mag
+    # the row's numbers, loaded once
+    cdef double a_i = sp.a[i], a_abs_i = sp.a_abs[i], inv_i = sp.inv_s[i], w_i = sp.w[i]
+    cdef double lpos_i = sp.lpos[i], g = gamma, err = floor_err * w_i
+    cdef const double* q_a = sq.a
+    cdef const double* q_abs = sq.a_abs
+    cdef const double* q_inv = sq.inv_s
+    cdef const double* q_w = sq.w
+    cdef const double* q_lpos = sq.lpos
+    cdef const floating* p_row = <const floating*>sp.x + i * sp.rs
+    for jj in range(nj):
+        j = j0 + jj
+        if (upper_only and j < i) or (zero_diagonal and j == i):
+            if j == i:
+                out[jj * o_cs] = 0.0
+            continue
+        bn = B[jj] * inv_i
+        mag = fabs(bn) + 2.0 * w_i * q_lpos[j]
+        if measure == CROSS_ENTROPY:
+            v = -bn
+            bound = g * mag + err
+        elif measure == KL:
+            v = a_i - bn
+            bound = g * (a_abs_i + mag) + 2.0 * err
+        else:  # jeffreys
+            bn2 = B2[jj] * q_inv[j]
+            v = (a_i + q_a[j]) - (bn + bn2)
+            mag = mag + fabs(bn2) + 2.0 * q_w[j] * lpos_i
+            bound = g * (a_abs_i + q_abs[j] + mag) + 2.0 * (err + floor_err * q_w[j])
+        if not (bound <= tol * fabs(v)):
+            n_flagged += 1
+            v = accurate_pair(measure, p_row, <const floating*>sq.x + j * sq.rs, k, eps,
+                              inv_i, q_inv[j])
+        out[jj * o_cs] = <floating>(v * scale)
+    return n_flagged
+
+
+cdef Py_ssize_t _finish(int measure, const double* B, Py_ssize_t b_rs, const double* B2,
+                        Py_ssize_t b2_rs, Side* sp, Side* sq, Py_ssize_t i0, Py_ssize_t j0,
+                        Py_ssize_t ni, Py_ssize_t nj, Py_ssize_t k, floating* out,
+                        Py_ssize_t o_rs, Py_ssize_t o_cs, double eps, double scale,
+                        double tol, double gamma, double floor_err, int zero_diagonal,
+                        int upper_only, int n_threads) noexcept nogil:
+    cdef Py_ssize_t ii, n_flagged = 0
+    for ii in prange(ni, schedule="static", num_threads=n_threads):
+        n_flagged += _finish_row(measure, B + ii * b_rs, B2 + ii * b2_rs if B2 != NULL else NULL,
+                                 sp, sq, i0 + ii, j0, nj, k, out + ii * o_rs, o_cs, eps, scale,
+                                 tol, gamma, floor_err, zero_diagonal, upper_only)
+    return n_flagged
+
+
+cdef void _side(Side* s, cnp.ndarray x, tuple stats):
+    s.x = _data(x)
+    s.rs = _stride(x, 0)
+    s.a = <double*>_data(<cnp.ndarray>stats[0])
+    s.a_abs = <double*>_data(<cnp.ndarray>stats[1])
+    s.inv_s = <double*>_data(<cnp.ndarray>stats[2])
+    s.w = <double*>_data(<cnp.ndarray>stats[3])
+    s.lpos = <double*>_data(<cnp.ndarray>stats[4])
+
+
+def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
+           cnp.ndarray Q, tuple q_stats, Py_ssize_t i0, Py_ssize_t j0, cnp.ndarray out,
+           double eps, double scale, double tol, double gamma, double floor_err,
+           bint zero_diagonal, bint upper_only, int n_threads):
+    """Fill ``out`` (ni x nj, any strides, float32 or float64: the dtype of P
+    and Q) with the pairs (i0 + ii, j0 + jj) from the products ``B`` (rows
+    of P times the logs of Q, float64, C order) and, for jeffreys, ``B2``
+    (logs of P times rows of Q). ``*_stats`` are (a, a_abs, inv_s, w, lpos)
+    per row. ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
+    j < i are not written. Returns the number of pairs recomputed exactly."""
+    cdef Side sp, sq
+    cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), nj = cnp.PyArray_DIM(out, 1)
+    cdef Py_ssize_t k = cnp.PyArray_DIM(P, 1)
+    cdef const double* b2 = NULL
+    cdef Py_ssize_t b2_rs = 0, n
+    cdef int t = _type(out)
+    if _type(P) != t or _type(Q) != t:
+        raise TypeError("klfast._pairwise.finish: P, Q and out must share one dtype")
+    if B2 is not None:
+        b2 = <const double*>_data(<cnp.ndarray>B2)
+        b2_rs = cnp.PyArray_DIM(<cnp.ndarray>B2, 1)
+    _side(&sp, P, p_stats)
+    _side(&sq, Q, q_stats)
+    cdef const double* b = <const double*>_data(B)
+    cdef Py_ssize_t b_rs = cnp.PyArray_DIM(B, 1)
+    cdef char* o = _data(out)
+    cdef Py_ssize_t o_rs = _stride(out, 0), o_cs = _stride(out, 1)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            n = _finish[double](measure, b, b_rs, b2, b2_rs, &sp, &sq, i0, j0, ni, nj, k,
+                                <double*>o, o_rs, o_cs, eps, scale, tol, gamma, floor_err,
+                                zero_diagonal, upper_only, n_threads)
+        else:
+            n = _finish[float](measure, b, b_rs, b2, b2_rs, &sp, &sq, i0, j0, ni, nj, k,
+                               <float*>o, o_rs, o_cs, eps, scale, tol, gamma, floor_err,
+                               zero_diagonal, upper_only, n_threads)
+    return n
+
+
+# ---- tiles by the row functions ---------------------------------------------
+
+# Pairs are taken in blocks of ROW_BLOCK rows of P against COL_BLOCK rows of
+# Q: about 100 kB of rows at k = 300, so a block's Q rows stay in L2 while
+# the thread runs its P rows against them.
+cdef enum:
+    ROW_BLOCK = 8
+    COL_BLOCK = 32
+
+
+cdef void _direct_tile(int measure, const floating* P, Py_ssize_t p_rs, const floating* Q,
+                       Py_ssize_t q_rs, Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t ni,
+                       Py_ssize_t nj, Py_ssize_t k, floating* out, Py_ssize_t o_rs,
+                       Py_ssize_t o_cs, double eps, bint normalize, double scale,
+                       int zero_diagonal, int upper_only, int n_threads) noexcept nogil:
+    cdef Py_ssize_t b, n_blocks = (ni + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t ii, jj, jb, jc, i, j, i_end, j_end
+    cdef double v
+    if floating is float:
+        eps = <float>eps
+    for b in prange(n_blocks, schedule="dynamic", chunksize=1, num_threads=n_threads):
+        i_end = min(ni, (b + 1) * ROW_BLOCK)
+        for jc in range((nj + COL_BLOCK - 1) // COL_BLOCK):
+            jb = jc * COL_BLOCK
+            j_end = min(nj, jb + COL_BLOCK)
+            for ii in range(b * ROW_BLOCK, i_end):
+                i = i0 + ii
+                for jj in range(jb, j_end):
+                    j = j0 + jj
+                    if (upper_only and j < i) or (zero_diagonal and j == i):
+                        if j == i:
+                            out[ii * o_rs + jj * o_cs] = 0.0
+                        continue
+                    v = _direct(measure, P + i * p_rs, Q + j * q_rs, k, eps, normalize,
+                                scale)
+                    out[ii * o_rs + jj * o_cs] = <floating>v
+
+
+def direct(int measure, cnp.ndarray P, cnp.ndarray Q, Py_ssize_t i0, Py_ssize_t j0,
+           cnp.ndarray out, double eps, bint normalize, double scale, bint zero_diagonal,
+           bint upper_only, int n_threads):
+    """Fill ``out`` (ni x nj, any strides) with the pairs (i0 + ii, j0 + jj)
+    of valid rows of P and Q (C-contiguous rows, the dtype of out), each by
+    the level's row function. ``zero_diagonal`` and ``upper_only`` as in
+    ``finish``."""
+    cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), nj = cnp.PyArray_DIM(out, 1)
+    cdef Py_ssize_t k = cnp.PyArray_DIM(P, 1)
+    cdef Py_ssize_t p_rs = _stride(P, 0), q_rs = _stride(Q, 0)
+    cdef Py_ssize_t o_rs = _stride(out, 0), o_cs = _stride(out, 1)
+    cdef int t = _type(out)
+    if _type(P) != t or _type(Q) != t:
+        raise TypeError("klfast._pairwise.direct: P, Q and out must share one dtype")
+    cdef const char* p = _data(P)
+    cdef const char* q = _data(Q)
+    cdef char* o = _data(out)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            _direct_tile[double](measure, <const double*>p, p_rs, <const double*>q, q_rs, i0, j0,
+                                 ni, nj, k, <double*>o, o_rs, o_cs, eps, normalize, scale,
+                                 zero_diagonal, upper_only, n_threads)
+        else:
+            _direct_tile[float](measure, <const float*>p, p_rs, <const float*>q, q_rs, i0, j0,
+                                ni, nj, k, <float*>o, o_rs, o_cs, eps, normalize, scale,
+                                zero_diagonal, upper_only, n_threads)
+
+
+def accurate(int measure, cnp.ndarray p, cnp.ndarray q, double eps, double inv_sp,
+             double inv_sq):
+    """``accurate_pair`` of two contiguous 1-D rows of one dtype (tests)."""
+    cdef Py_ssize_t k = cnp.PyArray_DIM(p, 0)
+    if _type(p) == cnp.NPY_DOUBLE:
+        return accurate_pair[double](measure, <const double*>_data(p),
+                                     <const double*>_data(q), k, eps, inv_sp, inv_sq)
+    return accurate_pair[float](measure, <const float*>_data(p), <const float*>_data(q), k,
+                                eps, inv_sp, inv_sq)
+
+
+# ---- top-k ------------------------------------------------------------------
+# Each row of P keeps its k best pairs so far as a max-heap ordered by
+# (value, index): the root is the worst kept. Q's columns arrive in
+# increasing index, so a new pair enters only when strictly smaller than the
+# root (an equal value has a larger index).
+
+cdef inline bint _worse(double va, int64_t ia, double vb, int64_t ib) noexcept nogil:
+    """(va, ia) comes after (vb, ib) in the order (value, index); NaN last."""
+    if va != va:
+        return vb == vb or ia > ib
+    if vb != vb:
+        return False
+    return va > vb or (va == vb and ia > ib)
+
+
+cdef inline void _sift_down(double* hv, int64_t* hi, Py_ssize_t n, Py_ssize_t r) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef double tv
+    cdef int64_t ti
+    while True:
+        c = 2 * r + 1
+        if c >= n:
+            return
+        if c + 1 < n and _worse(hv[c + 1], hi[c + 1], hv[c], hi[c]):
+            c += 1
+        if not _worse(hv[c], hi[c], hv[r], hi[r]):
+            return
+        tv = hv[r]; hv[r] = hv[c]; hv[c] = tv
+        ti = hi[r]; hi[r] = hi[c]; hi[c] = ti
+        r = c
+
+
+cdef inline void _sift_up(double* hv, int64_t* hi, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t r
+    cdef double tv
+    cdef int64_t ti
+    while c > 0:
+        r = (c - 1) // 2
+        if not _worse(hv[c], hi[c], hv[r], hi[r]):
+            return
+        tv = hv[r]; hv[r] = hv[c]; hv[c] = tv
+        ti = hi[r]; hi[r] = hi[c]; hi[c] = ti
+        c = r
+
+
+cdef void _push_tile(const floating* vals, Py_ssize_t v_rs, Py_ssize_t ni, Py_ssize_t nj,
+                     Py_ssize_t j0, double* hv, int64_t* hi, int64_t* hn, Py_ssize_t kk,
+                     int n_threads) noexcept nogil:
+    cdef Py_ssize_t ii, jj, n
+    cdef double v
+    for ii in prange(ni, schedule="static", num_threads=n_threads):
+        for jj in range(nj):
+            v = vals[ii * v_rs + jj]
+            n = hn[ii]
+            if n < kk:
+                hv[ii * kk + n] = v
+                hi[ii * kk + n] = j0 + jj
+                hn[ii] = n + 1
+                _sift_up(hv + ii * kk, hi + ii * kk, n)
+            elif _worse(hv[ii * kk], hi[ii * kk], v, j0 + jj):
+                hv[ii * kk] = v
+                hi[ii * kk] = j0 + jj
+                _sift_down(hv + ii * kk, hi + ii * kk, kk, 0)
+
+
+def topk_push(cnp.ndarray vals, Py_ssize_t j0, cnp.ndarray heap_values,
+              cnp.ndarray heap_indices, cnp.ndarray heap_sizes, int n_threads):
+    """Offer the pairs of a tile (``vals``: ni x nj, C order, float32/float64,
+    columns j0...) to the heaps of its ni rows (``heap_values`` float64 and
+    ``heap_indices`` int64, ni x k, C order; ``heap_sizes`` int64, ni)."""
+    cdef Py_ssize_t ni = cnp.PyArray_DIM(vals, 0), nj = cnp.PyArray_DIM(vals, 1)
+    cdef Py_ssize_t kk = cnp.PyArray_DIM(heap_values, 1)
+    cdef double* hv = <double*>_data(heap_values)
+    cdef int64_t* hi = <int64_t*>_data(heap_indices)
+    cdef int64_t* hn = <int64_t*>_data(heap_sizes)
+    cdef const char* v = _data(vals)
+    cdef int t = _type(vals)
+    if kk == 0:
+        return
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            _push_tile[double](<const double*>v, nj, ni, nj, j0, hv, hi, hn, kk, n_threads)
+        else:
+            _push_tile[float](<const float*>v, nj, ni, nj, j0, hv, hi, hn, kk, n_threads)
+
+
+def topk_sort(cnp.ndarray heap_values, cnp.ndarray heap_indices, int n_threads):
+    """Sort each row's full heap in place, ascending by (value, index)."""
+    cdef Py_ssize_t n = cnp.PyArray_DIM(heap_values, 0), kk = cnp.PyArray_DIM(heap_values, 1)
+    cdef double* hv = <double*>_data(heap_values)
+    cdef int64_t* hi = <int64_t*>_data(heap_indices)
+    cdef Py_ssize_t i, last
+    cdef double tv
+    cdef int64_t ti
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=n_threads):
+            # heapsort: move the worst to the end, shrink, repeat
+            for last in range(kk - 1, 0, -1):
+                tv = hv[i * kk]; hv[i * kk] = hv[i * kk + last]; hv[i * kk + last] = tv
+                ti = hi[i * kk]; hi[i * kk] = hi[i * kk + last]; hi[i * kk + last] = ti
+                _sift_down(hv + i * kk, hi + i * kk, last, 0)
