@@ -6,10 +6,14 @@
  *
  * Rows of every length from 1 to 140 (every tail of the 64- and 128-byte
  * blocks), default eps and eps = 0 (zeros inside logs: the rows the vector
- * code hands to the exact path must be flagged), normalize on and off. */
+ * code hands to the exact path must be flagged), normalize on and off.
+ *
+ * The lane loop (engine/lanes_rows.h) must give the row loop's bits: tiles
+ * of rows and of columns, full and partial, against each row alone. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/exact.h"
 #include "engine/klfast.h"
@@ -162,12 +166,82 @@ static void check_losses(const klfast_isa *isa) {
         }
 }
 
+/* One tile of rows (C order) or columns: bit for bit the row functions'
+ * values (times scale, NaN where the sums are off), the same rows flagged. */
+static void check_lanes(const klfast_isa *isa) {
+    enum { N = 16, K = 140 };
+    unsigned long long state = 7;
+    static double p[N * K], q[N * K], pc[N * K], qc[N * K], out[N * 2];
+    static float pf[N * K], qf[N * K], pfc[N * K], qfc[N * K], outf[N * 2];
+    for (int k = 1; k <= K; k += k < 70 ? 1 : 23)
+        for (int m = 0; m < KLFAST_N_MEASURES; m++)
+            for (int variant = 0; variant < 4; variant++) {
+                int normalize = variant & 1, cols = variant >> 1;
+                double eps = k % 3 ? 1e-12 : 0.0, tol = k % 5 ? 1e-3 : 1e300, scale = 1.25;
+                for (int r = 0; r < N; r++) {
+                    make_row(p + r * k, k, r % 2, &state);
+                    make_row(q + r * k, k, 0, &state);
+                }
+                if (normalize)
+                    for (int j = 0; j < N * k; j++) p[j] *= 3.0;
+                for (int r = 0; r < N; r++)
+                    for (int j = 0; j < k; j++) {
+                        pf[r * k + j] = (float)p[r * k + j];
+                        qf[r * k + j] = (float)q[r * k + j];
+                        pc[j * N + r] = p[r * k + j];
+                        qc[j * N + r] = q[r * k + j];
+                        pfc[j * N + r] = pf[r * k + j];
+                        qfc[j * N + r] = qf[r * k + j];
+                    }
+                for (int dt = 0; dt < 2; dt++) {
+                    int width = dt ? isa->lanes_f32_width : isa->lanes_f64_width;
+                    int n = width - (k % 2); /* a partial tile every other length */
+                    int n_bad = 0, want_bad = 0;
+                    unsigned special;
+                    ptrdiff_t ls = cols ? 1 : k, es = cols ? N : 1;
+                    if (dt == 0)
+                        special = isa->lanes_f64[m](cols ? pc : p, ls, es, cols ? qc : q, ls, es, n,
+                                                    k, eps, normalize, tol, scale, out, 2, &n_bad);
+                    else
+                        special = isa->lanes_f32[m](cols ? pfc : pf, ls, es, cols ? qfc : qf, ls,
+                                                    es, n, k, (float)eps, normalize, tol, scale,
+                                                    outf, 2, &n_bad);
+                    for (int r = 0; r < n; r++) {
+                        int sp;
+                        double sums[2], v, want, got;
+                        if (dt == 0)
+                            v = isa->f64[m](p + r * k, q + r * k, k, eps, normalize, &sp, sums);
+                        else
+                            v = isa->f32[m](pf + r * k, qf + r * k, k, (float)eps, normalize, &sp,
+                                            sums);
+                        if (sp != (int)((special >> r) & 1)) {
+                            fail("lanes: exact-path flag", isa->name, dt ? 32 : 64, k, sp, m);
+                            continue;
+                        }
+                        if (sp) continue;
+                        want = fabs(sums[0] - 1.0) <= tol && fabs(sums[1] - 1.0) <= tol ? v * scale
+                                                                                       : NAN;
+                        want_bad += want != want;
+                        if (dt) want = (float)want;
+                        got = dt ? outf[2 * r] : out[2 * r];
+                        if (memcmp(&got, &want, sizeof got) && !(got != got && want != want))
+                            fail("lanes: not the row loop's bits", isa->name, dt ? 32 : 64, k, got,
+                                 want);
+                    }
+                    if (n_bad != want_bad)
+                        fail("lanes: invalid rows counted", isa->name, dt ? 32 : 64, k, n_bad,
+                             want_bad);
+                }
+            }
+}
+
 int main(void) {
     int ran = 0;
     for (int i = 0; i < klfast_n_levels; i++) {
         if (!klfast_cpu_has_level(i)) continue;
         check_divergences(klfast_isa_levels[i]);
         check_losses(klfast_isa_levels[i]);
+        check_lanes(klfast_isa_levels[i]);
         printf("level %s: checked\n", klfast_isa_levels[i]->name);
         ran++;
     }
