@@ -49,7 +49,7 @@ def make(shape, axis, dtype, seed):
     of a Fortran-ordered array)."""
     rng = np.random.default_rng(seed)
     x = rng.random(shape, dtype=np.dtype(dtype)) + np.dtype(dtype).type(1e-3)
-    along = 0 if axis == 0 else 1
+    along = 0 if axis == 0 else -1
     x /= x.sum(axis=along, keepdims=True)
     return np.asfortranarray(x) if axis == "F" else x
 

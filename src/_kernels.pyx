@@ -99,9 +99,11 @@ cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floa
 
 # C-order rows this short (float64, float32) are scored across lanes
 # (engine/lanes_rows.h), where the lane loop measured faster than the row
-# loop (benchmarks/test_few_classes.py); longer rows go through the row loop.
-# Both give the same bits; set_lanes_max_k lets tests and benchmarks pick.
-cdef Py_ssize_t _lanes_max_k_f64 = 3
+# loop (benchmarks/lanes_crossover.py: at k = 10 it takes 0.6-0.85 of the row
+# loop's time, at 16 1.1-1.5), except whole 64-byte blocks (float64 k = 8),
+# which the row loop reads without a tail; longer rows go through the row
+# loop. Both give the same bits; set_lanes_max_k lets tests and benchmarks pick.
+cdef Py_ssize_t _lanes_max_k_f64 = 12
 cdef Py_ssize_t _lanes_max_k_f32 = 12
 
 
@@ -170,7 +172,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         pass
     elif not rows_contiguous:  # every row across lanes, the last tile in part
         n_tiles = (n_rows + width - 1) // width
-    elif k <= max_k:  # whole tiles across lanes, the rest row by row
+    elif k <= max_k and k * sizeof(floating) % 64 != 0:
+        # whole tiles across lanes, the rest row by row
         n_tiles = n_rows // width
     if n_tiles:
         if n_threads <= 1 or n_tiles < 2:
