@@ -22,8 +22,10 @@
  * Each distribution is read through (ls, es): element j of distribution r
  * is at x[r * ls + j * es]. When the LANES distributions of a tile are
  * consecutive in memory (ls == 1: columns, Fortran rows) a vector is one
- * load; otherwise (rows, a broadcast row, partial tiles) chunks of JC
- * elements are first copied lane by lane into a buffer on the stack. */
+ * load; otherwise chunks of JC elements are first put into a buffer on the
+ * stack, one vector per element: rows transposed in registers, a broadcast
+ * row repeated, anything else (and partial tiles) copied element by
+ * element. */
 
 #define BLOCK ((int)(64 / sizeof(T)))   /* positions: the row loop's lanes */
 #define NH ((int)(8 / sizeof(T)))         /* double vectors per T vector */
@@ -149,17 +151,50 @@ typedef struct {
     int widened;                    /* xacc, yacc hold sums */
 } F(lanes_state);
 
-/* One chunk of jn <= JC elements (from a multiple of JC) into the state,
- * in the order of j: element j goes to position j mod BLOCK, so each
- * position adds its elements in the row loop's order (float32: into g, the
- * group's float sums, widened into acc at the end of the chunk, which is
- * one group). The first chunk starts the sums. */
+/* The per-tile state one vector updates, kept in registers through a chunk. */
+typedef struct {
+    V e;
+    M flag;
+    U bits;
+    F(bad_t) bad;
+} F(lanes_regs);
+
+/* One vector of the tile (element jj of LANES distributions) into its
+ * position's row sums (*xs, *ys) and measure sum (*sum). */
+KLF_INLINE void F(lanes_element)(int measure, const T *px, const T *qx, int normalize,
+                                 int checked, const F(lanes_state) *st, F(lanes_regs) *rg,
+                                 V *xs, V *ys, V *sum) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    V x, y = {0};
+    /* the next tiles' elements, when read in place (in a copy: no effect) */
+    __builtin_prefetch(px + PREFETCH);
+    if (uses_q) __builtin_prefetch(qx + PREFETCH);
+    memcpy(&x, px, sizeof(V));
+    if (uses_q) memcpy(&y, qx, sizeof(V));
+    if (normalize) {
+        F(note_invalid)(&rg->bad, x);
+        if (uses_q) F(note_invalid)(&rg->bad, y);
+        x = F(scale_lanes)(x, st->sp);
+        if (uses_q) y = F(scale_lanes)(y, st->sq);
+    } else {
+        rg->bits |= uses_q ? (U)x | (U)y : (U)x;
+        *xs += x;
+        if (uses_q) *ys += y;
+    }
+    F(term)(measure, x, y, rg->e, checked, &rg->flag, sum);
+}
+
+/* One chunk of jn <= JC elements (from a multiple of JC) into the state:
+ * element j goes to position j mod BLOCK, and each position adds its
+ * elements in the order of j, as the row loop (float32: into g, the group's
+ * float sums, widened into acc at the end of the chunk, which is one
+ * group). The first chunk starts the sums. */
 KLF_INLINE void F(lanes_chunk)(int measure, const T *px, ptrdiff_t ps, const T *qx,
                                ptrdiff_t qs, int jn, int first, int normalize, int checked,
                                F(lanes_state) *st) {
-    const int uses_q = measure != KLFAST_ENTROPY;
     int np = jn < BLOCK ? jn : BLOCK;
     V g[GROUP == 1 ? 1 : BLOCK];
+    F(lanes_regs) rg = {st->e, st->flag, st->bits, st->bad};
 #pragma GCC unroll 16
     for (int l = 0; l < np; l++) {
         if (first) {
@@ -168,60 +203,31 @@ KLF_INLINE void F(lanes_chunk)(int measure, const T *px, ptrdiff_t ps, const T *
         }
         if (GROUP != 1) g[l] = (V){0};
     }
-    if (jn == JC) {
-        /* a whole chunk: position by position, its sums in registers */
+    if (jn == JC) { /* a whole chunk: position by position, its sums in registers */
         for (int l = 0; l < BLOCK; l++) {
             V xs = st->xs[l], ys = st->ys[l], a = GROUP == 1 ? (V)st->acc[l * NH] : (V){0};
-            for (int b = 0; b < JC / BLOCK; b++) {
-                int jj = b * BLOCK + l;
-                V x, y = {0};
-                __builtin_prefetch(px + jj * ps + PREFETCH);
-                if (uses_q) __builtin_prefetch(qx + jj * qs + PREFETCH);
-                memcpy(&x, px + jj * ps, sizeof(V));
-                if (uses_q) memcpy(&y, qx + jj * qs, sizeof(V));
-                if (normalize) {
-                    F(note_invalid)(&st->bad, x);
-                    if (uses_q) F(note_invalid)(&st->bad, y);
-                    x = F(scale_lanes)(x, st->sp);
-                    if (uses_q) y = F(scale_lanes)(y, st->sq);
-                } else {
-                    st->bits |= uses_q ? (U)x | (U)y : (U)x;
-                    xs += x;
-                    if (uses_q) ys += y;
-                }
-                F(term)(measure, x, y, st->e, checked, &st->flag, &a);
-            }
+            for (int jj = l; jj < JC; jj += BLOCK)
+                F(lanes_element)(measure, px + jj * ps, qx + jj * qs, normalize, checked, st,
+                                 &rg, &xs, &ys, &a);
             st->xs[l] = xs;
             st->ys[l] = ys;
             if (GROUP == 1) memcpy(&st->acc[l * NH], &a, sizeof(V));
             else g[GROUP == 1 ? 0 : l] = a;
         }
-    } else {
+    } else { /* the end of a distribution: in the order of j */
         for (int jj = 0; jj < jn; jj++) {
             int l = jj & (BLOCK - 1);
-            V x, y = {0};
-            /* the next tiles' columns, read in place (a copy: no effect) */
-            __builtin_prefetch(px + jj * ps + PREFETCH);
-            if (uses_q) __builtin_prefetch(qx + jj * qs + PREFETCH);
-            memcpy(&x, px + jj * ps, sizeof(V));
-            if (uses_q) memcpy(&y, qx + jj * qs, sizeof(V));
-            if (normalize) {
-                F(note_invalid)(&st->bad, x);
-                if (uses_q) F(note_invalid)(&st->bad, y);
-                x = F(scale_lanes)(x, st->sp);
-                if (uses_q) y = F(scale_lanes)(y, st->sq);
-            } else {
-                st->bits |= uses_q ? (U)x | (U)y : (U)x;
-                st->xs[l] += x;
-                if (uses_q) st->ys[l] += y;
-            }
-            F(term)(measure, x, y, st->e, checked, &st->flag,
-                    GROUP == 1 ? (V *)&st->acc[l * NH] : &g[GROUP == 1 ? 0 : l]);
+            F(lanes_element)(measure, px + jj * ps, qx + jj * qs, normalize, checked, st,
+                             &rg, &st->xs[l], &st->ys[l],
+                             GROUP == 1 ? (V *)&st->acc[l * NH] : &g[GROUP == 1 ? 0 : l]);
         }
     }
     if (GROUP != 1)
 #pragma GCC unroll 16
         for (int l = 0; l < np; l++) ADD(st->acc, l, g[GROUP == 1 ? 0 : l]);
+    st->flag = rg.flag;
+    st->bits = rg.bits;
+    st->bad = rg.bad;
 }
 
 /* The row sums of the first np positions widened into xacc, yacc (the
