@@ -10,22 +10,16 @@ the same bits either way (tests/test_lanes.py).
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/lanes_crossover.py
 """
 import argparse
-import time
+import os
+import sys
 
 import numpy as np
 
 import klfast
 from klfast import _kernels
 
-
-def best(fn, calls=5):
-    fn()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shapes import best  # noqa: E402
 
 
 def main(argv=None):
@@ -51,9 +45,9 @@ def main(argv=None):
                         def call():
                             klfast.kl(p, q, out=out, num_threads=threads)
                         _kernels.set_lanes_max_k(0, 0)
-                        rows = best(call)
+                        rows = best(call, 5)
                         _kernels.set_lanes_max_k(1 << 30, 1 << 30)
-                        lanes = best(call)
+                        lanes = best(call, 5)
                         cells.append(f"{threads}T rows {rows * 1e3:6.1f} ms lanes "
                                      f"{lanes * 1e3:6.1f} ms ({lanes / rows:.2f})")
                 print(f"{np.dtype(dtype).name} k={k:3d}  " + " | ".join(cells), flush=True)
