@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _spin
 from ._core.engine import default_num_threads
 
 
@@ -28,6 +28,8 @@ def config():
         "build_levels": list(_kernels.LEVELS),
         # why OpenMP or a level is missing from this build ("" when nothing is)
         "build_notes": _kernels.MISSING_LEVELS,
+        # how long idle OpenMP threads spin before they sleep (klfast/_spin.py)
+        "openmp_spin": _spin.applies,
     }
 
 
@@ -49,6 +51,8 @@ def show_config():
     openmp = "yes" if c["openmp"] else f"no (built without OpenMP: one thread; {', '.join(why) or 'no OpenMP'})"
     print(f"  OpenMP:              {openmp}")
     print(f"  default num_threads: {c['default_num_threads']}")
+    if c["openmp"]:
+        print(f"  idle threads spin:   {c['openmp_spin']}")
     print(f"  compiler:            {c['compiler']}")
     print(f"  compile args:        {c['compile_args']}")
     print(f"  compiled for:        {c['build_isa']}, kernels built for "

@@ -3,8 +3,9 @@
 
 Every divergence kernel reduces each row of two (n_rows, k) inputs to one number. A row is
 reduced by one thread, left to right, accumulating in float64, so the result
-does not depend on the thread count. Rows are spread over OpenMP threads with a
-static schedule; the GIL is released for the whole computation.
+does not depend on the thread count. OpenMP threads take rows a few at a time
+(a dynamic schedule: a descheduled thread does not hold up the others); the
+GIL is released for the whole computation.
 
 The epsilon rule (identical in every measure). With p~ = max(p, eps) and
 q~ = max(q, eps):
@@ -117,6 +118,19 @@ def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
     return previous
 
 
+# Threads take rows a few at a time (OpenMP's dynamic schedule), about
+# CLAIM_ELEMENTS elements per claim (microseconds of work, so a claim costs
+# under 1 %): a thread the system has descheduled holds up at most one claim,
+# and a free thread takes the rows it would have scored. A row is scored by
+# one thread from start to end, so the results do not depend on who takes it.
+cdef Py_ssize_t CLAIM_ELEMENTS = 1 << 14
+
+
+cdef inline int _claim(Py_ssize_t per_item) noexcept nogil:
+    """Items (rows or tiles of per_item elements) per claim."""
+    return <int>max(1, CLAIM_ELEMENTS // max(per_item, 1))
+
+
 cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
                            const floating* p, Py_ssize_t p_rs, Py_ssize_t p_es,
                            const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
@@ -183,7 +197,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                                     out_s, <int>min(width, n_rows - t * width), k, eps, scale,
                                     normalize, tol)
         else:
-            for t in prange(n_tiles, schedule="static", num_threads=n_threads):
+            for t in prange(n_tiles, schedule="dynamic", chunksize=_claim(width * k),
+                            num_threads=n_threads):
                 n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
                                     q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
                                     out_s, <int>min(width, n_rows - t * width), k, eps, scale,
@@ -197,7 +212,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
             if v != v:
                 n_bad += 1
     else:
-        for i in prange(first, n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(first, n_rows, schedule="dynamic", chunksize=_claim(k),
+                        num_threads=n_threads):
             v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
                                tol, scale)
             out[i * out_s] = <floating>v
@@ -240,7 +256,7 @@ cdef Py_ssize_t _loss_run(const klfast_isa* isa, const klfast_loss_params* prm,
             if v != v:
                 n_bad += 1
     else:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="dynamic", chunksize=_claim(k), num_threads=n_threads):
             g_row = g + i * g_rs if g != NULL else NULL
             v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
             out[i] = v

@@ -229,3 +229,71 @@ def test_forked_child_after_parallel_call():
     for got in results:
         assert np.array_equal(got, want)
     assert child.exitcode == 0
+
+
+# --- idle threads: spin briefly, then sleep (klfast/_spin.py) ------------------------
+
+def _display_env(env_update, code="import klfast"):
+    """stderr of a child that imports klfast and runs a 2-thread call with
+    OMP_DISPLAY_ENV=VERBOSE (the runtime prints its settings), and its stdout."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")}
+    env.update(OMP_DISPLAY_ENV="VERBOSE", **env_update)
+    code = code + textwrap.dedent("""
+        import os, numpy as np
+        p = np.full((1000, 100), 0.01)
+        klfast.kl(p, p, num_threads=2)
+        print([n for n in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME") if n in os.environ])
+        print(klfast._config.config()["openmp_spin"])
+        """)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stderr, result.stdout.splitlines()
+
+
+def _runtime_setting(display):
+    """The spin the runtime reports: GOMP_SPINCOUNT (GNU) or KMP_BLOCKTIME (LLVM)."""
+    for line in display.splitlines():
+        if "GOMP_SPINCOUNT" in line or "KMP_BLOCKTIME" in line:
+            return line.split("=", 1)[1].strip().strip("'")
+    raise AssertionError(f"the OpenMP runtime printed no spin setting:\n{display}")
+
+
+@pytest.mark.skipif(not OPENMP, reason="built without OpenMP")
+def test_idle_threads_spin_briefly_and_the_environment_is_left_as_it_was():
+    display, (left, applies) = _display_env({})
+    assert _runtime_setting(display) in ("3000", "1", "1ms")
+    assert left == "[]"  # child processes do not inherit klfast's setting
+    assert applies.startswith("klfast's")
+
+
+@pytest.mark.skipif(not OPENMP, reason="built without OpenMP")
+def test_the_users_openmp_wait_settings_win():
+    display, (left, applies) = _display_env({"GOMP_SPINCOUNT": "77", "KMP_BLOCKTIME": "7"})
+    assert _runtime_setting(display) in ("77", "7", "7ms")
+    assert left == "['GOMP_SPINCOUNT', 'KMP_BLOCKTIME']"
+    assert applies == "from the environment (GOMP_SPINCOUNT=77, KMP_BLOCKTIME=7)"
+    _, (left, applies) = _display_env({"OMP_WAIT_POLICY": "active"})
+    assert left == "['OMP_WAIT_POLICY']"
+    assert applies == "from the environment (OMP_WAIT_POLICY=active)"
+
+
+@pytest.mark.parametrize("k", [4, 100])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_two_threads_beside_a_busy_core_give_the_same_bits(rng, k, dtype):
+    """Rows are taken a few at a time by whichever thread is free: while
+    another process keeps a core busy, repeated 2-thread calls still give
+    each row the bits of a 1-thread call (k = 4 goes across lanes)."""
+    p = distributions(rng, (40_000, k)).astype(dtype)
+    q = distributions(rng, (40_000, k)).astype(dtype)
+    one = klfast.kl(p, q, num_threads=1)
+    np.testing.assert_allclose(one[:50], call_ref("kl", p[:50], q[:50]),
+                               rtol=1e-12 if dtype == np.float64 else 1e-5)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for _ in range(20):
+            assert np.array_equal(klfast.kl(p, q, num_threads=2), one)
+    finally:
+        spinner.kill()
+        spinner.wait()
