@@ -139,3 +139,31 @@ def test_paired_peers_are_sampled_side_by_side(tmp_path):
     assert [r for r in records if r["measure"] == "entropy"]
     report = (out / "report.md").read_text()
     assert "median over the turns" in report
+
+
+def test_distributions_in_columns(tmp_path):
+    """`ROWSxCOLS:cols`: klfast scores the (COLS, ROWS) array along axis 0 and
+    must match scipy on the same columns; the floor reads the same bytes."""
+    out = tmp_path / "report"
+    code = bench.main(["--shapes", "3000x10:cols,3000x10", "--dtypes", "float64,float32",
+                       "--measures", "kl,entropy", "--threads", "1,2", "--repeat", "1",
+                       "--no-memory", "--no-plots", "--peers", "klfast,read floor,scipy",
+                       "--out", str(out)])
+    assert code == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    cols = [r for r in records if r["shape"] == "3000x10:cols"]
+    assert {r["peer"] for r in cols if "median_s" in r} >= {"klfast", "read floor", "scipy"}
+    klfast_runs = [r for r in cols if r["peer"] == "klfast"]
+    assert len(klfast_runs) == 8 and all(r["agrees"] for r in klfast_runs)
+    assert "3,000 columns of 10" in (out / "report.md").read_text()
+
+
+def test_shape_suffixes():
+    from klfast.bench.peers import Case, NumkongPeer, Shape, Unsupported
+    assert Shape.parse("10x5:cols") == Shape(10, 5, cols=True)
+    with pytest.raises(Unsupported, match="columns"):  # numkong takes rows only
+        NumkongPeer()._prepare(None, Case("kl", "float64", Shape(10, 5, cols=True), False),
+                               None, None, 1)
+    assert Shape.parse("10x5:cols").key == "10x5:cols"
+    with pytest.raises(ValueError, match="':ref' and ':cols'"):
+        Shape.parse("10x5:rows")

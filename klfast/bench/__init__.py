@@ -32,7 +32,7 @@ from klfast.bench import report
 from klfast.bench.peers import Case, Shape, Unsupported
 
 DEFAULT_SHAPES = "1000000x100,100000x1000,1000x100000,100000x1000:ref,1x11"
-QUICK_SHAPES = "10000x100,1000x1000,10x100000,1000x1000:ref,1x11"
+QUICK_SHAPES = "10000x100,1000x1000,10x100000,1000x1000:ref,10000x10:cols,1x11"
 MIN_SAMPLE_SECONDS = 0.02  # short calls are looped until one sample takes this long
 SLOW_CALL_SECONDS = 0.5    # calls slower than this get at most 3 samples
 
@@ -51,7 +51,9 @@ def _parse_args(argv):
     parser.add_argument("--dtypes", default="float64,float32", help="default: float64,float32")
     parser.add_argument("--shapes", default=None,
                         help="comma list of ROWSxCOLS; ROWSxCOLS:ref = one reference row (COLS,) "
-                             f"against ROWSxCOLS (default: {DEFAULT_SHAPES})")
+                             "against ROWSxCOLS; ROWSxCOLS:cols = ROWS distributions stored as "
+                             "the columns of a (COLS, ROWS) array, scored along axis 0 "
+                             f"(default: {DEFAULT_SHAPES})")
     parser.add_argument("--threads", default=None,
                         help="comma list of thread counts for the threaded peers "
                              f"(default: 1,{klfast.default_num_threads()})")
@@ -247,7 +249,8 @@ def prepare_case(case, p, q, args, bar):
         record = {
             "measure": case.measure, "dtype": case.dtype, "shape": case.shape.key,
             "shape_label": case.shape.label, "n_rows": case.shape.n_rows, "k": case.shape.k,
-            "ref_row": case.shape.ref_row, "zeros": case.zeros, "peer": peer.name,
+            "ref_row": case.shape.ref_row, "cols": case.shape.cols, "zeros": case.zeros,
+            "peer": peer.name,
             "label": label, "threads": threads, "elements": case.shape.elements,
             "bytes_read": case.bytes_read(),
         }
@@ -398,7 +401,7 @@ def _load_average():
 def _memory_runs(args, bar):
     """Peak memory of kl at the largest full-matrix shape per dtype."""
     from klfast.bench.memory import peak_memory
-    full = [s for s in args.shapes if not s.ref_row]
+    full = [s for s in args.shapes if s.full]
     if not full:
         return []
     shape = max(full, key=lambda s: (s.elements, s.key == "100000x1000"))  # 100,000 x 1,000 first

@@ -66,34 +66,48 @@ class Unsupported(Exception):
 @dataclass(frozen=True)
 class Shape:
     """``n_rows`` distributions of length ``k``; with ``ref_row`` Q is one row
-    of shape ``(k,)`` broadcast against P."""
+    of shape ``(k,)`` broadcast against P; with ``cols`` each distribution is
+    a column of a C-ordered ``(k, n_rows)`` array (scored along axis 0: the
+    same memory as a Fortran-ordered ``(n_rows, k)`` array, which is what the
+    peers are given)."""
 
     n_rows: int
     k: int
     ref_row: bool = False
+    cols: bool = False
+
+    SUFFIXES = {"": {}, "ref": {"ref_row": True}, "cols": {"cols": True}}
 
     @classmethod
     def parse(cls, text):
-        """``"100000x1000"``; ``"100000x1000:ref"`` for one reference row."""
+        """``"100000x1000"``; ``"100000x1000:ref"`` for one reference row,
+        ``"10x5000000:cols"`` for distributions stored as columns."""
         body, _, suffix = text.strip().partition(":")
-        if suffix not in ("", "ref"):
-            raise ValueError(f"shape {text!r}: the only suffix is ':ref'")
+        if suffix not in cls.SUFFIXES:
+            raise ValueError(f"shape {text!r}: the suffixes are ':ref' and ':cols'")
         try:
             n_rows, k = (int(x.replace("_", "").replace(",", "")) for x in body.lower().split("x"))
         except ValueError:
             raise ValueError(f"shape {text!r}: expected ROWSxCOLS, e.g. 100000x1000") from None
         if n_rows < 1 or k < 1:
             raise ValueError(f"shape {text!r}: sizes must be >= 1")
-        return cls(n_rows, k, suffix == "ref")
+        return cls(n_rows, k, **cls.SUFFIXES[suffix])
+
+    @property
+    def full(self):
+        """P and Q are both whole matrices in C order (no reference row, no columns)."""
+        return not (self.ref_row or self.cols)
 
     @property
     def key(self):
-        return f"{self.n_rows}x{self.k}" + (":ref" if self.ref_row else "")
+        return f"{self.n_rows}x{self.k}" + (":ref" if self.ref_row else ":cols" if self.cols else "")
 
     @property
     def label(self):
         if self.ref_row:
             return f"({self.k:,},) vs {self.n_rows:,} x {self.k:,}"
+        if self.cols:
+            return f"{self.n_rows:,} columns of {self.k:,}"
         return f"{self.n_rows:,} x {self.k:,}"
 
     @property
@@ -127,7 +141,8 @@ def make_inputs(shape, dtype, zeros, seed=0):
     rows normalised to sum 1. With ``zeros``, 10 % of the entries are exactly
     0 in both P and Q at the same places (so KL stays finite and every peer
     agrees); for a reference row the zeros are 10 % of the columns.
-    Peak memory: the two inputs plus one boolean mask."""
+    Peak memory: the two inputs plus one boolean mask (with ``shape.cols``,
+    plus a transposed copy of one input while it is made)."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
     p = rng.random((shape.n_rows, shape.k), dtype=dtype)
@@ -151,6 +166,9 @@ def make_inputs(shape, dtype, zeros, seed=0):
                 q[block][mask] = 0
     p /= p.sum(axis=1, keepdims=True)
     q /= q.sum(axis=1, keepdims=True)
+    if shape.cols:  # each row becomes a column of a (k, n_rows) array
+        p = np.ascontiguousarray(p.T).T
+        q = np.ascontiguousarray(q.T).T
     return p, (q[0] if shape.ref_row else q)
 
 
@@ -204,9 +222,12 @@ class KlfastPeer(Peer):
         fn = getattr(klfast, case.measure)
         if threads == klfast.default_num_threads():
             threads = None  # the call users make
+        axis = -1
+        if case.shape.cols:  # the (k, n_rows) arrays, along axis 0, as users call it
+            p, q, axis = p.T, q.T, 0
         if case.measure == "entropy":
-            return lambda: fn(p, num_threads=threads)
-        return lambda: fn(p, q, num_threads=threads)
+            return lambda: fn(p, axis=axis, num_threads=threads)
+        return lambda: fn(p, q, axis=axis, num_threads=threads)
 
 
 class KlfastIsaPeer(KlfastPeer):
@@ -250,6 +271,8 @@ class ReadFloor(Peer):
             second = p  # same cache lines: one pass over memory, like the kernel
         else:
             second = q
+        if case.shape.cols:  # the same bytes, in memory order
+            p, second = p.T, second.T
         if not (p.flags.c_contiguous and second.flags.c_contiguous):
             raise Unsupported("read floor needs C-contiguous inputs")
         # klfast runs small inputs on one thread; so does its floor
@@ -495,6 +518,8 @@ class NumkongPeer(Peer):
         return numkong
 
     def _prepare(self, nk, case, p, q, threads):
+        if case.shape.cols:
+            raise Unsupported("numkong's kld takes rows, not columns")
         qq = np.broadcast_to(q, p.shape) if case.shape.ref_row else q
         if case.measure == "kl":
             return lambda: np.asarray(nk.kld(p, qq))
