@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 from scipy.spatial.distance import jensenshannon
 
@@ -92,3 +93,39 @@ def test_kl_vs_cross_entropy(tmp_path):
     assert re.search(r"offset by the constant entropy.*: True$", stdout, re.MULTILINE)
     for name in ("kl_vs_ce_accuracy.png", "kl_vs_ce_loss.png"):
         assert_png(out / name)
+
+
+def test_compare_model_outputs(tmp_path):
+    out = tmp_path / "figures"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, str(EXAMPLES / "compare_model_outputs.py"),
+                             "--tokens", "300", "--vocab", "3000", "--seed", "3",
+                             "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    stdout = result.stdout
+
+    # the same synthetic logits, scored here with scipy in float64
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from compare_model_outputs import make_outputs
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    original, copy = make_outputs(300, 3000, seed=3)
+    lp = scipy.special.log_softmax(original.astype(np.float64), axis=-1)
+    lq = scipy.special.log_softmax(copy.astype(np.float64), axis=-1)
+    kl = (np.exp(lp) * (lp - lq)).sum(axis=-1)
+    agree = np.mean(original.argmax(axis=1) == copy.argmax(axis=1))
+
+    def stat(name):
+        match = re.search(rf"^\s+{name}\s+(\S+)", stdout, re.MULTILINE)
+        assert match, f"no {name!r} in:\n{stdout}"
+        return float(match.group(1).rstrip("%").replace(",", ""))
+
+    assert stat("count") == 300
+    # float16 logits are scored in float32: a few 1e-4 relative on the mean
+    np.testing.assert_allclose(stat("mean"), kl.mean(), rtol=1e-3)
+    np.testing.assert_allclose(stat("median"), np.median(kl), rtol=1e-3)
+    np.testing.assert_allclose(stat("p99"), np.percentile(kl, 99), rtol=1e-3)
+    np.testing.assert_allclose(stat("top-1"), 100 * agree, rtol=1e-4)
+    assert_png(out / "model_outputs_kl.png")
