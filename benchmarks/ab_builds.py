@@ -40,7 +40,8 @@ if measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no gr
     args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
 else:
     args = (p,) if measure == "entropy" else (p, q)
-    kwargs = {"out": np.empty(p.shape[0], dtype=p.dtype), "num_threads": threads}
+    kwargs = {"out": np.empty(p.shape[0], dtype=np.promote_types(p.dtype, np.float32)),
+              "num_threads": threads}
 fn(*args, **kwargs)  # warm up
 times = []
 for _ in range(calls):
@@ -62,7 +63,7 @@ def main(argv=None):
     parser.add_argument("--a", required=True, help="python of build A (the old one)")
     parser.add_argument("--b", required=True, help="python of build B (the new one)")
     parser.add_argument("--shape", default="100000x1000")
-    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32", "float16"])
     parser.add_argument("--measures", default="kl")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--turns", type=int, default=9)

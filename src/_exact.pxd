@@ -60,6 +60,7 @@ cdef extern from "engine/klfast.h" nogil:
         klfast_lanes_f32* lanes_f32
         int lanes_f64_width
         int lanes_f32_width
+        void (*widen16)(int, const unsigned short*, Py_ssize_t, float*, Py_ssize_t) noexcept nogil
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

@@ -60,6 +60,7 @@ cdef extern from "engine/config.h" nogil:
     const char* KLFAST_COMPILER
     const char* KLFAST_BUILD_ISA
     int klfast_omp_max_threads()
+    int klfast_omp_thread_num()
 
 from _exact cimport (floating, klfast_isa, klfast_loss_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_LOSS_KL,
@@ -328,6 +329,8 @@ cdef struct Rows:
     int measure
     int type_num            # NPY_DOUBLE or NPY_FLOAT
     Py_ssize_t size         # bytes per element
+    int a_kind, b_kind      # -1: p (q) of type_num; 0 float16, 1 bfloat16 (type_num float32)
+    float* stage            # with a 16-bit input: 2 k floats per thread
     char* a                 # p, or the target
     char* b                 # q, or the logits
     char* g                 # the gradient, or NULL
@@ -341,6 +344,54 @@ cdef struct Rows:
     int n_threads
 
 
+cdef inline const float* _stage(const klfast_isa* isa, const char* x, Py_ssize_t es, int kind,
+                                float* buf, Py_ssize_t k) noexcept nogil:
+    """A row of k elements es bytes apart as contiguous float32: in place, or
+    widened from 16 bits (kind >= 0) or gathered into buf."""
+    cdef Py_ssize_t j
+    if kind >= 0:
+        isa.widen16(kind, <const unsigned short*>x, es // 2, buf, k)
+        return buf
+    if es == sizeof(float):
+        return <const float*>x
+    for j in range(k):
+        buf[j] = (<const float*>(x + j * es))[0]
+    return buf
+
+
+cdef inline double _staged_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
+                               float* buf) noexcept nogil:
+    cdef const float* p = _stage(isa, c.a + i * c.a_rs, c.a_es, c.a_kind, buf, c.k)
+    cdef const float* q = p
+    if c.measure != ENTROPY:
+        q = _stage(isa, c.b + i * c.b_rs, c.b_es, c.b_kind, buf + c.k, c.k)
+    return _fast_or_exact[float](c.measure, isa, p, q, c.k, <float>c.eps, c.normalize, c.tol,
+                                 c.scale)
+
+
+cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits: each
+    row widened into this thread's buffer, then scored as a float32 row (the
+    same bits as after astype(float32)); the number of invalid ones."""
+    cdef Py_ssize_t i, n_bad = 0, out_s = c.out_s // sizeof(float)
+    cdef float* out = <float*>c.out
+    cdef double v
+    if c.n_threads <= 1 or r1 - r0 < 2:
+        for i in range(r0, r1):
+            v = _staged_row(c, _isa, i, c.stage)
+            out[i * out_s] = <float>v
+            if v != v:
+                n_bad += 1
+    else:
+        for i in prange(r0, r1, schedule="dynamic", chunksize=_claim(c.k),
+                        num_threads=c.n_threads):
+            v = _staged_row(c, _isa, i, c.stage + klfast_omp_thread_num() * 2 * c.k)
+            out[i * out_s] = <float>v
+            if v != v:
+                n_bad += 1
+    return n_bad
+
+
 cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """Rows r0 to r1 of a call, at the level in use; the number of invalid ones."""
     cdef Py_ssize_t n = r1 - r0, z = c.size
@@ -348,6 +399,8 @@ cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept no
     cdef char* b = c.b + r0 * c.b_rs
     cdef char* g = c.g + r0 * c.g_rs if c.g != NULL else NULL
     cdef char* o = c.out + r0 * c.out_s
+    if c.a_kind >= 0 or c.b_kind >= 0:
+        return _run_staged(c, r0, r1)
     if c.loss < 0 and c.type_num == cnp.NPY_DOUBLE:
         return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
@@ -370,8 +423,10 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
     number of invalid rows."""
     if c.type_num != cnp.NPY_DOUBLE and c.type_num != cnp.NPY_FLOAT:
         raise TypeError("klfast._kernels: dtype must be float32 or float64")
-    if (c.a_rs % c.size or c.b_rs % c.size or c.g_rs % c.size or c.out_s % c.size
-            or c.a_es % c.size or c.b_es % c.size):
+    cdef Py_ssize_t a_size = c.size if c.a_kind < 0 else 2
+    cdef Py_ssize_t b_size = c.size if c.b_kind < 0 else 2
+    if (c.a_rs % a_size or c.b_rs % b_size or c.g_rs % c.size or c.out_s % c.size
+            or c.a_es % a_size or c.b_es % b_size):
         raise ValueError("klfast._kernels: strides must be multiples of the item size")
     cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(c.k, 1))
     cdef double started = perf_counter()
@@ -396,7 +451,9 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     """Reduce n_rows rows of length k; private, called by klfast._core.engine.
 
     ``p``, ``q`` and ``out`` share one dtype (float32 or float64), are aligned
-    and in native byte order. Strides are in bytes, measured from each
+    and in native byte order; with a float32 ``out``, ``p`` and ``q`` may
+    also be float16 or bfloat16 (``ml_dtypes``), each row widened into a
+    buffer of one row per thread. Strides are in bytes, measured from each
     array's data pointer; row strides may be 0 (one row broadcast against
     many); element strides (None: the item size, contiguous) may be any
     multiple of the item size. Without ``normalize``, a row of p or q whose
@@ -409,16 +466,35 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.measure = measure
     c.type_num = cnp.PyArray_TYPE(out)
     c.size = cnp.PyArray_ITEMSIZE(out)
-    if cnp.PyArray_TYPE(p) != c.type_num or cnp.PyArray_TYPE(q) != c.type_num:
-        raise TypeError("klfast._kernels.rows: p, q and out must share one dtype")
+    c.a_kind = _kind(p, c.type_num)
+    c.b_kind = _kind(q, c.type_num)
     c.a, c.a_rs = <char*>cnp.PyArray_DATA(p), p_row_stride
     c.b, c.b_rs = <char*>cnp.PyArray_DATA(q), q_row_stride
-    c.a_es = c.size if p_element_stride is None else p_element_stride
-    c.b_es = c.size if q_element_stride is None else q_element_stride
+    c.a_es = cnp.PyArray_ITEMSIZE(p) if p_element_stride is None else p_element_stride
+    c.b_es = cnp.PyArray_ITEMSIZE(q) if q_element_stride is None else q_element_stride
     c.g, c.g_rs = NULL, 0
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), out_stride
     c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
+    c.stage = NULL
+    if c.a_kind < 0 and c.b_kind < 0:
+        return _in_chunks(&c, n_rows)
+    stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)], cnp.NPY_FLOAT, 0)
+    c.stage = <float*>cnp.PyArray_DATA(stage)
     return _in_chunks(&c, n_rows)
+
+
+cdef int _kind(cnp.ndarray x, int type_num) except -2:
+    """-1 for an input of the result's type; 0 float16, 1 bfloat16 (a float32 result)."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t == type_num:
+        return -1
+    if type_num == cnp.NPY_FLOAT and cnp.PyArray_ITEMSIZE(x) == 2:
+        if t == cnp.NPY_FLOAT16:
+            return 0
+        if x.dtype.name == "bfloat16":
+            return 1
+    raise TypeError("klfast._kernels.rows: p and q must have out's dtype, or be float16 or "
+                    "bfloat16 with a float32 out")
 
 
 cdef Py_ssize_t _small = 1 << 16   # klfast._core.engine.MIN_PARALLEL_ELEMENTS
@@ -573,5 +649,7 @@ def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), sizeof(double)
     c.a_es = c.b_es = c.size
     c.k, c.n_threads = k, n_threads
+    c.a_kind = c.b_kind = -1
+    c.stage = NULL
     c.prm = loss_params(loss, inv_temperature, target_is_logits, eps, grad_scale)
     return _in_chunks(&c, n_rows)

@@ -34,6 +34,12 @@ BLOCK_ELEMENTS = 1 << 20
 # costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 1 << 16
 
+# float16 (and bfloat16) rows at least this long are read by the kernels as
+# they are, each row widened to float32 in a buffer of one row per thread;
+# shorter ones are converted in blocks and go across vector lanes.
+WIDEN_MIN_K = 16
+WIDENED = (np.dtype(np.float16),)
+
 
 # ---- threads ---------------------------------------------------------------
 def _cpu_count():
@@ -109,6 +115,11 @@ class MeasureJob:
     # the kernels read rows whose elements are not contiguous (columns)
     strided = True
 
+    @property
+    def widened(self):
+        """16-bit dtypes the kernels read for a float32 result."""
+        return WIDENED if self.dtype == np.float32 else ()
+
     def kernel(self, rows, grad, out, n_rows, k, threads):
         p, q = rows[0], rows[-1]  # the entropy kernel reads p only
         tol = SUM_TOLERANCE if self.check_sums else math.inf
@@ -128,6 +139,7 @@ class LossJob:
                  "num_threads", "dtype")
     out_dtype = np.dtype(np.float64)
     strided = False  # rows must be contiguous
+    widened = ()  # and of the job's dtype
 
     def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
                  dtype):
@@ -189,23 +201,24 @@ def _run_nd(job, inputs, grad, out, first_row, outer):
     _run_2d(job, rows, grad_rows, out_rows, first_row, outer)
 
 
-def _kernel_ready(x, dtype, strided=False):
+def _kernel_ready(x, dtype, strided=False, widened=()):
     """True when a kernel can read the 2-D view ``x`` without a copy
-    (``strided``: one whose row elements need not be contiguous)."""
-    item = dtype.itemsize
+    (``strided``: one whose row elements need not be contiguous; ``widened``:
+    the 16-bit dtypes it also reads, widening a row at a time)."""
+    item = x.dtype.itemsize
     return (
-        x.dtype == dtype
+        (x.dtype == dtype or x.dtype in widened)
         and x.flags.aligned
         and (x.shape[1] <= 1 or x.strides[1] == item or (strided and x.strides[1] % item == 0))
         and (x.shape[0] <= 1 or x.strides[0] % item == 0)
     )
 
 
-def _source(x, dtype, strided):
+def _source(x, dtype, strided, widened=()):
     """What the kernel reads for the 2-D view ``x``: ``x`` itself; the one
     row of a broadcast input (row stride 0), converted once; or None, when
     ``x`` must be converted block by block."""
-    if _kernel_ready(x, dtype, strided):
+    if _kernel_ready(x, dtype, strided, widened):
         return x
     if x.shape[0] > 1 and x.strides[0] == 0:
         with np.errstate(over="ignore"):  # too large for float32: the kernel rejects the row
@@ -228,7 +241,8 @@ def _run_2d(job, inputs, grad, out, first_row, outer):
         return
     dtype = job.dtype
     threads = resolve_threads(job.num_threads, n_rows, k)
-    sources = [_source(x, dtype, job.strided) for x in inputs]
+    widened = job.widened if k >= WIDEN_MIN_K else ()
+    sources = [_source(x, dtype, job.strided, widened) for x in inputs]
     grad_ok = grad is None or (_kernel_ready(grad, dtype) and grad.flags.writeable)
     out_ok = out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
     if grad_ok and out_ok and all(source is not None for source in sources):

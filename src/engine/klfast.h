@@ -26,6 +26,7 @@
 #define KLFAST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum { KLFAST_KL = 0, KLFAST_JEFFREYS = 1, KLFAST_ENTROPY = 2, KLFAST_CROSS_ENTROPY = 3,
        KLFAST_JS = 4, KLFAST_N_MEASURES = 5 };
@@ -85,6 +86,9 @@ typedef struct {
     klfast_lanes_f64 lanes_f64[KLFAST_N_MEASURES];
     klfast_lanes_f32 lanes_f32[KLFAST_N_MEASURES];
     int lanes_f64_width, lanes_f32_width; /* distributions per call: at most 16 */
+    /* y[j] = x[j * es] as float32, j < n, from float16 (kind 0) or
+     * bfloat16 (kind 1) bits (engine/widen.h) */
+    void (*widen16)(int kind, const uint16_t *x, ptrdiff_t es, float *y, ptrdiff_t n);
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

@@ -40,6 +40,8 @@
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
 
+#include "widen.h"
+
 #define KLF_LEVEL_ROWS(dtype)                                                            \
     {KLF_CAT(KLF_CAT(klfast_kl_, dtype), KLF_CAT(_, KLF_LEVEL)),                         \
      KLF_CAT(KLF_CAT(klfast_jeffreys_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
@@ -65,6 +67,7 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_LEVEL_LANES(f32),
     VD_LANES,
     VF_LANES,
+    KLF_CAT(klfast_widen16_, KLF_LEVEL),
 };
 
 #endif
