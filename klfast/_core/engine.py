@@ -38,7 +38,7 @@ MIN_PARALLEL_ELEMENTS = 1 << 16
 # they are, each row widened to float32 in a buffer of one row per thread;
 # shorter ones are converted in blocks and go across vector lanes.
 WIDEN_MIN_K = 16
-WIDENED = (np.dtype(np.float16),)
+WIDENED = ("float16", "bfloat16")  # native byte order, 2 bytes (bfloat16: ml_dtypes)
 
 
 # ---- threads ---------------------------------------------------------------
@@ -207,7 +207,8 @@ def _kernel_ready(x, dtype, strided=False, widened=()):
     the 16-bit dtypes it also reads, widening a row at a time)."""
     item = x.dtype.itemsize
     return (
-        (x.dtype == dtype or x.dtype in widened)
+        (x.dtype == dtype
+         or (x.dtype.name in widened and x.dtype.itemsize == 2 and x.dtype.isnative))
         and x.flags.aligned
         and (x.shape[1] <= 1 or x.strides[1] == item or (strided and x.strides[1] % item == 0))
         and (x.shape[0] <= 1 or x.strides[0] % item == 0)

@@ -135,7 +135,7 @@ def as_input(x, name):
                         f"pass {name}.filled(...) or select the rows to score")
     arr = np.asarray(x)
     kind = arr.dtype.kind
-    if kind == "f":
+    if kind == "f" or is_bfloat16(arr.dtype):
         compute = np.float32 if arr.dtype.itemsize <= 4 else np.float64
     elif kind in "biu":
         compute = np.float64
@@ -146,18 +146,24 @@ def as_input(x, name):
     return arr, np.dtype(compute)
 
 
+def is_bfloat16(dtype):
+    """``ml_dtypes.bfloat16`` (without importing ml_dtypes)."""
+    return dtype.name == "bfloat16" and dtype.itemsize == 2
+
+
 def result_dtype(*arrays):
-    """numpy promotion of the inputs (arrays or dtypes), then: float16 ->
-    float32, integer and bool -> float64, longdouble -> float64."""
-    dt = np.result_type(*arrays)
+    """numpy promotion of the inputs (arrays or dtypes), then: float16 and
+    bfloat16 -> float32, integer and bool -> float64, longdouble -> float64."""
+    dtypes = [x if isinstance(x, np.dtype) else x.dtype for x in arrays]
+    dt = np.result_type(*[np.float16 if is_bfloat16(d) else d for d in dtypes])
     if dt.kind == "f" and dt.itemsize <= 4:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
 
 def logits_dtype(logits):
-    """float32 for float16/float32 logits, float64 otherwise."""
-    if logits.dtype.kind == "f" and logits.dtype.itemsize <= 4:
+    """float32 for bfloat16/float16/float32 logits, float64 otherwise."""
+    if (logits.dtype.kind == "f" or is_bfloat16(logits.dtype)) and logits.dtype.itemsize <= 4:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
