@@ -38,6 +38,8 @@ cdef extern from "engine/klfast.h" nogil:
                                       double*)
     ctypedef double (*klfast_row_f32)(const float*, const float*, Py_ssize_t, double, int, int*,
                                       double*)
+    ctypedef double (*klfast_row_f16)(const unsigned short*, const unsigned short*, Py_ssize_t,
+                                      double, int, int*, double*)
     ctypedef unsigned (*klfast_lanes_f64)(const double*, Py_ssize_t, Py_ssize_t, const double*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
                                           double, double, double*, Py_ssize_t, int*)
@@ -61,6 +63,7 @@ cdef extern from "engine/klfast.h" nogil:
         int lanes_f64_width
         int lanes_f32_width
         void (*widen16)(int, const unsigned short*, Py_ssize_t, float*, Py_ssize_t) noexcept nogil
+        klfast_row_f16* f16
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

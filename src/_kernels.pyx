@@ -369,23 +369,43 @@ cdef inline double _staged_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
                                  c.scale)
 
 
+cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
+                             float* buf) noexcept nogil:
+    """Row i of a call with a 16-bit input. Contiguous float16 rows (p and q)
+    go to the level's float16 row function, which reads them itself; a row it
+    flags for the exact path, and every other 16-bit row, is widened into buf
+    and scored as a float32 row. The same bits either way."""
+    cdef int special = 0
+    cdef double v
+    cdef double sums[2]
+    if not (c.a_kind == 0 and c.b_kind == 0 and c.a_es == 2 and c.b_es == 2):
+        return _staged_row(c, isa, i, buf)
+    v = isa.f16[c.measure](<const unsigned short*>(c.a + i * c.a_rs),
+                           <const unsigned short*>(c.b + i * c.b_rs), c.k, <float>c.eps,
+                           c.normalize, &special, sums)
+    if special:
+        return _staged_row(c, isa, i, buf)
+    if not (fabs(sums[0] - 1.0) <= c.tol and fabs(sums[1] - 1.0) <= c.tol):
+        return NAN
+    return v * c.scale
+
+
 cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits: each
-    row widened into this thread's buffer, then scored as a float32 row (the
-    same bits as after astype(float32)); the number of invalid ones."""
+    """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits (see
+    _half_row); the number of invalid ones."""
     cdef Py_ssize_t i, n_bad = 0, out_s = c.out_s // sizeof(float)
     cdef float* out = <float*>c.out
     cdef double v
     if c.n_threads <= 1 or r1 - r0 < 2:
         for i in range(r0, r1):
-            v = _staged_row(c, _isa, i, c.stage)
+            v = _half_row(c, _isa, i, c.stage)
             out[i * out_s] = <float>v
             if v != v:
                 n_bad += 1
     else:
         for i in prange(r0, r1, schedule="dynamic", chunksize=_claim(c.k),
                         num_threads=c.n_threads):
-            v = _staged_row(c, _isa, i, c.stage + klfast_omp_thread_num() * 2 * c.k)
+            v = _half_row(c, _isa, i, c.stage + klfast_omp_thread_num() * 2 * c.k)
             out[i * out_s] = <float>v
             if v != v:
                 n_bad += 1

@@ -63,7 +63,7 @@ KLF_INLINE void F(term)(int measure, V x, V y, V e, int checked, M *flag, V *sum
 /* 1 / sum(x) in double: 0 when the row must take the exact path (a sum of 0,
  * NaN or inf, or 1 / sum overflowing). Every element is widened before it
  * is added. */
-KLF_INLINE double F(row_scale)(const T *x, ptrdiff_t k) {
+KLF_INLINE double F(row_scale)(const S *x, ptrdiff_t k) {
     vd acc[NACC];
     V v;
     for (int a = 0; a < NACC; a++) acc[a] = (vd){0};
@@ -71,7 +71,7 @@ KLF_INLINE double F(row_scale)(const T *x, ptrdiff_t k) {
     for (; j + BLOCK <= k; j += BLOCK) {
         __builtin_prefetch(x + j + PREFETCH);
         for (int s = 0; s < NSUB; s++) {
-            memcpy(&v, x + j + s * LANES, sizeof(V));
+            LOADV(&v, x + j + s * LANES);
             ADD(acc, s, v);
         }
     }
@@ -111,7 +111,7 @@ typedef struct {
 /* One native vector of a row, its first n elements when partial: note
  * invalid entries, scale (normalize) or add to the row sums, and add the
  * measure's terms to *sum. */
-KLF_INLINE void F(row_vector)(int measure, const T *pb, const T *qb, int partial, int n,
+KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, int partial, int n,
                               int normalize, int checked, F(row_state) *st, int s, V *sum) {
     const int uses_q = measure != KLFAST_ENTROPY;
     V x, y = {0};
@@ -119,8 +119,8 @@ KLF_INLINE void F(row_vector)(int measure, const T *pb, const T *qb, int partial
         x = LOAD_PART(pb, n);
         if (uses_q) y = LOAD_PART(qb, n);
     } else {
-        memcpy(&x, pb, sizeof(V));
-        if (uses_q) memcpy(&y, qb, sizeof(V));
+        LOADV(&x, pb);
+        if (uses_q) LOADV(&y, qb);
     }
     if (normalize) {
         F(note_invalid)(&st->bad, x);
@@ -141,7 +141,7 @@ KLF_INLINE void F(row_vector)(int measure, const T *pb, const T *qb, int partial
 /* nblk (a constant) 64-byte blocks from p, q into acc; when partial, only
  * their first r elements. Prefetches 2 KB ahead (into the next rows at a
  * row's end) unless reading a copied tail. */
-KLF_INLINE void F(row_group)(int measure, const T *p, const T *q, int nblk, int partial, int r,
+KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, int nblk, int partial, int r,
                              int normalize, int checked, F(row_state) *st, vd *acc,
                              int prefetch) {
     const int uses_q = measure != KLFAST_ENTROPY;
@@ -167,7 +167,7 @@ KLF_INLINE void F(row_group)(int measure, const T *p, const T *q, int nblk, int 
 /* The row loop for constant measure, normalize and checked: groups of GROUP
  * blocks, then the rest as one shorter group loaded in part. Returns the
  * sum of the lanes; *special, *maybe_bad and sums as in engine/klfast.h. */
-KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, T eps,
+KLF_INLINE double F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
                               double sp, double sq, int normalize, int checked, int *special,
                               int *maybe_bad, double *sums) {
     const int uses_q = measure != KLFAST_ENTROPY;
@@ -205,7 +205,7 @@ KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, 
 #else
     /* the rest copied into zero-padded blocks (no masked loads here) */
     if (r > 0) {
-        T pt[GROUP * BLOCK], qt[GROUP * BLOCK];
+        S pt[GROUP * BLOCK], qt[GROUP * BLOCK];
         F(padded_tail)(pt, GROUP * BLOCK, p + j, r, 0);
         F(padded_tail)(qt, GROUP * BLOCK, uses_q ? q + j : p + j, uses_q ? r : 0, 0);
         if (nblk == 1)
@@ -234,14 +234,14 @@ KLF_INLINE double F(row_loop)(int measure, const T *p, const T *q, ptrdiff_t k, 
 /* For a row the vector check flagged: 1 when x holds an entry the fast
  * path cannot take (negative, NaN, inf, >= HUGE), 0 when it only held -0.0,
  * which the kernels sum as the zero it is. */
-KLF_INLINE int F(row_check)(const T *x, ptrdiff_t k) {
+KLF_INLINE int F(row_check)(const S *x, ptrdiff_t k) {
     int bad = 0;
-    for (ptrdiff_t j = 0; j < k; j++) bad |= !(x[j] >= (T)0 && x[j] < HUGE_VALUE);
+    for (ptrdiff_t j = 0; j < k; j++) bad |= !(TO_T(x[j]) >= (T)0 && TO_T(x[j]) < HUGE_VALUE);
     return bad;
 }
 
 /* One row of a measure: the contract of engine/klfast.h. */
-KLF_INLINE double F(row)(int measure, const T *p, const T *q, ptrdiff_t k, double eps,
+KLF_INLINE double F(row)(int measure, const S *p, const S *q, ptrdiff_t k, double eps,
                          int normalize, int *special, double *sums) {
     const int uses_q = measure != KLFAST_ENTROPY;
     double sp = 1.0, sq = 1.0, s;
@@ -266,23 +266,23 @@ KLF_INLINE double F(row)(int measure, const T *p, const T *q, ptrdiff_t k, doubl
     return s;
 }
 
-static double ROW_FN(kl)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+static double ROW_FN(kl)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
                          int *special, double *sums) {
     return F(row)(KLFAST_KL, p, q, k, eps, normalize, special, sums);
 }
-static double ROW_FN(jeffreys)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+static double ROW_FN(jeffreys)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
                                int *special, double *sums) {
     return F(row)(KLFAST_JEFFREYS, p, q, k, eps, normalize, special, sums);
 }
-static double ROW_FN(entropy)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+static double ROW_FN(entropy)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
                               int *special, double *sums) {
     return F(row)(KLFAST_ENTROPY, p, q, k, eps, normalize, special, sums);
 }
-static double ROW_FN(cross_entropy)(const T *p, const T *q, ptrdiff_t k, double eps,
+static double ROW_FN(cross_entropy)(const S *p, const S *q, ptrdiff_t k, double eps,
                                     int normalize, int *special, double *sums) {
     return F(row)(KLFAST_CROSS_ENTROPY, p, q, k, eps, normalize, special, sums);
 }
-static double ROW_FN(js)(const T *p, const T *q, ptrdiff_t k, double eps, int normalize,
+static double ROW_FN(js)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
                          int *special, double *sums) {
     return F(row)(KLFAST_JS, p, q, k, eps, normalize, special, sums);
 }

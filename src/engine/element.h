@@ -1,10 +1,17 @@
 /* The element type the kernels below it are compiled for: included by
- * engine/level.h once with KLF_ELEMENT_BITS 64 (double) and once with 32
- * (float), before the measures and the row loops. It names the types and
- * the math of simd.h the kernels use, and suffixes their function names
- * (F(name) is name_f64 or name_f32). No include guard. */
+ * engine/level.h once with KLF_ELEMENT_BITS 64 (double), once with 32
+ * (float) and once with 16 (float16 storage, float arithmetic: the
+ * divergence rows only), before the measures and the row loops. It names the
+ * types and the math of simd.h the kernels use, and suffixes their function
+ * names (F(name) is name_f64, name_f32 or name_f16). No include guard.
+ *
+ * T is the arithmetic type, S the type stored in the inputs (T, but for
+ * float16); LOADV loads a vector of S as T, TO_T one element. */
 #undef KLF_ELEMENT
 #undef T
+#undef S
+#undef LOADV
+#undef TO_T
 #undef V
 #undef M
 #undef U
@@ -64,8 +71,12 @@
 #define UMAX_OP(a, b) ((vu)_mm512_max_epu64((__m512i)(a), (__m512i)(b)))
 #endif
 
+#else /* 32, or 16: float arithmetic */
+#if KLF_ELEMENT_BITS == 16
+#define KLF_ELEMENT f16
 #else
 #define KLF_ELEMENT f32
+#endif
 #define T float
 #define V vf
 #define M vi
@@ -94,6 +105,18 @@
 #elif KLF_X86 && KLF_VBYTES == 32
 #define UMAX_OP(a, b) ((vui)_mm256_max_epu32((__m256i)(a), (__m256i)(b)))
 #endif
+#endif
+
+#if KLF_ELEMENT_BITS == 16
+#define S uint16_t
+#define LOADV(v, src) (*(v) = load_half(src))
+#undef LOAD_PART
+#define LOAD_PART load_part_half
+#define TO_T(x) klf_half_to_float(x)
+#else
+#define S T
+#define LOADV(v, src) memcpy((v), (src), sizeof(V))
+#define TO_T(x) (x)
 #endif
 
 #define LANES ((int)(sizeof(V) / sizeof(T)))     /* per native vector */

@@ -53,6 +53,9 @@ typedef double (*klfast_row_f64)(const double *p, const double *q, ptrdiff_t k, 
                                  int normalize, int *special, double *sums);
 typedef double (*klfast_row_f32)(const float *p, const float *q, ptrdiff_t k, double eps,
                                  int normalize, int *special, double *sums);
+/* float16 rows (their bits), computed as float32 rows: the same result */
+typedef double (*klfast_row_f16)(const uint16_t *p, const uint16_t *q, ptrdiff_t k, double eps,
+                                 int normalize, int *special, double *sums);
 /* The same for the n <= lanes_f64_width (lanes_f32_width) distributions
  * of a tile at once (engine/lanes_rows.h), with the caller's finish done:
  * element j of distribution r at p[r * p_ls + j * p_es]; out[r * out_s]
@@ -89,6 +92,7 @@ typedef struct {
     /* y[j] = x[j * es] as float32, j < n, from float16 (kind 0) or
      * bfloat16 (kind 1) bits (engine/widen.h) */
     void (*widen16)(int kind, const uint16_t *x, ptrdiff_t es, float *y, ptrdiff_t n);
+    klfast_row_f16 f16[KLFAST_N_MEASURES];
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

@@ -8,6 +8,7 @@
 
 #include "klfast.h"
 #include "simd.h"
+#include "widen.h"
 
 #define KLF_STR_(x) #x
 #define KLF_STR(x) KLF_STR_(x)
@@ -40,7 +41,17 @@
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
 
-#include "widen.h"
+/* float16 storage, float32 arithmetic: the divergence rows only */
+#define KLF_ELEMENT_BITS 16
+#include "element.h"
+#include "tails.h"
+#include "../measures/kl.h"
+#include "../measures/jeffreys.h"
+#include "../measures/entropy.h"
+#include "../measures/cross_entropy.h"
+#include "../measures/jensen_shannon.h"
+#include "divergence_rows.h"
+#undef KLF_ELEMENT_BITS
 
 #define KLF_LEVEL_ROWS(dtype)                                                            \
     {KLF_CAT(KLF_CAT(klfast_kl_, dtype), KLF_CAT(_, KLF_LEVEL)),                         \
@@ -68,6 +79,7 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     VD_LANES,
     VF_LANES,
     KLF_CAT(klfast_widen16_, KLF_LEVEL),
+    KLF_LEVEL_ROWS(f16),
 };
 
 #endif

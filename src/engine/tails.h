@@ -8,8 +8,8 @@
  * gradient back, the tail is copied into a padded block first. */
 
 /* buf[0..len) = the n elements at x, then copies of pad; returns buf. */
-KLF_INLINE const T *F(padded_tail)(T *buf, int len, const T *x, int n, T pad) {
+KLF_INLINE const S *F(padded_tail)(S *buf, int len, const S *x, int n, S pad) {
     for (int l = n; l < len; l++) buf[l] = pad;
-    memcpy(buf, x, (size_t)n * sizeof(T));
+    memcpy(buf, x, (size_t)n * sizeof(S));
     return buf;
 }
