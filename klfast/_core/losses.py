@@ -9,10 +9,12 @@ from numpy.lib.array_utils import normalize_axis_index
 from . import engine
 from .validate import (
     DEFAULT_EPS,
+    LOG_PROB_MAX,
     as_input,
     check_axis,
     check_eps,
     check_flag,
+    check_loss_forms,
     check_num_threads,
     check_reduction,
     check_temperature,
@@ -38,10 +40,10 @@ def _reduce_rows(rows, reduction):
 
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
-          axis, num_threads, grad_out=None):
+          axis, num_threads, grad_out, input):
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
-    target_is_logits = check_flag(target_is_logits, "target_is_logits")
+    forms = check_loss_forms(input, target_is_logits)
     return_grad = check_flag(return_grad, "return_grad")
     axis = check_axis(axis)
     eps = check_eps(eps)
@@ -90,8 +92,11 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     if reduction == "mean" and n_rows > 0:
         scale /= n_rows
     rows = np.empty(outer, dtype=np.float64)
-    job = engine.LossJob(loss, 1.0 / temperature, bool(target_is_logits), eps, scale,
-                         num_threads, dtype)
+    inv_t = 1.0 / temperature
+    job = engine.FormsJob(loss, forms, (inv_t if forms[0] == "logits" else 1.0, inv_t),
+                          eps=eps, num_threads=num_threads, dtype=dtype,
+                          names=("target", "logits"), loss=True, check_sums=False,
+                          log_prob_max=LOG_PROB_MAX, grad_scale=scale)
     t_view = np.broadcast_to(np.moveaxis(target.reshape(t_shape), ax, -1), outer + (k,))
     z_view = np.moveaxis(logits, ax, -1)
     g_view = None if grad is None else np.moveaxis(grad, ax, -1)
@@ -110,17 +115,18 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     return (value, grad) if return_grad else value
 
 
-def kl_loss(target, logits, *, temperature=1.0, target_is_logits=False, reduction="mean",
-            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None, grad_out=None):
+def kl_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
+            reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None,
+            grad_out=None):
     return _loss("kl", target, logits, temperature, target_is_logits, reduction, return_grad,
-                 eps, axis, num_threads, grad_out)
+                 eps, axis, num_threads, grad_out, input)
 
 
-def cross_entropy_loss(target, logits, *, temperature=1.0, target_is_logits=False,
+def cross_entropy_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
                        reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
                        num_threads=None, grad_out=None):
     return _loss("cross_entropy", target, logits, temperature, target_is_logits, reduction,
-                 return_grad, eps, axis, num_threads, grad_out)
+                 return_grad, eps, axis, num_threads, grad_out, input)
 
 
 _DOC_PARAMS = """
