@@ -23,9 +23,14 @@ whose sum is not within ``SUM_TOLERANCE`` (1e-3) of 1 are ValueErrors naming
 the input. ``num_threads`` is accepted and ignored; ``out`` is filled with the
 result and returned.
 
+Inputs given as log-probabilities or logits (``input=``, ``temperature=``)
+are scored by ``forms_rows`` with mpmath at 40 digits from their exact
+log-probabilities, with the eps rule in log form (log p~ = max(log p, log eps)).
+
 The losses ``kl_loss`` and ``cross_entropy_loss`` follow klfast/_core/losses.py:
-``log q = log_softmax(z / T)`` (scipy), ``p`` the target (or
-``softmax(t / T)`` with ``target_is_logits``), terms with ``p == 0`` are 0,
+``log q = log_softmax(z / T)`` (log1p of the exps besides the maximum), ``p``
+the target (or ``softmax(t / T)`` for a target of logits, ``exp(t)`` for
+log-probabilities), terms with ``p == 0`` are 0,
 gradient ``(sum(p) * q - p) / T``, divided by the number of rows for
 ``reduction="mean"``. float32 logits: the target is rounded to float32 first,
 as klfast converts it; logits / T must be finite in float64.
@@ -270,10 +275,11 @@ def _exact_logs(row, form, temperature, normalize):
         return [mpmath.log(v) if v > 0 else -mpmath.inf for v in x]
     if form == "logits":
         x = [v / mpmath.mpf(temperature) for v in x]
-    if form == "logits" or normalize:  # the log-softmax
+    if form == "logits" or normalize:  # the log-softmax; log1p keeps a tiny rest's digits
         top = max(x)
-        lse = top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in x))
-        x = [v - lse for v in x]
+        rest = mpmath.fsum(mpmath.exp(v - top) for v in x if v != top)
+        log_rest = mpmath.log1p(sum(1 for v in x if v == top) - 1 + rest)
+        x = [(v - top) - log_rest for v in x]
     return x
 
 
@@ -282,9 +288,11 @@ def forms_rows(measure, p, q, forms, *, temperature=1.0, eps=DEFAULT_EPS, normal
     ignored for the entropy) in their ``forms``, computed with mpmath at 40
     digits from the exact log-probabilities (the eps rule in log form:
     log p~ = max(log p, log eps)), and the row's scale
-    ``sum_j (p_j + q_j) (|log p~_j| + |log q~_j|)`` (terms of weight 0 left
-    out; for Jensen-Shannon unfloored logs, infinite ones left out), which
-    bounds what rounding the logs can cost. Returns two float64 arrays."""
+    ``sum_j (p_j (1 + |log p_j|) + q_j (1 + |log q_j|)) (|log p~_j| + |log q~_j|)``
+    (terms of weight 0 left out; for Jensen-Shannon the logs unfloored,
+    infinite ones left out), which bounds what rounding costs: a log carries
+    an error of about |log| ulp, and so does the relative error of the
+    probability exp(log p) made from it. Returns two float64 arrays."""
     import mpmath
 
     values, scales = [], []
@@ -297,6 +305,8 @@ def forms_rows(measure, p, q, forms, *, temperature=1.0, eps=DEFAULT_EPS, normal
             total, scale = mpmath.mpf(0), mpmath.mpf(0)
             for a_log, b_log in zip(lp, lq):
                 a, b = mpmath.exp(a_log), mpmath.exp(b_log)
+                weight = sum(w * (1 + abs(w_log)) for w, w_log in ((a, a_log), (b, b_log))
+                             if w > 0)
                 if measure == "jensen_shannon":
                     m_log = mpmath.log((a + b) / 2) if a + b > 0 else -mpmath.inf
                     for w, w_log in ((a, a_log), (b, b_log)):
@@ -314,8 +324,8 @@ def forms_rows(measure, p, q, forms, *, temperature=1.0, eps=DEFAULT_EPS, normal
                     elif measure == "cross_entropy" and a > 0:
                         total -= a * b_log
                     logs = [abs(a_log), abs(b_log)]
-                if a + b > 0:
-                    scale += (a + b) * sum(logs)
+                if weight > 0:
+                    scale += weight * sum(logs)
             values.append(float(max(total, 0) if measure == "jensen_shannon" else total))
             scales.append(float(scale))
     return np.array(values), np.array(scales)
@@ -367,12 +377,21 @@ MEASURES = {"kl": kl, "jeffreys": jeffreys, "entropy": entropy, "cross_entropy":
 
 # --- losses from logits ------------------------------------------------------
 
+def _log_softmax(x):
+    """log_softmax along the last axis, as scipy's but with log1p of the
+    exps besides the maximum: their sum keeps its digits when it is below
+    one ulp of 1 (a one-hot-like row)."""
+    with np.errstate(invalid="ignore"):
+        d = x - x.max(axis=-1, keepdims=True)
+    top = d == 0
+    rest = np.where(top, 0.0, np.exp(d)).sum(axis=-1, keepdims=True)
+    return d - np.log1p(top.sum(axis=-1, keepdims=True) - 1 + rest)
+
+
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
           axis, input=None):
-    """Per-row loss and gradient by scipy's log_softmax, reduced as asked.
+    """Per-row loss and gradient by the log-softmax, reduced as asked.
     ``input``: (target form, "logits"), or None for ``target_is_logits``."""
-    from scipy.special import log_softmax
-
     form = ("logits" if target_is_logits else "probs") if input is None else \
         ((input,) * 2 if isinstance(input, str) else tuple(input))[0]
     if input is not None and (tuple((input,) * 2 if isinstance(input, str) else input)
@@ -411,9 +430,9 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     else:
         _check_form_rows(t, "target", form, False, False)
 
-    log_q = log_softmax(z / temperature, axis=-1)
+    log_q = _log_softmax(z / temperature)
     if form != "probs":
-        log_p = log_softmax(t / temperature, axis=-1) if form == "logits" else t
+        log_p = _log_softmax(t / temperature) if form == "logits" else t
         p = np.exp(log_p)
         log_p_floored = np.where(p > eps, log_p, np.log(eps) if eps > 0 else -np.inf)
     else:

@@ -115,38 +115,47 @@ KLF_INLINE int F(forms_pass_a)(const T *x, ptrdiff_t k, int LOGF, T *x_max, T *x
     return flagged;
 }
 
-/* Pass B over one row in log form: the sum of exp((x_j - m) * inv_t); with
- * KEEP, each exp is stored in g. WIDE: some argument may be below
+/* Pass B over one row in log form: the sum of exp((x_j - m) * inv_t), as
+ * the number of elements x_j == m (each exp(0) = 1 exactly) and the sum of
+ * the others' exps, so that log s = log1p((ties - 1) + rest) keeps the
+ * digits of a rest below one ulp of 1 (a one-hot-like row's small terms).
+ * With KEEP, each exp is stored in g. WIDE: some argument may be below
  * EXP_PLAIN_MIN (or -inf). valid: NULL, or a tail block's lanes. */
 KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, T m, T inv_t, int KEEP, int WIDE,
-                                 const M *valid, vd *acc) {
+                                 const M *valid, vd *rest, vd *ties) {
     for (int s = 0; s < NSUB; s++) {
         V x, e;
         memcpy(&x, xb + s * LANES, sizeof(V));
         e = EXP((x - m) * inv_t, WIDE);
-        if (valid) e = VSEL(valid[s], e, BCAST(0));
-        ADD(acc, s, e);
+        M top = (M)(x == m);
+        if (valid) {
+            e = VSEL(valid[s], e, BCAST(0));
+            top &= valid[s];
+        }
+        ADD(rest, s, VSEL(top, BCAST(0), e));
+        ADD(ties, s, VSEL(top, BCAST(1), BCAST(0)));
         if (KEEP) memcpy(gb + s * LANES, &e, sizeof(V));
     }
 }
 
-KLF_INLINE double F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int KEEP,
-                                  int WIDE) {
-    vd acc[NACC];
-    for (int i = 0; i < NACC; i++) acc[i] = (vd){0};
+KLF_INLINE void F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int KEEP,
+                                int WIDE, double *rest, double *ties) {
+    vd acc[NACC], top[NACC];
+    for (int i = 0; i < NACC; i++) acc[i] = top[i] = (vd){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
-        F(forms_block_b)(x + j, KEEP ? g + j : NULL, m, inv_t, KEEP, WIDE, NULL, acc);
+        F(forms_block_b)(x + j, KEEP ? g + j : NULL, m, inv_t, KEEP, WIDE, NULL, acc, top);
     if (j < k) {
         int n = (int)(k - j);
         T xt[BLOCK], gt[BLOCK];
         M valid[NSUB];
         F(forms_tail_masks)(valid, n);
         F(forms_block_b)(F(padded_tail)(xt, BLOCK, x + j, n, m), gt, m, inv_t, KEEP, WIDE, valid,
-                         acc);
+                         acc, top);
         if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
-    return lane_sum_block(acc);
+    *rest = lane_sum_block(acc);
+    *ties = lane_sum_block(top);
 }
 
 /* One row as pass C reads it. */
@@ -311,17 +320,20 @@ KLF_INLINE int F(forms_prepare)(const T *x, int i, T *g, ptrdiff_t k,
         return 0;
     }
     int wide = !(lowest >= EXP_PLAIN_MIN), keep = i == 1 && g;
-    *s = 1.0;
+    double rest = 0.0, ties = 1.0;
     if (form == KLFAST_LOGITS || (i == 0 && g)) {
+#define PASS_B(keep, wide) F(forms_pass_b)(x, g, k, r->m, r->inv_t, keep, wide, &rest, &ties)
         switch (keep * 2 + wide) {
-        case 0: *s = F(forms_pass_b)(x, g, k, r->m, r->inv_t, 0, 0); break;
-        case 1: *s = F(forms_pass_b)(x, g, k, r->m, r->inv_t, 0, 1); break;
-        case 2: *s = F(forms_pass_b)(x, g, k, r->m, r->inv_t, 1, 0); break;
-        default: *s = F(forms_pass_b)(x, g, k, r->m, r->inv_t, 1, 1); break;
+        case 0: PASS_B(0, 0); break;
+        case 1: PASS_B(0, 1); break;
+        case 2: PASS_B(1, 0); break;
+        default: PASS_B(1, 1); break;
         }
+#undef PASS_B
     }
-    /* s >= 1 for logits (the maximum contributes e^0 = 1) */
-    r->log_s = form == KLFAST_LOGITS ? (T)log(*s) : 0;
+    *s = ties + rest;
+    /* ties >= 1 for logits (the maximum) */
+    r->log_s = form == KLFAST_LOGITS ? (T)log1p((ties - 1.0) + rest) : 0;
     r->wide = !((T)(lowest - r->log_s) >= EXP_PLAIN_MIN);
     r->sum = form == KLFAST_LOG_PROBS && prm->tol <= DBL_MAX;
     return 0;
