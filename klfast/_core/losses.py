@@ -134,11 +134,20 @@ _DOC_PARAMS = """
     ----------
     target : array_like
         Target distributions, shape broadcastable to ``logits.shape`` with the
-        same length along ``axis``: probabilities (non-negative, used as given,
-        not normalized), or teacher logits when ``target_is_logits=True``, in
-        which case ``p = softmax(target / T)``.
+        same length along ``axis``, in the form ``input`` names:
+        probabilities (non-negative, used as given, not normalized),
+        log-probabilities (``p = exp(target)``, ``-inf`` for 0, at most
+        ``log(1 + SUM_TOLERANCE)``), or teacher logits (``p = softmax(target /
+        T)``; ``-inf`` is a class of probability 0).
     logits : array_like
-        Model outputs, array of shape (..., k, ...) with the classes along ``axis``.
+        Model outputs, array of shape (..., k, ...) with the classes along
+        ``axis``: no NaN or ``+inf``; a ``-inf`` logit is a class of
+        probability 0 (where ``p > 0`` the loss is ``inf``).
+    input : tuple, default ("probs", "logits")
+        The forms of (target, logits), with the words of :func:`klfast.kl`:
+        ``("probs", "logits")``, ``("log_probs", "logits")`` or
+        ``("logits", "logits")`` (also written ``"logits"``). The logits are
+        always logits.
     temperature : float, default 1.0
         ``T > 0``, finite, and large enough that ``1 / T`` is finite in the
         logits' dtype (``T`` above about 5.6e-309 for float64, 2.9e-39 for
@@ -147,7 +156,7 @@ _DOC_PARAMS = """
         not multiplied by ``T**2`` (distillation often does that; multiply the
         loss and grad yourself).
     target_is_logits : bool, default False
-        Interpret ``target`` as logits.
+        Interpret ``target`` as logits: the same as ``input="logits"``.
     reduction : {"none", "sum", "mean"}, default "mean"
         ``"none"``: the per-row values, shape ``logits.shape`` without ``axis``.
         ``"sum"``: their sum (``inf`` only past the float64 range).
@@ -236,6 +245,9 @@ kl_loss.__doc__ = """KL divergence from logits, ``KL(p || softmax(logits / T))``
     >>> grad.round(4)
     array([[-0.0281,  0.0321, -0.004 ],
            [ 0.0656, -0.0857,  0.0201]])
+    >>> log_target = np.log(target)                # the same target as log-probabilities
+    >>> klfast.kl_loss(log_target, logits, input=("log_probs", "logits"), reduction="none").round(6)
+    array([0.025448, 0.075337])
     """
 
 cross_entropy_loss.__doc__ = """Cross-entropy from logits, ``-sum p * log_softmax(logits / T)``, per row.

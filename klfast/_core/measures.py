@@ -164,6 +164,27 @@ _DOC_PARAMS = """
     num_threads : int, optional
         Threads for this call; ``None`` uses :func:`klfast.default_num_threads`.
         Small inputs always run on one thread. Results do not depend on it.
+    input : {"probs", "log_probs", "logits"} or tuple of them, default "probs"
+        The form of the inputs: one word for every input, or a tuple with one
+        per input in argument order, e.g. ``input=("logits", "probs")``.
+        ``"log_probs"``: natural logs of probabilities (``-inf`` for 0; at
+        most ``log(1 + SUM_TOLERANCE)``; with ``normalize=True`` any
+        log-values, normalized by their log-sum-exp). ``"logits"``: scores
+        whose softmax ``softmax(x / temperature)`` is the distribution (no
+        NaN or ``+inf``; ``-inf`` is a class of probability 0). The eps rule
+        is the same in every form: ``log p~ = max(log p, log eps)``. Each row
+        is read in its form while it is in cache (log-sum-exp and measure in
+        one kernel): no softmax array is made. float64 rows are within
+        ``1e-14 * (|value| + s)`` of the exact value, with the row's scale
+        ``s = sum_j (p_j (1 + |log p_j|) + q_j (1 + |log q_j|)) (|log p~_j| +
+        |log q~_j|)`` (float32: ``1e-5``); for rows that are not nearly equal
+        ``s`` is a small multiple of the value, but a KL near 0 (nearly equal
+        rows given as logits) has this absolute error, as the rounded
+        log-softmaxes cancel. Probabilities below the dtype's smallest
+        subnormal count as 0.
+    temperature : float, default 1.0
+        Divides the inputs given as logits (only those) before the softmax;
+        a ValueError when no input is logits.
 
     Returns
     -------
@@ -274,6 +295,13 @@ kl.__doc__ = """Kullback-Leibler divergence KL(p || q) of each row.
     array([0.693147, 0.010068])
     >>> float(klfast.kl([1.0, 0.0], [0.0, 1.0], eps=0))
     inf
+
+    From logits (softmax of each row, fused), against probabilities:
+
+    >>> klfast.kl([[2.0, 0.0, -1.0]], [0.7, 0.2, 0.1], input=("logits", "probs")).round(6)
+    array([0.057216])
+    >>> klfast.kl([[2.0, 0.0, -1.0]], [[0.5, 1.0, 0.0]], input="logits", temperature=2.0).round(6)
+    array([0.190634])
     """
 
 jeffreys.__doc__ = """Jeffreys divergence J(p, q) = KL(p || q) + KL(q || p) of each row.
@@ -325,4 +353,7 @@ entropy.__doc__ = """Shannon entropy H(p) = -sum_j p_j log p~_j of each row.
     array([1., 0.])
     >>> float(klfast.entropy([3, 1], normalize=True).round(6))
     0.562335
+    >>> import numpy as np
+    >>> float(klfast.entropy(np.log([0.5, 0.25, 0.25]), input="log_probs", base=2).round(12))
+    1.5
     """
