@@ -51,7 +51,8 @@
  * row's tail is one block padded with harmless finite values whose lanes
  * are zeroed before they are summed and never stored. The passes are
  * specialised (always-inline, constant flags) by the rows' kinds (log form
- * or probabilities) and the gradient; the measure is a branch per vector. */
+ * or probabilities), the gradient and, for kl and cross_entropy, the
+ * measure; the other measures are a branch per vector. */
 
 #define BLOCK ((int)(128 / sizeof(T))) /* elements per block */
 #define NSUB (128 / KLF_VBYTES)        /* native vectors per block */
@@ -122,7 +123,7 @@ KLF_INLINE int F(forms_pass_a)(const T *x, ptrdiff_t k, int LOGF, T *x_max, T *x
  * With KEEP, each exp is stored in g. WIDE: some argument may be below
  * EXP_PLAIN_MIN (or -inf). valid: NULL, or a tail block's lanes. */
 KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, T m, T inv_t, int KEEP, int WIDE,
-                                 const M *valid, vd *rest, vd *ties) {
+                                 const M *valid, vd *rest, M *ties) {
     for (int s = 0; s < NSUB; s++) {
         V x, e;
         memcpy(&x, xb + s * LANES, sizeof(V));
@@ -133,15 +134,17 @@ KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, T m, T inv_t, int KEEP, int
             top &= valid[s];
         }
         ADD(rest, s, VSEL(top, BCAST(0), e));
-        ADD(ties, s, VSEL(top, BCAST(1), BCAST(0)));
+        ties[s] -= top; /* integer lanes: a mask is -1 where set */
         if (KEEP) memcpy(gb + s * LANES, &e, sizeof(V));
     }
 }
 
 KLF_INLINE void F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int KEEP,
                                 int WIDE, double *rest, double *ties) {
-    vd acc[NACC], top[NACC];
-    for (int i = 0; i < NACC; i++) acc[i] = top[i] = (vd){0};
+    vd acc[NACC];
+    M top[NSUB];
+    for (int i = 0; i < NACC; i++) acc[i] = (vd){0};
+    for (int s = 0; s < NSUB; s++) top[s] = (M){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
         F(forms_block_b)(x + j, KEEP ? g + j : NULL, m, inv_t, KEEP, WIDE, NULL, acc, top);
@@ -155,7 +158,9 @@ KLF_INLINE void F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int
         if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
     *rest = lane_sum_block(acc);
-    *ties = lane_sum_block(top);
+    *ties = 0;
+    for (int s = 0; s < NSUB; s++)
+        for (int l = 0; l < LANES; l++) *ties += (double)top[s][l];
 }
 
 /* One row as pass C reads it. */
@@ -171,7 +176,6 @@ typedef struct {
 
 typedef struct {
     F(forms_row) p, q;
-    int measure;
     T p_sum, inv_s_q, grad_scale; /* the gradient */
 } F(forms_consts);
 
@@ -199,9 +203,9 @@ KLF_INLINE void F(forms_read)(V x, const F(forms_row) *r, int LOGF, int NEED_A, 
  * sums of a_j for the rows that ask for them, and with GRAD the gradient
  * from the exps pass B left in g. LOGF_P, LOGF_Q: the rows' kinds. */
 KLF_INLINE void F(forms_block_c)(const T *pb, const T *qb, T *gb, const F(forms_consts) *c,
-                                 int LOGF_P, int LOGF_Q, int GRAD, const M *valid, vd *acc,
-                                 vd *sum_p, vd *sum_q) {
-    const int measure = c->measure, use_q = measure != KLFAST_ENTROPY;
+                                 int measure, int LOGF_P, int LOGF_Q, int GRAD, const M *valid,
+                                 vd *acc, vd *sum_p, vd *sum_q) {
+    const int use_q = measure != KLFAST_ENTROPY;
     const int need_b = measure == KLFAST_JEFFREYS || measure == KLFAST_JS || c->q.sum;
     for (int s = 0; s < NSUB; s++) {
         V x, a, la, b = {0}, lb = {0}, v;
@@ -255,14 +259,14 @@ KLF_INLINE void F(forms_block_c)(const T *pb, const T *qb, T *gb, const F(forms_
 }
 
 KLF_INLINE double F(forms_pass_c)(const T *p, const T *q, T *g, ptrdiff_t k,
-                                  const F(forms_consts) *c, int LOGF_P, int LOGF_Q, int GRAD,
-                                  double *sums) {
+                                  const F(forms_consts) *c, int measure, int LOGF_P, int LOGF_Q,
+                                  int GRAD, double *sums) {
     vd acc[NACC], sum_p[NACC], sum_q[NACC];
     for (int i = 0; i < NACC; i++) acc[i] = sum_p[i] = sum_q[i] = (vd){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
-        F(forms_block_c)(p + j, q + j, GRAD ? g + j : NULL, c, LOGF_P, LOGF_Q, GRAD, NULL, acc,
-                         sum_p, sum_q);
+        F(forms_block_c)(p + j, q + j, GRAD ? g + j : NULL, c, measure, LOGF_P, LOGF_Q, GRAD,
+                         NULL, acc, sum_p, sum_q);
     if (j < k) {
         int n = (int)(k - j);
         T pt[BLOCK], qt[BLOCK], gt[BLOCK];
@@ -271,7 +275,7 @@ KLF_INLINE double F(forms_pass_c)(const T *p, const T *q, T *g, ptrdiff_t k,
         if (GRAD) F(padded_tail)(gt, BLOCK, g + j, n, 0);
         F(forms_block_c)(F(padded_tail)(pt, BLOCK, p + j, n, LOGF_P ? c->p.m : 0),
                          F(padded_tail)(qt, BLOCK, q + j, n, LOGF_Q ? c->q.m : 0), gt, c,
-                         LOGF_P, LOGF_Q, GRAD, valid, acc, sum_p, sum_q);
+                         measure, LOGF_P, LOGF_Q, GRAD, valid, acc, sum_p, sum_q);
         if (GRAD) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
     sums[0] = lane_sum_block(sum_p);
@@ -347,7 +351,6 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
     *special = 0;
     if (k <= 0) return 0.0;
     memset(&c, 0, sizeof c);
-    c.measure = measure;
     if (F(forms_prepare)(p, 0, g, k, prm, &c.p, &s_p, special)) return NAN;
     if (measure != KLFAST_ENTROPY && F(forms_prepare)(q, 1, g, k, prm, &c.q, &s_q, special))
         return NAN;
@@ -357,7 +360,12 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
     c.grad_scale = PRM(grad_scale);
 
     double total;
-#define PASS_C(lp, lq, grad) F(forms_pass_c)(p, q, g, k, &c, lp, lq, grad, sums)
+    /* the losses' measures as constants (no branch per vector); the others a branch */
+#define PASS_C(lp, lq, grad)                                                              \
+    (measure == KLFAST_KL ? F(forms_pass_c)(p, q, g, k, &c, KLFAST_KL, lp, lq, grad, sums)  \
+     : measure == KLFAST_CROSS_ENTROPY                                                    \
+         ? F(forms_pass_c)(p, q, g, k, &c, KLFAST_CROSS_ENTROPY, lp, lq, grad, sums)      \
+         : F(forms_pass_c)(p, q, g, k, &c, measure, lp, lq, grad, sums))
     switch (c.p.log_form * 4 + c.q.log_form * 2 + (g != NULL)) {
     case 0: total = PASS_C(0, 0, 0); break;
     case 2: total = PASS_C(0, 1, 0); break;
