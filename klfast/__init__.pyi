@@ -41,6 +41,10 @@ SUM_TOLERANCE: Final[float]
 _Array: TypeAlias = NDArray[np.floating[Any]]
 _Scores: TypeAlias = NDArray[np.floating[Any]] | np.floating[Any]
 _Reduction: TypeAlias = Literal["none", "sum", "mean"]
+# input=: one form for every input, or one per input in argument order
+_Form: TypeAlias = Literal["probs", "log_probs", "logits"]
+_Input: TypeAlias = _Form | tuple[_Form, ...]
+_LossInput: TypeAlias = Literal["logits"] | tuple[_Form, Literal["logits"]]
 
 def default_num_threads() -> int: ...
 def show_config() -> None: ...
@@ -51,18 +55,21 @@ def kl(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
     base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+    input: _Input = ..., temperature: float = ...,
 ) -> _Scores: ...
 
 def jeffreys(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
     base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+    input: _Input = ..., temperature: float = ...,
 ) -> _Scores: ...
 
 def cross_entropy(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
     base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+    input: _Input = ..., temperature: float = ...,
 ) -> _Scores: ...
 
 # entropy: one input
@@ -71,6 +78,7 @@ def entropy(
     p: ArrayLike, *, axis: int = ..., eps: float = ..., base: float | None = ...,
     normalize: bool = ..., check_sums: bool = ..., keepdims: bool = ...,
     out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+    input: _Form | tuple[_Form] = ..., temperature: float = ...,
 ) -> _Scores: ...
 
 # jensen_shannon: no eps; distance=True returns the square root
@@ -79,6 +87,7 @@ def jensen_shannon(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., base: float | None = ...,
     normalize: bool = ..., check_sums: bool = ..., distance: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
+    input: _Input = ..., temperature: float = ...,
 ) -> _Scores: ...
 
 # the losses: "sum" and "mean" give a scalar, "none" the per-row values;
@@ -87,35 +96,40 @@ def jensen_shannon(
 
 @overload
 def kl_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: None = ...,
 ) -> np.floating[Any]: ...
 @overload
 def kl_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: None = ...,
 ) -> _Scores: ...
 @overload
 def kl_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[np.floating[Any], _Array]: ...
 @overload
 def kl_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[_Scores, _Array]: ...
 @overload
 def kl_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
     grad_out: _Array | None = ...,
@@ -123,35 +137,40 @@ def kl_loss(
 
 @overload
 def cross_entropy_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: None = ...,
 ) -> np.floating[Any]: ...
 @overload
 def cross_entropy_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: None = ...,
 ) -> _Scores: ...
 @overload
 def cross_entropy_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[np.floating[Any], _Array]: ...
 @overload
 def cross_entropy_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
     num_threads: int | None = ..., grad_out: _Array | None = ...,
 ) -> tuple[_Scores, _Array]: ...
 @overload
 def cross_entropy_loss(
-    target: ArrayLike, logits: ArrayLike, *, temperature: float = ...,
+    target: ArrayLike, logits: ArrayLike, *, input: _LossInput | None = ...,
+    temperature: float = ...,
     target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
     grad_out: _Array | None = ...,

@@ -12,7 +12,8 @@ from libc.math cimport log, INFINITY
 cimport numpy as cnp
 import numpy as np
 
-from _exact cimport floating, exact_loss_row, klfast_isa_levels, klfast_n_levels
+from _exact cimport (floating, exact_loss_row, forms_params, klfast_forms_params,
+                     klfast_isa_levels, klfast_n_levels, KLFAST_PROBS, KLFAST_LOGITS)
 
 cnp.import_array()
 
@@ -66,7 +67,9 @@ def exact_rows(int loss, object target, object logits, object grad,
     cdef Py_ssize_t i, n_rows, k
     cdef cnp.ndarray out
     cdef double* o
-    cdef double log_eps = log(eps) if eps > 0.0 else -INFINITY
+    cdef klfast_forms_params prm = forms_params(
+        loss, KLFAST_LOGITS if target_is_logits else KLFAST_PROBS, KLFAST_LOGITS,
+        inv_temperature, inv_temperature, False, True, INFINITY, eps, INFINITY, grad_scale)
     cdef int type_num
     arrays = [target, logits] + ([] if grad is None else [grad])
     if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ndim == 2
@@ -79,17 +82,15 @@ def exact_rows(int loss, object target, object logits, object grad,
     if type_num == cnp.NPY_DOUBLE:
         for i in range(n_rows):
             o[i] = exact_loss_row[double](
-                loss, <const double*>cnp.PyArray_DATA(target) + i * k,
+                &prm, <const double*>cnp.PyArray_DATA(target) + i * k,
                 <const double*>cnp.PyArray_DATA(logits) + i * k,
-                NULL if grad is None else <double*>cnp.PyArray_DATA(<cnp.ndarray>grad) + i * k,
-                k, inv_temperature, target_is_logits, eps, log_eps, grad_scale)
+                NULL if grad is None else <double*>cnp.PyArray_DATA(<cnp.ndarray>grad) + i * k, k)
     elif type_num == cnp.NPY_FLOAT:
         for i in range(n_rows):
             o[i] = exact_loss_row[float](
-                loss, <const float*>cnp.PyArray_DATA(target) + i * k,
+                &prm, <const float*>cnp.PyArray_DATA(target) + i * k,
                 <const float*>cnp.PyArray_DATA(logits) + i * k,
-                NULL if grad is None else <float*>cnp.PyArray_DATA(<cnp.ndarray>grad) + i * k,
-                k, inv_temperature, target_is_logits, eps, log_eps, grad_scale)
+                NULL if grad is None else <float*>cnp.PyArray_DATA(<cnp.ndarray>grad) + i * k, k)
     else:
         raise TypeError("exact_rows: dtype must be float32 or float64")
     return out

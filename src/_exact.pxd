@@ -21,18 +21,24 @@ cdef extern from "engine/klfast.h" nogil:
         KLFAST_CROSS_ENTROPY
         KLFAST_JS
         KLFAST_N_MEASURES
-        KLFAST_LOSS_KL
-        KLFAST_LOSS_CROSS_ENTROPY
-    ctypedef struct klfast_loss_params:
+        KLFAST_PROBS
+        KLFAST_LOG_PROBS
+        KLFAST_LOGITS
+    ctypedef struct klfast_forms_params:
+        int measure
+        int form[2]
+        int normalize
         int loss
-        int target_is_logits
-        double inv_t
+        double tol
+        double inv_t[2]
         double eps
         double log_eps
+        double log_prob_max
         double grad_scale
-        float inv_t_f32
+        float inv_t_f32[2]
         float eps_f32
         float log_eps_f32
+        float log_prob_max_f32
         float grad_scale_f32
     ctypedef double (*klfast_row_f64)(const double*, const double*, Py_ssize_t, double, int, int*,
                                       double*)
@@ -46,16 +52,16 @@ cdef extern from "engine/klfast.h" nogil:
     ctypedef unsigned (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
                                           double, double, float*, Py_ssize_t, int*)
-    ctypedef double (*klfast_loss_row_f64)(const double*, const double*, double*, Py_ssize_t,
-                                           const klfast_loss_params*, int*)
-    ctypedef double (*klfast_loss_row_f32)(const float*, const float*, float*, Py_ssize_t,
-                                           const klfast_loss_params*, int*)
+    ctypedef double (*klfast_forms_row_f64)(const double*, const double*, double*, Py_ssize_t,
+                                            const klfast_forms_params*, int*)
+    ctypedef double (*klfast_forms_row_f32)(const float*, const float*, float*, Py_ssize_t,
+                                            const klfast_forms_params*, int*)
     ctypedef struct klfast_isa:
         const char* name
         klfast_row_f64* f64
         klfast_row_f32* f32
-        klfast_loss_row_f64 loss_f64
-        klfast_loss_row_f32 loss_f32
+        klfast_forms_row_f64 forms_f64
+        klfast_forms_row_f32 forms_f32
         void (*math_f64)(int, const double*, double*, Py_ssize_t)
         void (*math_f32)(int, const float*, float*, Py_ssize_t)
         klfast_lanes_f64* lanes_f64
@@ -159,18 +165,15 @@ cdef inline double exact_row(int measure, const floating* p, const floating* q, 
 
 # ---- the losses from logits ---------------------------------------------------
 
-cdef inline bint _not_finite(double x) noexcept nogil:
-    # NaN fails both comparisons.
-    return not (x >= -DBL_MAX and x <= DBL_MAX)
-
-
 cdef inline double _gap_times(double a, double x, double m, double inv_t) noexcept nogil:
-    """a * (m - x) * inv_t for a > 0, m >= x and inv_t > 0, all finite,
+    """a * (m - x) * inv_t for a > 0, m >= x and inv_t > 0, finite but x,
     without an intermediate overflow: +inf only when the product is past the
     range. (m - x may overflow for logits near +-1e308; halving each first is
     exact.)"""
     cdef double d = m - x, ma, md, mi
     cdef int extra = 0, ea, ed, ei
+    if x == -INFINITY:  # a logit of -inf: q = 0
+        return INFINITY
     if not d <= DBL_MAX:
         d = 0.5 * m - 0.5 * x
         extra = 1
@@ -180,48 +183,61 @@ cdef inline double _gap_times(double a, double x, double m, double inv_t) noexce
     return ldexp(ma * md * mi, ea + ed + ei + extra)
 
 
-cdef inline double exact_loss_row(int loss, const floating* t, const floating* z, floating* g,
-                             Py_ssize_t k, double inv_t, bint target_is_logits,
-                             double eps, double log_eps, double grad_scale) noexcept nogil:
+cdef inline double exact_loss_row(const klfast_forms_params* prm, const floating* t,
+                                  const floating* z, floating* g, Py_ssize_t k) noexcept nogil:
+    """The loss prm.measure (kl or cross_entropy) of the target row t in the
+    form prm.form[0] against the logits z, and its gradient into g (unless
+    NULL), in double with libm: engine/loss_rows.h's formulas. NaN for an
+    invalid row."""
     cdef Py_ssize_t j
     cdef double x, a, e, lq, lp, lpe, q, neg_a_lq, total = 0.0, p_sum = 0.0
     cdef double m_z = -INFINITY, s_z = 0.0, m_t = -INFINITY, s_t = 0.0
     cdef double log_s_z, log_s_t = 0.0, r = -INFINITY, f = 0.0
-    cdef bint bad = False
+    cdef double inv_t = prm.inv_t[1], inv_t_t = prm.inv_t[0], eps = prm.eps
+    cdef int target_form = prm.form[0]
+    cdef bint bad = False, kl = prm.measure == KLFAST_KL
     # float64 gradients keep exp((z_j - running max) / T) from pass 1 in g and
     # rescale it in pass 2, saving one exp per element; float32 gradients
     # recompute it, as a float32 intermediate would lose accuracy when q ~ p.
     cdef bint keep = floating is double and g != NULL
 
     # Pass 1: online log-sum-exp of z / T (and t / T); target checks and sum.
+    # A -inf logit contributes exp(-inf) = 0.
     for j in range(k):
         x = z[j]
-        bad |= _not_finite(x)
+        bad |= x != x or x == INFINITY
         if x > m_z:
             s_z = s_z * exp((m_z - x) * inv_t) + 1.0
             m_z = x
             e = 1.0
+        elif x == -INFINITY:
+            e = 0.0
         else:
             e = exp((x - m_z) * inv_t)
             s_z += e
         if keep:
             g[j] = <floating>e
         a = t[j]
-        if target_is_logits:
-            bad |= _not_finite(a)
+        if target_form == KLFAST_LOGITS:
+            bad |= a != a or a == INFINITY
             if a > m_t:
-                s_t = s_t * exp((m_t - a) * inv_t) + 1.0
+                s_t = s_t * exp((m_t - a) * inv_t_t) + 1.0
                 m_t = a
-            else:
-                s_t += exp((a - m_t) * inv_t)
+            elif a != -INFINITY:
+                s_t += exp((a - m_t) * inv_t_t)
+        elif target_form == KLFAST_LOG_PROBS:
+            bad |= not (a <= prm.log_prob_max)
+            p_sum += exp(a)
         else:
             bad |= _invalid(a)
             p_sum += a
-    if target_is_logits:
+    if target_form == KLFAST_LOGITS:
         p_sum = 1.0
+        bad |= not (m_t > -INFINITY)
         log_s_t = log(s_t)
     else:
         bad |= not (p_sum <= DBL_MAX)
+    bad |= not (m_z > -INFINITY)
     if bad:
         return NAN
     log_s_z = log(s_z)
@@ -232,20 +248,22 @@ cdef inline double exact_loss_row(int loss, const floating* t, const floating* z
     for j in range(k):
         x = z[j]
         lq = (x - m_z) * inv_t - log_s_z
-        if target_is_logits:
-            lp = (t[j] - m_t) * inv_t - log_s_t
+        if target_form != KLFAST_PROBS:
+            lp = t[j]
+            if target_form == KLFAST_LOGITS:
+                lp = (lp - m_t) * inv_t_t - log_s_t
             a = exp(lp)
-            lpe = lp if a > eps else log_eps
+            lpe = lp if a > eps else prm.log_eps
         else:
             a = t[j]
             lpe = 0.0
-            if loss == KLFAST_LOSS_KL and a > 0.0:
+            if kl and a > 0.0:
                 lpe = log(a if a > eps else eps)
         if a > 0.0:
-            if not lq >= -DBL_MAX:  # (x - m_z) / T overflowed; a * it may not
+            if not lq >= -DBL_MAX:  # (x - m_z) / T overflowed (or x = -inf); a * it may not
                 neg_a_lq = a * log_s_z + _gap_times(a, x, m_z, inv_t)
-                total += (a * lpe + neg_a_lq) if loss == KLFAST_LOSS_KL else neg_a_lq
-            elif loss == KLFAST_LOSS_KL:
+                total += (a * lpe + neg_a_lq) if kl else neg_a_lq
+            elif kl:
                 total += a * (lpe - lq)
             else:
                 total -= a * lq
@@ -254,9 +272,9 @@ cdef inline double exact_loss_row(int loss, const floating* t, const floating* z
                 r = x
                 f = exp((r - m_z) * inv_t - log_s_z)
             q = g[j] * f
-            g[j] = <floating>((p_sum * q - a) * grad_scale)
+            g[j] = <floating>((p_sum * q - a) * prm.grad_scale)
         elif g != NULL:
-            g[j] = <floating>((p_sum * exp(lq) - a) * grad_scale)
+            g[j] = <floating>((p_sum * exp(lq) - a) * prm.grad_scale)
     return total
 
 
@@ -269,19 +287,29 @@ cdef inline float _f32_at_most(double x) noexcept nogil:
     return f
 
 
-cdef inline klfast_loss_params loss_params(int loss, double inv_temperature,
-                                           bint target_is_logits, double eps,
-                                           double grad_scale) noexcept nogil:
-    """The parameters of one loss call, with their float32 copies."""
-    cdef klfast_loss_params prm
+cdef inline klfast_forms_params forms_params(int measure, int form_p, int form_q,
+                                             double inv_t_p, double inv_t_q, bint normalize,
+                                             bint loss, double tol, double eps,
+                                             double log_prob_max,
+                                             double grad_scale) noexcept nogil:
+    """The parameters of one call of the forms kernel, with their float32 copies."""
+    cdef klfast_forms_params prm
+    prm.measure = measure
+    prm.form[0] = form_p
+    prm.form[1] = form_q
+    prm.normalize = normalize
     prm.loss = loss
-    prm.target_is_logits = target_is_logits
-    prm.inv_t = inv_temperature
+    prm.tol = tol
+    prm.inv_t[0] = inv_t_p
+    prm.inv_t[1] = inv_t_q
     prm.eps = eps
     prm.log_eps = log(eps) if eps > 0.0 else -INFINITY
+    prm.log_prob_max = log_prob_max
     prm.grad_scale = grad_scale
-    prm.inv_t_f32 = <float>inv_temperature
+    prm.inv_t_f32[0] = <float>inv_t_p
+    prm.inv_t_f32[1] = <float>inv_t_q
     prm.eps_f32 = _f32_at_most(eps)
     prm.log_eps_f32 = <float>prm.log_eps
+    prm.log_prob_max_f32 = <float>log_prob_max
     prm.grad_scale_f32 = <float>grad_scale
     return prm

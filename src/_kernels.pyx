@@ -37,8 +37,10 @@ eps >= 2.2e-308 (so zeros are free). A row where a log would see a zero or a
 subnormal (eps below the smallest normal, e.g. eps=0) is flagged and
 recomputed by the exact scalar path (_exact.pxd), which uses libm's log.
 
-The losses (``loss_rows``; formulas in engine/loss_rows.h and _exact.pxd) run
-on the same levels, the same chunked row loop and the same exact fallback.
+Inputs given as log-probabilities or logits, and the losses from logits
+(``forms_rows``; formulas in engine/loss_rows.h and _exact.pxd), run on the
+same levels and the same chunked row loop; a loss row the kernel hands back
+goes to the exact scalar path.
 """
 import os
 from time import perf_counter
@@ -62,12 +64,11 @@ cdef extern from "engine/config.h" nogil:
     int klfast_omp_max_threads()
     int klfast_omp_thread_num()
 
-from _exact cimport (floating, klfast_isa, klfast_loss_params, KLFAST_KL, KLFAST_JEFFREYS,
-                     KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_LOSS_KL,
-                     KLFAST_LOSS_CROSS_ENTROPY, klfast_isa_levels, klfast_n_levels,
+from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAST_JEFFREYS,
+                     KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
+                     KLFAST_LOG_PROBS, KLFAST_LOGITS, klfast_isa_levels, klfast_n_levels,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
-                     exact_loss_row,
-                     loss_params)
+                     exact_loss_row, forms_params)
 
 cdef enum:
     KL = KLFAST_KL
@@ -79,7 +80,9 @@ cdef enum:
 # Measure and loss codes for the Python layer.
 MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "entropy": ENTROPY,
             "cross_entropy": CROSS_ENTROPY, "jensen_shannon": JS}
-LOSSES = {"kl": KLFAST_LOSS_KL, "cross_entropy": KLFAST_LOSS_CROSS_ENTROPY}
+LOSSES = {"kl": KL, "cross_entropy": CROSS_ENTROPY}
+# Input form codes.
+FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_LOGITS}
 
 
 cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
@@ -223,43 +226,43 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     return n_bad
 
 
-cdef inline double _loss_fast_or_exact(const klfast_isa* isa, const klfast_loss_params* prm,
-                                 const floating* t, const floating* z, floating* g,
-                                 Py_ssize_t k) noexcept nogil:
+cdef inline double _forms_fast_or_exact(const klfast_isa* isa, const klfast_forms_params* prm,
+                                        const floating* p, const floating* q, floating* g,
+                                        Py_ssize_t k) noexcept nogil:
     cdef int special = 0
     cdef double v
     if floating is double:
-        v = isa.loss_f64(t, z, g, k, prm, &special)
+        v = isa.forms_f64(p, q, g, k, prm, &special)
     else:
-        v = isa.loss_f32(t, z, g, k, prm, &special)
+        v = isa.forms_f32(p, q, g, k, prm, &special)
     if special:
-        v = exact_loss_row(prm.loss, t, z, g, k, prm.inv_t, prm.target_is_logits, prm.eps,
-                           prm.log_eps, prm.grad_scale)
+        v = exact_loss_row(prm, p, q, g, k)
     return v
 
 
-cdef Py_ssize_t _loss_run(const klfast_isa* isa, const klfast_loss_params* prm,
-                     const floating* t, Py_ssize_t t_rs,
-                     const floating* z, Py_ssize_t z_rs,
-                     floating* g, Py_ssize_t g_rs,
-                     double* out, Py_ssize_t n_rows, Py_ssize_t k,
-                     int n_threads) noexcept nogil:
-    """Fill out[i] (and row i of g unless g is NULL) for every row; strides in
-    elements. Returns the number of invalid rows (their out[i] is NaN)."""
+cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm,
+                           const floating* p, Py_ssize_t p_rs,
+                           const floating* q, Py_ssize_t q_rs,
+                           floating* g, Py_ssize_t g_rs,
+                           double* out, double scale, Py_ssize_t n_rows, Py_ssize_t k,
+                           int n_threads) noexcept nogil:
+    """Fill out[i] (times scale; and row i of g unless g is NULL) for every
+    row; strides in elements. Returns the number of invalid rows (their
+    out[i] is NaN)."""
     cdef Py_ssize_t i, n_bad = 0
     cdef double v
     cdef floating* g_row
     if n_threads <= 1:
         for i in range(n_rows):
             g_row = g + i * g_rs if g != NULL else NULL
-            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
+            v = _forms_fast_or_exact(isa, prm, p + i * p_rs, q + i * q_rs, g_row, k) * scale
             out[i] = v
             if v != v:
                 n_bad += 1
     else:
         for i in prange(n_rows, schedule="dynamic", chunksize=_claim(k), num_threads=n_threads):
             g_row = g + i * g_rs if g != NULL else NULL
-            v = _loss_fast_or_exact(isa, prm, t + i * t_rs, z + i * z_rs, g_row, k)
+            v = _forms_fast_or_exact(isa, prm, p + i * p_rs, q + i * q_rs, g_row, k) * scale
             out[i] = v
             if v != v:
                 n_bad += 1
@@ -324,8 +327,8 @@ def _next_chunk(Py_ssize_t chunk, double elapsed):
 
 
 cdef struct Rows:
-    # One call of rows() or loss_rows(): pointers to row 0, strides in bytes.
-    int loss                # the loss code, or -1 for a divergence
+    # One call of rows() or forms_rows(): pointers to row 0, strides in bytes.
+    bint forms              # forms_rows()
     int measure
     int type_num            # NPY_DOUBLE or NPY_FLOAT
     Py_ssize_t size         # bytes per element
@@ -340,7 +343,7 @@ cdef struct Rows:
     Py_ssize_t k
     double eps, scale, tol
     bint normalize
-    klfast_loss_params prm
+    klfast_forms_params prm
     int n_threads
 
 
@@ -421,20 +424,21 @@ cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept no
     cdef char* o = c.out + r0 * c.out_s
     if c.a_kind >= 0 or c.b_kind >= 0:
         return _run_staged(c, r0, r1)
-    if c.loss < 0 and c.type_num == cnp.NPY_DOUBLE:
+    if not c.forms and c.type_num == cnp.NPY_DOUBLE:
         return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
                             n, c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads)
-    if c.loss < 0:
+    if not c.forms:
         return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, c.a_es // z,
                            <const float*>b, c.b_rs // z, c.b_es // z, <float*>o, c.out_s // z,
                            n, c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads)
     if c.type_num == cnp.NPY_DOUBLE:
-        return _loss_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
-                                 c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, n, c.k,
-                                 c.n_threads)
-    return _loss_run[float](_isa, &c.prm, <const float*>a, c.a_rs // z, <const float*>b,
-                            c.b_rs // z, <float*>g, c.g_rs // z, <double*>o, n, c.k, c.n_threads)
+        return _forms_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
+                                  c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, c.scale, n,
+                                  c.k, c.n_threads)
+    return _forms_run[float](_isa, &c.prm, <const float*>a, c.a_rs // z, <const float*>b,
+                             c.b_rs // z, <float*>g, c.g_rs // z, <double*>o, c.scale, n, c.k,
+                             c.n_threads)
 
 
 cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
@@ -482,7 +486,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     stops the call between chunks of rows.
     """
     cdef Rows c
-    c.loss = -1
+    c.forms = False
     c.measure = measure
     c.type_num = cnp.PyArray_TYPE(out)
     c.size = cnp.PyArray_ITEMSIZE(out)
@@ -634,42 +638,52 @@ def build_info():
     }
 
 
-def loss_rows(int loss, cnp.ndarray target, Py_ssize_t target_row_stride,
-              cnp.ndarray logits, Py_ssize_t logits_row_stride,
-              object grad, Py_ssize_t grad_row_stride,
-              cnp.ndarray out, Py_ssize_t n_rows, Py_ssize_t k,
-              double inv_temperature, bint target_is_logits, double eps,
-              double grad_scale, int n_threads):
-    """Per-row losses of n_rows rows of length k; private, called by the Python layer.
+def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
+               cnp.ndarray q, Py_ssize_t q_row_stride,
+               object grad, Py_ssize_t grad_row_stride,
+               cnp.ndarray out, Py_ssize_t n_rows, Py_ssize_t k,
+               int form_p, int form_q, double inv_t_p, double inv_t_q, bint normalize,
+               bint loss, double tol, double eps, double log_prob_max, double grad_scale,
+               double scale, int n_threads):
+    """Per-row values of n_rows rows of length k with inputs in any form
+    (engine/loss_rows.h: the divergences of log-probabilities and logits,
+    and the losses with their gradient); private, called by the Python layer.
 
-    ``target``, ``logits`` and ``grad`` (an array or None) share one dtype
-    (float32 or float64), are aligned and in native byte order; row elements
-    are contiguous. Strides are in bytes from each array's data pointer; the
-    target's may be 0 (one row for all). ``out`` is a contiguous float64 array
-    of n_rows. ``grad_scale`` multiplies the gradient (1/T, times 1/n for a
-    mean). Returns the number of invalid rows; Ctrl-C stops the call between
-    chunks of rows, as in ``rows``.
+    ``p``, ``q`` and ``grad`` (an array or None; only for a loss) share one
+    dtype (float32 or float64), are aligned and in native byte order; row
+    elements are contiguous. Strides are in bytes from each array's data
+    pointer; row strides may be 0 (one row for all). ``out`` is a contiguous
+    float64 array of n_rows; each value is multiplied by ``scale``.
+    ``form_p``, ``form_q`` are FORMS codes; ``inv_t_*`` 1/T for logits (1
+    otherwise); ``loss``: q is not floored at eps, and a row the kernel
+    hands back takes the exact scalar path; ``tol``: how far from 1 sums of
+    probabilities (unless ``normalize``) and of exps of log-probabilities may
+    be (inf: no check); ``log_prob_max``: the largest valid log-probability;
+    ``grad_scale`` multiplies the gradient (1/T, times 1/n for a mean).
+    Returns the number of invalid rows; Ctrl-C stops the call between chunks
+    of rows, as in ``rows``.
     """
     cdef Rows c
-    c.loss = loss
-    c.type_num = cnp.PyArray_TYPE(logits)
-    c.size = cnp.PyArray_ITEMSIZE(logits)
-    if cnp.PyArray_TYPE(target) != c.type_num:
-        raise TypeError("klfast._kernels.loss_rows: target and logits must share one dtype")
+    c.forms = True
+    c.type_num = cnp.PyArray_TYPE(q)
+    c.size = cnp.PyArray_ITEMSIZE(q)
+    if cnp.PyArray_TYPE(p) != c.type_num:
+        raise TypeError("klfast._kernels.forms_rows: p and q must share one dtype")
     c.g, c.g_rs = NULL, 0
     if grad is not None:
         if cnp.PyArray_TYPE(<cnp.ndarray>grad) != c.type_num:
-            raise TypeError("klfast._kernels.loss_rows: grad must have the logits' dtype")
+            raise TypeError("klfast._kernels.forms_rows: grad must have the inputs' dtype")
         c.g, c.g_rs = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad), grad_row_stride
     if (cnp.PyArray_TYPE(out) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(out)
             or cnp.PyArray_SIZE(out) < n_rows):
-        raise ValueError("klfast._kernels.loss_rows: out must be contiguous float64 of n_rows")
-    c.a, c.a_rs = <char*>cnp.PyArray_DATA(target), target_row_stride
-    c.b, c.b_rs = <char*>cnp.PyArray_DATA(logits), logits_row_stride
+        raise ValueError("klfast._kernels.forms_rows: out must be contiguous float64 of n_rows")
+    c.a, c.a_rs = <char*>cnp.PyArray_DATA(p), p_row_stride
+    c.b, c.b_rs = <char*>cnp.PyArray_DATA(q), q_row_stride
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), sizeof(double)
     c.a_es = c.b_es = c.size
-    c.k, c.n_threads = k, n_threads
+    c.k, c.n_threads, c.scale = k, n_threads, scale
     c.a_kind = c.b_kind = -1
     c.stage = NULL
-    c.prm = loss_params(loss, inv_temperature, target_is_logits, eps, grad_scale)
+    c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
+                         log_prob_max, grad_scale)
     return _in_chunks(&c, n_rows)

@@ -3,13 +3,15 @@ show_config() reports the build."""
 import doctest
 import importlib
 import re
+from pathlib import Path
 
 import pytest
 
 import klfast
 
 
-@pytest.mark.parametrize("module_name", ["klfast._core.measures", "klfast._core.summary",
+@pytest.mark.parametrize("module_name", ["klfast._core.measures", "klfast._core.losses",
+                                         "klfast._core.summary",
                                          "klfast._core.pairwise",
                                          "klfast._config", "klfast"])
 def test_docstring_examples(module_name):
@@ -20,6 +22,18 @@ def test_docstring_examples(module_name):
     assert result.failed == 0
     if module_name != "klfast":
         assert result.attempted > 0
+
+
+def test_readme_examples():
+    """The README's ``>>>`` examples run and print what it shows."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+              if ">>>" in b]
+    assert blocks
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for i, block in enumerate(blocks):
+        runner.run(doctest.DocTestParser().get_doctest(block, {}, f"README block {i}", None, 0))
+    assert runner.summarize(verbose=False).failed == 0
 
 
 @pytest.mark.parametrize("name", ["kl", "jeffreys", "entropy", "cross_entropy"])

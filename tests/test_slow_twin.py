@@ -260,7 +260,7 @@ def _bad_loss_inputs():
     yield "NaN target", edit(p, np.nan), z
     yield "inf target", edit(p, np.inf), z
     yield "NaN logits", p, edit(z, np.nan)
-    yield "inf logits", p, edit(z, -np.inf)
+    yield "inf logits", p, edit(z, np.inf)
     yield "target rows do not broadcast", p[:5], z
     yield "lengths 7 and 8", p[:, :7], z
     yield "target has more rows than logits", p, z[:1]

@@ -7,9 +7,10 @@ splits the views into 2-D problems without copies, converts in bounded blocks
 the layouts a kernel cannot read, writes into ``out``, picks the thread count,
 and turns the first rejected row into a ValueError naming it.
 
-Two jobs: :class:`MeasureJob` (p and q, or p alone, give one score per row)
-and :class:`LossJob` (target and logits give one loss per row and, if asked,
-the gradient of every element).
+Two jobs: :class:`MeasureJob` (probabilities p and q, or p alone, give one
+score per row) and :class:`FormsJob` (inputs in any form, probabilities,
+log-probabilities or logits, give one score per row; the losses' target and
+logits give one loss per row and, if asked, the gradient of every element).
 """
 import math
 import os
@@ -18,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import _kernels
-from .validate import SUM_TOLERANCE, explain_loss_row, explain_measure_row
+from .validate import SUM_TOLERANCE, explain_forms_row, explain_measure_row
 
 MEASURES = _kernels.MEASURES  # measure name -> kernel code
-LOSSES = _kernels.LOSSES  # loss name -> kernel code
+FORMS = _kernels.FORMS  # input form name -> kernel code
 # The common small call (plain arrays, default keywords) goes straight to C:
 # it returns None whenever the general path must decide.
 fast_call = _kernels.fast
@@ -131,35 +132,49 @@ class MeasureJob:
         return explain_measure_row(self.names, rows, index, self.normalize, self.check_sums)
 
 
-class LossJob:
-    """A loss from logits (rows of target and logits): one float64 loss per
-    row and, unless ``grad`` is None, the gradient in the logits' dtype."""
+class FormsJob:
+    """A divergence or the entropy of inputs in any form (``forms``, one per
+    input: "probs", "log_probs", "logits"), or a loss (``loss``: the target
+    and the logits, with the gradient unless ``grad`` is None): one float64
+    value per row (times ``scale``), the gradient in the inputs' dtype.
+    ``inv_temperatures``: 1/T for each logits input, 1 for the others."""
 
-    __slots__ = ("loss", "inv_temperature", "target_is_logits", "eps", "grad_scale",
-                 "num_threads", "dtype")
+    __slots__ = ("measure", "forms", "inv_temperatures", "normalize", "loss", "check_sums",
+                 "eps", "log_prob_max", "grad_scale", "scale", "num_threads", "dtype", "names")
     out_dtype = np.dtype(np.float64)
     strided = False  # rows must be contiguous
     widened = ()  # and of the job's dtype
 
-    def __init__(self, loss, inv_temperature, target_is_logits, eps, grad_scale, num_threads,
-                 dtype):
-        self.loss = LOSSES[loss]
-        self.inv_temperature = inv_temperature
-        self.target_is_logits = target_is_logits
+    def __init__(self, measure, forms, inv_temperatures, *, eps, num_threads, dtype, names,
+                 normalize=False, check_sums=True, loss=False, log_prob_max=math.inf,
+                 grad_scale=1.0, scale=1.0):
+        self.measure = MEASURES[measure]
+        self.forms = forms
+        self.inv_temperatures = inv_temperatures
+        self.normalize = normalize
+        self.loss = loss
+        self.check_sums = check_sums
         self.eps = eps
+        self.log_prob_max = log_prob_max
         self.grad_scale = grad_scale
+        self.scale = scale
         self.num_threads = num_threads
         self.dtype = dtype
+        self.names = names  # of the inputs, for errors
 
     def kernel(self, rows, grad, out, n_rows, k, threads):
-        t, z = rows
-        return _kernels.loss_rows(
-            self.loss, t, _row_stride(t), z, _row_stride(z),
-            grad, 0 if grad is None else _row_stride(grad), out, n_rows, k,
-            self.inv_temperature, self.target_is_logits, self.eps, self.grad_scale, threads)
+        p, q = rows[0], rows[-1]  # the entropy reads p only
+        form_p, form_q = FORMS[self.forms[0]], FORMS[self.forms[-1]]
+        tol = SUM_TOLERANCE if self.check_sums else math.inf
+        return _kernels.forms_rows(
+            self.measure, p, _row_stride(p), q, _row_stride(q),
+            grad, 0 if grad is None else _row_stride(grad), out, n_rows, k, form_p, form_q,
+            self.inv_temperatures[0], self.inv_temperatures[-1], self.normalize, self.loss, tol,
+            self.eps, self.log_prob_max, self.grad_scale, self.scale, threads)
 
     def explain(self, rows, read, index):
-        return explain_loss_row(rows, read, index, self.target_is_logits, self.dtype)
+        return explain_forms_row(self.names, self.forms, rows, read, index, self.normalize,
+                                 self.check_sums and not self.loss, self.dtype)
 
 
 # ---- the engine ------------------------------------------------------------
@@ -245,7 +260,8 @@ def _run_2d(job, inputs, grad, out, first_row, outer):
     widened = job.widened if k >= WIDEN_MIN_K else ()
     sources = [_source(x, dtype, job.strided, widened) for x in inputs]
     grad_ok = grad is None or (_kernel_ready(grad, dtype) and grad.flags.writeable)
-    out_ok = out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
+    out_ok = (out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
+              and (job.strided or out.flags.c_contiguous))
     if grad_ok and out_ok and all(source is not None for source in sources):
         if job.kernel(sources, grad, out, n_rows, k, threads):
             _raise_invalid(job, inputs, sources, out, first_row, outer)

@@ -9,10 +9,12 @@ from numpy.lib.array_utils import normalize_axis_index
 from . import engine
 from .validate import (
     DEFAULT_EPS,
+    LOG_PROB_MAX,
     as_input,
     check_axis,
     check_eps,
     check_flag,
+    check_loss_forms,
     check_num_threads,
     check_reduction,
     check_temperature,
@@ -38,10 +40,10 @@ def _reduce_rows(rows, reduction):
 
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
-          axis, num_threads, grad_out=None):
+          axis, num_threads, grad_out, input):
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
-    target_is_logits = check_flag(target_is_logits, "target_is_logits")
+    forms = check_loss_forms(input, target_is_logits)
     return_grad = check_flag(return_grad, "return_grad")
     axis = check_axis(axis)
     eps = check_eps(eps)
@@ -90,8 +92,11 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     if reduction == "mean" and n_rows > 0:
         scale /= n_rows
     rows = np.empty(outer, dtype=np.float64)
-    job = engine.LossJob(loss, 1.0 / temperature, bool(target_is_logits), eps, scale,
-                         num_threads, dtype)
+    inv_t = 1.0 / temperature
+    job = engine.FormsJob(loss, forms, (inv_t if forms[0] == "logits" else 1.0, inv_t),
+                          eps=eps, num_threads=num_threads, dtype=dtype,
+                          names=("target", "logits"), loss=True, check_sums=False,
+                          log_prob_max=LOG_PROB_MAX, grad_scale=scale)
     t_view = np.broadcast_to(np.moveaxis(target.reshape(t_shape), ax, -1), outer + (k,))
     z_view = np.moveaxis(logits, ax, -1)
     g_view = None if grad is None else np.moveaxis(grad, ax, -1)
@@ -110,17 +115,18 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     return (value, grad) if return_grad else value
 
 
-def kl_loss(target, logits, *, temperature=1.0, target_is_logits=False, reduction="mean",
-            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None, grad_out=None):
+def kl_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
+            reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None,
+            grad_out=None):
     return _loss("kl", target, logits, temperature, target_is_logits, reduction, return_grad,
-                 eps, axis, num_threads, grad_out)
+                 eps, axis, num_threads, grad_out, input)
 
 
-def cross_entropy_loss(target, logits, *, temperature=1.0, target_is_logits=False,
+def cross_entropy_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
                        reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
                        num_threads=None, grad_out=None):
     return _loss("cross_entropy", target, logits, temperature, target_is_logits, reduction,
-                 return_grad, eps, axis, num_threads, grad_out)
+                 return_grad, eps, axis, num_threads, grad_out, input)
 
 
 _DOC_PARAMS = """
@@ -128,11 +134,20 @@ _DOC_PARAMS = """
     ----------
     target : array_like
         Target distributions, shape broadcastable to ``logits.shape`` with the
-        same length along ``axis``: probabilities (non-negative, used as given,
-        not normalized), or teacher logits when ``target_is_logits=True``, in
-        which case ``p = softmax(target / T)``.
+        same length along ``axis``, in the form ``input`` names:
+        probabilities (non-negative, used as given, not normalized),
+        log-probabilities (``p = exp(target)``, ``-inf`` for 0, at most
+        ``log(1 + SUM_TOLERANCE)``), or teacher logits (``p = softmax(target /
+        T)``; ``-inf`` is a class of probability 0).
     logits : array_like
-        Model outputs, array of shape (..., k, ...) with the classes along ``axis``.
+        Model outputs, array of shape (..., k, ...) with the classes along
+        ``axis``: no NaN or ``+inf``; a ``-inf`` logit is a class of
+        probability 0 (where ``p > 0`` the loss is ``inf``).
+    input : tuple, default ("probs", "logits")
+        The forms of (target, logits), with the words of :func:`klfast.kl`:
+        ``("probs", "logits")``, ``("log_probs", "logits")`` or
+        ``("logits", "logits")`` (also written ``"logits"``). The logits are
+        always logits.
     temperature : float, default 1.0
         ``T > 0``, finite, and large enough that ``1 / T`` is finite in the
         logits' dtype (``T`` above about 5.6e-309 for float64, 2.9e-39 for
@@ -141,7 +156,7 @@ _DOC_PARAMS = """
         not multiplied by ``T**2`` (distillation often does that; multiply the
         loss and grad yourself).
     target_is_logits : bool, default False
-        Interpret ``target`` as logits.
+        Interpret ``target`` as logits: the same as ``input="logits"``.
     reduction : {"none", "sum", "mean"}, default "mean"
         ``"none"``: the per-row values, shape ``logits.shape`` without ``axis``.
         ``"sum"``: their sum (``inf`` only past the float64 range).
@@ -230,6 +245,9 @@ kl_loss.__doc__ = """KL divergence from logits, ``KL(p || softmax(logits / T))``
     >>> grad.round(4)
     array([[-0.0281,  0.0321, -0.004 ],
            [ 0.0656, -0.0857,  0.0201]])
+    >>> log_target = np.log(target)                # the same target as log-probabilities
+    >>> klfast.kl_loss(log_target, logits, input=("log_probs", "logits"), reduction="none").round(6)
+    array([0.025448, 0.075337])
     """
 
 cross_entropy_loss.__doc__ = """Cross-entropy from logits, ``-sum p * log_softmax(logits / T)``, per row.

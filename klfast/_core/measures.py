@@ -10,14 +10,18 @@ from . import engine
 from .validate import (
     DEFAULT_EPS,
     F32_OVERFLOW,
+    LOG_PROB_MAX,
     SUM_TOLERANCE,
     as_input,
     check_axis,
     check_eps,
     check_eps_dtype,
     check_flag,
+    check_forms,
     check_num_threads,
     check_out,
+    check_temperature,
+    check_temperature_dtype,
     log_scale,
     result_dtype,
 )
@@ -30,13 +34,20 @@ def _is_dask(x):
     return type(x).__module__.split(".")[0] == "dask"
 
 
-def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads):
+def _is_default_form(input, temperature):
+    return (type(input) is str and input == "probs"
+            and (temperature is 1.0 or (type(temperature) in (int, float) and temperature == 1)))
+
+
+def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads,
+           input="probs", temperature=1.0):
     """The rows' scores of ``measure``; ``q`` is None for the entropy. Dask
     arrays go to :func:`klfast.dask.reduce`, which calls this for each block."""
     if q is None and measure != "entropy":
         raise TypeError("q is required: pass the second distribution (None given); for the "
                         "entropy of p use klfast.entropy(p)")
-    if ((check_sums is True or check_sums is False)
+    default_form = _is_default_form(input, temperature)
+    if (default_form and (check_sums is True or check_sums is False)
             and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast_call(_MEASURES[measure], p, q, eps, normalize,
@@ -46,6 +57,9 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from .. import dask as klfast_dask
 
+        if not default_form:
+            raise TypeError("input= and temperature= are not supported for dask arrays yet: "
+                            "score the blocks with dask.array.map_blocks")
         return klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
                                   normalize=normalize, check_sums=check_sums,
                                   keepdims=keepdims, out=out, num_threads=num_threads)
@@ -56,6 +70,13 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     eps = check_eps(eps)
     scale = log_scale(base)
     num_threads = check_num_threads(num_threads)
+    given = check_forms(input, ("p",) if q is None else ("p", "q"))
+    temperature = check_temperature(temperature)
+    if temperature != 1.0 and "logits" not in given:
+        raise ValueError(f"temperature={temperature!r} divides logits, but no input is logits "
+                         f"(input={input!r})")
+    # normalized log-probabilities: their log-softmax, as of logits at T = 1
+    forms = tuple("logits" if normalize and form == "log_probs" else form for form in given)
     p, _ = as_input(p, "p")
     if q is None:  # entropy: p alone (as q, it passes the shape checks below)
         q_arr = p
@@ -99,7 +120,15 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
         inputs, names = (rows_view(p, p_shape),), ("p",)
     else:
         inputs, names = (rows_view(p, p_shape), rows_view(q_arr, q_shape)), ("p", "q")
-    job = engine.MeasureJob(measure, eps, scale, normalize, check_sums, num_threads, dtype, names)
+    if all(form == "probs" for form in forms):
+        job = engine.MeasureJob(measure, eps, scale, normalize, check_sums, num_threads, dtype,
+                                names)
+    else:
+        check_temperature_dtype(temperature, dtype)
+        inv_t = tuple(1.0 / temperature if form == "logits" else 1.0 for form in given)
+        job = engine.FormsJob(measure, forms, inv_t, eps=eps, num_threads=num_threads,
+                              dtype=dtype, names=names, normalize=normalize,
+                              check_sums=check_sums, log_prob_max=LOG_PROB_MAX, scale=scale)
     engine.run(job, inputs, np.squeeze(result, axis=ax) if keepdims else result,
                callers_out=out is not None)
     if out is None and result.ndim == 0:
@@ -135,6 +164,27 @@ _DOC_PARAMS = """
     num_threads : int, optional
         Threads for this call; ``None`` uses :func:`klfast.default_num_threads`.
         Small inputs always run on one thread. Results do not depend on it.
+    input : {"probs", "log_probs", "logits"} or tuple of them, default "probs"
+        The form of the inputs: one word for every input, or a tuple with one
+        per input in argument order, e.g. ``input=("logits", "probs")``.
+        ``"log_probs"``: natural logs of probabilities (``-inf`` for 0; at
+        most ``log(1 + SUM_TOLERANCE)``; with ``normalize=True`` any
+        log-values, normalized by their log-sum-exp). ``"logits"``: scores
+        whose softmax ``softmax(x / temperature)`` is the distribution (no
+        NaN or ``+inf``; ``-inf`` is a class of probability 0). The eps rule
+        is the same in every form: ``log p~ = max(log p, log eps)``. Each row
+        is read in its form while it is in cache (log-sum-exp and measure in
+        one kernel): no softmax array is made. float64 rows are within
+        ``1e-14 * (|value| + s)`` of the exact value, with the row's scale
+        ``s = sum_j (p_j (1 + |log p_j|) + q_j (1 + |log q_j|)) (|log p~_j| +
+        |log q~_j|)`` (float32: ``1e-5``); for rows that are not nearly equal
+        ``s`` is a small multiple of the value, but a KL near 0 (nearly equal
+        rows given as logits) has this absolute error, as the rounded
+        log-softmaxes cancel. Probabilities below the dtype's smallest
+        subnormal count as 0.
+    temperature : float, default 1.0
+        Divides the inputs given as logits (only those) before the softmax;
+        a ValueError when no input is logits.
 
     Returns
     -------
@@ -157,36 +207,38 @@ _DOC_PARAMS = """
 
 
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-       keepdims=False, out=None, num_threads=None):
+       keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0):
     return reduce("kl", p, q, axis, eps, base, normalize, check_sums, keepdims, out,
-                   num_threads)
+                  num_threads, input, temperature)
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-             keepdims=False, out=None, num_threads=None):
+             keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0):
     return reduce("jeffreys", p, q, axis, eps, base, normalize, check_sums,
-                   keepdims, out, num_threads)
+                  keepdims, out, num_threads, input, temperature)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
-                  check_sums=True, keepdims=False, out=None, num_threads=None):
+                  check_sums=True, keepdims=False, out=None, num_threads=None, input="probs",
+                  temperature=1.0):
     return reduce("cross_entropy", p, q, axis, eps, base, normalize, check_sums,
-                   keepdims, out, num_threads)
+                  keepdims, out, num_threads, input, temperature)
 
 
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-            keepdims=False, out=None, num_threads=None):
+            keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0):
     return reduce("entropy", p, None, axis, eps, base, normalize, check_sums, keepdims,
-                   out, num_threads)
+                  out, num_threads, input, temperature)
 
 
 def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
-                   distance=False, keepdims=False, out=None, num_threads=None):
+                   distance=False, keepdims=False, out=None, num_threads=None, input="probs",
+                   temperature=1.0):
     if check_flag(distance, "distance") and base is not None and log_scale(base) < 0:
         raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
                          f"below 1 the divergence is negative and has no square root")
     result = reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
-                     keepdims, out, num_threads)
+                    keepdims, out, num_threads, input, temperature)
     if distance:
         result = np.sqrt(result, out=result if isinstance(result, np.ndarray) else None)
     return result
@@ -243,6 +295,13 @@ kl.__doc__ = """Kullback-Leibler divergence KL(p || q) of each row.
     array([0.693147, 0.010068])
     >>> float(klfast.kl([1.0, 0.0], [0.0, 1.0], eps=0))
     inf
+
+    From logits (softmax of each row, fused), against probabilities:
+
+    >>> klfast.kl([[2.0, 0.0, -1.0]], [0.7, 0.2, 0.1], input=("logits", "probs")).round(6)
+    array([0.057216])
+    >>> klfast.kl([[2.0, 0.0, -1.0]], [[0.5, 1.0, 0.0]], input="logits", temperature=2.0).round(6)
+    array([0.190634])
     """
 
 jeffreys.__doc__ = """Jeffreys divergence J(p, q) = KL(p || q) + KL(q || p) of each row.
@@ -294,4 +353,7 @@ entropy.__doc__ = """Shannon entropy H(p) = -sum_j p_j log p~_j of each row.
     array([1., 0.])
     >>> float(klfast.entropy([3, 1], normalize=True).round(6))
     0.562335
+    >>> import numpy as np
+    >>> float(klfast.entropy(np.log([0.5, 0.25, 0.25]), input="log_probs", base=2).round(12))
+    1.5
     """

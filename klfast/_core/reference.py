@@ -23,9 +23,14 @@ whose sum is not within ``SUM_TOLERANCE`` (1e-3) of 1 are ValueErrors naming
 the input. ``num_threads`` is accepted and ignored; ``out`` is filled with the
 result and returned.
 
+Inputs given as log-probabilities or logits (``input=``, ``temperature=``)
+are scored by ``forms_rows`` with mpmath at 40 digits from their exact
+log-probabilities, with the eps rule in log form (log p~ = max(log p, log eps)).
+
 The losses ``kl_loss`` and ``cross_entropy_loss`` follow klfast/_core/losses.py:
-``log q = log_softmax(z / T)`` (scipy), ``p`` the target (or
-``softmax(t / T)`` with ``target_is_logits``), terms with ``p == 0`` are 0,
+``log q = log_softmax(z / T)`` (log1p of the exps besides the maximum), ``p``
+the target (or ``softmax(t / T)`` for a target of logits, ``exp(t)`` for
+log-probabilities), terms with ``p == 0`` are 0,
 gradient ``(sum(p) * q - p) / T``, divided by the number of rows for
 ``reduction="mean"``. float32 logits: the target is rounded to float32 first,
 as klfast converts it; logits / T must be finite in float64.
@@ -141,8 +146,12 @@ def _fill(result, out):
 
 
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-       keepdims=False, out=None, num_threads=None):
+       keepdims=False, out=None, num_threads=None, input="probs",
+       temperature=1.0):
     """KL(p || q) of each row: sum p * log(p~ / q~), terms with p == 0 are 0."""
+    if not _plain(input, temperature):
+        return _forms("kl", (p, q), input, temperature, eps, axis, base, normalize,
+                      check_sums, keepdims, out)
     eps = _check_eps(eps, _is_float32(p, q))
     _check_base(base)
     p, q = _prepare(p, q, axis, normalize, check_sums)
@@ -153,8 +162,12 @@ def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-             keepdims=False, out=None, num_threads=None):
+             keepdims=False, out=None, num_threads=None, input="probs",
+             temperature=1.0):
     """J(p, q) of each row: sum (p - q) * log(p~ / q~), terms with p == q are 0."""
+    if not _plain(input, temperature):
+        return _forms("jeffreys", (p, q), input, temperature, eps, axis, base, normalize,
+                      check_sums, keepdims, out)
     eps = _check_eps(eps, _is_float32(p, q))
     _check_base(base)
     p, q = _prepare(p, q, axis, normalize, check_sums)
@@ -165,8 +178,12 @@ def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, chec
 
 
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-            keepdims=False, out=None, num_threads=None):
+            keepdims=False, out=None, num_threads=None, input="probs",
+            temperature=1.0):
     """H(p) of each row: -sum p * log(p~), terms with p == 0 are 0."""
+    if not _plain(input, temperature):
+        return _forms("entropy", (p,), input, temperature, eps, axis, base, normalize,
+                      check_sums, keepdims, out)
     eps = _check_eps(eps, _is_float32(p))
     _check_base(base)
     p, _ = _prepare(p, None, axis, normalize, check_sums)
@@ -177,8 +194,12 @@ def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_su
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
-                  check_sums=True, keepdims=False, out=None, num_threads=None):
+                  check_sums=True, keepdims=False, out=None, num_threads=None, input="probs",
+                  temperature=1.0):
     """H(p, q) of each row: -sum p * log(q~), terms with p == 0 are 0."""
+    if not _plain(input, temperature):
+        return _forms("cross_entropy", (p, q), input, temperature, eps, axis, base, normalize,
+                      check_sums, keepdims, out)
     eps = _check_eps(eps, _is_float32(p, q))
     _check_base(base)
     p, q = _prepare(p, q, axis, normalize, check_sums)
@@ -189,9 +210,13 @@ def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
 
 
 def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
-                   distance=False, keepdims=False, out=None, num_threads=None):
+                   distance=False, keepdims=False, out=None, num_threads=None, input="probs",
+                   temperature=1.0):
     """(KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2, by scipy's rel_entr
     (0 where an entry is 0), clamped at 0; ``distance`` takes its square root."""
+    if not _plain(input, temperature):
+        return _forms("jensen_shannon", (p, q), input, temperature, 0.0, axis, base, normalize,
+                      check_sums, keepdims, out, distance)
     from scipy.special import rel_entr
 
     _check_base(base)
@@ -207,16 +232,172 @@ def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True
     return _fill(np.sqrt(value) if distance else value, out)
 
 
+# --- inputs in any form: input=, temperature= (mpmath) ---------------------------
+
+FORMS = ("probs", "log_probs", "logits")
+LOG_PROB_MAX = math.log1p(SUM_TOLERANCE)  # the largest log-probability accepted
+
+
+def _plain(input, temperature):
+    return isinstance(input, str) and input == "probs" and temperature == 1.0
+
+
+def _check_form_rows(x, name, form, normalize, check_sums):
+    """The documented validity rules of one input in ``form`` (rows along
+    the last axis)."""
+    if form == "probs":
+        _check_rows(x, name, -1, normalize, check_sums)
+        return
+    if np.isnan(x).any():
+        raise ValueError(f"{name} contains NaN")
+    if form == "logits":
+        if (x == np.inf).any():
+            raise ValueError(f"{name} contains +inf")
+        if not (x > -np.inf).any(axis=-1).all():
+            raise ValueError(f"{name} has a row whose logits are all -inf")
+        return
+    if (x > LOG_PROB_MAX).any():
+        raise ValueError(f"{name} has a log-probability above 0")
+    if check_sums and not normalize:
+        if not (np.abs(np.exp(x).sum(axis=-1) - 1.0) <= SUM_TOLERANCE).all():
+            raise ValueError(f"{name} has a row whose exps do not sum to 1")
+
+
+def _exact_logs(row, form, temperature, normalize):
+    """The exact natural logs of one row's probabilities (mpmath numbers)."""
+    import mpmath
+
+    x = [mpmath.mpf(float(v)) for v in row]
+    if form == "probs":
+        if normalize:
+            total = mpmath.fsum(x)
+            x = [v / total for v in x]
+        return [mpmath.log(v) if v > 0 else -mpmath.inf for v in x]
+    if form == "logits":
+        x = [v / mpmath.mpf(temperature) for v in x]
+    if form == "logits" or normalize:  # the log-softmax; log1p keeps a tiny rest's digits
+        top = max(x)
+        rest = mpmath.fsum(mpmath.exp(v - top) for v in x if v != top)
+        log_rest = mpmath.log1p(sum(1 for v in x if v == top) - 1 + rest)
+        x = [(v - top) - log_rest for v in x]
+    return x
+
+
+def forms_rows(measure, p, q, forms, *, temperature=1.0, eps=DEFAULT_EPS, normalize=False):
+    """Each row's ``measure`` of 2-D float64 rows ``p`` and ``q`` (``q``
+    ignored for the entropy) in their ``forms``, computed with mpmath at 40
+    digits from the exact log-probabilities (the eps rule in log form:
+    log p~ = max(log p, log eps)), and the row's scale
+    ``sum_j (p_j (1 + |log p_j|) + q_j (1 + |log q_j|)) (|log p~_j| + |log q~_j|)``
+    (terms of weight 0 left out; for Jensen-Shannon the logs unfloored,
+    infinite ones left out), which bounds what rounding costs: a log carries
+    an error of about |log| ulp, and so does the relative error of the
+    probability exp(log p) made from it. Returns two float64 arrays."""
+    import mpmath
+
+    values, scales = [], []
+    with mpmath.workdps(40):
+        log_eps = mpmath.log(mpmath.mpf(eps)) if eps > 0 else -mpmath.inf
+        for i in range(p.shape[0]):
+            lp = _exact_logs(p[i], forms[0], temperature, normalize)
+            lq = lp if measure == "entropy" else \
+                _exact_logs(q[i], forms[-1], temperature, normalize)
+            total, scale = mpmath.mpf(0), mpmath.mpf(0)
+            for a_log, b_log in zip(lp, lq):
+                a, b = mpmath.exp(a_log), mpmath.exp(b_log)
+                weight = sum(w * (1 + abs(w_log)) for w, w_log in ((a, a_log), (b, b_log))
+                             if w > 0)
+                if measure == "jensen_shannon":
+                    m_log = mpmath.log((a + b) / 2) if a + b > 0 else -mpmath.inf
+                    for w, w_log in ((a, a_log), (b, b_log)):
+                        if w > 0:
+                            total += w * (w_log - m_log) / 2
+                    logs = [abs(v) for v in (a_log, b_log) if mpmath.isfinite(v)]
+                else:
+                    a_log, b_log = max(a_log, log_eps), max(b_log, log_eps)
+                    if measure == "kl" and a > 0:
+                        total += a * (a_log - b_log)
+                    elif measure == "jeffreys" and a != b:
+                        total += (a - b) * (a_log - b_log)
+                    elif measure == "entropy" and a > 0:
+                        total -= a * a_log
+                    elif measure == "cross_entropy" and a > 0:
+                        total -= a * b_log
+                    logs = [abs(a_log), abs(b_log)]
+                if weight > 0:
+                    scale += weight * sum(logs)
+            values.append(float(max(total, 0) if measure == "jensen_shannon" else total))
+            scales.append(float(scale))
+    return np.array(values), np.array(scales)
+
+
+def _forms(measure, inputs, input, temperature, eps, axis, base, normalize, check_sums,
+           keepdims, out, distance=False):
+    """The public functions' path for inputs that are not all probabilities."""
+    names = ("p", "q")[:len(inputs)]
+    forms = (input,) * len(inputs) if isinstance(input, str) else tuple(input)
+    if len(forms) != len(inputs) or not all(f in FORMS for f in forms):
+        raise ValueError(f"input must name one of {FORMS} per input, got {input!r}")
+    temperature = float(temperature)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if temperature != 1.0 and "logits" not in forms:
+        raise ValueError("temperature divides logits, but no input is logits")
+    float32 = _is_float32(*inputs)
+    eps = _check_eps(eps, float32)
+    _check_base(base)
+    arrays = [_as_float64(x, name) for x, name in zip(inputs, names)]
+    ndim = max(x.ndim for x in arrays)
+    if ndim == 0:
+        raise ValueError("p and q must have at least one dimension")
+    arrays = [np.moveaxis(x.reshape((1,) * (ndim - x.ndim) + x.shape), axis, -1)
+              for x in arrays]
+    if len({x.shape[-1] for x in arrays}) > 1:
+        raise ValueError("p and q must have the same length along axis")
+    arrays = np.broadcast_arrays(*arrays)
+    for x, name, form in zip(arrays, names, forms):
+        _check_form_rows(x, name, form, normalize, check_sums)
+    outer, k = arrays[0].shape[:-1], arrays[0].shape[-1]
+    rows = [x.reshape(-1, k) for x in arrays]
+    values, _ = forms_rows(measure, rows[0], rows[-1], forms, temperature=temperature, eps=eps,
+                           normalize=normalize)
+    total = values.reshape(outer)
+    if base is not None:
+        total = total / np.log(float(base))
+    if distance:
+        total = np.sqrt(total)
+    if keepdims:
+        total = np.expand_dims(total, axis)
+    return _fill(total, out)
+
+
 MEASURES = {"kl": kl, "jeffreys": jeffreys, "entropy": entropy, "cross_entropy": cross_entropy,
             "jensen_shannon": jensen_shannon}
 
 
 # --- losses from logits ------------------------------------------------------
 
+def _log_softmax(x):
+    """log_softmax along the last axis, as scipy's but with log1p of the
+    exps besides the maximum: their sum keeps its digits when it is below
+    one ulp of 1 (a one-hot-like row)."""
+    with np.errstate(invalid="ignore"):
+        d = x - x.max(axis=-1, keepdims=True)
+    top = d == 0
+    rest = np.where(top, 0.0, np.exp(d)).sum(axis=-1, keepdims=True)
+    return d - np.log1p(top.sum(axis=-1, keepdims=True) - 1 + rest)
+
+
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
-          axis):
-    """Per-row loss and gradient by scipy's log_softmax, reduced as asked."""
-    from scipy.special import log_softmax
+          axis, input=None):
+    """Per-row loss and gradient by the log-softmax, reduced as asked.
+    ``input``: (target form, "logits"), or None for ``target_is_logits``."""
+    form = ("logits" if target_is_logits else "probs") if input is None else \
+        ((input,) * 2 if isinstance(input, str) else tuple(input))[0]
+    if input is not None and (tuple((input,) * 2 if isinstance(input, str) else input)
+                              != (form, "logits") or form not in FORMS
+                              or (target_is_logits and form != "logits")):
+        raise ValueError(f"input must be (target form, 'logits'), got {input!r}")
 
     temperature = float(temperature)
     if not (temperature > 0 and math.isfinite(temperature)):
@@ -238,18 +419,20 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     if t.shape[axis] != z.shape[axis]:
         raise ValueError("target and logits must have the same length along axis")
     t = np.broadcast_to(t, z.shape)  # ValueError when target does not broadcast to logits
-    if not np.all(np.isfinite(z)):
-        raise ValueError("logits contains NaN or inf")
-    if not np.all(np.isfinite(t)):
-        raise ValueError("target contains NaN or inf")
-    if not target_is_logits and np.any(t < 0):
-        raise ValueError("target has a negative entry")
     z = np.moveaxis(z, axis, -1)
     t = np.moveaxis(t, axis, -1)
+    _check_form_rows(z, "logits", "logits", False, False)
+    if form == "probs":
+        if not np.all(np.isfinite(t)):
+            raise ValueError("target contains NaN or inf")
+        if np.any(t < 0):
+            raise ValueError("target has a negative entry")
+    else:
+        _check_form_rows(t, "target", form, False, False)
 
-    log_q = log_softmax(z / temperature, axis=-1)
-    if target_is_logits:
-        log_p = log_softmax(t / temperature, axis=-1)
+    log_q = _log_softmax(z / temperature)
+    if form != "probs":
+        log_p = _log_softmax(t / temperature) if form == "logits" else t
         p = np.exp(log_p)
         log_p_floored = np.where(p > eps, log_p, np.log(eps) if eps > 0 else -np.inf)
     else:
@@ -291,21 +474,22 @@ def _with_grad_out(result, return_grad, grad_out):
     return value, grad_out
 
 
-def kl_loss(target, logits, *, temperature=1.0, target_is_logits=False, reduction="mean",
-            return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None, grad_out=None):
+def kl_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
+            reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None,
+            grad_out=None):
     """KL(p || softmax(logits / T)) per row, reduced; with ``return_grad`` also
     d(loss)/d(logits) = (S q - p) / T (S = sum p; divided by the rows for "mean"),
     written into ``grad_out`` when one is given."""
     return _with_grad_out(_loss("kl", target, logits, temperature, target_is_logits, reduction,
-                                return_grad, eps, axis), return_grad, grad_out)
+                                return_grad, eps, axis, input), return_grad, grad_out)
 
 
-def cross_entropy_loss(target, logits, *, temperature=1.0, target_is_logits=False,
+def cross_entropy_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
                        reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
                        num_threads=None, grad_out=None):
     """-sum p * log_softmax(logits / T) per row, reduced; the gradient of kl_loss."""
     return _with_grad_out(_loss("cross_entropy", target, logits, temperature, target_is_logits,
-                                reduction, return_grad, eps, axis), return_grad, grad_out)
+                                reduction, return_grad, eps, axis, input), return_grad, grad_out)
 
 
 LOSSES = {"kl": kl_loss, "cross_entropy": cross_entropy_loss}

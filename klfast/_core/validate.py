@@ -24,6 +24,48 @@ in float64 within 1e-12), tight enough to catch counts, percentages, logits
 and truncated distributions."""
 
 
+INPUT_FORMS = ("probs", "log_probs", "logits")
+"""The forms an input may take (``input=``): probabilities, their natural
+logs, or logits (log-probabilities up to a constant per row, divided by the
+temperature before the softmax)."""
+
+LOG_PROB_MAX = math.log1p(SUM_TOLERANCE)
+"""The largest log-probability accepted: 0 up to rounding (a probability of
+at most 1 + SUM_TOLERANCE)."""
+
+
+def check_forms(input, names):
+    """The form of each input: ``input`` is one of INPUT_FORMS for every
+    input, or a tuple with one per input in argument order (``names``)."""
+    forms = (input,) * len(names) if isinstance(input, str) else input
+    if not isinstance(forms, (tuple, list)) or not all(isinstance(f, str) for f in forms):
+        raise TypeError(f"input must be 'probs', 'log_probs' or 'logits', or a tuple of them "
+                        f"(one per input: {', '.join(names)}), got {_describe(input)}")
+    if len(forms) != len(names):
+        raise ValueError(f"input has {len(forms)} forms {tuple(forms)} for {len(names)} "
+                         f"input{'s' if len(names) > 1 else ''} ({', '.join(names)})")
+    for name, form in zip(names, forms):
+        if form not in INPUT_FORMS:
+            raise ValueError(f"input for {name} must be 'probs', 'log_probs' or 'logits', "
+                             f"got {form!r}")
+    return tuple(forms)
+
+
+def check_loss_forms(input, target_is_logits):
+    """The forms of a loss's (target, logits): ``input`` (None: from
+    ``target_is_logits``, its alias for a target of logits)."""
+    target_is_logits = check_flag(target_is_logits, "target_is_logits")
+    if input is None:
+        return ("logits" if target_is_logits else "probs", "logits")
+    forms = check_forms(input, ("target", "logits"))
+    if forms[1] != "logits":
+        raise ValueError(f"input for logits must be 'logits' (a loss is taken from logits), "
+                         f"got {forms[1]!r}")
+    if target_is_logits and forms[0] != "logits":
+        raise ValueError(f"target_is_logits=True contradicts input={input!r}: pass one of them")
+    return forms
+
+
 def check_num_threads(num_threads):
     if num_threads is None:
         return None
@@ -237,21 +279,66 @@ def explain_measure_row(names, rows, index, normalize, check_sums):
     return None
 
 
-def explain_loss_row(rows, read, index, target_is_logits, dtype):
-    """Why the loss kernel rejected a row: ``rows`` holds the row of the
-    target and of the logits as given, ``read`` as the kernel read them
-    (converted to ``dtype``, where a value can overflow to infinity)."""
-    for (target, logits), tail in ((rows, ""), (read, f" after conversion to {dtype}")):
-        if target_is_logits:
-            message = explain_finite("target", target, index)
-        else:
-            message = explain_row("target", target, index, False)
-            if message is None and not math.isfinite(np.asarray(target, np.float64).sum()):
-                message = f"target: row {index} sum overflows"
-        if message is None:
-            message = explain_finite("logits", logits, index)
-        if message:
-            return message + tail
+def explain_form_row(name, form, row, index, normalize, check_sums):
+    """The problem with one row of one input in ``form``, or None (a sum
+    just past the tolerance is found by the caller)."""
+    if form == "probs":
+        message = explain_row(name, row, index, normalize, check_sums)
+        if message is None and not normalize:
+            with np.errstate(over="ignore"):
+                if not math.isfinite(np.asarray(row, np.float64).sum()):
+                    message = f"{name}: row {index} sum overflows"
+        return message
+    row = np.asarray(row, dtype=np.float64)
+    where = f"{name}: row {index}"
+    if np.isnan(row).any():
+        return f"{where} contains NaN (at position {int(np.flatnonzero(np.isnan(row))[0])})"
+    if form == "logits":
+        if (row == math.inf).any():
+            return (f"{where} contains +inf at position {int(np.flatnonzero(row == math.inf)[0])}"
+                    f" (a logit may be -inf, a class of probability 0, but not +inf)")
+        if not (row > -math.inf).any():
+            return f"{where} has no finite logit (every entry is -inf)"
+        return None
+    if (row > LOG_PROB_MAX).any():
+        j = int(np.flatnonzero(row > LOG_PROB_MAX)[0])
+        return (f"{where} has a log-probability above 0 ({float(row[j])!r}) at position {j}: "
+                f"a probability above 1; pass input='logits' for log-values that are not "
+                f"normalized")
+    if check_sums:
+        total = float(np.exp(row).sum())
+        if not abs(total - 1.0) <= SUM_TOLERANCE:
+            return log_sum_message(where, total)
+    return None
+
+
+def log_sum_message(where, total):
+    return (f"{where}: the exps of its log-probabilities sum to {total:.10g}, not 1 "
+            f"(tolerance {SUM_TOLERANCE:g}): it is not a distribution; pass normalize=True "
+            f"(or input='logits') to normalize each row, or check_sums=False to score the "
+            f"rows as they are")
+
+
+def explain_forms_row(names, forms, rows, read, index, normalize, check_sums, dtype):
+    """Why the forms kernel rejected a row: ``rows`` holds that row of each
+    input as given, ``read`` as the kernel read them (converted to ``dtype``,
+    where a value can overflow to infinity); ``forms`` the inputs' forms."""
+    for given, tail in ((rows, ""), (read, f" after conversion to {dtype}")):
+        for name, form, row in zip(names, forms, given):
+            message = explain_form_row(name, form, row, index, normalize, check_sums)
+            if message:
+                return message + tail
+    if check_sums:
+        # the kernel's sum and numpy's differ in the last bits: at the
+        # tolerance's edge, name the row whose sum is further from 1
+        totals = [(name, form, float(np.sum(row, dtype=float) if form == "probs"
+                                     else np.exp(np.asarray(row, float)).sum()))
+                  for name, form, row in zip(names, forms, rows)
+                  if form == "log_probs" or (form == "probs" and not normalize)]
+        if totals:
+            name, form, total = max(totals, key=lambda item: abs(item[2] - 1))
+            where = f"{name}: row {index}"
+            return sum_message(where, total) if form == "probs" else log_sum_message(where, total)
     return None
 
 

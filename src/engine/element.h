@@ -35,6 +35,8 @@
 #undef UMAX_OP
 #undef ADD
 #undef PRM
+#undef SUB_SCALE
+#undef SUB_LOG
 
 #define KLF_CAT_(a, b) a##b
 #define KLF_CAT(a, b) KLF_CAT_(a, b)
@@ -64,7 +66,10 @@
 #define LOG log_f64
 #define EXP exp_f64
 #define EXP_PLAIN_MIN (-708.0) /* e^x is normal down to here */
-#define PRM(name) (prm->name) /* a loss parameter */
+#define PRM(name) (prm->name) /* a parameter of the forms kernel */
+/* a subnormal x times SUB_SCALE is normal: log x = log(x SUB_SCALE) - SUB_LOG */
+#define SUB_SCALE 0x1p54
+#define SUB_LOG 37.42994775023705 /* 54 ln 2 */
 /* acc[s] += sub-vector s of a block */
 #define ADD(acc, s, v) ((acc)[s] += (v))
 #if KLF_X86 && KLF_VBYTES == 64
@@ -98,6 +103,8 @@
 #define EXP exp_f32
 #define EXP_PLAIN_MIN (-86.5f)
 #define PRM(name) (prm->name##_f32)
+#define SUB_SCALE 0x1p24f
+#define SUB_LOG 16.635532333438686f /* 24 ln 2 */
 /* acc[2s], acc[2s + 1] += the two halves of sub-vector s, widened */
 #define ADD(acc, s, v) widen_add((acc) + 2 * (s), (v))
 #if KLF_X86 && KLF_VBYTES == 64

@@ -14,9 +14,10 @@
  *                  log (eps below the smallest normal), a row sum that cannot
  *                  be normalized, or a sum that overflowed
  *
- * Losses (one per element type, kl and cross-entropy from logits): see
- * engine/loss_rows.h. Returns NaN for an invalid row, or sets *special for
- * the exact path.
+ * Inputs in any form (probabilities, log-probabilities, logits), and the
+ * losses from logits (one per element type): see engine/loss_rows.h.
+ * Returns NaN for an invalid row, or sets *special for a loss row the exact
+ * path must compute.
  *
  * Each instruction-set level (levels/<name>.c, compiled with its own flags)
  * exports one klf_level table; engine/dispatch.c lists the levels built and
@@ -31,23 +32,33 @@
 enum { KLFAST_KL = 0, KLFAST_JEFFREYS = 1, KLFAST_ENTROPY = 2, KLFAST_CROSS_ENTROPY = 3,
        KLFAST_JS = 4, KLFAST_N_MEASURES = 5 };
 
-enum { KLFAST_LOSS_KL = 0, KLFAST_LOSS_CROSS_ENTROPY = 1 };
+/* The form of an input row. */
+enum { KLFAST_PROBS = 0, KLFAST_LOG_PROBS = 1, KLFAST_LOGITS = 2 };
 
-/* The parameters of one loss call, shared by its rows. The float32 kernels
- * use the *_f32 copies: eps_f32 is the largest float32 <= eps, so that
- * p > eps_f32 exactly when p > eps for every float32 p. */
+/* The parameters of one call of the forms kernel (engine/loss_rows.h),
+ * shared by its rows. The float32 kernels use the *_f32 copies: eps_f32 is
+ * the largest float32 <= eps, so that p > eps_f32 exactly when p > eps for
+ * every float32 p. */
 typedef struct {
-    int loss; /* KLFAST_LOSS_* */
-    int target_is_logits;
-    double inv_t;      /* 1 / T */
+    int measure;    /* KLFAST_KL ... KLFAST_JS; the losses: KL or CROSS_ENTROPY */
+    int form[2];    /* KLFAST_PROBS ... of p and q (the losses: target, logits) */
+    int normalize;  /* probabilities are divided by their row sum */
+    int loss;       /* a loss: log q is not floored at log eps, and a row whose
+                       scaled logits (min - max) / T of q reach -inf goes to
+                       the exact path */
+    double tol;     /* |sum - 1| allowed for probabilities (not normalized) and
+                       for exp of log-probabilities; inf: no check */
+    double inv_t[2];   /* 1 / T of logits (1 for the other forms) */
     double eps;
     double log_eps;    /* log(eps), -inf for eps == 0 */
+    double log_prob_max; /* the largest log-probability accepted */
     double grad_scale; /* 1 / T, divided by the rows for a mean */
-    float inv_t_f32;
+    float inv_t_f32[2];
     float eps_f32;
     float log_eps_f32;
+    float log_prob_max_f32;
     float grad_scale_f32;
-} klfast_loss_params;
+} klfast_forms_params;
 
 typedef double (*klfast_row_f64)(const double *p, const double *q, ptrdiff_t k, double eps,
                                  int normalize, int *special, double *sums);
@@ -71,17 +82,17 @@ typedef unsigned (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p
                                      const float *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                                      ptrdiff_t k, double eps, int normalize, double tol,
                                      double scale, float *out, ptrdiff_t out_s, int *n_bad);
-typedef double (*klfast_loss_row_f64)(const double *t, const double *z, double *g, ptrdiff_t k,
-                                      const klfast_loss_params *prm, int *special);
-typedef double (*klfast_loss_row_f32)(const float *t, const float *z, float *g, ptrdiff_t k,
-                                      const klfast_loss_params *prm, int *special);
+typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double *g, ptrdiff_t k,
+                                       const klfast_forms_params *prm, int *special);
+typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,
+                                       const klfast_forms_params *prm, int *special);
 
 typedef struct {
     const char *name;
     klfast_row_f64 f64[KLFAST_N_MEASURES];
     klfast_row_f32 f32[KLFAST_N_MEASURES];
-    klfast_loss_row_f64 loss_f64;
-    klfast_loss_row_f32 loss_f32;
+    klfast_forms_row_f64 forms_f64;
+    klfast_forms_row_f32 forms_f32;
     /* y = exp(x) (fn 0: plain, 1: wide) or log(x) (fn 2), lane by lane: the
      * tests' window on the vector math */
     void (*math_f64)(int fn, const double *x, double *y, ptrdiff_t n);

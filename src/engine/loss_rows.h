@@ -1,40 +1,58 @@
-/* The row kernel of the losses from logits (kl_loss, cross_entropy_loss),
+/* The row kernel of inputs in any form (probabilities, log-probabilities,
+ * logits), which is also the losses' kernel (kl_loss, cross_entropy_loss),
  * for the element type of engine/element.h: included by engine/level.h. No
- * include guard.
+ * include guard. (Rows of probabilities on both sides take the divergences'
+ * kernel, engine/divergence_rows.h.)
  *
- * For one row of logits z (length k), temperature T and target row t, with
- * x_j = (z_j - max z) / T and log q_j = x_j - log(sum_i exp(x_i)):
- *   p_j = t_j                                     target probabilities
- *   p_j = exp(log p_j), log p_j likewise from t   target_is_logits
- *   kl  = sum p_j (log p~_j - log q_j)            p~ = max(p, eps); when
- *                                                 target_is_logits, log p~_j
- *                                                 is log p_j if p_j > eps,
- *                                                 else log(eps)
- *   ce  = -sum p_j log q_j
- *   g_j = (S q_j - p_j) * grad_scale              S = sum p (1 for logits)
- * Terms with p_j == 0 are exactly 0 (also where log q_j = -inf).
+ * Each row x (p and q; the losses' target and logits) is read in its form,
+ * giving each element's probability a_j and the log of it:
+ *   probs      a_j = x_j (x_j / sum x with normalize)   log a~_j = log max(a_j, eps)
+ *   log_probs  log a_j = x_j, a_j = exp(log a_j)        log a~_j = max(log a_j, log eps)
+ *   logits     log a_j = (x_j - max x) / T - log sum_i exp((x_i - max x) / T), likewise
+ * (the eps rule p~ = max(p, eps) in log form). Per row:
+ *   kl            sum p_j (log p~_j - log q~_j)           terms with p_j == 0 are 0
+ *   jeffreys      sum (p_j - q_j) (log p~_j - log q~_j)   terms with p_j == q_j are 0
+ *   entropy       -sum p_j log p~_j                       terms with p_j == 0 are 0
+ *   cross_entropy -sum p_j log q~_j                       terms with p_j == 0 are 0
+ *   js            sum ((h_j + l_j) log(2 h_j / (h_j + l_j)) + l_j (log l_j - log h_j)) / 2
+ *                 with h = max(p, q), l = min(p, q) and no eps (log_hi of the math
+ *                 layer: no cancellation in the first part); terms with h_j == 0
+ *                 are 0; the row is clamped at >= 0
+ * A log form costs one exp per element (none for q in kl and cross_entropy,
+ * which need log q only) plus one for the log-sum-exp of logits; a row of
+ * probabilities one log per element.
  *
- * The row function returns the row's value, NaN for an invalid row (a NaN or
- * infinite logit or teacher logit; a target probability that is negative,
- * NaN or infinite, or a target sum past the float64 range) without touching
- * its gradient row, or sets *special for a row the exact scalar path must
- * compute (a target probability above eps but below the smallest normal
- * number, whose log the fast log does not cover: only when eps is below it;
- * scaled logits (z_j - max z) / T past the range of the element type).
+ * The losses (prm->loss) are kl and cross_entropy with q from logits, log q
+ * not floored, and with a gradient row g:
+ *   g_j = (S q_j - p_j) * grad_scale                      S = sum p
  *
- * Three passes over the row, which stays in cache between them: (A) the
- * maximum and minimum of z (and t) and the checks, (B) the sums of
- * exp(x_j) (and of the teacher's), keeping exp(x_j) in the gradient row when
- * one is asked for, (C) the loss terms and the gradient, q_j = exp(x_j) / s.
- * exp and log are the math layer's (engine/simd.h), in the element type.
- * Every pass reads the row in blocks of 128 bytes (NSUB native vectors: two
- * cache lines, so that even AVX-512 has two independent accumulators per
- * sum); lane l of a sum takes the elements j = l mod (128 / sizeof(T)) at
- * every level, accumulated in float64 and combined by lane_sum in a fixed
- * order. The row's tail is one block padded with harmless finite values
- * whose lanes are zeroed before they are summed and never stored. Each pass
- * is specialised (always-inline, constant flags) for what the row needs, so
- * the hot loops carry no tests. */
+ * The row function returns the row's value, or NaN for an invalid row:
+ * probabilities that are negative, NaN or infinite, whose sum is past the
+ * float64 range, 0 (normalize) or not within tol of 1 (tol = inf: no
+ * check); log-probabilities that are NaN or above log_prob_max, or whose
+ * exps do not sum to 1 within tol (checked last: the gradient row may be
+ * written; the losses do not check sums); logits that are NaN or +inf, or
+ * all -inf. It sets *special for a loss row the exact scalar path must
+ * compute: q's scaled logits (min - max) / T reach -inf (a -inf logit, or
+ * logits spread past the range of the element type). The divergences take
+ * such a log q as -inf (log q~ = log eps).
+ *
+ * Three passes over the row, which stays in cache between them: (A) per row,
+ * the checks and the maximum and minimum (log forms) or the sum
+ * (probabilities); (B) per row of logits (and a log-probability target with
+ * a gradient) the sum of exp((x_j - m) / T), kept in g for q when a gradient
+ * is asked for; (C) both rows together: the terms, the sums of the
+ * log-probabilities' exps, the gradient q_j = exp(x_j) / s. exp and log are
+ * the math layer's (engine/simd.h), in the element type. Every pass reads
+ * the row in blocks of 128 bytes (NSUB native vectors: two cache lines, so
+ * that even AVX-512 has two independent accumulators per sum); lane l of a
+ * sum takes the elements j = l mod (128 / sizeof(T)) at every level,
+ * accumulated in float64 and combined by lane_sum in a fixed order. The
+ * row's tail is one block padded with harmless finite values whose lanes
+ * are zeroed before they are summed and never stored. The passes are
+ * specialised (always-inline, constant flags) by the rows' kinds (log form
+ * or probabilities), the gradient and, for kl and cross_entropy, the
+ * measure; the other measures are a branch per vector. */
 
 #define BLOCK ((int)(128 / sizeof(T))) /* elements per block */
 #define NSUB (128 / KLF_VBYTES)        /* native vectors per block */
@@ -42,261 +60,330 @@
 #define lane_sum_block(acc) lane_sum((acc), BLOCK)
 
 /* The lanes of a tail block holding its first n elements. */
-KLF_INLINE void F(loss_tail_masks)(M *valid, int n) {
+KLF_INLINE void F(forms_tail_masks)(M *valid, int n) {
     M iota;
     for (int l = 0; l < LANES; l++) iota[l] = l;
     for (int s = 0; s < NSUB; s++) valid[s] = (M)(iota + s * LANES < n);
 }
 
-/* Pass A: maximum and minimum of z (and of t when TL); the checks. Returns 1
- * for an invalid row. SUB (KL of target probabilities with eps below the
- * smallest normal): *special when a target above eps is subnormal. PS: sum
- * the target probabilities (for the gradient, and to find float64 sums that
- * overflow; float32 sums cannot). Tail
- * blocks are padded with z[0] and t[0] (TL) or 0, which change nothing. */
-KLF_INLINE void F(loss_block_a)(const T *zb, const T *tb, T eps, int TL, int SUB, int PS, V *mx, V *mn,
-                              V *mxt, V *mnt, V *nan, V *nant, V *low, vd *ps) {
+/* Pass A over one row: for a log form (LOGF) its maximum and minimum, NaN
+ * flagged; for probabilities their sum, negative, NaN and infinite entries
+ * flagged. Tail blocks are padded with x[0] (LOGF) or 0, which change
+ * nothing. */
+KLF_INLINE void F(forms_block_a)(const T *xb, int LOGF, V *mx, V *mn, M *bad, vd *sum) {
     for (int s = 0; s < NSUB; s++) {
-        V x, a;
-        memcpy(&x, zb + s * LANES, sizeof(V));
-        memcpy(&a, tb + s * LANES, sizeof(V));
-        mx[s] = VMAX(mx[s], x);
-        mn[s] = VMIN(mn[s], x);
-        nan[s] += x * 0; /* NaN from then on iff x is NaN or +-inf */
-        nant[s] += a * 0;
-        mnt[s] = VMIN(mnt[s], a);
-        if (TL) {
-            mxt[s] = VMAX(mxt[s], a);
+        V x;
+        memcpy(&x, xb + s * LANES, sizeof(V));
+        if (LOGF) {
+            mx[s] = VMAX(mx[s], x);
+            mn[s] = VMIN(mn[s], x);
+            bad[s] |= (M)(x != x);
         } else {
-            if (PS) ADD(ps, s, a);
-            if (SUB) low[s] = VMIN(low[s], VSEL((M)(a > eps), a, BCAST(TMIN)));
+            bad[s] |= (M)(x * 0 != 0) | (M)(x < 0); /* NaN or +-inf; negative */
+            ADD(sum, s, x);
         }
     }
 }
 
-KLF_INLINE int F(loss_pass_a)(const T *t, const T *z, ptrdiff_t k, T eps, int TL, int SUB,
-                            int PS, T *m_z, T *mn_z, T *m_t, T *mn_t, double *p_sum, int *special) {
-    V mx[NSUB], mn[NSUB], mxt[NSUB], mnt[NSUB], nan[NSUB], nant[NSUB], low[NSUB];
-    vd ps[NACC];
-    T zt[BLOCK], tt[BLOCK];
-    for (int i = 0; i < NACC; i++) ps[i] = (vd){0};
+/* Returns 1 for a flagged row. */
+KLF_INLINE int F(forms_pass_a)(const T *x, ptrdiff_t k, int LOGF, T *x_max, T *x_min,
+                               double *sum) {
+    V mx[NSUB], mn[NSUB];
+    M bad[NSUB];
+    vd acc[NACC];
+    T tail[BLOCK];
+    for (int i = 0; i < NACC; i++) acc[i] = (vd){0};
     for (int s = 0; s < NSUB; s++) {
-        mx[s] = mn[s] = BCAST(z[0]);
-        mxt[s] = mnt[s] = BCAST(TL ? t[0] : 0);
-        nan[s] = nant[s] = BCAST(0);
-        low[s] = BCAST(TMIN);
+        mx[s] = mn[s] = BCAST(x[0]);
+        bad[s] = (M){0};
     }
     ptrdiff_t j = 0;
-    for (; j + BLOCK <= k; j += BLOCK)
-        F(loss_block_a)(z + j, t + j, eps, TL, SUB, PS, mx, mn, mxt, mnt, nan, nant, low, ps);
+    for (; j + BLOCK <= k; j += BLOCK) F(forms_block_a)(x + j, LOGF, mx, mn, bad, acc);
     if (j < k)
-        F(loss_block_a)(F(padded_tail)(zt, BLOCK, z + j, (int)(k - j), z[0]),
-                     F(padded_tail)(tt, BLOCK, t + j, (int)(k - j), TL ? t[0] : 0), eps, TL, SUB, PS, mx, mn,
-                     mxt, mnt, nan, nant, low, ps);
-    T vmx = mx[0][0], vmn = mn[0][0], vmxt = mxt[0][0], vmnt = mnt[0][0], vlow = TMIN;
-    int bad = 0;
+        F(forms_block_a)(F(padded_tail)(tail, BLOCK, x + j, (int)(k - j), LOGF ? x[0] : 0), LOGF,
+                         mx, mn, bad, acc);
+    T vmx = x[0], vmn = x[0];
+    int flagged = 0;
     for (int s = 0; s < NSUB; s++)
         for (int l = 0; l < LANES; l++) {
             vmx = mx[s][l] > vmx ? mx[s][l] : vmx;
             vmn = mn[s][l] < vmn ? mn[s][l] : vmn;
-            vmxt = mxt[s][l] > vmxt ? mxt[s][l] : vmxt;
-            vmnt = mnt[s][l] < vmnt ? mnt[s][l] : vmnt;
-            vlow = low[s][l] < vlow ? low[s][l] : vlow;
-            bad |= nan[s][l] != 0 || nant[s][l] != 0; /* NaN != 0 */
+            flagged |= bad[s][l] != 0;
         }
-    *m_z = vmx;
-    *mn_z = vmn;
-    *m_t = vmxt;
-    *mn_t = vmnt;
-    if (!TL) {
-        bad |= !(vmnt >= 0);
-        if (PS) {
-            *p_sum = lane_sum_block(ps);
-            bad |= !(*p_sum <= DBL_MAX);
-        }
-    }
-    *special = SUB && vlow < TMIN;
-    return bad;
+    *x_max = vmx;
+    *x_min = vmn;
+    *sum = LOGF ? 0.0 : lane_sum_block(acc);
+    return flagged;
 }
 
-/* Pass B: s_z = sum exp(x_j), x_j = (z_j - m_z) / T (and s_t likewise for the
- * teacher logits when TL); with KEEP, exp(x_j) is stored in g. WIDE: some
- * x_j may be below EXP_PLAIN_MIN. valid: NULL, or a tail block's
- * lanes. */
-KLF_INLINE void F(loss_block_b)(const T *zb, const T *tb, T *gb, T m_z, T m_t, T inv_t, int TL,
-                              int KEEP, int WIDE, const M *valid, vd *az, vd *at) {
+/* Pass B over one row in log form: the sum of exp((x_j - m) * inv_t), as
+ * the number of elements x_j == m (each exp(0) = 1 exactly) and the sum of
+ * the others' exps, so that log s = log1p((ties - 1) + rest) keeps the
+ * digits of a rest below one ulp of 1 (a one-hot-like row's small terms).
+ * With KEEP, each exp is stored in g. WIDE: some argument may be below
+ * EXP_PLAIN_MIN (or -inf). valid: NULL, or a tail block's lanes. */
+KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, T m, T inv_t, int KEEP, int WIDE,
+                                 const M *valid, vd *rest, M *ties) {
     for (int s = 0; s < NSUB; s++) {
-        V x, e, et;
-        memcpy(&x, zb + s * LANES, sizeof(V));
-        e = EXP((x - m_z) * inv_t, WIDE);
-        if (valid) e = VSEL(valid[s], e, BCAST(0));
-        ADD(az, s, e);
-        if (KEEP) memcpy(gb + s * LANES, &e, sizeof(V));
-        if (TL) {
-            memcpy(&x, tb + s * LANES, sizeof(V));
-            et = EXP((x - m_t) * inv_t, WIDE);
-            if (valid) et = VSEL(valid[s], et, BCAST(0));
-            ADD(at, s, et);
+        V x, e;
+        memcpy(&x, xb + s * LANES, sizeof(V));
+        e = EXP((x - m) * inv_t, WIDE);
+        M top = (M)(x == m);
+        if (valid) {
+            e = VSEL(valid[s], e, BCAST(0));
+            top &= valid[s];
         }
+        ADD(rest, s, VSEL(top, BCAST(0), e));
+        ties[s] -= top; /* integer lanes: a mask is -1 where set */
+        if (KEEP) memcpy(gb + s * LANES, &e, sizeof(V));
     }
 }
 
-KLF_INLINE void F(loss_pass_b)(const T *t, const T *z, T *g, ptrdiff_t k, T m_z, T m_t,
-                             T inv_t, int TL, int KEEP, int WIDE, double *s_z, double *s_t) {
-    vd az[NACC], at[NACC];
-    for (int i = 0; i < NACC; i++) az[i] = at[i] = (vd){0};
+KLF_INLINE void F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int KEEP,
+                                int WIDE, double *rest, double *ties) {
+    vd acc[NACC];
+    M top[NSUB];
+    for (int i = 0; i < NACC; i++) acc[i] = (vd){0};
+    for (int s = 0; s < NSUB; s++) top[s] = (M){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
-        F(loss_block_b)(z + j, t + j, g + j, m_z, m_t, inv_t, TL, KEEP, WIDE, NULL, az, at);
+        F(forms_block_b)(x + j, KEEP ? g + j : NULL, m, inv_t, KEEP, WIDE, NULL, acc, top);
     if (j < k) {
         int n = (int)(k - j);
-        T zt[BLOCK], tt[BLOCK], gt[BLOCK];
+        T xt[BLOCK], gt[BLOCK];
         M valid[NSUB];
-        F(loss_tail_masks)(valid, n);
-        F(loss_block_b)(F(padded_tail)(zt, BLOCK, z + j, n, m_z), TL ? F(padded_tail)(tt, BLOCK, t + j, n, m_t) : tt,
-                     gt, m_z, m_t, inv_t, TL, KEEP, WIDE, valid, az, at);
+        F(forms_tail_masks)(valid, n);
+        F(forms_block_b)(F(padded_tail)(xt, BLOCK, x + j, n, m), gt, m, inv_t, KEEP, WIDE, valid,
+                         acc, top);
         if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
-    *s_z = lane_sum_block(az);
-    *s_t = TL ? lane_sum_block(at) : 1.0;
+    *rest = lane_sum_block(acc);
+    *ties = 0;
+    for (int s = 0; s < NSUB; s++)
+        for (int l = 0; l < LANES; l++) *ties += (double)top[s][l];
 }
 
-/* Pass C: the row's sum of p_j (log p~_j - log q_j) (KL) or p_j log q_j
- * (cross-entropy; the caller negates it); with GRAD, g_j = (S q_j - p_j) *
- * grad_scale from the exp(x_j) pass B left in g. WIDE: the teacher's
- * log-probabilities may be below EXP_PLAIN_MIN. */
+/* One row as pass C reads it. */
 typedef struct {
-    T m_z, m_t, inv_t, log_s_z, log_s_t, inv_s_z, p_sum, eps, log_eps, grad_scale;
-} F(loss_row_consts);
+    int log_form; /* log a_j = (x_j - m) inv_t - log_s; else a_j = x_j scale */
+    int wide;     /* log form: some log a_j below EXP_PLAIN_MIN (the wide exp) */
+    int floor;    /* log form: log a~ = max(log a, log eps) */
+    int tiny;     /* probabilities: eps below the smallest normal */
+    int sum;      /* sum the a_j (the check of log-probabilities) */
+    T m, inv_t, log_s, eps, log_eps;
+    double scale; /* probabilities: 1, or 1 / sum with normalize */
+} F(forms_row);
 
-KLF_INLINE void F(loss_block_c)(const T *zb, const T *tb, T *gb, const F(loss_row_consts) *c,
-                              int KL, int TL, int GRAD, int WIDE, const M *valid,
-                              vd *acc) {
+typedef struct {
+    F(forms_row) p, q;
+    T p_sum, inv_s_q, grad_scale; /* the gradient */
+} F(forms_consts);
+
+/* a_j (if NEED_A) and log a~_j of the elements x of one row. */
+KLF_INLINE void F(forms_read)(V x, const F(forms_row) *r, int LOGF, int NEED_A, V *a, V *la) {
+    if (LOGF) {
+        V l = (x - r->m) * r->inv_t - r->log_s;
+        if (NEED_A) *a = EXP(l, r->wide);
+        *la = r->floor ? VMAX(l, BCAST(r->log_eps)) : l;
+        return;
+    }
+    V v = r->scale != 1.0 ? SCALE(x, r->scale) : x;
+    *a = v;
+    v = VMAX(v, BCAST(r->eps));
+    if (r->tiny) { /* a zero (log -inf) or a subnormal (scaled into the normal range) */
+        M sub = (M)(v < TMIN);
+        V l = LOG(VSEL(sub, v * SUB_SCALE, v)) - VSEL(sub, BCAST(SUB_LOG), BCAST(0));
+        *la = VSEL((M)(v > 0), l, BCAST(-INFINITY));
+    } else {
+        *la = LOG(v);
+    }
+}
+
+/* Pass C: the row's sum of terms (before the final sign and halving), the
+ * sums of a_j for the rows that ask for them, and with GRAD the gradient
+ * from the exps pass B left in g. LOGF_P, LOGF_Q: the rows' kinds. */
+KLF_INLINE void F(forms_block_c)(const T *pb, const T *qb, T *gb, const F(forms_consts) *c,
+                                 int measure, int LOGF_P, int LOGF_Q, int GRAD, const M *valid,
+                                 vd *acc, vd *sum_p, vd *sum_q) {
+    const int use_q = measure != KLFAST_ENTROPY;
+    const int need_b = measure == KLFAST_JEFFREYS || measure == KLFAST_JS || c->q.sum;
     for (int s = 0; s < NSUB; s++) {
-        V x, a, lp = {0}, lpe = {0};
-        memcpy(&x, zb + s * LANES, sizeof(V));
-        memcpy(&a, tb + s * LANES, sizeof(V));
-        V lq = (x - c->m_z) * c->inv_t - c->log_s_z;
-        if (TL) {
-            lp = (a - c->m_t) * c->inv_t - c->log_s_t;
-            a = EXP(lp, WIDE);
+        V x, a, la, b = {0}, lb = {0}, v;
+        M on;
+        memcpy(&x, pb + s * LANES, sizeof(V));
+        F(forms_read)(x, &c->p, LOGF_P, 1, &a, &la);
+        if (use_q) {
+            memcpy(&x, qb + s * LANES, sizeof(V));
+            F(forms_read)(x, &c->q, LOGF_Q, need_b, &b, &lb);
         }
-        if (KL) lpe = VSEL((M)(a > c->eps), TL ? lp : LOG(a), BCAST(c->log_eps));
-        V v = KL ? a * (lpe - lq) : a * lq;
-        M on = (M)(a > 0); /* p == 0: 0, even where log q = -inf */
-        if (valid) on &= valid[s];
+        switch (measure) {
+        case KLFAST_KL:
+            v = a * (la - lb);
+            on = (M)(a > 0);
+            break;
+        case KLFAST_JEFFREYS:
+            v = (a - b) * (la - lb);
+            on = (M)(a != b);
+            break;
+        case KLFAST_ENTROPY:
+            v = a * la;
+            on = (M)(a > 0);
+            break;
+        case KLFAST_CROSS_ENTROPY:
+            v = a * lb;
+            on = (M)(a > 0);
+            break;
+        default: { /* js */
+            M p_hi = (M)(a >= b);
+            V hi = VSEL(p_hi, a, b), lo = VSEL(p_hi, b, a);
+            V log_lo_hi = VSEL(p_hi, lb - la, la - lb);
+            v = (hi + lo) * LOG_HI(hi, lo) + VSEL((M)(lo > 0), lo * log_lo_hi, BCAST(0));
+            on = (M)(hi > 0);
+        }
+        }
+        if (valid) {
+            on &= valid[s];
+            a = VSEL(valid[s], a, BCAST(0));
+            b = VSEL(valid[s], b, BCAST(0));
+        }
         ADD(acc, s, VSEL(on, v, BCAST(0)));
+        if (c->p.sum) ADD(sum_p, s, a);
+        if (c->q.sum) ADD(sum_q, s, b);
         if (GRAD) {
             V e;
             memcpy(&e, gb + s * LANES, sizeof(V));
-            e = (c->p_sum * (e * c->inv_s_z) - a) * c->grad_scale;
+            e = (c->p_sum * (e * c->inv_s_q) - a) * c->grad_scale;
             memcpy(gb + s * LANES, &e, sizeof(V));
         }
     }
 }
 
-KLF_INLINE double F(loss_pass_c)(const T *t, const T *z, T *g, ptrdiff_t k,
-                               const F(loss_row_consts) *c, int KL, int TL, int GRAD, int WIDE) {
-    vd acc[NACC];
-    for (int i = 0; i < NACC; i++) acc[i] = (vd){0};
+KLF_INLINE double F(forms_pass_c)(const T *p, const T *q, T *g, ptrdiff_t k,
+                                  const F(forms_consts) *c, int measure, int LOGF_P, int LOGF_Q,
+                                  int GRAD, double *sums) {
+    vd acc[NACC], sum_p[NACC], sum_q[NACC];
+    for (int i = 0; i < NACC; i++) acc[i] = sum_p[i] = sum_q[i] = (vd){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
-        F(loss_block_c)(z + j, t + j, g + j, c, KL, TL, GRAD, WIDE, NULL, acc);
+        F(forms_block_c)(p + j, q + j, GRAD ? g + j : NULL, c, measure, LOGF_P, LOGF_Q, GRAD,
+                         NULL, acc, sum_p, sum_q);
     if (j < k) {
         int n = (int)(k - j);
-        T zt[BLOCK], tt[BLOCK], gt[BLOCK];
+        T pt[BLOCK], qt[BLOCK], gt[BLOCK];
         M valid[NSUB];
-        F(loss_tail_masks)(valid, n);
+        F(forms_tail_masks)(valid, n);
         if (GRAD) F(padded_tail)(gt, BLOCK, g + j, n, 0);
-        F(loss_block_c)(F(padded_tail)(zt, BLOCK, z + j, n, c->m_z),
-                     F(padded_tail)(tt, BLOCK, t + j, n, TL ? c->m_t : 0), gt, c, KL, TL, GRAD, WIDE,
-                     valid, acc);
+        F(forms_block_c)(F(padded_tail)(pt, BLOCK, p + j, n, LOGF_P ? c->p.m : 0),
+                         F(padded_tail)(qt, BLOCK, q + j, n, LOGF_Q ? c->q.m : 0), gt, c,
+                         measure, LOGF_P, LOGF_Q, GRAD, valid, acc, sum_p, sum_q);
         if (GRAD) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
+    sums[0] = lane_sum_block(sum_p);
+    sums[1] = lane_sum_block(sum_q);
     return lane_sum_block(acc);
 }
 
-static double ROW_FN(loss)(const T *t, const T *z, T *g,
-                                                        ptrdiff_t k,
-                                                        const klfast_loss_params *prm,
-                                                        int *special) {
-    const int TL = prm->target_is_logits != 0, KL = prm->loss == KLFAST_LOSS_KL;
-    const T eps = PRM(eps), inv_t = PRM(inv_t);
-    T m_z, mn_z, m_t, mn_t;
-    double p_sum = 1.0, s_z, s_t;
+/* Passes A and B of row i (0: p, 1: q) into *r; *s: the probabilities' sum,
+ * or the sum of exps of pass B (1 when it does not run). Returns 1 for an
+ * invalid row; sets *special for the exact path. */
+KLF_INLINE int F(forms_prepare)(const T *x, int i, T *g, ptrdiff_t k,
+                                const klfast_forms_params *prm, F(forms_row) *r, double *s,
+                                int *special) {
+    const int form = prm->form[i];
+    T x_max, x_min;
+    r->log_form = form != KLFAST_PROBS;
+    r->floor = prm->measure != KLFAST_JS && !(i == 1 && prm->loss);
+    r->eps = r->floor ? PRM(eps) : 0;
+    r->log_eps = r->floor ? PRM(log_eps) : -INFINITY;
+    r->scale = 1.0;
+    *s = 1.0;
+    if (!r->log_form) {
+        if (F(forms_pass_a)(x, k, 0, &x_max, &x_min, s) || !(*s <= DBL_MAX)) return 1;
+        r->tiny = !(r->eps >= TMIN);
+        if (prm->normalize) {
+            if (!(*s > 0)) return 1;
+            r->scale = 1.0 / *s;
+            return 0;
+        }
+        return !(fabs(*s - 1.0) <= prm->tol);
+    }
+    if (F(forms_pass_a)(x, k, 1, &x_max, &x_min, s)) return 1;
+    r->inv_t = PRM(inv_t)[i];
+    r->m = 0;
+    if (form == KLFAST_LOGITS) {
+        if (!(x_max > -INFINITY && x_max < INFINITY)) return 1;
+        r->m = x_max;
+    } else if (!(x_max <= PRM(log_prob_max))) {
+        return 1;
+    }
+    /* the smallest argument of exp, rounded as the vector code rounds it
+     * (rounding is monotonic); EXP_PLAIN_MIN has a margin for FMA */
+    T lowest = (x_min - r->m) * r->inv_t;
+    if (i == 1 && prm->loss && isinf(lowest)) {
+        *special = 1;
+        return 0;
+    }
+    int wide = !(lowest >= EXP_PLAIN_MIN), keep = i == 1 && g;
+    double rest = 0.0, ties = 1.0;
+    if (form == KLFAST_LOGITS || (i == 0 && g)) {
+#define PASS_B(keep, wide) F(forms_pass_b)(x, g, k, r->m, r->inv_t, keep, wide, &rest, &ties)
+        switch (keep * 2 + wide) {
+        case 0: PASS_B(0, 0); break;
+        case 1: PASS_B(0, 1); break;
+        case 2: PASS_B(1, 0); break;
+        default: PASS_B(1, 1); break;
+        }
+#undef PASS_B
+    }
+    *s = ties + rest;
+    /* ties >= 1 for logits (the maximum) */
+    r->log_s = form == KLFAST_LOGITS ? (T)log1p((ties - 1.0) + rest) : 0;
+    r->wide = !((T)(lowest - r->log_s) >= EXP_PLAIN_MIN);
+    r->sum = form == KLFAST_LOG_PROBS && prm->tol <= DBL_MAX;
+    return 0;
+}
+
+static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
+                            const klfast_forms_params *prm, int *special) {
+    const int measure = prm->measure;
+    F(forms_consts) c;
+    double s_p, s_q = 1.0, sums[2];
     *special = 0;
     if (k <= 0) return 0.0;
-
-    int bad, SUB = !TL && KL && !(eps >= TMIN), PS = !TL && (g || sizeof(T) == 8);
-#define PASS_A(tl, sub, ps) \
-    F(loss_pass_a)(t, z, k, eps, tl, sub, ps, &m_z, &mn_z, &m_t, &mn_t, &p_sum, special)
-    if (TL)
-        bad = PASS_A(1, 0, 0);
-    else if (SUB)
-        bad = PS ? PASS_A(0, 1, 1) : PASS_A(0, 1, 0);
-    else
-        bad = PS ? PASS_A(0, 0, 1) : PASS_A(0, 0, 0);
-#undef PASS_A
-    if (bad) return NAN;
+    memset(&c, 0, sizeof c);
+    if (F(forms_prepare)(p, 0, g, k, prm, &c.p, &s_p, special)) return NAN;
+    if (measure != KLFAST_ENTROPY && F(forms_prepare)(q, 1, g, k, prm, &c.q, &s_q, special))
+        return NAN;
     if (*special) return 0.0;
-
-    /* The smallest arguments of exp, rounded as the vector code rounds them
-     * (rounding is monotonic); EXP_PLAIN_MIN has a margin for FMA. */
-    T x_min_z = (mn_z - m_z) * inv_t, x_min_t = TL ? (mn_t - m_t) * inv_t : 0;
-    /* (z_j - max z) / T past the range of T (logits near the limits of T, or
-     * a tiny T): log q_j would be -inf, but p_j |log q_j| may be finite. The
-     * exact path computes those terms in double without the overflow. */
-    if (isinf(x_min_z)) {
-        *special = 1;
-        return 0.0;
-    }
-    int wide = !(x_min_z >= EXP_PLAIN_MIN) || !(x_min_t >= EXP_PLAIN_MIN);
-
-#define PASS_B(tl, keep, w) \
-    F(loss_pass_b)(t, z, g, k, m_z, m_t, inv_t, tl, keep, w, &s_z, &s_t)
-    switch (TL * 4 + (g != NULL) * 2 + wide) {
-    case 0: PASS_B(0, 0, 0); break;
-    case 1: PASS_B(0, 0, 1); break;
-    case 2: PASS_B(0, 1, 0); break;
-    case 3: PASS_B(0, 1, 1); break;
-    case 4: PASS_B(1, 0, 0); break;
-    case 5: PASS_B(1, 0, 1); break;
-    case 6: PASS_B(1, 1, 0); break;
-    default: PASS_B(1, 1, 1); break;
-    }
-#undef PASS_B
-
-    /* s_z >= 1 (the maximum contributes e^0 = 1), likewise s_t */
-    F(loss_row_consts) c;
-    c.m_z = m_z;
-    c.m_t = m_t;
-    c.inv_t = inv_t;
-    c.log_s_z = (T)log(s_z);
-    c.log_s_t = (T)log(s_t);
-    c.inv_s_z = (T)(1.0 / s_z);
-    c.p_sum = (T)p_sum;
-    c.eps = eps;
-    c.log_eps = PRM(log_eps);
+    c.p_sum = (T)(prm->form[0] == KLFAST_LOGITS ? 1.0 : s_p);
+    c.inv_s_q = (T)(1.0 / s_q);
     c.grad_scale = PRM(grad_scale);
-    int wide_c = TL && !((T)(x_min_t - c.log_s_t) >= EXP_PLAIN_MIN);
+
     double total;
-#define PASS_C(kl, tl, grad, w) F(loss_pass_c)(t, z, g, k, &c, kl, tl, grad, w)
-    switch (KL * 8 + TL * 4 + (g != NULL) * 2 + wide_c) {
-    case 0: total = PASS_C(0, 0, 0, 0); break;
-    case 2: total = PASS_C(0, 0, 1, 0); break;
-    case 4: total = PASS_C(0, 1, 0, 0); break;
-    case 5: total = PASS_C(0, 1, 0, 1); break;
-    case 6: total = PASS_C(0, 1, 1, 0); break;
-    case 7: total = PASS_C(0, 1, 1, 1); break;
-    case 8: total = PASS_C(1, 0, 0, 0); break;
-    case 10: total = PASS_C(1, 0, 1, 0); break;
-    case 12: total = PASS_C(1, 1, 0, 0); break;
-    case 13: total = PASS_C(1, 1, 0, 1); break;
-    case 14: total = PASS_C(1, 1, 1, 0); break;
-    default: total = PASS_C(1, 1, 1, 1); break;
+    /* the losses' measures as constants (no branch per vector); the others a branch */
+#define PASS_C(lp, lq, grad)                                                              \
+    (measure == KLFAST_KL ? F(forms_pass_c)(p, q, g, k, &c, KLFAST_KL, lp, lq, grad, sums)  \
+     : measure == KLFAST_CROSS_ENTROPY                                                    \
+         ? F(forms_pass_c)(p, q, g, k, &c, KLFAST_CROSS_ENTROPY, lp, lq, grad, sums)      \
+         : F(forms_pass_c)(p, q, g, k, &c, measure, lp, lq, grad, sums))
+    switch (c.p.log_form * 4 + c.q.log_form * 2 + (g != NULL)) {
+    case 0: total = PASS_C(0, 0, 0); break;
+    case 2: total = PASS_C(0, 1, 0); break;
+    case 3: total = PASS_C(0, 1, 1); break;
+    case 4: total = PASS_C(1, 0, 0); break;
+    case 6: total = PASS_C(1, 1, 0); break;
+    default: total = PASS_C(1, 1, 1); break; /* a gradient needs logits for q */
     }
 #undef PASS_C
-    return KL ? total : 0.0 - total; /* +0.0, not -0.0, for a zero sum */
+    if ((c.p.sum && !(fabs(sums[0] - 1.0) <= prm->tol)) ||
+        (c.q.sum && !(fabs(sums[1] - 1.0) <= prm->tol)))
+        return NAN;
+    switch (measure) {
+    case KLFAST_ENTROPY:
+    case KLFAST_CROSS_ENTROPY: return 0.0 - total; /* +0.0, not -0.0, for a zero sum */
+    case KLFAST_JS: return total > 0 ? 0.5 * total : 0.0;
+    default: return total;
+    }
 }
 
 

@@ -1,0 +1,277 @@
+"""Inputs as probabilities, log-probabilities or logits (``input=``,
+``temperature=``) against the slow twin's exact (mpmath) values, for every
+measure, form, dtype and thread count; mixed forms; the losses' ``input=``;
+the errors that name the argument.
+
+The promise tested (stated in the README and the docstrings): float64 rows
+are within 1e-14 of the exact value relative to ``|value| + scale``, where
+``scale = sum_j (p_j (1 + |log p_j|) + q_j (1 + |log q_j|)) (|log p~_j| + |log q~_j|)``
+(the twin's ``forms_rows``); float32 rows within 1e-5 of it; and probabilities
+below the element type's smallest subnormal count as 0. For rows that are not
+nearly equal the scale is a small multiple of the value, so this is a
+relative bound per row; for nearly equal rows (KL near 0) it is absolute."""
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+import klfast
+from klfast._core import reference as _reference
+
+MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
+FORMS = ("probs", "log_probs", "logits")
+TOL = {np.float64: 1e-14, np.float32: 1e-5}
+
+
+def _rows(rng, n, k, scale=3.0):
+    """Logits, and the same distributions as probabilities and log-probabilities."""
+    z = rng.normal(size=(n, k)) * scale
+    log_p = log_softmax(z, axis=1)
+    return z, np.exp(log_p), log_p
+
+
+def _as_form(form, z, p, log_p):
+    return {"probs": p, "log_probs": log_p, "logits": z}[form]
+
+
+def _check(measure, a, b, forms, dtype, temperature=1.0, eps=klfast.DEFAULT_EPS,
+           num_threads=None, **kwargs):
+    """klfast against the twin's exact rows, within the documented bound."""
+    a, b = a.astype(dtype), b.astype(dtype)
+    fn = getattr(klfast, measure)
+    args = (a,) if measure == "entropy" else (a, b)
+    if measure == "jensen_shannon":
+        got = fn(*args, input=forms, temperature=temperature, num_threads=num_threads, **kwargs)
+        eps = 0.0
+    else:
+        got = fn(*args, input=forms, temperature=temperature, eps=eps, num_threads=num_threads,
+                 **kwargs)
+    if dtype == np.float32:
+        eps = float(np.float32(eps))
+    want, scale = _reference.forms_rows(measure, a.astype(float), b.astype(float),
+                                        forms if isinstance(forms, tuple) else (forms,) * 2,
+                                        temperature=temperature, eps=eps,
+                                        normalize=kwargs.get("normalize", False))
+    assert got.dtype == dtype
+    with np.errstate(invalid="ignore"):  # inf - inf: equal
+        err = np.where(got == want, 0.0, np.abs(got.astype(float) - want))
+    # probabilities below the element type's smallest subnormal count as 0
+    floor = 1e3 * a.shape[-1] * np.finfo(dtype).smallest_subnormal
+    bound = TOL[dtype] * (np.abs(want) + scale) + floor
+    assert (err <= bound).all(), (measure, forms, dtype, float((err / bound)[err > 0].max()))
+    return got, want
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("form_p", FORMS)
+@pytest.mark.parametrize("form_q", FORMS)
+def test_every_form_pair_against_the_exact_twin(measure, form_p, form_q, dtype):
+    rng = np.random.default_rng(1)
+    k = 37  # a whole block and a tail at every level
+    a = _as_form(form_p, *_rows(rng, 6, k))
+    b = _as_form(form_q, *_rows(rng, 6, k))
+    if form_p == form_q == "probs":
+        return  # the probabilities' kernel, tested elsewhere
+    _check(measure, a, b, (form_p, form_q) if measure != "entropy" else (form_p,), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("measure", MEASURES)
+def test_extreme_logits_and_temperatures(measure, dtype):
+    """Logits of +-1e4 and temperatures from 0.01 to 100: one-hot-like rows,
+    and exps far below the normal range."""
+    rng = np.random.default_rng(2)
+    z = rng.uniform(-1e4, 1e4, size=(5, 40))
+    w = rng.uniform(-1e4, 1e4, size=(5, 40))
+    w[0] = z[0]  # equal rows
+    w[1, :] = z[1, ::-1]
+    if dtype == np.float32:
+        z, w = z / 100, w / 100  # within float32's exp range after scaling
+    for temperature in (0.01, 0.3, 1.0, 7.0, 100.0):
+        _check(measure, z, w, "logits" if measure != "entropy" else ("logits",), dtype,
+               temperature=temperature)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_log_probs_with_minus_inf_and_one_hot_rows(measure):
+    rng = np.random.default_rng(3)
+    z, p, log_p = _rows(rng, 6, 20)
+    log_q = log_softmax(rng.normal(size=(6, 20)), axis=1)
+    log_p[0, :5] = -np.inf                       # classes of probability 0
+    log_p[0] = log_softmax(log_p[0])
+    log_p[1] = -np.inf                           # one-hot: 0 and -inf
+    log_p[1, 3] = 0.0
+    log_q[2] = log_p[2]                          # equal rows
+    log_q[3, 7] = -np.inf
+    log_q[3] = log_softmax(log_q[3])
+    with np.errstate(divide="ignore"):
+        for eps in (klfast.DEFAULT_EPS, 0.0):
+            forms = ("log_probs",) if measure == "entropy" else ("log_probs", "log_probs")
+            got, want = _check(measure, log_p, log_q, forms, np.float64, eps=eps)
+            if measure == "kl" and eps == 0.0:
+                assert got[3] == np.inf  # p > 0 where q == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mixed_forms_give_the_probabilities_result(dtype):
+    """The same distributions in any form: the values agree with kl on
+    probabilities to rounding (not bitwise: the kernels differ)."""
+    rng = np.random.default_rng(4)
+    za, pa, la = _rows(rng, 8, 50)
+    zb, pb, lb = _rows(rng, 8, 50)
+    want = _reference.kl(pa, pb)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    for fa in FORMS:
+        for fb in FORMS:
+            a, b = _as_form(fa, za, pa, la), _as_form(fb, zb, pb, lb)
+            got = klfast.kl(a.astype(dtype), b.astype(dtype), input=(fa, fb))
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{fa} {fb}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("measure", MEASURES)
+def test_temperature_is_logits_divided_by_it(measure, dtype):
+    rng = np.random.default_rng(5)
+    z, w = (rng.normal(size=(4, 33)) * 5).astype(dtype), (rng.normal(size=(4, 33)) * 5).astype(dtype)
+    fn = getattr(klfast, measure)
+    args = (z,) if measure == "entropy" else (z, w)
+    forms = ("logits",) * len(args)
+    for temperature in (0.25, 2.0, 3.7):  # 1/T exact for the first two
+        scaled = tuple(x / dtype(temperature) for x in args)
+        got = fn(*args, input=forms, temperature=temperature)
+        want = fn(*scaled, input=forms)
+        rtol = (1e-14 if temperature != 3.7 else 1e-13) if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_results_do_not_depend_on_the_thread_count(dtype):
+    rng = np.random.default_rng(6)
+    z, w = rng.normal(size=(300, 257)) * 4, rng.normal(size=(300, 257)) * 4
+    z, w = z.astype(dtype), w.astype(dtype)
+    for measure in MEASURES:
+        fn = getattr(klfast, measure)
+        args = (z,) if measure == "entropy" else (z, w)
+        one = fn(*args, input="logits", num_threads=1)
+        two = fn(*args, input="logits", num_threads=2)
+        assert one.tobytes() == two.tobytes(), measure
+    _check("kl", z[::37], w[::37], "logits", dtype, num_threads=2)
+
+
+def test_layouts_broadcasting_axis_and_out():
+    rng = np.random.default_rng(7)
+    z, p, log_p = _rows(rng, 6, 9)
+    want = klfast.kl(z, p[0], input=("logits", "probs"))
+    np.testing.assert_array_equal(klfast.kl(np.asfortranarray(z), p[0], input=("logits", "probs")),
+                                  want)
+    np.testing.assert_array_equal(klfast.kl(z.T, p[0][:, None], axis=0, input=("logits", "probs")),
+                                  want)
+    out = np.empty(6)
+    assert klfast.kl(z, p[0], input=("logits", "probs"), out=out) is out
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_allclose(klfast.kl(z, p[0], input=("logits", "probs"), base=2),
+                               want / np.log(2), rtol=1e-15)
+    assert klfast.kl(z, p[0], input=("logits", "probs"), keepdims=True).shape == (6, 1)
+    frozen = z.copy()
+    frozen.flags.writeable = False
+    klfast.kl(frozen, frozen, input="logits")
+    np.testing.assert_array_equal(frozen, z)  # inputs never modified
+
+
+def test_normalize_and_check_sums_in_log_form():
+    rng = np.random.default_rng(8)
+    z, p, log_p = _rows(rng, 5, 12)
+    q = rng.dirichlet(np.ones(12), size=5)
+    shifted = log_p + 0.7  # log-values not normalized: the log-softmax with normalize
+    np.testing.assert_allclose(klfast.kl(shifted, q * 2, input=("log_probs", "probs"),
+                                         normalize=True),
+                               _reference.kl(p, q), rtol=1e-13)
+    np.testing.assert_allclose(klfast.entropy(np.log(p * 3), input="log_probs", normalize=True),
+                               _reference.entropy(p), rtol=1e-13)
+    low = log_p - 0.01  # sums to 0.99: with check_sums=False scored as given
+    got = klfast.entropy(low, input="log_probs", check_sums=False)
+    want, _ = _reference.forms_rows("entropy", low, low, ("log_probs",))
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_losses_take_the_target_form():
+    rng = np.random.default_rng(9)
+    z, p, log_p = _rows(rng, 6, 21)
+    logits = rng.normal(size=(6, 21))
+    for loss in ("kl_loss", "cross_entropy_loss"):
+        fn, twin = getattr(klfast, loss), getattr(_reference, loss)
+        for form, target in (("probs", p), ("log_probs", log_p), ("logits", z)):
+            value, grad = fn(target, logits, input=(form, "logits"), temperature=1.5,
+                             reduction="none", return_grad=True)
+            want, want_grad = twin(target, logits, input=(form, "logits"), temperature=1.5,
+                                   reduction="none", return_grad=True)
+            np.testing.assert_allclose(value, want, rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-15)
+        # the alias
+        np.testing.assert_array_equal(fn(z, logits, target_is_logits=True),
+                                      fn(z, logits, input=("logits", "logits")))
+        np.testing.assert_array_equal(fn(z, logits, input="logits"),
+                                      fn(z, logits, input=("logits", "logits")))
+
+
+def test_minus_inf_logits_are_classes_of_probability_zero():
+    z = np.array([[0.0, 1.0, -np.inf, 2.0]])
+    w = np.array([[0.5, -np.inf, -1.0, 0.0]])
+    for measure in ("kl", "jeffreys", "cross_entropy", "jensen_shannon"):
+        got = getattr(klfast, measure)(z, w, input="logits", **({} if measure == "jensen_shannon"
+                                                                else {"eps": 0.0}))
+        want, _ = _reference.forms_rows(measure, z, w, ("logits", "logits"), eps=0.0)
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+    assert klfast.kl(z, w, input="logits", eps=0.0)[0] == np.inf
+    assert np.isfinite(klfast.kl(w, z, input="logits")[0])  # eps floors log q
+    loss, grad = klfast.kl_loss(np.array([[0.2, 0.0, 0.3, 0.5]]), z, return_grad=True)
+    want, want_grad = _reference.kl_loss(np.array([[0.2, 0.0, 0.3, 0.5]]), z, return_grad=True)
+    assert loss == np.inf and want == np.inf  # p > 0 where q == 0: the loss does not floor q
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-14)
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((np.zeros((2, 3)), np.zeros((2, 3))), {"input": "softmax"}, ValueError,
+     r"input for p must be 'probs', 'log_probs' or 'logits', got 'softmax'"),
+    ((np.zeros((2, 3)), np.zeros((2, 3))), {"input": ("logits",)}, ValueError,
+     r"input has 1 forms \('logits',\) for 2 inputs \(p, q\)"),
+    ((np.zeros((2, 3)), np.zeros((2, 3))), {"input": 3}, TypeError, "input must be"),
+    ((np.full((2, 3), 1 / 3), np.full((2, 3), 1 / 3)), {"temperature": 2.0}, ValueError,
+     "temperature=2.0 divides logits, but no input is logits"),
+    ((np.zeros((2, 3)), np.zeros((2, 3))), {"input": "logits", "temperature": 0.0}, ValueError,
+     "temperature must be finite and > 0"),
+    ((np.array([[0.0, np.nan, 1.0]]), np.zeros((1, 3))), {"input": "logits"}, ValueError,
+     r"p: row 0 contains NaN \(at position 1\)"),
+    ((np.zeros((1, 3)), np.array([[0.0, np.inf, 1.0]])), {"input": "logits"}, ValueError,
+     r"q: row 0 contains \+inf at position 1"),
+    ((np.zeros((2, 3)), np.array([[0.0, 0.0, 0.0], [-np.inf] * 3])), {"input": "logits"},
+     ValueError, "q: row 1 has no finite logit"),
+    ((np.array([[-np.inf, -np.inf, 0.4]]), np.zeros((1, 3))),
+     {"input": ("log_probs", "logits")}, ValueError,
+     r"p: row 0 has a log-probability above 0 \(0\.4\) at position 2"),
+    ((np.log(np.full((1, 3), 0.3)), np.zeros((1, 3))), {"input": ("log_probs", "logits")},
+     ValueError, r"p: row 0: the exps of its log-probabilities sum to 0.9, not 1"),
+    ((np.full((1, 3), 0.3), np.zeros((1, 3))), {"input": ("probs", "logits")}, ValueError,
+     r"p: row 0 sums to 0.9, not 1"),
+    ((np.array([[0.5, -0.5, 1.0]]), np.zeros((1, 3))), {"input": ("probs", "logits")},
+     ValueError, r"p: row 0 has a negative entry \(-0.5\) at position 1"),
+])
+def test_invalid_inputs_are_named(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        klfast.kl(*args, **kwargs)
+
+
+def test_loss_input_errors():
+    t, z = np.full((2, 3), 1 / 3), np.zeros((2, 3))
+    with pytest.raises(ValueError, match="input for logits must be 'logits'"):
+        klfast.kl_loss(t, z, input=("probs", "probs"))
+    with pytest.raises(ValueError, match="target_is_logits=True contradicts input"):
+        klfast.kl_loss(t, z, input=("probs", "logits"), target_is_logits=True)
+    with pytest.raises(ValueError, match="target: row 1 has a log-probability above 0"):
+        klfast.cross_entropy_loss(np.log(t) + [[0, 0, 0], [0, 1.2, 0]], z,
+                                  input=("log_probs", "logits"))
+    teacher = np.array([[1e39, 0.0, 0.0]])  # fine in float64, +inf in float32
+    klfast.kl_loss(teacher, z[:1], input="logits")
+    with pytest.raises(ValueError, match=r"target: row 0 contains \+inf at position 0 .* after "
+                                         r"conversion to float32"):
+        klfast.kl_loss(teacher, z[:1].astype(np.float32), input="logits")
