@@ -13,7 +13,7 @@ No model is downloaded here: the "original" logits are synthetic (Zipf-like
 word frequencies plus a random context per token, at random sharpness), and
 the "copy" is the same logits rounded to 8-bit levels per token (symmetric
 int8, one scale per row) with a little noise, both stored as float16, as
-model outputs often are. klfast scores the logits directly (the log-softmax
+model outputs often are. klfast scores the logits directly (input="logits": the log-softmax
 of each row is taken in the kernel while the row is in cache; no softmax
 array is made), summarises the scores in one pass, and the figure shows the
 distribution of the per-token KL.
@@ -96,7 +96,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     # KL(softmax(original) || softmax(copy)) for every token, from the logits
-    kl = klfast.kl_loss(original, copy, target_is_logits=True, reduction="none")
+    kl = klfast.kl(original, copy, input="logits")
     seconds = time.perf_counter() - t0
     agree = original.argmax(axis=1) == copy.argmax(axis=1)
     summary = klfast.summary(kl, top1_agree=agree)
