@@ -55,21 +55,21 @@ def kl(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
     base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
-    input: _Input = ..., temperature: float = ...,
+    input: _Input = ..., temperature: float = ..., where: ArrayLike | None = ...,
 ) -> _Scores: ...
 
 def jeffreys(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
     base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
-    input: _Input = ..., temperature: float = ...,
+    input: _Input = ..., temperature: float = ..., where: ArrayLike | None = ...,
 ) -> _Scores: ...
 
 def cross_entropy(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., eps: float = ...,
     base: float | None = ..., normalize: bool = ..., check_sums: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
-    input: _Input = ..., temperature: float = ...,
+    input: _Input = ..., temperature: float = ..., where: ArrayLike | None = ...,
 ) -> _Scores: ...
 
 # entropy: one input
@@ -79,6 +79,7 @@ def entropy(
     normalize: bool = ..., check_sums: bool = ..., keepdims: bool = ...,
     out: NDArray[Any] | None = ..., num_threads: int | None = ...,
     input: _Form | tuple[_Form] = ..., temperature: float = ...,
+    where: ArrayLike | None = ...,
 ) -> _Scores: ...
 
 # jensen_shannon: no eps; distance=True returns the square root
@@ -87,7 +88,7 @@ def jensen_shannon(
     p: ArrayLike, q: ArrayLike, *, axis: int = ..., base: float | None = ...,
     normalize: bool = ..., check_sums: bool = ..., distance: bool = ...,
     keepdims: bool = ..., out: NDArray[Any] | None = ..., num_threads: int | None = ...,
-    input: _Input = ..., temperature: float = ...,
+    input: _Input = ..., temperature: float = ..., where: ArrayLike | None = ...,
 ) -> _Scores: ...
 
 # the losses: "sum" and "mean" give a scalar, "none" the per-row values;
@@ -100,7 +101,7 @@ def kl_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: None = ...,
+    num_threads: int | None = ..., grad_out: None = ..., where: ArrayLike | None = ...,
 ) -> np.floating[Any]: ...
 @overload
 def kl_loss(
@@ -108,7 +109,7 @@ def kl_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: None = ...,
+    num_threads: int | None = ..., grad_out: None = ..., where: ArrayLike | None = ...,
 ) -> _Scores: ...
 @overload
 def kl_loss(
@@ -116,7 +117,7 @@ def kl_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: _Array | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ..., where: ArrayLike | None = ...,
 ) -> tuple[np.floating[Any], _Array]: ...
 @overload
 def kl_loss(
@@ -124,7 +125,7 @@ def kl_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: _Array | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ..., where: ArrayLike | None = ...,
 ) -> tuple[_Scores, _Array]: ...
 @overload
 def kl_loss(
@@ -132,7 +133,7 @@ def kl_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
-    grad_out: _Array | None = ...,
+    grad_out: _Array | None = ..., where: ArrayLike | None = ...,
 ) -> _Scores | tuple[_Scores, _Array]: ...
 
 @overload
@@ -141,7 +142,7 @@ def cross_entropy_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: None = ...,
+    num_threads: int | None = ..., grad_out: None = ..., where: ArrayLike | None = ...,
 ) -> np.floating[Any]: ...
 @overload
 def cross_entropy_loss(
@@ -149,7 +150,7 @@ def cross_entropy_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[False] = ..., eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: None = ...,
+    num_threads: int | None = ..., grad_out: None = ..., where: ArrayLike | None = ...,
 ) -> _Scores: ...
 @overload
 def cross_entropy_loss(
@@ -157,7 +158,7 @@ def cross_entropy_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["sum", "mean"] = ...,
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: _Array | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ..., where: ArrayLike | None = ...,
 ) -> tuple[np.floating[Any], _Array]: ...
 @overload
 def cross_entropy_loss(
@@ -165,7 +166,7 @@ def cross_entropy_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: Literal["none"],
     return_grad: Literal[True], eps: float = ..., axis: int = ...,
-    num_threads: int | None = ..., grad_out: _Array | None = ...,
+    num_threads: int | None = ..., grad_out: _Array | None = ..., where: ArrayLike | None = ...,
 ) -> tuple[_Scores, _Array]: ...
 @overload
 def cross_entropy_loss(
@@ -173,7 +174,7 @@ def cross_entropy_loss(
     temperature: float = ...,
     target_is_logits: bool = ..., reduction: _Reduction = ..., return_grad: bool = ...,
     eps: float = ..., axis: int = ..., num_threads: int | None = ...,
-    grad_out: _Array | None = ...,
+    grad_out: _Array | None = ..., where: ArrayLike | None = ...,
 ) -> _Scores | tuple[_Scores, _Array]: ...
 
 # summary statistics of scores (any shape; where= and top1_agree= are bool

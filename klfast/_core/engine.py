@@ -178,9 +178,13 @@ class FormsJob:
 
 
 # ---- the engine ------------------------------------------------------------
-def run(job, inputs, out, grad=None, callers_out=False):
+def run(job, inputs, out, grad=None, callers_out=False, where=None):
     """Let ``job`` fill ``out`` (outer...) from the rows of ``inputs``, views
     of shape (outer..., k), and ``grad`` (outer..., k) unless it is None.
+
+    ``where`` (bool, outer..., or None for every row): only the rows where it
+    is True are read and scored; the others of ``out`` are left as they are,
+    their gradient rows are set to 0.
 
     ``callers_out``: ``out`` is (a view of) the caller's ``out=``. When it
     may share memory with an input, the rows are computed into a fresh array
@@ -189,17 +193,17 @@ def run(job, inputs, out, grad=None, callers_out=False):
     target = out
     if callers_out and any(np.may_share_memory(out, x) for x in inputs):
         out = np.empty(out.shape, dtype=out.dtype)
-    _run_nd(job, inputs, grad, out, 0, out.shape)
+    _run_nd(job, inputs, grad, out, 0, out.shape, where)
     if out is not target:
-        target[...] = out
+        np.copyto(target, out, where=True if where is None else where)
 
 
-def _run_nd(job, inputs, grad, out, first_row, outer):
+def _run_nd(job, inputs, grad, out, first_row, outer, where=None):
     """Split broadcast N-D views (outer..., k) into 2-D problems without
     copies; ``first_row`` is the flat index of their first row in ``outer``."""
     shape = out.shape
     if len(shape) == 1:  # 2-D views already (the common case: no reshape, ~1 us)
-        _run_2d(job, inputs, grad, out, first_row, outer)
+        _run_2d(job, inputs, grad, out, first_row, outer, where)
         return
     n_rows = math.prod(shape)
     k = inputs[0].shape[-1]
@@ -211,9 +215,48 @@ def _run_nd(job, inputs, grad, out, first_row, outer):
         step = n_rows // shape[0] if shape[0] else 0
         for i in range(shape[0]):
             _run_nd(job, [x[i] for x in inputs], None if grad is None else grad[i], out[i],
-                    first_row + i * step, outer)
+                    first_row + i * step, outer, None if where is None else where[i])
         return
-    _run_2d(job, rows, grad_rows, out_rows, first_row, outer)
+    _run_2d(job, rows, grad_rows, out_rows, first_row, outer,
+            None if where is None else np.reshape(where, n_rows))
+
+
+# A masked call scores each run of consecutive included rows in place, unless
+# the runs are so short that their per-call cost (~RUN_COST elements' worth)
+# exceeds copying the rows: then the included rows are gathered a block at a
+# time into bounded buffers.
+RUN_COST = 16_000
+
+
+def _run_where(job, inputs, grad, out, first_row, outer, where):
+    """The rows of 2-D views where the bool (n_rows,) ``where`` is True; the
+    others are never read, and their gradient rows are set to 0."""
+    n_rows, k = inputs[0].shape
+    if grad is not None:
+        grad[~where] = 0
+    included = np.flatnonzero(where)
+    if len(included) == 0:
+        return
+    breaks = np.flatnonzero(np.diff(included) != 1) + 1
+    starts = included[np.concatenate(([0], breaks))].tolist()
+    ends = (included[np.concatenate((breaks - 1, [len(included) - 1]))] + 1).tolist()
+    if len(starts) * RUN_COST <= len(included) * max(k, 1):
+        for a, b in zip(starts, ends):
+            _run_2d(job, [x[a:b] for x in inputs], None if grad is None else grad[a:b],
+                    out[a:b], first_row + a, outer)
+        return
+    block = max(1, BLOCK_ELEMENTS // max(k, 1))
+    for r0 in range(0, len(included), block):
+        chosen = included[r0:r0 + block]
+        shape = (len(chosen), k)
+        rows = [np.broadcast_to(x[:1], shape) if x.strides[0] == 0 else x[chosen]
+                for x in inputs]
+        out_block = np.empty(len(chosen), dtype=out.dtype)
+        grad_block = None if grad is None else np.empty(shape, dtype=grad.dtype)
+        _run_2d(job, rows, grad_block, out_block, first_row, outer, index=chosen)
+        out[chosen] = out_block
+        if grad is not None:
+            grad[chosen] = grad_block
 
 
 def _kernel_ready(x, dtype, strided=False, widened=()):
@@ -250,10 +293,15 @@ def _block(x, source, r0, r1, dtype):
     return x[r0:r1] if source is x else source
 
 
-def _run_2d(job, inputs, grad, out, first_row, outer):
-    """The rows of 2-D views (n_rows, k) into the 1-D view ``out`` (n_rows,)."""
+def _run_2d(job, inputs, grad, out, first_row, outer, where=None, index=None):
+    """The rows of 2-D views (n_rows, k) into the 1-D view ``out`` (n_rows,);
+    ``index``: the rows' flat indices from ``first_row`` (gathered rows),
+    None when they are consecutive."""
     n_rows, k = inputs[0].shape
     if n_rows == 0:
+        return
+    if where is not None:
+        _run_where(job, inputs, grad, out, first_row, outer, where)
         return
     dtype = job.dtype
     threads = resolve_threads(job.num_threads, n_rows, k)
@@ -264,7 +312,7 @@ def _run_2d(job, inputs, grad, out, first_row, outer):
               and (job.strided or out.flags.c_contiguous))
     if grad_ok and out_ok and all(source is not None for source in sources):
         if job.kernel(sources, grad, out, n_rows, k, threads):
-            _raise_invalid(job, inputs, sources, out, first_row, outer)
+            _raise_invalid(job, inputs, sources, out, first_row, outer, index)
         return
     # Convert per block of rows into bounded buffers (at most two blocks
     # alive). With more than one thread, numpy converts the next block on
@@ -292,7 +340,7 @@ def _run_2d(job, inputs, grad, out, first_row, outer):
             grad[r0:r1] = grad_block
         if n_bad:
             _raise_invalid(job, [x[r0:r1] for x in inputs], rows, out_block, first_row + r0,
-                           outer)
+                           outer, None if index is None else index[r0:r1])
 
     if threads == 1 or len(starts) == 1:
         for r0 in starts:
@@ -309,12 +357,12 @@ def _run_2d(job, inputs, grad, out, first_row, outer):
         finish(*pending[1], pending[0].result())
 
 
-def _raise_invalid(job, rows, read, out, first_row, outer):
+def _raise_invalid(job, rows, read, out, first_row, outer, index=None):
     """Raise for the first row the kernel rejected (its result is NaN).
     ``rows`` are the inputs' views as given, ``read`` as the kernel read them
-    (a broadcast row: one row for all)."""
+    (a broadcast row: one row for all); ``index`` as in _run_2d."""
     local = int(np.flatnonzero(np.isnan(out))[0])
-    flat = first_row + local
+    flat = first_row + (local if index is None else int(index[local]))
     index = tuple(int(i) for i in np.unravel_index(flat, outer)) if len(outer) > 1 else flat
     message = job.explain([x[local] for x in rows],
                           [x[local if x.shape[0] > 1 else 0] for x in read], index)

@@ -18,6 +18,7 @@ from .validate import (
     check_num_threads,
     check_reduction,
     check_temperature,
+    check_where,
     check_out,
     check_temperature_dtype,
     logits_dtype,
@@ -40,7 +41,7 @@ def _reduce_rows(rows, reduction):
 
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
-          axis, num_threads, grad_out, input):
+          axis, num_threads, grad_out, input, where=None):
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
     forms = check_loss_forms(input, target_is_logits)
@@ -76,7 +77,9 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
             f"target shape {target.shape} does not broadcast to logits shape {logits.shape}"
         )
     outer = logits.shape[:ax] + logits.shape[ax + 1:]
-    n_rows = math.prod(outer)
+    mask = check_where(where, outer)
+    # a mean divides by the rows scored (torch's ignore_index)
+    n_rows = math.prod(outer) if mask is None else int(np.count_nonzero(mask))
 
     grad = None
     if grad_out is not None:
@@ -91,7 +94,8 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     scale = 1.0 / temperature
     if reduction == "mean" and n_rows > 0:
         scale /= n_rows
-    rows = np.empty(outer, dtype=np.float64)
+    # rows left out by where are NaN, and their gradient rows 0
+    rows = np.empty(outer, dtype=np.float64) if mask is None else np.full(outer, np.nan)
     inv_t = 1.0 / temperature
     job = engine.FormsJob(loss, forms, (inv_t if forms[0] == "logits" else 1.0, inv_t),
                           eps=eps, num_threads=num_threads, dtype=dtype,
@@ -100,7 +104,7 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
     t_view = np.broadcast_to(np.moveaxis(target.reshape(t_shape), ax, -1), outer + (k,))
     z_view = np.moveaxis(logits, ax, -1)
     g_view = None if grad is None else np.moveaxis(grad, ax, -1)
-    engine.run(job, (t_view, z_view), rows, grad=g_view)
+    engine.run(job, (t_view, z_view), rows, grad=g_view, where=mask)
     if grad_out is not None and grad is not grad_out:
         grad_out[...] = grad
         grad = grad_out
@@ -111,22 +115,22 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
             value = value[()]
     else:
         with np.errstate(over="ignore"):  # past float32's range: inf, as numpy rounds
-            value = dtype.type(_reduce_rows(rows, reduction))
+            value = dtype.type(_reduce_rows(rows if mask is None else rows[mask], reduction))
     return (value, grad) if return_grad else value
 
 
 def kl_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
             reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1, num_threads=None,
-            grad_out=None):
+            grad_out=None, where=None):
     return _loss("kl", target, logits, temperature, target_is_logits, reduction, return_grad,
-                 eps, axis, num_threads, grad_out, input)
+                 eps, axis, num_threads, grad_out, input, where)
 
 
 def cross_entropy_loss(target, logits, *, input=None, temperature=1.0, target_is_logits=False,
                        reduction="mean", return_grad=False, eps=DEFAULT_EPS, axis=-1,
-                       num_threads=None, grad_out=None):
+                       num_threads=None, grad_out=None, where=None):
     return _loss("cross_entropy", target, logits, temperature, target_is_logits, reduction,
-                 return_grad, eps, axis, num_threads, grad_out, input)
+                 return_grad, eps, axis, num_threads, grad_out, input, where)
 
 
 _DOC_PARAMS = """
@@ -181,6 +185,12 @@ _DOC_PARAMS = """
         training loop that passes the same array every step does not allocate
         (and fault in) a fresh gradient each time. An array that shares memory
         with ``target`` or ``logits`` gets the same values, through a copy.
+    where : array_like of bool, optional
+        The rows to include, broadcast against ``logits.shape`` without
+        ``axis`` (e.g. False for padding tokens). Rows left out are not read
+        (not checked) nor counted: ``"mean"`` divides by the number of rows
+        included (torch's ``ignore_index``; NaN when none is), ``"none"``
+        gives NaN for them, and their gradient rows are 0.
 
     Returns
     -------

@@ -21,6 +21,7 @@ from .validate import (
     check_num_threads,
     check_out,
     check_temperature,
+    check_where,
     check_temperature_dtype,
     log_scale,
     result_dtype,
@@ -36,33 +37,38 @@ def _is_dask(x):
 
 def _is_default_form(input, temperature):
     return (type(input) is str and input == "probs"
-            and (temperature is 1.0 or (type(temperature) in (int, float) and temperature == 1)))
+            and type(temperature) in (int, float) and temperature == 1)
 
 
 def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads,
-           input="probs", temperature=1.0):
+           input="probs", temperature=1.0, where=None, distance=False):
     """The rows' scores of ``measure``; ``q`` is None for the entropy. Dask
-    arrays go to :func:`klfast.dask.reduce`, which calls this for each block."""
+    arrays go to :func:`klfast.dask.reduce`, which calls this for each block.
+    ``distance``: the square root of each score (jensen_shannon)."""
     if q is None and measure != "entropy":
         raise TypeError("q is required: pass the second distribution (None given); for the "
                         "entropy of p use klfast.entropy(p)")
     default_form = _is_default_form(input, temperature)
-    if (default_form and (check_sums is True or check_sums is False)
+    if (default_form and where is None and (check_sums is True or check_sums is False)
             and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast_call(_MEASURES[measure], p, q, eps, normalize,
                             SUM_TOLERANCE if check_sums else math.inf, base, out, keepdims, axis)
         if result is not None:
-            return result
+            return _root(result) if distance else result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from .. import dask as klfast_dask
 
         if not default_form:
             raise TypeError("input= and temperature= are not supported for dask arrays yet: "
                             "score the blocks with dask.array.map_blocks")
-        return klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
-                                  normalize=normalize, check_sums=check_sums,
-                                  keepdims=keepdims, out=out, num_threads=num_threads)
+        if where is not None:
+            raise TypeError("where= is not supported for dask arrays yet: score the blocks "
+                            "with dask.array.map_blocks")
+        result = klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
+                                    normalize=normalize, check_sums=check_sums,
+                                    keepdims=keepdims, out=out, num_threads=num_threads)
+        return _root(result) if distance else result
     axis = check_axis(axis)
     normalize = check_flag(normalize, "normalize")
     check_sums = check_flag(check_sums, "check_sums")
@@ -105,8 +111,11 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
         raise ValueError(f"p and q shapes {p.shape} and {q_arr.shape} do not broadcast") from None
 
     result_shape = outer[:ax] + (1,) + outer[ax:] if keepdims else outer
+    mask = check_where(where, outer, ax if keepdims else None)
     if out is None:
-        result = np.empty(result_shape, dtype=dtype)
+        # rows left out by where are NaN (numpy would leave them unset)
+        result = np.empty(result_shape, dtype=dtype) if mask is None else \
+            np.full(result_shape, np.nan, dtype=dtype)
     else:
         result = check_out(out, result_shape, dtype)
 
@@ -129,11 +138,20 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
         job = engine.FormsJob(measure, forms, inv_t, eps=eps, num_threads=num_threads,
                               dtype=dtype, names=names, normalize=normalize,
                               check_sums=check_sums, log_prob_max=LOG_PROB_MAX, scale=scale)
-    engine.run(job, inputs, np.squeeze(result, axis=ax) if keepdims else result,
-               callers_out=out is not None)
+    rows = np.squeeze(result, axis=ax) if keepdims else result
+    engine.run(job, inputs, rows, callers_out=out is not None, where=mask)
+    if distance:  # rows left out keep what they hold
+        np.sqrt(rows, out=rows, where=True if mask is None else mask)
     if out is None and result.ndim == 0:
         return result[()]
     return result
+
+
+def _root(result):
+    """sqrt of a result: in place for an array (a caller's out too)."""
+    if isinstance(result, np.ndarray):
+        return np.sqrt(result, out=result)
+    return np.sqrt(result)
 
 
 _DOC_PARAMS = """
@@ -161,6 +179,11 @@ _DOC_PARAMS = """
         Keep the reduced axis with size 1.
     out : ndarray, optional
         Array of the result's shape and dtype to fill and return.
+    where : array_like of bool, optional
+        The rows to score, broadcast against the result (its shape without
+        ``axis``). Rows where it is False are not read at all (not checked,
+        not counted): their result is NaN in a new array, and left as it
+        was in ``out`` (numpy's ufunc rule).
     num_threads : int, optional
         Threads for this call; ``None`` uses :func:`klfast.default_num_threads`.
         Small inputs always run on one thread. Results do not depend on it.
@@ -207,41 +230,40 @@ _DOC_PARAMS = """
 
 
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-       keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0):
+       keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0, where=None):
     return reduce("kl", p, q, axis, eps, base, normalize, check_sums, keepdims, out,
-                  num_threads, input, temperature)
+                  num_threads, input, temperature, where)
 
 
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-             keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0):
+             keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0,
+             where=None):
     return reduce("jeffreys", p, q, axis, eps, base, normalize, check_sums,
-                  keepdims, out, num_threads, input, temperature)
+                  keepdims, out, num_threads, input, temperature, where)
 
 
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
                   check_sums=True, keepdims=False, out=None, num_threads=None, input="probs",
-                  temperature=1.0):
+                  temperature=1.0, where=None):
     return reduce("cross_entropy", p, q, axis, eps, base, normalize, check_sums,
-                  keepdims, out, num_threads, input, temperature)
+                  keepdims, out, num_threads, input, temperature, where)
 
 
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
-            keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0):
+            keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0,
+            where=None):
     return reduce("entropy", p, None, axis, eps, base, normalize, check_sums, keepdims,
-                  out, num_threads, input, temperature)
+                  out, num_threads, input, temperature, where)
 
 
 def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
                    distance=False, keepdims=False, out=None, num_threads=None, input="probs",
-                   temperature=1.0):
+                   temperature=1.0, where=None):
     if check_flag(distance, "distance") and base is not None and log_scale(base) < 0:
         raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
                          f"below 1 the divergence is negative and has no square root")
-    result = reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
-                    keepdims, out, num_threads, input, temperature)
-    if distance:
-        result = np.sqrt(result, out=result if isinstance(result, np.ndarray) else None)
-    return result
+    return reduce("jensen_shannon", p, q, axis, 0.0, base, normalize, check_sums,
+                  keepdims, out, num_threads, input, temperature, where, distance=distance)
 
 
 

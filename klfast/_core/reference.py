@@ -35,10 +35,16 @@ gradient ``(sum(p) * q - p) / T``, divided by the number of rows for
 ``reduction="mean"``. float32 logits: the target is rounded to float32 first,
 as klfast converts it; logits / T must be finite in float64.
 
+``where=`` (every function): the rows it includes are scored alone, the
+others are never looked at; their result is NaN (or left as it was in
+``out``), a loss's mean is over the rows included, their gradient rows are 0.
+
 Inputs are converted to float64 (float32 inputs apply ``eps`` rounded to
 float32, as klfast does) and every result, loss and gradient is float64,
 whatever the input dtype.
 """
+import functools
+import inspect
 import math
 
 import numpy as np
@@ -371,6 +377,64 @@ def _forms(measure, inputs, input, temperature, eps, axis, base, normalize, chec
     return _fill(total, out)
 
 
+def _rows_of(arrays, axis):
+    """The inputs broadcast to (outer..., k), the distributions last."""
+    arrays = [np.asarray(a) for a in arrays]
+    ndim = max(a.ndim for a in arrays)
+    arrays = [np.moveaxis(a.reshape((1,) * (ndim - a.ndim) + a.shape), axis, -1)
+              for a in arrays]
+    outer = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
+    return [np.broadcast_to(a, outer + a.shape[-1:]) for a in arrays], outer
+
+
+def _with_where(fn, n_inputs, loss=False):
+    """``fn`` with klfast's ``where=``: the rows included, selected and scored
+    alone by ``fn``, put back in place."""
+    @functools.wraps(fn)
+    def scored(*args, where=None, **kwargs):
+        if where is None:
+            return fn(*args, **kwargs)
+        axis = kwargs.pop("axis", -1)
+        arrays, outer = _rows_of(args[:n_inputs], axis)
+        mask = np.broadcast_to(np.asarray(where, dtype=bool), outer)
+        chosen = [a[mask] for a in arrays]
+        if loss:
+            reduction = kwargs.get("reduction", "mean")
+            return_grad = kwargs.get("return_grad", False)
+            result = fn(*chosen, *args[n_inputs:], **kwargs)
+            value, grad = result if return_grad else (result, None)
+            if reduction == "none":
+                value = _scatter(value, mask, outer)
+            if not return_grad:
+                return value
+            full = np.zeros(outer + arrays[-1].shape[-1:])
+            full[mask] = grad
+            return value, np.moveaxis(full, -1, axis)
+        out, keepdims = kwargs.pop("out", None), kwargs.pop("keepdims", False)
+        rows = _scatter(fn(*chosen, *args[n_inputs:], **kwargs), mask, outer)
+        if keepdims:
+            rows, mask = np.expand_dims(rows, axis), np.expand_dims(mask, axis)
+        if out is None:
+            return rows
+        np.copyto(out, rows, where=mask)
+        return out
+
+    params = list(inspect.signature(fn).parameters.values())
+    where_param = inspect.Parameter("where", inspect.Parameter.KEYWORD_ONLY, default=None)
+    scored.__signature__ = inspect.Signature(params + [where_param])
+    return scored
+
+
+def _scatter(values, mask, outer):
+    rows = np.full(outer, np.nan)
+    rows[mask] = values
+    return rows
+
+
+kl, jeffreys, cross_entropy, jensen_shannon = (
+    _with_where(f, 2) for f in (kl, jeffreys, cross_entropy, jensen_shannon))
+entropy = _with_where(entropy, 1)
+
 MEASURES = {"kl": kl, "jeffreys": jeffreys, "entropy": entropy, "cross_entropy": cross_entropy,
             "jensen_shannon": jensen_shannon}
 
@@ -491,6 +555,9 @@ def cross_entropy_loss(target, logits, *, input=None, temperature=1.0, target_is
     return _with_grad_out(_loss("cross_entropy", target, logits, temperature, target_is_logits,
                                 reduction, return_grad, eps, axis, input), return_grad, grad_out)
 
+
+kl_loss, cross_entropy_loss = (_with_where(f, 2, loss=True)
+                               for f in (kl_loss, cross_entropy_loss))
 
 LOSSES = {"kl": kl_loss, "cross_entropy": cross_entropy_loss}
 

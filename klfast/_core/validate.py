@@ -210,6 +210,26 @@ def logits_dtype(logits):
     return np.dtype(np.float64)
 
 
+def check_where(where, shape, keepdims_axis=None):
+    """``where=``: None, or bool array-like naming the rows to score, broadcast
+    to ``shape`` (the result's shape without a kept axis; with
+    ``keepdims_axis``, a mask of the kept shape is taken too)."""
+    if where is None:
+        return None
+    if isinstance(where, np.ma.MaskedArray):
+        raise TypeError("where is a numpy.ma.MaskedArray: pass a plain bool array")
+    mask = np.asarray(where)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where must be bool (True for the rows to score), got dtype {mask.dtype}")
+    if keepdims_axis is not None and mask.ndim == len(shape) + 1 and mask.shape[keepdims_axis] == 1:
+        mask = np.squeeze(mask, axis=keepdims_axis)
+    try:
+        return np.broadcast_to(mask, shape)
+    except ValueError:
+        raise ValueError(f"where of shape {mask.shape} does not broadcast to the rows' shape "
+                         f"{shape}") from None
+
+
 def check_out(out, shape, dtype, name="out"):
     """``out=`` (or ``grad_out=``) must be a writeable numpy array of the
     result's shape and dtype."""
