@@ -1,7 +1,7 @@
 """Time KL from logits: klfast.kl(a, b, input="logits") against numpy/scipy and
 against klfast's own kl on the same distributions as probabilities, in the same run.
 
-    python benchmarks/bench_input_forms.py [--rows 2048] [--k 32000] [--dtype float32]
+    python benchmarks/bench_input_forms.py [--rows 2048] [--k 32000] [--dtype float16|float32|float64]
                                            [--repeat 7] [--num-threads N] [--temperature 1]
 
 The peers, timed in turns (each round runs every peer once, so a slow spell of
@@ -32,7 +32,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--k", type=int, default=32000)
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--dtype", choices=("float16", "float32", "float64"), default="float32",
+                        help="of the logits (float16: the probabilities are float32)")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--num-threads", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -41,13 +42,14 @@ def main():
     rng = np.random.default_rng(0)
     a = (rng.standard_normal((args.rows, args.k), dtype=np.float32) * 3).astype(dtype)
     b = (a + rng.standard_normal((args.rows, args.k), dtype=np.float32) * 0.3).astype(dtype)
-    P = np.exp(log_softmax(a / temperature, axis=1)).astype(dtype)
-    Q = np.exp(log_softmax(b / temperature, axis=1)).astype(dtype)
+    prob_dtype = np.promote_types(dtype, np.float32)  # float16 logits: float32 probabilities
+    P = np.exp(log_softmax(a.astype(np.float64) / temperature, axis=1)).astype(prob_dtype)
+    Q = np.exp(log_softmax(b.astype(np.float64) / temperature, axis=1)).astype(prob_dtype)
     threads = args.num_threads or klfast.default_num_threads()
 
-    def scipy_peer():
-        lp = log_softmax(a / dtype.type(temperature), axis=1)
-        lq = log_softmax(b / dtype.type(temperature), axis=1)
+    def scipy_peer():  # float16 logits: in float32, as klfast computes them
+        lp = log_softmax(a.astype(prob_dtype, copy=False) / prob_dtype.type(temperature), axis=1)
+        lq = log_softmax(b.astype(prob_dtype, copy=False) / prob_dtype.type(temperature), axis=1)
         return rel_entr(np.exp(lp), np.exp(lq)).sum(1)
 
     peers = {
@@ -76,7 +78,7 @@ def main():
     want = peers["klfast logits"]()
     for name, fn in peers.items():
         got = np.asarray(fn(), dtype=np.float64)
-        tol = 1e-5 if dtype == np.float32 else 1e-12
+        tol = 1e-12 if dtype == np.float64 else 1e-5
         assert np.allclose(got, want, rtol=tol, atol=tol * 10), name
 
     times = {name: [] for name in peers}

@@ -375,12 +375,20 @@ cdef inline double _staged_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
 cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
                              float* buf) noexcept nogil:
     """Row i of a call with a 16-bit input. Contiguous float16 rows (p and q)
-    go to the level's float16 row function, which reads them itself; a row it
-    flags for the exact path, and every other 16-bit row, is widened into buf
-    and scored as a float32 row. The same bits either way."""
+    of a divergence go to the level's float16 row function, which reads them
+    itself; a row it flags for the exact path, and every other 16-bit row, is
+    widened into buf and scored as a float32 row. The same bits either way."""
     cdef int special = 0
     cdef double v
     cdef double sums[2]
+    cdef const float* p
+    cdef const float* q
+    if c.forms:  # inputs in any form, and the losses (their gradient is float32)
+        p = _stage(isa, c.a + i * c.a_rs, c.a_es, c.a_kind, buf, c.k)
+        q = _stage(isa, c.b + i * c.b_rs, c.b_es, c.b_kind, buf + c.k, c.k)
+        return _forms_fast_or_exact[float](isa, &c.prm, p, q,
+                                           <float*>(c.g + i * c.g_rs) if c.g != NULL else NULL,
+                                           c.k) * c.scale
     if not (c.a_kind == 0 and c.b_kind == 0 and c.a_es == 2 and c.b_es == 2):
         return _staged_row(c, isa, i, buf)
     v = isa.f16[c.measure](<const unsigned short*>(c.a + i * c.a_rs),
@@ -396,23 +404,30 @@ cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
 cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits (see
     _half_row); the number of invalid ones."""
-    cdef Py_ssize_t i, n_bad = 0, out_s = c.out_s // sizeof(float)
-    cdef float* out = <float*>c.out
+    cdef Py_ssize_t i, n_bad = 0
     cdef double v
     if c.n_threads <= 1 or r1 - r0 < 2:
         for i in range(r0, r1):
             v = _half_row(c, _isa, i, c.stage)
-            out[i * out_s] = <float>v
+            _store(c, i, v)
             if v != v:
                 n_bad += 1
     else:
         for i in prange(r0, r1, schedule="dynamic", chunksize=_claim(c.k),
                         num_threads=c.n_threads):
             v = _half_row(c, _isa, i, c.stage + klfast_omp_thread_num() * 2 * c.k)
-            out[i * out_s] = <float>v
+            _store(c, i, v)
             if v != v:
                 n_bad += 1
     return n_bad
+
+
+cdef inline void _store(Rows* c, Py_ssize_t i, double v) noexcept nogil:
+    """out[i] = v: float64 for the forms kernel, else the float32 result."""
+    if c.forms:
+        (<double*>(c.out + i * c.out_s))[0] = v
+    else:
+        (<float*>(c.out + i * c.out_s))[0] = <float>v
 
 
 cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
@@ -508,7 +523,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
 
 
 cdef int _kind(cnp.ndarray x, int type_num) except -2:
-    """-1 for an input of the result's type; 0 float16, 1 bfloat16 (a float32 result)."""
+    """-1 for an input of the arithmetic's type; 0 float16, 1 bfloat16 (float32 arithmetic)."""
     cdef int t = cnp.PyArray_TYPE(x)
     if t == type_num:
         return -1
@@ -517,8 +532,8 @@ cdef int _kind(cnp.ndarray x, int type_num) except -2:
             return 0
         if x.dtype.name == "bfloat16":
             return 1
-    raise TypeError("klfast._kernels.rows: p and q must have out's dtype, or be float16 or "
-                    "bfloat16 with a float32 out")
+    raise TypeError("klfast._kernels: p and q must share the arithmetic's dtype, or be "
+                    "float16 or bfloat16 with float32 arithmetic")
 
 
 cdef Py_ssize_t _small = 1 << 16   # klfast._core.engine.MIN_PARALLEL_ELEMENTS
@@ -665,10 +680,13 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     """
     cdef Rows c
     c.forms = True
-    c.type_num = cnp.PyArray_TYPE(q)
-    c.size = cnp.PyArray_ITEMSIZE(q)
-    if cnp.PyArray_TYPE(p) != c.type_num:
-        raise TypeError("klfast._kernels.forms_rows: p and q must share one dtype")
+    # the arithmetic's dtype: 16-bit inputs are widened to float32
+    c.type_num = cnp.PyArray_TYPE(q) if cnp.PyArray_ITEMSIZE(q) != 2 else cnp.PyArray_TYPE(p)
+    if cnp.PyArray_ITEMSIZE(p) == 2 and cnp.PyArray_ITEMSIZE(q) == 2:
+        c.type_num = cnp.NPY_FLOAT
+    c.size = 8 if c.type_num == cnp.NPY_DOUBLE else 4
+    c.a_kind = _kind(p, c.type_num)
+    c.b_kind = _kind(q, c.type_num)
     c.g, c.g_rs = NULL, 0
     if grad is not None:
         if cnp.PyArray_TYPE(<cnp.ndarray>grad) != c.type_num:
@@ -680,10 +698,14 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.a, c.a_rs = <char*>cnp.PyArray_DATA(p), p_row_stride
     c.b, c.b_rs = <char*>cnp.PyArray_DATA(q), q_row_stride
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), sizeof(double)
-    c.a_es = c.b_es = c.size
+    c.a_es = cnp.PyArray_ITEMSIZE(p)
+    c.b_es = cnp.PyArray_ITEMSIZE(q)
     c.k, c.n_threads, c.scale = k, n_threads, scale
-    c.a_kind = c.b_kind = -1
     c.stage = NULL
     c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
                          log_prob_max, grad_scale)
+    if c.a_kind < 0 and c.b_kind < 0:
+        return _in_chunks(&c, n_rows)
+    stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)], cnp.NPY_FLOAT, 0)
+    c.stage = <float*>cnp.PyArray_DATA(stage)
     return _in_chunks(&c, n_rows)

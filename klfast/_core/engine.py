@@ -143,7 +143,11 @@ class FormsJob:
                  "eps", "log_prob_max", "grad_scale", "scale", "num_threads", "dtype", "names")
     out_dtype = np.dtype(np.float64)
     strided = False  # rows must be contiguous
-    widened = ()  # and of the job's dtype
+
+    @property
+    def widened(self):
+        """16-bit dtypes the kernels read for float32 arithmetic."""
+        return WIDENED if self.dtype == np.float32 else ()
 
     def __init__(self, measure, forms, inv_temperatures, *, eps, num_threads, dtype, names,
                  normalize=False, check_sums=True, loss=False, log_prob_max=math.inf,
