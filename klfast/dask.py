@@ -43,27 +43,23 @@ from numpy.lib.array_utils import normalize_axis_index
 from ._core import measures, summary as summary_module, validate
 
 
-def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, names,
-                 block_info=None):
-    """Scores of one block of rows; block indices in errors become global."""
-    try:
-        return measures.reduce(measure, p, q, -1, eps, base, normalize, check_sums, False, None,
-                               num_threads)
-    except ValueError:
-        if block_info is None:
-            raise
+def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, input,
+                 temperature, names, block_info=None):
+    """Scores of one block of rows; an invalid row is named by its index in
+    the whole array."""
+    start, unknown = (), None
+    if block_info is not None:
         start = tuple(lo for lo, _ in block_info[None]["array-location"])
         if any(math.isnan(lo) for lo in start):  # unknown chunk sizes: rows of this block
-            block = tuple(block_info[None]["chunk-location"])
-            message = validate.invalid_row_message(p, q, normalize, (), names, check_sums=check_sums)
-            if message is None:
-                raise
-            raise ValueError(f"{message} (counting from the start of block {block}: the "
-                             f"chunk sizes are unknown)") from None
-        message = validate.invalid_row_message(p, q, normalize, start, names, check_sums=check_sums)
-        if message is None:
+            start, unknown = (), tuple(block_info[None]["chunk-location"])
+    try:
+        return measures.reduce(measure, p, q, -1, eps, base, normalize, check_sums, False, None,
+                               num_threads, input, temperature, names=names, start=start)
+    except ValueError as e:
+        if unknown is None:
             raise
-        raise ValueError(message) from None
+        raise ValueError(f"{e} (counting from the start of block {unknown}: the chunk sizes "
+                         f"are unknown)") from None
 
 
 def _as_dask(x, name):
@@ -104,7 +100,7 @@ def _broadcast_outer(shapes):
 
 
 def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_threads,
-           check_sums=True, names=("p", "q")):
+           check_sums=True, names=("p", "q"), input="probs", temperature=1.0):
     """Lazy row scores of dask (or mixed dask/numpy) inputs; see ``klfast.kl``.
 
     Returns a dask array of the shape and dtype the in-memory function would
@@ -125,6 +121,8 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     num_threads = validate.check_num_threads(num_threads)
     if num_threads is None:
         num_threads = 1
+    forms, temperature = validate.check_forms_and_temperature(
+        input, temperature, ("p",) if q is None else ("p", "q"))
 
     p = _as_dask(p, "p")
     arrays = [p] if q is None else [p, _as_dask(q, "q")]
@@ -147,6 +145,8 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
         raise ValueError(f"p and q shapes {p.shape} and {arrays[1].shape} do not broadcast")
 
     dtype = validate.result_dtype(*(x.dtype for x in arrays))
+    if "logits" in forms:
+        validate.check_temperature_dtype(temperature, dtype)
     rows = []
     for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
         rows.append(_whole_rows(x if ax == ndim - 1 else da.moveaxis(x, ax, -1), name))
@@ -165,6 +165,8 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
         normalize=normalize,
         check_sums=check_sums,
         num_threads=num_threads,
+        input=forms,
+        temperature=temperature,
         names=tuple(names),
     )
     if keepdims:

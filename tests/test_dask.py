@@ -85,10 +85,10 @@ def test_single_reference_row_is_broadcast_not_materialised(monkeypatch, measure
     seen = []
     real_reduce = klfast._core.measures.reduce
 
-    def spy(measure_, p_block, q_block, *args):
+    def spy(measure_, p_block, q_block, *args, **kwargs):
         if isinstance(p_block, np.ndarray):  # a block, not the call that dispatches to dask
             seen.append((p_block.shape, q_block.shape))
-        return real_reduce(measure_, p_block, q_block, *args)
+        return real_reduce(measure_, p_block, q_block, *args, **kwargs)
 
     monkeypatch.setattr(klfast._core.measures, "reduce", spy)
     with warnings.catch_warnings():
@@ -178,6 +178,49 @@ def test_invalid_values_name_the_row_in_the_whole_array():
     p3 = p.reshape(10, 100, 10)
     with pytest.raises(ValueError, match=r"p: row \(5, 37\) contains NaN"):
         klfast.kl(da.from_array(p3, chunks=(3, 30, 10)), q).compute()
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_input_forms_and_temperature(measure, dtype):
+    """Logits and log-probabilities: the bits of the in-memory call (each
+    block is scored alone), close to scipy's log_softmax in float64."""
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(7)
+    p = (rng.standard_normal((500, 40)) * 3).astype(dtype)
+    q = log_softmax(rng.standard_normal((500, 40)), axis=-1).astype(dtype)
+    forms = "logits" if measure == "entropy" else ("logits", "log_probs")
+    operands = (p,) if measure == "entropy" else (p, q)
+    lazy = call(measure, *(da.from_array(x, chunks=(120, 40)) for x in operands),
+                input=forms, temperature=1.5, check_sums=False)
+    expected = call(measure, *operands, input=forms, temperature=1.5, check_sums=False)
+    np.testing.assert_array_equal(lazy.compute(), expected)
+    lp = log_softmax(p.astype(np.float64) / 1.5, axis=-1)
+    twin = call(measure, np.exp(lp), None if measure == "entropy" else np.exp(q.astype(float)),
+                lib=_reference, eps=0.0, check_sums=False)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(expected, twin, rtol=tolerance, atol=tolerance)
+
+
+def test_input_forms_errors():
+    rng = np.random.default_rng(8)
+    p, q = rng.standard_normal((1000, 10)), rng.standard_normal((1000, 10))
+    pd, qd = da.from_array(p, chunks=(300, 10)), da.from_array(q, chunks=(300, 10))
+    with pytest.raises(ValueError, match="no input is logits"):  # eager: no block computed
+        klfast.kl(pd, qd, input="log_probs", temperature=2.0)
+    with pytest.raises(ValueError, match="input for q must be"):
+        klfast.kl(pd, qd, input=("logits", "logit"))
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+        klfast.kl(pd, qd, input="logits", temperature=0.0)
+    q[637, 2] = np.nan
+    lazy = klfast.kl(pd, da.from_array(q, chunks=(300, 10)), input="logits")
+    with pytest.raises(ValueError) as in_dask:
+        lazy.compute()
+    assert str(in_dask.value) == "q: row 637 contains NaN (at position 2)"
+    with pytest.raises(ValueError) as in_memory:
+        klfast.kl(p, q, input="logits")
+    assert str(in_dask.value) == str(in_memory.value)
 
 
 def test_eager_errors():

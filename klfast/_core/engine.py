@@ -101,9 +101,10 @@ class MeasureJob:
     per row, in the inputs' dtype."""
 
     __slots__ = ("measure", "eps", "scale", "normalize", "check_sums", "num_threads", "dtype",
-                 "out_dtype", "names")
+                 "out_dtype", "names", "start")
 
-    def __init__(self, measure, eps, scale, normalize, check_sums, num_threads, dtype, names):
+    def __init__(self, measure, eps, scale, normalize, check_sums, num_threads, dtype, names,
+                 start=()):
         self.measure = MEASURES[measure]
         self.eps = eps
         self.scale = scale
@@ -112,6 +113,7 @@ class MeasureJob:
         self.num_threads = num_threads
         self.dtype = self.out_dtype = dtype
         self.names = names  # of the inputs, for errors: ("p", "q") or ("p",)
+        self.start = start  # index of the first row in the whole input, for errors
 
     # the kernels read rows whose elements are not contiguous (columns)
     strided = True
@@ -140,7 +142,8 @@ class FormsJob:
     ``inv_temperatures``: 1/T for each logits input, 1 for the others."""
 
     __slots__ = ("measure", "forms", "inv_temperatures", "normalize", "loss", "check_sums",
-                 "eps", "log_prob_max", "grad_scale", "scale", "num_threads", "dtype", "names")
+                 "eps", "log_prob_max", "grad_scale", "scale", "num_threads", "dtype", "names",
+                 "start")
     out_dtype = np.dtype(np.float64)
     strided = False  # rows must be contiguous
 
@@ -151,7 +154,7 @@ class FormsJob:
 
     def __init__(self, measure, forms, inv_temperatures, *, eps, num_threads, dtype, names,
                  normalize=False, check_sums=True, loss=False, log_prob_max=math.inf,
-                 grad_scale=1.0, scale=1.0):
+                 grad_scale=1.0, scale=1.0, start=()):
         self.measure = MEASURES[measure]
         self.forms = forms
         self.inv_temperatures = inv_temperatures
@@ -165,6 +168,7 @@ class FormsJob:
         self.num_threads = num_threads
         self.dtype = dtype
         self.names = names  # of the inputs, for errors
+        self.start = start  # index of the first row in the whole input, for errors
 
     def kernel(self, rows, grad, out, n_rows, k, threads):
         p, q = rows[0], rows[-1]  # the entropy reads p only
@@ -368,6 +372,9 @@ def _raise_invalid(job, rows, read, out, first_row, outer, index=None):
     local = int(np.flatnonzero(np.isnan(out))[0])
     flat = first_row + (local if index is None else int(index[local]))
     index = tuple(int(i) for i in np.unravel_index(flat, outer)) if len(outer) > 1 else flat
+    if job.start:  # the rows are a block of a larger input (the command line, Dask)
+        index = (tuple(s + i for s, i in zip(job.start, index)) if len(outer) > 1
+                 else job.start[0] + index)
     message = job.explain([x[local] for x in rows],
                           [x[local if x.shape[0] > 1 else 0] for x in read], index)
     if message:

@@ -17,10 +17,9 @@ from .validate import (
     check_eps,
     check_eps_dtype,
     check_flag,
-    check_forms,
+    check_forms_and_temperature,
     check_num_threads,
     check_out,
-    check_temperature,
     check_where,
     check_temperature_dtype,
     log_scale,
@@ -41,15 +40,21 @@ def _is_default_form(input, temperature):
 
 
 def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads,
-           input="probs", temperature=1.0, where=None, distance=False):
+           input="probs", temperature=1.0, where=None, distance=False, names=None, start=()):
     """The rows' scores of ``measure``; ``q`` is None for the entropy. Dask
     arrays go to :func:`klfast.dask.reduce`, which calls this for each block.
-    ``distance``: the square root of each score (jensen_shannon)."""
+    ``distance``: the square root of each score (jensen_shannon).
+
+    ``names`` (of p and q) and ``start`` (the index of the first row in a
+    larger array, one number per outer axis) word the error about an invalid
+    row when the inputs are a block of larger ones (the command line, Dask);
+    the default, ("p", "q") and (), for a whole array."""
     if q is None and measure != "entropy":
         raise TypeError("q is required: pass the second distribution (None given); for the "
                         "entropy of p use klfast.entropy(p)")
     default_form = _is_default_form(input, temperature)
-    if (default_form and where is None and (check_sums is True or check_sums is False)
+    if (default_form and where is None and names is None
+            and (check_sums is True or check_sums is False)
             and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         result = _fast_call(_MEASURES[measure], p, q, eps, normalize,
@@ -59,15 +64,13 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from .. import dask as klfast_dask
 
-        if not default_form:
-            raise TypeError("input= and temperature= are not supported for dask arrays yet: "
-                            "score the blocks with dask.array.map_blocks")
         if where is not None:
             raise TypeError("where= is not supported for dask arrays yet: score the blocks "
                             "with dask.array.map_blocks")
         result = klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
                                     normalize=normalize, check_sums=check_sums,
-                                    keepdims=keepdims, out=out, num_threads=num_threads)
+                                    keepdims=keepdims, out=out, num_threads=num_threads,
+                                    input=input, temperature=temperature)
         return _root(result) if distance else result
     axis = check_axis(axis)
     normalize = check_flag(normalize, "normalize")
@@ -76,11 +79,8 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     eps = check_eps(eps)
     scale = log_scale(base)
     num_threads = check_num_threads(num_threads)
-    given = check_forms(input, ("p",) if q is None else ("p", "q"))
-    temperature = check_temperature(temperature)
-    if temperature != 1.0 and "logits" not in given:
-        raise ValueError(f"temperature={temperature!r} divides logits, but no input is logits "
-                         f"(input={input!r})")
+    given, temperature = check_forms_and_temperature(input, temperature,
+                                                     ("p",) if q is None else ("p", "q"))
     # normalized log-probabilities: their log-softmax, as of logits at T = 1
     forms = tuple("logits" if normalize and form == "log_probs" else form for form in given)
     p, _ = as_input(p, "p")
@@ -126,18 +126,20 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
         return x if x.shape[:-1] == outer else np.broadcast_to(x, outer + (k,))
 
     if q is None:
-        inputs, names = (rows_view(p, p_shape),), ("p",)
+        inputs = (rows_view(p, p_shape),)
     else:
-        inputs, names = (rows_view(p, p_shape), rows_view(q_arr, q_shape)), ("p", "q")
+        inputs = (rows_view(p, p_shape), rows_view(q_arr, q_shape))
+    names = ("p", "q")[:len(inputs)] if names is None else tuple(names)[:len(inputs)]
     if all(form == "probs" for form in forms):
         job = engine.MeasureJob(measure, eps, scale, normalize, check_sums, num_threads, dtype,
-                                names)
+                                names, start)
     else:
         check_temperature_dtype(temperature, dtype)
         inv_t = tuple(1.0 / temperature if form == "logits" else 1.0 for form in given)
         job = engine.FormsJob(measure, forms, inv_t, eps=eps, num_threads=num_threads,
                               dtype=dtype, names=names, normalize=normalize,
-                              check_sums=check_sums, log_prob_max=LOG_PROB_MAX, scale=scale)
+                              check_sums=check_sums, log_prob_max=LOG_PROB_MAX, scale=scale,
+                              start=start)
     rows = np.squeeze(result, axis=ax) if keepdims else result
     engine.run(job, inputs, rows, callers_out=out is not None, where=mask)
     if distance:  # rows left out keep what they hold

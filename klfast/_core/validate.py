@@ -51,6 +51,17 @@ def check_forms(input, names):
     return tuple(forms)
 
 
+def check_forms_and_temperature(input, temperature, names):
+    """(forms, temperature) of a divergence or the entropy: a temperature
+    other than 1 needs an input given as logits."""
+    forms = check_forms(input, names)
+    temperature = check_temperature(temperature)
+    if temperature != 1.0 and "logits" not in forms:
+        raise ValueError(f"temperature={temperature!r} divides logits, but no input is logits "
+                         f"(input={input!r})")
+    return forms, temperature
+
+
 def check_loss_forms(input, target_is_logits):
     """The forms of a loss's (target, logits): ``input`` (None: from
     ``target_is_logits``, its alias for a target of logits)."""
