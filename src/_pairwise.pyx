@@ -46,7 +46,7 @@ cnp.import_array()
 
 from _exact cimport (floating, klfast_isa, KLFAST_KL, KLFAST_JEFFREYS, KLFAST_ENTROPY,
                      KLFAST_CROSS_ENTROPY, KLFAST_JS, klfast_isa_levels, klfast_n_levels,
-                     exact_row)
+                     _fast_or_exact)
 
 cdef enum:
     KL = KLFAST_KL
@@ -83,21 +83,6 @@ def use_level(name):
 
 
 # ---- one pair -------------------------------------------------------------
-
-cdef inline double _direct(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                           double eps, bint normalize, double scale) noexcept nogil:
-    """One valid pair by the level's row function (or its exact fallback)."""
-    cdef int special = 0
-    cdef double v
-    cdef double sums[2]
-    if floating is double:
-        v = _isa.f64[measure](p, q, k, eps, normalize, &special, sums)
-    else:
-        v = _isa.f32[measure](p, q, k, eps, normalize, &special, sums)
-    if special:
-        return exact_row(measure, p, q, k, eps, normalize, INFINITY, scale)
-    return v * scale
-
 
 cdef inline void _add(double* s, double* c, double x) noexcept nogil:
     """Neumaier's compensated sum: s + c is the running total."""
@@ -432,8 +417,9 @@ cdef void _direct_tile(int measure, const floating* P, Py_ssize_t p_rs, const fl
                         if j == i:
                             out[ii * o_rs + jj * o_cs] = 0.0
                         continue
-                    v = _direct(measure, P + i * p_rs, Q + j * q_rs, k, eps, normalize,
-                                scale)
+                    # rows validated: no sum check (tol = INFINITY)
+                    v = _fast_or_exact(measure, _isa, P + i * p_rs, Q + j * q_rs, k, eps,
+                                       normalize, INFINITY, scale)
                     out[ii * o_rs + jj * o_cs] = <floating>v
 
 
