@@ -37,6 +37,7 @@ with p == 0 (jeffreys: p == q) are 0. float32 inputs apply eps rounded to
 float32 and are computed in float64 here.
 """
 from cython.parallel cimport prange
+from libc.float cimport DBL_MAX
 from libc.math cimport fabs, log, log1p, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
@@ -177,10 +178,12 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
     y~ = max(y, eps), a_out[i] = sum y log y~ (0 where y == 0) and
     abs_out[i] = sum |y log y~|; unless l_out is NULL, row i of l_out (n x k,
     C order) holds log y~ and lpos_out[i] the largest positive one (else 0).
-    Logs by the level's vector log. abs_out[i] = -1 when out of memory."""
+    Logs by the level's vector log. abs_out[i] = -1 when out of memory, NaN
+    when a y is not in [0, DBL_MAX] (the row is invalid)."""
     cdef Py_ssize_t i, l
     cdef double* buf
     cdef double y, s, sa, t, top
+    cdef bint bad
     for i in prange(n, schedule="static", num_threads=n_threads):
         if l_out == NULL:
             buf = <double*>malloc(max(k, 1) * sizeof(double))
@@ -196,6 +199,7 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
         s = 0.0
         sa = 0.0
         top = 0.0
+        bad = False
         for l in range(k):
             y = x[i * rs + l] * inv_s[i]
             t = y * buf[l] if y != 0.0 else 0.0
@@ -203,8 +207,9 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
             sa = sa + fabs(t)
             if buf[l] > top:
                 top = buf[l]
+            bad = bad | (not (y >= 0.0 and y <= DBL_MAX))
         a_out[i] = s
-        abs_out[i] = sa
+        abs_out[i] = NAN if bad else sa
         if l_out == NULL:
             free(buf)
         else:
@@ -216,7 +221,8 @@ def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.n
     """Fill a[i] = sum y log y~ and a_abs[i] = sum |y log y~| for the rows of
     the 2-D array x (C-contiguous rows), y = x[i] * inv_s[i]; with ``logs``
     (float64, C order, x's shape) and ``lpos`` (float64, n) also log y~ and
-    its largest positive value per row. All float64 vectors contiguous."""
+    its largest positive value per row. All float64 vectors contiguous.
+    a_abs[i] is NaN for a row with an entry y outside [0, DBL_MAX]."""
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), k = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t rs = _stride(x, 0)
     cdef double* l_out = NULL
@@ -236,7 +242,7 @@ def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.n
         else:
             _stats_rows[float](<const float*>xp, rs, n, k, eps, inv, a_out, abs_out, l_out,
                                lpos_out, n_threads)
-    if n and (a_abs < 0).any():
+    if n and (a_abs < 0).any():  # NaN < 0 is False
         raise MemoryError("klfast._pairwise.row_stats: out of memory")
 
 
@@ -351,7 +357,8 @@ def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
            bint zero_diagonal, bint upper_only, int n_threads):
     """Fill ``out`` (ni x nj, any strides, float32 or float64: the dtype of P
     and Q) with the pairs (i0 + ii, j0 + jj) from the products ``B`` (rows
-    of P times the logs of Q, float64, C order) and, for jeffreys, ``B2``
+    of P times the logs of Q, float64, contiguous rows; it may be ``out``
+    itself, each pair being read before it is written) and, for jeffreys, ``B2``
     (logs of P times rows of Q). ``*_stats`` are (a, a_abs, inv_s, w, lpos)
     per row. ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
     j < i are not written. Returns the number of pairs recomputed exactly."""
@@ -369,7 +376,7 @@ def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
     _side(&sp, P, p_stats)
     _side(&sq, Q, q_stats)
     cdef const double* b = <const double*>_data(B)
-    cdef Py_ssize_t b_rs = cnp.PyArray_DIM(B, 1)
+    cdef Py_ssize_t b_rs = _stride(B, 0)
     cdef char* o = _data(out)
     cdef Py_ssize_t o_rs = _stride(out, 0), o_cs = _stride(out, 1)
     with nogil:

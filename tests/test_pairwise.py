@@ -364,6 +364,41 @@ def test_errors_name_the_argument(rng, kwargs, error, match):
         klfast.pairwise(P, Q, **kwargs)
 
 
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("kwargs", [{}, {"check_sums": False}, {"normalize": True}])
+@pytest.mark.parametrize("value, match", [(-0.1, "has a negative entry"), (np.nan, "contains NaN"),
+                                          (np.inf, "contains an infinite value")])
+def test_invalid_entries_are_named_on_every_path(rng, measure, kwargs, value, match):
+    P = distributions(rng, 3, 5)
+    Q = distributions(rng, 4, 5)
+    bad = Q.copy()
+    bad[2, 1] = value
+    with pytest.raises(ValueError, match=rf"Q: row 2 {match}"):
+        klfast.pairwise(P, bad, measure, **kwargs)
+    with pytest.raises(ValueError, match=rf"P: row 2 {match}"):
+        klfast.pairwise(bad, Q, measure, **kwargs)
+    with pytest.raises(ValueError, match=rf"P: row 2 {match}"):
+        klfast.pairwise(bad, None, measure, **kwargs)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_row_sums_near_the_tolerance(rng, measure, dtype):
+    """Rows summing to 1 within SUM_TOLERANCE are scored, others named, as the slow twin says."""
+    P = distributions(rng, 3, 6)
+    for total in (1 - 0.9e-3, 1 + 0.6e-3, 1 + 0.99e-3, 1 + 1.01e-3, 1 - 1.2e-3, 1.5):
+        Q = distributions(rng, 4, 6)
+        Q[3] *= total
+        Q = Q.astype(dtype)
+        try:
+            want = twin(P.astype(dtype), Q, measure)
+        except ValueError:
+            with pytest.raises(ValueError, match=r"Q: row 3 sums to"):
+                klfast.pairwise(P.astype(dtype), Q, measure)
+        else:
+            close(klfast.pairwise(P.astype(dtype), Q, measure), want, dtype, measure)
+
+
 def test_input_errors(rng):
     P = distributions(rng, 3, 5)
     Q = distributions(rng, 4, 5)

@@ -19,6 +19,7 @@ from .. import _kernels, _pairwise
 from . import engine
 from .validate import (
     DEFAULT_EPS,
+    SUM_TOLERANCE,
     as_input,
     check_eps,
     check_eps_dtype,
@@ -107,11 +108,13 @@ def _validate(x, name, eps, normalize, check_sums, num_threads, dtype):
 class _Side:
     """The per-row numbers of one side of the pairs (float64 vectors)."""
 
-    def __init__(self, rows, eps, normalize, logs, num_threads):
+    def __init__(self, rows, eps, normalize, check_sums, logs, num_threads):
+        # rows: C-contiguous float32 or float64, not yet validated
         n, k = rows.shape
         sums = np.sum(rows, axis=1, dtype=np.float64)
         ones = np.ones(n)
-        self.inv_s = 1.0 / sums if normalize else ones
+        with np.errstate(divide="ignore", over="ignore"):  # invalid rows: see surely_valid
+            self.inv_s = 1.0 / sums if normalize else ones
         self.w = ones if normalize else sums
         self.a = np.zeros(n)
         self.a_abs = np.zeros(n)
@@ -120,6 +123,17 @@ class _Side:
         threads = engine.resolve_threads(num_threads, n, k)
         _pairwise.row_stats(rows, eps, self.inv_s, self.a, self.a_abs, self.logs, self.lpos,
                             threads)
+        # True when every row is surely valid (klfast's rules: entries in
+        # [0, inf), sums within SUM_TOLERANCE of 1, or positive and finite when
+        # normalizing), with a margin for the sums being added in another order
+        # than the kernels add them; else _validate decides (and names the row).
+        if normalize:
+            sums_ok = np.all((sums > 1e-300) & (sums <= 1e300))
+        elif check_sums:
+            sums_ok = np.all(np.abs(sums - 1.0) <= 0.5 * SUM_TOLERANCE)
+        else:
+            sums_ok = True
+        self.surely_valid = bool(sums_ok and not np.isnan(self.a_abs).any())
 
     def stats(self):
         return (self.a, self.a_abs, self.inv_s, self.w, self.lpos)
@@ -191,9 +205,6 @@ def compute(P, Q=None, measure="kl", *, eps=DEFAULT_EPS, base=None, normalize=Fa
     if out is not None:
         check_out(out, (n, m), dtype)
 
-    _validate(P_arr, "P", eps, normalize, check_sums, num_threads, dtype)
-    if not self_pairs:
-        _validate(Q_arr, "Q", eps, normalize, check_sums, num_threads, dtype)
     _pairwise.use_level(_kernels.get_isa())
     P_rows = _kernel_rows(P_arr, dtype)
     Q_rows = P_rows if self_pairs else _kernel_rows(Q_arr, dtype)
@@ -203,7 +214,15 @@ def compute(P, Q=None, measure="kl", *, eps=DEFAULT_EPS, base=None, normalize=Fa
     if use_products and not normalize and not check_sums and n and m:
         use_products = max(float(P_rows.max()), float(Q_rows.max())) <= PRODUCT_MAX_ENTRY
     run = _Run(measure, P_rows, Q_rows, self_pairs, use_products, eps_applied, normalize,
-               scale, dtype, num_threads)
+               check_sums, scale, dtype, num_threads)
+    # The products' per-row pass over P and Q shows valid rows, sparing a
+    # second pass; any doubt (and the other paths) goes to _validate, which
+    # raises naming the first invalid row.
+    p_valid, q_valid = run.surely_valid()
+    if not p_valid:
+        _validate(P_arr, "P", eps, normalize, check_sums, num_threads, dtype)
+    if not self_pairs and not q_valid:
+        _validate(Q_arr, "Q", eps, normalize, check_sums, num_threads, dtype)
 
     if topk is None:
         result = out
@@ -227,8 +246,8 @@ def compute(P, Q=None, measure="kl", *, eps=DEFAULT_EPS, base=None, normalize=Fa
 class _Run:
     """One call: the prepared sides and the tile loop."""
 
-    def __init__(self, measure, P, Q, self_pairs, use_products, eps, normalize, scale, dtype,
-                 num_threads):
+    def __init__(self, measure, P, Q, self_pairs, use_products, eps, normalize, check_sums,
+                 scale, dtype, num_threads):
         self.measure = measure
         self.code = _pairwise.MEASURES[measure]
         self.P, self.Q = P, Q
@@ -248,15 +267,22 @@ class _Run:
         self.zero_diagonal = self_pairs and measure != "cross_entropy"
         if use_products:
             jeffreys = measure == "jeffreys"
-            self.p_side = _Side(P, eps, normalize, logs=jeffreys, num_threads=num_threads)
+            self.p_side = _Side(P, eps, normalize, check_sums, logs=jeffreys,
+                                num_threads=num_threads)
             self.q_side = self.p_side if self_pairs and jeffreys else \
-                _Side(Q, eps, normalize, logs=True, num_threads=num_threads)
+                _Side(Q, eps, normalize, check_sums, logs=True, num_threads=num_threads)
             if jeffreys:  # products of logs of P with rows of Q, in float64
                 self.Q64 = Q if Q.dtype == np.float64 else Q.astype(np.float64)
             self.tol = TOLERANCE[dtype]
             self.gamma = (self.k + 8) * U / (1 - (self.k + 8) * U)
-            self.products = np.empty(self.rows * self.cols)
-            self.products2 = np.empty_like(self.products) if jeffreys else None
+            self.products = None  # float64 products for float32 (or strided) results
+            self.products2 = np.empty(self.rows * self.cols) if jeffreys else None
+
+    def surely_valid(self):
+        """(P's rows, Q's rows) are surely valid, as the products' pass saw them."""
+        if not self.use_products:
+            return False, False
+        return self.p_side.surely_valid, self.q_side.surely_valid
 
     def _threads(self, ni, nj):
         return engine.resolve_threads(self.num_threads, ni, nj * max(self.k, 1))
@@ -274,7 +300,12 @@ class _Run:
             _pairwise.direct(self.code, self.P, self.Q, i0, j0, target, self.eps,
                              self.normalize, self.scale, self.zero_diagonal, upper_only, threads)
             return
-        B = self.products[:ni * nj].reshape(ni, nj)
+        if target.dtype == np.float64 and target.strides[1] == 8:
+            B = target  # float64: the products go straight into the result, finished in place
+        else:
+            if self.products is None:
+                self.products = np.empty(self.rows * self.cols)
+            B = self.products[:ni * nj].reshape(ni, nj)
         np.matmul(band, self.q_side.logs[j0:j0 + nj].T, out=B)
         B2 = None
         if self.products2 is not None:
