@@ -269,62 +269,119 @@ cdef inline double _row_value(int measure, const double* p, const double* q, Py_
     return NAN if special else v
 
 
+cdef struct Row:
+    # One row i of P against the pairs of a tile: its numbers, loaded once.
+    double a, a_abs, inv, w, lpos
+    double floor_err   # the eps floor's share of the bound, per unit of weight
+    double err         # floor_err * w
+    const double* B    # the row's products with the logs of Q (B2: logs of P with Q)
+    const double* B2
+
+
+cdef inline double _from_products(int measure, const Row* r, const Side* sq, Py_ssize_t jj,
+                                  Py_ssize_t j, double gamma, double* bound,
+                                  double* mag) noexcept nogil:
+    """Pair (i, j) from the products and *bound, the bound of its rounding
+    error; *mag bounds the sum of its terms' magnitudes."""
+    cdef double bn = r.B[jj] * r.inv, bn2, v
+    cdef double m = fabs(bn) + 2.0 * r.w * sq.lpos[j]
+    if measure == CROSS_ENTROPY:
+        v = -bn
+        bound[0] = gamma * m + r.err
+    elif measure == KL:
+        v = r.a - bn
+        m = r.a_abs + m
+        bound[0] = gamma * m + 2.0 * r.err
+    else:  # jeffreys
+        bn2 = r.B2[jj] * sq.inv_s[j]
+        v = (r.a + sq.a[j]) - (bn + bn2)
+        m = r.a_abs + sq.a_abs[j] + m + fabs(bn2) + 2.0 * sq.w[j] * r.lpos
+        bound[0] = gamma * m + 2.0 * (r.err + r.floor_err * sq.w[j])
+    mag[0] = m
+    return v
+
+
+cdef inline Py_ssize_t _over_bound(int measure, const Row* r, const Side* sq, Py_ssize_t j0,
+                                   Py_ssize_t lo, Py_ssize_t hi, floating* out,
+                                   Py_ssize_t o_cs, double scale, double tol,
+                                   double gamma) noexcept nogil:
+    """Write the pairs jj in [lo, hi) from the products; the number of them
+    whose bound is not below tol times their value (no branch: the loop
+    vectorizes)."""
+    cdef Py_ssize_t jj, n_over = 0
+    cdef double v, bound, mag
+    for jj in range(lo, hi):
+        v = _from_products(measure, r, sq, jj, j0 + jj, gamma, &bound, &mag)
+        n_over += not (bound <= tol * fabs(v))
+        out[jj * o_cs] = <floating>(v * scale)
+    return n_over
+
+
+cdef inline void _recompute(int measure, const Row* r, const Side* sq, const floating* p_row,
+                            Py_ssize_t j0, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k,
+                            floating* out, Py_ssize_t o_cs, double eps, double scale,
+                            double tol, double gamma) noexcept nogil:
+    """Recompute the pairs in [lo, hi) over their bound (the same test as
+    _over_bound): by the level's row function when its own bound allows
+    (rows as given, float64), else by accurate_pair."""
+    cdef Py_ssize_t jj, j
+    cdef double v, bound, mag
+    # the row functions' error, relative to the terms' magnitudes: a few ulp
+    # per term (log_ratio, the product, the add) and one per add along a
+    # position (k / 8 of them) and the fold, doubled for safety
+    cdef double g_row = 2.0 * (k / 8.0 + 6.0) * 1.1102230246251565e-16
+    for jj in range(lo, hi):
+        j = j0 + jj
+        v = _from_products(measure, r, sq, jj, j, gamma, &bound, &mag)
+        if bound <= tol * fabs(v):
+            continue
+        v = NAN
+        if floating is double and r.inv == 1.0 and sq.inv_s[j] == 1.0:
+            # mag bounds the sum of the terms' magnitudes
+            v = _row_value(measure, p_row, <const double*>sq.x + j * sq.rs, k, eps)
+            if not (g_row * mag <= tol * fabs(v)):
+                v = NAN
+        if v != v:
+            v = accurate_pair(measure, p_row, <const floating*>sq.x + j * sq.rs, k, eps,
+                              r.inv, sq.inv_s[j])
+        out[jj * o_cs] = <floating>(v * scale)
+
+
 cdef inline Py_ssize_t _finish_row(int measure, const double* B, const double* B2,
                                    const Side* sp, const Side* sq, Py_ssize_t i,
                                    Py_ssize_t j0, Py_ssize_t nj, Py_ssize_t k,
                                    floating* out, Py_ssize_t o_cs, double eps, double scale,
                                    double tol, double gamma, double floor_err,
                                    int zero_diagonal, int upper_only) noexcept nogil:
-    """Pairs (i, j0...j0 + nj) of one row of a tile; the number recomputed."""
-    cdef Py_ssize_t jj, j, n_flagged = 0
-    cdef double bn, bn2, v, bound, mag
-    # the row's numbers, loaded once
-    cdef double a_i = sp.a[i], a_abs_i = sp.a_abs[i], inv_i = sp.inv_s[i], w_i = sp.w[i]
-    cdef double lpos_i = sp.lpos[i], g = gamma, err = floor_err * w_i
-    # the row functions' error, relative to the terms' magnitudes: a few ulp
-    # per term (log_ratio, the product, the add) and one per add along a
-    # position (k / 8 of them) and the fold, doubled for safety
-    cdef double g_row = 2.0 * (k / 8.0 + 6.0) * 1.1102230246251565e-16
-    cdef const double* q_a = sq.a
-    cdef const double* q_abs = sq.a_abs
-    cdef const double* q_inv = sq.inv_s
-    cdef const double* q_w = sq.w
-    cdef const double* q_lpos = sq.lpos
+    """Pairs (i, j0...j0 + nj) of one row of a tile; the number recomputed.
+    upper_only: pairs j < i are not written; zero_diagonal: pair (i, i) is 0."""
+    cdef Row r
+    cdef Py_ssize_t lo = 0, d = nj, n_over
     cdef const floating* p_row = <const floating*>sp.x + i * sp.rs
-    for jj in range(nj):
-        j = j0 + jj
-        if (upper_only and j < i) or (zero_diagonal and j == i):
-            if j == i:
-                out[jj * o_cs] = 0.0
-            continue
-        bn = B[jj] * inv_i
-        mag = fabs(bn) + 2.0 * w_i * q_lpos[j]
-        if measure == CROSS_ENTROPY:
-            v = -bn
-            bound = g * mag + err
-        elif measure == KL:
-            v = a_i - bn
-            mag = a_abs_i + mag
-            bound = g * mag + 2.0 * err
-        else:  # jeffreys
-            bn2 = B2[jj] * q_inv[j]
-            v = (a_i + q_a[j]) - (bn + bn2)
-            mag = a_abs_i + q_abs[j] + mag + fabs(bn2) + 2.0 * q_w[j] * lpos_i
-            bound = g * mag + 2.0 * (err + floor_err * q_w[j])
-        if not (bound <= tol * fabs(v)):
-            n_flagged += 1
-            v = NAN
-            if floating is double and inv_i == 1.0 and q_inv[j] == 1.0:
-                # the level's row function first: mag bounds the sum of the
-                # terms' magnitudes, and its error is below g_row * mag
-                v = _row_value(measure, p_row, <const double*>sq.x + j * sq.rs, k, eps)
-                if not (g_row * mag <= tol * fabs(v)):
-                    v = NAN
-            if v != v:
-                v = accurate_pair(measure, p_row, <const floating*>sq.x + j * sq.rs, k, eps,
-                                  inv_i, q_inv[j])
-        out[jj * o_cs] = <floating>(v * scale)
-    return n_flagged
+    r.a = sp.a[i]
+    r.a_abs = sp.a_abs[i]
+    r.inv = sp.inv_s[i]
+    r.w = sp.w[i]
+    r.lpos = sp.lpos[i]
+    r.floor_err = floor_err
+    r.err = floor_err * r.w
+    r.B = B
+    r.B2 = B2
+    if upper_only and i > j0:
+        lo = min(nj, i - j0)
+    if zero_diagonal and j0 <= i < j0 + nj:
+        d = i - j0
+        out[d * o_cs] = 0.0
+    # [lo, d) and (d, nj): the diagonal is not a pair to check
+    n_over = _over_bound(measure, &r, sq, j0, lo, max(lo, d), out, o_cs, scale, tol, gamma)
+    n_over += _over_bound(measure, &r, sq, j0, max(lo, d + 1), nj, out, o_cs, scale, tol,
+                          gamma)
+    if n_over:
+        _recompute(measure, &r, sq, p_row, j0, lo, max(lo, d), k, out, o_cs, eps, scale, tol,
+                   gamma)
+        _recompute(measure, &r, sq, p_row, j0, max(lo, d + 1), nj, k, out, o_cs, eps, scale,
+                   tol, gamma)
+    return n_over
 
 
 cdef Py_ssize_t _finish(int measure, const double* B, Py_ssize_t b_rs, const double* B2,
