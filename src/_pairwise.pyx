@@ -257,6 +257,7 @@ cdef struct Side:
     double* inv_s      # 1 / row sum when normalizing, else 1
     double* w          # the rows' weight sum(y): 1 when normalizing, else the sum
     double* lpos       # largest positive log y~ (jeffreys, and for the other side's bound)
+    double* logs       # log y~, row i at logs + i * k (NULL when not kept)
 
 
 cdef inline double _row_value(int measure, const double* p, const double* q, Py_ssize_t k,
@@ -278,13 +279,15 @@ cdef struct Row:
     const double* B2
 
 
-cdef inline double _from_products(int measure, const Row* r, const Side* sq, Py_ssize_t jj,
-                                  Py_ssize_t j, double gamma, double* bound,
+cdef inline double _from_products(int measure, const Row* r, const Side* sq, Py_ssize_t j,
+                                  double bn, double bn2, double gamma, double* bound,
                                   double* mag) noexcept nogil:
-    """Pair (i, j) from the products and *bound, the bound of its rounding
-    error; *mag bounds the sum of its terms' magnitudes."""
-    cdef double bn = r.B[jj] * r.inv, bn2, v
-    cdef double m = fabs(bn) + 2.0 * r.w * sq.lpos[j]
+    """Pair (i, j) from its products bn = P_i.L_j and (jeffreys) bn2 =
+    L_i.Q_j of the rows as given; *bound bounds its rounding error and *mag
+    the sum of its terms' magnitudes."""
+    cdef double v, m
+    bn = bn * r.inv
+    m = fabs(bn) + 2.0 * r.w * sq.lpos[j]
     if measure == CROSS_ENTROPY:
         v = -bn
         bound[0] = gamma * m + r.err
@@ -293,7 +296,7 @@ cdef inline double _from_products(int measure, const Row* r, const Side* sq, Py_
         m = r.a_abs + m
         bound[0] = gamma * m + 2.0 * r.err
     else:  # jeffreys
-        bn2 = r.B2[jj] * sq.inv_s[j]
+        bn2 = bn2 * sq.inv_s[j]
         v = (r.a + sq.a[j]) - (bn + bn2)
         m = r.a_abs + sq.a_abs[j] + m + fabs(bn2) + 2.0 * sq.w[j] * r.lpos
         bound[0] = gamma * m + 2.0 * (r.err + r.floor_err * sq.w[j])
@@ -305,45 +308,65 @@ cdef inline Py_ssize_t _over_bound(int measure, const Row* r, const Side* sq, Py
                                    Py_ssize_t lo, Py_ssize_t hi, floating* out,
                                    Py_ssize_t o_cs, double scale, double tol,
                                    double gamma) noexcept nogil:
-    """Write the pairs jj in [lo, hi) from the products; the number of them
-    whose bound is not below tol times their value (no branch: the loop
-    vectorizes)."""
+    """Write the pairs jj in [lo, hi) from the products, NaN for those whose
+    bound is not below tol times their value; the number of those (no
+    branch: the loop vectorizes)."""
     cdef Py_ssize_t jj, n_over = 0
-    cdef double v, bound, mag
+    cdef double v, bound, mag, bn2
+    cdef bint over
     for jj in range(lo, hi):
-        v = _from_products(measure, r, sq, jj, j0 + jj, gamma, &bound, &mag)
-        n_over += not (bound <= tol * fabs(v))
-        out[jj * o_cs] = <floating>(v * scale)
+        bn2 = r.B2[jj] if measure == JEFFREYS else 0.0
+        v = _from_products(measure, r, sq, j0 + jj, r.B[jj], bn2, gamma, &bound, &mag)
+        over = not (bound <= tol * fabs(v))
+        n_over += over
+        out[jj * o_cs] = <floating>(NAN if over else v * scale)
     return n_over
 
 
-cdef inline void _recompute(int measure, const Row* r, const Side* sq, const floating* p_row,
-                            Py_ssize_t j0, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k,
-                            floating* out, Py_ssize_t o_cs, double eps, double scale,
-                            double tol, double gamma) noexcept nogil:
-    """Recompute the pairs in [lo, hi) over their bound (the same test as
-    _over_bound): by the level's row function when its own bound allows
-    (rows as given, float64), else by accurate_pair."""
+cdef inline double _dot(const floating* x, const double* y, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t l
+    cdef double s = 0.0
+    for l in range(k):
+        s = s + x[l] * y[l]
+    return s
+
+
+cdef inline void _recompute(int measure, const Row* r, const Side* sp, const Side* sq,
+                            Py_ssize_t i, Py_ssize_t j0, Py_ssize_t lo, Py_ssize_t hi,
+                            Py_ssize_t k, floating* out, Py_ssize_t o_cs, double eps,
+                            double scale, double tol, double gamma) noexcept nogil:
+    """Recompute the pairs in [lo, hi) that _over_bound left NaN. Their
+    products (B may be out itself, now overwritten) are taken again, one
+    pair at a time: a product in any order has the same bound, so a pair
+    whose new bound is below tol times its value is kept; else the level's
+    row function when its own bound allows (rows as given, float64), else
+    accurate_pair."""
     cdef Py_ssize_t jj, j
-    cdef double v, bound, mag
+    cdef double v, bound, mag, bn, bn2 = 0.0
+    cdef const floating* p_row = <const floating*>sp.x + i * sp.rs
+    cdef const floating* q_row
     # the row functions' error, relative to the terms' magnitudes: a few ulp
     # per term (log_ratio, the product, the add) and one per add along a
     # position (k / 8 of them) and the fold, doubled for safety
     cdef double g_row = 2.0 * (k / 8.0 + 6.0) * 1.1102230246251565e-16
     for jj in range(lo, hi):
-        j = j0 + jj
-        v = _from_products(measure, r, sq, jj, j, gamma, &bound, &mag)
-        if bound <= tol * fabs(v):
+        if out[jj * o_cs] == out[jj * o_cs]:
             continue
-        v = NAN
-        if floating is double and r.inv == 1.0 and sq.inv_s[j] == 1.0:
-            # mag bounds the sum of the terms' magnitudes
-            v = _row_value(measure, p_row, <const double*>sq.x + j * sq.rs, k, eps)
-            if not (g_row * mag <= tol * fabs(v)):
-                v = NAN
-        if v != v:
-            v = accurate_pair(measure, p_row, <const floating*>sq.x + j * sq.rs, k, eps,
-                              r.inv, sq.inv_s[j])
+        j = j0 + jj
+        q_row = <const floating*>sq.x + j * sq.rs
+        bn = _dot(p_row, sq.logs + j * k, k)
+        if measure == JEFFREYS:
+            bn2 = _dot(q_row, sp.logs + i * k, k)
+        v = _from_products(measure, r, sq, j, bn, bn2, gamma, &bound, &mag)
+        if not (bound <= tol * fabs(v)):
+            v = NAN
+            if floating is double and r.inv == 1.0 and sq.inv_s[j] == 1.0:
+                # mag bounds the sum of the terms' magnitudes
+                v = _row_value(measure, p_row, <const double*>q_row, k, eps)
+                if not (g_row * mag <= tol * fabs(v)):
+                    v = NAN
+            if v != v:
+                v = accurate_pair(measure, p_row, q_row, k, eps, r.inv, sq.inv_s[j])
         out[jj * o_cs] = <floating>(v * scale)
 
 
@@ -353,11 +376,11 @@ cdef inline Py_ssize_t _finish_row(int measure, const double* B, const double* B
                                    floating* out, Py_ssize_t o_cs, double eps, double scale,
                                    double tol, double gamma, double floor_err,
                                    int zero_diagonal, int upper_only) noexcept nogil:
-    """Pairs (i, j0...j0 + nj) of one row of a tile; the number recomputed.
-    upper_only: pairs j < i are not written; zero_diagonal: pair (i, i) is 0."""
+    """Pairs (i, j0...j0 + nj) of one row of a tile; the number over their
+    products' bound (recomputed). upper_only: pairs j < i are not written;
+    zero_diagonal: pair (i, i) is 0."""
     cdef Row r
     cdef Py_ssize_t lo = 0, d = nj, n_over
-    cdef const floating* p_row = <const floating*>sp.x + i * sp.rs
     r.a = sp.a[i]
     r.a_abs = sp.a_abs[i]
     r.inv = sp.inv_s[i]
@@ -371,16 +394,14 @@ cdef inline Py_ssize_t _finish_row(int measure, const double* B, const double* B
         lo = min(nj, i - j0)
     if zero_diagonal and j0 <= i < j0 + nj:
         d = i - j0
-        out[d * o_cs] = 0.0
     # [lo, d) and (d, nj): the diagonal is not a pair to check
     n_over = _over_bound(measure, &r, sq, j0, lo, max(lo, d), out, o_cs, scale, tol, gamma)
     n_over += _over_bound(measure, &r, sq, j0, max(lo, d + 1), nj, out, o_cs, scale, tol,
                           gamma)
+    if d < nj:
+        out[d * o_cs] = 0.0
     if n_over:
-        _recompute(measure, &r, sq, p_row, j0, lo, max(lo, d), k, out, o_cs, eps, scale, tol,
-                   gamma)
-        _recompute(measure, &r, sq, p_row, j0, max(lo, d + 1), nj, k, out, o_cs, eps, scale,
-                   tol, gamma)
+        _recompute(measure, &r, sp, sq, i, j0, lo, nj, k, out, o_cs, eps, scale, tol, gamma)
     return n_over
 
 
@@ -406,6 +427,7 @@ cdef void _side(Side* s, cnp.ndarray x, tuple stats):
     s.inv_s = <double*>_data(<cnp.ndarray>stats[2])
     s.w = <double*>_data(<cnp.ndarray>stats[3])
     s.lpos = <double*>_data(<cnp.ndarray>stats[4])
+    s.logs = <double*>_data(<cnp.ndarray>stats[5]) if stats[5] is not None else NULL
 
 
 def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
@@ -417,7 +439,7 @@ def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
     of P times the logs of Q, float64, contiguous rows; it may be ``out``
     itself, each pair being read before it is written) and, for jeffreys, ``B2``
     (logs of P times rows of Q). ``*_stats`` are (a, a_abs, inv_s, w, lpos)
-    per row. ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
+    per row, and log y~ (n x k, C order) or None (Q's: always). ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
     j < i are not written. Returns the number of pairs recomputed exactly."""
     cdef Side sp, sq
     cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), nj = cnp.PyArray_DIM(out, 1)

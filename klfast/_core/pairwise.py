@@ -140,7 +140,7 @@ class _Side:
         self.surely_valid = bool(sums_ok and not np.isnan(self.a_abs).any())
 
     def stats(self):
-        return (self.a, self.a_abs, self.inv_s, self.w, self.lpos)
+        return (self.a, self.a_abs, self.inv_s, self.w, self.lpos, self.logs)
 
 
 def _blas_limits(num_threads):
