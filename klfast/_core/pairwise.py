@@ -458,13 +458,17 @@ pairwise.__doc__ = """Divergence of every row of P against every row of Q.
     topk : int, optional
         Return, for each row of P, the ``topk`` smallest divergences over the
         rows of Q and their indices, ascending (ties by the smaller index),
-        without holding the (n, m) matrix: memory O(n * topk) plus a tile.
+        without holding the (n, m) matrix: memory O(n * topk) plus a tile
+        per thread (and, for the products, Q's logs: (m, k) float64).
         With ``Q=None`` a row is among its own neighbours (divergence 0):
         ask for one more and drop it.
     num_threads : int, optional
         Threads for the kernels and (through threadpoolctl, when it is
         installed) numpy's BLAS; ``None`` uses :func:`klfast.default_num_threads`
-        and BLAS's own setting.
+        and BLAS's own setting. With threadpoolctl, large products run bands
+        of rows on that many threads, each with one-thread BLAS (a BLAS
+        thread pool and klfast's OpenMP threads taking turns waste the cores
+        on waiting).
 
     Returns
     -------
