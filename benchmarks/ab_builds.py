@@ -11,7 +11,8 @@ machine cancels within a turn).
         --b /path/new-venv/bin/python --shape 100000x1000 --dtype float64 \\
         --measures kl,entropy,kl_loss --threads 1,2 --turns 9
 
-Measures are klfast's functions; the losses (``kl_loss``, ``cross_entropy_loss``)
+Measures are klfast's functions; ``pairwise:kl`` (``pairwise:js``, ...) is
+``klfast.pairwise(P, Q, "kl")`` with ``--shape NxK --q-rows M`` (Q: M rows); the losses (``kl_loss``, ``cross_entropy_loss``)
 take the rows of P as targets and log Q as logits (per-row losses, no gradient).
 
 Run it from a folder other than the repository root (each build must import
@@ -35,8 +36,10 @@ import klfast
 p = np.load(sys.argv[1], mmap_mode="r"); q = np.load(sys.argv[2], mmap_mode="r")
 p = np.ascontiguousarray(p); q = np.ascontiguousarray(q)
 measure, threads, calls = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-fn = getattr(klfast, measure)
-if measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no gradient
+fn = getattr(klfast, measure.split(":")[0])
+if measure.startswith("pairwise:"):  # all pairs: rows of p against rows of q
+    args, kwargs = (p, q, measure.split(":")[1]), {"num_threads": threads}
+elif measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no gradient
     args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
 else:
     args = (p,) if measure == "entropy" else (p, q)
@@ -64,6 +67,8 @@ def main(argv=None):
     parser.add_argument("--b", required=True, help="python of build B (the new one)")
     parser.add_argument("--shape", default="100000x1000")
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32", "float16"])
+    parser.add_argument("--q-rows", type=int, default=None,
+                        help="rows of Q (default: those of P)")
     parser.add_argument("--measures", default="kl")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--turns", type=int, default=9)
@@ -73,8 +78,8 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
-        for name in ("p", "q"):
-            x = rng.dirichlet(np.ones(k), size=n).astype(args.dtype)
+        for name, rows in (("p", n), ("q", args.q_rows or n)):
+            x = rng.dirichlet(np.ones(k), size=rows).astype(args.dtype)
             path = os.path.join(tmp, f"{name}.npy")
             np.save(path, x)
             paths.append(path)

@@ -163,6 +163,26 @@ cdef inline double exact_row(int measure, const floating* p, const floating* q, 
     return exact_row_strided(measure, p, 1, q, 1, k, eps, normalize, tol, scale)
 
 
+
+cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
+                                 const floating* q, Py_ssize_t k, double eps,
+                                 bint normalize, double tol, double scale) noexcept nogil:
+    """One row by the level's row function, or by exact_row when the row
+    function hands it over; times scale. NaN when a row of p or q as given
+    does not sum to 1 within tol (tol = INFINITY: rows already validated)."""
+    cdef int special = 0
+    cdef double v
+    cdef double sums[2]
+    if floating is double:
+        v = isa.f64[measure](p, q, k, eps, normalize, &special, sums)
+    else:
+        v = isa.f32[measure](p, q, k, eps, normalize, &special, sums)
+    if special:
+        return exact_row(measure, p, q, k, eps, normalize, tol, scale)
+    if not (fabs(sums[0] - 1.0) <= tol and fabs(sums[1] - 1.0) <= tol):
+        return NAN
+    return v * scale
+
 # ---- the losses from logits ---------------------------------------------------
 
 cdef inline double _gap_times(double a, double x, double m, double inv_t) noexcept nogil:

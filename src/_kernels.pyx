@@ -68,7 +68,7 @@ from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAS
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
                      KLFAST_LOG_PROBS, KLFAST_LOGITS, klfast_isa_levels, klfast_n_levels,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
-                     exact_loss_row, forms_params)
+                     exact_loss_row, _fast_or_exact, forms_params)
 
 cdef enum:
     KL = KLFAST_KL
@@ -83,23 +83,6 @@ MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "entropy": ENTROPY,
 LOSSES = {"kl": KL, "cross_entropy": CROSS_ENTROPY}
 # Input form codes.
 FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_LOGITS}
-
-
-cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floating* p,
-                                 const floating* q, Py_ssize_t k, double eps,
-                                 bint normalize, double tol, double scale) noexcept nogil:
-    cdef int special = 0
-    cdef double v
-    cdef double sums[2]
-    if floating is double:
-        v = isa.f64[measure](p, q, k, eps, normalize, &special, sums)
-    else:
-        v = isa.f32[measure](p, q, k, eps, normalize, &special, sums)
-    if special:
-        return exact_row(measure, p, q, k, eps, normalize, tol, scale)
-    if not (fabs(sums[0] - 1.0) <= tol and fabs(sums[1] - 1.0) <= tol):
-        return NAN
-    return v * scale
 
 
 # C-order rows this short (float64, float32) are scored across lanes

@@ -37,6 +37,7 @@ with p == 0 (jeffreys: p == q) are 0. float32 inputs apply eps rounded to
 float32 and are computed in float64 here.
 """
 from cython.parallel cimport prange
+from libc.float cimport DBL_MAX
 from libc.math cimport fabs, log, log1p, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
@@ -46,7 +47,7 @@ cnp.import_array()
 
 from _exact cimport (floating, klfast_isa, KLFAST_KL, KLFAST_JEFFREYS, KLFAST_ENTROPY,
                      KLFAST_CROSS_ENTROPY, KLFAST_JS, klfast_isa_levels, klfast_n_levels,
-                     exact_row)
+                     _fast_or_exact)
 
 cdef enum:
     KL = KLFAST_KL
@@ -83,21 +84,6 @@ def use_level(name):
 
 
 # ---- one pair -------------------------------------------------------------
-
-cdef inline double _direct(int measure, const floating* p, const floating* q, Py_ssize_t k,
-                           double eps, bint normalize, double scale) noexcept nogil:
-    """One valid pair by the level's row function (or its exact fallback)."""
-    cdef int special = 0
-    cdef double v
-    cdef double sums[2]
-    if floating is double:
-        v = _isa.f64[measure](p, q, k, eps, normalize, &special, sums)
-    else:
-        v = _isa.f32[measure](p, q, k, eps, normalize, &special, sums)
-    if special:
-        return exact_row(measure, p, q, k, eps, normalize, INFINITY, scale)
-    return v * scale
-
 
 cdef inline void _add(double* s, double* c, double x) noexcept nogil:
     """Neumaier's compensated sum: s + c is the running total."""
@@ -192,10 +178,12 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
     y~ = max(y, eps), a_out[i] = sum y log y~ (0 where y == 0) and
     abs_out[i] = sum |y log y~|; unless l_out is NULL, row i of l_out (n x k,
     C order) holds log y~ and lpos_out[i] the largest positive one (else 0).
-    Logs by the level's vector log. abs_out[i] = -1 when out of memory."""
+    Logs by the level's vector log. abs_out[i] = -1 when out of memory, NaN
+    when a y is not in [0, DBL_MAX] (the row is invalid)."""
     cdef Py_ssize_t i, l
     cdef double* buf
     cdef double y, s, sa, t, top
+    cdef bint bad
     for i in prange(n, schedule="static", num_threads=n_threads):
         if l_out == NULL:
             buf = <double*>malloc(max(k, 1) * sizeof(double))
@@ -211,6 +199,7 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
         s = 0.0
         sa = 0.0
         top = 0.0
+        bad = False
         for l in range(k):
             y = x[i * rs + l] * inv_s[i]
             t = y * buf[l] if y != 0.0 else 0.0
@@ -218,8 +207,9 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
             sa = sa + fabs(t)
             if buf[l] > top:
                 top = buf[l]
+            bad = bad | (not (y >= 0.0 and y <= DBL_MAX))
         a_out[i] = s
-        abs_out[i] = sa
+        abs_out[i] = NAN if bad else sa
         if l_out == NULL:
             free(buf)
         else:
@@ -231,7 +221,8 @@ def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.n
     """Fill a[i] = sum y log y~ and a_abs[i] = sum |y log y~| for the rows of
     the 2-D array x (C-contiguous rows), y = x[i] * inv_s[i]; with ``logs``
     (float64, C order, x's shape) and ``lpos`` (float64, n) also log y~ and
-    its largest positive value per row. All float64 vectors contiguous."""
+    its largest positive value per row. All float64 vectors contiguous.
+    a_abs[i] is NaN for a row with an entry y outside [0, DBL_MAX]."""
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), k = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t rs = _stride(x, 0)
     cdef double* l_out = NULL
@@ -251,7 +242,7 @@ def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.n
         else:
             _stats_rows[float](<const float*>xp, rs, n, k, eps, inv, a_out, abs_out, l_out,
                                lpos_out, n_threads)
-    if n and (a_abs < 0).any():
+    if n and (a_abs < 0).any():  # NaN < 0 is False
         raise MemoryError("klfast._pairwise.row_stats: out of memory")
 
 
@@ -266,6 +257,7 @@ cdef struct Side:
     double* inv_s      # 1 / row sum when normalizing, else 1
     double* w          # the rows' weight sum(y): 1 when normalizing, else the sum
     double* lpos       # largest positive log y~ (jeffreys, and for the other side's bound)
+    double* logs       # log y~, row i at logs + i * k (NULL when not kept)
 
 
 cdef inline double _row_value(int measure, const double* p, const double* q, Py_ssize_t k,
@@ -278,62 +270,139 @@ cdef inline double _row_value(int measure, const double* p, const double* q, Py_
     return NAN if special else v
 
 
+cdef struct Row:
+    # One row i of P against the pairs of a tile: its numbers, loaded once.
+    double a, a_abs, inv, w, lpos
+    double floor_err   # the eps floor's share of the bound, per unit of weight
+    double err         # floor_err * w
+    const double* B    # the row's products with the logs of Q (B2: logs of P with Q)
+    const double* B2
+
+
+cdef inline double _from_products(int measure, const Row* r, const Side* sq, Py_ssize_t j,
+                                  double bn, double bn2, double gamma, double* bound,
+                                  double* mag) noexcept nogil:
+    """Pair (i, j) from its products bn = P_i.L_j and (jeffreys) bn2 =
+    L_i.Q_j of the rows as given; *bound bounds its rounding error and *mag
+    the sum of its terms' magnitudes."""
+    cdef double v, m
+    bn = bn * r.inv
+    m = fabs(bn) + 2.0 * r.w * sq.lpos[j]
+    if measure == CROSS_ENTROPY:
+        v = -bn
+        bound[0] = gamma * m + r.err
+    elif measure == KL:
+        v = r.a - bn
+        m = r.a_abs + m
+        bound[0] = gamma * m + 2.0 * r.err
+    else:  # jeffreys
+        bn2 = bn2 * sq.inv_s[j]
+        v = (r.a + sq.a[j]) - (bn + bn2)
+        m = r.a_abs + sq.a_abs[j] + m + fabs(bn2) + 2.0 * sq.w[j] * r.lpos
+        bound[0] = gamma * m + 2.0 * (r.err + r.floor_err * sq.w[j])
+    mag[0] = m
+    return v
+
+
+cdef inline Py_ssize_t _over_bound(int measure, const Row* r, const Side* sq, Py_ssize_t j0,
+                                   Py_ssize_t lo, Py_ssize_t hi, floating* out,
+                                   Py_ssize_t o_cs, double scale, double tol,
+                                   double gamma) noexcept nogil:
+    """Write the pairs jj in [lo, hi) from the products, NaN for those whose
+    bound is not below tol times their value; the number of those (no
+    branch: the loop vectorizes)."""
+    cdef Py_ssize_t jj, n_over = 0
+    cdef double v, bound, mag, bn2
+    cdef bint over
+    for jj in range(lo, hi):
+        bn2 = r.B2[jj] if measure == JEFFREYS else 0.0
+        v = _from_products(measure, r, sq, j0 + jj, r.B[jj], bn2, gamma, &bound, &mag)
+        over = not (bound <= tol * fabs(v))
+        n_over += over
+        out[jj * o_cs] = <floating>(NAN if over else v * scale)
+    return n_over
+
+
+cdef inline double _dot(const floating* x, const double* y, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t l
+    cdef double s = 0.0
+    for l in range(k):
+        s = s + x[l] * y[l]
+    return s
+
+
+cdef inline void _recompute(int measure, const Row* r, const Side* sp, const Side* sq,
+                            Py_ssize_t i, Py_ssize_t j0, Py_ssize_t lo, Py_ssize_t hi,
+                            Py_ssize_t k, floating* out, Py_ssize_t o_cs, double eps,
+                            double scale, double tol, double gamma) noexcept nogil:
+    """Recompute the pairs in [lo, hi) that _over_bound left NaN. Their
+    products (B may be out itself, now overwritten) are taken again, one
+    pair at a time: a product in any order has the same bound, so a pair
+    whose new bound is below tol times its value is kept; else the level's
+    row function when its own bound allows (rows as given, float64), else
+    accurate_pair."""
+    cdef Py_ssize_t jj, j
+    cdef double v, bound, mag, bn, bn2 = 0.0
+    cdef const floating* p_row = <const floating*>sp.x + i * sp.rs
+    cdef const floating* q_row
+    # the row functions' error, relative to the terms' magnitudes: a few ulp
+    # per term (log_ratio, the product, the add) and one per add along a
+    # position (k / 8 of them) and the fold, doubled for safety
+    cdef double g_row = 2.0 * (k / 8.0 + 6.0) * 1.1102230246251565e-16
+    for jj in range(lo, hi):
+        if out[jj * o_cs] == out[jj * o_cs]:
+            continue
+        j = j0 + jj
+        q_row = <const floating*>sq.x + j * sq.rs
+        bn = _dot(p_row, sq.logs + j * k, k)
+        if measure == JEFFREYS:
+            bn2 = _dot(q_row, sp.logs + i * k, k)
+        v = _from_products(measure, r, sq, j, bn, bn2, gamma, &bound, &mag)
+        if not (bound <= tol * fabs(v)):
+            v = NAN
+            if floating is double and r.inv == 1.0 and sq.inv_s[j] == 1.0:
+                # mag bounds the sum of the terms' magnitudes
+                v = _row_value(measure, p_row, <const double*>q_row, k, eps)
+                if not (g_row * mag <= tol * fabs(v)):
+                    v = NAN
+            if v != v:
+                v = accurate_pair(measure, p_row, q_row, k, eps, r.inv, sq.inv_s[j])
+        out[jj * o_cs] = <floating>(v * scale)
+
+
 cdef inline Py_ssize_t _finish_row(int measure, const double* B, const double* B2,
                                    const Side* sp, const Side* sq, Py_ssize_t i,
                                    Py_ssize_t j0, Py_ssize_t nj, Py_ssize_t k,
                                    floating* out, Py_ssize_t o_cs, double eps, double scale,
                                    double tol, double gamma, double floor_err,
                                    int zero_diagonal, int upper_only) noexcept nogil:
-    """Pairs (i, j0...j0 + nj) of one row of a tile; the number recomputed."""
-    cdef Py_ssize_t jj, j, n_flagged = 0
-    cdef double bn, bn2, v, bound, mag
-    # the row's numbers, loaded once
-    cdef double a_i = sp.a[i], a_abs_i = sp.a_abs[i], inv_i = sp.inv_s[i], w_i = sp.w[i]
-    cdef double lpos_i = sp.lpos[i], g = gamma, err = floor_err * w_i
-    # the row functions' error, relative to the terms' magnitudes: a few ulp
-    # per term (log_ratio, the product, the add) and one per add along a
-    # position (k / 8 of them) and the fold, doubled for safety
-    cdef double g_row = 2.0 * (k / 8.0 + 6.0) * 1.1102230246251565e-16
-    cdef const double* q_a = sq.a
-    cdef const double* q_abs = sq.a_abs
-    cdef const double* q_inv = sq.inv_s
-    cdef const double* q_w = sq.w
-    cdef const double* q_lpos = sq.lpos
-    cdef const floating* p_row = <const floating*>sp.x + i * sp.rs
-    for jj in range(nj):
-        j = j0 + jj
-        if (upper_only and j < i) or (zero_diagonal and j == i):
-            if j == i:
-                out[jj * o_cs] = 0.0
-            continue
-        bn = B[jj] * inv_i
-        mag = fabs(bn) + 2.0 * w_i * q_lpos[j]
-        if measure == CROSS_ENTROPY:
-            v = -bn
-            bound = g * mag + err
-        elif measure == KL:
-            v = a_i - bn
-            mag = a_abs_i + mag
-            bound = g * mag + 2.0 * err
-        else:  # jeffreys
-            bn2 = B2[jj] * q_inv[j]
-            v = (a_i + q_a[j]) - (bn + bn2)
-            mag = a_abs_i + q_abs[j] + mag + fabs(bn2) + 2.0 * q_w[j] * lpos_i
-            bound = g * mag + 2.0 * (err + floor_err * q_w[j])
-        if not (bound <= tol * fabs(v)):
-            n_flagged += 1
-            v = NAN
-            if floating is double and inv_i == 1.0 and q_inv[j] == 1.0:
-                # the level's row function first: mag bounds the sum of the
-                # terms' magnitudes, and its error is below g_row * mag
-                v = _row_value(measure, p_row, <const double*>sq.x + j * sq.rs, k, eps)
-                if not (g_row * mag <= tol * fabs(v)):
-                    v = NAN
-            if v != v:
-                v = accurate_pair(measure, p_row, <const floating*>sq.x + j * sq.rs, k, eps,
-                                  inv_i, q_inv[j])
-        out[jj * o_cs] = <floating>(v * scale)
-    return n_flagged
+    """Pairs (i, j0...j0 + nj) of one row of a tile; the number over their
+    products' bound (recomputed). upper_only: pairs j < i are not written;
+    zero_diagonal: pair (i, i) is 0."""
+    cdef Row r
+    cdef Py_ssize_t lo = 0, d = nj, n_over
+    r.a = sp.a[i]
+    r.a_abs = sp.a_abs[i]
+    r.inv = sp.inv_s[i]
+    r.w = sp.w[i]
+    r.lpos = sp.lpos[i]
+    r.floor_err = floor_err
+    r.err = floor_err * r.w
+    r.B = B
+    r.B2 = B2
+    if upper_only and i > j0:
+        lo = min(nj, i - j0)
+    if zero_diagonal and j0 <= i < j0 + nj:
+        d = i - j0
+    # [lo, d) and (d, nj): the diagonal is not a pair to check
+    n_over = _over_bound(measure, &r, sq, j0, lo, max(lo, d), out, o_cs, scale, tol, gamma)
+    n_over += _over_bound(measure, &r, sq, j0, max(lo, d + 1), nj, out, o_cs, scale, tol,
+                          gamma)
+    if d < nj:
+        out[d * o_cs] = 0.0
+    if n_over:
+        _recompute(measure, &r, sp, sq, i, j0, lo, nj, k, out, o_cs, eps, scale, tol, gamma)
+    return n_over
 
 
 cdef Py_ssize_t _finish(int measure, const double* B, Py_ssize_t b_rs, const double* B2,
@@ -358,6 +427,7 @@ cdef void _side(Side* s, cnp.ndarray x, tuple stats):
     s.inv_s = <double*>_data(<cnp.ndarray>stats[2])
     s.w = <double*>_data(<cnp.ndarray>stats[3])
     s.lpos = <double*>_data(<cnp.ndarray>stats[4])
+    s.logs = <double*>_data(<cnp.ndarray>stats[5]) if stats[5] is not None else NULL
 
 
 def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
@@ -366,9 +436,10 @@ def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
            bint zero_diagonal, bint upper_only, int n_threads):
     """Fill ``out`` (ni x nj, any strides, float32 or float64: the dtype of P
     and Q) with the pairs (i0 + ii, j0 + jj) from the products ``B`` (rows
-    of P times the logs of Q, float64, C order) and, for jeffreys, ``B2``
+    of P times the logs of Q, float64, contiguous rows; it may be ``out``
+    itself, each pair being read before it is written) and, for jeffreys, ``B2``
     (logs of P times rows of Q). ``*_stats`` are (a, a_abs, inv_s, w, lpos)
-    per row. ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
+    per row, and log y~ (n x k, C order) or None (Q's: always). ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
     j < i are not written. Returns the number of pairs recomputed exactly."""
     cdef Side sp, sq
     cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), nj = cnp.PyArray_DIM(out, 1)
@@ -384,7 +455,7 @@ def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
     _side(&sp, P, p_stats)
     _side(&sq, Q, q_stats)
     cdef const double* b = <const double*>_data(B)
-    cdef Py_ssize_t b_rs = cnp.PyArray_DIM(B, 1)
+    cdef Py_ssize_t b_rs = _stride(B, 0)
     cdef char* o = _data(out)
     cdef Py_ssize_t o_rs = _stride(out, 0), o_cs = _stride(out, 1)
     with nogil:
@@ -432,8 +503,9 @@ cdef void _direct_tile(int measure, const floating* P, Py_ssize_t p_rs, const fl
                         if j == i:
                             out[ii * o_rs + jj * o_cs] = 0.0
                         continue
-                    v = _direct(measure, P + i * p_rs, Q + j * q_rs, k, eps, normalize,
-                                scale)
+                    # rows validated: no sum check (tol = INFINITY)
+                    v = _fast_or_exact(measure, _isa, P + i * p_rs, Q + j * q_rs, k, eps,
+                                       normalize, INFINITY, scale)
                     out[ii * o_rs + jj * o_cs] = <floating>v
 
 

@@ -299,6 +299,48 @@ def test_results_do_not_depend_on_threads(rng, measure):
     assert np.array_equal(one, two)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("measure", ["kl", "jeffreys", "cross_entropy"])
+def test_bands_on_python_threads(rng, measure, dtype, monkeypatch):
+    """Product bands on Python threads (one-thread BLAS; large inputs): the
+    same values as one thread, P against Q, against itself and top-k."""
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(pairwise_module, "POOL_WORK", 0)
+    monkeypatch.setattr(pairwise_module.engine, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(pairwise_module, "TILE_COLS", 16)
+    calls = []
+    monkeypatch.setattr(pairwise_module._Run, "_for_bands", _counted(calls))
+    P = distributions(rng, 40, 9, dtype=dtype)
+    Q = distributions(rng, 30, 9, dtype=dtype)
+    P[5] = Q[7]  # a pair to recompute
+    for q in (Q, None):
+        one = klfast.pairwise(P, q, measure, num_threads=1)
+        two = klfast.pairwise(P, q, measure, num_threads=2)
+        assert np.array_equal(one, two)
+        close(two, twin(P, P if q is None else q, measure), dtype, measure)
+        idx, val = klfast.pairwise(P, q, measure, topk=3, num_threads=2)
+        want_idx, want_val = _argsort_topk(one, 3)
+        assert np.array_equal(idx, want_idx) and np.array_equal(val, want_val)
+    assert calls == [False, True, True] * 2  # two threads: bands on Python threads
+
+
+def _counted(calls):
+    """_Run._for_bands, noting for each call whether its bands ran on Python
+    threads (they are then given threads=1; else None)."""
+    for_bands = pairwise_module._Run._for_bands
+
+    def counted(self, n, band_work):
+        given = []
+
+        def band(i0, i1, threads):
+            given.append(threads)
+            return band_work(i0, i1, threads)
+
+        for_bands(self, n, band)
+        calls.append(given[0] == 1)
+    return counted
+
+
 # ---- top-k ---------------------------------------------------------------------
 
 def _argsort_topk(full, k):
@@ -362,6 +404,41 @@ def test_errors_name_the_argument(rng, kwargs, error, match):
     Q = distributions(rng, 4, 5)
     with pytest.raises(error, match=match):
         klfast.pairwise(P, Q, **kwargs)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("kwargs", [{}, {"check_sums": False}, {"normalize": True}])
+@pytest.mark.parametrize("value, match", [(-0.1, "has a negative entry"), (np.nan, "contains NaN"),
+                                          (np.inf, "contains an infinite value")])
+def test_invalid_entries_are_named_on_every_path(rng, measure, kwargs, value, match):
+    P = distributions(rng, 3, 5)
+    Q = distributions(rng, 4, 5)
+    bad = Q.copy()
+    bad[2, 1] = value
+    with pytest.raises(ValueError, match=rf"Q: row 2 {match}"):
+        klfast.pairwise(P, bad, measure, **kwargs)
+    with pytest.raises(ValueError, match=rf"P: row 2 {match}"):
+        klfast.pairwise(bad, Q, measure, **kwargs)
+    with pytest.raises(ValueError, match=rf"P: row 2 {match}"):
+        klfast.pairwise(bad, None, measure, **kwargs)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_row_sums_near_the_tolerance(rng, measure, dtype):
+    """Rows summing to 1 within SUM_TOLERANCE are scored, others named, as the slow twin says."""
+    P = distributions(rng, 3, 6)
+    for total in (1 - 0.9e-3, 1 + 0.6e-3, 1 + 0.99e-3, 1 + 1.01e-3, 1 - 1.2e-3, 1.5):
+        Q = distributions(rng, 4, 6)
+        Q[3] *= total
+        Q = Q.astype(dtype)
+        try:
+            want = twin(P.astype(dtype), Q, measure)
+        except ValueError:
+            with pytest.raises(ValueError, match=r"Q: row 3 sums to"):
+                klfast.pairwise(P.astype(dtype), Q, measure)
+        else:
+            close(klfast.pairwise(P.astype(dtype), Q, measure), want, dtype, measure)
 
 
 def test_input_errors(rng):

@@ -12,6 +12,7 @@ instruction-set level in use for each pair.
 """
 import math
 import operator
+import threading
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .. import _kernels, _pairwise
 from . import engine
 from .validate import (
     DEFAULT_EPS,
+    SUM_TOLERANCE,
     as_input,
     check_eps,
     check_eps_dtype,
@@ -41,6 +43,9 @@ TILE_ROWS = 1024
 TILE_COLS = 2048
 PRODUCT_WORK = 1 << 30
 DIRECT_WORK = 1 << 26
+# Products of at least this many multiply-adds run their bands on Python
+# threads (see _Run._for_bands); below, threadpoolctl's setup would cost more.
+POOL_WORK = 1 << 27
 
 U = 2.0 ** -53  # float64's unit roundoff
 # A product's value is kept when its rounding bound is below this fraction
@@ -107,11 +112,13 @@ def _validate(x, name, eps, normalize, check_sums, num_threads, dtype):
 class _Side:
     """The per-row numbers of one side of the pairs (float64 vectors)."""
 
-    def __init__(self, rows, eps, normalize, logs, num_threads):
+    def __init__(self, rows, eps, normalize, check_sums, logs, num_threads):
+        # rows: C-contiguous float32 or float64, not yet validated
         n, k = rows.shape
         sums = np.sum(rows, axis=1, dtype=np.float64)
         ones = np.ones(n)
-        self.inv_s = 1.0 / sums if normalize else ones
+        with np.errstate(divide="ignore", over="ignore"):  # invalid rows: see surely_valid
+            self.inv_s = 1.0 / sums if normalize else ones
         self.w = ones if normalize else sums
         self.a = np.zeros(n)
         self.a_abs = np.zeros(n)
@@ -120,9 +127,20 @@ class _Side:
         threads = engine.resolve_threads(num_threads, n, k)
         _pairwise.row_stats(rows, eps, self.inv_s, self.a, self.a_abs, self.logs, self.lpos,
                             threads)
+        # True when every row is surely valid (klfast's rules: entries in
+        # [0, inf), sums within SUM_TOLERANCE of 1, or positive and finite when
+        # normalizing), with a margin for the sums being added in another order
+        # than the kernels add them; else _validate decides (and names the row).
+        if normalize:
+            sums_ok = np.all((sums > 1e-300) & (sums <= 1e300))
+        elif check_sums:
+            sums_ok = np.all(np.abs(sums - 1.0) <= 0.5 * SUM_TOLERANCE)
+        else:
+            sums_ok = True
+        self.surely_valid = bool(sums_ok and not np.isnan(self.a_abs).any())
 
     def stats(self):
-        return (self.a, self.a_abs, self.inv_s, self.w, self.lpos)
+        return (self.a, self.a_abs, self.inv_s, self.w, self.lpos, self.logs)
 
 
 def _blas_limits(num_threads):
@@ -191,9 +209,6 @@ def compute(P, Q=None, measure="kl", *, eps=DEFAULT_EPS, base=None, normalize=Fa
     if out is not None:
         check_out(out, (n, m), dtype)
 
-    _validate(P_arr, "P", eps, normalize, check_sums, num_threads, dtype)
-    if not self_pairs:
-        _validate(Q_arr, "Q", eps, normalize, check_sums, num_threads, dtype)
     _pairwise.use_level(_kernels.get_isa())
     P_rows = _kernel_rows(P_arr, dtype)
     Q_rows = P_rows if self_pairs else _kernel_rows(Q_arr, dtype)
@@ -203,7 +218,15 @@ def compute(P, Q=None, measure="kl", *, eps=DEFAULT_EPS, base=None, normalize=Fa
     if use_products and not normalize and not check_sums and n and m:
         use_products = max(float(P_rows.max()), float(Q_rows.max())) <= PRODUCT_MAX_ENTRY
     run = _Run(measure, P_rows, Q_rows, self_pairs, use_products, eps_applied, normalize,
-               scale, dtype, num_threads)
+               check_sums, scale, dtype, num_threads)
+    # The products' per-row pass over P and Q shows valid rows, sparing a
+    # second pass; any doubt (and the other paths) goes to _validate, which
+    # raises naming the first invalid row.
+    p_valid, q_valid = run.surely_valid()
+    if not p_valid:
+        _validate(P_arr, "P", eps, normalize, check_sums, num_threads, dtype)
+    if not self_pairs and not q_valid:
+        _validate(Q_arr, "Q", eps, normalize, check_sums, num_threads, dtype)
 
     if topk is None:
         result = out
@@ -227,8 +250,8 @@ def compute(P, Q=None, measure="kl", *, eps=DEFAULT_EPS, base=None, normalize=Fa
 class _Run:
     """One call: the prepared sides and the tile loop."""
 
-    def __init__(self, measure, P, Q, self_pairs, use_products, eps, normalize, scale, dtype,
-                 num_threads):
+    def __init__(self, measure, P, Q, self_pairs, use_products, eps, normalize, check_sums,
+                 scale, dtype, num_threads):
         self.measure = measure
         self.code = _pairwise.MEASURES[measure]
         self.P, self.Q = P, Q
@@ -238,6 +261,8 @@ class _Run:
         self.dtype = dtype
         self.num_threads = num_threads
         self.recomputed = 0
+        self.cancelled = False  # set when the caller stops waiting for the band threads
+        self._buffers = threading.local()
         self.k = P.shape[1]
         work = (PRODUCT_WORK if use_products else DIRECT_WORK) // max(self.k, 1)
         self.cols = max(1, min(TILE_COLS, Q.shape[0], work // 8))
@@ -248,15 +273,20 @@ class _Run:
         self.zero_diagonal = self_pairs and measure != "cross_entropy"
         if use_products:
             jeffreys = measure == "jeffreys"
-            self.p_side = _Side(P, eps, normalize, logs=jeffreys, num_threads=num_threads)
+            self.p_side = _Side(P, eps, normalize, check_sums, logs=jeffreys,
+                                num_threads=num_threads)
             self.q_side = self.p_side if self_pairs and jeffreys else \
-                _Side(Q, eps, normalize, logs=True, num_threads=num_threads)
+                _Side(Q, eps, normalize, check_sums, logs=True, num_threads=num_threads)
             if jeffreys:  # products of logs of P with rows of Q, in float64
                 self.Q64 = Q if Q.dtype == np.float64 else Q.astype(np.float64)
             self.tol = TOLERANCE[dtype]
             self.gamma = (self.k + 8) * U / (1 - (self.k + 8) * U)
-            self.products = np.empty(self.rows * self.cols)
-            self.products2 = np.empty_like(self.products) if jeffreys else None
+
+    def surely_valid(self):
+        """(P's rows, Q's rows) are surely valid, as the products' pass saw them."""
+        if not self.use_products:
+            return False, False
+        return self.p_side.surely_valid, self.q_side.surely_valid
 
     def _threads(self, ni, nj):
         return engine.resolve_threads(self.num_threads, ni, nj * max(self.k, 1))
@@ -266,60 +296,128 @@ class _Run:
         band = self.P[i0:i1]
         return band if band.dtype == np.float64 else band.astype(np.float64)
 
-    def tile(self, band, i0, j0, target, upper_only=False):
-        """Fill ``target`` (ni x nj view) with the pairs (i0 + ii, j0 + jj)."""
+    def _buffer(self, name, size, dtype=np.float64):
+        """A scratch array of this thread (each band thread has its own)."""
+        buffers = self._buffers.__dict__
+        if name not in buffers or buffers[name].size < size:
+            buffers[name] = np.empty(size, dtype=dtype)
+        return buffers[name][:size]
+
+    def tile(self, band, i0, j0, target, threads, upper_only=False):
+        """Fill ``target`` (ni x nj view) with the pairs (i0 + ii, j0 + jj);
+        the number recomputed."""
         ni, nj = target.shape
-        threads = self._threads(ni, nj)
         if not self.use_products:
             _pairwise.direct(self.code, self.P, self.Q, i0, j0, target, self.eps,
                              self.normalize, self.scale, self.zero_diagonal, upper_only, threads)
-            return
-        B = self.products[:ni * nj].reshape(ni, nj)
+            return 0
+        if target.dtype == np.float64 and target.strides[1] == 8:
+            B = target  # float64: the products go straight into the result, finished in place
+        else:
+            B = self._buffer("products", ni * nj).reshape(ni, nj)
         np.matmul(band, self.q_side.logs[j0:j0 + nj].T, out=B)
         B2 = None
-        if self.products2 is not None:
-            B2 = self.products2[:ni * nj].reshape(ni, nj)
+        if self.measure == "jeffreys":  # logs of P times the rows of Q
+            B2 = self._buffer("products2", ni * nj).reshape(ni, nj)
             np.matmul(self.p_side.logs[i0:i0 + ni], self.Q64[j0:j0 + nj].T, out=B2)
-        self.recomputed += _pairwise.finish(
+        return _pairwise.finish(
             self.code, B, B2, self.P, self.p_side.stats(), self.Q, self.q_side.stats(), i0, j0,
             target, self.eps, self.scale, self.tol, self.gamma, 2 * U, self.zero_diagonal,
             upper_only, threads)
 
+    def _for_bands(self, n, band_work):
+        """Call ``band_work(i0, i1, threads)`` (which returns the pairs it
+        recomputed) for each band of rows of P.
+
+        Product tiles alternate numpy's BLAS threads and klfast's OpenMP
+        threads, and each pool spins for a while after its work, taking the
+        core the other needs (a 2-core top-k ran 2.7x slower on two threads
+        than on one). So with threadpoolctl (to hold BLAS to one thread),
+        whole bands run on Python threads instead, each with one-thread BLAS
+        and kernels: no thread spins while another works."""
+        threads = self._threads(n, self.Q.shape[0])
+        pooled = (self.use_products and threads > 1 and n >= 2 * threads
+                  and n * self.Q.shape[0] * self.k >= POOL_WORK and _threadpool_limits())
+        rows = self.rows
+        if pooled:  # several bands per thread, so that they end together
+            rows = max(1, min(rows, -(-n // (4 * threads))))
+        bands = [(i0, min(n, i0 + rows)) for i0 in range(0, n, rows)]
+        if not pooled:
+            for i0, i1 in bands:
+                self.recomputed += band_work(i0, i1, None)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _threadpool_limits()(limits=1, user_api="blas"), \
+                ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = [pool.submit(band_work, i0, i1, 1) for i0, i1 in bands]
+            try:
+                for future in futures:
+                    self.recomputed += future.result()
+            except BaseException:  # Ctrl-C or an error: the threads stop at their next tile
+                self.cancelled = True
+                raise
+
     def matrix(self, out):
         n, m = out.shape
-        for i0 in range(0, n, self.rows):
-            i1 = min(n, i0 + self.rows)
+
+        def band_work(i0, i1, threads):
+            recomputed = 0
             band = self._band(i0, i1) if self.use_products else None
             for j0 in range(i0 if self.mirror else 0, m, self.cols):
+                if self.cancelled:
+                    return recomputed
                 j1 = min(m, j0 + self.cols)
-                self.tile(band, i0, j0, out[i0:i1, j0:j1], upper_only=self.mirror)
-            if self.mirror:
+                recomputed += self.tile(band, i0, j0, out[i0:i1, j0:j1],
+                                        threads or self._threads(i1 - i0, j1 - j0),
+                                        upper_only=self.mirror)
+            if self.mirror:  # rows i1: of these columns are no other band's to write
                 block = out[i0:i1, i0:i1]
                 lower = np.tril_indices(i1 - i0, -1)
                 block[lower] = block.T[lower]
                 out[i1:, i0:i1] = out[i0:i1, i1:].T
+            return recomputed
+
+        self._for_bands(n, band_work)
 
     def nearest(self, indices, values, distance):
         n, kk = indices.shape
         m = self.Q.shape[0]
-        tile = np.empty(self.rows * self.cols, dtype=self.dtype)
-        for i0 in range(0, n, self.rows):
-            i1 = min(n, i0 + self.rows)
+
+        def band_work(i0, i1, threads):
+            recomputed = 0
             band = self._band(i0, i1) if self.use_products else None
             heap_values = np.empty((i1 - i0, kk))
             heap_indices = np.empty((i1 - i0, kk), dtype=np.int64)
             heap_sizes = np.zeros(i1 - i0, dtype=np.int64)
-            threads = self._threads(i1 - i0, kk)
+            push_threads = threads or self._threads(i1 - i0, kk)
             for j0 in range(0, m, self.cols):
+                if self.cancelled:
+                    return recomputed
                 j1 = min(m, j0 + self.cols)
-                target = tile[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
-                self.tile(band, i0, j0, target)
+                size = (i1 - i0) * (j1 - j0)
+                target = self._buffer("tile", size, self.dtype).reshape(i1 - i0, j1 - j0)
+                recomputed += self.tile(band, i0, j0, target,
+                                        threads or self._threads(i1 - i0, j1 - j0))
                 if distance:
                     np.sqrt(target, out=target)
-                _pairwise.topk_push(target, j0, heap_values, heap_indices, heap_sizes, threads)
-            _pairwise.topk_sort(heap_values, heap_indices, threads)
+                _pairwise.topk_push(target, j0, heap_values, heap_indices, heap_sizes,
+                                    push_threads)
+            _pairwise.topk_sort(heap_values, heap_indices, push_threads)
             indices[i0:i1] = heap_indices
             values[i0:i1] = heap_values
+            return recomputed
+
+        self._for_bands(n, band_work)
+
+
+def _threadpool_limits():
+    """threadpoolctl's ``threadpool_limits``, or None when it is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
 
 
 pairwise.__doc__ = """Divergence of every row of P against every row of Q.
@@ -360,13 +458,17 @@ pairwise.__doc__ = """Divergence of every row of P against every row of Q.
     topk : int, optional
         Return, for each row of P, the ``topk`` smallest divergences over the
         rows of Q and their indices, ascending (ties by the smaller index),
-        without holding the (n, m) matrix: memory O(n * topk) plus a tile.
+        without holding the (n, m) matrix: memory O(n * topk) plus a tile
+        per thread (and, for the products, Q's logs: (m, k) float64).
         With ``Q=None`` a row is among its own neighbours (divergence 0):
         ask for one more and drop it.
     num_threads : int, optional
         Threads for the kernels and (through threadpoolctl, when it is
         installed) numpy's BLAS; ``None`` uses :func:`klfast.default_num_threads`
-        and BLAS's own setting.
+        and BLAS's own setting. With threadpoolctl, large products run bands
+        of rows on that many threads, each with one-thread BLAS (a BLAS
+        thread pool and klfast's OpenMP threads taking turns waste the cores
+        on waiting).
 
     Returns
     -------

@@ -114,7 +114,7 @@ static double loss_reference(int loss, const double *t, const double *z, double 
         double lq = (z[j] - m) * inv_t - log(s);
         t_sum += t[j];
         if (t[j] > 0.0)
-            total += loss == KLFAST_LOSS_KL ? t[j] * (log(t[j] > eps ? t[j] : eps) - lq) : -t[j] * lq;
+            total += loss == 0 ? t[j] * (log(t[j] > eps ? t[j] : eps) - lq) : -t[j] * lq;
     }
     for (int j = 0; j < k; j++)
         g[j] = (t_sum * exp((z[j] - m) * inv_t - log(s)) - t[j]) * grad_scale;
@@ -134,11 +134,15 @@ static void check_losses(const klfast_isa *isa) {
                 zf[j] = (float)z[j];
             }
             double inv_t = 1.0 / 1.5, eps = 1e-8;
-            klfast_loss_params prm = {loss, 0, inv_t, eps, log(eps), inv_t,
-                                      (float)inv_t, (float)eps, (float)log(eps), (float)inv_t};
+            float eps_f32 = (float)eps > eps ? nextafterf((float)eps, 0.0f) : (float)eps;
+            /* the losses on the forms kernel: target probabilities, logits */
+            klfast_forms_params prm = {
+                loss == 0 ? KLFAST_KL : KLFAST_CROSS_ENTROPY, {KLFAST_PROBS, KLFAST_LOGITS},
+                0, 1, INFINITY, {1.0, inv_t}, eps, log(eps), log1p(1e-3), inv_t,
+                {1.0f, (float)inv_t}, eps_f32, (float)log(eps), (float)log1p(1e-3), (float)inv_t};
             int special;
             double want = loss_reference(loss, t, z, g_ref, k, inv_t, eps, inv_t);
-            double got = isa->loss_f64(t, z, g, k, &prm, &special);
+            double got = isa->forms_f64(t, z, g, k, &prm, &special);
             if (!special) {
                 if (!close_enough(got, want, 1e-12, 1e-14)) fail("loss", isa->name, 64, k, got, want);
                 for (int j = 0; j < k; j++)
@@ -152,9 +156,9 @@ static void check_losses(const klfast_isa *isa) {
                 td[j] = tf[j];
                 zd[j] = zf[j];
             }
-            want = loss_reference(loss, td, zd, g_ref, k, (double)(float)inv_t, (double)(float)eps,
+            want = loss_reference(loss, td, zd, g_ref, k, (double)(float)inv_t, (double)eps_f32,
                                   (double)(float)inv_t);
-            got = isa->loss_f32(tf, zf, gf, k, &prm, &special);
+            got = isa->forms_f32(tf, zf, gf, k, &prm, &special);
             if (!special) {
                 if (!close_enough(got, want, 1e-5, 1e-6)) fail("loss", isa->name, 32, k, got, want);
                 for (int j = 0; j < k; j++)
