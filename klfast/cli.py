@@ -247,6 +247,10 @@ def build_parser():
     score.add_argument("--temperature", "-t", type=_finite_float, default=None, metavar="T",
                        help="divide the logits by T before the softmax (inputs given as "
                             "logits only; default: 1)")
+    score.add_argument("--where", metavar="MASK.npy",
+                       help="score only the rows where this bool .npy file (one entry per "
+                            "row) is True: the others are not read, are NaN in OUT and are "
+                            "left out of the summary (e.g. padding tokens)")
     score.add_argument("--eps", type=_finite_float, default=DEFAULT_EPS, metavar="E",
                        help="floor for p and q inside the logarithms; 0 gives exact values, "
                             "possibly inf; jensen_shannon ignores it (default: %(default)g)")
@@ -484,15 +488,17 @@ def _reference_row(q, form, normalize, check_sums):
 def score(args, stderr=sys.stderr, stdout=None):
     """Run ``klfast score``; returns the number of rows scored."""
     _check_options(args)
+    inputs = tuple(x for x in (args.P, args.Q, args.where) if x is not None)
     if args.out is not None:
-        _check_out_is_no_input(args.out, (args.P, args.Q))
+        _check_out_is_no_input(args.out, inputs)
     if args.summary_out is not None:
-        _check_out_is_no_input(args.summary_out, (args.P, args.Q), "the summary")
+        _check_out_is_no_input(args.summary_out, inputs, "the summary")
     keys = args.key or [None]
     p = _load(args.P, keys[0], args)
     q = None if args.Q is None else _load(args.Q, keys[-1], args)
     single_q = _check_shapes(p, q)
     n_rows, k = p.shape
+    args.mask = _load_where(args.where, n_rows, args)
     q_dtype = p.dtype if q is None else q.dtype
     dtype = result_dtype(np.dtype(p.dtype), np.dtype(q_dtype))
     interactive = stderr.isatty() if hasattr(stderr, "isatty") else False
@@ -523,6 +529,22 @@ def score(args, stderr=sys.stderr, stdout=None):
     return n_rows
 
 
+def _load_where(path, n_rows, args):
+    """--where: a bool .npy file of one entry per row, memory-mapped (or None)."""
+    if path is None:
+        return None
+    if args.dask_scheduler:
+        raise InputError("--where", "is not supported with --dask-scheduler yet")
+    try:
+        mask = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"--where: not a readable .npy file ({e})") from None
+    if mask.dtype != np.bool_ or mask.shape != (n_rows,):
+        raise InputError(path, f"--where: expected bool of shape ({n_rows},), one entry per "
+                               f"row, got {mask.dtype} of shape {mask.shape}")
+    return mask
+
+
 def _describe_inputs(args):
     return args.P if args.Q is None else f"{args.P} against {args.Q}"
 
@@ -549,12 +571,12 @@ class _Outputs:
             self.discard()
             raise
 
-    def write(self, scores, top1_agree=None):
+    def write(self, scores, top1_agree=None, where=None):
         if self._scores is not None:
             self._scores.write(scores)
         if self._summary is not None:
             try:
-                self._summary.update(scores, top1_agree=top1_agree)
+                self._summary.update(scores, where=where, top1_agree=top1_agree)
             except ValueError as e:  # a NaN score
                 raise InputError("--summary", f"{e}") from None
         self.rows_written += len(scores)
@@ -592,20 +614,24 @@ def _options(args):
                 input=args.forms, temperature=args.temperature or 1.0, top1=args.top1)
 
 
-def _score_chunk(measure, p_rows, q_rows, first_row, names, options, out=None):
+def _score_chunk(measure, p_rows, q_rows, first_row, names, options, out=None, where=None):
     """Scores of rows ``first_row...`` of the input files, as klfast computes
-    them, and whether the top-1 entries of P and Q agree in each row (None
-    unless ``options["top1"]``): found while the rows are in memory."""
+    them (NaN where ``where`` is False), and whether the top-1 entries of P
+    and Q agree in each row (None unless ``options["top1"]``): found while
+    the rows are in memory."""
     from ._core.measures import reduce
 
     o = options
+    if where is not None and out is not None:
+        out[...] = np.nan  # rows left out: NaN, not the last chunk's scores
     try:
         scores = reduce(measure, p_rows, q_rows, -1, o["eps"], o["base"], o["normalize"],
                         o["check_sums"], False, out, o["num_threads"], o["input"],
-                        o["temperature"], names=names, start=(first_row,))
+                        o["temperature"], where=where, names=names, start=(first_row,))
     except ValueError as e:
         message = None
-        if o["input"] == ("probs",) * len(o["input"]):  # the command line's hint
+        # the command line's hint (it scans every row: not with --where)
+        if o["input"] == ("probs",) * len(o["input"]) and where is None:
             message = invalid_row_message(p_rows, q_rows, o["normalize"], (first_row,), names,
                                           check_sums=o["check_sums"], sum_hint=CLI_SUM_HINT)
         raise InvalidValues(message or str(e)) from None
@@ -639,12 +665,13 @@ def _score_locally(args, p, q, q_row, writer, progress):
     for r0 in range(0, n_rows, chunk):
         r1 = min(n_rows, r0 + chunk)
         q_rows = None if q is None else (q_row if q_row is not None else q.rows[r0:r1])
+        where = None if args.mask is None else np.asarray(args.mask[r0:r1])
         try:
             out, agree = _score_chunk(args.measure, p.rows[r0:r1], q_rows, r0, names,
-                                      _options(args), out=buffer[:r1 - r0])
+                                      _options(args), out=buffer[:r1 - r0], where=where)
         except InvalidValues as e:
             raise InputError(str(e)) from None
-        writer.write(out, agree)
+        writer.write(out, agree, where)
         progress.update(r1)
 
 

@@ -268,3 +268,53 @@ def test_top1_of_float16_rows_is_numpy_argmax():
     np.testing.assert_array_equal(cli._top1(rows), expected)
     np.testing.assert_array_equal(cli._top1(rows[:, ::2]),
                                   np.argmax(rows[:, ::2].astype(np.float64), axis=1))
+
+
+def test_where_scores_only_the_rows_it_names(run, files):
+    """--where MASK.npy: rows left out are never read (NaN logits in them
+    raise nothing), are NaN in OUT and are not in the summary."""
+    tmp, base, quant = files
+    mask = np.random.default_rng(5).random(N_ROWS) < 0.6
+    poisoned = quant.copy()
+    poisoned[~mask] = np.nan
+    np.save(tmp / "poisoned.npy", poisoned)
+    np.save(tmp / "mask.npy", mask)
+    status, out, err = run("base.npy", "poisoned.npy", "--input", "logits", "--measure", "kl",
+                           "--where", "mask.npy", "--chunk-rows", "64", "--out", "kl.npy",
+                           "--summary-out", "s.json")
+    assert status == 0, err
+    got = np.load(tmp / "kl.npy")
+    assert np.isnan(got[~mask]).all()
+    lp = log_softmax(base[mask].astype(np.float64), axis=-1)
+    lq = log_softmax(quant[mask].astype(np.float64), axis=-1)
+    want = rel_entr(np.exp(lp), np.exp(lq)).sum(-1)
+    np.testing.assert_allclose(got[mask], want, rtol=2e-5, atol=2e-6)
+    summary = json.loads((tmp / "s.json").read_text())
+    assert summary["count"] == mask.sum()
+    np.testing.assert_allclose(summary["mean"], want.mean(), rtol=1e-4)
+    agree = np.mean(base[mask].argmax(-1) == quant[mask].argmax(-1))
+    assert summary["top1_agreement"] == pytest.approx(agree)
+
+
+def test_where_errors(run, files):
+    tmp, base, quant = files
+    np.save(tmp / "short.npy", np.ones(N_ROWS - 1, bool))
+    np.save(tmp / "ints.npy", np.ones(N_ROWS, np.int8))
+    for mask, words in (("short.npy", "expected bool of shape (300,)"),
+                        ("ints.npy", "got int8"), ("missing.npy", "not a readable .npy")):
+        status, _, err = run("base.npy", "quant.npy", "--input", "logits", "--measure", "kl",
+                             "--where", mask, "--out", "kl.npy")
+        assert status == 2 and words in err and "--where" in err, err
+        assert not (tmp / "kl.npy").exists()
+    # an invalid row that is included is named by its row in the whole file
+    mask = np.ones(N_ROWS, bool)
+    mask[:100] = False
+    bad = quant.copy()
+    bad[:100] = np.nan
+    bad[150, 3] = np.inf
+    np.save(tmp / "bad.npy", bad)
+    np.save(tmp / "mask.npy", mask)
+    status, _, err = run("base.npy", "bad.npy", "--input", "logits", "--measure", "kl",
+                         "--where", "mask.npy", "--chunk-rows", "64", "--out", "kl.npy")
+    assert status == 2 and "row 150" in err, err
+    assert not (tmp / "kl.npy").exists()
