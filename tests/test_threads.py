@@ -246,8 +246,10 @@ def _display_env(env_update, code="import klfast"):
         print([n for n in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME") if n in os.environ])
         print(klfast._config.config()["openmp_spin"])
         """)
+    # not from the repository root, whose klfast/ holds no compiled kernels
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60,
+                            cwd=os.path.dirname(os.path.abspath(__file__)))
     assert result.returncode == 0, result.stderr
     return result.stderr, result.stdout.splitlines()
 
