@@ -28,23 +28,28 @@ def _rows(n, k, dtype, seed):
     return (x / x.sum(axis=1, keepdims=True)).astype(dtype)
 
 
-def cases(names):
-    """name -> call(num_threads); each built once, with its inputs."""
-    made = {}
-    if "small" in names:  # 1,000 x 100 float64 kl, in cache
-        p, q = _rows(1000, 100, np.float64, 1), _rows(1000, 100, np.float64, 2)
-        out = np.empty(1000)
-        made["small"] = lambda t: klfast.kl(p, q, out=out, num_threads=t)
-    if "medium" in names:  # 20,000 x 100 float64 kl, in L2/L3
-        p, q = _rows(20000, 100, np.float64, 3), _rows(20000, 100, np.float64, 4)
-        out = np.empty(20000)
-        made["medium"] = lambda t: klfast.kl(p, q, out=out, num_threads=t)
-    if "loss" in names:  # kl_loss forward, 4,096 x 32,000 float32 logits
-        rng = np.random.default_rng(5)
-        z = rng.standard_normal((4096, 32000)).astype(np.float32)
-        t = _rows(4096, 32000, np.float32, 6)
-        made["loss"] = lambda n: klfast.kl_loss(t, z, reduction="none", num_threads=n)
-    return made
+def _small():  # 1,000 x 100 float64 kl, in cache
+    p, q = _rows(1000, 100, np.float64, 1), _rows(1000, 100, np.float64, 2)
+    out = np.empty(1000)
+    return lambda t: klfast.kl(p, q, out=out, num_threads=t)
+
+
+def _medium():  # 20,000 x 100 float64 kl, in L2/L3
+    p, q = _rows(20000, 100, np.float64, 3), _rows(20000, 100, np.float64, 4)
+    out = np.empty(20000)
+    return lambda t: klfast.kl(p, q, out=out, num_threads=t)
+
+
+def _loss():  # kl_loss forward, 4,096 x 32,000 float32 logits
+    z = np.random.default_rng(5).standard_normal((4096, 32000)).astype(np.float32)
+    t = _rows(4096, 32000, np.float32, 6)
+    return lambda n: klfast.kl_loss(t, z, reduction="none", num_threads=n)
+
+
+# each case's inputs are made just before it is timed, and freed after: the
+# half-gigabyte inputs of "loss" slowed the small cases 15-fold when they
+# were alive beside them
+CASES = {"small": _small, "medium": _medium, "loss": _loss}
 
 
 def measure(call, turns, calls):
@@ -72,14 +77,18 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=0,
                     help="calls per side per turn (default: about 0.2 s of work)")
     args = ap.parse_args(argv)
-    made = cases(args.cases.split(","))
+    names = args.cases.split(",")
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; the cases are {', '.join(CASES)}")
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
     try:
         time.sleep(0.5)
         print(f"busy processes: {args.busy}, turns: {args.turns}")
         print(f"{'case':8} {'2T/1T median':>12} {'range':>14} {'1T per call':>12} "
               f"{'2T per call':>12}")
-        for name, call in made.items():
+        for name in names:
+            call = CASES[name]()
             calls = args.calls
             if not calls:
                 t0 = time.perf_counter()
