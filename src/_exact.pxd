@@ -179,6 +179,13 @@ cdef inline double _fast_or_exact(int measure, const klfast_isa* isa, const floa
         v = isa.f32[measure](p, q, k, eps, normalize, &special, sums)
     if special:
         return exact_row(measure, p, q, k, eps, normalize, tol, scale)
+    return checked_sums(v, sums, tol, scale)
+
+
+cdef inline double checked_sums(double v, const double* sums, double tol,
+                                double scale) noexcept nogil:
+    """v * scale from a row function that also gave the sums of the row of p
+    and of q as given; NaN when either is not within tol of 1."""
     if not (fabs(sums[0] - 1.0) <= tol and fabs(sums[1] - 1.0) <= tol):
         return NAN
     return v * scale

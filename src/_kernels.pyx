@@ -48,7 +48,7 @@ from time import perf_counter
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport fabs, log, NAN
+from libc.math cimport log
 cimport numpy as cnp
 
 cnp.import_array()
@@ -68,7 +68,7 @@ from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAS
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
                      KLFAST_LOG_PROBS, KLFAST_LOGITS, klfast_isa_levels, klfast_n_levels,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
-                     exact_loss_row, _fast_or_exact, forms_params)
+                     exact_loss_row, _fast_or_exact, checked_sums, forms_params)
 
 cdef enum:
     KL = KLFAST_KL
@@ -106,16 +106,26 @@ def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
 
 
 # Threads take rows a few at a time (OpenMP's dynamic schedule), about
-# CLAIM_ELEMENTS elements per claim (microseconds of work, so a claim costs
-# under 1 %): a thread the system has descheduled holds up at most one claim,
-# and a free thread takes the rows it would have scored. A row is scored by
-# one thread from start to end, so the results do not depend on who takes it.
-cdef Py_ssize_t CLAIM_ELEMENTS = 1 << 14
+# claim_bytes of each input per claim (tens of microseconds of work, so a
+# claim costs under 1 %): a thread the system has descheduled holds up at
+# most one claim, and a free thread takes the rows it would have scored. A
+# row is scored by one thread from start to end, so the results do not
+# depend on who takes it. set_claim_bytes lets benchmarks pick.
+cdef Py_ssize_t _claim_bytes = 1 << 17
+
+
+def set_claim_bytes(Py_ssize_t n):
+    """Claim about n bytes of each input at a time from now on; returns the
+    previous size. For benchmarks: results do not depend on it."""
+    global _claim_bytes
+    previous = _claim_bytes
+    _claim_bytes = max(n, 1)
+    return previous
 
 
 cdef inline int _claim(Py_ssize_t per_item) noexcept nogil:
-    """Items (rows or tiles of per_item elements) per claim."""
-    return <int>max(1, CLAIM_ELEMENTS // max(per_item, 1))
+    """Items (rows or tiles of per_item bytes) per claim."""
+    return <int>min(max(1, _claim_bytes // max(per_item, 1)), 1 << 30)
 
 
 cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
@@ -184,7 +194,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                                     out_s, <int>min(width, n_rows - t * width), k, eps, scale,
                                     normalize, tol)
         else:
-            for t in prange(n_tiles, schedule="dynamic", chunksize=_claim(width * k),
+            for t in prange(n_tiles, schedule="dynamic",
+                            chunksize=_claim(width * k * sizeof(floating)),
                             num_threads=n_threads):
                 n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
                                     q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
@@ -199,7 +210,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
             if v != v:
                 n_bad += 1
     else:
-        for i in prange(first, n_rows, schedule="dynamic", chunksize=_claim(k),
+        for i in prange(first, n_rows, schedule="dynamic", chunksize=_claim(k * sizeof(floating)),
                         num_threads=n_threads):
             v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
                                tol, scale)
@@ -243,7 +254,8 @@ cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm
             if v != v:
                 n_bad += 1
     else:
-        for i in prange(n_rows, schedule="dynamic", chunksize=_claim(k), num_threads=n_threads):
+        for i in prange(n_rows, schedule="dynamic", chunksize=_claim(k * sizeof(floating)),
+                      num_threads=n_threads):
             g_row = g + i * g_rs if g != NULL else NULL
             v = _forms_fast_or_exact(isa, prm, p + i * p_rs, q + i * q_rs, g_row, k) * scale
             out[i] = v
@@ -379,9 +391,7 @@ cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
                            c.normalize, &special, sums)
     if special:
         return _staged_row(c, isa, i, buf)
-    if not (fabs(sums[0] - 1.0) <= c.tol and fabs(sums[1] - 1.0) <= c.tol):
-        return NAN
-    return v * c.scale
+    return checked_sums(v, sums, c.tol, c.scale)
 
 
 cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
@@ -396,7 +406,7 @@ cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogi
             if v != v:
                 n_bad += 1
     else:
-        for i in prange(r0, r1, schedule="dynamic", chunksize=_claim(c.k),
+        for i in prange(r0, r1, schedule="dynamic", chunksize=_claim(c.k * 2),  # 16-bit elements
                         num_threads=c.n_threads):
             v = _half_row(c, _isa, i, c.stage + klfast_omp_thread_num() * 2 * c.k)
             _store(c, i, v)

@@ -96,6 +96,12 @@ def _row_stride(x):
     return x.strides[0] if x.shape[0] > 1 else 0
 
 
+def _widened(job):
+    """The 16-bit dtypes a job's kernels read as they are: those of its float32
+    arithmetic (a float32 result, or float32 forms)."""
+    return WIDENED if job.dtype == np.float32 else ()
+
+
 class MeasureJob:
     """A divergence (rows of p and q) or the entropy (rows of p): one score
     per row, in the inputs' dtype."""
@@ -118,10 +124,7 @@ class MeasureJob:
     # the kernels read rows whose elements are not contiguous (columns)
     strided = True
 
-    @property
-    def widened(self):
-        """16-bit dtypes the kernels read for a float32 result."""
-        return WIDENED if self.dtype == np.float32 else ()
+    widened = property(_widened)
 
     def kernel(self, rows, grad, out, n_rows, k, threads):
         p, q = rows[0], rows[-1]  # the entropy kernel reads p only
@@ -147,10 +150,7 @@ class FormsJob:
     out_dtype = np.dtype(np.float64)
     strided = False  # rows must be contiguous
 
-    @property
-    def widened(self):
-        """16-bit dtypes the kernels read for float32 arithmetic."""
-        return WIDENED if self.dtype == np.float32 else ()
+    widened = property(_widened)
 
     def __init__(self, measure, forms, inv_temperatures, *, eps, num_threads, dtype, names,
                  normalize=False, check_sums=True, loss=False, log_prob_max=math.inf,
