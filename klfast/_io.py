@@ -68,12 +68,13 @@ def _open_regular(path):
     return os.fdopen(fd, "rb")
 
 
-def open_rows(path, *, key=None, columns=None, header=None, chunk_rows=None):
+def open_rows(path, *, key=None, columns=None, header=None, chunk_rows=None, exclude=()):
     """The array in ``path``: an ndarray or a row reader (``NpyRows``,
     ``ParquetRows``, ``CsvRows``); any number of dimensions for ``.npy`` and
     ``.npz``. ``header`` (None: decide, refusing ambiguity; True; False) is
     for CSV; Parquet and CSV are read ``chunk_rows`` rows at a time (default:
-    :func:`default_chunk_rows`)."""
+    :func:`default_chunk_rows`). ``exclude``: table columns that are not part
+    of the distributions chosen by default (a mask column)."""
     ext = _extension(path)
     if ext not in INPUT_FORMATS:
         raise InputError(path, f"unknown input format {ext or '(no extension)'!r}; "
@@ -85,8 +86,8 @@ def open_rows(path, *, key=None, columns=None, header=None, chunk_rows=None):
         if ext == ".npz":
             return _open_npz(path, f, key)
         if ext == ".parquet":
-            return ParquetRows(path, f, columns, chunk_rows)
-        return CsvRows(path, f, columns, header, chunk_rows)
+            return ParquetRows(path, f, columns, chunk_rows, exclude)
+        return CsvRows(path, f, columns, header, chunk_rows, exclude)
     except BaseException:
         f.close()
         raise
@@ -284,7 +285,7 @@ class ParquetRows(_StreamedRows):
     every column when all are numeric.
     """
 
-    def __init__(self, path, f, columns=None, chunk_rows=None):
+    def __init__(self, path, f, columns=None, chunk_rows=None, exclude=()):
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -303,6 +304,7 @@ class ParquetRows(_StreamedRows):
         names = list(schema.names)
         is_list = {n: _is_list_type(schema.field(n).type) for n in names}
         if columns is None:
+            names = [n for n in names if n not in exclude]
             lists = [n for n in names if is_list[n]]
             if len(lists) == 1:
                 columns = lists
@@ -311,9 +313,11 @@ class ParquetRows(_StreamedRows):
                                        f"choose one with --columns")
             else:
                 columns = names
-        missing = [c for c in columns if c not in names]
+            if not columns:
+                raise InputError(path, f"has no columns besides the mask column {exclude[0]!r}")
+        missing = [c for c in columns if c not in is_list]
         if missing:
-            raise InputError(path, f"no column {missing[0]!r} (columns: {', '.join(names)})")
+            raise InputError(path, f"no column {missing[0]!r} (columns: {', '.join(is_list)})")
         if any(is_list[c] for c in columns) and len(columns) > 1:
             raise InputError(path, "--columns takes one list column or several numeric columns")
         self.columns = list(columns)
@@ -414,7 +418,7 @@ class CsvRows(_StreamedRows):
     --no-header: a row is never dropped or added by a guess.
     """
 
-    def __init__(self, path, f, columns=None, header=None, chunk_rows=None):
+    def __init__(self, path, f, columns=None, header=None, chunk_rows=None, exclude=()):
         self.path = path
         self._text = io.TextIOWrapper(f, encoding="utf-8-sig", newline=None)
         first = next(self._lines(), None)
@@ -436,6 +440,10 @@ class CsvRows(_StreamedRows):
                                        f"or --no-header")
         self._skip = line_number if header else line_number - 1  # lines before the data
         self._usecols = None
+        if columns is None and header and any(c in fields for c in exclude):
+            columns = [c for c in fields if c not in exclude]
+            if not columns:
+                raise InputError(path, f"has no columns besides the mask column {exclude[0]!r}")
         if columns is not None:
             if not header:
                 raise InputError(path, "--columns needs a CSV header line naming the columns")

@@ -146,6 +146,8 @@ examples:
   klfast score p.npz q.npz --key probs --measure cross_entropy --out ce.npy
   klfast score base.npy quant.npy --measure kl --summary --summary-out kl.json
   klfast score base_logits.npy quant_logits.npy --input logits --measure kl --summary
+  klfast score base.npy quant.npy --input logits -m kl --where tokens.npy --summary
+  klfast score preds.parquet labels.parquet --columns probs --where valid -m kl --out kl.npy
   klfast score teacher.npy student.npy --input logits --temperature 2 -m kl --out kl.npy
   klfast score /shared/p.npy /shared/q.npy --measure kl --out kl.npy \\
       --dask-scheduler tcp://scheduler:8786
@@ -247,10 +249,11 @@ def build_parser():
     score.add_argument("--temperature", "-t", type=_finite_float, default=None, metavar="T",
                        help="divide the logits by T before the softmax (inputs given as "
                             "logits only; default: 1)")
-    score.add_argument("--where", metavar="MASK.npy",
-                       help="score only the rows where this bool .npy file (one entry per "
-                            "row) is True: the others are not read, are NaN in OUT and are "
-                            "left out of the summary (e.g. padding tokens)")
+    score.add_argument("--where", metavar="MASK.npy|COLUMN",
+                       help="score only the rows where the mask is True: a bool .npy file "
+                            "(one entry per row), or else a column of P's Parquet (bool) or "
+                            "CSV (0/1) table; the other rows are not read, are NaN in OUT "
+                            "and are left out of the summary (e.g. padding tokens)")
     score.add_argument("--eps", type=_finite_float, default=DEFAULT_EPS, metavar="E",
                        help="floor for p and q inside the logarithms; 0 gives exact values, "
                             "possibly inf; jensen_shannon ignores it (default: %(default)g)")
@@ -390,7 +393,7 @@ class _Input:
 
 def _load(path, key, args):
     array = open_rows(path, key=key, columns=args.columns, header=args.header,
-                      chunk_rows=args.chunk_rows)
+                      chunk_rows=args.chunk_rows, exclude=_where_column(args))
     axis = args.axis
     if array.ndim == 0 or array.ndim > 2:
         raise InputError(path, f"expected a 1-D or 2-D array, got shape {array.shape}")
@@ -426,6 +429,8 @@ def _check_options(args):
         if "logits" not in args.forms:
             raise InputError("--temperature", "divides logits, but no input is logits "
                                               "(add --input logits)")
+    if _where_column(args):
+        _check_where_column(args)
     # top-1 agreement is for model outputs: logits or log-probabilities
     args.top1 = n_inputs == 2 and args.forms != ("probs", "probs")
     if args.out is None and not (args.summary or args.summary_out):
@@ -488,7 +493,8 @@ def _reference_row(q, form, normalize, check_sums):
 def score(args, stderr=sys.stderr, stdout=None):
     """Run ``klfast score``; returns the number of rows scored."""
     _check_options(args)
-    inputs = tuple(x for x in (args.P, args.Q, args.where) if x is not None)
+    mask_file = None if _where_column(args) else args.where
+    inputs = tuple(x for x in (args.P, args.Q, mask_file) if x is not None)
     if args.out is not None:
         _check_out_is_no_input(args.out, inputs)
     if args.summary_out is not None:
@@ -529,12 +535,19 @@ def score(args, stderr=sys.stderr, stdout=None):
     return n_rows
 
 
+def _where_column(args):
+    """The column --where names (a value not ending in .npy), as a tuple."""
+    where = getattr(args, "where", None)
+    return () if where is None or where.lower().endswith(".npy") else (where,)
+
+
 def _load_where(path, n_rows, args):
-    """--where: a bool .npy file of one entry per row, memory-mapped (or None)."""
+    """--where: a bool .npy file of one entry per row, memory-mapped, or a
+    column of P's table read a chunk at a time (or None)."""
     if path is None:
         return None
-    if args.dask_scheduler:
-        raise InputError("--where", "is not supported with --dask-scheduler yet")
+    if _where_column(args):
+        return _MaskColumn(args, n_rows)
     try:
         mask = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as e:
@@ -543,6 +556,56 @@ def _load_where(path, n_rows, args):
         raise InputError(path, f"--where: expected bool of shape ({n_rows},), one entry per "
                                f"row, got {mask.dtype} of shape {mask.shape}")
     return mask
+
+
+def _check_where_column(args):
+    """What --where COLUMN needs of the other options (before any file is read)."""
+    name = args.where
+    if not args.P.lower().endswith((".parquet", ".csv")):
+        raise InputError("--where", f"{name!r} is neither a .npy mask file nor a column: "
+                                    f"{args.P} is not a Parquet or CSV table")
+    if args.axis == 0:
+        raise InputError("--where", "a mask column needs rows as distributions (not --axis 0)")
+    if args.dask_scheduler:
+        raise InputError("--where", "a mask column is not supported with --dask-scheduler; "
+                                    "give a bool .npy file")
+    if args.P.lower().endswith(".csv") and args.header is False:
+        raise InputError("--where", "a mask column needs the CSV header line naming it "
+                                    "(not --no-header)")
+    if args.columns is not None and name in args.columns:
+        raise InputError("--where", f"column {name!r} is also in --columns")
+
+
+class _MaskColumn:
+    """--where COLUMN: the bool column of P's Parquet table (0/1 in a CSV
+    table), read a chunk of rows at a time beside the distributions."""
+
+    def __init__(self, args, n_rows):
+        name = self.name = args.where
+        self.path = args.P
+        csv = args.P.lower().endswith(".csv")
+        try:
+            self._rows = open_rows(args.P, columns=[name], header=args.header,
+                                   chunk_rows=args.chunk_rows)
+        except InputError as e:  # no such column, most likely
+            raise InputError(f"--where {name}", str(e)) from None
+        if not (self._rows.dtype == np.bool_ or csv):
+            raise InputError(args.P, f"--where: column {name!r} holds {self._rows.dtype}, "
+                                     f"not bool")
+        if self._rows.shape[0] != n_rows:  # a CSV line with a missing field
+            raise InputError(args.P, f"--where: column {name!r} has {self._rows.shape[0]:,} "
+                                     f"entries for {n_rows:,} rows")
+
+    def __getitem__(self, rows):
+        values = self._rows[rows][:, 0]
+        if values.dtype == np.bool_:
+            return values
+        bad = (values != 0) & (values != 1)
+        if bad.any():
+            row = rows.start + int(np.flatnonzero(bad)[0])
+            raise InputError(self.path, f"--where: column {self.name!r} holds "
+                                        f"{values[bad][0]:g} in row {row}; a mask is 0 or 1")
+        return values == 1
 
 
 def _describe_inputs(args):
@@ -683,14 +746,15 @@ def _npy_rows(path, r0, r1, axis):
     return (array.T if axis == 0 else array)[r0:r1]
 
 
-def _score_file_rows(r0, r1, *, measure, p_path, q, axis, names, options):
+def _score_file_rows(r0, r1, *, measure, p_path, q, axis, names, options, where_path=None):
     """One Dask task: read rows r0:r1 of P (and Q, unless ``q`` is the
-    reference row itself) from the shared files and score them. Reading in the
-    task that scores keeps P and Q rows on one worker: nothing but the scores
-    crosses the network."""
+    reference row itself, and the --where mask) from the shared files and
+    score them. Reading in the task that scores keeps P and Q rows on one
+    worker: nothing but the scores crosses the network."""
     p_rows = _npy_rows(p_path, r0, r1, axis)
     q_rows = q if q is None or isinstance(q, np.ndarray) else _npy_rows(q, r0, r1, axis)
-    return _score_chunk(measure, p_rows, q_rows, r0, names, options)
+    where = None if where_path is None else np.load(where_path, mmap_mode="r")[r0:r1]
+    return _score_chunk(measure, p_rows, q_rows, r0, names, options, where=where)
 
 
 def _score_on_dask(args, p, q, q_row, writer, progress):
@@ -699,7 +763,7 @@ def _score_on_dask(args, p, q, q_row, writer, progress):
     except ImportError:
         raise InputError("--dask-scheduler", "needs dask: pip install 'klfast[dask]'") from None
 
-    for x in (p, q):
+    for x in (p, q):  # (a --where column is refused before; a mask file is .npy)
         if x is not None and not x.path.lower().endswith(".npy"):
             raise InputError(x.path, "--dask-scheduler reads .npy files only "
                                      "(from a path every worker can read)")
@@ -722,14 +786,18 @@ def _score_on_dask(args, p, q, q_row, writer, progress):
         starts = list(range(0, n_rows, chunk))
         futures = client.map(_score_file_rows, starts, [min(n_rows, r0 + chunk) for r0 in starts],
                              measure=args.measure, p_path=os.path.abspath(p.path), q=q_arg,
-                             axis=args.axis, names=names, options=_options(args), pure=False)
+                             axis=args.axis, names=names, options=_options(args),
+                             where_path=None if args.mask is None else os.path.abspath(args.where),
+                             pure=False)
         try:
             for future in futures:  # in row order; the cluster runs them in parallel
                 try:
                     scores, agree = future.result()
                 except InvalidValues as e:
                     raise InputError(str(e)) from None
-                writer.write(scores, agree)
+                r0 = writer.rows_written
+                where = None if args.mask is None else np.asarray(args.mask[r0:r0 + len(scores)])
+                writer.write(scores, agree, where)
                 progress.update(writer.rows_written)
         finally:
             client.cancel(futures)

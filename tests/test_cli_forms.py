@@ -318,3 +318,83 @@ def test_where_errors(run, files):
                          "--where", "mask.npy", "--chunk-rows", "64", "--out", "kl.npy")
     assert status == 2 and "row 150" in err, err
     assert not (tmp / "kl.npy").exists()
+
+
+def _masked_table_data(seed=9):
+    """P (probabilities, NaN in the rows the mask leaves out), Q and the mask."""
+    rng = np.random.default_rng(seed)
+    p = rng.random((N_ROWS, K)) + 0.01
+    q = rng.random((N_ROWS, K)) + 0.01
+    p /= p.sum(1, keepdims=True)
+    q /= q.sum(1, keepdims=True)
+    mask = rng.random(N_ROWS) < 0.6
+    p[~mask] = np.nan  # never read: no error
+    return p, q, mask
+
+
+def _write_csv(path, p, mask, mask_text=None):
+    names = [f"c{j}" for j in range(p.shape[1])]
+    lines = [",".join(names[:3] + ["keep"] + names[3:])]
+    for i, row in enumerate(p):
+        fields = [repr(float(x)) for x in row]
+        flag = str(int(mask[i])) if mask_text is None else mask_text(i, mask[i])
+        lines.append(",".join(fields[:3] + [flag] + fields[3:]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("layout", ["list", "columns", "csv"])
+def test_where_column_of_the_table(run, tmp_path, layout):
+    """--where COLUMN: the mask is a column of P's table (bool in Parquet, 0/1
+    in CSV), streamed beside the distributions and not one of them."""
+    p, q, mask = _masked_table_data()
+    np.save(tmp_path / "q.npy", q)
+    if layout == "csv":
+        _write_csv(tmp_path / "p.csv", p, mask)
+        name = "p.csv"
+    else:
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        if layout == "list":
+            table = pa.table({"keep": mask, "probs": list(p)})
+        else:  # one numeric column per category, the mask among them
+            table = pa.table({**{f"c{j}": p[:, j] for j in range(3)}, "keep": mask,
+                              **{f"c{j}": p[:, j] for j in range(3, K)}})
+        pq.write_table(table, tmp_path / "p.parquet", row_group_size=100)
+        name = "p.parquet"
+    status, _, err = run(name, "q.npy", "-m", "kl", "--where", "keep", "--chunk-rows", "37",
+                         "--out", "kl.npy", "--summary-out", "s.json")
+    assert status == 0, err
+    got = np.load(tmp_path / "kl.npy")
+    assert np.isnan(got[~mask]).all()
+    want = rel_entr(p[mask], q[mask]).sum(-1)
+    np.testing.assert_allclose(got[mask], want, rtol=1e-12)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["count"] == mask.sum()
+    np.testing.assert_allclose(summary["mean"], want.mean(), rtol=1e-12)
+
+
+def test_where_column_errors(run, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    p, q, mask = _masked_table_data()
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "p.npy", np.nan_to_num(p, nan=1.0 / K))
+    pq.write_table(pa.table({"keep": mask.astype(np.int8), "probs": list(p)}),
+                   tmp_path / "ints.parquet")
+    pq.write_table(pa.table({"keep": mask, "probs": list(p)}), tmp_path / "p.parquet")
+    _write_csv(tmp_path / "two.csv", p, mask, lambda i, m: "2" if i == 5 else str(int(m)))
+    for args, words in (
+            (["ints.parquet", "--where", "keep"], "ints.parquet: --where: column 'keep' holds int8, "
+                                                  "not bool"),
+            (["two.csv", "--where", "keep"], "two.csv: --where: column 'keep' holds 2 in row 5; "
+                                             "a mask is 0 or 1"),
+            (["two.csv", "--where", "keep", "--no-header"], "--where: a mask column needs the "
+                                                            "CSV header line"),
+            (["p.parquet", "--where", "gone"], "--where gone: p.parquet: no column 'gone'"),
+            (["p.parquet", "--where", "keep", "--columns", "probs,keep"],
+             "--where: column 'keep' is also in --columns"),
+            (["p.npy", "--where", "keep"], "'keep' is neither a .npy mask file nor a column"),
+            (["p.parquet", "--where", "keep", "--axis", "0"], "needs rows as distributions")):
+        status, _, err = run(*args[:1], "q.npy", "-m", "kl", *args[1:], "--out", "kl.npy")
+        assert status == 2 and words in err, (args, err)
+        assert not (tmp_path / "kl.npy").exists()

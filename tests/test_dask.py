@@ -4,6 +4,7 @@ The fast tests use dask's synchronous scheduler; the distributed tests run a
 real LocalCluster of two worker processes on ``.npy`` blocks on disk
 (``dask.array.to_npy_stack``), as a cluster would read a shared filesystem.
 """
+import json
 import logging
 import subprocess
 import sys
@@ -341,3 +342,32 @@ def test_cli_summary_on_a_running_cluster(cluster_client, tmp_path):
     assert len(texts) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "dask-3999.json", "dask-700.json", "local.json", "p.npy", "q.npy"]
+
+
+def test_cli_where_on_a_running_cluster(cluster_client, tmp_path):
+    """--where MASK.npy on the cluster: each task reads its rows of the mask;
+    the rows left out (NaN in P) are never read, and the scores and the
+    summary are the same bytes as a local run."""
+    rng = np.random.default_rng(9)
+    p, q = distributions(rng, (3_000, 20)), distributions(rng, (3_000, 20))
+    mask = rng.random(3_000) < 0.5
+    p[~mask] = np.nan
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "mask.npy", mask)
+    cli = [sys.executable, "-m", "klfast.cli", "score", "p.npy", "q.npy", "-m", "kl",
+           "--where", "mask.npy", "--quiet"]
+    for tag, extra in (("local", []),
+                       ("dask", ["--chunk-rows", "700",
+                                 "--dask-scheduler", cluster_client.scheduler.address])):
+        run = subprocess.run(cli + ["--out", f"{tag}.npy", "--summary-out", f"{tag}.json",
+                                    *extra], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+    dask_scores = np.load(tmp_path / "dask.npy")
+    assert np.isnan(dask_scores[~mask]).all()
+    np.testing.assert_allclose(dask_scores[mask], call("kl", p[mask], q[mask], lib=_reference),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(dask_scores, np.load(tmp_path / "local.npy"))
+    assert (tmp_path / "dask.json").read_text() == (tmp_path / "local.json").read_text()
+    assert json.loads((tmp_path / "dask.json").read_text())["count"] == mask.sum()
