@@ -43,10 +43,13 @@ from numpy.lib.array_utils import normalize_axis_index
 from ._core import measures, summary as summary_module, validate
 
 
-def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_threads, input,
-                 temperature, names, block_info=None):
-    """Scores of one block of rows; an invalid row is named by its index in
-    the whole array."""
+def _score_block(*blocks, n_inputs, measure, eps, base, normalize, check_sums, num_threads,
+                 input, temperature, names, block_info=None):
+    """Scores of one block of rows (``blocks``: p, q unless n_inputs is 1, and
+    the where mask with a trailing axis of 1, if any); an invalid row is named
+    by its index in the whole array."""
+    p, q = blocks[0], blocks[1] if n_inputs == 2 else None
+    where = blocks[n_inputs][..., 0] if len(blocks) > n_inputs else None
     start, unknown = (), None
     if block_info is not None:
         start = tuple(lo for lo, _ in block_info[None]["array-location"])
@@ -54,7 +57,8 @@ def _score_block(p, q=None, *, measure, eps, base, normalize, check_sums, num_th
             start, unknown = (), tuple(block_info[None]["chunk-location"])
     try:
         return measures.reduce(measure, p, q, -1, eps, base, normalize, check_sums, False, None,
-                               num_threads, input, temperature, names=names, start=start)
+                               num_threads, input, temperature, where=where, names=names,
+                               start=start)
     except ValueError as e:
         if unknown is None:
             raise
@@ -100,12 +104,14 @@ def _broadcast_outer(shapes):
 
 
 def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_threads,
-           check_sums=True, names=("p", "q"), input="probs", temperature=1.0):
+           check_sums=True, names=("p", "q"), input="probs", temperature=1.0, where=None):
     """Lazy row scores of dask (or mixed dask/numpy) inputs; see ``klfast.kl``.
 
     Returns a dask array of the shape and dtype the in-memory function would
     return. ``q`` is None for entropy. ``names`` label the inputs in errors
-    about invalid values (the command line passes file names).
+    about invalid values (the command line passes file names). ``where`` (a
+    bool dask or numpy array broadcast against the result) is chunked like
+    the rows: each block reads only the rows its part of the mask includes.
     """
     if out is not None:
         raise TypeError(
@@ -150,15 +156,19 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     rows = []
     for x, name in zip(arrays, ("p", "q")):  # a loop: stacklevel stays right
         rows.append(_whole_rows(x if ax == ndim - 1 else da.moveaxis(x, ax, -1), name))
-    if len(rows) == 2:  # same row chunks for p and q; size-1 dimensions broadcast
+    n_inputs = len(rows)
+    if where is not None:  # a trailing axis of 1: blocks of the mask go with blocks of rows
+        rows.append(_where_rows(where, outer, ax if keepdims else None)[..., None])
+    if len(rows) > 1:  # the same row chunks for all; size-1 dimensions broadcast
         letters = "abcdefghijklmnopqrstuvwxyz"[:ndim]
-        _, rows = unify_chunks(rows[0], letters, rows[1], letters)
+        _, rows = unify_chunks(*(part for x in rows for part in (x, letters)))
     result = da.map_blocks(
         _score_block,
         *rows,
         drop_axis=ndim - 1,
         dtype=dtype,
         meta=np.empty((0,) * len(outer), dtype=dtype),
+        n_inputs=n_inputs,
         measure=measure,
         eps=eps,
         base=base,
@@ -172,6 +182,22 @@ def reduce(measure, p, q, *, axis, eps, base, normalize, keepdims, out, num_thre
     if keepdims:
         result = result[(slice(None),) * ax + (None,)]  # works with unknown chunk sizes
     return result
+
+
+def _where_rows(where, outer, keepdims_axis):
+    """``where=`` as a bool dask array of the rows' shape ``outer``, checked
+    as the in-memory functions check it."""
+    if not isinstance(where, da.Array):
+        return da.from_array(validate.check_where(where, outer, keepdims_axis))
+    if any(math.isnan(n) for n in where.shape + outer):
+        raise ValueError("where= needs known chunk sizes; call compute_chunk_sizes() on the "
+                         "dask arrays first")
+    # the dtype and shape checks on a stand-in of where's dtype and shape
+    validate.check_where(np.broadcast_to(np.zeros((), where.dtype), where.shape), outer,
+                         keepdims_axis)
+    if where.ndim == len(outer) + 1:  # a mask of the kept shape (keepdims)
+        where = where.squeeze(axis=keepdims_axis)
+    return da.broadcast_to(where, outer)
 
 
 def summary(scores, *, where=None, top1_agree=None):

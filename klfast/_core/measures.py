@@ -64,13 +64,10 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from .. import dask as klfast_dask
 
-        if where is not None:
-            raise TypeError("where= is not supported for dask arrays yet: score the blocks "
-                            "with dask.array.map_blocks")
         result = klfast_dask.reduce(measure, p, q, axis=axis, eps=eps, base=base,
                                     normalize=normalize, check_sums=check_sums,
                                     keepdims=keepdims, out=out, num_threads=num_threads,
-                                    input=input, temperature=temperature)
+                                    input=input, temperature=temperature, where=where)
         return _root(result) if distance else result
     axis = check_axis(axis)
     normalize = check_flag(normalize, "normalize")
