@@ -186,7 +186,7 @@ def as_input(x, name):
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(f"{name} is a numpy.ma.MaskedArray; klfast does not support masks: "
                         f"pass {name}.filled(...) or select the rows to score")
-    arr = np.asarray(x)
+    arr = _torch_view(x, name) if type(x).__module__.split(".")[0] == "torch" else np.asarray(x)
     kind = arr.dtype.kind
     if kind == "f" or is_bfloat16(arr.dtype):
         compute = np.float32 if arr.dtype.itemsize <= 4 else np.float64
@@ -197,6 +197,30 @@ def as_input(x, name):
             f"{name} must hold real numbers (float, int or bool), got dtype {arr.dtype}"
         )
     return arr, np.dtype(compute)
+
+
+def _torch_view(x, name):
+    """A numpy view of a CPU torch tensor, through DLPack (no copy); a
+    bfloat16 tensor through its 16 bits, as ml_dtypes.bfloat16 (numpy has no
+    bfloat16 of its own, and DLPack exports none to numpy)."""
+    import torch  # already imported: x is a torch object
+
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    if x.requires_grad:
+        raise TypeError(f"{name} is a torch tensor that requires grad: pass {name}.detach() "
+                        f"(klfast returns numpy arrays, not part of torch's graph)")
+    if x.device.type != "cpu":
+        raise TypeError(f"{name} is a torch tensor on {x.device}: klfast reads CPU memory; "
+                        f"pass {name}.cpu()")
+    if x.dtype != torch.bfloat16:
+        return np.from_dlpack(x.resolve_conj().resolve_neg())
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(f"{name} is a bfloat16 torch tensor: reading it needs ml_dtypes "
+                        f"(pip install 'klfast[bfloat16]')") from None
+    return np.from_dlpack(x.view(torch.int16)).view(ml_dtypes.bfloat16)
 
 
 def is_bfloat16(dtype):
