@@ -3,6 +3,7 @@ against klfast's own kl on the same distributions as probabilities, in the same 
 
     python benchmarks/bench_input_forms.py [--rows 2048] [--k 32000] [--dtype float16|float32|float64]
                                            [--repeat 7] [--num-threads N] [--temperature 1]
+                                           [--skip scipy,torch]
 
 The peers, timed in turns (each round runs every peer once, so a slow spell of
 the machine hits them alike):
@@ -40,6 +41,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--num-threads", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--skip", default="",
+                        help="peers to leave out, comma-separated (e.g. scipy: seconds a call "
+                             "and input-sized temporaries at large shapes)")
     args = parser.parse_args()
     dtype, temperature = np.dtype(args.dtype), args.temperature
     rng = np.random.default_rng(0)
@@ -85,6 +89,8 @@ def main():
             peers["torch f32"] = torch_f32_peer
     else:
         print("torch: not installed (skipped)")
+    for name in filter(None, args.skip.split(",")):
+        peers.pop(name.strip())
 
     want = peers["klfast logits"]()
     for name, fn in peers.items():

@@ -30,7 +30,8 @@
  *
  * Lanes as in the forms kernel: blocks of 128 bytes of T (NSUB vectors), lane
  * l of a sum takes the elements j = l mod (128 / sizeof(T)), accumulated in
- * float64 and combined by lane_sum in a fixed order; the tail is one block
+ * float64 (the weighted sum after GROUP blocks in T) and combined by lane_sum
+ * in a fixed order; the tail is one block
  * padded with x_0 (y_0) whose extra lanes are zeroed before they are summed. */
 
 #define BLOCK ((int)(128 / sizeof(T))) /* elements per block */
@@ -41,6 +42,7 @@
 typedef struct {
     T ma, mb, inv_ta, inv_tb; /* the maxima, 1 / T */
     T log_a, log_b, log_eps;  /* pass 3: log A, log B (rounded to T) */
+    T x_low, y_low;           /* pass 3: see logits_kl_low */
 } F(logits_kl_consts);
 
 /* The lanes of a tail block holding its first n elements. */
@@ -65,14 +67,21 @@ KLF_INLINE void F(logits_kl_block_range)(const S *xb, const S *yb, V *mxa, V *mn
     }
 }
 
-/* Pass 2: A, B and sum e_j (u_j - v_j). valid: NULL, or a tail block's lanes. */
+/* Pass 2: A and B, widened every vector (KL of nearly equal rows is in the
+ * digits of log A - log B: a float32 partial sum would cost them), and sum
+ * e_j (u_j - v_j), added in T into w_sum for GROUP blocks before it is
+ * widened. valid: NULL, or a tail block's lanes. */
 KLF_INLINE void F(logits_kl_block_sums)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
-                                        const M *valid, vd *sa, vd *sb, vd *w) {
+                                        int SCALED, const M *valid, vd *sa, vd *sb, V *w_sum) {
     for (int s = 0; s < NSUB; s++) {
         V x, y;
         LOADV(&x, xb + s * LANES);
         LOADV(&y, yb + s * LANES);
-        V u = (x - c->ma) * c->inv_ta, v = (y - c->mb) * c->inv_tb;
+        V u = x - c->ma, v = y - c->mb;
+        if (SCALED) { /* else 1 / T is 1 for both: the same bits */
+            u *= c->inv_ta;
+            v *= c->inv_tb;
+        }
         V e = EXP(u, 0), f = EXP(v, 0);
         V t = e * (u - v);
         if (valid) {
@@ -82,12 +91,33 @@ KLF_INLINE void F(logits_kl_block_sums)(const S *xb, const S *yb, const F(logits
         }
         ADD(sa, s, e);
         ADD(sb, s, f);
-        ADD(w, s, t);
+        w_sum[s] += t;
     }
 }
 
-/* Pass 3: sum e_j (c_j(p) - c_j(q)), an exp only for a vector with an
- * element below log eps. */
+KLF_INLINE void F(logits_kl_sums)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
+                                  const S *y_tail, const M *valid,
+                                  const F(logits_kl_consts) *c, int SCALED, vd *sa, vd *sb,
+                                  vd *w) {
+    const ptrdiff_t k_full = k - k % BLOCK;
+    for (int i = 0; i < NACC; i++) sa[i] = sb[i] = w[i] = (vd){0};
+    for (ptrdiff_t j = 0; j < k;) {
+        V w_sum[NSUB];
+        for (int s = 0; s < NSUB; s++) w_sum[s] = BCAST(0);
+        ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
+        for (; j < end; j += BLOCK)
+            F(logits_kl_block_sums)(x + j, y + j, c, SCALED, NULL, sa, sb, w_sum);
+        if (j == k_full && k_full < k) { /* the tail, in the last group */
+            F(logits_kl_block_sums)(x_tail, y_tail, c, SCALED, valid, sa, sb, w_sum);
+            j = k;
+        }
+        for (int s = 0; s < NSUB; s++) ADD(w, s, w_sum[s]);
+    }
+}
+
+/* Pass 3: sum e_j (c_j(p) - c_j(q)). Only elements x_j < x_low (y_j <
+ * y_low) can be below log eps (x_low: a bound with a margin, checked in
+ * logits_kl); an exp only for a vector holding one. */
 KLF_INLINE void F(logits_kl_block_floor)(const S *xb, const S *yb,
                                          const F(logits_kl_consts) *c, const M *valid,
                                          vd *corr) {
@@ -96,14 +126,26 @@ KLF_INLINE void F(logits_kl_block_floor)(const S *xb, const S *yb,
         V x, y;
         LOADV(&x, xb + s * LANES);
         LOADV(&y, yb + s * LANES);
+        M maybe = (M)(x < c->x_low) | (M)(y < c->y_low);
+        if (valid) maybe &= valid[s];
+        if (!any_lane(maybe)) continue;
         V u = (x - c->ma) * c->inv_ta, v = (y - c->mb) * c->inv_tb;
         V la = u - c->log_a, lb = v - c->log_b;
         M low = (M)(la < log_eps) | (M)(lb < log_eps);
         if (valid) low &= valid[s];
-        if (!any_lane(low)) continue;
         V d = VMAX(log_eps - la, BCAST(0)) - VMAX(log_eps - lb, BCAST(0));
         ADD(corr, s, VSEL(low, EXP(u, 0) * d, BCAST(0)));
     }
+}
+
+/* A logit x_low from which on log a = (x - m) inv_t - log_s, as the vector
+ * code rounds it, is surely not below log eps (a margin of 1/4 in log a for
+ * the roundings): rounding is monotonic, so x_low is good when its own log a
+ * is; +inf when it is not (every element is then checked). */
+KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
+    T x_low = (T)((double)m + ((double)log_eps + (double)log_s + 0.5) / (double)inv_t);
+    T at_low = (T)((T)((x_low - m) * inv_t) - log_s);
+    return at_low >= log_eps + 0.25f && x_low <= m ? x_low : (T)INFINITY;
 }
 
 KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
@@ -153,10 +195,10 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
 
     /* pass 2 */
     vd sa[NACC], sb[NACC], w[NACC];
-    for (int i = 0; i < NACC; i++) sa[i] = sb[i] = w[i] = (vd){0};
-    for (ptrdiff_t j = 0; j < k_full; j += BLOCK)
-        F(logits_kl_block_sums)(x + j, y + j, &c, NULL, sa, sb, w);
-    if (n_tail) F(logits_kl_block_sums)(x_tail, y_tail, &c, valid, sa, sb, w);
+    if (c.inv_ta == 1 && c.inv_tb == 1)
+        F(logits_kl_sums)(x, y, k, x_tail, y_tail, valid, &c, 0, sa, sb, w);
+    else
+        F(logits_kl_sums)(x, y, k, x_tail, y_tail, valid, &c, 1, sa, sb, w);
     double a = lane_sum_block(sa), b = lane_sum_block(sb);
     double log_a = log(a), log_b = log(b);
     double total = lane_sum_block(w) / a - log_a + log_b;
@@ -165,6 +207,8 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     c.log_a = (T)log_a;
     c.log_b = (T)log_b;
     c.log_eps = PRM(log_eps);
+    c.x_low = F(logits_kl_low)(ma, c.inv_ta, c.log_a, c.log_eps);
+    c.y_low = F(logits_kl_low)(mb, c.inv_tb, c.log_b, c.log_eps);
     if (!((T)(lowest_a - c.log_a) >= c.log_eps) || !((T)(lowest_b - c.log_b) >= c.log_eps)) {
         vd corr[NACC];
         for (int i = 0; i < NACC; i++) corr[i] = (vd){0};
