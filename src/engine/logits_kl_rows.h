@@ -13,10 +13,12 @@
  * (the eps rule log a~ = max(log a, log eps) as a correction c_j >= 0 that
  * is 0 unless log a_j < log eps). So two exps per element (the log-sum-exps
  * need them anyway) and no log: pass 1 reads both rows for their maxima and
- * minima, pass 2 takes A, B and the weighted sum of u - v while the rows
- * are in cache, and pass 3, only when a row's smallest log-probability is
- * below log eps, adds the corrections of the vectors that hold such an
- * element (with the exps of pass 2, recomputed bit for bit).
+ * minima (and the minima of each of at most NSB superblocks of the row),
+ * pass 2 takes A, B and the weighted sum of u - v while the rows are in
+ * cache, and pass 3, only when a row's smallest log-probability is below
+ * log eps, adds the corrections of the vectors that hold such an element
+ * (with the exps of pass 2, recomputed bit for bit), reading only the
+ * superblocks whose minima may be below it.
  *
  * The sum uses the e_j that make A, so sum p_j = 1 holds exactly in it: the
  * rounding of each e_j moves the result by about its own size times
@@ -37,6 +39,7 @@
 #define BLOCK ((int)(128 / sizeof(T))) /* elements per block */
 #define NSUB (128 / KLF_VBYTES)        /* native vectors per block */
 #define NACC (BLOCK / VD_LANES)        /* double accumulators per block */
+#define NSB 256                        /* superblocks per row, at most */
 #define lane_sum_block(acc) lane_sum((acc), BLOCK)
 
 typedef struct {
@@ -151,7 +154,7 @@ KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
 KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
                                const klfast_forms_params *prm, int *declined) {
     S xt[BLOCK], yt[BLOCK];
-    M valid[NSUB];
+    M valid[NSUB] = {{0}}; /* the tail's lanes */
     const int n_tail = (int)(k % BLOCK);
     const ptrdiff_t k_full = k - n_tail;
     const S *x_tail = NULL, *y_tail = NULL;
@@ -163,25 +166,51 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
         F(logits_kl_tail_masks)(valid, n_tail);
     }
 
-    /* pass 1 */
-    V mxa[NSUB], mna[NSUB], mxb[NSUB], mnb[NSUB];
+    /* pass 1, by superblocks of sb_blocks blocks, noting each one's minima */
+    const ptrdiff_t n_blocks = (k + BLOCK - 1) / BLOCK;
+    const ptrdiff_t sb_blocks = (n_blocks + NSB - 1) / NSB;
+    const int n_sb = (int)((n_blocks + sb_blocks - 1) / sb_blocks);
+    T sb_min_x[NSB], sb_min_y[NSB];
+    V mxa[NSUB], mxb[NSUB];
     M bad[NSUB];
     for (int s = 0; s < NSUB; s++) {
-        mxa[s] = mna[s] = BCAST(TO_T(x[0]));
-        mxb[s] = mnb[s] = BCAST(TO_T(y[0]));
+        mxa[s] = BCAST(TO_T(x[0]));
+        mxb[s] = BCAST(TO_T(y[0]));
         bad[s] = (M){0};
     }
-    for (ptrdiff_t j = 0; j < k_full; j += BLOCK)
-        F(logits_kl_block_range)(x + j, y + j, mxa, mna, mxb, mnb, bad);
-    if (n_tail) F(logits_kl_block_range)(x_tail, y_tail, mxa, mna, mxb, mnb, bad);
-    T ma = mxa[0][0], mn_a = mna[0][0], mb = mxb[0][0], mn_b = mnb[0][0];
+    T mn_a = TO_T(x[0]), mn_b = TO_T(y[0]);
+    for (int sb = 0; sb < n_sb; sb++) {
+        V mna[NSUB], mnb[NSUB];
+        const ptrdiff_t j0 = sb * sb_blocks * BLOCK; /* the superblock's first element */
+        for (int s = 0; s < NSUB; s++) {
+            mna[s] = BCAST(TO_T(x[j0]));
+            mnb[s] = BCAST(TO_T(y[j0]));
+        }
+        ptrdiff_t b1 = (sb + 1) * sb_blocks < n_blocks ? (sb + 1) * sb_blocks : n_blocks;
+        for (ptrdiff_t b = sb * sb_blocks; b < b1; b++) {
+            ptrdiff_t j = b * BLOCK;
+            if (j < k_full)
+                F(logits_kl_block_range)(x + j, y + j, mxa, mna, mxb, mnb, bad);
+            else
+                F(logits_kl_block_range)(x_tail, y_tail, mxa, mna, mxb, mnb, bad);
+        }
+        T lo_x = mna[0][0], lo_y = mnb[0][0];
+        for (int s = 0; s < NSUB; s++)
+            for (int l = 0; l < LANES; l++) {
+                lo_x = mna[s][l] < lo_x ? mna[s][l] : lo_x;
+                lo_y = mnb[s][l] < lo_y ? mnb[s][l] : lo_y;
+            }
+        sb_min_x[sb] = lo_x;
+        sb_min_y[sb] = lo_y;
+        mn_a = lo_x < mn_a ? lo_x : mn_a;
+        mn_b = lo_y < mn_b ? lo_y : mn_b;
+    }
+    T ma = mxa[0][0], mb = mxb[0][0];
     int flagged = 0;
     for (int s = 0; s < NSUB; s++)
         for (int l = 0; l < LANES; l++) {
             ma = mxa[s][l] > ma ? mxa[s][l] : ma;
-            mn_a = mna[s][l] < mn_a ? mna[s][l] : mn_a;
             mb = mxb[s][l] > mb ? mxb[s][l] : mb;
-            mn_b = mnb[s][l] < mn_b ? mnb[s][l] : mn_b;
             flagged |= bad[s][l] != 0;
         }
     F(logits_kl_consts) c;
@@ -212,9 +241,17 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     if (!((T)(lowest_a - c.log_a) >= c.log_eps) || !((T)(lowest_b - c.log_b) >= c.log_eps)) {
         vd corr[NACC];
         for (int i = 0; i < NACC; i++) corr[i] = (vd){0};
-        for (ptrdiff_t j = 0; j < k_full; j += BLOCK)
-            F(logits_kl_block_floor)(x + j, y + j, &c, NULL, corr);
-        if (n_tail) F(logits_kl_block_floor)(x_tail, y_tail, &c, valid, corr);
+        for (int sb = 0; sb < n_sb; sb++) {
+            if (!(sb_min_x[sb] < c.x_low) && !(sb_min_y[sb] < c.y_low)) continue;
+            ptrdiff_t b1 = (sb + 1) * sb_blocks < n_blocks ? (sb + 1) * sb_blocks : n_blocks;
+            for (ptrdiff_t b = sb * sb_blocks; b < b1; b++) {
+                ptrdiff_t j = b * BLOCK;
+                if (j < k_full)
+                    F(logits_kl_block_floor)(x + j, y + j, &c, NULL, corr);
+                else
+                    F(logits_kl_block_floor)(x_tail, y_tail, &c, valid, corr);
+            }
+        }
         total += lane_sum_block(corr) / a;
     }
     *declined = 0;
@@ -244,4 +281,5 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
 #undef BLOCK
 #undef NSUB
 #undef NACC
+#undef NSB
 #undef lane_sum_block
