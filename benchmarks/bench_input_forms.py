@@ -3,6 +3,7 @@ against klfast's own kl on the same distributions as probabilities, in the same 
 
     python benchmarks/bench_input_forms.py [--rows 2048] [--k 32000] [--dtype float16|float32|float64]
                                            [--repeat 7] [--num-threads N] [--temperature 1]
+                                           [--skip scipy,torch]
 
 The peers, timed in turns (each round runs every peer once, so a slow spell of
 the machine hits them alike):
@@ -12,7 +13,10 @@ the machine hits them alike):
 - ``klfast probs``: ``klfast.kl(P, Q)`` on the softmaxes, computed once
   beforehand (the time a caller saves by not making them is not counted);
 - ``torch``: ``F.kl_div(F.log_softmax(b), F.log_softmax(a), log_target=True,
-  reduction="none").sum(-1)`` when torch is installed.
+  reduction="none").sum(-1)`` (KL(P || Q), P from a) when torch is installed,
+  in the logits' dtype; for float16 logits also ``torch f32``, the same with
+  ``log_softmax(..., dtype=torch.float32)`` (torch's float16 log-softmax keeps
+  about three digits: its KL is a few per cent off, reported, not checked).
 
 Prints each peer's median time, ns per element (of one input), and the median
 over the rounds of the per-round ratio peer / ``klfast logits``, and checks
@@ -37,6 +41,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--num-threads", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--skip", default="",
+                        help="peers to leave out, comma-separated (e.g. scipy: seconds a call "
+                             "and input-sized temporaries at large shapes)")
     args = parser.parse_args()
     dtype, temperature = np.dtype(args.dtype), args.temperature
     rng = np.random.default_rng(0)
@@ -72,12 +79,26 @@ def main():
                                 reduction="none").sum(-1).numpy()
 
         peers["torch"] = torch_peer
+        if dtype == np.float16:
+            def torch_f32_peer():
+                with torch.no_grad():
+                    return F.kl_div(F.log_softmax(tb / temperature, -1, dtype=torch.float32),
+                                    F.log_softmax(ta / temperature, -1, dtype=torch.float32),
+                                    log_target=True, reduction="none").sum(-1).numpy()
+
+            peers["torch f32"] = torch_f32_peer
     else:
         print("torch: not installed (skipped)")
+    for name in filter(None, args.skip.split(",")):
+        peers.pop(name.strip())
 
     want = peers["klfast logits"]()
     for name, fn in peers.items():
         got = np.asarray(fn(), dtype=np.float64)
+        if name == "torch" and dtype == np.float16:  # computed in float16
+            print(f"torch (float16): largest relative difference from klfast "
+                  f"{np.max(np.abs(got / want - 1)):.2g}")
+            continue
         tol = 1e-12 if dtype == np.float64 else 1e-5
         assert np.allclose(got, want, rtol=tol, atol=tol * 10), name
 

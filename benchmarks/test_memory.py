@@ -36,6 +36,17 @@ def test_kl_peak_memory(size, dtype, ref_row, threads):
     assert info["ok"], f"kl allocates more than {SLACK:.0%} over its inputs: " + _describe(info)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_kl_logits_peak_memory(size, dtype):
+    """KL from logits: the log-sum-exps and the measure in one kernel, no
+    softmax array (float16: read as it is, no float32 copy)."""
+    n_rows, k = size
+    shape = (n_rows // 10, k * 10)  # rows as long as a vocabulary
+    info = peak_memory(*shape, dtype=dtype, measure="kl", form="logits")
+    assert info["ok"], f"kl from logits allocates more than {SLACK:.0%} over its inputs: " + \
+        _describe(info)
+
+
 def test_peak_memory_sees_a_temporary(size):
     pytest.importorskip("scipy")
     info = peak_memory(*size, dtype="float64", impl="scipy")

@@ -56,6 +56,8 @@ cdef extern from "engine/klfast.h" nogil:
                                             const klfast_forms_params*, int*)
     ctypedef double (*klfast_forms_row_f32)(const float*, const float*, float*, Py_ssize_t,
                                             const klfast_forms_params*, int*)
+    ctypedef double (*klfast_forms_row_f16)(const unsigned short*, const unsigned short*, float*,
+                                            Py_ssize_t, const klfast_forms_params*, int*)
     ctypedef struct klfast_isa:
         const char* name
         klfast_row_f64* f64
@@ -70,6 +72,7 @@ cdef extern from "engine/klfast.h" nogil:
         int lanes_f32_width
         void (*widen16)(int, const unsigned short*, Py_ssize_t, float*, Py_ssize_t) noexcept nogil
         klfast_row_f16* f16
+        klfast_forms_row_f16 forms_f16
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

@@ -370,15 +370,22 @@ cdef inline double _staged_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
 cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
                              float* buf) noexcept nogil:
     """Row i of a call with a 16-bit input. Contiguous float16 rows (p and q)
-    of a divergence go to the level's float16 row function, which reads them
-    itself; a row it flags for the exact path, and every other 16-bit row, is
-    widened into buf and scored as a float32 row. The same bits either way."""
+    of a divergence, or of KL from logits, go to the level's float16 row
+    function, which reads them itself; a row it flags (for the exact path,
+    or as one it does not score), and every other 16-bit row, is widened
+    into buf and scored as a float32 row. The same bits either way."""
     cdef int special = 0
     cdef double v
     cdef double sums[2]
     cdef const float* p
     cdef const float* q
     if c.forms:  # inputs in any form, and the losses (their gradient is float32)
+        if c.a_kind == 0 and c.b_kind == 0 and c.g == NULL:  # KL of float16 logits, read as is
+            v = isa.forms_f16(<const unsigned short*>(c.a + i * c.a_rs),
+                              <const unsigned short*>(c.b + i * c.b_rs), NULL, c.k, &c.prm,
+                              &special)
+            if not special:
+                return v * c.scale
         p = _stage(isa, c.a + i * c.a_rs, c.a_es, c.a_kind, buf, c.k)
         q = _stage(isa, c.b + i * c.b_rs, c.b_es, c.b_kind, buf + c.k, c.k)
         return _forms_fast_or_exact[float](isa, &c.prm, p, q,

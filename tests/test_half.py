@@ -133,3 +133,95 @@ def test_no_float32_copy_is_made(rng, half, num_threads):
     finally:
         tracemalloc.stop()
     assert peak < got.nbytes + num_threads * 2 * 1000 * 4 + 64_000, peak
+
+
+# ---- KL from float16 logits --------------------------------------------------
+# The forms kernel reads float16 logits as they are (no float32 row): two
+# log-sum-exps and the sum of p (u - v) in one pass, the eps rule as a
+# correction where log p or log q is below log eps, and rows it does not take
+# (a -inf or NaN logit, logits spread past float32's exp range) widened for
+# the three-pass kernel. Every row has the bits of the float32 logits'.
+
+
+def _kl_logits_float64(a, b, temperature, eps):
+    """KL(softmax(a / T) || softmax(b / T)) per row in float64 (scipy's
+    log_softmax; the eps rule in log form), and the README's row scale."""
+    from scipy.special import log_softmax
+
+    la = log_softmax(a.astype(np.float64) / temperature, axis=1)
+    lb = log_softmax(b.astype(np.float64) / temperature, axis=1)
+    log_eps = np.log(eps) if eps > 0 else -np.inf
+    pa, pb = np.exp(la), np.exp(lb)
+    fa, fb = np.maximum(la, log_eps), np.maximum(lb, log_eps)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(pa > 0, pa * (fa - fb), 0.0)
+        weight = (np.where(pa > 0, pa * (1 + np.abs(la)), 0.0)
+                  + np.where(pb > 0, pb * (1 + np.abs(lb)), 0.0))
+        scale = np.where(weight > 0, weight * (np.abs(fa) + np.abs(fb)), 0.0)
+    return terms.sum(1), scale.sum(1)
+
+
+def _float16_logits(rng, n, k, scale, noise):
+    a = (rng.standard_normal((n, k)) * scale).astype(np.float16)
+    b = (a.astype(np.float64) + rng.standard_normal((n, k)) * noise).astype(np.float16)
+    return a, b
+
+
+@pytest.mark.parametrize("k", [WIDEN_MIN_K, 31, 32, 33, 100, 1000, 4099])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("eps", [klfast.DEFAULT_EPS, 1e-3, 0.0])
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_kl_of_float16_logits(k, temperature, eps, num_threads):
+    """Against float64 on the same float16 numbers, within the README's
+    float32 bound, and unless eps clamps most terms within 2e-6 relative
+    plus 1e-7 (the three-pass kernel's error was up to 4e-7, 1e-5 relative); bitwise the float32 logits' result. Logits of scale 8 put many
+    log-probabilities below log eps (eps=1e-3 even most): the correction."""
+    rng = np.random.default_rng(k)
+    for scale, noise in ((3.0, 0.3), (8.0, 1.0), (3.0, 0.003)):
+        a, b = _float16_logits(rng, 24, k, scale, noise)
+        got = klfast.kl(a, b, input="logits", temperature=temperature, eps=eps,
+                        num_threads=num_threads)
+        assert got.dtype == np.float32
+        want32 = klfast.kl(a.astype(np.float32), b.astype(np.float32), input="logits",
+                           temperature=temperature, eps=eps, num_threads=num_threads)
+        assert np.array_equal(got, want32)
+        want, row_scale = _kl_logits_float64(a, b, temperature, float(np.float32(eps)))
+        err = np.abs(got - want)
+        assert (err <= 1e-5 * (np.abs(want) + row_scale)).all(), (scale, noise)
+        if eps != 1e-3:  # (most terms clamped: the README's bound only)
+            assert (err <= 2e-6 * np.abs(want) + 1e-7).all(), (scale, noise)
+
+
+def test_kl_of_float16_logits_the_fast_rows_do_not_take():
+    """-inf logits (classes of probability 0), a row spread past float32's
+    exp range, a one-hot-like row: scored by the three-pass kernel, each row
+    as if alone (the same bits as a call with that row only)."""
+    rng = np.random.default_rng(5)
+    a, b = _float16_logits(rng, 6, 300, 3.0, 0.3)
+    a[0, :7] = -np.inf
+    b[1, 10:20] = -np.inf
+    a[2, 5] = -200.0  # exp(-200 - max) is below float32's normal range
+    b[3] *= 40
+    a[4, 0] = 300.0
+    got = klfast.kl(a, b, input="logits")
+    want, row_scale = _kl_logits_float64(a, b, 1.0, float(np.float32(klfast.DEFAULT_EPS)))
+    assert (np.abs(got - want) <= 1e-5 * (np.abs(want) + row_scale)).all()
+    for i in range(6):
+        assert got[i] == klfast.kl(a[i:i + 1], b[i:i + 1], input="logits")[0]
+
+
+@pytest.mark.parametrize("value, message", [(np.nan, "NaN"), (np.inf, "inf")])
+def test_kl_of_float16_logits_names_an_invalid_row(value, message):
+    rng = np.random.default_rng(6)
+    a, b = _float16_logits(rng, 8, 100, 3.0, 0.3)
+    b[5, 42] = value
+    with pytest.raises(ValueError, match=f"row 5.*{message}|{message}.*row 5"):
+        klfast.kl(a, b, input="logits")
+
+
+def test_kl_of_float16_logits_does_not_depend_on_threads_or_neighbours():
+    rng = np.random.default_rng(7)
+    a, b = _float16_logits(rng, 64, 1000, 3.0, 0.3)
+    one = klfast.kl(a, b, input="logits", num_threads=1)
+    assert np.array_equal(one, klfast.kl(a, b, input="logits", num_threads=2))
+    assert np.array_equal(one[17:30], klfast.kl(a[17:30], b[17:30], input="logits"))

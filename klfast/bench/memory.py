@@ -31,16 +31,16 @@ def status_kib(field):
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss // 1024 if sys.platform == "darwin" else maxrss
 
-n_rows, k, dtype, measure, threads, ref_row, impl = json.loads(sys.argv[1])
+n_rows, k, dtype, measure, threads, ref_row, impl, form = json.loads(sys.argv[1])
 dtype = np.dtype(dtype)
 threads = threads or None
 if impl == "klfast":
     import klfast
     fn = getattr(klfast, measure)
     if measure == "entropy":
-        call = lambda p, q: fn(p, num_threads=threads)
+        call = lambda p, q: fn(p, num_threads=threads, input=form)
     else:
-        call = lambda p, q: fn(p, q, num_threads=threads)
+        call = lambda p, q: fn(p, q, num_threads=threads, input=form)
 elif impl == "scipy":  # the control: rel_entr allocates an input-sized temporary
     from scipy.special import rel_entr
     call = lambda p, q: rel_entr(p, q).sum(axis=-1)
@@ -48,7 +48,7 @@ else:
     raise SystemExit(f"unknown impl {impl}")
 
 rng = np.random.default_rng(0)  # numpy.random loads lazily: before the baseline
-warm = np.full((256, 1024), 1.0 / 1024, dtype=dtype)
+warm = np.full((256, 1024), 1.0 / 1024, dtype=dtype)  # also valid logits
 call(warm, warm)
 del warm
 # Reset the high-water mark to the current RSS, so transient import memory
@@ -61,11 +61,17 @@ except OSError:
     baseline = status_kib("VmHWM") * 1024
 
 p = np.empty((n_rows, k), dtype=dtype)
-rng.random(out=p, dtype=dtype)
 q = np.empty((1 if ref_row else n_rows, k), dtype=dtype)
-rng.random(out=q, dtype=dtype)
-p /= p.sum(axis=1, keepdims=True)  # rows are distributions (in place: no temporary)
-q /= q.sum(axis=1, keepdims=True)
+if form == "logits":  # normal logits, made in float32 a block of rows at a time
+    step = max(1, (1 << 16) // k)
+    for x in (p, q):
+        for r0 in range(0, len(x), step):
+            x[r0:r0 + step] = rng.standard_normal(x[r0:r0 + step].shape, dtype=np.float32) * 3
+else:
+    rng.random(out=p, dtype=dtype)
+    rng.random(out=q, dtype=dtype)
+    p /= p.sum(axis=1, keepdims=True)  # rows are distributions (in place: no temporary)
+    q /= q.sum(axis=1, keepdims=True)
 if ref_row:
     q = q[0]
 before = status_kib("VmHWM") * 1024
@@ -77,10 +83,12 @@ print(json.dumps({"baseline": baseline, "inputs": p.nbytes + q.nbytes,
 
 
 def peak_memory(n_rows, k, dtype="float64", measure="kl", threads=None, ref_row=False,
-                impl="klfast", timeout=600):
+                impl="klfast", timeout=600, form="probs"):
     """Run one call in a subprocess; a dict with ``baseline``, ``inputs``,
-    ``output``, ``peak`` (bytes), ``bound`` and ``ok`` (peak <= bound)."""
-    arg = json.dumps([n_rows, k, str(dtype), measure, threads or 0, bool(ref_row), impl])
+    ``output``, ``peak`` (bytes), ``bound`` and ``ok`` (peak <= bound).
+    ``form``: the inputs' form (klfast's ``input=``): "probs" (rows of
+    random probabilities) or "logits" (normal logits, e.g. float16)."""
+    arg = json.dumps([n_rows, k, str(dtype), measure, threads or 0, bool(ref_row), impl, form])
     # run outside any source checkout: "-c" puts the working directory first on
     # sys.path, where an uncompiled ./klfast would shadow the installed one
     done = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True,
@@ -93,5 +101,5 @@ def peak_memory(n_rows, k, dtype="float64", measure="kl", threads=None, ref_row=
     info["overhead"] = (info["peak"] - info["baseline"]) / needed  # 1.0: no temporaries
     info["ok"] = info["peak"] <= info["bound"]
     info.update(n_rows=n_rows, k=k, dtype=str(dtype), measure=measure, threads=threads,
-                ref_row=bool(ref_row), impl=impl)
+                ref_row=bool(ref_row), impl=impl, form=form)
     return info

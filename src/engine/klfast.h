@@ -87,6 +87,13 @@ typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double 
 typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,
                                        const klfast_forms_params *prm, int *special);
 
+/* float16 rows (their bits) of the forms kernel: KL of two rows of logits
+ * (engine/logits_kl_rows.h); *special = 1 for any other row, which the
+ * caller widens to float32 for forms_f32. */
+typedef double (*klfast_forms_row_f16)(const uint16_t *p, const uint16_t *q, float *g,
+                                       ptrdiff_t k, const klfast_forms_params *prm,
+                                       int *special);
+
 typedef struct {
     const char *name;
     klfast_row_f64 f64[KLFAST_N_MEASURES];
@@ -104,6 +111,7 @@ typedef struct {
      * bfloat16 (kind 1) bits (engine/widen.h) */
     void (*widen16)(int kind, const uint16_t *x, ptrdiff_t es, float *y, ptrdiff_t n);
     klfast_row_f16 f16[KLFAST_N_MEASURES];
+    klfast_forms_row_f16 forms_f16;
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

@@ -37,11 +37,12 @@
 #include "../measures/jensen_shannon.h"
 #include "divergence_rows.h"
 #include "lanes_rows.h"
+#include "logits_kl_rows.h"
 #include "loss_rows.h"
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
 
-/* float16 storage, float32 arithmetic: the divergence rows only */
+/* float16 storage, float32 arithmetic: the divergence rows, and KL of logits */
 #define KLF_ELEMENT_BITS 16
 #include "element.h"
 #include "tails.h"
@@ -51,6 +52,7 @@
 #include "../measures/cross_entropy.h"
 #include "../measures/jensen_shannon.h"
 #include "divergence_rows.h"
+#include "logits_kl_rows.h"
 #undef KLF_ELEMENT_BITS
 
 #define KLF_LEVEL_ROWS(dtype)                                                            \
@@ -80,6 +82,7 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     VF_LANES,
     KLF_CAT(klfast_widen16_, KLF_LEVEL),
     KLF_LEVEL_ROWS(f16),
+    KLF_CAT(klfast_forms_f16_, KLF_LEVEL),
 };
 
 #endif

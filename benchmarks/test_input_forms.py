@@ -1,0 +1,102 @@
+"""KL from float16 logits in pytest-benchmark groups: one group per shape
+(8,192 x 32,000 and 2,048 x 128,000 float16 logits: next-token logits of two
+models), with klfast's kl(a, b, input="logits") beside klfast's kl on the
+same distributions as float32 probabilities (made beforehand, not timed) and
+torch's ``F.kl_div(F.log_softmax(b), F.log_softmax(a), log_target=True,
+reduction="none").sum(-1)`` (KL(P || Q), P from a) in float16 and with a
+float32 log-softmax, when torch is installed (skipped otherwise: torch is a
+peer, never a requirement). ``benchmarks/bench_input_forms.py --dtype
+float16`` reports the same as medians of per-turn ratios.
+
+Every answer is checked before it is timed: klfast against scipy's
+log_softmax in float64 on the float16 logits, every other peer against
+klfast (torch's float16 log-softmax keeps about three digits: its KL is
+checked to 30 %). Small sizes (a 16th of the rows and columns) when
+benchmarking is disabled, in CI, or with --bench-small.
+"""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+import klfast
+
+SHAPES = ((8192, 32000), (2048, 128000))
+PEERS = ("klfast logits", "klfast probs", "torch", "torch f32")
+
+
+@pytest.fixture(scope="module")
+def small(request):  # as conftest.small_sizes
+    config = request.config
+    return bool(os.environ.get("CI")) or config.getoption("benchmark_disable", False) \
+        or config.getoption("bench_small", False)
+
+
+_inputs = {}
+
+
+def inputs(shape, small):
+    """Float16 logits a, b (b: a perturbed, as a quantized model's), the
+    float32 softmaxes P, Q and the float64 reference KL; one shape kept at a
+    time."""
+    if small:
+        shape = (shape[0] // 16, shape[1] // 16)
+    if shape not in _inputs:
+        _inputs.clear()
+        rng = np.random.default_rng(0)
+        a = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float16)
+        b = (a + rng.standard_normal(shape, dtype=np.float32) * 0.3).astype(np.float16)
+        P = np.empty(shape, dtype=np.float32)
+        Q = np.empty(shape, dtype=np.float32)
+        reference = np.empty(shape[0])
+        step = max(1, (1 << 22) // shape[1])  # float64 temporaries a block of rows at a time
+        for r0 in range(0, shape[0], step):
+            la = log_softmax(a[r0:r0 + step].astype(np.float64), axis=1)
+            lb = log_softmax(b[r0:r0 + step].astype(np.float64), axis=1)
+            P[r0:r0 + step] = np.exp(la)
+            Q[r0:r0 + step] = np.exp(lb)
+            reference[r0:r0 + step] = (np.exp(la) * (la - lb)).sum(1)
+        _inputs[shape] = a, b, P, Q, reference
+    return _inputs[shape]
+
+
+def _prepare(peer, a, b, P, Q, threads):
+    if peer == "klfast logits":
+        return lambda: klfast.kl(a, b, input="logits", num_threads=threads)
+    if peer == "klfast probs":
+        return lambda: klfast.kl(P, Q, num_threads=threads)
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (an optional peer)")
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    dtype = torch.float32 if peer == "torch f32" else None
+
+    def torch_kl():
+        with torch.no_grad():
+            return F.kl_div(F.log_softmax(tb, -1, dtype=dtype), F.log_softmax(ta, -1, dtype=dtype),
+                            log_target=True, reduction="none").sum(-1).numpy()
+
+    return torch_kl
+
+
+@pytest.mark.parametrize("peer", PEERS)
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
+def test_kl_float16_logits(benchmark, small, shape, peer):
+    a, b, P, Q, reference = inputs(shape, small)
+    threads = klfast.default_num_threads()
+    fn = _prepare(peer, a, b, P, Q, threads)
+    got = np.asarray(fn(), dtype=np.float64)  # the check call, also the warm-up
+    if peer == "klfast logits":
+        # float32 arithmetic on the float16 logits: the README's float32 bound
+        np.testing.assert_allclose(got, reference, rtol=1e-5)
+    else:
+        want = klfast.kl(a, b, input="logits", num_threads=threads)
+        np.testing.assert_allclose(got, want, rtol=0.3 if peer == "torch" else 1e-4)
+    benchmark.group = f"kl float16 logits {a.shape[0]}x{a.shape[1]}"
+    benchmark.extra_info.update(peer=peer, threads=threads, elements=a.size)
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
