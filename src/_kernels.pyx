@@ -49,6 +49,7 @@ from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport fabs, log, NAN
+from libc.stdint cimport uint64_t
 cimport numpy as cnp
 
 cnp.import_array()
@@ -123,10 +124,10 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
                            const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                            floating* out, Py_ssize_t out_s, int n, Py_ssize_t k,
                            double eps, double scale, bint normalize, double tol) noexcept nogil:
-    """n distributions from p, q (the tile's first) into out[r * out_s];
-    the number of invalid ones."""
+    """n <= width distributions from p, q (the strip's first) into
+    out[r * out_s]; the number of invalid ones."""
     cdef int n_bad = 0, r
-    cdef unsigned special
+    cdef uint64_t special  # bit r: distribution r takes the exact path
     cdef double v
     if floating is double:
         special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
