@@ -347,7 +347,7 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
                                     int n, ptrdiff_t k, int normalize, double tol, double scale,
                                     T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
-    vd total[NH], xt[NH], yt[NH], val[NH];
+    vd total[NH], xt[NH] = {{0}}, yt[NH] = {{0}}, val[NH]; /* xt, yt: set unless normalizing */
     vl fin = {0}, ok = {0}, spok = {0};
     int np = k < BLOCK ? (int)k : BLOCK; /* positions that hold elements */
     F(fold)(st->acc, np, total);
