@@ -38,7 +38,7 @@
 #define SUM_GROUPS (GROUP == 1 ? 64 : 16)
 #define PREFETCH (8 * LANES)              /* 8 tiles ahead */
 #define STRIP (64 / LANES)                /* tiles per call: 64 distributions */
-#define AHEAD 8                           /* a sweep prefetches the elements this far ahead */
+#define AHEAD 16                          /* a sweep prefetches this many elements ahead */
 
 /* The sums of the first np positions (pos[l * NH + h]; the others hold
  * nothing), folded as lane_sum folds a row's lanes: into out[0..NH). A
@@ -433,8 +433,8 @@ KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdi
 /* STRIP whole tiles of consecutive distributions (element j of
  * distribution r at x[r + j * es]) into st[0 .. STRIP), for constant
  * measure, normalize and checked: element by element, each element of
- * every tile in turn (one segment of a C-ordered row), AHEAD elements
- * prefetched (past k: the next strip's first ones). Each sum adds its
+ * every tile in turn (one segment of a C-ordered row), the segments AHEAD
+ * elements on prefetched (past k: in the strips after this one). Each sum adds its
  * elements in the order of j, as lanes_loop: in chunks of JC, float32
  * measure sums in groups of one chunk, row sums widened every SUM_GROUPS
  * chunks. */
@@ -458,10 +458,13 @@ KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T 
             for (int w = 0; w < STRIP; w++)
                 for (int l = 0; l < BLOCK; l++) g[w][GROUP == 1 ? 0 : l] = (V){0};
         for (int jj = 0; jj < jn; jj++) {
-            ptrdiff_t j = j0 + jj, ja = j + AHEAD;
+            ptrdiff_t j = j0 + jj, ja = j + AHEAD, strips = ja < k ? 0 : ja / k;
             int l = jj & (BLOCK - 1);
-            const T *pa = ja < k ? p + ja * p_es : p + STRIP * LANES + (ja - k) * p_es;
-            const T *qa = ja < k ? q + ja * q_es : q + STRIP * LANES + (ja - k) * q_es;
+            const T *pa = p + strips * STRIP * LANES + (ja - strips * k) * p_es;
+            const T *qa = q + strips * STRIP * LANES + (ja - strips * k) * q_es;
+            /* the segment's last line too: its vectors need not start a line */
+            __builtin_prefetch(pa + STRIP * LANES - 1);
+            if (uses_q) __builtin_prefetch(qa + STRIP * LANES - 1);
             for (int w = 0; w < STRIP; w++) {
                 __builtin_prefetch(pa + w * LANES);
                 if (uses_q) __builtin_prefetch(qa + w * LANES);
