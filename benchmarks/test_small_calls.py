@@ -23,6 +23,11 @@ CALLS = {
     "all keywords": (lambda: klfast.kl(P, Q, axis=-1, eps=1e-12, base=2, normalize=False,
                                        keepdims=True, out=OUT_KEEP, num_threads=1),
                      {"base": 2, "keepdims": True}),
+    # the row as an (11, 1) column (a transposed view) along axis 0
+    "column, axis=0": (lambda: klfast.kl(P.T, Q.T, axis=0), {}),
+    "column, all keywords": (lambda: klfast.kl(P.T, Q.T, axis=0, eps=1e-12, base=2,
+                                               normalize=False, keepdims=True, out=OUT_KEEP,
+                                               num_threads=1), {"base": 2, "keepdims": True}),
 }
 
 

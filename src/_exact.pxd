@@ -8,6 +8,7 @@ engine/klfast.h), and the reference the tests hold the vector kernels to.
 """
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, frexp, ldexp, log, nextafterf, INFINITY, NAN
+from libc.stdint cimport uint64_t
 
 ctypedef fused floating:
     float
@@ -46,10 +47,10 @@ cdef extern from "engine/klfast.h" nogil:
                                       double*)
     ctypedef double (*klfast_row_f16)(const unsigned short*, const unsigned short*, Py_ssize_t,
                                       double, int, int*, double*)
-    ctypedef unsigned (*klfast_lanes_f64)(const double*, Py_ssize_t, Py_ssize_t, const double*,
+    ctypedef uint64_t (*klfast_lanes_f64)(const double*, Py_ssize_t, Py_ssize_t, const double*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
                                           double, double, double*, Py_ssize_t, int*)
-    ctypedef unsigned (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
+    ctypedef uint64_t (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
                                           double, double, float*, Py_ssize_t, int*)
     ctypedef double (*klfast_forms_row_f64)(const double*, const double*, double*, Py_ssize_t,

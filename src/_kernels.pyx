@@ -48,7 +48,8 @@ from time import perf_counter
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport log
+from libc.math cimport log, INFINITY
+from libc.stdint cimport uint64_t
 cimport numpy as cnp
 
 cnp.import_array()
@@ -133,10 +134,10 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
                            const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                            floating* out, Py_ssize_t out_s, int n, Py_ssize_t k,
                            double eps, double scale, bint normalize, double tol) noexcept nogil:
-    """n distributions from p, q (the tile's first) into out[r * out_s];
-    the number of invalid ones."""
+    """n <= width distributions from p, q (the strip's first) into
+    out[r * out_s]; the number of invalid ones."""
     cdef int n_bad = 0, r
-    cdef unsigned special
+    cdef uint64_t special  # bit r: distribution r takes the exact path
     cdef double v
     if floating is double:
         special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
@@ -539,59 +540,128 @@ cdef int _kind(cnp.ndarray x, int type_num) except -2:
 cdef Py_ssize_t _small = 1 << 16   # klfast._core.engine.MIN_PARALLEL_ELEMENTS
 
 
+cdef inline void _extent(cnp.ndarray a, char** lo, char** hi):
+    """The bytes [lo, hi) the elements of a (not empty) lie in, any strides."""
+    cdef char* first = <char*>cnp.PyArray_DATA(a)
+    cdef char* last = first
+    cdef int d
+    cdef Py_ssize_t step
+    for d in range(cnp.PyArray_NDIM(a)):
+        step = (cnp.PyArray_DIM(a, d) - 1) * cnp.PyArray_STRIDE(a, d)
+        if step < 0:
+            first += step
+        else:
+            last += step
+    lo[0] = first
+    hi[0] = last + cnp.PyArray_ITEMSIZE(a)
+
+
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
-    """The memory of two contiguous arrays does not overlap."""
-    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
-    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
-    return (a0 + cnp.PyArray_NBYTES(a) <= b0) or (b0 + cnp.PyArray_NBYTES(b) <= a0)
+    """The memory of two arrays does not overlap."""
+    cdef char *a0
+    cdef char *a1
+    cdef char *b0
+    cdef char *b1
+    _extent(a, &a0, &a1)
+    _extent(b, &b0, &b1)
+    return a1 <= b0 or b1 <= a0
 
 
-def fast(int measure, object p, object q, object eps, object normalize, double tol,
-         object base=None, object out=None, object keepdims=False, object axis=-1):
-    """The common small call, in C: None when it does not apply.
+cdef inline bint _distributions(cnp.ndarray x, int nd, int ax, Py_ssize_t* k,
+                                Py_ssize_t* n, Py_ssize_t* es, Py_ssize_t* rs):
+    """The distributions of x along axis ax of an nd-dimensional call (nd 1
+    or 2; x of nd or 1 dimensions): their length k, their number n (1 for
+    one distribution broadcast against all) and the strides in elements
+    between their elements (es) and from one to the next (rs, 0 when n is
+    1). False when the layout is not one the kernels read as it is."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    cdef int d = cnp.PyArray_NDIM(x)
+    if d == nd:
+        k[0] = cnp.PyArray_DIM(x, ax)
+        es[0] = cnp.PyArray_STRIDE(x, ax)
+        n[0] = cnp.PyArray_DIM(x, 1 - ax) if nd == 2 else 1
+        rs[0] = cnp.PyArray_STRIDE(x, 1 - ax) if nd == 2 else 0
+    elif d == 1 and ax == 1:  # (k,) against (n, k): one row for all
+        k[0] = cnp.PyArray_DIM(x, 0)
+        es[0] = cnp.PyArray_STRIDE(x, 0)
+        n[0] = 1
+        rs[0] = 0
+    else:
+        return False
+    if k[0] == 1:  # the stride of a length-1 axis is never used (numpy may give any)
+        es[0] = item
+    if n[0] == 1:
+        rs[0] = 0
+    if es[0] % item or rs[0] % item:
+        return False
+    es[0] //= item
+    rs[0] //= item
+    return True
+
+
+def fast(int measure, object p, object q, object axis, object eps, object base,
+         object normalize, object check_sums, object keepdims, object out, object num_threads,
+         object input, object temperature, object where, double tol):
+    """The small call, in C: None when it does not apply.
 
     Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
-    float64), C-contiguous, aligned and native, ``p`` of shape (k,) or
-    (n, k) and ``q`` of the same shape or (k,) (``q`` None for entropy), a
-    float ``eps``, a bool ``normalize`` and ``keepdims``, ``axis`` -1 or the
-    last axis, ``base`` None or a Python float or int (finite, > 0, != 1), an
-    ``out`` of the result's shape and dtype (C-contiguous, writeable, sharing
-    no memory with the inputs) or None, fewer than 2**16 elements (one
-    thread), and valid values (rows within ``tol`` of summing to 1 unless
-    normalizing). Everything else, errors included, goes through the general
-    path in klfast._core.measures, which validates and explains.
+    float64), aligned and native, ``p`` of 1 or 2 dimensions and ``q`` of
+    the same shape, or 1-D of the distributions' length along the last axis
+    (``q`` None for entropy), with any strides (multiples of the item size;
+    negative ones too), distributions along ``axis`` (an int: either axis), a
+    float ``eps`` (below float32's overflow), a bool ``normalize``,
+    ``check_sums`` (``tol`` is the sum check's tolerance) and ``keepdims``,
+    ``base`` None or a Python float or int (finite, > 0, != 1), an ``out``
+    of the result's shape and dtype (C-contiguous, writeable, sharing no
+    memory with the inputs) or None, ``num_threads`` None or an int >= 1
+    (one thread is used), ``input="probs"``, ``temperature`` 1 and no
+    ``where``, fewer than 2**16 elements, and valid values (rows within
+    ``tol`` of summing to 1 unless normalizing). Everything else, errors
+    included, goes through the general path in klfast._core.measures, which
+    validates and explains.
     """
     cdef cnp.ndarray a, b, result
-    cdef int t, nd
-    cdef Py_ssize_t n_rows, k, n_bad, q_rs
+    cdef int t, nd, ax, out_nd
+    cdef Py_ssize_t axis_index, k, n, p_n, q_n, q_k, p_es, p_rs, q_es, q_rs, n_bad
     cdef cnp.npy_intp dims[2]
     cdef double e, scale = 1.0, base_value
     if q is None:
+        if measure != ENTROPY:
+            return None  # the general path says q is required
         q = p
     if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
             and type(eps) is float and type(normalize) is bool and type(keepdims) is bool
-            and type(axis) is int):
+            and type(check_sums) is bool and type(axis) is int and where is None
+            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))
+            and type(input) is str and input == "probs"
+            and (type(temperature) is float or type(temperature) is int) and temperature == 1):
         return None
     a = <cnp.ndarray>p
     b = <cnp.ndarray>q
     t = cnp.PyArray_TYPE(a)
-    nd = cnp.PyArray_NDIM(a)
+    nd = max(cnp.PyArray_NDIM(a), cnp.PyArray_NDIM(b))
     if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != t
-            or not (cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISCARRAY_RO(b))
+            or not (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISALIGNED(b))
             or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
-            or nd < 1 or nd > 2 or not (axis == -1 or axis == nd - 1)):
+            or nd < 1 or nd > 2):
         return None
-    k = cnp.PyArray_DIM(a, nd - 1)
-    n_rows = cnp.PyArray_DIM(a, 0) if nd == 2 else 1
-    if n_rows * k >= _small or k == 0:
+    try:
+        axis_index = axis
+    except OverflowError:
         return None
-    if cnp.PyArray_NDIM(b) == 1:
-        if cnp.PyArray_DIM(b, 0) != k:
-            return None
-    elif not cnp.PyArray_SAMESHAPE(a, b):
+    if not (-nd <= axis_index < nd):
+        return None
+    ax = <int>(axis_index + nd if axis_index < 0 else axis_index)
+    if not (_distributions(a, nd, ax, &k, &p_n, &p_es, &p_rs)
+            and _distributions(b, nd, ax, &q_k, &q_n, &q_es, &q_rs)):
+        return None
+    n = max(p_n, q_n)
+    if q_k != k or (p_n != n and p_n != 1) or (q_n != n and q_n != 1):
+        return None
+    if n * k >= _small or k == 0 or n == 0:
         return None
     e = <double>eps
-    if not (e >= 0.0 and e <= DBL_MAX):
+    if not (e >= 0.0 and e < 3.4028235677973366e38):  # float32's overflow: an error there
         return None
     if base is not None:
         if type(base) is not float and type(base) is not int:
@@ -604,35 +674,40 @@ def fast(int measure, object p, object q, object eps, object normalize, double t
             return None
         scale = 1.0 / log(base_value)
     # the result: (n,) for 2-D input, a scalar for 1-D; keepdims keeps a 1
-    nd = (nd if keepdims else nd - 1)
-    dims[0] = n_rows if cnp.PyArray_NDIM(a) == 2 else 1
-    dims[1] = 1
+    # where the axis was
+    out_nd = nd if keepdims else nd - 1
+    if nd == 1:
+        dims[0] = 1
+    elif keepdims:
+        dims[ax] = 1
+        dims[1 - ax] = n
+    else:
+        dims[0] = n
     if out is None:
-        result = cnp.PyArray_EMPTY(max(nd, 1), dims, t, 0)
+        result = cnp.PyArray_EMPTY(max(out_nd, 1), dims, t, 0)
     else:
         if not cnp.PyArray_CheckExact(out):
             return None
         result = <cnp.ndarray>out
-        if (cnp.PyArray_TYPE(result) != t or cnp.PyArray_NDIM(result) != nd
+        if (cnp.PyArray_TYPE(result) != t or cnp.PyArray_NDIM(result) != out_nd
                 or not cnp.PyArray_ISCARRAY(result) or not cnp.PyArray_ISNOTSWAPPED(result)
-                or cnp.PyArray_SIZE(result) != dims[0]
-                or (nd >= 1 and cnp.PyArray_DIM(result, 0) != dims[0])
+                or cnp.PyArray_SIZE(result) != n
+                or (out_nd >= 1 and cnp.PyArray_DIM(result, 0) != dims[0])
                 or not (_disjoint(result, a) and _disjoint(result, b))):
             return None
-    q_rs = k if cnp.PyArray_NDIM(b) == 2 else 0
     if t == cnp.NPY_DOUBLE:
-        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), k, 1,
-                             <const double*>cnp.PyArray_DATA(b), q_rs, 1,
-                             <double*>cnp.PyArray_DATA(result), 1, n_rows, k, e, scale,
-                             normalize, tol, 1)
+        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), p_rs, p_es,
+                             <const double*>cnp.PyArray_DATA(b), q_rs, q_es,
+                             <double*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
+                             normalize, tol if check_sums else INFINITY, 1)
     else:
-        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), k, 1,
-                            <const float*>cnp.PyArray_DATA(b), q_rs, 1,
-                            <float*>cnp.PyArray_DATA(result), 1, n_rows, k, e, scale,
-                            normalize, tol, 1)
+        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), p_rs, p_es,
+                            <const float*>cnp.PyArray_DATA(b), q_rs, q_es,
+                            <float*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
+                            normalize, tol if check_sums else INFINITY, 1)
     if n_bad:
         return None  # the general path explains (a caller's out is rewritten there)
-    if out is None and nd == 0:  # a numpy scalar, as numpy's own reductions return
+    if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return
         return PyArray_Scalar(cnp.PyArray_DATA(result), result.dtype, result)
     return result
 

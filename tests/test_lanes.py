@@ -10,6 +10,7 @@ count, and hold both to the slow twin.
 """
 import numpy as np
 import pytest
+from scipy import special
 
 import klfast
 from klfast import _kernels
@@ -20,8 +21,10 @@ pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
 DTYPES = [np.float64, np.float32]
 # lengths around the positions (8 / 16), the float32 group and the chunk (64)
 LENGTHS = [1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129]
-# a row count with full tiles and a partial one at every width (2 .. 16)
-N_ROWS = 37
+# a row count with two whole strips of 64 (swept when the columns are
+# consecutive) and a partial one, with whole tiles and a partial one at
+# every width (2 .. 16)
+N_ROWS = 2 * 64 + 37
 
 
 @pytest.fixture
@@ -112,15 +115,16 @@ def test_lanes_rows_as_given(rng, lanes_for_every_length, measure, dtype):
 
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
-def test_lanes_name_the_invalid_column(rng, measure, bad):
+@pytest.mark.parametrize("n, row", [(12, 4), (150, 100)])  # a tile, a swept strip
+def test_lanes_name_the_invalid_column(rng, measure, bad, n, row):
     """An invalid entry in a column gives the error C order gives: the same
     input, the same distribution named."""
-    p = distributions(rng, (12, 20))
-    q = distributions(rng, (12, 20))
-    p[4, 17] = bad
+    p = distributions(rng, (n, 20))
+    q = distributions(rng, (n, 20))
+    p[row, 17] = bad
     with pytest.raises(ValueError) as expected:
         call(measure, p, q)
-    assert "row 4" in str(expected.value)
+    assert f"row {row}" in str(expected.value)
     for pv, qv, axis in [(p.T.copy(), q.T.copy(), 0), (np.asfortranarray(p), q, -1)]:
         with pytest.raises(ValueError) as got:
             call(measure, pv, qv, axis=axis)
@@ -149,3 +153,73 @@ def test_lanes_limit_can_be_set_back():
     before = _kernels.set_lanes_max_k(3, 5)
     assert all(1 <= k <= 64 for k in before)
     assert _kernels.set_lanes_max_k(*before) == (3, 5)
+
+
+def rel_entr_columns(p, q):
+    """KL of each column, in float64 with scipy (the independent reference)."""
+    return special.rel_entr(p.astype(np.float64), q.astype(np.float64)).sum(axis=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 10, 64, 130, 1000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_swept_columns_against_scipy(rng, dtype, k, threads):
+    """Columns of C order (axis=0) and Fortran rows, swept in strips of 64,
+    with whole strips and a partial one, as scipy's rel_entr sums them, and
+    bit for bit as each distribution alone (C order, one row)."""
+    n = 3 * 64 + 5
+    p = distributions(rng, (k, n), dtype=dtype, axis=0)
+    q = distributions(rng, (k, n), dtype=dtype, zero_fraction=0, axis=0)
+    expected = rel_entr_columns(p, q)
+    alone = np.array([klfast.kl(p[:, i].copy(), q[:, i].copy()) for i in range(n)])
+    got = klfast.kl(p, q, axis=0, num_threads=threads)
+    assert got.dtype == dtype and got.shape == (n,)
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    assert np.array_equal(got, alone)
+    assert np.array_equal(klfast.kl(p.T.copy(order="F"), q.T.copy(order="F"),
+                                    num_threads=threads), alone)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_swept_columns_odd_and_negative_strides(rng, dtype):
+    """Every other column, reversed rows and reversed columns of a C array,
+    columns of a 3-D array, a broadcast reference column, out= and keepdims."""
+    k, n = 12, 300
+    big_p = distributions(rng, (k, 2 * n), dtype=dtype, axis=0)
+    big_q = distributions(rng, (k, 2 * n), dtype=dtype, zero_fraction=0, axis=0)
+    for p, q in [(big_p[:, ::2], big_q[:, ::2]),  # odd stride: tiles, not a sweep
+                 (big_p[::-1], big_q[::-1]),  # negative element stride: swept
+                 (big_p[:, ::-1], big_q[:, ::-1]),
+                 (big_p[::-1, ::-1], big_q[::-1, ::-1])]:
+        expected = rel_entr_columns(p, q)
+        np.testing.assert_allclose(klfast.kl(p, q, axis=0), expected, **tolerance(dtype))
+        out = np.full((1, p.shape[1]), -1.0, dtype=dtype)
+        result = klfast.kl(p, q, axis=0, keepdims=True, out=out)
+        assert result is out
+        np.testing.assert_allclose(out[0], expected, **tolerance(dtype))
+    ref = big_q[:, :1]  # one reference column for every column
+    np.testing.assert_allclose(klfast.kl(big_p, ref, axis=0),
+                               rel_entr_columns(big_p, np.broadcast_to(ref, big_p.shape)),
+                               **tolerance(dtype))
+    cube_p = big_p.reshape(k, 4, -1)  # (k, 4, 150): columns along axis 0
+    cube_q = big_q.reshape(k, 4, -1)
+    np.testing.assert_allclose(klfast.kl(cube_p, cube_q, axis=0),
+                               rel_entr_columns(big_p, big_q).reshape(4, -1),
+                               **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_swept_columns_normalize_and_measures(rng, dtype):
+    """normalize=True on swept columns (counts), and every measure against
+    its one-row bits."""
+    k, n = 33, 130
+    p = rng.integers(0, 20, size=(k, n)).astype(dtype)
+    q = rng.integers(1, 20, size=(k, n)).astype(dtype)
+    p64, q64 = p.astype(np.float64), q.astype(np.float64)
+    expected = special.rel_entr(p64 / p64.sum(0), q64 / q64.sum(0)).sum(0)
+    np.testing.assert_allclose(klfast.kl(p, q, axis=0, normalize=True), expected,
+                               **tolerance(dtype))
+    for measure in MEASURES:
+        alone = np.array([call(measure, p[:, i].copy(), q[:, i].copy(), normalize=True)
+                          for i in range(n)])
+        assert np.array_equal(call(measure, p, q, axis=0, normalize=True), alone), measure

@@ -96,3 +96,91 @@ def test_invalid_rows_are_explained_after_the_shortcut():
     out = np.empty(2)
     with pytest.raises(ValueError, match=r"p: row 1 sums to 3"):
         klfast.kl(p, q, base=2, out=out)
+
+
+def small_layouts(k, n, dtype):
+    """(name, p, q, axis, reference inputs as (n, k) rows) for small calls
+    whose distributions are columns, strided, reversed or broadcast."""
+    rng = np.random.default_rng(5)
+    p = rng.dirichlet(np.ones(k), size=2 * n).astype(dtype)  # (2n, k) rows
+    q = rng.dirichlet(np.ones(k), size=2 * n).astype(dtype)
+    pt, qt = p.T.copy(), q.T.copy()  # (k, 2n): distributions in columns
+    return [
+        ("columns", pt[:, :n], qt[:, :n], 0, p[:n], q[:n]),
+        ("columns, axis=-2", pt[:, :n], qt[:, :n], -2, p[:n], q[:n]),
+        ("one column", pt[:, :1], qt[:, :1], 0, p[:1], q[:1]),
+        ("transposed view", p[:n].T, q[:n].T, 0, p[:n], q[:n]),
+        ("Fortran rows", np.asfortranarray(p[:n]), np.asfortranarray(q[:n]), -1, p[:n], q[:n]),
+        ("every other column", pt[:, ::2], qt[:, ::2], 0, p[::2], q[::2]),
+        ("every other row", p[::2], q[::2], -1, p[::2], q[::2]),
+        ("reversed rows", p[::-1], q[::-1], -1, p[::-1], q[::-1]),
+        ("reversed elements", p[:n, ::-1], q[:n, ::-1], 1, p[:n, ::-1], q[:n, ::-1]),
+        ("reversed columns", pt[::-1, :n], qt[::-1, :n], 0, p[:n, ::-1], q[:n, ::-1]),
+        ("strided 1-D", p[0, ::1], q.T[:, 0], 0, p[:1], q[:1]),
+        ("a reference row", p[:n], q[0], -1, p[:n], np.tile(q[0], (n, 1))),
+        ("a reference column", pt[:, :n], qt[:, :1], 0, p[:n], np.tile(q[0], (n, 1))),
+        ("a broadcast p row", p[:1], q[:n], 1, np.tile(p[0], (n, 1)), q[:n]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k, n", [(11, 1), (11, 5), (10, 70), (130, 3)])
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("use_out", [False, True])
+def test_any_layout_takes_the_shortcut(dtype, k, n, keepdims, use_out, no_general_path):
+    """Distributions along either axis, any strides (negative, odd), one
+    distribution broadcast against the others: the C shortcut, with the
+    values scipy.special.rel_entr gives in float64 and numpy's shapes."""
+    special = pytest.importorskip("scipy.special")
+    tol = 1e-13 if dtype == np.float64 else 2e-6
+    for name, p, q, axis, p_rows, q_rows in small_layouts(k, n, dtype):
+        want = special.rel_entr(p_rows.astype(np.float64), q_rows.astype(np.float64)).sum(1)
+        shape = np.sum(np.broadcast_arrays(p, q)[0], axis=axis, keepdims=keepdims).shape
+        kw = {"axis": axis, "keepdims": keepdims, "base": 2.0}
+        if use_out:
+            out = np.full(shape, np.nan, dtype=dtype)
+            got = klfast.kl(p, q, out=out, **kw)
+            assert got is out, name
+        else:
+            got = klfast.kl(p, q, **kw)
+        assert np.shape(got) == shape and np.asarray(got).dtype == dtype, name
+        np.testing.assert_allclose(np.ravel(got), want / np.log(2), rtol=tol, atol=tol,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("name", MEASURES)
+def test_every_keyword_with_a_column_takes_the_shortcut(name, no_general_path):
+    """The 1 x 11 call with every keyword, on an (11, 1) column along axis 0,
+    matches the twin on the row."""
+    p, q = inputs((1, 11), np.float64)
+    out = np.empty((1, 1))
+    kw = dict(axis=0, base=2, normalize=True, keepdims=True, out=out, num_threads=1,
+              check_sums=True, input="probs", temperature=1.0, where=None)
+    if name != "jensen_shannon":
+        kw["eps"] = 1e-12
+    got = call(klfast, name, p.T, q.T, **kw)
+    assert got is out
+    want = call(_reference, name, p, q, base=2, normalize=True)
+    np.testing.assert_allclose(out[0], want, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"axis": 2}, "axis 2 is out of bounds"),
+    ({"axis": -3}, "axis -3 is out of bounds"),
+    ({"axis": 0, "out": np.empty(3)}, "out has shape"),
+    ({"eps": -1.0}, "eps"),
+    ({"num_threads": 0}, "num_threads"),
+    ({"keepdims": "yes"}, "keepdims"),
+])
+def test_small_call_errors_name_the_argument(kw, message):
+    """What the shortcut refuses goes to the general path, whose errors name
+    the argument."""
+    p, q = inputs((2, 11), np.float64)
+    with pytest.raises((ValueError, TypeError), match=message):
+        klfast.kl(p.T, q.T, **({"axis": 0} | kw))
+
+
+def test_shape_mismatch_along_axis_0_is_an_error():
+    p, q = inputs((3, 11), np.float64)
+    with pytest.raises(ValueError, match="same length along axis 0"):
+        klfast.kl(p.T, q.T[:10], axis=0)

@@ -1,7 +1,6 @@
 """The divergences and the entropy: kl, jeffreys, entropy, cross_entropy,
 jensen_shannon. Each checks its arguments, resolves axis, broadcasting, dtype
 and ``out`` once, and hands the rows to the row engine."""
-import math
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
@@ -9,7 +8,6 @@ from numpy.lib.array_utils import normalize_axis_index
 from . import engine
 from .validate import (
     DEFAULT_EPS,
-    F32_OVERFLOW,
     LOG_PROB_MAX,
     SUM_TOLERANCE,
     as_input,
@@ -27,16 +25,15 @@ from .validate import (
 )
 
 _MEASURES = engine.MEASURES
+# The small call in C (klfast._kernels.fast): every public function tries it
+# first, with its arguments as given; None sends the call to reduce.
 _fast_call = engine.fast_call
+_KL, _JEFFREYS, _ENTROPY, _CROSS_ENTROPY, _JS = (
+    _MEASURES[name] for name in ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon"))
 
 
 def _is_dask(x):
     return type(x).__module__.split(".")[0] == "dask"
-
-
-def _is_default_form(input, temperature):
-    return (type(input) is str and input == "probs"
-            and type(temperature) in (int, float) and temperature == 1)
 
 
 def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out, num_threads,
@@ -52,15 +49,6 @@ def reduce(measure, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
     if q is None and measure != "entropy":
         raise TypeError("q is required: pass the second distribution (None given); for the "
                         "entropy of p use klfast.entropy(p)")
-    default_form = _is_default_form(input, temperature)
-    if (default_form and where is None and names is None
-            and (check_sums is True or check_sums is False)
-            and (eps is DEFAULT_EPS or (type(eps) is float and eps < F32_OVERFLOW))
-            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
-        result = _fast_call(_MEASURES[measure], p, q, eps, normalize,
-                            SUM_TOLERANCE if check_sums else math.inf, base, out, keepdims, axis)
-        if result is not None:
-            return _root(result) if distance else result
     if _is_dask(p) or _is_dask(q):  # lazy, chunked scoring; dask is imported only here
         from .. import dask as klfast_dask
 
@@ -230,6 +218,10 @@ _DOC_PARAMS = """
 
 def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
        keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0, where=None):
+    result = _fast_call(_KL, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
+                        num_threads, input, temperature, where, SUM_TOLERANCE)
+    if result is not None:
+        return result
     return reduce("kl", p, q, axis, eps, base, normalize, check_sums, keepdims, out,
                   num_threads, input, temperature, where)
 
@@ -237,6 +229,10 @@ def kl(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums
 def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
              keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0,
              where=None):
+    result = _fast_call(_JEFFREYS, p, q, axis, eps, base, normalize, check_sums, keepdims, out,
+                        num_threads, input, temperature, where, SUM_TOLERANCE)
+    if result is not None:
+        return result
     return reduce("jeffreys", p, q, axis, eps, base, normalize, check_sums,
                   keepdims, out, num_threads, input, temperature, where)
 
@@ -244,6 +240,10 @@ def jeffreys(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, chec
 def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
                   check_sums=True, keepdims=False, out=None, num_threads=None, input="probs",
                   temperature=1.0, where=None):
+    result = _fast_call(_CROSS_ENTROPY, p, q, axis, eps, base, normalize, check_sums, keepdims,
+                        out, num_threads, input, temperature, where, SUM_TOLERANCE)
+    if result is not None:
+        return result
     return reduce("cross_entropy", p, q, axis, eps, base, normalize, check_sums,
                   keepdims, out, num_threads, input, temperature, where)
 
@@ -251,6 +251,10 @@ def cross_entropy(p, q, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False,
 def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_sums=True,
             keepdims=False, out=None, num_threads=None, input="probs", temperature=1.0,
             where=None):
+    result = _fast_call(_ENTROPY, p, None, axis, eps, base, normalize, check_sums, keepdims, out,
+                        num_threads, input, temperature, where, SUM_TOLERANCE)
+    if result is not None:
+        return result
     return reduce("entropy", p, None, axis, eps, base, normalize, check_sums, keepdims,
                   out, num_threads, input, temperature, where)
 
@@ -258,6 +262,12 @@ def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_su
 def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
                    distance=False, keepdims=False, out=None, num_threads=None, input="probs",
                    temperature=1.0, where=None):
+    if distance is False or (distance is True and (base is None or (
+            type(base) in (int, float) and base > 1))):
+        result = _fast_call(_JS, p, q, axis, 0.0, base, normalize, check_sums, keepdims, out,
+                            num_threads, input, temperature, where, SUM_TOLERANCE)
+        if result is not None:
+            return _root(result) if distance else result
     if check_flag(distance, "distance") and base is not None and log_scale(base) < 0:
         raise ValueError(f"distance=True needs base > 1 (or None), got {base}: in a base "
                          f"below 1 the divergence is negative and has no square root")

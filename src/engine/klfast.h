@@ -68,17 +68,17 @@ typedef double (*klfast_row_f32)(const float *p, const float *q, ptrdiff_t k, do
 typedef double (*klfast_row_f16)(const uint16_t *p, const uint16_t *q, ptrdiff_t k, double eps,
                                  int normalize, int *special, double *sums);
 /* The same for the n <= lanes_f64_width (lanes_f32_width) distributions
- * of a tile at once (engine/lanes_rows.h), with the caller's finish done:
+ * of a strip at once (engine/lanes_rows.h), with the caller's finish done:
  * element j of distribution r at p[r * p_ls + j * p_es]; out[r * out_s]
  * = the row function's value times scale, bit for bit, or NaN when the
  * row's sums are not within tol of 1 (counted in *n_bad). Returns the
  * distributions the exact path must compute (bit r), whose out is not
  * written. */
-typedef unsigned (*klfast_lanes_f64)(const double *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+typedef uint64_t (*klfast_lanes_f64)(const double *p, ptrdiff_t p_ls, ptrdiff_t p_es,
                                      const double *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                                      ptrdiff_t k, double eps, int normalize, double tol,
                                      double scale, double *out, ptrdiff_t out_s, int *n_bad);
-typedef unsigned (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+typedef uint64_t (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p_es,
                                      const float *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                                      ptrdiff_t k, double eps, int normalize, double tol,
                                      double scale, float *out, ptrdiff_t out_s, int *n_bad);
@@ -106,7 +106,7 @@ typedef struct {
     void (*math_f32)(int fn, const float *x, float *y, ptrdiff_t n);
     klfast_lanes_f64 lanes_f64[KLFAST_N_MEASURES];
     klfast_lanes_f32 lanes_f32[KLFAST_N_MEASURES];
-    int lanes_f64_width, lanes_f32_width; /* distributions per call: at most 16 */
+    int lanes_f64_width, lanes_f32_width; /* distributions per call: 64 */
     /* y[j] = x[j * es] as float32, j < n, from float16 (kind 0) or
      * bfloat16 (kind 1) bits (engine/widen.h) */
     void (*widen16)(int kind, const uint16_t *x, ptrdiff_t es, float *y, ptrdiff_t n);

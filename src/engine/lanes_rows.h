@@ -20,24 +20,42 @@
  * thread or the layout (tests/test_lanes.py holds them to bitwise equality).
  *
  * Each distribution is read through (ls, es): element j of distribution r
- * is at x[r * ls + j * es]. When the LANES distributions of a tile are
- * consecutive in memory (ls == 1: columns, Fortran rows) a vector is one
- * load; otherwise chunks of JC elements are first put into a buffer on the
- * stack, one vector per element: rows transposed in registers, a broadcast
- * row repeated, anything else (and partial tiles) copied element by
- * element. */
+ * is at x[r * ls + j * es]. A call takes up to STRIP tiles (64
+ * distributions at every level). When all of them are consecutive in memory
+ * (ls == 1: columns, Fortran rows) the strip is swept element by element,
+ * each element of the STRIP tiles in turn: memory is read in segments of
+ * 64 distributions (512 bytes of float64), one segment after the other
+ * along each row of a C-ordered array, with the tiles' sums kept in memory
+ * between elements (each sum still adds its elements in the order of j).
+ * Otherwise each tile is read on its own: chunks of JC elements are first
+ * put into a buffer on the stack, one vector per element: rows transposed
+ * in registers, a broadcast row repeated, anything else (and partial tiles)
+ * copied element by element. */
 
 #define BLOCK ((int)(64 / sizeof(T)))   /* positions: the row loop's lanes */
 #define NH ((int)(8 / sizeof(T)))         /* double vectors per T vector */
 #define JC 64                           /* elements per chunk: one float32 group */
 #define SUM_GROUPS (GROUP == 1 ? 64 : 16)
 #define PREFETCH (8 * LANES)              /* 8 tiles ahead */
+#define STRIP (64 / LANES)                /* tiles per call: 64 distributions */
+#define AHEAD 16                          /* a sweep prefetches this many elements ahead */
 
 /* The sums of the first np positions (pos[l * NH + h]; the others hold
  * nothing), folded as lane_sum folds a row's lanes: into out[0..NH). A
  * position that holds nothing adds exactly 0 in lane_sum (no sum is -0:
  * they start at +0), so it is left out. pos is overwritten. */
 KLF_INLINE void F(fold)(vd *pos, int np, vd *out) {
+    if (np == BLOCK) { /* every position: the same adds, unrolled in registers */
+        vd c[BLOCK * NH];
+        memcpy(c, pos, sizeof(c));
+#pragma GCC unroll 8
+        for (int half = BLOCK / 2; half >= 1; half /= 2)
+#pragma GCC unroll 16
+            for (int l = 0; l < half; l++)
+                for (int h = 0; h < NH; h++) c[l * NH + h] += c[(l + half) * NH + h];
+        memcpy(out, c, NH * sizeof(vd));
+        return;
+    }
     for (int half = BLOCK / 2; half >= 1; half /= 2) {
         for (int l = 0; l < half && l + half < np; l++)
             for (int h = 0; h < NH; h++) pos[l * NH + h] += pos[(l + half) * NH + h];
@@ -166,9 +184,6 @@ KLF_INLINE void F(lanes_element)(int measure, const T *px, const T *qx, int norm
                                  V *xs, V *ys, V *sum) {
     const int uses_q = measure != KLFAST_ENTROPY;
     V x, y = {0};
-    /* the next tiles' elements, when read in place (in a copy: no effect) */
-    __builtin_prefetch(px + PREFETCH);
-    if (uses_q) __builtin_prefetch(qx + PREFETCH);
     memcpy(&x, px, sizeof(V));
     if (uses_q) memcpy(&y, qx, sizeof(V));
     if (normalize) {
@@ -182,6 +197,25 @@ KLF_INLINE void F(lanes_element)(int measure, const T *px, const T *qx, int norm
         if (uses_q) *ys += y;
     }
     F(term)(measure, x, y, rg->e, checked, &rg->flag, sum);
+}
+
+/* The elements j = l, l + BLOCK, ... < jn of a chunk into position l's
+ * sums (float32: the measure's into g[l], the group's sum). */
+KLF_INLINE void F(lanes_position)(int measure, const T *px, ptrdiff_t ps, const T *qx,
+                                  ptrdiff_t qs, int l, int jn, int normalize, int checked,
+                                  F(lanes_state) *st, F(lanes_regs) *rg, V *g) {
+    V xs = st->xs[l], ys = st->ys[l], a = GROUP == 1 ? (V)st->acc[l * NH] : (V){0};
+    for (int jj = l; jj < jn; jj += BLOCK) {
+        /* the next tiles' elements, when read in place (in a copy: no effect) */
+        __builtin_prefetch(px + jj * ps + PREFETCH);
+        if (measure != KLFAST_ENTROPY) __builtin_prefetch(qx + jj * qs + PREFETCH);
+        F(lanes_element)(measure, px + jj * ps, qx + jj * qs, normalize, checked, st, rg, &xs,
+                         &ys, &a);
+    }
+    st->xs[l] = xs;
+    st->ys[l] = ys;
+    if (GROUP == 1) memcpy(&st->acc[l * NH], &a, sizeof(V));
+    else g[GROUP == 1 ? 0 : l] = a;
 }
 
 /* One chunk of jn <= JC elements (from a multiple of JC) into the state:
@@ -203,25 +237,14 @@ KLF_INLINE void F(lanes_chunk)(int measure, const T *px, ptrdiff_t ps, const T *
         }
         if (GROUP != 1) g[l] = (V){0};
     }
-    if (jn == JC) { /* a whole chunk: position by position, its sums in registers */
-        for (int l = 0; l < BLOCK; l++) {
-            V xs = st->xs[l], ys = st->ys[l], a = GROUP == 1 ? (V)st->acc[l * NH] : (V){0};
-            for (int jj = l; jj < JC; jj += BLOCK)
-                F(lanes_element)(measure, px + jj * ps, qx + jj * qs, normalize, checked, st,
-                                 &rg, &xs, &ys, &a);
-            st->xs[l] = xs;
-            st->ys[l] = ys;
-            if (GROUP == 1) memcpy(&st->acc[l * NH], &a, sizeof(V));
-            else g[GROUP == 1 ? 0 : l] = a;
-        }
-    } else { /* the end of a distribution: in the order of j */
-        for (int jj = 0; jj < jn; jj++) {
-            int l = jj & (BLOCK - 1);
-            F(lanes_element)(measure, px + jj * ps, qx + jj * qs, normalize, checked, st,
-                             &rg, &st->xs[l], &st->ys[l],
-                             GROUP == 1 ? (V *)&st->acc[l * NH] : &g[GROUP == 1 ? 0 : l]);
-        }
-    }
+    /* position by position, its sums in registers (each adds its elements
+     * in the order of j); a whole chunk with constant bounds */
+    if (jn == JC)
+        for (int l = 0; l < BLOCK; l++)
+            F(lanes_position)(measure, px, ps, qx, qs, l, JC, normalize, checked, st, &rg, g);
+    else
+        for (int l = 0; l < np; l++)
+            F(lanes_position)(measure, px, ps, qx, qs, l, jn, normalize, checked, st, &rg, g);
     if (GROUP != 1)
 #pragma GCC unroll 16
         for (int l = 0; l < np; l++) ADD(st->acc, l, g[GROUP == 1 ? 0 : l]);
@@ -305,42 +328,30 @@ KLF_INLINE void F(lanes_loop)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t
     }
 }
 
-/* The n <= LANES distributions of a tile, each as the row function and its
+/* The state of a tile before its first element. */
+KLF_INLINE void F(lanes_start)(F(lanes_state) *st, double eps) {
+    st->e = BCAST((T)eps);
+    st->flag = (M){0};
+    st->bits = (U){0};
+    st->bad = (F(bad_t)){0};
+    st->widened = 0;
+}
+
+/* The tile's results from its sums, each as the row function and its
  * caller give it (engine/klfast.h, _kernels.pyx): out[r * out_s] = the
  * value times scale, or NaN for a row whose sums are not within tol of 1
  * (counted in *n_bad). Returns the lanes the exact path must compute (bit
  * r: distribution r; their out is not written). */
-KLF_INLINE unsigned F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t p_es,
-                             const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
-                             double eps, int normalize, double tol, double scale, T *out,
-                             ptrdiff_t out_s, int *n_bad) {
+KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p, ptrdiff_t p_ls,
+                                    ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
+                                    int n, ptrdiff_t k, int normalize, double tol, double scale,
+                                    T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
-    int checked = !(eps >= 2.0 * (double)TMIN);
-    T pbuf[JC * LANES], qbuf[JC * LANES];
-    F(lanes_state) st;
-    st.e = BCAST((T)eps);
-    st.flag = (M){0};
-    st.bits = (U){0};
-    st.bad = (F(bad_t)){0};
-    st.widened = 0;
-    if (normalize) {
-        F(lanes_scale)(p, p_ls, p_es, n, k, pbuf, st.sp);
-        if (uses_q) F(lanes_scale)(q, q_ls, q_es, n, k, qbuf, st.sq);
-        else memcpy(st.sq, st.sp, sizeof(st.sq));
-        if (checked)
-            F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 1, 1, pbuf, qbuf, &st);
-        else
-            F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 1, 0, pbuf, qbuf, &st);
-    } else if (checked) {
-        F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 0, 1, pbuf, qbuf, &st);
-    } else {
-        F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 0, 0, pbuf, qbuf, &st);
-    }
-    vd total[NH], xt[NH], yt[NH], val[NH];
+    vd total[NH], xt[NH] = {{0}}, yt[NH] = {{0}}, val[NH]; /* xt, yt: set unless normalizing */
     vl fin = {0}, ok = {0}, spok = {0};
     int np = k < BLOCK ? (int)k : BLOCK; /* positions that hold elements */
-    F(fold)(st.acc, np, total);
-    if (!normalize) F(lanes_widen)(&st, np, uses_q, xt, yt);
+    F(fold)(st->acc, np, total);
+    if (!normalize) F(lanes_widen)(st, np, uses_q, xt, yt);
     for (int h = 0; h < NH; h++) {
         vd s = total[h];
         vl f = (s >= -DBL_MAX) & (s <= DBL_MAX), o = ~(vl){0};
@@ -349,16 +360,16 @@ KLF_INLINE unsigned F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
             vd dx = xt[h] - 1.0, dy = yt[h] - 1.0;
             o = (dx <= tol) & (dx >= -tol) & (dy <= tol) & (dy >= -tol);
         } else {
-            spok |= ~((st.sp[h] != 0.0) & (st.sq[h] != 0.0));
+            spok |= ~((st->sp[h] != 0.0) & (st->sq[h] != 0.0));
         }
         val[h] = vsel_f64(o, s * scale, (vd){0} + (double)NAN);
         fin |= ~f;
         ok |= ~o;
     }
-    M bad = normalize ? (M)F(is_invalid)(st.bad) : F(or_is_invalid)(st.bits);
+    M bad = normalize ? (M)F(is_invalid)(st->bad) : F(or_is_invalid)(st->bits);
     unsigned special = 0;
     int nan_rows = 0;
-    if (n == LANES && out_s == 1 && !any_lane((vi)st.flag) && !any_lane((vi)fin)
+    if (n == LANES && out_s == 1 && !any_lane((vi)st->flag) && !any_lane((vi)fin)
         && !any_lane((vi)spok) && !any_lane((vi)bad)) {
         /* the common tile: every row valid for the fast path, stored at once */
 #if KLF_ELEMENT_BITS == 64
@@ -375,8 +386,8 @@ KLF_INLINE unsigned F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
     }
     for (int r = 0; r < n; r++) {
         int h = r / VD_LANES, l = r % VD_LANES;
-        int sp = st.flag[r] != 0 || !(fabs(total[h][l]) <= DBL_MAX)
-                 || (normalize && (st.sp[h][l] == 0.0 || st.sq[h][l] == 0.0));
+        int sp = st->flag[r] != 0 || !(fabs(total[h][l]) <= DBL_MAX)
+                 || (normalize && (st->sp[h][l] == 0.0 || st->sq[h][l] == 0.0));
         if (!sp && bad[r] != 0)
             sp = F(row_check_strided)(p + r * p_ls, p_es, k)
                  || (uses_q && F(row_check_strided)(q + r * q_ls, q_es, k));
@@ -392,8 +403,138 @@ KLF_INLINE unsigned F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
     return special;
 }
 
+/* The n <= LANES distributions of one tile (lanes_finish). */
+KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+                                  const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
+                                  ptrdiff_t k, double eps, int normalize, double tol,
+                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    int checked = !(eps >= 2.0 * (double)TMIN);
+    T pbuf[JC * LANES], qbuf[JC * LANES];
+    F(lanes_state) st;
+    F(lanes_start)(&st, eps);
+    if (normalize) {
+        F(lanes_scale)(p, p_ls, p_es, n, k, pbuf, st.sp);
+        if (uses_q) F(lanes_scale)(q, q_ls, q_es, n, k, qbuf, st.sq);
+        else memcpy(st.sq, st.sp, sizeof(st.sq));
+        if (checked)
+            F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 1, 1, pbuf, qbuf, &st);
+        else
+            F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 1, 0, pbuf, qbuf, &st);
+    } else if (checked) {
+        F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 0, 1, pbuf, qbuf, &st);
+    } else {
+        F(lanes_loop)(measure, p, p_ls, p_es, q, q_ls, q_es, n, k, 0, 0, pbuf, qbuf, &st);
+    }
+    return F(lanes_finish)(measure, &st, p, p_ls, p_es, q, q_ls, q_es, n, k, normalize, tol,
+                           scale, out, out_s, n_bad);
+}
+
+/* STRIP whole tiles of consecutive distributions (element j of
+ * distribution r at x[r + j * es]) into st[0 .. STRIP), for constant
+ * measure, normalize and checked: element by element, each element of
+ * every tile in turn (one segment of a C-ordered row), the segments AHEAD
+ * elements on prefetched (past k: in the strips after this one). Each sum adds its
+ * elements in the order of j, as lanes_loop: in chunks of JC, float32
+ * measure sums in groups of one chunk, row sums widened every SUM_GROUPS
+ * chunks. */
+KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T *q,
+                               ptrdiff_t q_es, ptrdiff_t k, int normalize, int checked,
+                               F(lanes_state) *st) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    F(lanes_regs) rg[STRIP];
+    V g[STRIP][GROUP == 1 ? 1 : BLOCK];
+    int pending = 0;
+    for (int w = 0; w < STRIP; w++) {
+        rg[w] = (F(lanes_regs)){st[w].e, st[w].flag, st[w].bits, st[w].bad};
+        for (int l = 0; l < BLOCK; l++) {
+            st[w].xs[l] = st[w].ys[l] = (V){0};
+            for (int h = 0; h < NH; h++) st[w].acc[l * NH + h] = (vd){0};
+        }
+    }
+    for (ptrdiff_t j0 = 0; j0 < k; j0 += JC) {
+        int jn = k - j0 < JC ? (int)(k - j0) : JC, np = jn < BLOCK ? jn : BLOCK;
+        if (GROUP != 1)
+            for (int w = 0; w < STRIP; w++)
+                for (int l = 0; l < BLOCK; l++) g[w][GROUP == 1 ? 0 : l] = (V){0};
+        for (int jj = 0; jj < jn; jj++) {
+            ptrdiff_t j = j0 + jj, ja = j + AHEAD, strips = ja < k ? 0 : ja / k;
+            int l = jj & (BLOCK - 1);
+            const T *pa = p + strips * STRIP * LANES + (ja - strips * k) * p_es;
+            const T *qa = q + strips * STRIP * LANES + (ja - strips * k) * q_es;
+            /* the segment's last line too: its vectors need not start a line */
+            __builtin_prefetch(pa + STRIP * LANES - 1);
+            if (uses_q) __builtin_prefetch(qa + STRIP * LANES - 1);
+            for (int w = 0; w < STRIP; w++) {
+                __builtin_prefetch(pa + w * LANES);
+                if (uses_q) __builtin_prefetch(qa + w * LANES);
+                F(lanes_element)(measure, p + j * p_es + w * LANES, q + j * q_es + w * LANES,
+                                 normalize, checked, &st[w], &rg[w], &st[w].xs[l], &st[w].ys[l],
+                                 GROUP == 1 ? (V *)&st[w].acc[l * NH] : &g[w][GROUP == 1 ? 0 : l]);
+            }
+        }
+        for (int w = 0; w < STRIP; w++) {
+            if (GROUP != 1)
+                for (int l = 0; l < np; l++) ADD(st[w].acc, l, g[w][GROUP == 1 ? 0 : l]);
+            if (GROUP != 1 && !normalize && jn == JC && pending + 1 == SUM_GROUPS)
+                F(lanes_widen)(&st[w], BLOCK, uses_q, NULL, NULL);
+        }
+        if (GROUP != 1 && !normalize && jn == JC && ++pending == SUM_GROUPS) pending = 0;
+    }
+    for (int w = 0; w < STRIP; w++) {
+        st[w].flag = rg[w].flag;
+        st[w].bits = rg[w].bits;
+        st[w].bad = rg[w].bad;
+    }
+}
+
+/* The n <= STRIP * LANES distributions of a call: a sweep of the strip when
+ * it is whole and its distributions are consecutive, else tile by tile.
+ * Returns the distributions the exact path must compute (bit r). */
+KLF_INLINE uint64_t F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t p_es,
+                             const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
+                             double eps, int normalize, double tol, double scale, T *out,
+                             ptrdiff_t out_s, int *n_bad) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    uint64_t special = 0;
+    *n_bad = 0;
+    if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
+        int checked = !(eps >= 2.0 * (double)TMIN);
+        F(lanes_state) st[STRIP];
+        for (int w = 0; w < STRIP; w++) {
+            F(lanes_start)(&st[w], eps);
+            if (normalize) {
+                F(lanes_scale)(p + w * LANES, 1, p_es, LANES, k, NULL, st[w].sp);
+                if (uses_q) F(lanes_scale)(q + w * LANES, 1, q_es, LANES, k, NULL, st[w].sq);
+                else memcpy(st[w].sq, st[w].sp, sizeof(st[w].sq));
+            }
+        }
+        if (normalize && checked) F(lanes_sweep)(measure, p, p_es, q, q_es, k, 1, 1, st);
+        else if (normalize) F(lanes_sweep)(measure, p, p_es, q, q_es, k, 1, 0, st);
+        else if (checked) F(lanes_sweep)(measure, p, p_es, q, q_es, k, 0, 1, st);
+        else F(lanes_sweep)(measure, p, p_es, q, q_es, k, 0, 0, st);
+        for (int w = 0; w < STRIP; w++) {
+            int bad = 0;
+            special |= (uint64_t)F(lanes_finish)(measure, &st[w], p + w * LANES, 1, p_es,
+                                                 q + w * LANES, 1, q_es, LANES, k, normalize,
+                                                 tol, scale, out + w * LANES * out_s, out_s,
+                                                 &bad) << (w * LANES);
+            *n_bad += bad;
+        }
+        return special;
+    }
+    for (int r = 0; r < n; r += LANES) {
+        int bad = 0, m = n - r < LANES ? n - r : LANES;
+        special |= (uint64_t)F(lanes_tile)(measure, p + r * p_ls, p_ls, p_es, q + r * q_ls, q_ls,
+                                           q_es, m, k, eps, normalize, tol, scale,
+                                           out + r * out_s, out_s, &bad) << r;
+        *n_bad += bad;
+    }
+    return special;
+}
+
 #define KLF_LANES_FN(name, code)                                                          \
-    static unsigned ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
+    static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
                                  double eps, int normalize, double tol, double scale,      \
                                  T *out, ptrdiff_t out_s, int *n_bad) {                    \
@@ -412,5 +553,7 @@ KLF_LANES_FN(js_lanes, KLFAST_JS)
 #undef JC
 #undef SUM_GROUPS
 #undef PREFETCH
+#undef STRIP
+#undef AHEAD
 #undef ZIP_LO
 #undef ZIP_HI

@@ -78,8 +78,8 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_CAT(klfast_vector_math_f32_, KLF_LEVEL),
     KLF_LEVEL_LANES(f64),
     KLF_LEVEL_LANES(f32),
-    VD_LANES,
-    VF_LANES,
+    64, /* a strip of tiles (engine/lanes_rows.h) */
+    64,
     KLF_CAT(klfast_widen16_, KLF_LEVEL),
     KLF_LEVEL_ROWS(f16),
     KLF_CAT(klfast_forms_f16_, KLF_LEVEL),

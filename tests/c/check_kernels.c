@@ -173,7 +173,7 @@ static void check_losses(const klfast_isa *isa) {
 /* One tile of rows (C order) or columns: bit for bit the row functions'
  * values (times scale, NaN where the sums are off), the same rows flagged. */
 static void check_lanes(const klfast_isa *isa) {
-    enum { N = 16, K = 140 };
+    enum { N = 80, K = 140 };
     unsigned long long state = 7;
     static double p[N * K], q[N * K], pc[N * K], qc[N * K], out[N * 2];
     static float pf[N * K], qf[N * K], pfc[N * K], qfc[N * K], outf[N * 2];
@@ -201,7 +201,7 @@ static void check_lanes(const klfast_isa *isa) {
                     int width = dt ? isa->lanes_f32_width : isa->lanes_f64_width;
                     int n = width - (k % 2); /* a partial tile every other length */
                     int n_bad = 0, want_bad = 0;
-                    unsigned special;
+                    uint64_t special;
                     ptrdiff_t ls = cols ? 1 : k, es = cols ? N : 1;
                     if (dt == 0)
                         special = isa->lanes_f64[m](cols ? pc : p, ls, es, cols ? qc : q, ls, es, n,
