@@ -15,7 +15,6 @@ checked to 30 %). Small sizes (a 16th of the rows and columns) when
 benchmarking is disabled, in CI, or with --bench-small.
 """
 import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -25,13 +24,6 @@ import klfast
 
 SHAPES = ((8192, 32000), (2048, 128000))
 PEERS = ("klfast logits", "klfast probs", "torch", "torch f32")
-
-
-@pytest.fixture(scope="module")
-def small(request):  # as conftest.small_sizes
-    config = request.config
-    return bool(os.environ.get("CI")) or config.getoption("benchmark_disable", False) \
-        or config.getoption("bench_small", False)
 
 
 _inputs = {}

@@ -23,13 +23,6 @@ from shapes import CASES, make  # noqa: E402
 NAMES = [name for name, case in CASES.items() if case[0] in ("few", "columns")]
 
 
-@pytest.fixture(scope="module")
-def small(request):  # as conftest.small_sizes
-    config = request.config
-    return bool(os.environ.get("CI")) or config.getoption("benchmark_disable", False) \
-        or config.getoption("bench_small", False)
-
-
 _inputs = {}
 
 
