@@ -296,7 +296,18 @@ def test_results_do_not_depend_on_threads(rng, measure):
     Q = distributions(rng, 200, 64)
     one = klfast.pairwise(P, Q, measure, num_threads=1)
     two = klfast.pairwise(P, Q, measure, num_threads=2)
-    assert np.array_equal(one, two)
+    _same_for_any_threads(one, two, measure)
+
+
+def _same_for_any_threads(one, two, measure):
+    """jensen_shannon's direct kernel gives the same bits on any thread
+    count; the products' last bits are the BLAS's, which may round a pair
+    differently with another thread count or band shape (OpenBLAS does with
+    OPENBLAS_L2_SIZE set): those agree within twice the accuracy bound."""
+    if measure == "jensen_shannon":
+        assert np.array_equal(one, two)
+    else:
+        np.testing.assert_allclose(one, two, rtol=2 * RTOL[np.float64], atol=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -316,11 +327,15 @@ def test_bands_on_python_threads(rng, measure, dtype, monkeypatch):
     for q in (Q, None):
         one = klfast.pairwise(P, q, measure, num_threads=1)
         two = klfast.pairwise(P, q, measure, num_threads=2)
-        assert np.array_equal(one, two)
+        if dtype == np.float64:
+            _same_for_any_threads(one, two, measure)
+        else:  # rounded to float32 from within the float64 bound
+            close(two, one, dtype, measure)
         close(two, twin(P, P if q is None else q, measure), dtype, measure)
         idx, val = klfast.pairwise(P, q, measure, topk=3, num_threads=2)
         want_idx, want_val = _argsort_topk(one, 3)
-        assert np.array_equal(idx, want_idx) and np.array_equal(val, want_val)
+        assert np.array_equal(idx, want_idx)
+        close(val, want_val, dtype, measure)
     assert calls == [False, True, True] * 2  # two threads: bands on Python threads
 
 

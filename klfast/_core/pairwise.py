@@ -468,7 +468,11 @@ pairwise.__doc__ = """Divergence of every row of P against every row of Q.
         and BLAS's own setting. With threadpoolctl, large products run bands
         of rows on that many threads, each with one-thread BLAS (a BLAS
         thread pool and klfast's OpenMP threads taking turns waste the cores
-        on waiting).
+        on waiting). kl, jeffreys and cross_entropy take the last bits of
+        the pairs they do not recompute from the BLAS, which may round them
+        differently for another thread count (OpenBLAS does with
+        ``OPENBLAS_L2_SIZE`` set): every value stays within the accuracy
+        bound. jensen_shannon's bits do not depend on the threads.
 
     Returns
     -------
