@@ -14,6 +14,9 @@ machine cancels within a turn).
 Measures are klfast's functions; ``pairwise:kl`` (``pairwise:js``, ...) is
 ``klfast.pairwise(P, Q, "kl")`` with ``--shape NxK --q-rows M`` (Q: M rows); the losses (``kl_loss``, ``cross_entropy_loss``)
 take the rows of P as targets and log Q as logits (per-row losses, no gradient).
+With ``--logits NOISE`` the inputs are rows of logits instead, P = 3 z and
+Q = P + NOISE z' (z, z' standard normal: a model and a perturbed copy), given
+with ``input="logits"``.
 
 Run it from a folder other than the repository root (each build must import
 its installed klfast, not the source folder), with OPENBLAS_CORETYPE and
@@ -37,7 +40,10 @@ p = np.load(sys.argv[1], mmap_mode="r"); q = np.load(sys.argv[2], mmap_mode="r")
 p = np.ascontiguousarray(p); q = np.ascontiguousarray(q)
 measure, threads, calls = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 fn = getattr(klfast, measure.split(":")[0])
-if measure.startswith("pairwise:"):  # all pairs: rows of p against rows of q
+if sys.argv[6] == "logits":
+    args = (p,) if measure == "entropy" else (p, q)
+    kwargs = {"input": "logits", "num_threads": threads}
+elif measure.startswith("pairwise:"):  # all pairs: rows of p against rows of q
     args, kwargs = (p, q, measure.split(":")[1]), {"num_threads": threads}
 elif measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no gradient
     args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
@@ -55,8 +61,9 @@ print(json.dumps(min(times)))
 """
 
 
-def sample(python, paths, measure, threads, calls):
-    done = subprocess.run([python, "-c", CHILD, *paths, measure, str(threads), str(calls)],
+def sample(python, paths, measure, threads, calls, logits):
+    done = subprocess.run([python, "-c", CHILD, *paths, measure, str(threads), str(calls),
+                           "logits" if logits else "probs"],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -73,13 +80,23 @@ def main(argv=None):
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--turns", type=int, default=9)
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--logits", type=float, default=None, metavar="NOISE",
+                        help="inputs as logits: P = 3 z, Q = P + NOISE z'")
     args = parser.parse_args(argv)
     n, k = (int(x) for x in args.shape.split("x"))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
+        base = None
         for name, rows in (("p", n), ("q", args.q_rows or n)):
-            x = rng.dirichlet(np.ones(k), size=rows).astype(args.dtype)
+            if args.logits is None:
+                x = rng.dirichlet(np.ones(k), size=rows).astype(args.dtype)
+            elif base is None:
+                base = 3 * rng.standard_normal((rows, k), dtype=np.float32)
+                x = base.astype(args.dtype)
+            else:
+                x = (base + args.logits * rng.standard_normal((rows, k), dtype=np.float32)
+                     ).astype(args.dtype)
             path = os.path.join(tmp, f"{name}.npy")
             np.save(path, x)
             paths.append(path)
@@ -94,7 +111,8 @@ def main(argv=None):
                     got = {}
                     for side in order:
                         python = args.a if side == "a" else args.b
-                        got[side] = sample(python, paths, measure, threads, args.calls)
+                        got[side] = sample(python, paths, measure, threads, args.calls,
+                                           args.logits is not None)
                     a_times.append(got["a"])
                     b_times.append(got["b"])
                     ratios.append(got["b"] / got["a"])

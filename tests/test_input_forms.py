@@ -275,3 +275,60 @@ def test_loss_input_errors():
     with pytest.raises(ValueError, match=r"target: row 0 contains \+inf at position 0 .* after "
                                          r"conversion to float32"):
         klfast.kl_loss(teacher, z[:1].astype(np.float32), input="logits")
+
+
+def _kl_logits_mpmath(a, b, temperature, eps):
+    """KL(softmax(a / T) || softmax(b / T)) per row with the eps rule, in
+    80-digit mpmath: independent of the kernels and of the slow twin (whose
+    40 digits do not hold a KL of 1e-28 next to log-probabilities of 10)."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(80):
+        log_eps = mpmath.log(mpmath.mpf(eps))
+        out = []
+        for x, y in zip(a, b):
+            x = [mpmath.mpf(float(v)) / temperature for v in x]
+            y = [mpmath.mpf(float(v)) / temperature for v in y]
+            lse_x = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in x))
+            lse_y = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in y))
+            out.append(float(mpmath.fsum(
+                mpmath.exp(u - lse_x) * (max(u - lse_x, log_eps) - max(v - lse_y, log_eps))
+                for u, v in zip(x, y))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
+                                         (np.float16, 5e-7)])
+@pytest.mark.parametrize("k", [37, 300])
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 7.0])
+def test_kl_of_nearly_equal_logit_rows_is_relatively_accurate(dtype, rtol, k, temperature):
+    """KL of two rows of logits b = a + d z keeps its relative accuracy as d
+    goes to 0 (the stable pass of engine/logits_kl_rows.h): KL ~ d^2 is not
+    left as the difference of two log-sum-exps. Wide rows (logits spread past
+    the exp range) included; rows whose value is mostly terms the eps rule
+    floors are left out (they keep an error relative to those terms)."""
+    rng = np.random.default_rng(int(k * temperature * 10))
+    eps = float(np.float32(klfast.DEFAULT_EPS)) if dtype != np.float64 else klfast.DEFAULT_EPS
+    checked = 0
+    for spread in (3.0, 30.0):
+        for d in (3.0, 1e-1, 1e-3, 1e-5, 1e-8, 1e-11, 1e-14):
+            a = (rng.normal(size=(3, k)) * spread).astype(dtype)
+            b = (a + rng.normal(size=(3, k)) * d).astype(dtype)
+            got = klfast.kl(a, b, input="logits", temperature=temperature)
+            want = _kl_logits_mpmath(a, b, temperature, eps)
+            # the part of the value made of floored terms (p or q below eps)
+            la = log_softmax(a.astype(float) / temperature, axis=1)
+            lb = log_softmax(b.astype(float) / temperature, axis=1)
+            floored = (la < np.log(eps)) | (lb < np.log(eps))
+            floored_part = np.sum(np.where(floored, np.exp(la) * np.abs(la - lb), 0), axis=1)
+            keep = (want != 0) & (floored_part < 1e-3 * np.abs(want))
+            # each term p_j g(d_j - c) carries the rounding of log p_j (about
+            # |log p_j| ulp): the bound is relative to the terms so weighted
+            # (a few times the value, more where classes of tiny p make it)
+            p = np.exp(la)
+            delta = (b.astype(float) - a.astype(float)) / temperature
+            delta -= np.sum(p * delta, axis=1, keepdims=True)
+            bound = rtol * np.sum(p * (np.expm1(delta) - delta) * (1 + np.abs(la)), axis=1)
+            err = np.abs(got[keep].astype(float) - want[keep])
+            assert (err <= bound[keep]).all(), (spread, d, err / bound[keep] * rtol)
+            checked += keep.sum()
+    assert checked >= 8  # most rows are neither 0 (equal float16 rows) nor floored terms

@@ -188,10 +188,12 @@ _DOC_PARAMS = """
         ``1e-14 * (|value| + s)`` of the exact value, with the row's scale
         ``s = sum_j (p_j (1 + |log p_j|) + q_j (1 + |log q_j|)) (|log p~_j| +
         |log q~_j|)`` (float32: ``1e-5``); for rows that are not nearly equal
-        ``s`` is a small multiple of the value, but a KL near 0 (nearly equal
-        rows given as logits) has this absolute error, as the rounded
-        log-softmaxes cancel. Probabilities below the dtype's smallest
-        subnormal count as 0.
+        ``s`` is a small multiple of the value, but jeffreys or
+        jensen_shannon near 0 (nearly equal rows given as logits) has this
+        absolute error, as the rounded log-softmaxes cancel. KL of two rows
+        of logits keeps its relative accuracy there (a sum of terms that are
+        all >= 0; see the README's "Accuracy"). Probabilities below the
+        dtype's smallest subnormal count as 0.
     temperature : float, default 1.0
         Divides the inputs given as logits (only those) before the softmax;
         a ValueError when no input is logits.

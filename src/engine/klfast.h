@@ -88,8 +88,9 @@ typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g,
                                        const klfast_forms_params *prm, int *special);
 
 /* float16 rows (their bits) of the forms kernel: KL of two rows of logits
- * (engine/logits_kl_rows.h); *special = 1 for any other row, which the
- * caller widens to float32 for forms_f32. */
+ * (engine/logits_kl_rows.h, which forms_f64 and forms_f32 try first too);
+ * *special = 1 for any other row, which the caller widens to float32 for
+ * forms_f32. */
 typedef double (*klfast_forms_row_f16)(const uint16_t *p, const uint16_t *q, float *g,
                                        ptrdiff_t k, const klfast_forms_params *prm,
                                        int *special);

@@ -23,6 +23,7 @@
 #include "../measures/jensen_shannon.h"
 #include "divergence_rows.h"
 #include "lanes_rows.h"
+#include "logits_kl_rows.h"
 #include "loss_rows.h"
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS

@@ -350,13 +350,11 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
     double s_p, s_q = 1.0, sums[2];
     *special = 0;
     if (k <= 0) return 0.0;
-#if KLF_ELEMENT_BITS == 32
     if (F(logits_kl_applies)(prm, g)) { /* two passes instead of three (logits_kl_rows.h) */
         int declined;
         double v = F(logits_kl)(p, q, k, prm, &declined);
         if (!declined) return v;
     }
-#endif
     memset(&c, 0, sizeof c);
     if (F(forms_prepare)(p, 0, g, k, prm, &c.p, &s_p, special)) return NAN;
     if (measure != KLFAST_ENTROPY && F(forms_prepare)(q, 1, g, k, prm, &c.q, &s_q, special))
