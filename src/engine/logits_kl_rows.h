@@ -70,10 +70,12 @@ typedef struct {
 #define G_TERMS 19
 #define STABLE_BELOW 0.5 /* the stable pass for rows whose KL0 is below this */
 #define FUSE_MAX 600.0   /* the largest u + dl of the fused pass */
+#define FUSE_SPREAD 4.0  /* the fused pass for rows whose d at the lanes' maxima spans less */
 #else
 #define G_TERMS 11
 #define STABLE_BELOW 0.01
 #define FUSE_MAX 60.0
+#define FUSE_SPREAD 1.0 /* float32 rows of a larger KL need no stable sum */
 #endif
 /* g(m) in double: the series to 1/20! for |m| < 1 (expm1(m) - m loses the
  * digits of a small m), where its terms are below 1e-17 of it */
@@ -202,13 +204,13 @@ KLF_INLINE void F(logits_kl_block_stable)(const S *xb, const S *yb,
             dl *= c->inv_ta;
         }
         dl -= c->center;
-        V e = c->wide ? EXP(u, 1) : EXP(u, 0), t_big = BCAST(0);
+        V e = c->wide ? EXP(u, 1) : EXP(u, 0), t_big = BCAST(0), edl = e * dl;
+        KLF_KEEP(edl); /* as in the fused pass */
         M big = (M)(dl >= (T)G_SMALL) | (M)(dl <= (T)-G_SMALL);
         if (any_lane((vi)big))
             t_big = (c->wide ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0)) - e -
-                    e * dl;
-        V t = VSEL(big, t_big, e * F(logits_kl_g_small)(dl)); /* as in the fused pass */
-        V edl = e * dl;
+                    edl;
+        V t = VSEL(big, t_big, e * F(logits_kl_g_small)(dl));
         if (valid) {
             e = VSEL(valid[s], e, BCAST(0));
             edl = VSEL(valid[s], edl, BCAST(0));
@@ -280,17 +282,17 @@ KLF_INLINE void F(logits_kl_block_fused)(const S *xb, const S *yb,
             dl *= c->inv_ta;
         }
         dl -= c->center;
-        V e = EXP(u, WIDE), t_big = BCAST(0);
+        V e = EXP(u, WIDE), t_big = BCAST(0), edl = e * dl;
+        KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
         M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
         if (any_lane((vi)~small)) { /* the second exp, for lanes the series does not reach */
             V f = WIDE ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0);
-            t_big = f - e - e * dl;
+            t_big = f - e - edl;
         }
         /* a select on either path: the sum below is never fused with the
          * product on one path only, which would change the bits between the
          * float16 and float32 instantiations */
         V t = VSEL(small, e * F(logits_kl_g_small)(dl), t_big);
-        V edl = e * dl;
         if (valid) {
             e = VSEL(valid[s], e, BCAST(0));
             edl = VSEL(valid[s], edl, BCAST(0));
@@ -465,10 +467,12 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     c.center = (T)(wd_sum / w_sum);
     c.stable = 0;
     double a, log_a, log_b, total;
-    /* the fused pass for rows that look nearly equal there (d within G_SMALL
-     * of c' mostly: one exp per element), unless e^(u + dl) could leave the
-     * range; other rows the direct sums, whose KL is seldom small */
-    if (dd_hi - dd_lo < G_SMALL &&
+    /* the fused pass for rows that look nearly equal there (d mostly within
+     * G_SMALL of c': one exp per element; float64 rows, whose KL must be far
+     * above 0.5 to do without it, for less near ones too), unless e^(u + dl)
+     * could leave the range; other rows the direct sums, whose KL is seldom
+     * small */
+    if (dd_hi - dd_lo < FUSE_SPREAD &&
         ((double)mb - (double)ma) * c.inv_ta - (double)c.center <= FUSE_MAX) {
         double sums[3];
 #define FUSED(sc, wi) F(logits_kl_fused)(x, y, k, x_tail, y_tail, valid, &c, sc, wi, sums)
@@ -586,4 +590,5 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
 #undef G_TERMS
 #undef STABLE_BELOW
 #undef FUSE_MAX
+#undef FUSE_SPREAD
 #undef FUSE_DIRECT
