@@ -332,3 +332,23 @@ def test_kl_of_nearly_equal_logit_rows_is_relatively_accurate(dtype, rtol, k, te
             assert (err <= bound[keep]).all(), (spread, d, err / bound[keep] * rtol)
             checked += keep.sum()
     assert checked >= 8  # most rows are neither 0 (equal float16 rows) nor floored terms
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7)])
+@pytest.mark.parametrize("k", [37, 1000])
+def test_kl_of_logits_when_the_first_centre_is_far_off(dtype, rtol, k):
+    """The kernel centres d = b - a on its values at the lanes' maxima of a
+    before it knows p; rows where those are outliers (flat p, d large exactly
+    there) must still be exact: badly centred rows take a third pass."""
+    rng = np.random.default_rng(k)
+    a = rng.normal(size=(4, k)) * 0.01
+    # d is large on the top tenth of each row, where every lane's maximum lies
+    top = a >= np.quantile(a, 0.9, axis=1, keepdims=True)
+    for scale in (1e-6, 1e-3, 1.0, 30.0):
+        b = a + rng.normal(size=a.shape) * scale * 1e-3 + top * scale
+        a_, b_ = a.astype(dtype), b.astype(dtype)
+        got = klfast.kl(a_, b_, input="logits")
+        want = _kl_logits_mpmath(a_, b_, 1.0, klfast.DEFAULT_EPS if dtype == np.float64
+                                 else float(np.float32(klfast.DEFAULT_EPS)))
+        np.testing.assert_allclose(got, want, rtol=rtol * (1 + np.log(k)), atol=0,
+                                   err_msg=str(scale))

@@ -1,30 +1,38 @@
-/* KL(P || Q) of two rows of logits, in two passes over the rows (three for
- * rows whose KL is small, one more when the eps rule binds): the forms
- * kernel (engine/loss_rows.h) tries it first for float64 and float32, and
- * the float16 one (S = uint16_t) reads float16 rows with it directly.
- * Included by engine/level.h after engine/element.h. No include guard.
+/* KL(P || Q) of two rows of logits, in two passes over the rows (a third
+ * for the rare row whose first centre is poor, one more when the eps rule
+ * binds): the forms kernel (engine/loss_rows.h) tries it first for float64
+ * and float32, and the float16 one (S = uint16_t) reads float16 rows with it
+ * directly. Included by engine/level.h after engine/element.h. No include
+ * guard.
  *
- * With u_j = (x_j - max x) / T_p, v_j = (y_j - max y) / T_q, e_j = exp(u_j),
- * f_j = exp(v_j), A = sum e_j, B = sum f_j:
- *   log p_j = u_j - log A,   log q_j = v_j - log B,   p_j = e_j / A,
+ * With u_j = (x_j - max x) / T, e_j = exp(u_j), A = sum e_j, p_j = e_j / A,
+ * d_j = (y_j - x_j) / T and c = sum_j p_j d_j:
+ *   KL0 = sum p_j (log p_j - log q_j) = log sum_j p_j e^(d_j - c)
+ *       = log1p(sum_j p_j g(d_j - c)),   g(x) = e^x - 1 - x >= 0,
  *   KL = KL0 + (sum e_j (c_j(p) - c_j(q))) / A,   c_j = max(log eps - log a_j, 0)
- *   KL0 = (sum e_j (u_j - v_j)) / A - log A + log B
  * (the eps rule log a~ = max(log a, log eps) as a correction c_j >= 0 that
- * is 0 unless log a_j < log eps). So two exps per element (the log-sum-exps
- * need them anyway) and no log: pass 1 reads both rows for their maxima and
- * minima (and the minima of each of at most NSB superblocks of the row),
- * pass 2 takes A, B and the weighted sum of u - v while the rows are in
- * cache. That KL0 has an error of about eps_T (2 H(p) + KL0), nothing
- * against a KL of order 1 but all of a small one (nearly equal rows: W / A
- * and log B - log A cancel); below STABLE_BELOW the stable pass
- * (logits_kl_block_stable) takes KL0 again as a sum of terms >= 0, with
- * one exp per element, and a second where |d_j - c| >= G_SMALL. The last pass, only
- * when a row's smallest log-probability is below log eps, adds the
- * corrections of the vectors that hold such an element (with the exps of
- * pass 2, recomputed bit for bit), reading only the superblocks whose
- * minima may be below it. Corrections that cancel a term (p_j and q_j both
- * floored) take log q_j - log p_j from the stable pass when it ran; a KL
- * made mostly of floored terms keeps an error of eps_T times their size.
+ * is 0 unless log a_j < log eps). Every term of KL0 is >= 0: nothing
+ * cancels, and nearly equal rows keep their relative accuracy (the direct
+ * sum, (sum e_j (u_j - v_j)) / A - log A + log B, loses all the digits of a
+ * KL near 0 to the rounding of log B - log A). Pass 1 reads both rows for
+ * their maxima and minima (and the minima of each of at most NSB
+ * superblocks of the row), and y at each lane's maximum of x: c', the
+ * average of d over those lanes weighted by their p, is the centre of pass 2
+ * (logits_kl_block_fused), which sums e_j, e_j dl_j and e_j g(dl_j), dl_j =
+ * d_j - c', with two exps per element (e_j and e^(u_j + dl_j)); with m =
+ * c - c' the sum centred on c follows exactly (logits_kl_stable). When m is
+ * too large for that (g(m) above a quarter of the sum: rare, c' lies within
+ * a small part of the spread of d from c), a small KL takes the stable pass
+ * from the centre found, a large one (nothing to cancel) the direct value. A
+ * row whose e^(u + dl) could leave the range takes the direct two-pass sums
+ * (logits_kl_sums) instead, and the stable pass below STABLE_BELOW. The
+ * last pass, only when a row's smallest log-probability is below log eps,
+ * adds the corrections of the vectors that hold such an element (with the
+ * exps of pass 2, recomputed bit for bit), reading only the superblocks
+ * whose minima may be below it. Corrections that cancel a term (p_j and q_j
+ * both floored) take log q_j - log p_j = dl_j - m - KL0 from the centred
+ * sums; a KL made mostly of floored terms keeps an error of eps_T times
+ * their size.
  *
  * It declines (sets *declined; the three-pass kernel then scores the row,
  * and finds what is wrong with it) a row with a NaN or infinite logit, or
@@ -57,13 +65,30 @@ typedef struct {
 /* g(x) = e^x - 1 - x = x^2 h(x), h(x) = sum_n x^n / (n + 2)!, for |x| < G_SMALL:
  * the terms to where they fall below half an ulp of h (h >= 1/e there). */
 #define G_SMALL 1.0
+#define FUSE_DIRECT 1.0 /* a badly centred fused pass: direct KL0 from here on */
 #if KLF_ELEMENT_BITS == 64
 #define G_TERMS 19
 #define STABLE_BELOW 0.5 /* the stable pass for rows whose KL0 is below this */
+#define FUSE_MAX 600.0   /* the largest u + dl of the fused pass */
+#define FUSE_SPREAD 4.0  /* the fused pass for rows whose d at the lanes' maxima spans less */
 #else
 #define G_TERMS 11
 #define STABLE_BELOW 0.01
+#define FUSE_MAX 60.0
+#define FUSE_SPREAD 1.0 /* float32 rows of a larger KL need no stable sum */
 #endif
+/* g(m) in double: the series to 1/20! for |m| < 1 (expm1(m) - m loses the
+ * digits of a small m), where its terms are below 1e-17 of it */
+static inline double F(logits_kl_g)(double m) {
+    if (!(fabs(m) < 1)) return expm1(m) - m;
+    double h = 1.0 / 2432902008176640000.0, f = 2432902008176640000.0;
+    for (int n = 20; n > 2; n--) {
+        f /= n; /* (n - 1)! */
+        h = h * m + 1.0 / f;
+    }
+    return m * m * h;
+}
+
 KLF_INLINE V F(logits_kl_g_small)(V x) {
     static const double inv_fact[19] = {
         1.0 / 2,          1.0 / 6,           1.0 / 24,          1.0 / 120,
@@ -85,13 +110,15 @@ KLF_INLINE void F(logits_kl_tail_masks)(M *valid, int n) {
 }
 
 /* Pass 1: the maxima and minima of both rows, NaN flagged. */
-KLF_INLINE void F(logits_kl_block_range)(const S *xb, const S *yb, V *mxa, V *mna, V *mxb,
-                                         V *mnb, M *bad) {
+KLF_INLINE void F(logits_kl_block_range)(const S *xb, const S *yb, V *mxa, V *ya, V *mna,
+                                         V *mxb, V *mnb, M *bad) {
     for (int s = 0; s < NSUB; s++) {
         V x, y;
         LOADV(&x, xb + s * LANES);
         LOADV(&y, yb + s * LANES);
-        mxa[s] = VMAX(mxa[s], x);
+        M top = (M)(x > mxa[s]); /* y at each lane's maximum of x, for the centre */
+        mxa[s] = VSEL(top, x, mxa[s]);
+        ya[s] = VSEL(top, y, ya[s]);
         mna[s] = VMIN(mna[s], x);
         mxb[s] = VMAX(mxb[s], y);
         mnb[s] = VMIN(mnb[s], y);
@@ -177,15 +204,13 @@ KLF_INLINE void F(logits_kl_block_stable)(const S *xb, const S *yb,
             dl *= c->inv_ta;
         }
         dl -= c->center;
-        V e = c->wide ? EXP(u, 1) : EXP(u, 0);
-        V t = e * F(logits_kl_g_small)(dl);
+        V e = c->wide ? EXP(u, 1) : EXP(u, 0), t_big = BCAST(0), edl = e * dl;
+        KLF_KEEP(edl); /* as in the fused pass */
         M big = (M)(dl >= (T)G_SMALL) | (M)(dl <= (T)-G_SMALL);
-        if (any_lane((vi)big)) {
-            V eg = (c->wide ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0)) - e -
-                   e * dl;
-            t = VSEL(big, eg, t);
-        }
-        V edl = e * dl;
+        if (any_lane((vi)big))
+            t_big = (c->wide ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0)) - e -
+                    edl;
+        V t = VSEL(big, t_big, e * F(logits_kl_g_small)(dl));
         if (valid) {
             e = VSEL(valid[s], e, BCAST(0));
             edl = VSEL(valid[s], edl, BCAST(0));
@@ -226,8 +251,7 @@ KLF_INLINE double F(logits_kl_stable)(const S *x, const S *y, ptrdiff_t k, const
         a = lane_sum_block(a3);
         m = lane_sum_block(mc) / a;
         g = lane_sum_block(gc) / a;
-        /* g(m) in double: |m| is tiny unless the pass-2 centre was far off */
-        g_m = fabs(m) < 1e-3 ? m * m * (0.5 + m * (1.0 / 6 + m * (1.0 / 24))) : expm1(m) - m;
+        g_m = F(logits_kl_g)(m); /* |m| is tiny unless the centre was far off */
         /* a centre off by more than the spread of d (rows a few ulps apart,
          * where the rounding of pass 2's sum is all of it): once more from
          * the centre just found, which is good to the rounding of m */
@@ -238,6 +262,73 @@ KLF_INLINE double F(logits_kl_stable)(const S *x, const S *y, ptrdiff_t k, const
     double kl0 = log1p(excess > 0 ? excess : 0.0);
     c->shift = (T)(m + kl0);
     return kl0;
+}
+
+/* The fused pass: pass 2 and the stable pass in one, centred on c' (the
+ * average of d over the lanes' maxima of x, weighted by their p, from pass
+ * 1): A3, Mc and Gc of the stable pass (with e^(u + dl) the second exp of the
+ * element, as pass 2 has one), so that a row whose c' is good (g(m) small
+ * against Gc / A3) needs no third pass. */
+KLF_INLINE void F(logits_kl_block_fused)(const S *xb, const S *yb,
+                                         const F(logits_kl_consts) *c, int SCALED, int WIDE,
+                                         const M *valid, vd *sa, V *sm, V *sg) {
+    for (int s = 0; s < NSUB; s++) {
+        V x, y;
+        LOADV(&x, xb + s * LANES);
+        LOADV(&y, yb + s * LANES);
+        V u = x - c->ma, dl = y - x;
+        if (SCALED) {
+            u *= c->inv_ta;
+            dl *= c->inv_ta;
+        }
+        dl -= c->center;
+        V e = EXP(u, WIDE), t_big = BCAST(0), edl = e * dl;
+        KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
+        M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
+        if (any_lane((vi)~small)) { /* the second exp, for lanes the series does not reach */
+            V f = WIDE ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0);
+            t_big = f - e - edl;
+        }
+        /* a select on either path: the sum below is never fused with the
+         * product on one path only, which would change the bits between the
+         * float16 and float32 instantiations */
+        V t = VSEL(small, e * F(logits_kl_g_small)(dl), t_big);
+        if (valid) {
+            e = VSEL(valid[s], e, BCAST(0));
+            edl = VSEL(valid[s], edl, BCAST(0));
+            t = VSEL(valid[s], t, BCAST(0));
+        }
+        ADD(sa, s, e);
+        sm[s] += edl;
+        sg[s] += t;
+    }
+}
+
+KLF_INLINE void F(logits_kl_fused)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
+                                   const S *y_tail, const M *valid,
+                                   const F(logits_kl_consts) *c, int SCALED, int WIDE,
+                                   double *sums) {
+    const ptrdiff_t k_full = k - k % BLOCK;
+    vd sa[NACC], mc[NACC], gc[NACC];
+    for (int i = 0; i < NACC; i++) sa[i] = mc[i] = gc[i] = (vd){0};
+    for (ptrdiff_t j = 0; j < k;) {
+        V sm[NSUB], sg[NSUB];
+        for (int s = 0; s < NSUB; s++) sm[s] = sg[s] = BCAST(0);
+        ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
+        for (; j < end; j += BLOCK)
+            F(logits_kl_block_fused)(x + j, y + j, c, SCALED, WIDE, NULL, sa, sm, sg);
+        if (j == k_full && k_full < k) {
+            F(logits_kl_block_fused)(x_tail, y_tail, c, SCALED, WIDE, valid, sa, sm, sg);
+            j = k;
+        }
+        for (int s = 0; s < NSUB; s++) {
+            ADD(mc, s, sm[s]);
+            ADD(gc, s, sg[s]);
+        }
+    }
+    sums[0] = lane_sum_block(sa);
+    sums[1] = lane_sum_block(mc);
+    sums[2] = lane_sum_block(gc);
 }
 
 /* Pass 3: sum e_j (c_j(p) - c_j(q)). Only elements x_j < x_low (y_j <
@@ -303,10 +394,11 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     const ptrdiff_t sb_blocks = (n_blocks + NSB - 1) / NSB;
     const int n_sb = (int)((n_blocks + sb_blocks - 1) / sb_blocks);
     T sb_min_x[NSB], sb_min_y[NSB];
-    V mxa[NSUB], mxb[NSUB];
+    V mxa[NSUB], mxb[NSUB], ya[NSUB];
     M bad[NSUB];
     for (int s = 0; s < NSUB; s++) {
         mxa[s] = BCAST(TO_T(x[0]));
+        ya[s] = BCAST(TO_T(y[0]));
         mxb[s] = BCAST(TO_T(y[0]));
         bad[s] = (M){0};
     }
@@ -322,9 +414,9 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
         for (ptrdiff_t b = sb * sb_blocks; b < b1; b++) {
             ptrdiff_t j = b * BLOCK;
             if (j < k_full)
-                F(logits_kl_block_range)(x + j, y + j, mxa, mna, mxb, mnb, bad);
+                F(logits_kl_block_range)(x + j, y + j, mxa, ya, mna, mxb, mnb, bad);
             else
-                F(logits_kl_block_range)(x_tail, y_tail, mxa, mna, mxb, mnb, bad);
+                F(logits_kl_block_range)(x_tail, y_tail, mxa, ya, mna, mxb, mnb, bad);
         }
         T lo_x = mna[0][0], lo_y = mnb[0][0];
         for (int s = 0; s < NSUB; s++)
@@ -357,31 +449,89 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     if (flagged || !(lowest_a >= -HUGE_VALUE) || !(lowest_b >= -HUGE_VALUE)) return 0.0;
     c.wide = !(lowest_a >= EXP_PLAIN_MIN) || !(lowest_b >= EXP_PLAIN_MIN);
 
-    /* pass 2 */
-    vd sa[NACC], sb[NACC], w[NACC];
-#define SUMS(sc, wi) F(logits_kl_sums)(x, y, k, x_tail, y_tail, valid, &c, sc, wi, sa, sb, w)
-    switch ((c.inv_ta == 1 && c.inv_tb == 1 ? 0 : 2) + c.wide) {
-    case 0: SUMS(0, 0); break;
-    case 1: SUMS(0, 1); break;
-    case 2: SUMS(1, 0); break;
-    default: SUMS(1, 1); break;
+    /* c' = the average of d over the lanes' maxima of x, weighted by their p
+     * (nearly always within a small part of the spread of d from c) */
+    double w_sum = 0.0, wd_sum = 0.0, dd_lo = INFINITY, dd_hi = -INFINITY;
+    for (int s = 0; s < NSUB; s++) {
+        V wgt = EXP(VMAX((mxa[s] - ma) * c.inv_ta, BCAST(EXP_PLAIN_MIN)), 0);
+        V dd = (ya[s] - mxa[s]) * c.inv_ta;
+        for (int l = 0; l < LANES; l++) {
+            w_sum += wgt[l];
+            wd_sum += (double)wgt[l] * dd[l];
+            if (wgt[l] >= (T)1e-4) { /* the spread of d where p is not negligible */
+                dd_lo = dd[l] < dd_lo ? dd[l] : dd_lo;
+                dd_hi = dd[l] > dd_hi ? dd[l] : dd_hi;
+            }
+        }
     }
-#undef SUMS
-    double a = lane_sum_block(sa), b = lane_sum_block(sb);
-    double log_a = log(a), log_b = log(b);
-    double total = lane_sum_block(w) / a - log_a + log_b;
-
-    /* the stable pass, when the rounding of that sum may be large against
-     * it: measured (against mpmath, k from 10 to 32,000), that error stays
-     * within about 1e-15 (float64) and 1e-8 (float32) of KL0 < 1 */
+    c.center = (T)(wd_sum / w_sum);
     c.stable = 0;
-    if (total < STABLE_BELOW) {
-        /* c' = sum p_j d_j = K - W / A, as u_j - v_j = K - d_j */
-        double k0 = ((double)mb - (double)ma) * c.inv_ta;
-        c.center = (T)(k0 - lane_sum_block(w) / a);
-        total = c.inv_ta == 1 ? F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 0)
-                              : F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 1);
-        c.stable = 1;
+    double a, log_a, log_b, total;
+    /* the fused pass for rows that look nearly equal there (d mostly within
+     * G_SMALL of c': one exp per element; float64 rows, whose KL must be far
+     * above 0.5 to do without it, for less near ones too), unless e^(u + dl)
+     * could leave the range; other rows the direct sums, whose KL is seldom
+     * small */
+    if (dd_hi - dd_lo < FUSE_SPREAD &&
+        ((double)mb - (double)ma) * c.inv_ta - (double)c.center <= FUSE_MAX) {
+        double sums[3];
+#define FUSED(sc, wi) F(logits_kl_fused)(x, y, k, x_tail, y_tail, valid, &c, sc, wi, sums)
+        switch ((c.inv_ta == 1 ? 0 : 2) + c.wide) {
+        case 0: FUSED(0, 0); break;
+        case 1: FUSED(0, 1); break;
+        case 2: FUSED(1, 0); break;
+        default: FUSED(1, 1); break;
+        }
+#undef FUSED
+        a = sums[0];
+        double m = sums[1] / a, g = sums[2] / a, g_m = F(logits_kl_g)(m);
+        log_a = log(a);
+        /* sum f = sum e e^dl = A3 + Mc + Gc */
+        log_b = log(sums[0] + sums[1] + sums[2]) + (double)c.center +
+                ((double)ma - (double)mb) * c.inv_ta;
+        if (fabs(m) < 1 && g_m <= 0.25 * g) { /* the centre was good */
+            double excess = exp(-m) * (g - g_m);
+            total = log1p(excess > 0 ? excess : 0.0);
+            c.shift = (T)(m + total);
+            c.stable = 1;
+        } else {
+            total = log1p(m + g) - m; /* log sum_j p_j e^dl_j - m, direct */
+            if (total < FUSE_DIRECT) { /* small: the stable pass, from the centre found */
+                c.center = (T)((double)c.center + m);
+                total = c.inv_ta == 1
+                            ? F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 0)
+                            : F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 1);
+                c.stable = 1;
+            }
+        }
+    } else {
+        /* pass 2 */
+        vd sa[NACC], sb[NACC], w[NACC];
+#define SUMS(sc, wi) F(logits_kl_sums)(x, y, k, x_tail, y_tail, valid, &c, sc, wi, sa, sb, w)
+        switch ((c.inv_ta == 1 && c.inv_tb == 1 ? 0 : 2) + c.wide) {
+        case 0: SUMS(0, 0); break;
+        case 1: SUMS(0, 1); break;
+        case 2: SUMS(1, 0); break;
+        default: SUMS(1, 1); break;
+        }
+#undef SUMS
+        a = lane_sum_block(sa);
+        double b = lane_sum_block(sb);
+        log_a = log(a);
+        log_b = log(b);
+        total = lane_sum_block(w) / a - log_a + log_b;
+
+        /* the stable pass, when the rounding of that sum may be large against
+         * it: measured (against mpmath, k from 10 to 32,000), that error stays
+         * within about 1e-15 (float64) and 1e-8 (float32) of KL0 < 1 */
+        if (total < STABLE_BELOW) {
+            /* c' = sum p_j d_j = K - W / A, as u_j - v_j = K - d_j */
+            double k0 = ((double)mb - (double)ma) * c.inv_ta;
+            c.center = (T)(k0 - lane_sum_block(w) / a);
+            total = c.inv_ta == 1 ? F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 0)
+                                  : F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 1);
+            c.stable = 1;
+        }
     }
 
     /* pass 3, when the smallest log p or log q may be below log eps */
@@ -439,3 +589,6 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
 #undef G_SMALL
 #undef G_TERMS
 #undef STABLE_BELOW
+#undef FUSE_MAX
+#undef FUSE_SPREAD
+#undef FUSE_DIRECT

@@ -42,6 +42,18 @@
 
 #define KLF_INLINE static inline __attribute__((always_inline))
 
+/* Keeps v in a register as it is: a product stored in v is then never fused
+ * (-ffp-contract=fast) into an addition on one path and not on another,
+ * which could give the float16 and float32 instantiations of a kernel
+ * different bits. Elsewhere a no-op. */
+#if defined(__x86_64__) || defined(__i386__)
+#define KLF_KEEP(v) __asm__("" : "+v"(v))
+#elif defined(__aarch64__)
+#define KLF_KEEP(v) __asm__("" : "+w"(v))
+#else
+#define KLF_KEEP(v) ((void)0)
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 /* vectors never cross a non-inlined call: no ABI concern */
 #pragma GCC diagnostic ignored "-Wpsabi"
