@@ -18,14 +18,17 @@
  * their maxima and minima (and the minima of each of at most NSB
  * superblocks of the row), and y at each lane's maximum of x: c', the
  * average of d over those lanes weighted by their p, is the centre of pass 2
- * (logits_kl_block_fused), which sums e_j, e_j dl_j and e_j g(dl_j), dl_j =
- * d_j - c', with two exps per element (e_j and e^(u_j + dl_j)); with m =
+ * (logits_kl_block_centred), which sums e_j, e_j dl_j and e_j g(dl_j), dl_j =
+ * d_j - c', with one exp per element (e_j) and a second (e^(u_j + dl_j))
+ * only for vectors where some |dl_j| >= G_SMALL; with m =
  * c - c' the sum centred on c follows exactly (logits_kl_stable). When m is
  * too large for that (g(m) above a quarter of the sum: rare, c' lies within
  * a small part of the spread of d from c), a small KL takes the stable pass
  * from the centre found, a large one (nothing to cancel) the direct value. A
- * row whose e^(u + dl) could leave the range takes the direct two-pass sums
- * (logits_kl_sums) instead, and the stable pass below STABLE_BELOW. The
+ * row whose d at those maxima spans FUSE_SPREAD or more (not nearly equal:
+ * most lanes would need the second exp), or whose e^(u + dl) could leave the
+ * range, takes the direct two-pass sums (logits_kl_sums) instead, and the
+ * stable pass below STABLE_BELOW. The
  * last pass, only when a row's smallest log-probability is below log eps,
  * adds the corrections of the vectors that hold such an element (with the
  * exps of pass 2, recomputed bit for bit), reading only the superblocks
@@ -56,7 +59,7 @@ typedef struct {
     T ma, mb, inv_ta, inv_tb; /* the maxima, 1 / T */
     T log_a, log_b, log_eps;  /* pass 3: log A, log B (rounded to T) */
     T x_low, y_low;           /* pass 3: see logits_kl_low */
-    T center;                 /* the stable pass: c' (see logits_kl_block_stable) */
+    T center;                 /* the centred sums: c' (see logits_kl_block_centred) */
     T shift;                  /* pass 3 after it: log q_j - log p_j = dl_j - shift */
     int stable;               /* pass 3: dl and shift are set */
     int wide;                 /* some u_j or v_j is below EXP_PLAIN_MIN: the wide exp */
@@ -65,12 +68,12 @@ typedef struct {
 /* g(x) = e^x - 1 - x = x^2 h(x), h(x) = sum_n x^n / (n + 2)!, for |x| < G_SMALL:
  * the terms to where they fall below half an ulp of h (h >= 1/e there). */
 #define G_SMALL 1.0
-#define FUSE_DIRECT 1.0 /* a badly centred fused pass: direct KL0 from here on */
+#define FUSE_DIRECT 1.0 /* badly centred pass-2 sums: the direct KL0 from here on */
 #if KLF_ELEMENT_BITS == 64
 #define G_TERMS 19
 #define STABLE_BELOW 0.5 /* the stable pass for rows whose KL0 is below this */
-#define FUSE_MAX 600.0   /* the largest u + dl of the fused pass */
-#define FUSE_SPREAD 4.0  /* the fused pass for rows whose d at the lanes' maxima spans less */
+#define FUSE_MAX 600.0   /* the largest u + dl of the centred pass 2 */
+#define FUSE_SPREAD 4.0  /* the centred pass 2 for rows whose d at the lanes' maxima spans less */
 #else
 #define G_TERMS 11
 #define STABLE_BELOW 0.01
@@ -176,108 +179,29 @@ KLF_INLINE void F(logits_kl_sums)(const S *x, const S *y, ptrdiff_t k, const S *
     }
 }
 
-/* The stable pass, for rows whose KL is small against the rounding of the
- * two-pass sum (nearly equal rows, where W / A and log B - log A cancel).
- * With d_j = (y_j - x_j) / T (any constant may be added: only its
- * spread under p counts) and c = sum_j p_j d_j,
+/* The centred sums, for rows whose KL is small against the rounding of the
+ * direct two-pass sum (nearly equal rows, where W / A and log B - log A
+ * cancel). With d_j = (y_j - x_j) / T (any constant may be added: only its
+ * spread under p counts; the difference of two nearby logits is exact, one
+ * temperature for both rows: logits_kl_applies) and c = sum_j p_j d_j,
  *   KL0 = log sum_j p_j e^(d_j - c) = log1p(sum_j p_j g(d_j - c)),
  * every term >= 0, nothing cancels. c is only known after the row is read,
- * so the pass centres on c' (from pass 2) and sums, with dl_j = d_j - c',
- * A3 = sum e_j, Mc = sum e_j dl_j, Gc = sum e_j g(dl_j); with m = Mc / A3
- * (= c - c'), sum p_j g(d_j - c) = e^-m (Gc / A3 - g(m)) exactly. Since the
- * pass-2 centre's error is of the size of the rounding of that sum, g(m) is
- * of the order of its square: nothing measurable cancels. g(dl) is a series
- * for |dl| < G_SMALL, else e^(u + dl) - e - e dl (u + dl is at most about
- * KL0 + log k, which the caller bounds). d_j = (y_j - x_j) / T: the
- * difference of two nearby logits is exact (one temperature for both rows:
- * logits_kl_applies). */
-KLF_INLINE void F(logits_kl_block_stable)(const S *xb, const S *yb,
-                                          const F(logits_kl_consts) *c, int SCALED,
-                                          const M *valid, V *se, V *sm, V *sg) {
+ * so the pass centres on a c' and sums, with dl_j = d_j - c', A3 = sum e_j,
+ * Mc = sum e_j dl_j, Gc = sum e_j g(dl_j); with m = Mc / A3 (= c - c'),
+ * sum p_j g(d_j - c) = e^-m (Gc / A3 - g(m)) exactly, and nothing measurable
+ * cancels while g(m) is small against Gc / A3 (logits_kl_stable). g(dl) is a
+ * series for |dl| < G_SMALL, else e^(u + dl) - e - e dl: the second exp of an
+ * element, only for vectors with such a lane (u + dl is bounded by the
+ * caller). */
+KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
+                                           const F(logits_kl_consts) *c, int SCALED, int WIDE,
+                                           const M *valid, vd *sa, V *sm, V *sg) {
     for (int s = 0; s < NSUB; s++) {
         V x, y;
         LOADV(&x, xb + s * LANES);
         LOADV(&y, yb + s * LANES);
         V u = x - c->ma, dl = y - x;
-        if (SCALED) { /* as pass 2 rounds u: the same e_j */
-            u *= c->inv_ta;
-            dl *= c->inv_ta;
-        }
-        dl -= c->center;
-        V e = c->wide ? EXP(u, 1) : EXP(u, 0), t_big = BCAST(0), edl = e * dl;
-        KLF_KEEP(edl); /* as in the fused pass */
-        M big = (M)(dl >= (T)G_SMALL) | (M)(dl <= (T)-G_SMALL);
-        if (any_lane((vi)big))
-            t_big = (c->wide ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0)) - e -
-                    edl;
-        V t = VSEL(big, t_big, e * F(logits_kl_g_small)(dl));
-        if (valid) {
-            e = VSEL(valid[s], e, BCAST(0));
-            edl = VSEL(valid[s], edl, BCAST(0));
-            t = VSEL(valid[s], t, BCAST(0));
-        }
-        se[s] += e;
-        sm[s] += edl;
-        sg[s] += t;
-    }
-}
-
-/* The stable pass over the row; returns KL0 (before the eps rule) and sets
- * c->shift. */
-KLF_INLINE double F(logits_kl_stable)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
-                                      const S *y_tail, const M *valid,
-                                      F(logits_kl_consts) *c, int SCALED) {
-    const ptrdiff_t k_full = k - k % BLOCK;
-    double a, m, g, g_m;
-    for (int round = 0;; round++) {
-        vd a3[NACC], mc[NACC], gc[NACC];
-        for (int i = 0; i < NACC; i++) a3[i] = mc[i] = gc[i] = (vd){0};
-        for (ptrdiff_t j = 0; j < k;) {
-            V se[NSUB], sm[NSUB], sg[NSUB];
-            for (int s = 0; s < NSUB; s++) se[s] = sm[s] = sg[s] = BCAST(0);
-            ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
-            for (; j < end; j += BLOCK)
-                F(logits_kl_block_stable)(x + j, y + j, c, SCALED, NULL, se, sm, sg);
-            if (j == k_full && k_full < k) {
-                F(logits_kl_block_stable)(x_tail, y_tail, c, SCALED, valid, se, sm, sg);
-                j = k;
-            }
-            for (int s = 0; s < NSUB; s++) {
-                ADD(a3, s, se[s]);
-                ADD(mc, s, sm[s]);
-                ADD(gc, s, sg[s]);
-            }
-        }
-        a = lane_sum_block(a3);
-        m = lane_sum_block(mc) / a;
-        g = lane_sum_block(gc) / a;
-        g_m = F(logits_kl_g)(m); /* |m| is tiny unless the centre was far off */
-        /* a centre off by more than the spread of d (rows a few ulps apart,
-         * where the rounding of pass 2's sum is all of it): once more from
-         * the centre just found, which is good to the rounding of m */
-        if (round > 0 || !(g_m > 0.25 * g)) break;
-        c->center = (T)((double)c->center + m);
-    }
-    double excess = exp(-m) * (g - g_m);
-    double kl0 = log1p(excess > 0 ? excess : 0.0);
-    c->shift = (T)(m + kl0);
-    return kl0;
-}
-
-/* The fused pass: pass 2 and the stable pass in one, centred on c' (the
- * average of d over the lanes' maxima of x, weighted by their p, from pass
- * 1): A3, Mc and Gc of the stable pass (with e^(u + dl) the second exp of the
- * element, as pass 2 has one), so that a row whose c' is good (g(m) small
- * against Gc / A3) needs no third pass. */
-KLF_INLINE void F(logits_kl_block_fused)(const S *xb, const S *yb,
-                                         const F(logits_kl_consts) *c, int SCALED, int WIDE,
-                                         const M *valid, vd *sa, V *sm, V *sg) {
-    for (int s = 0; s < NSUB; s++) {
-        V x, y;
-        LOADV(&x, xb + s * LANES);
-        LOADV(&y, yb + s * LANES);
-        V u = x - c->ma, dl = y - x;
-        if (SCALED) {
+        if (SCALED) { /* u as pass 2 and pass 3 round it: the same e_j */
             u *= c->inv_ta;
             dl *= c->inv_ta;
         }
@@ -285,7 +209,7 @@ KLF_INLINE void F(logits_kl_block_fused)(const S *xb, const S *yb,
         V e = EXP(u, WIDE), t_big = BCAST(0), edl = e * dl;
         KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
         M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
-        if (any_lane((vi)~small)) { /* the second exp, for lanes the series does not reach */
+        if (any_lane((vi)~small)) {
             V f = WIDE ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0);
             t_big = f - e - edl;
         }
@@ -304,10 +228,10 @@ KLF_INLINE void F(logits_kl_block_fused)(const S *xb, const S *yb,
     }
 }
 
-KLF_INLINE void F(logits_kl_fused)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
-                                   const S *y_tail, const M *valid,
-                                   const F(logits_kl_consts) *c, int SCALED, int WIDE,
-                                   double *sums) {
+KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
+                                     const S *y_tail, const M *valid,
+                                     const F(logits_kl_consts) *c, int SCALED, int WIDE,
+                                     double *sums) {
     const ptrdiff_t k_full = k - k % BLOCK;
     vd sa[NACC], mc[NACC], gc[NACC];
     for (int i = 0; i < NACC; i++) sa[i] = mc[i] = gc[i] = (vd){0};
@@ -316,9 +240,9 @@ KLF_INLINE void F(logits_kl_fused)(const S *x, const S *y, ptrdiff_t k, const S 
         for (int s = 0; s < NSUB; s++) sm[s] = sg[s] = BCAST(0);
         ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
         for (; j < end; j += BLOCK)
-            F(logits_kl_block_fused)(x + j, y + j, c, SCALED, WIDE, NULL, sa, sm, sg);
+            F(logits_kl_block_centred)(x + j, y + j, c, SCALED, WIDE, NULL, sa, sm, sg);
         if (j == k_full && k_full < k) {
-            F(logits_kl_block_fused)(x_tail, y_tail, c, SCALED, WIDE, valid, sa, sm, sg);
+            F(logits_kl_block_centred)(x_tail, y_tail, c, SCALED, WIDE, valid, sa, sm, sg);
             j = k;
         }
         for (int s = 0; s < NSUB; s++) {
@@ -329,6 +253,53 @@ KLF_INLINE void F(logits_kl_fused)(const S *x, const S *y, ptrdiff_t k, const S 
     sums[0] = lane_sum_block(sa);
     sums[1] = lane_sum_block(mc);
     sums[2] = lane_sum_block(gc);
+}
+
+/* A3, Mc and Gc about c->center (sums[0..2]). */
+KLF_INLINE void F(logits_kl_centred_sums)(const S *x, const S *y, ptrdiff_t k,
+                                          const S *x_tail, const S *y_tail, const M *valid,
+                                          const F(logits_kl_consts) *c, double *sums) {
+#define CENTRED(sc, wi) F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, sums)
+    switch ((c->inv_ta == 1 ? 0 : 2) + c->wide) {
+    case 0: CENTRED(0, 0); break;
+    case 1: CENTRED(0, 1); break;
+    case 2: CENTRED(1, 0); break;
+    default: CENTRED(1, 1); break;
+    }
+#undef CENTRED
+}
+
+/* KL0 from the centred sums, and c->shift; 0 when the centre was too far
+ * off for them (g(m) above a quarter of the sum), *good then 0. */
+KLF_INLINE double F(logits_kl_from_centred)(const double *sums, F(logits_kl_consts) *c,
+                                            int *good) {
+    double m = sums[1] / sums[0], g = sums[2] / sums[0], g_m = F(logits_kl_g)(m);
+    *good = fabs(m) < 1 && g_m <= 0.25 * g;
+    if (!*good) return 0.0;
+    double excess = exp(-m) * (g - g_m);
+    double kl0 = log1p(excess > 0 ? excess : 0.0);
+    c->shift = (T)(m + kl0);
+    return kl0;
+}
+
+/* The stable pass: the centred sums from c->center, and once more from the
+ * centre they give when it was off by more than the spread of d (rows a few
+ * ulps apart, where the rounding of the direct sum is all of it); returns
+ * KL0 (before the eps rule) and sets c->shift. */
+KLF_INLINE double F(logits_kl_stable)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
+                                      const S *y_tail, const M *valid,
+                                      F(logits_kl_consts) *c) {
+    double sums[3];
+    int good;
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, sums);
+    double kl0 = F(logits_kl_from_centred)(sums, c, &good);
+    if (good) return kl0;
+    c->center = (T)((double)c->center + sums[1] / sums[0]);
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, sums);
+    double m = sums[1] / sums[0], excess = exp(-m) * (sums[2] / sums[0] - F(logits_kl_g)(m));
+    kl0 = log1p(excess > 0 ? excess : 0.0);
+    c->shift = (T)(m + kl0);
+    return kl0;
 }
 
 /* Pass 3: sum e_j (c_j(p) - c_j(q)). Only elements x_j < x_low (y_j <
@@ -475,32 +446,22 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     if (dd_hi - dd_lo < FUSE_SPREAD &&
         ((double)mb - (double)ma) * c.inv_ta - (double)c.center <= FUSE_MAX) {
         double sums[3];
-#define FUSED(sc, wi) F(logits_kl_fused)(x, y, k, x_tail, y_tail, valid, &c, sc, wi, sums)
-        switch ((c.inv_ta == 1 ? 0 : 2) + c.wide) {
-        case 0: FUSED(0, 0); break;
-        case 1: FUSED(0, 1); break;
-        case 2: FUSED(1, 0); break;
-        default: FUSED(1, 1); break;
-        }
-#undef FUSED
+        int good;
+        F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, &c, sums);
         a = sums[0];
-        double m = sums[1] / a, g = sums[2] / a, g_m = F(logits_kl_g)(m);
         log_a = log(a);
         /* sum f = sum e e^dl = A3 + Mc + Gc */
         log_b = log(sums[0] + sums[1] + sums[2]) + (double)c.center +
                 ((double)ma - (double)mb) * c.inv_ta;
-        if (fabs(m) < 1 && g_m <= 0.25 * g) { /* the centre was good */
-            double excess = exp(-m) * (g - g_m);
-            total = log1p(excess > 0 ? excess : 0.0);
-            c.shift = (T)(m + total);
-            c.stable = 1;
-        } else {
-            total = log1p(m + g) - m; /* log sum_j p_j e^dl_j - m, direct */
+        total = F(logits_kl_from_centred)(sums, &c, &good);
+        c.stable = 1;
+        if (!good) {
+            double m = sums[1] / a;
+            total = log1p(m + sums[2] / a) - m; /* log sum_j p_j e^dl_j - m, direct */
+            c.stable = 0;
             if (total < FUSE_DIRECT) { /* small: the stable pass, from the centre found */
                 c.center = (T)((double)c.center + m);
-                total = c.inv_ta == 1
-                            ? F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 0)
-                            : F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 1);
+                total = F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c);
                 c.stable = 1;
             }
         }
@@ -528,8 +489,7 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
             /* c' = sum p_j d_j = K - W / A, as u_j - v_j = K - d_j */
             double k0 = ((double)mb - (double)ma) * c.inv_ta;
             c.center = (T)(k0 - lane_sum_block(w) / a);
-            total = c.inv_ta == 1 ? F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 0)
-                                  : F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c, 1);
+            total = F(logits_kl_stable)(x, y, k, x_tail, y_tail, valid, &c);
             c.stable = 1;
         }
     }
