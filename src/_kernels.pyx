@@ -88,11 +88,12 @@ FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_
 
 # C-order rows this short (float64, float32) are scored across lanes
 # (engine/lanes_rows.h), where the lane loop measured faster than the row
-# loop (benchmarks/lanes_crossover.py: at k = 10 it takes 0.6-0.85 of the row
-# loop's time, at 16 1.1-1.5), except whole 64-byte blocks (float64 k = 8),
-# which the row loop reads without a tail; longer rows go through the row
-# loop. Both give the same bits; set_lanes_max_k lets tests and benchmarks pick.
-cdef Py_ssize_t _lanes_max_k_f64 = 12
+# loop (benchmarks/lanes_crossover.py, 2 threads: 0.12-0.5 of its time at
+# k = 2-6, 0.8-1.1 at k = 10-12; float64 k = 12 1.5), except whole 64-byte
+# blocks (float64 k = 8), which the row loop reads without a tail; longer
+# rows go through the row loop. Both give the same bits; set_lanes_max_k
+# lets tests and benchmarks pick.
+cdef Py_ssize_t _lanes_max_k_f64 = 10
 cdef Py_ssize_t _lanes_max_k_f32 = 12
 
 

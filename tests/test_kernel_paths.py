@@ -149,3 +149,18 @@ def test_js_of_nearly_equal_rows_keeps_its_digits(rng, dtype, rtol, path):
             a, b = np.delete(a, 7, axis=1), np.delete(b, 7, axis=1)
         want = jensen_shannon_rows(a, b)
         np.testing.assert_allclose(got, want, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (7, 3), (20_000, 2), (3, 40_001)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_read_floor_reads_every_entry(dtype, shape, threads):
+    """The benchmarks' read floor sums every entry of both inputs once,
+    in blocks that ignore the rows (checked against numpy's float64 sum)."""
+    from klfast._diagnostics import read_floor
+
+    rng = np.random.default_rng(5)
+    p = rng.integers(0, 4, size=shape).astype(dtype)
+    q = rng.integers(0, 4, size=shape).astype(dtype)
+    expected = p.astype(np.float64).sum() + q.astype(np.float64).sum()
+    assert read_floor(p, q, threads) == expected

@@ -147,6 +147,71 @@ def test_lanes_reference_column_and_threads(rng, dtype):
     np.testing.assert_allclose(expected, call_ref("kl", p, q_row), **tolerance(dtype))
 
 
+# short C-order rows: a tile of them is k whole vectors, turned into vectors
+# of elements in registers (up to 16 elements; 2-12 compiled for each k)
+SHORT_LENGTHS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16]
+
+
+def eps_kwargs(measure, eps):
+    """jensen_shannon takes no eps (its terms need none)."""
+    return {} if measure == "jensen_shannon" else {"eps": eps}
+
+
+@pytest.mark.parametrize("measure, eps", [(m, e) for m in MEASURES for e in (1e-12, 0.0)]
+                         + [("jensen_shannon", 0.0)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", SHORT_LENGTHS)
+def test_short_rows_own_and_reference_row(rng, lanes_for_every_length, measure, eps, dtype, k):
+    """Short C-order rows against their own rows and against one reference
+    row for all: the row loop's bits (each row scored alone), and the slow
+    twin."""
+    p = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    q = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    q_row = distributions(rng, (k,), dtype=dtype, zero_fraction=0.0)
+    kwargs = eps_kwargs(measure, eps)
+    for qv in (q, q_row):
+        qb = np.broadcast_to(qv, p.shape)
+        expected = rows_one_by_one(measure, p, qb, **kwargs)
+        got = call(measure, p, qv, **kwargs)
+        assert got.dtype == expected.dtype
+        assert np.array_equal(got, expected)
+        if eps or measure == "jensen_shannon":
+            np.testing.assert_allclose(got, call_ref(measure, p, qb, **kwargs), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("measure", MEASURES + ("jensen_shannon",))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, k):
+    """Entries the fast path cannot take (subnormal, huge, -0.0, counts)
+    inside whole tiles of short rows: each row as scored alone."""
+    p = rng.random((N_ROWS, k)).astype(dtype)
+    q = rng.random((N_ROWS, k)).astype(dtype)
+    p[1] *= 40
+    p[17, 0] = -0.0
+    q[18, k - 1] = np.finfo(dtype).tiny / 4
+    p[70, k // 2] = np.finfo(dtype).max / 8
+    p[71] = 0.0
+    for eps in (1e-12, 0.0):
+        kwargs = eps_kwargs(measure, eps)
+        expected = np.array([call_raw(measure, p[i], q[i], **kwargs) for i in range(N_ROWS)])
+        assert np.array_equal(call_raw(measure, p, q, **kwargs), expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_rows_name_the_invalid_row(rng, bad, dtype):
+    """An invalid entry in a tile of short rows names its row, as the row
+    loop does (k = 3: across lanes by default)."""
+    p = distributions(rng, (200, 3), dtype=dtype)
+    q = distributions(rng, (200, 3), dtype=dtype)
+    p[133, 1] = bad
+    with pytest.raises(ValueError, match="row 133"):
+        klfast.kl(p, q)
+    with pytest.raises(ValueError, match="row 133"):
+        klfast.kl(q, p)
+
+
 def test_lanes_limit_can_be_set_back():
     """The switch between the loops is a speed choice only: the default
     limits are small and positive, and setting them back and forth works."""

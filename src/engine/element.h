@@ -26,6 +26,7 @@
 #undef VMAX
 #undef VMIN
 #undef LOAD_PART
+#undef PERMUTE2
 #undef SCALE
 #undef LOG_RATIO
 #undef LOG_HI
@@ -60,6 +61,7 @@
 #define VMAX vmax_f64
 #define VMIN vmin_f64
 #define LOAD_PART load_part_f64
+#define PERMUTE2 permute2_f64
 #define SCALE(v, s) ((v) * (s))
 #define LOG_RATIO log_ratio_f64
 #define LOG_HI log_hi_f64
@@ -96,6 +98,7 @@
 #define VMAX vmax_f32
 #define VMIN vmin_f32
 #define LOAD_PART load_part_f32
+#define PERMUTE2 permute2_f32
 #define SCALE(v, s) scale_f32((v), (s))
 #define LOG_RATIO log_ratio_f32
 #define LOG_HI log_hi_f32

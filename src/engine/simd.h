@@ -221,6 +221,21 @@ KLF_INLINE vf load_part_f32(const float *src, int n) {
 #endif
 }
 
+/* ---- permutes --------------------------------------------------------------
+ * KLF_PERMUTE2 (AVX-512): permute2(a, idx, b) takes lane l of the result
+ * from lane idx[l] mod 2n of a then b (n lanes each): vpermt2pd / vpermt2ps. */
+#if KLF_X86 && KLF_VBYTES == 64
+#define KLF_PERMUTE2 1
+KLF_INLINE vd permute2_f64(vd a, vl idx, vd b) {
+    return (vd)_mm512_permutex2var_pd((__m512d)a, (__m512i)idx, (__m512d)b);
+}
+KLF_INLINE vf permute2_f32(vf a, vi idx, vf b) {
+    return (vf)_mm512_permutex2var_ps((__m512)a, (__m512i)idx, (__m512)b);
+}
+#else
+#define KLF_PERMUTE2 0
+#endif
+
 /* ---- logs -------------------------------------------------------------------
  * log(a / b) lane by lane, for positive normal a and b with
  * 2 * smallest normal <= a < 2^1022 (or 2^126), with one division and no
