@@ -473,7 +473,8 @@ KLF_INLINE unsigned F(short_tile)(int measure, const T *p, const T *q, ptrdiff_t
                                   T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, np = k < BLOCK ? k : BLOCK;
     V x[SHORT_MAX], y[SHORT_MAX], s[BLOCK], xs[BLOCK], ys[BLOCK];
-    vd acc[BLOCK * NH], xw[BLOCK * NH], yw[BLOCK * NH], total[NH], xt[NH], yt[NH];
+    vd acc[BLOCK * NH] = {{0}}, xw[BLOCK * NH] = {{0}}, yw[BLOCK * NH] = {{0}};
+    vd total[NH], xt[NH], yt[NH];
     M flag = {0};
     U bits = {0};
     F(short_transpose)(p, k, idx, x);
@@ -492,7 +493,6 @@ KLF_INLINE unsigned F(short_tile)(int measure, const T *p, const T *q, ptrdiff_t
     }
     /* (float32: one group, widened) */
     for (int l = 0; l < np; l++) {
-        for (int h = 0; h < NH; h++) acc[l * NH + h] = xw[l * NH + h] = yw[l * NH + h] = (vd){0};
         ADD(acc, l, s[l]);
         ADD(xw, l, xs[l]);
         if (uses_q) ADD(yw, l, ys[l]);
