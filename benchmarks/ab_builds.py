@@ -11,7 +11,8 @@ machine cancels within a turn).
         --b /path/new-venv/bin/python --shape 100000x1000 --dtype float64 \\
         --measures kl,entropy,kl_loss --threads 1,2 --turns 9
 
-Measures are klfast's functions; ``pairwise:kl`` (``pairwise:js``, ...) is
+``--layout columns`` (``fortran``) gives the distributions as the columns of a
+C-ordered array with ``axis=0`` (as Fortran-ordered rows). Measures are klfast's functions; ``pairwise:kl`` (``pairwise:js``, ...) is
 ``klfast.pairwise(P, Q, "kl")`` with ``--shape NxK --q-rows M`` (Q: M rows); the losses (``kl_loss``, ``cross_entropy_loss``)
 take the rows of P as targets and log Q as logits (per-row losses, no gradient).
 With ``--logits NOISE`` the inputs are rows of logits instead, P = 3 z and
@@ -39,6 +40,11 @@ import klfast
 p = np.load(sys.argv[1], mmap_mode="r"); q = np.load(sys.argv[2], mmap_mode="r")
 p = np.ascontiguousarray(p); q = np.ascontiguousarray(q)
 measure, threads, calls = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+layout, axis = sys.argv[7], {}
+if layout == "columns":  # distributions in the columns of a C-ordered array
+    p, q, axis = p.T.copy(), q.T.copy(), {"axis": 0}
+elif layout == "fortran":  # rows of a Fortran-ordered array
+    p, q = np.asfortranarray(p), np.asfortranarray(q)
 fn = getattr(klfast, measure.split(":")[0])
 if sys.argv[6] == "logits":
     args = (p,) if measure == "entropy" else (p, q)
@@ -49,8 +55,9 @@ elif measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no 
     args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
 else:
     args = (p,) if measure == "entropy" else (p, q)
-    kwargs = {"out": np.empty(p.shape[0], dtype=np.promote_types(p.dtype, np.float32)),
-              "num_threads": threads}
+    n_out = p.shape[1] if axis else p.shape[0]
+    kwargs = {"out": np.empty(n_out, dtype=np.promote_types(p.dtype, np.float32)),
+              "num_threads": threads, **axis}
 fn(*args, **kwargs)  # warm up
 times = []
 for _ in range(calls):
@@ -61,9 +68,9 @@ print(json.dumps(min(times)))
 """
 
 
-def sample(python, paths, measure, threads, calls, logits):
+def sample(python, paths, measure, threads, calls, logits, layout):
     done = subprocess.run([python, "-c", CHILD, *paths, measure, str(threads), str(calls),
-                           "logits" if logits else "probs"],
+                           "logits" if logits else "probs", layout],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -82,6 +89,9 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--logits", type=float, default=None, metavar="NOISE",
                         help="inputs as logits: P = 3 z, Q = P + NOISE z'")
+    parser.add_argument("--layout", default="rows", choices=["rows", "columns", "fortran"],
+                        help="the NxK distributions as C-ordered rows, as the columns of a "
+                             "C-ordered KxN array (axis=0), or as Fortran-ordered rows")
     args = parser.parse_args(argv)
     n, k = (int(x) for x in args.shape.split("x"))
     rng = np.random.default_rng(0)
@@ -101,7 +111,7 @@ def main(argv=None):
             np.save(path, x)
             paths.append(path)
             del x
-        print(f"{args.shape} {args.dtype}, {args.turns} turns of {args.calls} calls each; "
+        print(f"{args.shape} {args.dtype} {args.layout}, {args.turns} turns of {args.calls} calls each; "
               f"ratio = B time / A time (median of per-turn ratios)")
         for measure in args.measures.split(","):
             for threads in (int(t) for t in args.threads.split(",")):
@@ -112,7 +122,7 @@ def main(argv=None):
                     for side in order:
                         python = args.a if side == "a" else args.b
                         got[side] = sample(python, paths, measure, threads, args.calls,
-                                           args.logits is not None)
+                                           args.logits is not None, args.layout)
                     a_times.append(got["a"])
                     b_times.append(got["b"])
                     ratios.append(got["b"] / got["a"])

@@ -184,7 +184,8 @@ def test_short_rows_own_and_reference_row(rng, lanes_for_every_length, measure, 
 @pytest.mark.parametrize("k", [2, 3, 10])
 def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, k):
     """Entries the fast path cannot take (subnormal, huge, -0.0, counts)
-    inside whole tiles of short rows: each row as scored alone."""
+    inside whole tiles of short rows, C-ordered or in columns: each row as
+    scored alone."""
     p = rng.random((N_ROWS, k)).astype(dtype)
     q = rng.random((N_ROWS, k)).astype(dtype)
     p[1] *= 40
@@ -196,6 +197,11 @@ def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, 
         kwargs = eps_kwargs(measure, eps)
         expected = np.array([call_raw(measure, p[i], q[i], **kwargs) for i in range(N_ROWS)])
         assert np.array_equal(call_raw(measure, p, q, **kwargs), expected, equal_nan=True)
+        # the same distributions as columns and as Fortran rows (read in place)
+        got = call_raw(measure, p.T.copy(), q.T.copy(), axis=0, **kwargs)
+        assert np.array_equal(got, expected, equal_nan=True), "columns"
+        got = call_raw(measure, np.asfortranarray(p), np.asfortranarray(q), **kwargs)
+        assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
 
 
 @pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])

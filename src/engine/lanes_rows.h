@@ -57,9 +57,13 @@ KLF_INLINE void F(fold)(vd *pos, int np, vd *out) {
         memcpy(out, c, NH * sizeof(vd));
         return;
     }
+    /* (np constant, as in short_tile: unrolled into registers) */
+#pragma GCC unroll 8
     for (int half = BLOCK / 2; half >= 1; half /= 2) {
-        for (int l = 0; l < half && l + half < np; l++)
-            for (int h = 0; h < NH; h++) pos[l * NH + h] += pos[(l + half) * NH + h];
+#pragma GCC unroll 16
+        for (int l = 0; l < half; l++)
+            if (l + half < np)
+                for (int h = 0; h < NH; h++) pos[l * NH + h] += pos[(l + half) * NH + h];
         if (np > half) np = half;
     }
     for (int h = 0; h < NH; h++) out[h] = np > 0 ? pos[h] : (vd){0}; /* k = 0: an empty sum */
@@ -420,14 +424,15 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
                             q_es, n, k, tol, scale, out, out_s, n_bad);
 }
 
-/* ---- short rows stored back to back ----------------------------------------
- * C-ordered rows of k <= SHORT_MAX elements, not normalized: one chunk, at
- * most two elements per position. A tile of LANES rows is k whole vectors,
- * turned into the k vectors of its elements in registers, and its sums are
- * kept in registers (lanes_loop keeps a state in memory for any length);
- * the sums are lanes_loop's, position by position. k = 2 .. 10 are compiled
- * each with k a constant (unchecked eps: the default), which unrolls the
- * tile into registers: 1.5-2x faster than the loop over any k. */
+/* ---- short distributions -------------------------------------------------
+ * Distributions of k <= SHORT_MAX elements, not normalized: one chunk, at
+ * most two elements per position. A tile of LANES C-ordered rows is k whole
+ * vectors, turned into the k vectors of its elements in registers; a tile
+ * of LANES consecutive distributions (columns, Fortran rows) is read as
+ * its k vectors in place. Its sums are kept in registers (lanes_loop keeps
+ * a state in memory for any length); they are lanes_loop's, position by
+ * position. k = 2 .. 10 are compiled each with k and the layout constant
+ * (unchecked eps: the default) and the tile unrolled into registers. */
 
 /* The tile's k vectors at x (LANES rows of k elements, back to back) as
  * the vectors of its elements: lane r of out[j] = x[r * k + j]. AVX-512,
@@ -466,24 +471,57 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
     F(transpose_rows)(x, k, LANES, k, (T *)out); /* (written by memcpy) */
 }
 
-/* One tile of LANES short rows from p and q (q_ls == 0: one row of q for
- * all), for constant measure and checked; results as lanes_results. */
-KLF_INLINE unsigned F(short_tile)(int measure, const T *p, const T *q, ptrdiff_t q_ls, int k,
-                                  V e, int checked, const M *idx, double tol, double scale,
-                                  T *out, ptrdiff_t out_s, int *n_bad) {
+/* The k vectors of elements of a tile of LANES short distributions at x
+ * (element j of distribution r at x[r * ls + j * es]), for short_tile:
+ * ls == 0, one distribution for every lane (broadcast); cols (ls == 1),
+ * each element's LANES distributions consecutive, read in place (and
+ * prefetched PREFETCH on); else rows back to back (ls == k, es == 1),
+ * turned in registers (short_transpose). */
+KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int cols,
+                              const M *idx, V *out) {
+    if (ls == 0) {
+#pragma GCC unroll 16
+        for (int j = 0; j < k; j++) out[j] = BCAST(x[j * es]);
+    } else if (cols) {
+#pragma GCC unroll 16
+        for (int j = 0; j < k; j++) {
+            __builtin_prefetch(x + j * es + PREFETCH);
+            memcpy(&out[j], x + j * es, sizeof(V));
+        }
+    } else {
+        F(short_transpose)(x, k, idx, out);
+    }
+}
+
+/* The first np position sums of a short tile (one element or two each:
+ * one float32 group) onto sums of +0, widened (ADD), and folded (fold):
+ * into out[0 .. NH). With np constant all in registers. */
+KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
+    vd c[BLOCK * NH] = {{0}}; /* (zeroed for gcc's sake: only the first np are read) */
+#pragma GCC unroll 16
+    for (int l = 0; l < np; l++) ADD(c, l, s[l]);
+    F(fold)(c, np, out);
+}
+
+/* One tile of LANES short distributions from p and q (short_load; q_ls ==
+ * 0: one distribution of q for all), for constant measure and checked;
+ * results as lanes_results. */
+KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p_ls,
+                                  ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
+                                  int k, V e, int checked, const M *idx, double tol,
+                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, np = k < BLOCK ? k : BLOCK;
-    V x[SHORT_MAX], y[SHORT_MAX], s[BLOCK], xs[BLOCK], ys[BLOCK];
-    vd acc[BLOCK * NH] = {{0}}, xw[BLOCK * NH] = {{0}}, yw[BLOCK * NH] = {{0}};
+    /* (all zeroed: gcc cannot tell that they are written before they are read;
+     * with k constant the unused ones cost nothing) */
+    V x[SHORT_MAX] = {{0}}, y[SHORT_MAX] = {{0}};
+    V s[BLOCK] = {{0}}, xs[BLOCK] = {{0}}, ys[BLOCK] = {{0}};
     vd total[NH], xt[NH], yt[NH];
     M flag = {0};
     U bits = {0};
-    F(short_transpose)(p, k, idx, x);
-    if (uses_q && q_ls == 0)
-        for (int j = 0; j < k; j++) y[j] = BCAST(q[j]);
-    else if (uses_q)
-        F(short_transpose)(q, k, idx, y);
-    for (int l = 0; l < np; l++) s[l] = xs[l] = ys[l] = (V){0};
+    F(short_load)(p, p_ls, p_es, k, cols, idx, x);
+    if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
     /* element j at position j mod BLOCK, each position in the order of j */
+#pragma GCC unroll 16
     for (int j = 0; j < k; j++) {
         int l = j < BLOCK ? j : j - BLOCK;
         F(term)(measure, x[j], uses_q ? y[j] : (V){0}, e, checked, &flag, &s[l]);
@@ -492,54 +530,56 @@ KLF_INLINE unsigned F(short_tile)(int measure, const T *p, const T *q, ptrdiff_t
         if (uses_q) ys[l] += y[j];
     }
     /* (float32: one group, widened) */
-    for (int l = 0; l < np; l++) {
-        ADD(acc, l, s[l]);
-        ADD(xw, l, xs[l]);
-        if (uses_q) ADD(yw, l, ys[l]);
-    }
-    F(fold)(acc, np, total);
-    F(fold)(xw, np, xt);
-    if (uses_q) F(fold)(yw, np, yt);
+    F(fold_positions)(s, np, total);
+    F(fold_positions)(xs, np, xt);
+    if (uses_q) F(fold_positions)(ys, np, yt);
     else memcpy(yt, xt, sizeof(yt));
     return F(lanes_results)(measure, total, xt, yt, NULL, NULL, flag, F(or_is_invalid)(bits), p,
-                            k, 1, q, q_ls, 1, LANES, k, tol, scale, out, out_s, n_bad);
+                            p_ls, p_es, q, q_ls, q_es, LANES, k, tol, scale, out, out_s, n_bad);
 }
 
-/* The n / LANES whole tiles of short rows at p, q (lanes). */
-KLF_INLINE uint64_t F(short_rows)(int measure, const T *p, const T *q, ptrdiff_t q_ls, int n,
-                                  int k, double eps, double tol, double scale, T *out,
+/* The n / LANES whole tiles of short distributions at p, q (lanes): rows
+ * back to back (cols == 0: p_ls == k, p_es == 1, q alike or broadcast) or
+ * consecutive distributions (cols: p_ls == 1, q_ls 1 or 0). */
+KLF_INLINE uint64_t F(short_rows)(int measure, int cols, const T *p, ptrdiff_t p_ls,
+                                  ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
+                                  int n, int k, double eps, double tol, double scale, T *out,
                                   ptrdiff_t out_s, int *n_bad) {
     int checked = !(eps >= 2.0 * (double)TMIN);
     V e = BCAST((T)eps);
     M idx[SHORT_MAX];
     uint64_t special = 0;
-    for (int j = 0; j < k; j++)
-        for (int r = 0; r < LANES; r++) idx[j][r] = r * k + j;
-/* k and checked as constants where given (K_ > 0) */
-#define SHORT_LOOP(K_, C_)                                                                   \
-    for (int r = 0; r + LANES <= n; r += LANES) {                                            \
-        int bad = 0;                                                                         \
-        unsigned sp = F(short_tile)(measure, p + r * k, q + r * q_ls, q_ls, K_ ? K_ : k, e, C_, \
-                                    idx, tol, scale, out + r * out_s, out_s, &bad);          \
-        special |= (uint64_t)sp << r;                                                        \
-        *n_bad += bad;                                                                       \
+    if (!cols)
+        for (int j = 0; j < k; j++)
+            for (int r = 0; r < LANES; r++) idx[j][r] = r * k + j;
+/* k, checked and the layout as constants where given (K_ > 0; L_: cols) */
+#define SHORT_LOOP(K_, C_, L_)                                                                \
+    for (int r = 0; r + LANES <= n; r += LANES) {                                             \
+        int bad = 0;                                                                          \
+        unsigned sp = F(short_tile)(measure, L_, p + r * p_ls, L_ ? 1 : (K_ ? K_ : k),         \
+                                    L_ ? p_es : 1, q + r * q_ls, q_ls, L_ ? q_es : 1,          \
+                                    K_ ? K_ : k, e, C_, idx, tol, scale, out + r * out_s,     \
+                                    out_s, &bad);                                             \
+        special |= (uint64_t)sp << r;                                                         \
+        *n_bad += bad;                                                                        \
     }
-    if (checked) {
-        SHORT_LOOP(0, 1)
-    } else {
-        switch (k) {
-        case 2: SHORT_LOOP(2, 0) break;
-        case 3: SHORT_LOOP(3, 0) break;
-        case 4: SHORT_LOOP(4, 0) break;
-        case 5: SHORT_LOOP(5, 0) break;
-        case 6: SHORT_LOOP(6, 0) break;
-        case 7: SHORT_LOOP(7, 0) break;
-        case 8: SHORT_LOOP(8, 0) break;
-        case 9: SHORT_LOOP(9, 0) break;
-        case 10: SHORT_LOOP(10, 0) break;
-        default: SHORT_LOOP(0, 0)
-        }
+#define SHORT_CASES(L_)                                                                       \
+    switch (k) {                                                                              \
+    case 2: SHORT_LOOP(2, 0, L_) break;                                                       \
+    case 3: SHORT_LOOP(3, 0, L_) break;                                                       \
+    case 4: SHORT_LOOP(4, 0, L_) break;                                                       \
+    case 5: SHORT_LOOP(5, 0, L_) break;                                                       \
+    case 6: SHORT_LOOP(6, 0, L_) break;                                                       \
+    case 7: SHORT_LOOP(7, 0, L_) break;                                                       \
+    case 8: SHORT_LOOP(8, 0, L_) break;                                                       \
+    case 9: SHORT_LOOP(9, 0, L_) break;                                                       \
+    case 10: SHORT_LOOP(10, 0, L_) break;                                                     \
+    default: SHORT_LOOP(0, 0, L_)                                                             \
     }
+    if (checked) SHORT_LOOP(0, 1, cols)
+    else if (cols) SHORT_CASES(1)
+    else SHORT_CASES(0)
+#undef SHORT_CASES
 #undef SHORT_LOOP
     return special;
 }
@@ -639,9 +679,23 @@ KLF_INLINE uint64_t F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
     *n_bad = 0;
-    if (!normalize && p_es == 1 && p_ls == k && (!uses_q || (q_es == 1 && (q_ls == k || q_ls == 0)))
-        && k >= 1 && k <= SHORT_MAX && n % LANES == 0)
-        return F(short_rows)(measure, p, q, q_ls, n, (int)k, eps, tol, scale, out, out_s, n_bad);
+    /* short distributions, not normalized: whole tiles in registers */
+    int cols = p_ls == 1 && (!uses_q || q_ls == 1 || q_ls == 0);
+    int rows = !cols && p_es == 1 && p_ls == k
+               && (!uses_q || (q_es == 1 && (q_ls == k || q_ls == 0)));
+    if (!normalize && k >= 1 && k <= SHORT_MAX && (cols || rows)) {
+        int whole = n - n % LANES, bad = 0;
+        special = F(short_rows)(measure, cols, p, p_ls, p_es, q, q_ls, q_es, whole, (int)k, eps,
+                                tol, scale, out, out_s, n_bad);
+        if (whole < n) {
+            special |= (uint64_t)F(lanes_tile)(measure, p + whole * p_ls, p_ls, p_es,
+                                               q + whole * q_ls, q_ls, q_es, n - whole, k, eps,
+                                               0, tol, scale, out + whole * out_s, out_s, &bad)
+                       << whole;
+            *n_bad += bad;
+        }
+        return special;
+    }
     if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
         int checked = !(eps >= 2.0 * (double)TMIN);
         F(lanes_state) st[STRIP];
