@@ -35,6 +35,7 @@
 #undef EXP_PLAIN_MIN
 #undef UMAX_OP
 #undef ADD
+#undef WIDEN
 #undef PRM
 #undef SUB_SCALE
 #undef SUB_LOG
@@ -74,6 +75,8 @@
 #define SUB_LOG 37.42994775023705 /* 54 ln 2 */
 /* acc[s] += sub-vector s of a block */
 #define ADD(acc, s, v) ((acc)[s] += (v))
+/* acc[s] = sub-vector s of a block */
+#define WIDEN(acc, s, v) ((acc)[s] = (v))
 #if KLF_X86 && KLF_VBYTES == 64
 #define UMAX_OP(a, b) ((vu)_mm512_max_epu64((__m512i)(a), (__m512i)(b)))
 #endif
@@ -110,6 +113,8 @@
 #define SUB_LOG 16.635532333438686f /* 24 ln 2 */
 /* acc[2s], acc[2s + 1] += the two halves of sub-vector s, widened */
 #define ADD(acc, s, v) widen_add((acc) + 2 * (s), (v))
+/* acc[2s], acc[2s + 1] = the two halves of sub-vector s, widened */
+#define WIDEN(acc, s, v) widen_to((acc) + 2 * (s), (v))
 #if KLF_X86 && KLF_VBYTES == 64
 #define UMAX_OP(a, b) ((vui)_mm512_max_epu32((__m512i)(a), (__m512i)(b)))
 #elif KLF_X86 && KLF_VBYTES == 32

@@ -443,8 +443,11 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
  * transposed (transpose_rows). */
 #if KLF_PERMUTE2
 KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
+    /* (k constant: unrolled, so that out stays in registers) */
+#pragma GCC unroll 16
     for (int j = 0; j < k; j++) {
         V o = {0};
+#pragma GCC unroll 8
         for (int m = 0; 2 * m < k; m++) {
             /* an odd k's last pair: its second vector is lanes no index reads */
             V a, b;
@@ -494,12 +497,16 @@ KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int
 }
 
 /* The first np position sums of a short tile (one element or two each:
- * one float32 group) onto sums of +0, widened (ADD), and folded (fold):
- * into out[0 .. NH). With np constant all in registers. */
+ * one float32 group), widened, and folded (fold): into out[0 .. NH). The
+ * row loop adds them onto sums of +0 (ADD); here they are taken as they
+ * are (WIDEN), the same bits: a position sum is never -0 (it starts at +0,
+ * and a sum rounded to nearest is -0 only when both addends are), and
+ * +0 + w is w for any other w, NaN included. With np constant all in
+ * registers. */
 KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
     vd c[BLOCK * NH] = {{0}}; /* (zeroed for gcc's sake: only the first np are read) */
 #pragma GCC unroll 16
-    for (int l = 0; l < np; l++) ADD(c, l, s[l]);
+    for (int l = 0; l < np; l++) WIDEN(c, l, s[l]);
     F(fold)(c, np, out);
 }
 

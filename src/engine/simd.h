@@ -5,7 +5,7 @@
  *
  *   types      vd (double), vl/vu (64-bit ints), vf (float), vi/vui (32-bit
  *              ints), vfh (half a vf)
- *   lanes      vsel, vmax/vmin, any_lane, widen_add (float lanes into double
+ *   lanes      vsel, vmax/vmin, any_lane, widen_to, widen_add (float lanes into double
  *              accumulators), lane_sum (a fixed-order sum of a row's lanes)
  *   loads      load_part (the first n elements of a vector, zeros after)
  *   logs       log_ratio (log(a/b), one division), log_hi (log(2hi/(hi+lo))),
@@ -140,21 +140,29 @@ KLF_INLINE vd widen(vfh h) {
 #endif
 }
 
-/* acc[0] += the low half of v in double, acc[1] += its high half. With
- * AVX-512 (GCC) each half is converted by the named instruction; elsewhere
- * the whole vector is converted to a double vector of twice the width,
- * whose halves are then registers of their own (fewer shuffles than
- * converting each half). */
-KLF_INLINE void widen_add(vd *acc, vf v) {
+/* w[0] = the low half of v in double, w[1] = its high half. With AVX-512
+ * (GCC) each half is converted by the named instruction; elsewhere the
+ * whole vector is converted to a double vector of twice the width, whose
+ * halves are then registers of their own (fewer shuffles than converting
+ * each half). */
+KLF_INLINE void widen_to(vd *w, vf v) {
 #if KLF_X86 && KLF_VBYTES == 64 && !defined(__clang__)
-    acc[0] += widen(half_lo(v));
-    acc[1] += widen(half_hi(v));
+    w[0] = widen(half_lo(v));
+    w[1] = widen(half_hi(v));
 #else
     typedef double vdw __attribute__((vector_size(2 * KLF_VBYTES)));
-    vdw w = __builtin_convertvector(v, vdw);
-    acc[0] += __builtin_shufflevector(w, w, KLF_IDX_LO);
-    acc[1] += __builtin_shufflevector(w, w, KLF_IDX_HI);
+    vdw d = __builtin_convertvector(v, vdw);
+    w[0] = __builtin_shufflevector(d, d, KLF_IDX_LO);
+    w[1] = __builtin_shufflevector(d, d, KLF_IDX_HI);
 #endif
+}
+
+/* acc[0] += the low half of v in double, acc[1] += its high half. */
+KLF_INLINE void widen_add(vd *acc, vf v) {
+    vd w[2];
+    widen_to(w, v);
+    acc[0] += w[0];
+    acc[1] += w[1];
 }
 
 /* v * s for float lanes, multiplied in double and rounded once (a normalized
