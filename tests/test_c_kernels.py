@@ -12,6 +12,7 @@ A compiler or emulator that is missing skips its case, except in CI
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,17 +37,47 @@ def need(*tools):
         pytest.skip(f"{', '.join(missing)} not installed")
 
 
-def build(cc, tmp_path, x86):
+def compile_level(cc, name, flags, obj):
+    result = subprocess.run([cc, *FLAGS, *flags, "-c", str(SRC / "levels" / f"{name}.c"),
+                             "-o", obj], capture_output=True, text=True)
+    assert result.returncode == 0, f"{cc} {name}.c:\n{result.stderr}"
+    return obj
+
+
+# each compiler's levels above the baseline (gcc's are the slowest to compile)
+COMPILERS = {"gcc": X86_LEVELS, "aarch64-linux-gnu-gcc": {}, "clang": X86_LEVELS}
+
+
+def compiler_of(item):
+    spec = getattr(item, "callspec", None)
+    return spec.params["cc"] if spec else "aarch64-linux-gnu-gcc"
+
+
+@pytest.fixture(scope="module")
+def levels(request, tmp_path_factory):
+    """The level objects of every installed compiler this module's selected
+    tests use, all compiled at once, one job per CPU (the compiles are most
+    of these tests' time): {cc: {level: future of its object}}."""
+    wanted = {compiler_of(item) for item in request.session.items
+              if item.module is request.module}
+    if os.uname().machine != "x86_64":
+        wanted -= {"gcc", "clang"}
+    tmp = tmp_path_factory.mktemp("levels")
+    pool = ThreadPoolExecutor(os.cpu_count() or 1)
+    jobs = {}
+    for cc, above in COMPILERS.items():
+        if cc in wanted and shutil.which(cc):
+            names = {"baseline": []} | above
+            jobs[cc] = {name: pool.submit(compile_level, cc, name, flags, tmp / f"{cc}-{name}.o")
+                        for name, flags in reversed(names.items())}  # the highest first
+    yield jobs
+    pool.shutdown(cancel_futures=True)
+
+
+def build(cc, levels, tmp_path):
     """check_kernels linked with every level this compiler builds here."""
-    objects, defines = [], []
-    levels = {"baseline": []} | (X86_LEVELS if x86 else {})
-    for name, flags in levels.items():
-        obj = tmp_path / f"{name}.o"
-        subprocess.run([cc, *FLAGS, *flags, "-c", str(SRC / "levels" / f"{name}.c"), "-o", obj],
-                       check=True, capture_output=True, text=True)
-        objects.append(obj)
-        if name != "baseline":
-            defines.append(f"-DKLFAST_LEVEL_{name.upper()}=1")
+    objects = [job.result() for job in levels[cc].values()]
+    defines = [f"-DKLFAST_LEVEL_{name.upper()}=1" for name in levels[cc] if name != "baseline"]
     exe = tmp_path / "check_kernels"
     subprocess.run([cc, *FLAGS, *defines, str(ROOT / "tests" / "c" / "check_kernels.c"),
                     str(SRC / "engine" / "dispatch.c"), *objects, "-o", exe, "-lm"],
@@ -63,17 +94,17 @@ def run(command):
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 levels")
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
-def test_every_level_natively(cc, tmp_path):
+def test_every_level_natively(cc, levels, tmp_path):
     need(cc)
-    out = run([str(build(cc, tmp_path, x86=True))])
+    out = run([str(build(cc, levels, tmp_path))])
     assert "level baseline: checked" in out  # and every level this CPU runs
     if "avx512" in Path("/proc/cpuinfo").read_text():
         assert "level avx512: checked" in out and "level avx2: checked" in out
 
 
-def test_aarch64_neon_under_qemu(tmp_path):
+def test_aarch64_neon_under_qemu(levels, tmp_path):
     need("aarch64-linux-gnu-gcc", "qemu-aarch64")
-    exe = build("aarch64-linux-gnu-gcc", tmp_path, x86=False)
+    exe = build("aarch64-linux-gnu-gcc", levels, tmp_path)
     listing = subprocess.run(["aarch64-linux-gnu-objdump", "-d", exe], capture_output=True,
                              text=True, check=True).stdout
     assert "fdiv\tv" in listing  # the logs divide whole NEON vectors

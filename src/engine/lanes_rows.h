@@ -21,8 +21,11 @@
  *
  * Each distribution is read through (ls, es): element j of distribution r
  * is at x[r * ls + j * es]. A call takes up to STRIP tiles (64
- * distributions at every level). When all of them are consecutive in memory
- * (ls == 1: columns, Fortran rows) the strip is swept element by element,
+ * distributions at every level). Short distributions (k <= SHORT_MAX), not
+ * normalized, back to back (C rows) or consecutive (columns, Fortran rows),
+ * are scored a whole tile at a time in registers (short_tile, below). Other
+ * distributions consecutive in memory (ls == 1: columns, Fortran rows) are
+ * swept element by element when the strip is whole,
  * each element of the STRIP tiles in turn: memory is read in segments of
  * 64 distributions (512 bytes of float64), one segment after the other
  * along each row of a C-ordered array, with the tiles' sums kept in memory
@@ -504,7 +507,11 @@ KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int
  * +0 + w is w for any other w, NaN included. With np constant all in
  * registers. */
 KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
-    vd c[BLOCK * NH] = {{0}}; /* (zeroed for gcc's sake: only the first np are read) */
+    vd c[BLOCK * NH];
+    /* fold reads the first np only. Zeroed for gcc's -Wmaybe-uninitialized
+     * where np is not a constant; with np constant gcc sees that, and the
+     * zeroing (2 KB of stores at float32 AVX-512) is left out */
+    if (!__builtin_constant_p(np)) memset(c, 0, sizeof(c));
 #pragma GCC unroll 16
     for (int l = 0; l < np; l++) WIDEN(c, l, s[l]);
     F(fold)(c, np, out);
@@ -685,25 +692,18 @@ KLF_INLINE uint64_t F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
                              ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
+    int start = 0; /* the tiles before start are scored */
     *n_bad = 0;
-    /* short distributions, not normalized: whole tiles in registers */
+    /* short distributions, not normalized: whole tiles in registers, a
+     * partial last tile in the loop at the end */
     int cols = p_ls == 1 && (!uses_q || q_ls == 1 || q_ls == 0);
     int rows = !cols && p_es == 1 && p_ls == k
                && (!uses_q || (q_es == 1 && (q_ls == k || q_ls == 0)));
     if (!normalize && k >= 1 && k <= SHORT_MAX && (cols || rows)) {
-        int whole = n - n % LANES, bad = 0;
-        special = F(short_rows)(measure, cols, p, p_ls, p_es, q, q_ls, q_es, whole, (int)k, eps,
+        start = n - n % LANES;
+        special = F(short_rows)(measure, cols, p, p_ls, p_es, q, q_ls, q_es, start, (int)k, eps,
                                 tol, scale, out, out_s, n_bad);
-        if (whole < n) {
-            special |= (uint64_t)F(lanes_tile)(measure, p + whole * p_ls, p_ls, p_es,
-                                               q + whole * q_ls, q_ls, q_es, n - whole, k, eps,
-                                               0, tol, scale, out + whole * out_s, out_s, &bad)
-                       << whole;
-            *n_bad += bad;
-        }
-        return special;
-    }
-    if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
+    } else if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
         int checked = !(eps >= 2.0 * (double)TMIN);
         F(lanes_state) st[STRIP];
         for (int w = 0; w < STRIP; w++) {
@@ -728,7 +728,7 @@ KLF_INLINE uint64_t F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
         }
         return special;
     }
-    for (int r = 0; r < n; r += LANES) {
+    for (int r = start; r < n; r += LANES) {
         int bad = 0, m = n - r < LANES ? n - r : LANES;
         special |= (uint64_t)F(lanes_tile)(measure, p + r * p_ls, p_ls, p_es, q + r * q_ls, q_ls,
                                            q_es, m, k, eps, normalize, tol, scale,
