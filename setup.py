@@ -105,6 +105,9 @@ class BuildExt(build_ext):
         if os.environ.get("KLFAST_DEBUG_INFO", "") in ("", "0"):
             args += NO_DEBUG_ARGS
         link_args, notes = [], []
+        if os.name == "posix":  # the row loop's thread pool (src/engine/pool.h)
+            args.append("-pthread")
+            link_args.append("-pthread")
         if os.environ.get("KLFAST_NO_OPENMP", "") not in ("", "0"):
             notes.append("OpenMP: off (KLFAST_NO_OPENMP)")
         else:

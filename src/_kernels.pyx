@@ -45,7 +45,6 @@ goes to the exact scalar path.
 import os
 from time import perf_counter
 
-from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport log, INFINITY
@@ -63,7 +62,12 @@ cdef extern from "engine/config.h" nogil:
     const char* KLFAST_COMPILER
     const char* KLFAST_BUILD_ISA
     int klfast_omp_max_threads()
-    int klfast_omp_thread_num()
+
+cdef extern from "engine/pool.h" nogil:
+    ctypedef Py_ssize_t (*klfast_task)(void* ctx, Py_ssize_t i0, Py_ssize_t i1,
+                                       int tid) noexcept nogil
+    Py_ssize_t klfast_parallel(klfast_task fn, void* ctx, Py_ssize_t begin, Py_ssize_t end,
+                               Py_ssize_t claim, int n_threads)
 
 from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
@@ -107,12 +111,13 @@ def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
     return previous
 
 
-# Threads take rows a few at a time (OpenMP's dynamic schedule), about
-# claim_bytes of each input per claim (tens of microseconds of work, so a
-# claim costs under 1 %): a thread the system has descheduled holds up at
-# most one claim, and a free thread takes the rows it would have scored. A
-# row is scored by one thread from start to end, so the results do not
-# depend on who takes it. set_claim_bytes lets benchmarks pick.
+# Threads take rows a few at a time (engine/pool.h), about claim_bytes of
+# each input per claim (tens of microseconds of work, so a claim costs under
+# 1 %): a thread the system has descheduled holds up at most one claim, and
+# a free thread takes the rows it would have scored; a thread that has not
+# started by the time the claims run out holds up nothing. A row is scored
+# by one thread from start to end, so the results do not depend on who
+# takes it. set_claim_bytes lets benchmarks pick.
 cdef Py_ssize_t _claim_bytes = 1 << 17
 
 
@@ -125,9 +130,11 @@ def set_claim_bytes(Py_ssize_t n):
     return previous
 
 
-cdef inline int _claim(Py_ssize_t per_item) noexcept nogil:
-    """Items (rows or tiles of per_item bytes) per claim."""
-    return <int>min(max(1, _claim_bytes // max(per_item, 1)), 1 << 30)
+cdef inline Py_ssize_t _claim(Py_ssize_t per_row) noexcept nogil:
+    """Rows (of per_row bytes) per claim: a multiple of 16, so that claims
+    cut no tile of rows scored across lanes (16 is the widest tile)."""
+    cdef Py_ssize_t rows = max(1, _claim_bytes // max(per_row, 1))
+    return min((rows + 15) // 16 * 16, <Py_ssize_t>1 << 40)
 
 
 cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
@@ -164,8 +171,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                      const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                      floating* out, Py_ssize_t out_s,
                      Py_ssize_t n_rows, Py_ssize_t k,
-                     double eps, double scale, bint normalize, double tol,
-                     int n_threads) noexcept nogil:
+                     double eps, double scale, bint normalize, double tol) noexcept nogil:
     """Fill out[i * out_s] for every row; strides in elements (element j of
     row i of p at p[i * p_rs + j * p_es]). Returns the number of invalid
     rows (their result is NaN). Rows whose elements are not contiguous, and
@@ -188,37 +194,18 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     elif k <= max_k and k * sizeof(floating) % 64 != 0:
         # whole tiles across lanes, the rest row by row
         n_tiles = n_rows // width
-    if n_tiles:
-        if n_threads <= 1 or n_tiles < 2:
-            for t in range(n_tiles):
-                n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
-                                    q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
-                                    out_s, <int>min(width, n_rows - t * width), k, eps, scale,
-                                    normalize, tol)
-        else:
-            for t in prange(n_tiles, schedule="dynamic",
-                            chunksize=_claim(width * k * sizeof(floating)),
-                            num_threads=n_threads):
-                n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
-                                    q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
-                                    out_s, <int>min(width, n_rows - t * width), k, eps, scale,
-                                    normalize, tol)
-        first = min(n_rows, n_tiles * width)
-    if n_threads <= 1 or n_rows - first < 2:
-        for i in range(first, n_rows):
-            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
-                               tol, scale)
-            out[i * out_s] = <floating>v
-            if v != v:
-                n_bad += 1
-    else:
-        for i in prange(first, n_rows, schedule="dynamic", chunksize=_claim(k * sizeof(floating)),
-                        num_threads=n_threads):
-            v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
-                               tol, scale)
-            out[i * out_s] = <floating>v
-            if v != v:
-                n_bad += 1
+    for t in range(n_tiles):
+        n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
+                            q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
+                            out_s, <int>min(width, n_rows - t * width), k, eps, scale,
+                            normalize, tol)
+    first = min(n_rows, n_tiles * width)
+    for i in range(first, n_rows):
+        v = _fast_or_exact(measure, isa, p + i * p_rs, q + i * q_rs, k, eps, normalize,
+                           tol, scale)
+        out[i * out_s] = <floating>v
+        if v != v:
+            n_bad += 1
     return n_bad
 
 
@@ -240,29 +227,20 @@ cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm
                            const floating* p, Py_ssize_t p_rs,
                            const floating* q, Py_ssize_t q_rs,
                            floating* g, Py_ssize_t g_rs,
-                           double* out, double scale, Py_ssize_t n_rows, Py_ssize_t k,
-                           int n_threads) noexcept nogil:
+                           double* out, double scale, Py_ssize_t n_rows,
+                           Py_ssize_t k) noexcept nogil:
     """Fill out[i] (times scale; and row i of g unless g is NULL) for every
     row; strides in elements. Returns the number of invalid rows (their
     out[i] is NaN)."""
     cdef Py_ssize_t i, n_bad = 0
     cdef double v
     cdef floating* g_row
-    if n_threads <= 1:
-        for i in range(n_rows):
-            g_row = g + i * g_rs if g != NULL else NULL
-            v = _forms_fast_or_exact(isa, prm, p + i * p_rs, q + i * q_rs, g_row, k) * scale
-            out[i] = v
-            if v != v:
-                n_bad += 1
-    else:
-        for i in prange(n_rows, schedule="dynamic", chunksize=_claim(k * sizeof(floating)),
-                      num_threads=n_threads):
-            g_row = g + i * g_rs if g != NULL else NULL
-            v = _forms_fast_or_exact(isa, prm, p + i * p_rs, q + i * q_rs, g_row, k) * scale
-            out[i] = v
-            if v != v:
-                n_bad += 1
+    for i in range(n_rows):
+        g_row = g + i * g_rs if g != NULL else NULL
+        v = _forms_fast_or_exact(isa, prm, p + i * p_rs, q + i * q_rs, g_row, k) * scale
+        out[i] = v
+        if v != v:
+            n_bad += 1
     return n_bad
 
 
@@ -403,24 +381,16 @@ cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
     return checked_sums(v, sums, c.tol, c.scale)
 
 
-cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
     """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits (see
-    _half_row); the number of invalid ones."""
+    _half_row), by thread tid; the number of invalid ones."""
     cdef Py_ssize_t i, n_bad = 0
     cdef double v
-    if c.n_threads <= 1 or r1 - r0 < 2:
-        for i in range(r0, r1):
-            v = _half_row(c, _isa, i, c.stage)
-            _store(c, i, v)
-            if v != v:
-                n_bad += 1
-    else:
-        for i in prange(r0, r1, schedule="dynamic", chunksize=_claim(c.k * 2),  # 16-bit elements
-                        num_threads=c.n_threads):
-            v = _half_row(c, _isa, i, c.stage + klfast_omp_thread_num() * 2 * c.k)
-            _store(c, i, v)
-            if v != v:
-                n_bad += 1
+    for i in range(r0, r1):
+        v = _half_row(c, _isa, i, c.stage + tid * 2 * c.k)
+        _store(c, i, v)
+        if v != v:
+            n_bad += 1
     return n_bad
 
 
@@ -432,30 +402,31 @@ cdef inline void _store(Rows* c, Py_ssize_t i, double v) noexcept nogil:
         (<float*>(c.out + i * c.out_s))[0] = <float>v
 
 
-cdef Py_ssize_t _rows_between(Rows* c, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Rows r0 to r1 of a call, at the level in use; the number of invalid ones."""
+cdef Py_ssize_t _rows_between(void* call, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
+    """Rows r0 to r1 of a call (a Rows), at the level in use, by thread tid
+    of the call (a klfast_task); the number of invalid ones."""
+    cdef Rows* c = <Rows*>call
     cdef Py_ssize_t n = r1 - r0, z = c.size
     cdef char* a = c.a + r0 * c.a_rs
     cdef char* b = c.b + r0 * c.b_rs
     cdef char* g = c.g + r0 * c.g_rs if c.g != NULL else NULL
     cdef char* o = c.out + r0 * c.out_s
     if c.a_kind >= 0 or c.b_kind >= 0:
-        return _run_staged(c, r0, r1)
+        return _run_staged(c, r0, r1, tid)
     if not c.forms and c.type_num == cnp.NPY_DOUBLE:
         return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
-                            n, c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads)
+                            n, c.k, c.eps, c.scale, c.normalize, c.tol)
     if not c.forms:
         return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, c.a_es // z,
                            <const float*>b, c.b_rs // z, c.b_es // z, <float*>o, c.out_s // z,
-                           n, c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads)
+                           n, c.k, c.eps, c.scale, c.normalize, c.tol)
     if c.type_num == cnp.NPY_DOUBLE:
         return _forms_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
                                   c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, c.scale, n,
-                                  c.k, c.n_threads)
+                                  c.k)
     return _forms_run[float](_isa, &c.prm, <const float*>a, c.a_rs // z, <const float*>b,
-                             c.b_rs // z, <float*>g, c.g_rs // z, <double*>o, c.scale, n, c.k,
-                             c.n_threads)
+                             c.b_rs // z, <float*>g, c.g_rs // z, <double*>o, c.scale, n, c.k)
 
 
 cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
@@ -470,11 +441,12 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
             or c.a_es % a_size or c.b_es % b_size):
         raise ValueError("klfast._kernels: strides must be multiples of the item size")
     cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(c.k, 1))
+    cdef Py_ssize_t claim = _claim(c.k * a_size)
     cdef double started = perf_counter()
     while r0 < n_rows:
-        r1 = min(n_rows, r0 + chunk)
+        r1 = min(n_rows, r0 + (chunk + 15) // 16 * 16)  # whole tiles (see _claim)
         with nogil:
-            n_bad += _rows_between(c, r0, r1)
+            n_bad += klfast_parallel(_rows_between, c, r0, r1, claim, c.n_threads)
         r0 = r1
         if r0 < n_rows:
             PyErr_CheckSignals()
@@ -700,12 +672,12 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), p_rs, p_es,
                              <const double*>cnp.PyArray_DATA(b), q_rs, q_es,
                              <double*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
-                             normalize, tol if check_sums else INFINITY, 1)
+                             normalize, tol if check_sums else INFINITY)
     else:
         n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), p_rs, p_es,
                             <const float*>cnp.PyArray_DATA(b), q_rs, q_es,
                             <float*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
-                            normalize, tol if check_sums else INFINITY, 1)
+                            normalize, tol if check_sums else INFINITY)
     if n_bad:
         return None  # the general path explains (a caller's out is rewritten there)
     if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return

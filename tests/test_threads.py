@@ -197,12 +197,27 @@ def _child_kl(conn):
     conn.close()
 
 
+def _child_kl_on_the_pool(conn):
+    """In a forked child, the row loop's own pool (src/engine/pool.h) with 2
+    threads: the workers the parent started are gone, the pool starts new
+    ones. (klfast itself runs children on one thread, for OpenMP's sake.)"""
+    from klfast._core import engine
+
+    engine._FORKED = False
+    rng = np.random.default_rng(7)
+    p = rng.random((4000, 64))
+    q = rng.random((4000, 64))
+    conn.send([klfast.kl(p, q, num_threads=2, normalize=True) for _ in range(3)])
+    conn.close()
+
+
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
                     reason="needs fork")
-def test_forked_child_after_parallel_call():
+@pytest.mark.parametrize("target", [_child_kl, _child_kl_on_the_pool])
+def test_forked_child_after_parallel_call(target):
     """A child forked after the parent ran a multi-threaded call computes the
     same result and does not hang (GNU OpenMP's thread pool does not survive
-    fork)."""
+    fork, nor do the row loop's workers)."""
     rng = np.random.default_rng(7)
     p = rng.random((4000, 64))
     q = rng.random((4000, 64))
@@ -212,7 +227,7 @@ def test_forked_child_after_parallel_call():
 
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_kl, args=(send,))
+    child = ctx.Process(target=target, args=(send,))
     child.start()
     send.close()
     try:
@@ -304,7 +319,7 @@ def test_two_threads_beside_a_busy_core_give_the_same_bits(rng, k, dtype):
 @pytest.mark.parametrize("k", [4, 100])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_claim_size_does_not_change_the_bits(rng, k, dtype):
-    """Any number of rows per claim, from one row (or one lane tile) to all of
+    """Any number of rows per claim, from one lane tile (16 rows) to all of
     them, gives each row the bits of a 1-thread call (k = 4 goes across lanes)."""
     from klfast import _kernels
 

@@ -7,11 +7,9 @@
 #include <omp.h>
 #define KLFAST_HAVE_OPENMP 1
 static inline int klfast_omp_max_threads(void) { return omp_get_max_threads(); }
-static inline int klfast_omp_thread_num(void) { return omp_get_thread_num(); }
 #else
 #define KLFAST_HAVE_OPENMP 0
 static inline int klfast_omp_max_threads(void) { return 1; }
-static inline int klfast_omp_thread_num(void) { return 0; }
 #endif
 
 /* the compiler: GCC and clang both define __VERSION__ */
