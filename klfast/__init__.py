@@ -40,18 +40,12 @@ unless ``normalize=True`` or ``check_sums=False``.
 #     dask.py      lazy, chunked scoring of dask arrays (imported only for them)
 #     cli.py, _io.py   the `klfast` command: options, file readers and writers;
 #                  __main__.py is the demo (`python -m klfast`)
-#     _spin.py     how long idle OpenMP threads spin, set before _kernels loads
 #     _config.py   show_config(); datasets.py the examples' data; *.pyi the stubs
 #     bench/       the benchmark report (`python -m klfast.bench`): peers.py
 #                  times klfast and its peers, report.py writes the report,
 #                  memory.py measures peak memory in a subprocess
-from . import _spin
-
-_spin_names = _spin.set_before_load()  # before the OpenMP runtime loads with _kernels
 try:
     from . import _kernels
-
-    _kernels.omp_max_threads()  # LLVM's OpenMP reads its environment on first use
 except ImportError as exc:  # e.g. `python -m klfast` in the repository root
     import os as _os
 
@@ -62,9 +56,6 @@ except ImportError as exc:  # e.g. `python -m klfast` in the repository root
             "the installed command: klfast demo"
         ) from exc
     raise
-finally:
-    _spin.unset(_spin_names)
-    del _spin_names
 
 from ._core.engine import default_num_threads
 from ._core.measures import cross_entropy, entropy, jensen_shannon, jeffreys, kl

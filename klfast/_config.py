@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels, _spin
+from . import _kernels
 from ._core.engine import default_num_threads
 
 
@@ -28,8 +28,6 @@ def config():
         "build_levels": list(_kernels.LEVELS),
         # why OpenMP or a level is missing from this build ("" when nothing is)
         "build_notes": _kernels.MISSING_LEVELS,
-        # how long idle OpenMP threads spin before they sleep (klfast/_spin.py)
-        "openmp_spin": _spin.applies,
     }
 
 
@@ -48,11 +46,11 @@ def show_config():
     print(f"klfast {c['klfast']} (python {c['python']}, numpy {c['numpy']}, {c['machine']})")
     notes = [n for n in c["build_notes"].split("; ") if n]
     why = [n.split(": ", 1)[1] for n in notes if n.startswith("OpenMP: ")]
-    openmp = "yes" if c["openmp"] else f"no (built without OpenMP: one thread; {', '.join(why) or 'no OpenMP'})"
+    # the threads are klfast's own (src/engine/pool.h); OpenMP only says how many
+    openmp = ("yes (the thread limit: OMP_NUM_THREADS, threadpoolctl)" if c["openmp"] else
+              f"no (one thread unless num_threads= asks for more; {', '.join(why) or 'no OpenMP'})")
     print(f"  OpenMP:              {openmp}")
     print(f"  default num_threads: {c['default_num_threads']}")
-    if c["openmp"]:
-        print(f"  idle threads spin:   {c['openmp_spin']}")
     print(f"  compiler:            {c['compiler']}")
     print(f"  compile args:        {c['compile_args']}")
     print(f"  compiled for:        {c['build_isa']}, kernels built for "

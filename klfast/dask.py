@@ -22,7 +22,7 @@ Semantics are those of the in-memory functions, with three differences:
 * each block must hold whole distributions, so inputs chunked along ``axis``
   are rechunked (with a ``UserWarning``) to one chunk along it;
 * ``num_threads=None`` runs each block on one thread: dask's workers already
-  run blocks in parallel, and one OpenMP team per worker thread would
+  run blocks in parallel, and more threads per worker thread would
   oversubscribe the cores. Pass ``num_threads`` to give each block more;
 * invalid values (negative, NaN, inf) are found when the blocks are computed,
   and the ``ValueError`` then names the row in the whole array; ``out=`` is not

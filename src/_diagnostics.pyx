@@ -7,35 +7,56 @@
   the tests hold the vector loss kernels to).
 * ``vector_math``: the vector exp and log of one instruction-set level.
 """
-from cython.parallel cimport prange
 from libc.math cimport log, INFINITY
+from libc.stdlib cimport calloc, free
 cimport numpy as cnp
 import numpy as np
 
 from _exact cimport (floating, exact_loss_row, forms_params, klfast_forms_params,
-                     klfast_isa_levels, klfast_n_levels, KLFAST_PROBS, KLFAST_LOGITS)
+                     klfast_isa_levels, klfast_n_levels, KLFAST_PROBS, KLFAST_LOGITS,
+                     pool_run, the_pool)
 
 cnp.import_array()
+
+cdef pool_run _pool = the_pool()  # klfast._kernels' threads, as the kernels use them
 
 cdef extern from "engine/read_floor.h" nogil:
     double klfast_read_sum_f64(const double* p, const double* q, Py_ssize_t n)
     double klfast_read_sum_f32(const float* p, const float* q, Py_ssize_t n)
 
 
-cdef double _sum_rows(const floating* p, const floating* q, Py_ssize_t n_rows, Py_ssize_t k,
-                      int n_threads) noexcept nogil:
-    # the inputs are C-contiguous: read as one run of n_rows * k elements in
-    # blocks of 64 KiB of each, whatever k is (a loop over short rows would
-    # time its own per-row overhead, not the read)
-    cdef Py_ssize_t b, n = n_rows * k, block = 65536 // sizeof(floating)
-    cdef Py_ssize_t n_blocks = (n + block - 1) // block
-    cdef double total = 0.0
-    for b in prange(n_blocks, schedule="static", num_threads=n_threads):
-        if floating is double:
-            total += klfast_read_sum_f64(p + b * block, q + b * block, min(block, n - b * block))
+# The inputs are C-contiguous: read as one run of n elements in blocks of
+# 64 KiB of each, whatever the row length is (a loop over short rows would
+# time its own per-row overhead, not the read), a block per claim; each
+# thread adds its blocks' sums into its own slot (8 doubles apart: one cache
+# line each).
+cdef enum:
+    SLOT = 8
+    BLOCK_BYTES = 65536
+
+cdef struct Floor:
+    const char* p
+    const char* q
+    int t
+    Py_ssize_t n
+    double* totals
+
+
+cdef Py_ssize_t _floor_task(void* ctx, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
+    cdef Floor* c = <Floor*>ctx
+    cdef Py_ssize_t b, block
+    for b in range(b0, b1):
+        if c.t == cnp.NPY_DOUBLE:
+            block = BLOCK_BYTES // sizeof(double)
+            c.totals[tid * SLOT] += klfast_read_sum_f64(
+                <const double*>c.p + b * block, <const double*>c.q + b * block,
+                min(block, c.n - b * block))
         else:
-            total += klfast_read_sum_f32(p + b * block, q + b * block, min(block, n - b * block))
-    return total
+            block = BLOCK_BYTES // sizeof(float)
+            c.totals[tid * SLOT] += klfast_read_sum_f32(
+                <const float*>c.p + b * block, <const float*>c.q + b * block,
+                min(block, c.n - b * block))
+    return 0
 
 
 def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
@@ -48,18 +69,22 @@ def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
             and cnp.PyArray_NDIM(p) == 2 and p.shape[0] == q.shape[0] and p.shape[1] == q.shape[1]
             and cnp.PyArray_TYPE(p) == cnp.PyArray_TYPE(q)):
         raise ValueError("read_floor: p and q must be C-contiguous 2-D arrays of one shape and dtype")
-    cdef Py_ssize_t n = p.shape[0], k = p.shape[1]
-    cdef double total
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            total = _sum_rows[double](<const double*>cnp.PyArray_DATA(p),
-                                      <const double*>cnp.PyArray_DATA(q), n, k, n_threads)
-    elif cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT:
-        with nogil:
-            total = _sum_rows[float](<const float*>cnp.PyArray_DATA(p),
-                                     <const float*>cnp.PyArray_DATA(q), n, k, n_threads)
-    else:
+    cdef Floor c
+    cdef int i
+    c.t = cnp.PyArray_TYPE(p)
+    if c.t != cnp.NPY_DOUBLE and c.t != cnp.NPY_FLOAT:
         raise TypeError("read_floor: dtype must be float32 or float64")
+    n_threads = max(n_threads, 1)
+    c.p, c.q = <const char*>cnp.PyArray_DATA(p), <const char*>cnp.PyArray_DATA(q)
+    c.n = p.shape[0] * p.shape[1]
+    cdef Py_ssize_t block = BLOCK_BYTES // cnp.PyArray_ITEMSIZE(p)
+    c.totals = <double*>calloc(n_threads * SLOT, sizeof(double))
+    if c.totals == NULL:
+        raise MemoryError("read_floor: out of memory")
+    with nogil:
+        _pool(_floor_task, &c, 0, (c.n + block - 1) // block, 1, n_threads)
+    total = sum(c.totals[i * SLOT] for i in range(n_threads))
+    free(c.totals)
     return total
 
 

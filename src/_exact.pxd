@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The exact scalar paths and the C contract, shared by klfast._kernels and
-klfast._diagnostics (cimported: the inline functions compile into each).
+"""The exact scalar paths and the C contract, shared by klfast._kernels,
+klfast._pairwise and klfast._diagnostics (cimported: the inline functions
+compile into each).
 
 The exact paths compute a row one term at a time in double with libm's log
 and exp: the fallback for the rows the vector kernels hand back (see
@@ -9,6 +10,7 @@ engine/klfast.h), and the reference the tests hold the vector kernels to.
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, frexp, ldexp, log, nextafterf, INFINITY, NAN
 from libc.stdint cimport uint64_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
 
 ctypedef fused floating:
     float
@@ -81,6 +83,27 @@ cdef extern from "engine/klfast.h" nogil:
 
 cdef extern from "engine/exact.h" nogil:
     double klf_exact_term(int measure, double a, double b, double eps, double f)
+
+
+# klfast._kernels' thread pool (engine/pool.h; one per process), which the
+# other modules reach through a capsule: pool(fn, ctx, begin, end, claim, n)
+# runs fn(ctx, i0, i1, tid) over [begin, end) in claims of `claim` items on
+# up to n threads and returns the sum of what fn returned.
+ctypedef Py_ssize_t (*pool_task)(void* ctx, Py_ssize_t i0, Py_ssize_t i1,
+                                 int tid) noexcept nogil
+ctypedef Py_ssize_t (*pool_run)(pool_task fn, void* ctx, Py_ssize_t begin, Py_ssize_t end,
+                                Py_ssize_t claim, int n_threads) noexcept nogil
+
+
+cdef inline pool_run the_pool() except NULL:
+    from klfast._kernels import pool_capsule
+    return <pool_run>PyCapsule_GetPointer(pool_capsule(), "klfast.pool")
+
+
+cdef inline Py_ssize_t claim_of(Py_ssize_t n, int n_threads) noexcept nogil:
+    """Items per claim for a loop of n about equal items: 8 claims a thread,
+    so that a free thread can take over from a descheduled one."""
+    return max(1, n // (8 * max(n_threads, 1)))
 
 
 # ---- the divergences ------------------------------------------------------

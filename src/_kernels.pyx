@@ -3,9 +3,9 @@
 
 Every divergence kernel reduces each row of two (n_rows, k) inputs to one number. A row is
 reduced by one thread, left to right, accumulating in float64, so the result
-does not depend on the thread count. OpenMP threads take rows a few at a time
-(a dynamic schedule: a descheduled thread does not hold up the others); the
-GIL is released for the whole computation.
+does not depend on the thread count. Threads of klfast's pool (engine/pool.h)
+take rows a few at a time (a descheduled thread does not hold up the others);
+the GIL is released for the whole computation.
 
 The epsilon rule (identical in every measure). With p~ = max(p, eps) and
 q~ = max(q, eps):
@@ -47,6 +47,7 @@ from time import perf_counter
 
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport log, INFINITY
 from libc.stdint cimport uint64_t
 cimport numpy as cnp
@@ -130,11 +131,22 @@ def set_claim_bytes(Py_ssize_t n):
     return previous
 
 
+cdef inline Py_ssize_t _whole_tiles(Py_ssize_t rows) noexcept nogil:
+    """rows rounded up to a multiple of 16, so that a claim or a chunk cuts
+    no tile of rows scored across lanes (16 is the widest tile)."""
+    return (min(rows, <Py_ssize_t>1 << 40) + 15) // 16 * 16
+
+
 cdef inline Py_ssize_t _claim(Py_ssize_t per_row) noexcept nogil:
-    """Rows (of per_row bytes) per claim: a multiple of 16, so that claims
-    cut no tile of rows scored across lanes (16 is the widest tile)."""
-    cdef Py_ssize_t rows = max(1, _claim_bytes // max(per_row, 1))
-    return min((rows + 15) // 16 * 16, <Py_ssize_t>1 << 40)
+    """Rows (of per_row bytes) per claim, in whole tiles."""
+    return _whole_tiles(max(1, _claim_bytes // max(per_row, 1)))
+
+
+def pool_capsule():
+    """This module's klfast_parallel (engine/pool.h) in a capsule named
+    "klfast.pool": klfast._pairwise and klfast._diagnostics run their loops
+    on it, so that a process has one pool."""
+    return PyCapsule_New(<void*>klfast_parallel, "klfast.pool", NULL)
 
 
 cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
@@ -444,7 +456,7 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
     cdef Py_ssize_t claim = _claim(c.k * a_size)
     cdef double started = perf_counter()
     while r0 < n_rows:
-        r1 = min(n_rows, r0 + (chunk + 15) // 16 * 16)  # whole tiles (see _claim)
+        r1 = min(n_rows, r0 + _whole_tiles(chunk))
         with nogil:
             n_bad += klfast_parallel(_rows_between, c, r0, r1, claim, c.n_threads)
         r0 = r1

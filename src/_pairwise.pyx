@@ -3,8 +3,8 @@
 
 Private; klfast._core.pairwise validates, tiles and calls these. Three ways
 to fill a tile of pairs, all with the GIL released and rows spread over
-OpenMP threads (one pair is always reduced by one thread, left to right, so
-the values do not depend on the thread count):
+the threads of klfast._kernels' pool (one pair is always reduced by one
+thread, left to right, so the values do not depend on the thread count):
 
 * ``direct``: each pair by the row function of the instruction-set level in
   use (the one klfast.kl calls, and its exact scalar fallback), so a pair
@@ -36,7 +36,6 @@ The epsilon rule is klfast's: p~ = max(p, eps), q~ = max(q, eps); terms
 with p == 0 (jeffreys: p == q) are 0. float32 inputs apply eps rounded to
 float32 and are computed in float64 here.
 """
-from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs, log, log1p, INFINITY, NAN
 from libc.stdlib cimport malloc, free
@@ -47,7 +46,7 @@ cnp.import_array()
 
 from _exact cimport (floating, klfast_isa, KLFAST_KL, KLFAST_JEFFREYS, KLFAST_ENTROPY,
                      KLFAST_CROSS_ENTROPY, KLFAST_JS, klfast_isa_levels, klfast_n_levels,
-                     _fast_or_exact)
+                     _fast_or_exact, pool_run, the_pool, claim_of)
 
 cdef enum:
     KL = KLFAST_KL
@@ -60,6 +59,8 @@ MEASURES = {"kl": KL, "jeffreys": JEFFREYS, "cross_entropy": CROSS_ENTROPY,
             "jensen_shannon": JS}
 
 cdef const klfast_isa* _isa = klfast_isa_levels[0]
+# every loop over rows or blocks below runs on klfast._kernels' thread pool
+cdef pool_run _pool = the_pool()
 
 cdef extern from *:
     """
@@ -171,26 +172,42 @@ cdef int _type(cnp.ndarray x) except -1:
 
 # ---- per-row preparation ----------------------------------------------------
 
-cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t k,
-                      double eps, const double* inv_s, double* a_out, double* abs_out,
-                      double* l_out, double* lpos_out, int n_threads) noexcept nogil:
-    """Per row i of x (n rows of k, row stride rs): with y = x * inv_s[i] and
+cdef struct Stats:
+    # the arguments of row_stats, for its pool task
+    const char* x
+    int t
+    Py_ssize_t rs, k
+    double eps
+    const double* inv_s
+    double* a_out
+    double* abs_out
+    double* l_out
+    double* lpos_out
+
+
+cdef void _stats_rows(const floating* x, const Stats* c, Py_ssize_t i0,
+                      Py_ssize_t i1) noexcept nogil:
+    """Per row i0 <= i < i1 of x (c.k long, row stride c.rs), with c's
+    fields: with y = x * inv_s[i] and
     y~ = max(y, eps), a_out[i] = sum y log y~ (0 where y == 0) and
     abs_out[i] = sum |y log y~|; unless l_out is NULL, row i of l_out (n x k,
     C order) holds log y~ and lpos_out[i] the largest positive one (else 0).
     Logs by the level's vector log. abs_out[i] = -1 when out of memory, NaN
     when a y is not in [0, DBL_MAX] (the row is invalid)."""
-    cdef Py_ssize_t i, l
+    cdef Py_ssize_t i, l, rs = c.rs, k = c.k
+    cdef double eps = c.eps
+    cdef const double* inv_s = c.inv_s
+    cdef double* l_out = c.l_out
     cdef double* buf
     cdef double y, s, sa, t, top
     cdef bint bad
-    for i in prange(n, schedule="static", num_threads=n_threads):
+    for i in range(i0, i1):
         if l_out == NULL:
             buf = <double*>malloc(max(k, 1) * sizeof(double))
         else:
             buf = l_out + i * k
         if buf == NULL:
-            abs_out[i] = -1.0
+            c.abs_out[i] = -1.0
             continue
         for l in range(k):
             y = x[i * rs + l] * inv_s[i]
@@ -208,12 +225,21 @@ cdef void _stats_rows(const floating* x, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t
             if buf[l] > top:
                 top = buf[l]
             bad = bad | (not (y >= 0.0 and y <= DBL_MAX))
-        a_out[i] = s
-        abs_out[i] = NAN if bad else sa
+        c.a_out[i] = s
+        c.abs_out[i] = NAN if bad else sa
         if l_out == NULL:
             free(buf)
         else:
-            lpos_out[i] = top
+            c.lpos_out[i] = top
+
+
+cdef Py_ssize_t _stats_task(void* ctx, Py_ssize_t i0, Py_ssize_t i1, int tid) noexcept nogil:
+    cdef Stats* c = <Stats*>ctx
+    if c.t == cnp.NPY_DOUBLE:
+        _stats_rows[double](<const double*>c.x, c, i0, i1)
+    else:
+        _stats_rows[float](<const float*>c.x, c, i0, i1)
+    return 0
 
 
 def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.ndarray a_abs,
@@ -223,25 +249,20 @@ def row_stats(cnp.ndarray x, double eps, cnp.ndarray inv_s, cnp.ndarray a, cnp.n
     (float64, C order, x's shape) and ``lpos`` (float64, n) also log y~ and
     its largest positive value per row. All float64 vectors contiguous.
     a_abs[i] is NaN for a row with an entry y outside [0, DBL_MAX]."""
-    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), k = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t rs = _stride(x, 0)
-    cdef double* l_out = NULL
-    cdef double* lpos_out = NULL
-    cdef int t = _type(x)
-    if logs is not None:
-        l_out = <double*>_data(<cnp.ndarray>logs)
-        lpos_out = <double*>_data(<cnp.ndarray>lpos)
-    cdef const char* xp = _data(x)
-    cdef const double* inv = <const double*>_data(inv_s)
-    cdef double* a_out = <double*>_data(a)
-    cdef double* abs_out = <double*>_data(a_abs)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    cdef Stats c
+    c.x = _data(x)
+    c.t = _type(x)
+    c.rs = _stride(x, 0)
+    c.k = cnp.PyArray_DIM(x, 1)
+    c.eps = eps
+    c.inv_s = <const double*>_data(inv_s)
+    c.a_out = <double*>_data(a)
+    c.abs_out = <double*>_data(a_abs)
+    c.l_out = <double*>_data(<cnp.ndarray>logs) if logs is not None else NULL
+    c.lpos_out = <double*>_data(<cnp.ndarray>lpos) if logs is not None else NULL
     with nogil:
-        if t == cnp.NPY_DOUBLE:
-            _stats_rows[double](<const double*>xp, rs, n, k, eps, inv, a_out, abs_out, l_out,
-                                lpos_out, n_threads)
-        else:
-            _stats_rows[float](<const float*>xp, rs, n, k, eps, inv, a_out, abs_out, l_out,
-                               lpos_out, n_threads)
+        _pool(_stats_task, &c, 0, n, claim_of(n, n_threads), n_threads)
     if n and (a_abs < 0).any():  # NaN < 0 is False
         raise MemoryError("klfast._pairwise.row_stats: out of memory")
 
@@ -405,17 +426,35 @@ cdef inline Py_ssize_t _finish_row(int measure, const double* B, const double* B
     return n_over
 
 
-cdef Py_ssize_t _finish(int measure, const double* B, Py_ssize_t b_rs, const double* B2,
-                        Py_ssize_t b2_rs, Side* sp, Side* sq, Py_ssize_t i0, Py_ssize_t j0,
-                        Py_ssize_t ni, Py_ssize_t nj, Py_ssize_t k, floating* out,
-                        Py_ssize_t o_rs, Py_ssize_t o_cs, double eps, double scale,
-                        double tol, double gamma, double floor_err, int zero_diagonal,
-                        int upper_only, int n_threads) noexcept nogil:
+cdef struct Finish:
+    # the arguments of finish, for its pool task
+    int measure, t, zero_diagonal, upper_only
+    const double* B
+    const double* B2
+    Py_ssize_t b_rs, b2_rs, i0, j0, nj, k, o_rs, o_cs
+    Side* sp
+    Side* sq
+    char* out
+    double eps, scale, tol, gamma, floor_err
+
+
+cdef Py_ssize_t _finish_task(void* ctx, Py_ssize_t ii0, Py_ssize_t ii1, int tid) noexcept nogil:
+    """Rows ii0 <= ii < ii1 of a tile; the number of pairs recomputed."""
+    cdef Finish* c = <Finish*>ctx
     cdef Py_ssize_t ii, n_flagged = 0
-    for ii in prange(ni, schedule="static", num_threads=n_threads):
-        n_flagged += _finish_row(measure, B + ii * b_rs, B2 + ii * b2_rs if B2 != NULL else NULL,
-                                 sp, sq, i0 + ii, j0, nj, k, out + ii * o_rs, o_cs, eps, scale,
-                                 tol, gamma, floor_err, zero_diagonal, upper_only)
+    cdef const double* b2
+    for ii in range(ii0, ii1):
+        b2 = c.B2 + ii * c.b2_rs if c.B2 != NULL else NULL
+        if c.t == cnp.NPY_DOUBLE:
+            n_flagged += _finish_row(c.measure, c.B + ii * c.b_rs, b2, c.sp, c.sq, c.i0 + ii,
+                                     c.j0, c.nj, c.k, <double*>c.out + ii * c.o_rs, c.o_cs,
+                                     c.eps, c.scale, c.tol, c.gamma, c.floor_err,
+                                     c.zero_diagonal, c.upper_only)
+        else:
+            n_flagged += _finish_row(c.measure, c.B + ii * c.b_rs, b2, c.sp, c.sq, c.i0 + ii,
+                                     c.j0, c.nj, c.k, <float*>c.out + ii * c.o_rs, c.o_cs,
+                                     c.eps, c.scale, c.tol, c.gamma, c.floor_err,
+                                     c.zero_diagonal, c.upper_only)
     return n_flagged
 
 
@@ -442,31 +481,23 @@ def finish(int measure, cnp.ndarray B, object B2, cnp.ndarray P, tuple p_stats,
     per row, and log y~ (n x k, C order) or None (Q's: always). ``zero_diagonal``: pairs i == j are 0; ``upper_only``: pairs
     j < i are not written. Returns the number of pairs recomputed exactly."""
     cdef Side sp, sq
-    cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), nj = cnp.PyArray_DIM(out, 1)
-    cdef Py_ssize_t k = cnp.PyArray_DIM(P, 1)
-    cdef const double* b2 = NULL
-    cdef Py_ssize_t b2_rs = 0, n
-    cdef int t = _type(out)
-    if _type(P) != t or _type(Q) != t:
+    cdef Finish c
+    cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), n
+    c.t = _type(out)
+    if _type(P) != c.t or _type(Q) != c.t:
         raise TypeError("klfast._pairwise.finish: P, Q and out must share one dtype")
-    if B2 is not None:
-        b2 = <const double*>_data(<cnp.ndarray>B2)
-        b2_rs = cnp.PyArray_DIM(<cnp.ndarray>B2, 1)
+    c.B2 = <const double*>_data(<cnp.ndarray>B2) if B2 is not None else NULL
+    c.b2_rs = cnp.PyArray_DIM(<cnp.ndarray>B2, 1) if B2 is not None else 0
     _side(&sp, P, p_stats)
     _side(&sq, Q, q_stats)
-    cdef const double* b = <const double*>_data(B)
-    cdef Py_ssize_t b_rs = _stride(B, 0)
-    cdef char* o = _data(out)
-    cdef Py_ssize_t o_rs = _stride(out, 0), o_cs = _stride(out, 1)
+    c.measure, c.sp, c.sq, c.i0, c.j0 = measure, &sp, &sq, i0, j0
+    c.B, c.b_rs = <const double*>_data(B), _stride(B, 0)
+    c.nj, c.k = cnp.PyArray_DIM(out, 1), cnp.PyArray_DIM(P, 1)
+    c.out, c.o_rs, c.o_cs = _data(out), _stride(out, 0), _stride(out, 1)
+    c.eps, c.scale, c.tol, c.gamma, c.floor_err = eps, scale, tol, gamma, floor_err
+    c.zero_diagonal, c.upper_only = zero_diagonal, upper_only
     with nogil:
-        if t == cnp.NPY_DOUBLE:
-            n = _finish[double](measure, b, b_rs, b2, b2_rs, &sp, &sq, i0, j0, ni, nj, k,
-                                <double*>o, o_rs, o_cs, eps, scale, tol, gamma, floor_err,
-                                zero_diagonal, upper_only, n_threads)
-        else:
-            n = _finish[float](measure, b, b_rs, b2, b2_rs, &sp, &sq, i0, j0, ni, nj, k,
-                               <float*>o, o_rs, o_cs, eps, scale, tol, gamma, floor_err,
-                               zero_diagonal, upper_only, n_threads)
+        n = _pool(_finish_task, &c, 0, ni, claim_of(ni, n_threads), n_threads)
     return n
 
 
@@ -480,17 +511,30 @@ cdef enum:
     COL_BLOCK = 32
 
 
-cdef void _direct_tile(int measure, const floating* P, Py_ssize_t p_rs, const floating* Q,
-                       Py_ssize_t q_rs, Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t ni,
-                       Py_ssize_t nj, Py_ssize_t k, floating* out, Py_ssize_t o_rs,
-                       Py_ssize_t o_cs, double eps, bint normalize, double scale,
-                       int zero_diagonal, int upper_only, int n_threads) noexcept nogil:
-    cdef Py_ssize_t b, n_blocks = (ni + ROW_BLOCK - 1) // ROW_BLOCK
-    cdef Py_ssize_t ii, jj, jb, jc, i, j, i_end, j_end
+cdef struct Direct:
+    # the arguments of direct, for its pool task
+    int measure, t, zero_diagonal, upper_only
+    bint normalize
+    const char* P
+    const char* Q
+    char* out
+    Py_ssize_t p_rs, q_rs, i0, j0, ni, nj, k, o_rs, o_cs
+    double eps, scale
+
+
+cdef void _direct_blocks(const Direct* c, const floating* P, const floating* Q, floating* out,
+                         Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+    """Blocks b0 <= b < b1 of ROW_BLOCK rows of a tile."""
+    cdef Py_ssize_t b, ii, jj, jb, jc, i, j, i_end, j_end
+    cdef Py_ssize_t p_rs = c.p_rs, q_rs = c.q_rs, o_rs = c.o_rs, o_cs = c.o_cs, k = c.k
+    cdef Py_ssize_t i0 = c.i0, j0 = c.j0, ni = c.ni, nj = c.nj
+    cdef int measure = c.measure, zero_diagonal = c.zero_diagonal, upper_only = c.upper_only
+    cdef bint normalize = c.normalize
+    cdef double eps = c.eps, scale = c.scale
     cdef double v
     if floating is float:
         eps = <float>eps
-    for b in prange(n_blocks, schedule="dynamic", chunksize=1, num_threads=n_threads):
+    for b in range(b0, b1):
         i_end = min(ni, (b + 1) * ROW_BLOCK)
         for jc in range((nj + COL_BLOCK - 1) // COL_BLOCK):
             jb = jc * COL_BLOCK
@@ -509,6 +553,15 @@ cdef void _direct_tile(int measure, const floating* P, Py_ssize_t p_rs, const fl
                     out[ii * o_rs + jj * o_cs] = <floating>v
 
 
+cdef Py_ssize_t _direct_task(void* ctx, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
+    cdef Direct* c = <Direct*>ctx
+    if c.t == cnp.NPY_DOUBLE:
+        _direct_blocks(c, <const double*>c.P, <const double*>c.Q, <double*>c.out, b0, b1)
+    else:
+        _direct_blocks(c, <const float*>c.P, <const float*>c.Q, <float*>c.out, b0, b1)
+    return 0
+
+
 def direct(int measure, cnp.ndarray P, cnp.ndarray Q, Py_ssize_t i0, Py_ssize_t j0,
            cnp.ndarray out, double eps, bint normalize, double scale, bint zero_diagonal,
            bint upper_only, int n_threads):
@@ -516,25 +569,19 @@ def direct(int measure, cnp.ndarray P, cnp.ndarray Q, Py_ssize_t i0, Py_ssize_t 
     of valid rows of P and Q (C-contiguous rows, the dtype of out), each by
     the level's row function. ``zero_diagonal`` and ``upper_only`` as in
     ``finish``."""
-    cdef Py_ssize_t ni = cnp.PyArray_DIM(out, 0), nj = cnp.PyArray_DIM(out, 1)
-    cdef Py_ssize_t k = cnp.PyArray_DIM(P, 1)
-    cdef Py_ssize_t p_rs = _stride(P, 0), q_rs = _stride(Q, 0)
-    cdef Py_ssize_t o_rs = _stride(out, 0), o_cs = _stride(out, 1)
-    cdef int t = _type(out)
-    if _type(P) != t or _type(Q) != t:
+    cdef Direct c
+    c.t = _type(out)
+    if _type(P) != c.t or _type(Q) != c.t:
         raise TypeError("klfast._pairwise.direct: P, Q and out must share one dtype")
-    cdef const char* p = _data(P)
-    cdef const char* q = _data(Q)
-    cdef char* o = _data(out)
-    with nogil:
-        if t == cnp.NPY_DOUBLE:
-            _direct_tile[double](measure, <const double*>p, p_rs, <const double*>q, q_rs, i0, j0,
-                                 ni, nj, k, <double*>o, o_rs, o_cs, eps, normalize, scale,
-                                 zero_diagonal, upper_only, n_threads)
-        else:
-            _direct_tile[float](measure, <const float*>p, p_rs, <const float*>q, q_rs, i0, j0,
-                                ni, nj, k, <float*>o, o_rs, o_cs, eps, normalize, scale,
-                                zero_diagonal, upper_only, n_threads)
+    c.measure, c.i0, c.j0, c.k = measure, i0, j0, cnp.PyArray_DIM(P, 1)
+    c.P, c.p_rs, c.Q, c.q_rs = _data(P), _stride(P, 0), _data(Q), _stride(Q, 0)
+    c.out, c.o_rs, c.o_cs = _data(out), _stride(out, 0), _stride(out, 1)
+    c.ni, c.nj = cnp.PyArray_DIM(out, 0), cnp.PyArray_DIM(out, 1)
+    c.eps, c.normalize, c.scale = eps, normalize, scale
+    c.zero_diagonal, c.upper_only = zero_diagonal, upper_only
+    cdef Py_ssize_t n_blocks = (c.ni + ROW_BLOCK - 1) // ROW_BLOCK
+    with nogil:  # a block at a time: blocks near the diagonal have fewer pairs
+        _pool(_direct_task, &c, 0, n_blocks, 1, n_threads)
 
 
 def accurate(int measure, cnp.ndarray p, cnp.ndarray q, double eps, double inv_sp,
@@ -593,14 +640,26 @@ cdef inline void _sift_up(double* hv, int64_t* hi, Py_ssize_t c) noexcept nogil:
         c = r
 
 
-cdef void _push_tile(const floating* vals, Py_ssize_t v_rs, Py_ssize_t ni, Py_ssize_t nj,
-                     Py_ssize_t j0, double* hv, int64_t* hi, int64_t* hn, Py_ssize_t kk,
-                     int n_threads) noexcept nogil:
-    cdef Py_ssize_t ii, jj, n
+cdef struct Heaps:
+    # the arguments of topk_push and topk_sort, for their pool tasks
+    const char* vals   # topk_push: the tile, float32 or float64 (t), C order
+    int t
+    Py_ssize_t nj, j0, kk
+    double* hv
+    int64_t* hi
+    int64_t* hn
+
+
+cdef void _push_rows(const Heaps* c, const floating* vals, Py_ssize_t ii0,
+                     Py_ssize_t ii1) noexcept nogil:
+    cdef Py_ssize_t ii, jj, n, nj = c.nj, j0 = c.j0, kk = c.kk
+    cdef double* hv = c.hv
+    cdef int64_t* hi = c.hi
+    cdef int64_t* hn = c.hn
     cdef double v
-    for ii in prange(ni, schedule="static", num_threads=n_threads):
+    for ii in range(ii0, ii1):
         for jj in range(nj):
-            v = vals[ii * v_rs + jj]
+            v = vals[ii * nj + jj]
             n = hn[ii]
             if n < kk:
                 hv[ii * kk + n] = v
@@ -613,39 +672,55 @@ cdef void _push_tile(const floating* vals, Py_ssize_t v_rs, Py_ssize_t ni, Py_ss
                 _sift_down(hv + ii * kk, hi + ii * kk, kk, 0)
 
 
+cdef Py_ssize_t _push_task(void* ctx, Py_ssize_t ii0, Py_ssize_t ii1, int tid) noexcept nogil:
+    cdef Heaps* c = <Heaps*>ctx
+    if c.t == cnp.NPY_DOUBLE:
+        _push_rows(c, <const double*>c.vals, ii0, ii1)
+    else:
+        _push_rows(c, <const float*>c.vals, ii0, ii1)
+    return 0
+
+
+cdef Py_ssize_t _sort_task(void* ctx, Py_ssize_t i0, Py_ssize_t i1, int tid) noexcept nogil:
+    """Heapsort rows i0 <= i < i1: move the worst to the end, shrink, repeat."""
+    cdef Heaps* c = <Heaps*>ctx
+    cdef Py_ssize_t i, last, kk = c.kk
+    cdef double* hv = c.hv
+    cdef int64_t* hi = c.hi
+    cdef double tv
+    cdef int64_t ti
+    for i in range(i0, i1):
+        for last in range(kk - 1, 0, -1):
+            tv = hv[i * kk]; hv[i * kk] = hv[i * kk + last]; hv[i * kk + last] = tv
+            ti = hi[i * kk]; hi[i * kk] = hi[i * kk + last]; hi[i * kk + last] = ti
+            _sift_down(hv + i * kk, hi + i * kk, last, 0)
+    return 0
+
+
 def topk_push(cnp.ndarray vals, Py_ssize_t j0, cnp.ndarray heap_values,
               cnp.ndarray heap_indices, cnp.ndarray heap_sizes, int n_threads):
     """Offer the pairs of a tile (``vals``: ni x nj, C order, float32/float64,
     columns j0...) to the heaps of its ni rows (``heap_values`` float64 and
     ``heap_indices`` int64, ni x k, C order; ``heap_sizes`` int64, ni)."""
-    cdef Py_ssize_t ni = cnp.PyArray_DIM(vals, 0), nj = cnp.PyArray_DIM(vals, 1)
-    cdef Py_ssize_t kk = cnp.PyArray_DIM(heap_values, 1)
-    cdef double* hv = <double*>_data(heap_values)
-    cdef int64_t* hi = <int64_t*>_data(heap_indices)
-    cdef int64_t* hn = <int64_t*>_data(heap_sizes)
-    cdef const char* v = _data(vals)
-    cdef int t = _type(vals)
-    if kk == 0:
+    cdef Py_ssize_t ni = cnp.PyArray_DIM(vals, 0)
+    cdef Heaps c
+    c.vals, c.t, c.nj, c.j0 = _data(vals), _type(vals), cnp.PyArray_DIM(vals, 1), j0
+    c.kk = cnp.PyArray_DIM(heap_values, 1)
+    c.hv = <double*>_data(heap_values)
+    c.hi = <int64_t*>_data(heap_indices)
+    c.hn = <int64_t*>_data(heap_sizes)
+    if c.kk == 0:
         return
     with nogil:
-        if t == cnp.NPY_DOUBLE:
-            _push_tile[double](<const double*>v, nj, ni, nj, j0, hv, hi, hn, kk, n_threads)
-        else:
-            _push_tile[float](<const float*>v, nj, ni, nj, j0, hv, hi, hn, kk, n_threads)
+        _pool(_push_task, &c, 0, ni, claim_of(ni, n_threads), n_threads)
 
 
 def topk_sort(cnp.ndarray heap_values, cnp.ndarray heap_indices, int n_threads):
     """Sort each row's full heap in place, ascending by (value, index)."""
-    cdef Py_ssize_t n = cnp.PyArray_DIM(heap_values, 0), kk = cnp.PyArray_DIM(heap_values, 1)
-    cdef double* hv = <double*>_data(heap_values)
-    cdef int64_t* hi = <int64_t*>_data(heap_indices)
-    cdef Py_ssize_t i, last
-    cdef double tv
-    cdef int64_t ti
+    cdef Py_ssize_t n = cnp.PyArray_DIM(heap_values, 0)
+    cdef Heaps c
+    c.kk = cnp.PyArray_DIM(heap_values, 1)
+    c.hv = <double*>_data(heap_values)
+    c.hi = <int64_t*>_data(heap_indices)
     with nogil:
-        for i in prange(n, schedule="static", num_threads=n_threads):
-            # heapsort: move the worst to the end, shrink, repeat
-            for last in range(kk - 1, 0, -1):
-                tv = hv[i * kk]; hv[i * kk] = hv[i * kk + last]; hv[i * kk + last] = tv
-                ti = hi[i * kk]; hi[i * kk] = hi[i * kk + last]; hi[i * kk + last] = ti
-                _sift_down(hv + i * kk, hi + i * kk, last, 0)
+        _pool(_sort_task, &c, 0, n, claim_of(n, n_threads), n_threads)

@@ -3,7 +3,7 @@
 Each case writes a ~1 GB ``.npy`` file, then scores it in a subprocess whose
 address space (RLIMIT_AS) is capped at its size after mapping the file plus
 256 MB. The cap counts the mapping itself, so the file is mapped (and the
-OpenMP threads started) before the cap is set; from then on any full-size
+pool's threads started) before the cap is set; from then on any full-size
 temporary -- a copy, a dtype conversion, a byte swap -- fails with
 MemoryError. The subprocess first checks that a full copy does fail, so the
 cap is known to bite, then scores the file; the scores of a sample of rows
@@ -52,7 +52,7 @@ CHILD = textwrap.dedent("""
     p = np.load(spec["p"], mmap_mode="r")
     q = np.load(spec["q"], mmap_mode="r")
     warm = np.full((512, 256), 1 / 256)
-    klfast.kl(warm, warm, num_threads=2)  # start the OpenMP threads before the cap
+    klfast.kl(warm, warm, num_threads=2)  # start the pool's threads before the cap
 
     before = vm_size()
     resource.setrlimit(resource.RLIMIT_AS, (before + spec["headroom"], resource.RLIM_INFINITY))
@@ -157,7 +157,7 @@ CLI_CHILD = textwrap.dedent("""
                     return int(line.split()[1]) * 1024
 
     warm = np.full((512, 256), 1 / 256)
-    klfast.kl(warm, warm, num_threads=2)  # start the OpenMP threads before the cap
+    klfast.kl(warm, warm, num_threads=2)  # start the pool's threads before the cap
     file_bytes, headroom = int(sys.argv[1]), int(sys.argv[2])
     # the command maps the file itself: room for the mapping plus the headroom, so
     # once it is mapped a full-size copy (or float64 conversion) cannot fit

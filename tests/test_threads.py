@@ -188,52 +188,45 @@ def test_concurrent_errors_do_not_leak_between_threads(rng):
 
 # --- fork -------------------------------------------------------------------------------
 
-def _child_kl(conn):
+def _fork_inputs():
     rng = np.random.default_rng(7)
-    p = rng.random((4000, 64))
-    q = rng.random((4000, 64))
-    conn.send([klfast.kl(p, q, num_threads=num_threads, normalize=True)
-               for num_threads in (None, 2)])
-    conn.close()
+    return rng.random((4000, 64)), rng.random((300, 64))
 
 
-def _child_kl_on_the_pool(conn):
-    """In a forked child, the row loop's own pool (src/engine/pool.h) with 2
-    threads: the workers the parent started are gone, the pool starts new
-    ones. (klfast itself runs children on one thread, for OpenMP's sake.)"""
-    from klfast._core import engine
-
-    engine._FORKED = False
-    rng = np.random.default_rng(7)
-    p = rng.random((4000, 64))
-    q = rng.random((4000, 64))
-    conn.send([klfast.kl(p, q, num_threads=2, normalize=True) for _ in range(3)])
+def _child_scores(conn):
+    """In a forked child: the row functions and pairwise, on the threads the
+    parent used (the workers the parent started are gone: the pool, src/engine/
+    pool.h, starts new ones), and the default thread count."""
+    p, q = _fork_inputs()
+    conn.send([klfast.default_num_threads()]
+              + [klfast.kl(p, q[:1], num_threads=n, normalize=True) for n in (None, 2, 2)]
+              + [klfast.pairwise(p, q, "kl", normalize=True, num_threads=2)])
     conn.close()
 
 
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
                     reason="needs fork")
-@pytest.mark.parametrize("target", [_child_kl, _child_kl_on_the_pool])
-def test_forked_child_after_parallel_call(target):
-    """A child forked after the parent ran a multi-threaded call computes the
-    same result and does not hang (GNU OpenMP's thread pool does not survive
-    fork, nor do the row loop's workers)."""
-    rng = np.random.default_rng(7)
-    p = rng.random((4000, 64))
-    q = rng.random((4000, 64))
+def test_forked_child_after_parallel_calls():
+    """A child forked after the parent ran multi-threaded calls uses as many
+    threads as the parent, computes the same bits and does not hang."""
+    p, q = _fork_inputs()
     assert p.size >= MIN_PARALLEL_ELEMENTS
-    want = klfast.kl(p, q, num_threads=2, normalize=True)  # threads run in the parent
-    np.testing.assert_allclose(want, call_ref("kl", p, q, normalize=True), rtol=1e-12)
+    # threads run in the parent first
+    want = klfast.kl(p, q[:1], num_threads=2, normalize=True)
+    np.testing.assert_allclose(want, call_ref("kl", p, q[:1], normalize=True), rtol=1e-12)
+    want_pairs = klfast.pairwise(p, q, "kl", normalize=True, num_threads=2)
+    np.testing.assert_allclose(want_pairs[:, :3], np.stack(
+        [call_ref("kl", p, q[j], normalize=True) for j in range(3)], axis=1), rtol=1e-12)
 
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=target, args=(send,))
+    child = ctx.Process(target=_child_scores, args=(send,))
     child.start()
     send.close()
     try:
         # a healthy child answers in well under a second
-        ready = receive.poll(8)
-        assert ready, "forked child hung in klfast.kl (no result after 8 s)"
+        ready = receive.poll(20)
+        assert ready, "forked child hung in klfast (no result after 20 s)"
         results = receive.recv()
     finally:
         child.join(1)
@@ -241,59 +234,11 @@ def test_forked_child_after_parallel_call(target):
             child.kill()
             child.join(5)
         receive.close()
-    for got in results:
+    assert results[0] == klfast.default_num_threads()
+    for got in results[1:4]:
         assert np.array_equal(got, want)
+    assert np.array_equal(results[4], want_pairs)
     assert child.exitcode == 0
-
-
-# --- idle threads: spin briefly, then sleep (klfast/_spin.py) ------------------------
-
-def _display_env(env_update, code="import klfast"):
-    """stderr of a child that imports klfast and runs a 2-thread call with
-    OMP_DISPLAY_ENV=VERBOSE (the runtime prints its settings), and its stdout."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")}
-    env.update(OMP_DISPLAY_ENV="VERBOSE", **env_update)
-    code = code + textwrap.dedent("""
-        import os, numpy as np
-        p = np.full((1000, 100), 0.01)
-        klfast.kl(p, p, num_threads=2)
-        print([n for n in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME") if n in os.environ])
-        print(klfast._config.config()["openmp_spin"])
-        """)
-    # not from the repository root, whose klfast/ holds no compiled kernels
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60,
-                            cwd=os.path.dirname(os.path.abspath(__file__)))
-    assert result.returncode == 0, result.stderr
-    return result.stderr, result.stdout.splitlines()
-
-
-def _runtime_setting(display):
-    """The spin the runtime reports: GOMP_SPINCOUNT (GNU) or KMP_BLOCKTIME (LLVM)."""
-    for line in display.splitlines():
-        if "GOMP_SPINCOUNT" in line or "KMP_BLOCKTIME" in line:
-            return line.split("=", 1)[1].strip().strip("'")
-    raise AssertionError(f"the OpenMP runtime printed no spin setting:\n{display}")
-
-
-@pytest.mark.skipif(not OPENMP, reason="built without OpenMP")
-def test_idle_threads_spin_briefly_and_the_environment_is_left_as_it_was():
-    display, (left, applies) = _display_env({})
-    assert _runtime_setting(display) in ("3000", "1", "1ms")
-    assert left == "[]"  # child processes do not inherit klfast's setting
-    assert applies.startswith("klfast's")
-
-
-@pytest.mark.skipif(not OPENMP, reason="built without OpenMP")
-def test_the_users_openmp_wait_settings_win():
-    display, (left, applies) = _display_env({"GOMP_SPINCOUNT": "77", "KMP_BLOCKTIME": "7"})
-    assert _runtime_setting(display) in ("77", "7", "7ms")
-    assert left == "['GOMP_SPINCOUNT', 'KMP_BLOCKTIME']"
-    assert applies == "from the environment (GOMP_SPINCOUNT=77, KMP_BLOCKTIME=7)"
-    _, (left, applies) = _display_env({"OMP_WAIT_POLICY": "active"})
-    assert left == "['OMP_WAIT_POLICY']"
-    assert applies == "from the environment (OMP_WAIT_POLICY=active)"
 
 
 @pytest.mark.parametrize("k", [4, 100])

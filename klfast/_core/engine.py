@@ -51,18 +51,6 @@ def _cpu_count():
 
 
 _CPU_COUNT = _cpu_count()
-# GNU OpenMP's thread pool does not survive fork(): a forked child that
-# starts a parallel region hangs. Children run klfast on one thread.
-_FORKED = False
-
-
-def _after_fork_in_child():
-    global _FORKED
-    _FORKED = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_num_threads():
@@ -70,11 +58,10 @@ def default_num_threads():
 
     The smaller of the cores this process may run on and OpenMP's limit for
     the calling thread (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
-    1 when klfast was built without OpenMP, and in a child process made by
-    ``fork()`` (GNU OpenMP's threads do not survive a fork).
+    1 when klfast was built without OpenMP (nothing then says what the limit
+    is). klfast's threads are its own (``src/engine/pool.h``); OpenMP only
+    tells how many it may use.
     """
-    if _FORKED:
-        return 1
     return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
 
 
@@ -85,7 +72,7 @@ def resolve_threads(num_threads, n_rows, k):
     if num_threads is None:
         n = default_num_threads()
     else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
-        n = 1 if _FORKED else min(num_threads, _CPU_COUNT)
+        n = min(num_threads, _CPU_COUNT)
     return max(1, min(n, n_rows))
 
 
@@ -324,8 +311,8 @@ def _run_2d(job, inputs, grad, out, first_row, outer, where=None, index=None):
         return
     # Convert per block of rows into bounded buffers (at most two blocks
     # alive). With more than one thread, numpy converts the next block on
-    # this thread while a worker thread scores the previous one: OpenMP
-    # threads would only spin against the conversion.
+    # this thread while a worker thread scores the previous one: pool
+    # threads would only wait for the conversion.
     block = max(1, BLOCK_ELEMENTS // max(k, 1))
     starts = range(0, n_rows, block)
 

@@ -329,12 +329,13 @@ class _Run:
         """Call ``band_work(i0, i1, threads)`` (which returns the pairs it
         recomputed) for each band of rows of P.
 
-        Product tiles alternate numpy's BLAS threads and klfast's OpenMP
-        threads, and each pool spins for a while after its work, taking the
-        core the other needs (a 2-core top-k ran 2.7x slower on two threads
-        than on one). So with threadpoolctl (to hold BLAS to one thread),
-        whole bands run on Python threads instead, each with one-thread BLAS
-        and kernels: no thread spins while another works."""
+        Product tiles alternate numpy's BLAS threads and klfast's threads,
+        and idle threads spin or yield for a while after their work, taking
+        the core the other needs (a 2-core top-k ran 2.7x slower on two
+        threads than on one, with OpenMP's threads then). So with
+        threadpoolctl (to hold BLAS to one thread), whole bands run on
+        Python threads instead, each with one-thread BLAS and kernels: no
+        thread spins while another works."""
         threads = self._threads(n, self.Q.shape[0])
         pooled = (self.use_products and threads > 1 and n >= 2 * threads
                   and n * self.Q.shape[0] * self.k >= POOL_WORK and _threadpool_limits())
@@ -467,7 +468,7 @@ pairwise.__doc__ = """Divergence of every row of P against every row of Q.
         installed) numpy's BLAS; ``None`` uses :func:`klfast.default_num_threads`
         and BLAS's own setting. With threadpoolctl, large products run bands
         of rows on that many threads, each with one-thread BLAS (a BLAS
-        thread pool and klfast's OpenMP threads taking turns waste the cores
+        thread pool and klfast's threads taking turns waste the cores
         on waiting). kl, jeffreys and cross_entropy take the last bits of
         the pairs they do not recompute from the BLAS, which may round them
         differently for another thread count (OpenBLAS does with

@@ -1,7 +1,7 @@
 """Peak memory of one call, measured in a fresh subprocess.
 
 The child imports numpy and klfast, makes one small multi-threaded call (so
-the OpenMP threads and their stacks exist), resets the kernel's high-water
+the pool's threads and their stacks exist), resets the kernel's high-water
 mark and records its resident set size as the *baseline*, allocates the inputs, makes the call once and reports its
 peak resident set size (``VmHWM``; ``ru_maxrss`` where /proc is missing). A
 call that allocates no input-sized temporary peaks at about
