@@ -14,9 +14,11 @@ its own flags) and the dispatch table (``src/engine/dispatch.c``).
   and used only when the CPU runs them; a level the compiler cannot build is
   left out, and ``klfast.show_config()`` says why. On aarch64 the baseline
   level is NEON.
-* OpenMP is used when the compiler supports it (GCC; clang with libomp);
-  otherwise the kernels build serially and ``klfast.show_config()`` says why.
-  ``KLFAST_NO_OPENMP=1`` forces a serial build.
+* The kernels run on klfast's own threads (src/engine/pool.h, pthreads).
+  OpenMP, linked when the compiler supports it (GCC; clang with libomp), only
+  gives their default number (``OMP_NUM_THREADS``, threadpoolctl); without it
+  a call uses one thread unless ``num_threads=`` asks for more, and
+  ``klfast.show_config()`` says why. ``KLFAST_NO_OPENMP=1`` leaves it out.
 * No debug information (``-g0``, after Python's own ``-g``): it took a third
   of the compile time. ``KLFAST_DEBUG_INFO=1`` keeps Python's flags.
 * Every C file compiles in parallel (one job per CPU; ``build_ext --parallel

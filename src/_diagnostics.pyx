@@ -74,7 +74,7 @@ def read_floor(cnp.ndarray p, cnp.ndarray q, int n_threads):
     c.t = cnp.PyArray_TYPE(p)
     if c.t != cnp.NPY_DOUBLE and c.t != cnp.NPY_FLOAT:
         raise TypeError("read_floor: dtype must be float32 or float64")
-    n_threads = max(n_threads, 1)
+    n_threads = min(max(n_threads, 1), 1024)  # the pool's most: 1,023 workers and the caller
     c.p, c.q = <const char*>cnp.PyArray_DATA(p), <const char*>cnp.PyArray_DATA(q)
     c.n = p.shape[0] * p.shape[1]
     cdef Py_ssize_t block = BLOCK_BYTES // cnp.PyArray_ITEMSIZE(p)

@@ -71,7 +71,7 @@ def resolve_threads(num_threads, n_rows, k):
         return 1
     if num_threads is None:
         n = default_num_threads()
-    else:  # more threads than cores only adds overhead (and libgomp fails at ~30k)
+    else:  # more threads than cores only adds overhead
         n = min(num_threads, _CPU_COUNT)
     return max(1, min(n, n_rows))
 
