@@ -1,5 +1,9 @@
 """Two threads against one while other work keeps cores busy (issue 16, item 5).
 
+Cases: ``small`` (1,000 x 100 float64 kl), ``medium`` (20,000 x 100),
+``loss`` (kl_loss forward on 4,096 x 32,000 float32 logits) and
+``pairs_js`` (klfast.pairwise Jensen-Shannon, 200 x 1,000 pairs of 300).
+
 Starts ``--busy`` spinning processes (default: one, so that on a 2-core
 machine one core is taken), then times the same klfast call with
 ``num_threads=1`` and ``num_threads=2`` in turns. A turn runs ``--calls``
@@ -46,10 +50,15 @@ def _loss():  # kl_loss forward, 4,096 x 32,000 float32 logits
     return lambda n: klfast.kl_loss(t, z, reduction="none", num_threads=n)
 
 
+def _pairs_js():  # pairwise Jensen-Shannon, 200 x 300 against 1,000 x 300 float64 (direct tiles)
+    p, q = _rows(200, 300, np.float64, 7), _rows(1000, 300, np.float64, 8)
+    return lambda n: klfast.pairwise(p, q, "jensen_shannon", num_threads=n)
+
+
 # each case's inputs are made just before it is timed, and freed after: the
 # half-gigabyte inputs of "loss" slowed the small cases 15-fold when they
 # were alive beside them
-CASES = {"small": _small, "medium": _medium, "loss": _loss}
+CASES = {"small": _small, "medium": _medium, "loss": _loss, "pairs_js": _pairs_js}
 
 
 def measure(call, turns, calls):
