@@ -270,20 +270,25 @@ def test_two_threads_beside_a_busy_core_give_the_same_bits(rng, k, dtype):
 
 @pytest.mark.parametrize("k", [4, 100])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_claim_size_does_not_change_the_bits(rng, k, dtype):
-    """Any number of rows per claim, from one lane tile (16 rows) to all of
-    them, gives each row the bits of a 1-thread call (k = 4 goes across lanes)."""
+@pytest.mark.parametrize("columns", [False, True])
+def test_claim_size_does_not_change_the_bits(rng, k, dtype, columns):
+    """Any number of rows per claim, from one strip of lane tiles (64 rows)
+    to all of them, gives each row the bits of a 1-thread call (k = 4 goes
+    across lanes; so do distributions in columns, axis=0)."""
     from klfast import _kernels
 
-    p = distributions(rng, (20_000, k)).astype(dtype)
-    q = distributions(rng, (20_000, k)).astype(dtype)
-    one = klfast.kl(p, q, num_threads=1)
-    np.testing.assert_allclose(one[:50], call_ref("kl", p[:50], q[:50]),
-                               rtol=1e-12 if dtype == np.float64 else 1e-5)
+    p = distributions(rng, (20_003, k)).astype(dtype)
+    q = distributions(rng, (20_003, k)).astype(dtype)
+    want = call_ref("kl", p[:50], q[:50])
+    axis = {}
+    if columns:
+        p, q, axis = p.T.copy(), q.T.copy(), {"axis": 0}
+    one = klfast.kl(p, q, num_threads=1, **axis)
+    np.testing.assert_allclose(one[:50], want, rtol=1e-12 if dtype == np.float64 else 1e-5)
     before = _kernels.set_claim_bytes(1)
     try:
         for size in (1, 1 << 12, 1 << 40):
             _kernels.set_claim_bytes(size)
-            assert np.array_equal(klfast.kl(p, q, num_threads=2), one)
+            assert np.array_equal(klfast.kl(p, q, num_threads=2, **axis), one)
     finally:
         assert _kernels.set_claim_bytes(before) == 1 << 40
