@@ -21,6 +21,8 @@ its own flags) and the dispatch table (``src/engine/dispatch.c``).
   ``klfast.show_config()`` says why. ``KLFAST_NO_OPENMP=1`` leaves it out.
 * No debug information (``-g0``, after Python's own ``-g``): it took a third
   of the compile time. ``KLFAST_DEBUG_INFO=1`` keeps Python's flags.
+* ``KLFAST_WERROR=1`` compiles the engine (the levels and the dispatch table)
+  with ``-Wall -Werror``: CI builds both its compilers' klfast that way.
 * Every C file compiles in parallel (one job per CPU; ``build_ext --parallel
   N`` overrides), Cython included.
 * Cython runs when the extensions are built, not when setup.py is loaded: an
@@ -142,8 +144,10 @@ class BuildExt(build_ext):
         macros = MACROS + [("KLFAST_COMPILE_ARGS", '"%s"' % flags.replace('"', ""))]
         dispatch_macros = macros + [(f"KLFAST_LEVEL_{name.upper()}", "1") for name, _ in levels[1:]]
         dispatch_macros.append(("KLFAST_MISSING_LEVELS", '"%s"' % "; ".join(notes).replace('"', "'")))
-        engine = [(f"src/levels/{name}.c", args + level_flags, macros) for name, level_flags in levels]
-        engine.append(("src/engine/dispatch.c", args, dispatch_macros))
+        strict = ["-Wall", "-Werror"] if os.environ.get("KLFAST_WERROR", "") not in ("", "0") else []
+        engine = [(f"src/levels/{name}.c", args + level_flags + strict, macros)
+                  for name, level_flags in levels]
+        engine.append(("src/engine/dispatch.c", args + strict, dispatch_macros))
         modules = [(source, args, macros) for ext in self.extensions for source in ext.sources]
 
         # every C file at once, in parallel

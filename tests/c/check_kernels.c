@@ -1,8 +1,10 @@
 /* A C-level check of every kernel of every level this build has, against
  * scalar references in double (the exact terms of src/engine/exact.h for the
  * divergences, a plain softmax for the losses). Built and run by
- * tests/test_c_kernels.py: natively, and for aarch64 (NEON) with a cross
- * compiler under qemu-user. Prints one line per failure and exits 1 if any.
+ * tests/test_c_kernels.py: as a shared object called on the installed
+ * klfast._kernels (KLF_CHECK_INSTALLED), and as a program linked with the
+ * levels compiled for aarch64 (NEON) by a cross compiler, run under
+ * qemu-user. Prints one line per failure and exits 1 if any.
  *
  * Rows of every length from 1 to 140 (every tail of the 64- and 128-byte
  * blocks), default eps and eps = 0 (zeros inside logs: the rows the vector
@@ -239,16 +241,30 @@ static void check_lanes(const klfast_isa *isa) {
             }
 }
 
-int main(void) {
+/* Every level of a dispatch table that this CPU runs. */
+static int check_levels(const klfast_isa *const *levels, int n_levels, int (*has_level)(int)) {
     int ran = 0;
-    for (int i = 0; i < klfast_n_levels; i++) {
-        if (!klfast_cpu_has_level(i)) continue;
-        check_divergences(klfast_isa_levels[i]);
-        check_losses(klfast_isa_levels[i]);
-        check_lanes(klfast_isa_levels[i]);
-        printf("level %s: checked\n", klfast_isa_levels[i]->name);
+    for (int i = 0; i < n_levels; i++) {
+        if (!has_level(i)) continue;
+        check_divergences(levels[i]);
+        check_losses(levels[i]);
+        check_lanes(levels[i]);
+        printf("level %s: checked\n", levels[i]->name);
         ran++;
     }
     printf("%d failures\n", failures);
+    fflush(stdout);
     return failures || !ran;
 }
+
+#ifdef KLF_CHECK_INSTALLED
+/* Built as a shared object and called through ctypes by a Python process
+ * that imported klfast._kernels, with that module's dispatch table: the
+ * kernels as installed, whatever compiled them. */
+int klfast_check_installed(const klfast_isa *const *levels, int n_levels,
+                           int (*has_level)(int)) {
+    return check_levels(levels, n_levels, has_level);
+}
+#else
+int main(void) { return check_levels(klfast_isa_levels, klfast_n_levels, klfast_cpu_has_level); }
+#endif
