@@ -42,20 +42,25 @@ cdef struct Floor:
     double* totals
 
 
+cdef inline double _read_sum(const floating* p, const floating* q, Py_ssize_t n) noexcept nogil:
+    if floating is double:
+        return klfast_read_sum_f64(p, q, n)
+    return klfast_read_sum_f32(p, q, n)
+
+
+cdef void _floor_blocks(Floor* c, const floating* p, const floating* q, Py_ssize_t b0,
+                        Py_ssize_t b1, int tid) noexcept nogil:
+    cdef Py_ssize_t b, block = BLOCK_BYTES // sizeof(floating)
+    for b in range(b0, b1):
+        c.totals[tid * SLOT] += _read_sum(p + b * block, q + b * block, min(block, c.n - b * block))
+
+
 cdef Py_ssize_t _floor_task(void* ctx, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
     cdef Floor* c = <Floor*>ctx
-    cdef Py_ssize_t b, block
-    for b in range(b0, b1):
-        if c.t == cnp.NPY_DOUBLE:
-            block = BLOCK_BYTES // sizeof(double)
-            c.totals[tid * SLOT] += klfast_read_sum_f64(
-                <const double*>c.p + b * block, <const double*>c.q + b * block,
-                min(block, c.n - b * block))
-        else:
-            block = BLOCK_BYTES // sizeof(float)
-            c.totals[tid * SLOT] += klfast_read_sum_f32(
-                <const float*>c.p + b * block, <const float*>c.q + b * block,
-                min(block, c.n - b * block))
+    if c.t == cnp.NPY_DOUBLE:
+        _floor_blocks(c, <const double*>c.p, <const double*>c.q, b0, b1, tid)
+    else:
+        _floor_blocks(c, <const float*>c.p, <const float*>c.q, b0, b1, tid)
     return 0
 
 

@@ -438,24 +438,25 @@ cdef struct Finish:
     double eps, scale, tol, gamma, floor_err
 
 
-cdef Py_ssize_t _finish_task(void* ctx, Py_ssize_t ii0, Py_ssize_t ii1, int tid) noexcept nogil:
-    """Rows ii0 <= ii < ii1 of a tile; the number of pairs recomputed."""
-    cdef Finish* c = <Finish*>ctx
+cdef Py_ssize_t _finish_rows(const Finish* c, floating* out, Py_ssize_t ii0,
+                             Py_ssize_t ii1) noexcept nogil:
+    """Rows ii0 <= ii < ii1 of a tile into out (the tile, of its dtype); the
+    number of pairs recomputed."""
     cdef Py_ssize_t ii, n_flagged = 0
-    cdef const double* b2
     for ii in range(ii0, ii1):
-        b2 = c.B2 + ii * c.b2_rs if c.B2 != NULL else NULL
-        if c.t == cnp.NPY_DOUBLE:
-            n_flagged += _finish_row(c.measure, c.B + ii * c.b_rs, b2, c.sp, c.sq, c.i0 + ii,
-                                     c.j0, c.nj, c.k, <double*>c.out + ii * c.o_rs, c.o_cs,
-                                     c.eps, c.scale, c.tol, c.gamma, c.floor_err,
-                                     c.zero_diagonal, c.upper_only)
-        else:
-            n_flagged += _finish_row(c.measure, c.B + ii * c.b_rs, b2, c.sp, c.sq, c.i0 + ii,
-                                     c.j0, c.nj, c.k, <float*>c.out + ii * c.o_rs, c.o_cs,
-                                     c.eps, c.scale, c.tol, c.gamma, c.floor_err,
-                                     c.zero_diagonal, c.upper_only)
+        n_flagged += _finish_row(c.measure, c.B + ii * c.b_rs,
+                                 c.B2 + ii * c.b2_rs if c.B2 != NULL else NULL, c.sp, c.sq,
+                                 c.i0 + ii, c.j0, c.nj, c.k, out + ii * c.o_rs, c.o_cs, c.eps,
+                                 c.scale, c.tol, c.gamma, c.floor_err, c.zero_diagonal,
+                                 c.upper_only)
     return n_flagged
+
+
+cdef Py_ssize_t _finish_task(void* ctx, Py_ssize_t ii0, Py_ssize_t ii1, int tid) noexcept nogil:
+    cdef Finish* c = <Finish*>ctx
+    if c.t == cnp.NPY_DOUBLE:
+        return _finish_rows(c, <double*>c.out, ii0, ii1)
+    return _finish_rows(c, <float*>c.out, ii0, ii1)
 
 
 cdef void _side(Side* s, cnp.ndarray x, tuple stats):
