@@ -7,6 +7,11 @@ All link the same objects of the
 engine: one per instruction-set level (``src/levels/*.c``, each compiled with
 its own flags) and the dispatch table (``src/engine/dispatch.c``).
 
+* The levels (the engine's vector code, written out by hand): ``-O2
+  -fpeel-loops`` where the compiler has ``-fpeel-loops`` (GCC: complete
+  unrolling of the fixed short loops, as at ``-O3``). In A/B runs of the two
+  builds it was as fast as ``-O3`` and compiled in about 60 % of the time; a
+  compiler without the flag (clang) keeps ``-O3``.
 * ``-O3``, no ``-ffast-math`` (it breaks the NaN/inf checks fused into the
   kernels) and no ``-march=native``: the default build runs on any CPU of its
   architecture. On x86-64 the AVX2 and AVX-512 levels are compiled with
@@ -38,6 +43,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 BASE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"]
+LEVEL_OPT_ARGS = ["-O2", "-fpeel-loops"]  # after BASE_ARGS' -O3, for the levels only
 NO_DEBUG_ARGS = ["-g0"]
 OPENMP_ARGS = ["-fopenmp"]
 CYTHON_DIRECTIVES = {
@@ -140,12 +146,15 @@ class BuildExt(build_ext):
         else:
             notes.append("avx2, avx512: x86-64 only")
 
-        flags = " ".join(args)
+        level_opt = LEVEL_OPT_ARGS
+        if _try_compile(self.compiler, "int klfast_probe;\n", args + level_opt + ["-Werror"]):
+            level_opt = []  # (clang warns that it ignores -fpeel-loops)
+        flags = " ".join(args) + (f" (levels: {' '.join(level_opt)})" if level_opt else "")
         macros = MACROS + [("KLFAST_COMPILE_ARGS", '"%s"' % flags.replace('"', ""))]
         dispatch_macros = macros + [(f"KLFAST_LEVEL_{name.upper()}", "1") for name, _ in levels[1:]]
         dispatch_macros.append(("KLFAST_MISSING_LEVELS", '"%s"' % "; ".join(notes).replace('"', "'")))
         strict = ["-Wall", "-Werror"] if os.environ.get("KLFAST_WERROR", "") not in ("", "0") else []
-        engine = [(f"src/levels/{name}.c", args + level_flags + strict, macros)
+        engine = [(f"src/levels/{name}.c", args + level_opt + level_flags + strict, macros)
                   for name, level_flags in levels]
         engine.append(("src/engine/dispatch.c", args + strict, dispatch_macros))
         modules = [(source, args, macros) for ext in self.extensions for source in ext.sources]
