@@ -22,8 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from klfast import _kernels
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 FLAGS = ["-O2", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-g0",
@@ -40,8 +38,8 @@ def need(*tools):
         pytest.skip(f"{', '.join(missing)} not installed")
 
 
-def run(command):
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+def run(command, cwd=None):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^0 failures$", result.stdout, re.M), result.stdout
     return result.stdout
@@ -64,6 +62,8 @@ sys.exit(check(levels, n_levels, has_level))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a shared object through ctypes")
 def test_the_installed_kernels(tmp_path):
+    from klfast import _kernels  # (here: tests/test_pool.py imports this module)
+
     cc = shlex.split(os.environ.get("CC") or "cc")
     need(cc[0])
     lib = tmp_path / "check_kernels.so"
@@ -71,10 +71,38 @@ def test_the_installed_kernels(tmp_path):
                              str(ROOT / "tests" / "c" / "check_kernels.c"), "-o", lib, "-lm"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    # in a child: a crash in a kernel fails this test, not the whole run
-    out = run([sys.executable, "-c", CALL_CHECK, str(lib)])
+    # in a child (a crash in a kernel fails this test, not the whole run),
+    # away from the source folder (its klfast has no kernels)
+    out = run([sys.executable, "-c", CALL_CHECK, str(lib)], cwd=tmp_path)
     for level in _kernels.supported_isas():  # every level this CPU runs
         assert f"level {level}: checked" in out, out
+
+
+# The CPU features each x86-64 level's -march allows (as /proc/cpuinfo names
+# them; abm: lzcnt), the OS support aside.
+X86_FEATURES = {"avx2": {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "popcnt", "abm"},
+                "avx512": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}}
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"),
+                    reason="x86-64 Linux (/proc/cpuinfo)")
+def test_the_cpus_levels_are_built_and_detected():
+    """The levels above are those the dispatch table says the CPU runs: a
+    level the build left out, or a CPU check that misses one, would shrink
+    them silently. Here /proc/cpuinfo says which the CPU has."""
+    from klfast import _kernels
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if IN_CI:  # gcc 12 and clang 14 build every level
+        assert _kernels.LEVELS == ("baseline", "avx2", "avx512"), _kernels.MISSING_LEVELS
+    for level, needed in X86_FEATURES.items():
+        cpu_has = needed <= flags and (level == "avx2" or X86_FEATURES["avx2"] <= flags)
+        if level in _kernels.LEVELS:
+            assert (level in _kernels.supported_isas()) == cpu_has, (level, needed - flags)
 
 
 @pytest.mark.slow
