@@ -292,3 +292,37 @@ def test_claim_size_does_not_change_the_bits(rng, k, dtype, columns):
             assert np.array_equal(klfast.kl(p, q, num_threads=2, **axis), one)
     finally:
         assert _kernels.set_claim_bytes(before) == 1 << 40
+
+
+# --- float32 results of the forms kernels ---------------------------------------------
+
+THREADS_OF_A_FORMS_CALL = """
+import os, sys
+import numpy as np
+import klfast
+rng = np.random.default_rng(5)
+a = rng.standard_normal((512, 4096)).astype(sys.argv[1])  # 2 blocks of input
+b = (a + 0.3 * rng.standard_normal(a.shape)).astype(sys.argv[1])
+before = len(os.listdir("/proc/self/task"))
+two = klfast.kl(a, b, input="logits", num_threads=2)
+after = len(os.listdir("/proc/self/task"))
+one = klfast.kl(a, b, input="logits", num_threads=1)
+print(before, after, two.dtype, one.tobytes() == two.tobytes())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+@pytest.mark.skipif(allowed_cpus() < 2, reason="needs two CPUs")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_forms_call_with_a_float32_result_runs_on_its_threads(dtype, tmp_path):
+    """The forms kernels (inputs as logits) give float64 per row, converted to
+    the float32 result a block at a time: the inputs are still read as they
+    are, on every thread (they were scored on one thread beside the
+    conversion, the way inputs that need converting are). Seen as the pool's
+    worker, which stays after the call: a thread more than before it."""
+    result = subprocess.run([sys.executable, "-c", THREADS_OF_A_FORMS_CALL, dtype],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    before, after, out_dtype, same_bits = result.stdout.split()
+    assert out_dtype == "float32" and same_bits == "True"
+    assert int(after) > int(before), result.stdout

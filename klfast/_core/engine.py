@@ -31,6 +31,7 @@ fast_call = _kernels.fast
 # converted in blocks of rows of about this many elements: never an
 # input-sized temporary.
 BLOCK_ELEMENTS = 1 << 20
+OUT_BLOCK_ROWS = 1 << 16  # results converted a block at a time: 512 KiB of float64
 # Below this many input elements a call runs on one thread: starting threads
 # costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 1 << 16
@@ -312,8 +313,12 @@ def _run_2d(job, inputs, grad, out, first_row, outer, where=None, index=None):
     # Convert per block of rows into bounded buffers (at most two blocks
     # alive). With more than one thread, numpy converts the next block on
     # this thread while a worker thread scores the previous one: pool
-    # threads would only wait for the conversion.
-    block = max(1, BLOCK_ELEMENTS // max(k, 1))
+    # threads would only wait for the conversion. When only the results are
+    # converted (the forms kernels' float64 into a float32 result), the
+    # inputs are read as they are, in blocks of OUT_BLOCK_ROWS rows, each on
+    # every thread.
+    only_out = grad_ok and all(source is not None for source in sources)
+    block = OUT_BLOCK_ROWS if only_out else max(1, BLOCK_ELEMENTS // max(k, 1))
     starts = range(0, n_rows, block)
 
     def convert(r0):
@@ -337,7 +342,7 @@ def _run_2d(job, inputs, grad, out, first_row, outer, where=None, index=None):
             _raise_invalid(job, [x[r0:r1] for x in inputs], rows, out_block, first_row + r0,
                            outer, None if index is None else index[r0:r1])
 
-    if threads == 1 or len(starts) == 1:
+    if threads == 1 or len(starts) == 1 or only_out:
         for r0 in starts:
             blocks = convert(r0)
             finish(*blocks, score(*blocks, threads))
