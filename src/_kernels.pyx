@@ -49,7 +49,7 @@ from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport log, INFINITY
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 cimport numpy as cnp
 
 cnp.import_array()
@@ -337,6 +337,7 @@ cdef struct Rows:
     bint normalize
     klfast_forms_params prm
     int n_threads
+    const int64_t* index    # rows index[0 .. n_rows) only (a where= mask), or NULL: every row
 
 
 cdef inline const float* _stage(const klfast_isa* isa, const char* x, Py_ssize_t es, int kind,
@@ -401,11 +402,39 @@ cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
 cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
     """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits (see
     _half_row), by thread tid; the number of invalid ones."""
-    cdef Py_ssize_t i, n_bad = 0
+    cdef Py_ssize_t i, row, n_bad = 0
     cdef double v
     for i in range(r0, r1):
-        v = _half_row(c, _isa, i, c.stage + tid * 2 * c.k)
-        _store(c, i, v)
+        row = c.index[i] if c.index != NULL else i
+        v = _half_row(c, _isa, row, c.stage + tid * 2 * c.k)
+        _store(c, row, v)
+        if v != v:
+            n_bad += 1
+    return n_bad
+
+
+cdef Py_ssize_t _run_indexed(Rows* c, const floating* a, const floating* b, floating* g,
+                             Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows index[r0 .. r1) of a call with an index, each read in place
+    (contiguous elements) by the row loop and its result stored at its own
+    place (the same bits as in a call without an index); the number of
+    invalid ones."""
+    cdef Py_ssize_t i, row, z = c.size, n_bad = 0
+    cdef double v, eps = c.eps
+    if floating is float:  # float32 inputs: the eps rule with eps in float32
+        eps = <float>eps
+    for i in range(r0, r1):
+        row = c.index[i]
+        if c.forms:
+            v = _forms_fast_or_exact(_isa, &c.prm, a + row * (c.a_rs // z),
+                                     b + row * (c.b_rs // z),
+                                     g + row * (c.g_rs // z) if g != NULL else NULL,
+                                     c.k) * c.scale
+            (<double*>(c.out + row * c.out_s))[0] = v
+        else:
+            v = _fast_or_exact(c.measure, _isa, a + row * (c.a_rs // z),
+                               b + row * (c.b_rs // z), c.k, eps, c.normalize, c.tol, c.scale)
+            (<floating*>(c.out + row * c.out_s))[0] = <floating>v
         if v != v:
             n_bad += 1
     return n_bad
@@ -430,6 +459,11 @@ cdef Py_ssize_t _rows_between(void* call, Py_ssize_t r0, Py_ssize_t r1, int tid)
     cdef char* o = c.out + r0 * c.out_s
     if c.a_kind >= 0 or c.b_kind >= 0:
         return _run_staged(c, r0, r1, tid)
+    if c.index != NULL and c.type_num == cnp.NPY_DOUBLE:
+        return _run_indexed[double](c, <const double*>c.a, <const double*>c.b, <double*>c.g,
+                                    r0, r1)
+    if c.index != NULL:
+        return _run_indexed[float](c, <const float*>c.a, <const float*>c.b, <float*>c.g, r0, r1)
     if not c.forms and c.type_num == cnp.NPY_DOUBLE:
         return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
@@ -477,7 +511,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
          cnp.ndarray out, Py_ssize_t out_stride,
          Py_ssize_t n_rows, Py_ssize_t k,
          double eps, double scale, bint normalize, double tol, int n_threads,
-         object p_element_stride=None, object q_element_stride=None):
+         object p_element_stride=None, object q_element_stride=None, object index=None):
     """Reduce n_rows rows of length k; private, called by klfast._core.engine.
 
     ``p``, ``q`` and ``out`` share one dtype (float32 or float64), are aligned
@@ -488,6 +522,8 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     many); element strides (None: the item size, contiguous) may be any
     multiple of the item size. Without ``normalize``, a row of p or q whose
     sum is not within ``tol`` of 1 is invalid (``tol=inf``: no check).
+    With ``index`` (int64, n_rows), only rows index[0 .. n_rows) are scored
+    (and out written), read in place; their elements must be contiguous.
     Returns the number of invalid rows. A signal handler that raises (Ctrl-C)
     stops the call between chunks of rows.
     """
@@ -506,11 +542,27 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), out_stride
     c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
     c.stage = NULL
+    c.index = _row_index(index, n_rows, c.a_es == cnp.PyArray_ITEMSIZE(p)
+                         and c.b_es == cnp.PyArray_ITEMSIZE(q))
     if c.a_kind < 0 and c.b_kind < 0:
         return _in_chunks(&c, n_rows)
     stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)], cnp.NPY_FLOAT, 0)
     c.stage = <float*>cnp.PyArray_DATA(stage)
     return _in_chunks(&c, n_rows)
+
+
+cdef const int64_t* _row_index(object index, Py_ssize_t n_rows, bint contiguous) except? NULL:
+    """The data of ``index`` (None: NULL): int64, 1-D, contiguous, n_rows
+    long, for rows whose elements are contiguous."""
+    if index is None:
+        return NULL
+    cdef cnp.ndarray x = index if isinstance(index, cnp.ndarray) else None
+    if not (x is not None and cnp.PyArray_TYPE(x) == cnp.NPY_INT64 and cnp.PyArray_NDIM(x) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_DIM(x, 0) == n_rows
+            and contiguous):
+        raise ValueError("klfast._kernels: index must be contiguous int64 of n_rows, for rows "
+                         "with contiguous elements")
+    return <const int64_t*>cnp.PyArray_DATA(x)
 
 
 cdef int _kind(cnp.ndarray x, int type_num) except -2:
@@ -724,7 +776,7 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
                cnp.ndarray out, Py_ssize_t n_rows, Py_ssize_t k,
                int form_p, int form_q, double inv_t_p, double inv_t_q, bint normalize,
                bint loss, double tol, double eps, double log_prob_max, double grad_scale,
-               double scale, int n_threads):
+               double scale, int n_threads, object index=None):
     """Per-row values of n_rows rows of length k with inputs in any form
     (engine/loss_rows.h: the divergences of log-probabilities and logits,
     and the losses with their gradient); private, called by the Python layer.
@@ -740,6 +792,7 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     probabilities (unless ``normalize``) and of exps of log-probabilities may
     be (inf: no check); ``log_prob_max``: the largest valid log-probability;
     ``grad_scale`` multiplies the gradient (1/T, times 1/n for a mean).
+    ``index``: only some rows, as in ``rows`` (``out`` then holds every row).
     Returns the number of invalid rows; Ctrl-C stops the call between chunks
     of rows, as in ``rows``.
     """
@@ -769,6 +822,7 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.stage = NULL
     c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
                          log_prob_max, grad_scale)
+    c.index = _row_index(index, n_rows, True)  # (forms rows: contiguous elements)
     if c.a_kind < 0 and c.b_kind < 0:
         return _in_chunks(&c, n_rows)
     stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)], cnp.NPY_FLOAT, 0)

@@ -21,7 +21,7 @@ def poisoned(x, mask, rng):
     return x
 
 
-# runs of included rows (scored in place) and alternating rows (gathered)
+# runs of included rows (scored in place) and scattered rows (by index, or gathered)
 MASKS = {
     "runs": lambda n, rng: np.repeat(rng.random(n // 50 + 1) < 0.6, 50)[:n],
     "scattered": lambda n, rng: rng.random(n) < 0.5,
@@ -30,10 +30,31 @@ MASKS = {
 }
 
 
-@pytest.fixture(params=["in place", "gathered"])
+@pytest.fixture(params=["runs in place", "indexed", "gathered"])
 def path(request, monkeypatch):
-    """Runs of included rows scored in place, or every row gathered."""
-    monkeypatch.setattr(engine, "RUN_COST", 0 if request.param == "in place" else 10**12)
+    """Runs of included rows scored in place; every row read where it is by
+    the kernels through an index; or every row gathered into blocks (inputs
+    the kernels cannot read as they are)."""
+    monkeypatch.setattr(engine, "RUN_COST", 0 if request.param == "runs in place" else 10**12)
+    if request.param == "gathered":
+        monkeypatch.setattr(engine, "_run_indexed", lambda *args: False)
+
+
+def test_scattered_rows_are_read_in_place(rng, monkeypatch):
+    """Scattered rows the kernels can read go through the index (the
+    "indexed" path above is not the gathered one under another name)."""
+    monkeypatch.setattr(engine, "RUN_COST", 10**12)
+    taken = []
+    real = engine._run_indexed
+    monkeypatch.setattr(engine, "_run_indexed", lambda *args: taken.append(real(*args)) or taken[-1])
+    mask = rng.random(500) < 0.5
+    p, q = distributions(rng, (500, 40)), distributions(rng, (500, 40))
+    logits = rng.standard_normal((500, 40)).astype(np.float16)
+    klfast.kl(p, q, where=mask, num_threads=2)
+    klfast.jeffreys(p.astype(np.float32), q.astype(np.float32), where=mask)
+    klfast.kl(logits, logits[::-1], input="logits", where=mask, num_threads=2)
+    klfast.kl_loss(p, np.log(q + 0.01), where=mask, num_threads=2)
+    assert taken == [True] * 4
 
 
 @pytest.mark.parametrize("measure", MEASURES)

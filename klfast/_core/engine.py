@@ -114,12 +114,12 @@ class MeasureJob:
 
     widened = property(_widened)
 
-    def kernel(self, rows, grad, out, n_rows, k, threads):
+    def kernel(self, rows, grad, out, n_rows, k, threads, index=None):
         p, q = rows[0], rows[-1]  # the entropy kernel reads p only
         tol = SUM_TOLERANCE if self.check_sums else math.inf
         return _kernels.rows(self.measure, p, _row_stride(p), q, _row_stride(q), out,
                              _row_stride(out), n_rows, k, self.eps, self.scale, self.normalize,
-                             tol, threads, p.strides[1], q.strides[1])
+                             tol, threads, p.strides[1], q.strides[1], index)
 
     def explain(self, rows, read, index):
         return explain_measure_row(self.names, rows, index, self.normalize, self.check_sums)
@@ -158,7 +158,7 @@ class FormsJob:
         self.names = names  # of the inputs, for errors
         self.start = start  # index of the first row in the whole input, for errors
 
-    def kernel(self, rows, grad, out, n_rows, k, threads):
+    def kernel(self, rows, grad, out, n_rows, k, threads, index=None):
         p, q = rows[0], rows[-1]  # the entropy reads p only
         form_p, form_q = FORMS[self.forms[0]], FORMS[self.forms[-1]]
         tol = SUM_TOLERANCE if self.check_sums else math.inf
@@ -166,7 +166,7 @@ class FormsJob:
             self.measure, p, _row_stride(p), q, _row_stride(q),
             grad, 0 if grad is None else _row_stride(grad), out, n_rows, k, form_p, form_q,
             self.inv_temperatures[0], self.inv_temperatures[-1], self.normalize, self.loss, tol,
-            self.eps, self.log_prob_max, self.grad_scale, self.scale, threads)
+            self.eps, self.log_prob_max, self.grad_scale, self.scale, threads, index)
 
     def explain(self, rows, read, index):
         return explain_forms_row(self.names, self.forms, rows, read, index, self.normalize,
@@ -219,8 +219,9 @@ def _run_nd(job, inputs, grad, out, first_row, outer, where=None):
 
 # A masked call scores each run of consecutive included rows in place, unless
 # the runs are so short that their per-call cost (~RUN_COST elements' worth)
-# exceeds copying the rows: then the included rows are gathered a block at a
-# time into bounded buffers.
+# exceeds copying the rows: then the kernels read the included rows through
+# their index (_run_indexed), or, for inputs they cannot read as they are,
+# the included rows are gathered a block at a time into bounded buffers.
 RUN_COST = 16_000
 
 
@@ -241,6 +242,9 @@ def _run_where(job, inputs, grad, out, first_row, outer, where):
             _run_2d(job, [x[a:b] for x in inputs], None if grad is None else grad[a:b],
                     out[a:b], first_row + a, outer)
         return
+    if _run_indexed(job, inputs, grad, out, included):
+        return
+    # the chosen rows gathered into blocks (and, for an invalid row, its error)
     block = max(1, BLOCK_ELEMENTS // max(k, 1))
     for r0 in range(0, len(included), block):
         chosen = included[r0:r0 + block]
@@ -253,6 +257,32 @@ def _run_where(job, inputs, grad, out, first_row, outer, where):
         out[chosen] = out_block
         if grad is not None:
             grad[chosen] = grad_block
+
+
+def _run_indexed(job, inputs, grad, out, included):
+    """The rows ``included`` (increasing) scored by the kernel where they are,
+    on the call's threads, when it reads every input and ``grad`` as they are
+    and their rows' elements are contiguous (results the kernel cannot write
+    into ``out``, the forms kernels' float64 for a float32 result, go
+    through a float64 array of one value per row): True when done, False
+    when it cannot, or when a row is invalid (the gathered rows then say
+    which, as for any other call)."""
+    n_rows, k = inputs[0].shape
+    widened = job.widened if k >= WIDEN_MIN_K else ()
+    if not (all(_kernel_ready(x, job.dtype, False, widened) for x in inputs)
+            and (grad is None or (_kernel_ready(grad, job.dtype) and grad.flags.writeable))):
+        return False
+    target = out
+    if not (out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
+            and (job.strided or out.flags.c_contiguous)):
+        target = np.empty(n_rows, dtype=job.out_dtype)
+    index = np.ascontiguousarray(included, dtype=np.int64)
+    threads = resolve_threads(job.num_threads, len(index), k)
+    if job.kernel(inputs, grad, target, len(index), k, threads, index=index):
+        return False
+    if target is not out:
+        out[index] = target[index]
+    return True
 
 
 def _kernel_ready(x, dtype, strided=False, widened=()):
