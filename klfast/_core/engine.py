@@ -270,12 +270,9 @@ def _run_indexed(job, inputs, grad, out, included):
     n_rows, k = inputs[0].shape
     widened = job.widened if k >= WIDEN_MIN_K else ()
     if not (all(_kernel_ready(x, job.dtype, False, widened) for x in inputs)
-            and (grad is None or (_kernel_ready(grad, job.dtype) and grad.flags.writeable))):
+            and _grad_ready(job, grad)):
         return False
-    target = out
-    if not (out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
-            and (job.strided or out.flags.c_contiguous)):
-        target = np.empty(n_rows, dtype=job.out_dtype)
+    target = out if _out_ready(job, out) else np.empty(n_rows, dtype=job.out_dtype)
     index = np.ascontiguousarray(included, dtype=np.int64)
     threads = resolve_threads(job.num_threads, len(index), k)
     if job.kernel(inputs, grad, target, len(index), k, threads, index=index):
@@ -283,6 +280,18 @@ def _run_indexed(job, inputs, grad, out, included):
     if target is not out:
         out[index] = target[index]
     return True
+
+
+def _grad_ready(job, grad):
+    """True when the kernel writes the gradient ``grad`` (or there is none)
+    where it is."""
+    return grad is None or (_kernel_ready(grad, job.dtype) and grad.flags.writeable)
+
+
+def _out_ready(job, out):
+    """True when the kernel writes its results into ``out`` where it is."""
+    return (out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
+            and (job.strided or out.flags.c_contiguous))
 
 
 def _kernel_ready(x, dtype, strided=False, widened=()):
@@ -333,9 +342,8 @@ def _run_2d(job, inputs, grad, out, first_row, outer, where=None, index=None):
     threads = resolve_threads(job.num_threads, n_rows, k)
     widened = job.widened if k >= WIDEN_MIN_K else ()
     sources = [_source(x, dtype, job.strided, widened) for x in inputs]
-    grad_ok = grad is None or (_kernel_ready(grad, dtype) and grad.flags.writeable)
-    out_ok = (out.dtype == job.out_dtype and out.flags.aligned and out.flags.writeable
-              and (job.strided or out.flags.c_contiguous))
+    grad_ok = _grad_ready(job, grad)
+    out_ok = _out_ready(job, out)
     if grad_ok and out_ok and all(source is not None for source in sources):
         if job.kernel(sources, grad, out, n_rows, k, threads):
             _raise_invalid(job, inputs, sources, out, first_row, outer, index)
