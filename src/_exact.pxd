@@ -24,6 +24,7 @@ cdef extern from "engine/klfast.h" nogil:
         KLFAST_CROSS_ENTROPY
         KLFAST_JS
         KLFAST_N_MEASURES
+        KLFAST_STRIPS_MAX
         KLFAST_PROBS
         KLFAST_LOG_PROBS
         KLFAST_LOGITS
@@ -55,6 +56,12 @@ cdef extern from "engine/klfast.h" nogil:
     ctypedef uint64_t (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
                                           double, double, float*, Py_ssize_t, int*)
+    ctypedef int (*klfast_strips_f64)(const double*, Py_ssize_t, const double*, Py_ssize_t, int,
+                                      Py_ssize_t, double, int, double, double, double*,
+                                      Py_ssize_t, int*, uint64_t*, void*)
+    ctypedef int (*klfast_strips_f32)(const float*, Py_ssize_t, const float*, Py_ssize_t, int,
+                                      Py_ssize_t, double, int, double, double, float*,
+                                      Py_ssize_t, int*, uint64_t*, void*)
     ctypedef double (*klfast_forms_row_f64)(const double*, const double*, double*, Py_ssize_t,
                                             const klfast_forms_params*, int*)
     ctypedef double (*klfast_forms_row_f32)(const float*, const float*, float*, Py_ssize_t,
@@ -76,6 +83,9 @@ cdef extern from "engine/klfast.h" nogil:
         void (*widen16)(int, const unsigned short*, Py_ssize_t, float*, Py_ssize_t) noexcept nogil
         klfast_row_f16* f16
         klfast_forms_row_f16 forms_f16
+        klfast_strips_f64* strips_f64
+        klfast_strips_f32* strips_f32
+        size_t strips_scratch
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

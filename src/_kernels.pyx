@@ -72,7 +72,7 @@ cdef extern from "engine/pool.h" nogil:
 
 from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
-                     KLFAST_LOG_PROBS, KLFAST_LOGITS, klfast_isa_levels, klfast_n_levels,
+                     KLFAST_LOG_PROBS, KLFAST_LOGITS, KLFAST_STRIPS_MAX, klfast_isa_levels, klfast_n_levels,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
                      exact_loss_row, _fast_or_exact, checked_sums, forms_params)
 
@@ -142,9 +142,15 @@ cdef inline Py_ssize_t _whole_strips(Py_ssize_t rows) noexcept nogil:
     return (min(rows, <Py_ssize_t>1 << 40) + w - 1) // w * w
 
 
-cdef inline Py_ssize_t _claim(Py_ssize_t per_row) noexcept nogil:
-    """Rows (of per_row bytes) per claim, in whole strips."""
-    return _whole_strips(max(1, _claim_bytes // max(per_row, 1)))
+cdef inline Py_ssize_t _claim(Py_ssize_t per_row, bint columns, Py_ssize_t n_rows,
+                              int n_threads) noexcept nogil:
+    """Rows (of per_row bytes) per claim, in whole strips; columns: up to
+    KLFAST_STRIPS_MAX strips, read together, while every thread gets one."""
+    cdef Py_ssize_t claim = _whole_strips(max(1, _claim_bytes // max(per_row, 1)))
+    cdef Py_ssize_t most = KLFAST_STRIPS_MAX * max(_isa.lanes_f64_width, _isa.lanes_f32_width)
+    if columns:
+        claim = max(claim, min(most, _whole_strips((n_rows + n_threads - 1) // max(n_threads, 1))))
+    return claim
 
 
 def pool_capsule():
@@ -161,16 +167,28 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
                            double eps, double scale, bint normalize, double tol) noexcept nogil:
     """n <= width distributions from p, q (the strip's first) into
     out[r * out_s]; the number of invalid ones."""
-    cdef int n_bad = 0, r
+    cdef int n_bad = 0
     cdef uint64_t special  # bit r: distribution r takes the exact path
-    cdef double v
     if floating is double:
         special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
                                          scale, out, out_s, &n_bad)
     else:
         special = isa.lanes_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
                                          scale, out, out_s, &n_bad)
-    r = 0
+    return n_bad + _exact_ones(measure, special, p, p_rs, p_es, q, q_rs, q_es, out, out_s, k,
+                               eps, scale, normalize, tol)
+
+
+cdef Py_ssize_t _exact_ones(int measure, uint64_t special,
+                            const floating* p, Py_ssize_t p_rs, Py_ssize_t p_es,
+                            const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
+                            floating* out, Py_ssize_t out_s, Py_ssize_t k,
+                            double eps, double scale, bint normalize, double tol) noexcept nogil:
+    """The distributions r of a strip whose bit is set in special, by the
+    exact path; the number of invalid ones."""
+    cdef int r = 0
+    cdef Py_ssize_t n_bad = 0
+    cdef double v
     while special:
         if special & 1:
             v = exact_row_strided(measure, p + r * p_rs, p_es, q + r * q_rs, q_es, k, eps,
@@ -181,6 +199,33 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
         special >>= 1
         r += 1
     return n_bad
+
+
+cdef Py_ssize_t _strips(int measure, const klfast_isa* isa, int ns,
+                        const floating* p, Py_ssize_t p_es, const floating* q, Py_ssize_t q_es,
+                        floating* out, Py_ssize_t out_s, Py_ssize_t k, double eps,
+                        double scale, bint normalize, double tol, void* scratch) noexcept nogil:
+    """ns whole strips of consecutive distributions (columns) read together
+    (engine/klfast.h, strips); -1 when the level leaves them to the lanes
+    strip by strip, else the number of invalid ones."""
+    cdef int n_bad = 0, s, w = isa.lanes_f64_width
+    cdef uint64_t special[KLFAST_STRIPS_MAX]
+    cdef Py_ssize_t bad
+    if floating is double:
+        done = isa.strips_f64[measure](p, p_es, q, q_es, ns, k, eps, normalize, tol, scale, out,
+                                       out_s, &n_bad, special, scratch)
+    else:
+        w = isa.lanes_f32_width
+        done = isa.strips_f32[measure](p, p_es, q, q_es, ns, k, eps, normalize, tol, scale, out,
+                                       out_s, &n_bad, special, scratch)
+    if not done:
+        return -1
+    bad = n_bad
+    for s in range(ns):
+        if special[s]:
+            bad += _exact_ones(measure, special[s], p + s * w, 1, p_es, q + s * w, 1, q_es,
+                               out + s * w * out_s, out_s, k, eps, scale, normalize, tol)
+    return bad
 
 
 cdef inline bint _row_into(int measure, const klfast_isa* isa, const floating* p,
@@ -198,15 +243,17 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                      floating* out, Py_ssize_t out_s,
                      Py_ssize_t n_rows, Py_ssize_t k,
                      double eps, double scale, bint normalize, double tol,
-                     const int64_t* index) noexcept nogil:
+                     const int64_t* index, void* scratch) noexcept nogil:
     """Fill out[i * out_s] for every row; strides in elements (element j of
     row i of p at p[i * p_rs + j * p_es]). Returns the number of invalid
     rows (their result is NaN). Rows whose elements are not contiguous, and
     short rows, go across lanes in tiles; the rest of them, and every other
     row, through the row loop: the same bits either way. With an index, the
     rows index[0 .. n_rows) only, each through the row loop (their elements
-    contiguous: the caller's word), its result at out[index[i] * out_s]."""
-    cdef Py_ssize_t i, row, t, n_bad = 0, n_tiles = 0, first = 0
+    contiguous: the caller's word), its result at out[index[i] * out_s].
+    With scratch (strips_scratch bytes), whole strips of consecutive
+    distributions (columns) are read up to KLFAST_STRIPS_MAX at a time."""
+    cdef Py_ssize_t i, row, t = 0, ns, bad, n_bad = 0, n_tiles = 0, first = 0
     cdef int width = isa.lanes_f64_width
     cdef Py_ssize_t max_k = _lanes_max_k_f64
     if floating is float:
@@ -222,11 +269,24 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     elif k <= max_k and k * sizeof(floating) % 64 != 0:
         # whole tiles across lanes, the rest row by row
         n_tiles = n_rows // width
-    for t in range(n_tiles):
+    if scratch != NULL and n_tiles > 0 and p_rs == 1 and (q_rs == 1 or measure == ENTROPY):
+        # whole strips of columns, up to KLFAST_STRIPS_MAX at a time
+        if measure == ENTROPY:
+            q, q_es = p, p_es
+        while n_rows // width - t >= 2:
+            ns = min(<Py_ssize_t>KLFAST_STRIPS_MAX, n_rows // width - t)
+            bad = _strips(measure, isa, <int>ns, p + t * width, p_es, q + t * width, q_es,
+                          out + t * width * out_s, out_s, k, eps, scale, normalize, tol, scratch)
+            if bad < 0:
+                break
+            n_bad += bad
+            t += ns
+    while t < n_tiles:
         n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
                             q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
                             out_s, <int>min(width, n_rows - t * width), k, eps, scale,
                             normalize, tol)
+        t += 1
     first = min(n_rows, n_tiles * width)
     # (two loops: one loop reading row i or index[i] took 2-3 % longer at k = 8)
     if index == NULL:
@@ -356,6 +416,7 @@ cdef struct Rows:
     klfast_forms_params prm
     int n_threads
     const int64_t* index    # rows index[0 .. n_rows) only (a where= mask), or NULL: every row
+    char* scratch           # columns: strips_scratch bytes per thread (_run), or NULL
 
 
 cdef inline const float* _stage(const klfast_isa* isa, const char* x, Py_ssize_t es, int kind,
@@ -452,14 +513,15 @@ cdef Py_ssize_t _rows_between(void* call, Py_ssize_t r0, Py_ssize_t r1, int tid)
     cdef char* b = c.b + first * c.b_rs
     cdef char* g = c.g + first * c.g_rs if c.g != NULL else NULL
     cdef char* o = c.out + first * c.out_s
+    cdef void* scratch = c.scratch + tid * _isa.strips_scratch if c.scratch != NULL else NULL
     if not c.forms and c.type_num == cnp.NPY_DOUBLE:
         return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
-                            n, c.k, c.eps, c.scale, c.normalize, c.tol, index)
+                            n, c.k, c.eps, c.scale, c.normalize, c.tol, index, scratch)
     if not c.forms:
         return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, c.a_es // z,
                            <const float*>b, c.b_rs // z, c.b_es // z, <float*>o, c.out_s // z,
-                           n, c.k, c.eps, c.scale, c.normalize, c.tol, index)
+                           n, c.k, c.eps, c.scale, c.normalize, c.tol, index, scratch)
     if c.type_num == cnp.NPY_DOUBLE:
         return _forms_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
                                   c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, c.scale, n,
@@ -481,7 +543,8 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
             or c.a_es % a_size or c.b_es % b_size):
         raise ValueError("klfast._kernels: strides must be multiples of the item size")
     cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(c.k, 1))
-    cdef Py_ssize_t claim = _claim(c.k * a_size)
+    cdef bint columns = c.scratch != NULL
+    cdef Py_ssize_t claim = _claim(c.k * a_size, columns, n_rows, c.n_threads)
     cdef double started = perf_counter()
     while r0 < n_rows:
         r1 = min(n_rows, r0 + _whole_strips(chunk))
@@ -531,9 +594,14 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), out_stride
     c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
     c.stage = NULL
+    c.scratch = NULL
     c.index = _row_index(index, n_rows, c.a_es == cnp.PyArray_ITEMSIZE(p)
                          and c.b_es == cnp.PyArray_ITEMSIZE(q))
     if c.a_kind < 0 and c.b_kind < 0:
+        if c.a_es != c.size and c.index == NULL:  # columns: strips read together
+            scratch = cnp.PyArray_EMPTY(1, [max(1, n_threads) * _isa.strips_scratch],
+                                        cnp.NPY_UINT8, 0)
+            c.scratch = <char*>cnp.PyArray_DATA(scratch)
         return _in_chunks(&c, n_rows)
     stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)], cnp.NPY_FLOAT, 0)
     c.stage = <float*>cnp.PyArray_DATA(stage)
@@ -730,12 +798,12 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), p_rs, p_es,
                              <const double*>cnp.PyArray_DATA(b), q_rs, q_es,
                              <double*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
-                             normalize, tol if check_sums else INFINITY, NULL)
+                             normalize, tol if check_sums else INFINITY, NULL, NULL)
     else:
         n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), p_rs, p_es,
                             <const float*>cnp.PyArray_DATA(b), q_rs, q_es,
                             <float*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
-                            normalize, tol if check_sums else INFINITY, NULL)
+                            normalize, tol if check_sums else INFINITY, NULL, NULL)
     if n_bad:
         return None  # the general path explains (a caller's out is rewritten there)
     if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return
@@ -808,6 +876,7 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.a_es = cnp.PyArray_ITEMSIZE(p)
     c.b_es = cnp.PyArray_ITEMSIZE(q)
     c.k, c.n_threads, c.scale = k, n_threads, scale
+    c.scratch = NULL
     c.stage = NULL
     c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
                          log_prob_max, grad_scale)

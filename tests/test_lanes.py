@@ -294,3 +294,55 @@ def test_swept_columns_normalize_and_measures(rng, dtype):
         alone = np.array([call(measure, p[:, i].copy(), q[:, i].copy(), normalize=True)
                           for i in range(n)])
         assert np.array_equal(call(measure, p, q, axis=0, normalize=True), alone), measure
+
+
+# Columns of a wide C-ordered array: whole strips read together, up to
+# KLFAST_STRIPS_MAX (16) strips of 64 at a time, then the rest strip by
+# strip and a partial strip; more elements than a small call has (those take
+# the one-thread shortcut, strip by strip), so the row loop's pool runs.
+WIDE = 33 * 64 + 5
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [33, 64, 65, 130])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_strips_read_together_give_each_columns_bits(rng, measure, dtype, k, normalize):
+    p = distributions(rng, (WIDE, k), dtype=dtype, zero_fraction=0.25)
+    q = distributions(rng, (WIDE, k), dtype=dtype, zero_fraction=0.25)
+    if normalize:
+        p, q = p * dtype(3), q * dtype(5)
+    tiny = np.finfo(dtype).tiny / 4  # subnormal with eps = 0: the exact path
+    for col in (3 * 64 + 5, 9 * 64 + 63, 17 * 64):  # strips read together, and after them
+        for x, row, j in ((q, col, 7), (p, col + 1, 9)):
+            x[row, j + 1] += x[row, j]  # (the row still sums to 1)
+            x[row, j] = tiny
+    pc, qc = p.T.copy(), q.T.copy()  # the columns of a C-ordered (k, WIDE) array
+    assert pc.size > 1 << 16
+    for eps in (1e-12, 0.0):
+        alone = np.array([call(measure, p[i], q[i], eps=eps, normalize=normalize)
+                          for i in range(WIDE)])
+        if eps:
+            np.testing.assert_allclose(alone, call_ref(measure, p, q, eps=eps,
+                                                           normalize=normalize),
+                                       **tolerance(dtype))
+        for threads in (1, 2):
+            got = call(measure, pc, qc, axis=0, eps=eps, normalize=normalize,
+                           num_threads=threads)
+            assert np.array_equal(got, alone, equal_nan=True), (eps, threads)
+        fortran = call(measure, np.asfortranarray(p), np.asfortranarray(q), eps=eps,
+                           normalize=normalize, num_threads=2)
+        assert np.array_equal(fortran, alone, equal_nan=True), eps
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_strips_read_together_name_the_invalid_column(rng, measure):
+    p = distributions(rng, (WIDE, 40))
+    q = distributions(rng, (WIDE, 40))
+    p[10 * 64 + 3, 17] = -0.25
+    with pytest.raises(ValueError) as expected:
+        call(measure, p, q)
+    assert f"row {10 * 64 + 3}" in str(expected.value)
+    with pytest.raises(ValueError) as got:
+        call(measure, p.T.copy(), q.T.copy(), axis=0, num_threads=2)
+    assert str(got.value) == str(expected.value)

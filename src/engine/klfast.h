@@ -82,6 +82,23 @@ typedef uint64_t (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p
                                      const float *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                                      ptrdiff_t k, double eps, int normalize, double tol,
                                      double scale, float *out, ptrdiff_t out_s, int *n_bad);
+/* ns <= KLFAST_STRIPS_MAX whole strips of 64 consecutive distributions
+ * (columns of a C-ordered array, rows of a Fortran-ordered one: element j
+ * of distribution r at p[r + j * p_es]), read together along the rows (a
+ * strip at a time reads a 512-byte segment of each row, rows apart): the
+ * results of lanes_f64 for each strip, special[s] its return value.
+ * scratch: strips_scratch bytes of any alignment. Returns 1, or 0 having
+ * written nothing (short rows, no scratch, ns outside 2 .. KLFAST_STRIPS_MAX):
+ * then lanes_f64 strip by strip. */
+#define KLFAST_STRIPS_MAX 16
+typedef int (*klfast_strips_f64)(const double *p, ptrdiff_t p_es, const double *q,
+                                  ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, int normalize,
+                                  double tol, double scale, double *out, ptrdiff_t out_s,
+                                  int *n_bad, uint64_t *special, void *scratch);
+typedef int (*klfast_strips_f32)(const float *p, ptrdiff_t p_es, const float *q,
+                                  ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, int normalize,
+                                  double tol, double scale, float *out, ptrdiff_t out_s,
+                                  int *n_bad, uint64_t *special, void *scratch);
 typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double *g, ptrdiff_t k,
                                        const klfast_forms_params *prm, int *special);
 typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,
@@ -113,6 +130,9 @@ typedef struct {
     void (*widen16)(int kind, const uint16_t *x, ptrdiff_t es, float *y, ptrdiff_t n);
     klfast_row_f16 f16[KLFAST_N_MEASURES];
     klfast_forms_row_f16 forms_f16;
+    klfast_strips_f64 strips_f64[KLFAST_N_MEASURES];
+    klfast_strips_f32 strips_f32[KLFAST_N_MEASURES];
+    size_t strips_scratch; /* bytes for KLFAST_STRIPS_MAX strips, either dtype */
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

@@ -62,6 +62,12 @@
      KLF_CAT(KLF_CAT(klfast_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),                    \
      KLF_CAT(KLF_CAT(klfast_cross_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
      KLF_CAT(KLF_CAT(klfast_js_, dtype), KLF_CAT(_, KLF_LEVEL))}
+#define KLF_LEVEL_STRIPS(dtype)                                                          \
+    {KLF_CAT(KLF_CAT(klfast_kl_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),                  \
+     KLF_CAT(KLF_CAT(klfast_jeffreys_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),            \
+     KLF_CAT(KLF_CAT(klfast_entropy_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
+     KLF_CAT(KLF_CAT(klfast_cross_entropy_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),       \
+     KLF_CAT(KLF_CAT(klfast_js_strips_, dtype), KLF_CAT(_, KLF_LEVEL))}
 #define KLF_LEVEL_LANES(dtype)                                                           \
     {KLF_CAT(KLF_CAT(klfast_kl_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
      KLF_CAT(KLF_CAT(klfast_jeffreys_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
@@ -84,6 +90,10 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_CAT(klfast_widen16_, KLF_LEVEL),
     KLF_LEVEL_ROWS(f16),
     KLF_CAT(klfast_forms_f16_, KLF_LEVEL),
+    KLF_LEVEL_STRIPS(f64),
+    KLF_LEVEL_STRIPS(f32),
+    (size_t)strips_scratch_f64 > (size_t)strips_scratch_f32 ? (size_t)strips_scratch_f64
+                                                            : (size_t)strips_scratch_f32,
 };
 
 #endif
