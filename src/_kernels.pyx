@@ -118,7 +118,8 @@ def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
 # a free thread takes the rows it would have scored; a thread that has not
 # started by the time the claims run out holds up nothing. A row is scored
 # by one thread from start to end, so the results do not depend on who
-# takes it. set_claim_bytes lets benchmarks pick.
+# takes it. set_claim_bytes lets benchmarks pick. (Columns read several
+# strips together claim up to KLFAST_STRIPS_MAX strips: see _claim.)
 cdef Py_ssize_t _claim_bytes = 1 << 17
 
 
@@ -144,8 +145,9 @@ cdef inline Py_ssize_t _whole_strips(Py_ssize_t rows) noexcept nogil:
 
 cdef inline Py_ssize_t _claim(Py_ssize_t per_row, bint columns, Py_ssize_t n_rows,
                               int n_threads) noexcept nogil:
-    """Rows (of per_row bytes) per claim, in whole strips; columns: up to
-    KLFAST_STRIPS_MAX strips, read together, while every thread gets one."""
+    """Rows (of per_row bytes) per claim of a chunk of n_rows, in whole
+    strips; columns: up to KLFAST_STRIPS_MAX strips, read together, but no
+    more than would leave a thread without a claim of the chunk."""
     cdef Py_ssize_t claim = _whole_strips(max(1, _claim_bytes // max(per_row, 1)))
     cdef Py_ssize_t most = KLFAST_STRIPS_MAX * max(_isa.lanes_f64_width, _isa.lanes_f32_width)
     if columns:
@@ -272,7 +274,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     if scratch != NULL and n_tiles > 0 and p_rs == 1 and (q_rs == 1 or measure == ENTROPY):
         # whole strips of columns, up to KLFAST_STRIPS_MAX at a time
         if measure == ENTROPY:
-            q, q_es = p, p_es
+            q, q_rs, q_es = p, p_rs, p_es
         while n_rows // width - t >= 2:
             ns = min(<Py_ssize_t>KLFAST_STRIPS_MAX, n_rows // width - t)
             bad = _strips(measure, isa, <int>ns, p + t * width, p_es, q + t * width, q_es,
@@ -416,7 +418,8 @@ cdef struct Rows:
     klfast_forms_params prm
     int n_threads
     const int64_t* index    # rows index[0 .. n_rows) only (a where= mask), or NULL: every row
-    char* scratch           # columns: strips_scratch bytes per thread (_run), or NULL
+    char* scratch           # columns: scratch_bytes per thread (_run's strips), or NULL
+    Py_ssize_t scratch_bytes
 
 
 cdef inline const float* _stage(const klfast_isa* isa, const char* x, Py_ssize_t es, int kind,
@@ -513,7 +516,7 @@ cdef Py_ssize_t _rows_between(void* call, Py_ssize_t r0, Py_ssize_t r1, int tid)
     cdef char* b = c.b + first * c.b_rs
     cdef char* g = c.g + first * c.g_rs if c.g != NULL else NULL
     cdef char* o = c.out + first * c.out_s
-    cdef void* scratch = c.scratch + tid * _isa.strips_scratch if c.scratch != NULL else NULL
+    cdef void* scratch = c.scratch + tid * c.scratch_bytes if c.scratch != NULL else NULL
     if not c.forms and c.type_num == cnp.NPY_DOUBLE:
         return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
@@ -544,10 +547,11 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
         raise ValueError("klfast._kernels: strides must be multiples of the item size")
     cdef Py_ssize_t n_bad = 0, r0 = 0, r1, chunk = max(1, CHUNK_ELEMENTS // max(c.k, 1))
     cdef bint columns = c.scratch != NULL
-    cdef Py_ssize_t claim = _claim(c.k * a_size, columns, n_rows, c.n_threads)
+    cdef Py_ssize_t claim
     cdef double started = perf_counter()
     while r0 < n_rows:
         r1 = min(n_rows, r0 + _whole_strips(chunk))
+        claim = _claim(c.k * a_size, columns, r1 - r0, c.n_threads)
         with nogil:
             n_bad += klfast_parallel(_rows_between, c, r0, r1, claim, c.n_threads)
         r0 = r1
@@ -598,8 +602,12 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.index = _row_index(index, n_rows, c.a_es == cnp.PyArray_ITEMSIZE(p)
                          and c.b_es == cnp.PyArray_ITEMSIZE(q))
     if c.a_kind < 0 and c.b_kind < 0:
-        if c.a_es != c.size and c.index == NULL:  # columns: strips read together
-            scratch = cnp.PyArray_EMPTY(1, [max(1, n_threads) * _isa.strips_scratch],
+        if c.a_es != c.size and c.a_rs == c.size and c.index == NULL:
+            # columns (consecutive distributions): strips read together, with
+            # room for any level's (set_isa may run between chunks)
+            c.scratch_bytes = max([klfast_isa_levels[i].strips_scratch
+                                   for i in range(klfast_n_levels)])
+            scratch = cnp.PyArray_EMPTY(1, [max(1, n_threads) * c.scratch_bytes],
                                         cnp.NPY_UINT8, 0)
             c.scratch = <char*>cnp.PyArray_DATA(scratch)
         return _in_chunks(&c, n_rows)

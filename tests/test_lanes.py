@@ -300,38 +300,41 @@ def test_swept_columns_normalize_and_measures(rng, dtype):
 # KLFAST_STRIPS_MAX (16) strips of 64 at a time, then the rest strip by
 # strip and a partial strip; more elements than a small call has (those take
 # the one-thread shortcut, strip by strip), so the row loop's pool runs.
+# 33 * 64 + 5 columns: claims of 16, 16 and 1 strips; 7 * 64 + 5: claims of
+# 8 strips on 1 thread (7 read together), of 4 on 2.
 WIDE = 33 * 64 + 5
 
 
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [33, 64, 65, 130])
+@pytest.mark.parametrize("n, k", [(WIDE, 33), (WIDE, 64), (WIDE, 65), (WIDE, 130),
+                                  (7 * 64 + 5, 150), (7 * 64 + 5, 200)])
 @pytest.mark.parametrize("normalize", [False, True])
-def test_strips_read_together_give_each_columns_bits(rng, measure, dtype, k, normalize):
-    p = distributions(rng, (WIDE, k), dtype=dtype, zero_fraction=0.25)
-    q = distributions(rng, (WIDE, k), dtype=dtype, zero_fraction=0.25)
+def test_strips_read_together_give_each_columns_bits(rng, measure, dtype, n, k, normalize):
+    p = distributions(rng, (n, k), dtype=dtype, zero_fraction=0.25)
+    q = distributions(rng, (n, k), dtype=dtype, zero_fraction=0.25)
     if normalize:
         p, q = p * dtype(3), q * dtype(5)
     tiny = np.finfo(dtype).tiny / 4  # subnormal with eps = 0: the exact path
-    for col in (3 * 64 + 5, 9 * 64 + 63, 17 * 64):  # strips read together, and after them
+    for col in (3 * 64 + 5, n - 4 * 64 - 1, n - 5):  # strips read together, and after them
         for x, row, j in ((q, col, 7), (p, col + 1, 9)):
             x[row, j + 1] += x[row, j]  # (the row still sums to 1)
             x[row, j] = tiny
-    pc, qc = p.T.copy(), q.T.copy()  # the columns of a C-ordered (k, WIDE) array
+    pc, qc = p.T.copy(), q.T.copy()  # the columns of a C-ordered (k, n) array
     assert pc.size > 1 << 16
     for eps in (1e-12, 0.0):
         alone = np.array([call(measure, p[i], q[i], eps=eps, normalize=normalize)
-                          for i in range(WIDE)])
+                          for i in range(n)])
         if eps:
             np.testing.assert_allclose(alone, call_ref(measure, p, q, eps=eps,
-                                                           normalize=normalize),
+                                                       normalize=normalize),
                                        **tolerance(dtype))
         for threads in (1, 2):
             got = call(measure, pc, qc, axis=0, eps=eps, normalize=normalize,
-                           num_threads=threads)
+                       num_threads=threads)
             assert np.array_equal(got, alone, equal_nan=True), (eps, threads)
         fortran = call(measure, np.asfortranarray(p), np.asfortranarray(q), eps=eps,
-                           normalize=normalize, num_threads=2)
+                       normalize=normalize, num_threads=2)
         assert np.array_equal(fortran, alone, equal_nan=True), eps
 
 

@@ -87,9 +87,10 @@ typedef uint64_t (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p
  * of distribution r at p[r + j * p_es]), read together along the rows (a
  * strip at a time reads a 512-byte segment of each row, rows apart): the
  * results of lanes_f64 for each strip, special[s] its return value.
- * scratch: strips_scratch bytes of any alignment. Returns 1, or 0 having
- * written nothing (short rows, no scratch, ns outside 2 .. KLFAST_STRIPS_MAX):
- * then lanes_f64 strip by strip. */
+ * scratch: strips_scratch bytes of any alignment. Returns 1; or 0, having
+ * written only *n_bad = 0, for short distributions not normalized (k <= 16:
+ * lanes_f64 keeps them in registers), no scratch or ns outside 2 ..
+ * KLFAST_STRIPS_MAX: then lanes_f64 strip by strip. */
 #define KLFAST_STRIPS_MAX 16
 typedef int (*klfast_strips_f64)(const double *p, ptrdiff_t p_es, const double *q,
                                   ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, int normalize,

@@ -29,7 +29,9 @@
  * each element of the STRIP tiles in turn: memory is read in segments of
  * 64 distributions (512 bytes of float64), one segment after the other
  * along each row of a C-ordered array, with the tiles' sums kept in memory
- * between elements (each sum still adds its elements in the order of j).
+ * between elements (each sum still adds its elements in the order of j);
+ * strips (below) sweeps up to KLFAST_STRIPS_MAX whole strips together, a
+ * few rows of each in turn, its tiles' sums in memory the caller gives.
  * Otherwise each tile is read on its own: chunks of JC elements are first
  * put into a buffer on the stack, one vector per element: rows transposed
  * in registers, a broadcast row repeated, anything else (and partial tiles)
@@ -632,7 +634,8 @@ KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdi
 /* ns strips of STRIP whole tiles of consecutive distributions (element j
  * of distribution r at x[r + j * es]) into st[0 .. ns * STRIP), for
  * constant measure, normalize and checked. Memory is read along the rows of
- * a C-ordered array: VISIT rows of one strip (a 512-byte segment of each),
+ * a C-ordered array: VISIT rows of one strip (a 64-distribution segment of
+ * each: 512 bytes of float64),
  * then the same rows of the next strip, so that ns strips read each row's
  * ns * 512 bytes one after the other (strip after strip, each over every
  * row, read (1,000, 50,000) columns at half the speed of reading them in
