@@ -72,7 +72,8 @@ cdef extern from "engine/pool.h" nogil:
 
 from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
-                     KLFAST_LOG_PROBS, KLFAST_LOGITS, KLFAST_STRIPS_MAX, klfast_isa_levels, klfast_n_levels,
+                     KLFAST_LOG_PROBS, KLFAST_LOGITS, KLFAST_STRIPS_MAX, klfast_isa_levels,
+                     klfast_n_levels,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
                      exact_loss_row, _fast_or_exact, checked_sums, forms_params)
 
@@ -598,7 +599,7 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.out, c.out_s = <char*>cnp.PyArray_DATA(out), out_stride
     c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
     c.stage = NULL
-    c.scratch = NULL
+    c.scratch, c.scratch_bytes = NULL, 0
     c.index = _row_index(index, n_rows, c.a_es == cnp.PyArray_ITEMSIZE(p)
                          and c.b_es == cnp.PyArray_ITEMSIZE(q))
     if c.a_kind < 0 and c.b_kind < 0:
@@ -884,7 +885,7 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.a_es = cnp.PyArray_ITEMSIZE(p)
     c.b_es = cnp.PyArray_ITEMSIZE(q)
     c.k, c.n_threads, c.scale = k, n_threads, scale
-    c.scratch = NULL
+    c.scratch, c.scratch_bytes = NULL, 0
     c.stage = NULL
     c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
                          log_prob_max, grad_scale)
