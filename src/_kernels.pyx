@@ -94,13 +94,14 @@ FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_
 
 # C-order rows this short (float64, float32) are scored across lanes
 # (engine/lanes_rows.h), where the lane loop measured faster than the row
-# loop (benchmarks/lanes_crossover.py, 2 threads: 0.12-0.5 of its time at
-# k = 2-6, 0.8-1.1 at k = 10-12; float64 k = 12 1.5), except whole 64-byte
-# blocks (float64 k = 8), which the row loop reads without a tail; longer
-# rows go through the row loop. Both give the same bits; set_lanes_max_k
-# lets tests and benchmarks pick.
+# loop (benchmarks/lanes_crossover.py, 1 and 2 threads: 0.12-0.5 of its
+# time at k = 2-6, float64 k = 8 0.85-0.87 (whole 64-byte rows, which the
+# row loop reads without a tail), k = 10 0.80, float32 k = 12 0.75, k = 16 0.93-0.95;
+# float64 k = 11 1.04-1.08, float32 k = 17 1.03-1.06); longer rows go
+# through the row loop. Both give the same bits; set_lanes_max_k lets tests
+# and benchmarks pick.
 cdef Py_ssize_t _lanes_max_k_f64 = 10
-cdef Py_ssize_t _lanes_max_k_f32 = 12
+cdef Py_ssize_t _lanes_max_k_f32 = 16
 
 
 def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
@@ -269,7 +270,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         pass
     elif not rows_contiguous:  # every row across lanes, the last tile in part
         n_tiles = (n_rows + width - 1) // width
-    elif k <= max_k and k * sizeof(floating) % 64 != 0:
+    elif k <= max_k:
         # whole tiles across lanes, the rest row by row
         n_tiles = n_rows // width
     if scratch != NULL and n_tiles > 0 and p_rs == 1 and (q_rs == 1 or measure == ENTROPY):

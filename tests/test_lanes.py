@@ -19,8 +19,9 @@ from zoo import MEASURES, call, call_raw, call_ref, call_ref_raw, distributions
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
 
 DTYPES = [np.float64, np.float32]
-# lengths around the positions (8 / 16), the float32 group and the chunk (64)
-LENGTHS = [1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129]
+# lengths around the positions (8 / 16), the float32 group and the chunk (64),
+# and float32's two ways of turning short rows (permutes up to 4)
+LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129]
 # a row count with two whole strips of 64 (swept when the columns are
 # consecutive) and a partial one, with whole tiles and a partial one at
 # every width (2 .. 16)

@@ -444,12 +444,15 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
  * (unchecked eps: the default) and the tile unrolled into registers. */
 
 /* The tile's k vectors at x (LANES rows of k elements, back to back) as
- * the vectors of its elements: lane r of out[j] = x[r * k + j]. AVX-512,
- * where it takes fewer shuffles than the rows' transpose (k <= 6 float64,
- * k <= 10 float32): out[j] from each pair of the tile's vectors by a
- * two-source permute (idx[j] = r k + j, read mod 2 LANES), the lanes of
- * later pairs blended in (k ceil(k / 2) permutes; k = 2: 2). Else the rows
- * transposed (transpose_rows). */
+ * the vectors of its elements: lane r of out[j] = x[r * k + j]. AVX-512
+ * with k <= LANES / 4 (float64 k = 2, float32 k <= 4): out[j] from each
+ * pair of the tile's vectors by a two-source permute (idx[j] = r k + j,
+ * read mod 2 LANES), the lanes of later pairs blended in (k ceil(k / 2)
+ * permutes and k (ceil(k / 2) - 1) blends). Else the rows transposed
+ * (transpose_rows). Measured on C rows out of cache (benchmarks/ab_builds.py,
+ * 2 threads; time of the permutes / time of the transpose): float32 k = 2
+ * 0.83, k = 4 0.97, k = 5 1.05, k = 10 1.17; float64 k = 2 0.97 (1 thread
+ * 1.14), k = 3 1.05, k = 6 1.13, k = 9 1.25. */
 #if KLF_PERMUTE2
 KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
     /* (k constant: unrolled, so that out stays in registers) */
@@ -472,9 +475,7 @@ KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
 
 KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
 #if KLF_PERMUTE2
-    /* the rows' transpose takes LANES log2(LANES) shuffles per LANES elements */
-    const int zip_cost = LANES * (LANES == 16 ? 4 : 3) * ((k + LANES - 1) / LANES);
-    if (k * ((k + 1) / 2) <= zip_cost) {
+    if (k <= LANES / 4) {
         F(short_permute)(x, k, idx, out);
         return;
     }
