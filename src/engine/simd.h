@@ -9,7 +9,7 @@
  *              accumulators), lane_sum (a fixed-order sum of a row's lanes)
  *   loads      load_part (the first n elements of a vector, zeros after)
  *   logs       log_ratio (log(a/b), one division), log_hi (log(2hi/(hi+lo))),
- *              log (log x, accurate near 1)
+ *              log (log x, accurate near 1), neg_log_f32 (-log x, no division)
  *   exp        exp (x <= 0; plain or wide)
  *
  * Determinism: a row's sums live in lanes fixed by the element index (lane
@@ -351,6 +351,63 @@ KLF_INLINE vf log_f32(vf x) {
     vf log_m = f - s * (f - z * q);
     return e * KLF_LN2_HI_F + (log_m + e * KLF_LN2_LO_F);
 }
+
+/* -log x for float x, normal, positive and below 2^126, without a division
+ * (entropy's float32 term: its one division per element was a third of the
+ * term's time). AVX-512 and AVX2; elsewhere KLF_NEG_LOG_F32 is 0 and entropy
+ * takes log_ratio(1, x). x = 2^k z with z in [0.699, 1.398), found on the
+ * bit pattern (subtracting bits(0.699) borrows from the exponent field
+ * exactly when the mantissa is below it); the top 4 bits of z's offset pick
+ * one of 16 intervals, with c its centre (c = 1 for the one holding 1),
+ * invc = 1 / c rounded to float and logc = log(1 / invc) (mpmath, rounded).
+ * Then r = z invc - 1 in one rounding (|r| <= 0.0234) and
+ *   log x = k LN2_HI + ((log1p(r) + logc) + k LN2_LO),
+ * log1p(r) = r + r^2 (-1/2 + r/3 - r^2/4 + r^3/5) (Taylor; the next term is
+ * below 3e-10 of r). Only the interval holding 1 has |log x| well below
+ * 0.02, and there logc = 0 and r is exact, so the error stays about an ulp
+ * of the result: the term -x log x within 1.6e-7 relative, its rounding to
+ * float included (log_ratio(1, x): 1.8e-7; tests/test_values.py). */
+#if KLF_X86 && (KLF_VBYTES == 64 || KLF_VBYTES == 32)
+#define KLF_NEG_LOG_F32 1
+#define KLF_LOG_TAB_INVC                                                                      \
+    1.3989070653915405f, 1.3403141498565674f, 1.286432147026062f, 1.2367149591445923f,        \
+        1.1906976699829102f, 1.147982120513916f, 1.1082251071929932f, 1.0711296796798706f,    \
+        1.0364372730255127f, 1.0f, 0.9481481313705444f, 0.8951048851013184f,                  \
+        0.8476821184158325f, 0.805031418800354f, 0.7664670944213867f, 0.7314285635948181f
+#define KLF_LOG_TAB_LOGC                                                                      \
+    -0.33569127321243286f, -0.2929040193557739f, -0.25187259912490845f,                       \
+        -0.21245864033699036f, -0.17453941702842712f, -0.13800571858882904f,                  \
+        -0.10275973379611969f, -0.06871386617422104f, -0.0357891321182251f, 0.0f,             \
+        0.05324453115463257f, 0.11081437766551971f, 0.16524957120418549f,                     \
+        0.21687397360801697f, 0.26596352458000183f, 0.3127557337284088f
+/* table[i] for each lane's i in 0 .. 15 */
+KLF_INLINE vf lookup16_f32(const float *table, vi i) {
+#if KLF_VBYTES == 64
+    return (vf)_mm512_permutexvar_ps((__m512i)i, _mm512_loadu_ps(table));
+#else
+    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), (__m256i)i);
+    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), (__m256i)i);
+    return (vf)_mm256_blendv_ps(lo, hi, (__m256)(i << 28)); /* bit 3 of i as the sign */
+#endif
+}
+
+KLF_INLINE vf neg_log_f32(vf x) {
+    static const float invc_table[16] = {KLF_LOG_TAB_INVC};
+    static const float logc_table[16] = {KLF_LOG_TAB_LOGC};
+    vui u = (vui)x - 0x3F330000U;
+    vi k = (vi)u >> 23;
+    vi i = (vi)((u >> 19) & 15U);
+    vf z = (vf)((vui)x - ((vui)k << 23));
+    vf r = z * lookup16_f32(invc_table, i) - 1.0f;
+    vf p = -0.5f + r * (0.333333333f + r * (-0.25f + r * 0.2f));
+    vf kf = __builtin_convertvector(k, vf);
+    vf log_x = kf * KLF_LN2_HI_F + (((r + (r * r) * p) + lookup16_f32(logc_table, i)) +
+                                     kf * KLF_LN2_LO_F);
+    return -log_x;
+}
+#else
+#define KLF_NEG_LOG_F32 0
+#endif
 
 /* log(2 hi / (hi + lo)), in [0, ln2], for 0 <= lo <= hi with hi > 0 normal:
  * 2 atanh(s) with s = (hi - lo) / (3 hi + lo) in [0, 1/3] (hi - lo is exact
