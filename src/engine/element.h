@@ -30,6 +30,7 @@
 #undef SCALE
 #undef LOG_RATIO
 #undef LOG_HI
+#undef NEG_LOG
 #undef LOG
 #undef EXP
 #undef EXP_PLAIN_MIN
@@ -65,6 +66,7 @@
 #define PERMUTE2 permute2_f64
 #define SCALE(v, s) ((v) * (s))
 #define LOG_RATIO log_ratio_f64
+#define NEG_LOG(x) log_ratio_f64(BCAST(1), (x))
 #define LOG_HI log_hi_f64
 #define LOG log_f64
 #define EXP exp_f64
@@ -104,6 +106,11 @@
 #define PERMUTE2 permute2_f32
 #define SCALE(v, s) scale_f32((v), (s))
 #define LOG_RATIO log_ratio_f32
+#if KLF_NEG_LOG_F32
+#define NEG_LOG neg_log_f32 /* (no division: simd.h) */
+#else
+#define NEG_LOG(x) log_ratio_f32(BCAST(1), (x))
+#endif
 #define LOG_HI log_hi_f32
 #define LOG log_f32
 #define EXP exp_f32

@@ -4,12 +4,12 @@
  *
  * Terms with x_j == 0 are 0. With eps = 0, x_j > 0 and y_j == 0 give +inf.
  *
- * Vector term: -log(y~) is log_ratio(1, y~); checked, lanes with x > 0 whose
- * y~ is zero or subnormal flag the row for the exact path. */
+ * Vector term: -log(y~) is NEG_LOG(y~) (as entropy's); checked, lanes with
+ * x > 0 whose y~ is zero or subnormal flag the row for the exact path. */
 #if defined(KLF_ELEMENT)
 KLF_INLINE void F(cross_entropy_term)(V x, V y, V e, int checked, M *flag, V *sum) {
     V yt = VMAX(y, e);
-    V t = *sum + x * LOG_RATIO(BCAST(1), yt);
+    V t = *sum + x * NEG_LOG(yt);
     if (checked) {
         M pos = POSITIVE(x);
         *flag |= pos & TINY(yt);

@@ -4,18 +4,15 @@
  *
  * Terms with x_j == 0 are 0. Reads p only (the row loop passes y = 0).
  *
- * Vector term: -log(x~) is log_ratio(1, x~), or neg_log_f32(x~) for float
- * elements where the level has it (no division); checked, lanes with x > 0
- * whose x~ is zero or subnormal flag the row for the exact path. */
+ * Vector term: -log(x~) is NEG_LOG(x~) (engine/element.h: log_ratio(1, x~),
+ * or float32's table log without a division where the level has it);
+ * checked, lanes with x > 0 whose x~ is zero or subnormal flag the row for
+ * the exact path. */
 #if defined(KLF_ELEMENT)
 KLF_INLINE void F(entropy_term)(V x, V y, V e, int checked, M *flag, V *sum) {
     (void)y;
     V xt = VMAX(x, e);
-#if KLF_ELEMENT_BITS != 64 && KLF_NEG_LOG_F32
-    V t = *sum + x * neg_log_f32(xt);
-#else
-    V t = *sum + x * LOG_RATIO(BCAST(1), xt);
-#endif
+    V t = *sum + x * NEG_LOG(xt);
     if (checked) {
         M pos = POSITIVE(x);
         *flag |= pos & TINY(xt);
