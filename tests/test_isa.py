@@ -88,8 +88,10 @@ VECTOR_DIV = {  # packed division of the level's width in each kernel
     ("avx512", "f64"): r"\bvdivpd\s+.*%zmm", ("avx512", "f32"): r"\bvdivps\s+.*%zmm",
 }
 # float32 -log x (entropy, cross-entropy) has no division at these levels:
-# its table lookup
-VECTOR_LOOKUP = {"avx2": r"\bv(?:perm\w*|gather\w*)ps\s+.*%ymm", "avx512": r"\bv(?:perm\w*|gather\w*)ps\s+.*%zmm"}
+# its table lookup, a lane permute of floats (gcc: vpermps) or of the same bits
+# as integers (clang: vpermd), one or two sources
+VECTOR_LOOKUP = {"avx2": r"\bvperm(?:[it]2)?(?:ps|d)\s+.*%ymm",
+                 "avx512": r"\bvperm(?:[it]2)?(?:ps|d)\s+.*%zmm"}
 
 
 @pytest.mark.skipif(OBJDUMP is None or not sys.platform.startswith("linux"),
