@@ -86,6 +86,8 @@ cdef extern from "engine/klfast.h" nogil:
         klfast_strips_f64* strips_f64
         klfast_strips_f32* strips_f32
         size_t strips_scratch
+        klfast_lanes_f64* block_f64
+        klfast_lanes_f32* block_f32
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

@@ -104,6 +104,30 @@ cdef Py_ssize_t _lanes_max_k_f64 = 10
 cdef Py_ssize_t _lanes_max_k_f32 = 16
 
 
+# Longer C-order rows up to these lengths (float64, float32) are read row by
+# row but scored 64 to a call (engine/divergence_rows.h, row_block): one
+# call, and the lane sums of 8 rows in the same vector adds, instead of a
+# call and three lane sums per row. Measured against the row loop
+# (benchmarks/ab_builds.py, 1 and 2 threads, kl and entropy, time of the
+# block / the row loop): float32 k = 17 0.83-0.89, 24 0.86-0.90, 32 0.86-0.91,
+# 48 0.90-0.95, 64 0.88-0.98; float64 k = 12 0.92-0.96, 24 0.90-0.99, 32
+# 0.94-0.98, but k = 20 entropy 1.02-1.03, k = 48 1.00-1.02 and k = 64 kl
+# 1.04-1.05. The same bits as the row loop; set_block_max_k lets tests and
+# benchmarks pick.
+cdef Py_ssize_t _block_max_k_f64 = 32
+cdef Py_ssize_t _block_max_k_f32 = 64
+
+
+def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32):
+    """Score C-order rows of up to f64 (float64) or f32 (float32) elements,
+    beyond the lanes' limits, 64 rows to a call from now on; returns the
+    previous limits. For tests and benchmarks: results do not depend on it."""
+    global _block_max_k_f64, _block_max_k_f32
+    previous = (_block_max_k_f64, _block_max_k_f32)
+    _block_max_k_f64, _block_max_k_f32 = f64, f32
+    return previous
+
+
 def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
     """Score C-order rows of up to f64 (float64) or f32 (float32) elements
     across lanes from now on; returns the previous limits. For tests and
@@ -168,17 +192,27 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
                            const floating* p, Py_ssize_t p_rs, Py_ssize_t p_es,
                            const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                            floating* out, Py_ssize_t out_s, int n, Py_ssize_t k,
-                           double eps, double scale, bint normalize, double tol) noexcept nogil:
+                           double eps, double scale, bint normalize, double tol,
+                           bint block) noexcept nogil:
     """n <= width distributions from p, q (the strip's first) into
-    out[r * out_s]; the number of invalid ones."""
+    out[r * out_s], across lanes or (block) 64 rows to a call; the number of
+    invalid ones."""
     cdef int n_bad = 0
     cdef uint64_t special  # bit r: distribution r takes the exact path
     if floating is double:
-        special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
-                                         scale, out, out_s, &n_bad)
+        if block:
+            special = isa.block_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
+                                             tol, scale, out, out_s, &n_bad)
+        else:
+            special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
+                                             tol, scale, out, out_s, &n_bad)
     else:
-        special = isa.lanes_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol,
-                                         scale, out, out_s, &n_bad)
+        if block:
+            special = isa.block_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
+                                             tol, scale, out, out_s, &n_bad)
+        else:
+            special = isa.lanes_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
+                                             tol, scale, out, out_s, &n_bad)
     return n_bad + _exact_ones(measure, special, p, p_rs, p_es, q, q_rs, q_es, out, out_s, k,
                                eps, scale, normalize, tol)
 
@@ -251,7 +285,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     """Fill out[i * out_s] for every row; strides in elements (element j of
     row i of p at p[i * p_rs + j * p_es]). Returns the number of invalid
     rows (their result is NaN). Rows whose elements are not contiguous, and
-    short rows, go across lanes in tiles; the rest of them, and every other
+    short rows, go across lanes in tiles; longer C-order rows up to
+    _block_max_k_* 64 to a call of the row block; the rest of them, and every other
     row, through the row loop: the same bits either way. With an index, the
     rows index[0 .. n_rows) only, each through the row loop (their elements
     contiguous: the caller's word), its result at out[index[i] * out_s].
@@ -259,11 +294,12 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     distributions (columns) are read up to KLFAST_STRIPS_MAX at a time."""
     cdef Py_ssize_t i, row, t = 0, ns, bad, n_bad = 0, n_tiles = 0, first = 0
     cdef int width = isa.lanes_f64_width
-    cdef Py_ssize_t max_k = _lanes_max_k_f64
+    cdef Py_ssize_t max_k = _lanes_max_k_f64, block_max_k = _block_max_k_f64
     if floating is float:
         width = isa.lanes_f32_width
         max_k = _lanes_max_k_f32
-    cdef bint rows_contiguous = p_es == 1 and q_es == 1
+        block_max_k = _block_max_k_f32
+    cdef bint rows_contiguous = p_es == 1 and q_es == 1, block = False
     if floating is float:  # float32 inputs: the eps rule with eps in float32
         eps = <float>eps
     if k == 0 or index != NULL:  # nothing to read, or scattered rows: the row loop
@@ -273,7 +309,10 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     elif k <= max_k:
         # whole tiles across lanes, the rest row by row
         n_tiles = n_rows // width
-    if scratch != NULL and n_tiles > 0 and p_rs == 1 and (q_rs == 1 or measure == ENTROPY):
+    elif k <= block_max_k:  # every row 64 to a call, the last call in part
+        n_tiles = (n_rows + width - 1) // width
+        block = True
+    if scratch != NULL and n_tiles > 0 and not block and p_rs == 1 and (q_rs == 1 or measure == ENTROPY):
         # whole strips of columns, up to KLFAST_STRIPS_MAX at a time
         if measure == ENTROPY:
             q, q_rs, q_es = p, p_rs, p_es
@@ -289,7 +328,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
                             q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
                             out_s, <int>min(width, n_rows - t * width), k, eps, scale,
-                            normalize, tol)
+                            normalize, tol, block)
         t += 1
     first = min(n_rows, n_tiles * width)
     # (two loops: one loop reading row i or index[i] took 2-3 % longer at k = 8)

@@ -165,11 +165,12 @@ KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, int nblk, int 
 }
 
 /* The row loop for constant measure, normalize and checked: groups of GROUP
- * blocks, then the rest as one shorter group loaded in part. Returns the
- * sum of the lanes; *special, *maybe_bad and sums as in engine/klfast.h. */
-KLF_INLINE double F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
-                              double sp, double sq, int normalize, int checked, int *special,
-                              int *maybe_bad, double *sums) {
+ * blocks, then the rest as one shorter group loaded in part. v[0] gets the
+ * row's lanes, v[1] and v[2] those of the row sums (unless normalizing),
+ * each folded to 8 (lane_fold8); *flag and *maybe_bad as below. */
+KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
+                            double sp, double sq, int normalize, int checked, M *flag,
+                            int *maybe_bad, v8d *v) {
     const int uses_q = measure != KLFAST_ENTROPY;
     vd acc[NACC], xacc[NACC], yacc[NACC];
     for (int a = 0; a < NACC; a++) acc[a] = xacc[a] = yacc[a] = (vd){0};
@@ -220,15 +221,13 @@ KLF_INLINE double F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, 
 #endif
     *maybe_bad = normalize ? any_lane((vi)F(is_invalid)(st.bad))
                            : any_lane((vi)F(or_is_invalid)(st.bits));
-    double sum = lane_sum(acc, BLOCK);
+    v[0] = lane_fold8(acc, BLOCK);
     if (!normalize) {
         F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
-        sums[0] = lane_sum(xacc, BLOCK);
-        sums[1] = uses_q ? lane_sum(yacc, BLOCK) : sums[0];
+        v[1] = lane_fold8(xacc, BLOCK);
+        v[2] = uses_q ? lane_fold8(yacc, BLOCK) : v[1];
     }
-    /* a sum that overflowed (in T or in double) goes to the exact path */
-    *special = any_lane((vi)st.flag) || !(fabs(sum) <= DBL_MAX);
-    return sum;
+    *flag = st.flag;
 }
 
 /* For a row the vector check flagged: 1 when x holds an entry the fast
@@ -240,31 +239,136 @@ KLF_INLINE int F(row_check)(const S *x, ptrdiff_t k) {
     return bad;
 }
 
-/* One row of a measure: the contract of engine/klfast.h. */
-KLF_INLINE double F(row)(int measure, const S *p, const S *q, ptrdiff_t k, double eps,
-                         int normalize, int *special, double *sums) {
+/* One row up to its folded lanes (row_loop, constant normalize and checked):
+ * *special = 1 when the row must take the exact path, but for a sum that
+ * overflowed (seen when the lanes are summed). */
+KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
+                             int normalize, int checked, int *special, v8d *v) {
     const int uses_q = measure != KLFAST_ENTROPY;
-    double sp = 1.0, sq = 1.0, s;
-    int checked = !(eps >= 2.0 * (double)TMIN), maybe_bad = 0;
-    *special = 0;
-    sums[0] = sums[1] = 1.0; /* normalized rows sum to 1 */
+    double sp = 1.0, sq = 1.0;
+    int maybe_bad = 0;
+    M flag;
+    v[0] = v[1] = v[2] = (v8d){0};
     if (normalize) {
         sp = F(row_scale)(p, k);
         if (uses_q && sp != 0.0) sq = F(row_scale)(q, k);
         if (sp == 0.0 || sq == 0.0) {
             *special = 1;
-            return 0.0;
+            return;
         }
-        s = checked ? F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 1, 1, special, &maybe_bad, sums)
-                    : F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 1, 0, special, &maybe_bad, sums);
-    } else {
-        s = checked ? F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 0, 1, special, &maybe_bad, sums)
-                    : F(row_loop)(measure, p, q, k, (T)eps, sp, sq, 0, 0, special, &maybe_bad, sums);
     }
-    if (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k)))) *special = 1;
+    F(row_loop)(measure, p, q, k, eps, sp, sq, normalize, checked, &flag, &maybe_bad, v);
+    *special = any_lane((vi)flag)
+               || (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k))));
+}
+
+/* One row of a measure: the contract of engine/klfast.h. */
+KLF_INLINE double F(row)(int measure, const S *p, const S *q, ptrdiff_t k, double eps,
+                         int normalize, int *special, double *sums) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    int checked = !(eps >= 2.0 * (double)TMIN);
+    v8d v[3];
+    if (normalize) {
+        if (checked) F(row_lanes)(measure, p, q, k, (T)eps, 1, 1, special, v);
+        else F(row_lanes)(measure, p, q, k, (T)eps, 1, 0, special, v);
+    } else {
+        if (checked) F(row_lanes)(measure, p, q, k, (T)eps, 0, 1, special, v);
+        else F(row_lanes)(measure, p, q, k, (T)eps, 0, 0, special, v);
+    }
+    double s = lane_sum8(v[0]);
+    sums[0] = sums[1] = 1.0; /* normalized rows sum to 1 */
+    if (!normalize) {
+        sums[0] = lane_sum8(v[1]);
+        sums[1] = uses_q ? lane_sum8(v[2]) : sums[0];
+    }
+    /* a sum that overflowed (in T or in double) goes to the exact path */
+    if (!(fabs(s) <= DBL_MAX)) *special = 1;
     if (measure == KLFAST_JS) return s > 0.0 ? 0.5 * s : 0.0; /* halved exactly, at least 0 */
     return s;
 }
+
+#if KLF_ELEMENT_BITS != 16
+/* n <= 64 C-ordered rows (element j of row r at p[r * p_ls + j]) for
+ * constant normalize and checked: each row as F(row) and its caller would
+ * give it, bit for bit, 8 rows' lanes summed together (lane_sums8). The
+ * contract of the lanes functions (engine/klfast.h). */
+KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, const S *q,
+                                   ptrdiff_t q_ls, int n, ptrdiff_t k, T eps, int normalize,
+                                   int checked, double tol, double scale, T *out,
+                                   ptrdiff_t out_s, int *n_bad) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    uint64_t special = 0;
+    int bad = 0;
+    for (int r0 = 0; r0 < n; r0 += 8) {
+        int m = n - r0 < 8 ? n - r0 : 8, sp[8];
+        v8d tot[8], xs[8], ys[8], v[3], s, sx = {0}, sy = {0};
+        for (int i = 0; i < 8; i++) {
+            if (i < m)
+                F(row_lanes)(measure, p + (r0 + i) * p_ls, q + (r0 + i) * q_ls, k, eps,
+                             normalize, checked, &sp[i], v);
+            else
+                v[0] = v[1] = v[2] = (v8d){0};
+            tot[i] = v[0];
+            xs[i] = v[1];
+            ys[i] = v[2];
+        }
+        s = lane_sums8(tot);
+        if (!normalize) {
+            sx = lane_sums8(xs);
+            sy = uses_q ? lane_sums8(ys) : sx;
+        }
+        for (int i = 0; i < m; i++) {
+            double x = s[i];
+            if (sp[i] || !(fabs(x) <= DBL_MAX)) {
+                special |= (uint64_t)1 << (r0 + i);
+                continue;
+            }
+            if (measure == KLFAST_JS) x = x > 0.0 ? 0.5 * x : 0.0;
+            /* checked_sums (_exact.pxd): normalized rows sum to 1 */
+            if (!normalize && !(fabs(sx[i] - 1.0) <= tol && fabs(sy[i] - 1.0) <= tol))
+                x = NAN;
+            else
+                x *= scale;
+            out[(r0 + i) * out_s] = (T)x;
+            bad += x != x;
+        }
+    }
+    *n_bad = bad;
+    return special;
+}
+
+KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const S *q,
+                                 ptrdiff_t q_ls, int n, ptrdiff_t k, double eps, int normalize,
+                                 double tol, double scale, T *out, ptrdiff_t out_s,
+                                 int *n_bad) {
+    int checked = !(eps >= 2.0 * (double)TMIN);
+    if (normalize)
+        return checked ? F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 1, 1, tol,
+                                        scale, out, out_s, n_bad)
+                       : F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 1, 0, tol,
+                                        scale, out, out_s, n_bad);
+    return checked ? F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 0, 1, tol, scale,
+                                    out, out_s, n_bad)
+                   : F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 0, 0, tol, scale,
+                                    out, out_s, n_bad);
+}
+
+#define KLF_BLOCK_FN(name, code)                                                          \
+    static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
+                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
+                                 double eps, int normalize, double tol, double scale,      \
+                                 T *out, ptrdiff_t out_s, int *n_bad) {                    \
+        (void)p_es, (void)q_es; /* 1: the caller's word */                                 \
+        return F(row_block)(code, p, p_ls, q, q_ls, n, k, eps, normalize, tol, scale, out, \
+                            out_s, n_bad);                                                 \
+    }
+KLF_BLOCK_FN(kl_block, KLFAST_KL)
+KLF_BLOCK_FN(jeffreys_block, KLFAST_JEFFREYS)
+KLF_BLOCK_FN(entropy_block, KLFAST_ENTROPY)
+KLF_BLOCK_FN(cross_entropy_block, KLFAST_CROSS_ENTROPY)
+KLF_BLOCK_FN(js_block, KLFAST_JS)
+#undef KLF_BLOCK_FN
+#endif
 
 static double ROW_FN(kl)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
                          int *special, double *sums) {

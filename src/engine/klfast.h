@@ -134,6 +134,10 @@ typedef struct {
     klfast_strips_f64 strips_f64[KLFAST_N_MEASURES];
     klfast_strips_f32 strips_f32[KLFAST_N_MEASURES];
     size_t strips_scratch; /* bytes for KLFAST_STRIPS_MAX strips, either dtype */
+    /* The lanes contract for n <= 64 C-ordered rows (p_es = q_es = 1) read
+     * row by row, their sums 8 rows at a time (engine/divergence_rows.h) */
+    klfast_lanes_f64 block_f64[KLFAST_N_MEASURES];
+    klfast_lanes_f32 block_f32[KLFAST_N_MEASURES];
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

@@ -75,6 +75,13 @@
      KLF_CAT(KLF_CAT(klfast_cross_entropy_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),        \
      KLF_CAT(KLF_CAT(klfast_js_lanes_, dtype), KLF_CAT(_, KLF_LEVEL))}
 
+#define KLF_LEVEL_BLOCK(dtype)                                                           \
+    {KLF_CAT(KLF_CAT(klfast_kl_block_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
+     KLF_CAT(KLF_CAT(klfast_jeffreys_block_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
+     KLF_CAT(KLF_CAT(klfast_entropy_block_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
+     KLF_CAT(KLF_CAT(klfast_cross_entropy_block_, dtype), KLF_CAT(_, KLF_LEVEL)),        \
+     KLF_CAT(KLF_CAT(klfast_js_block_, dtype), KLF_CAT(_, KLF_LEVEL))}
+
 const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_STR(KLF_LEVEL),
     KLF_LEVEL_ROWS(f64),
@@ -94,6 +101,8 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_LEVEL_STRIPS(f32),
     (size_t)strips_scratch_f64 > (size_t)strips_scratch_f32 ? (size_t)strips_scratch_f64
                                                             : (size_t)strips_scratch_f32,
+    KLF_LEVEL_BLOCK(f64),
+    KLF_LEVEL_BLOCK(f32),
 };
 
 #endif

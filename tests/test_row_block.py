@@ -1,0 +1,139 @@
+"""C-order rows scored 64 to a call (row_block in src/engine/divergence_rows.h).
+
+Rows longer than the lanes take (up to _kernels' block limit) are read row
+by row as in the row loop, but 64 rows go to one call and the lanes of 8 rows
+are summed in the same vector adds. It promises the row loop's bits: these
+tests compare the two paths bit for bit (the block limit set to 0 gives the
+row loop), at every level, for every measure, dtype, length around the
+64-byte block and the float32 group, partial group of 8 and partial call of
+64, special value and thread count, and hold both to the slow twin.
+"""
+import numpy as np
+import pytest
+
+import klfast
+from klfast import _kernels
+from zoo import MEASURES, call, call_raw, call_ref, call_ref_raw, distributions
+
+pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
+
+DTYPES = [np.float64, np.float32]
+# lanes off in these tests, so short rows take the block too
+LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 47, 63, 64, 65, 100]
+N_ROWS = 2 * 64 + 37  # two whole calls and one of 4 groups of 8 and 5 rows
+
+
+@pytest.fixture
+def paths():
+    """scored(fn): fn's result through the row block and through the row loop."""
+    lanes = _kernels.set_lanes_max_k(0, 0)
+    before = _kernels.set_block_max_k(1 << 30, 1 << 30)
+
+    def scored(fn):
+        _kernels.set_block_max_k(1 << 30, 1 << 30)
+        block = fn()
+        _kernels.set_block_max_k(0, 0)
+        try:
+            loop = fn()
+        finally:
+            _kernels.set_block_max_k(1 << 30, 1 << 30)
+        return block, loop
+
+    yield scored
+    _kernels.set_block_max_k(*before)
+    _kernels.set_lanes_max_k(*lanes)
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-13, atol=1e-15) if dtype == np.float64 else dict(rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("measure, eps", [(m, e) for m in MEASURES for e in (1e-12, 0.0)]
+                         + [("jensen_shannon", None)])  # (no eps: its terms need none)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", LENGTHS)
+def test_block_gives_the_row_loops_bits(rng, paths, measure, dtype, k, eps):
+    p = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    q = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    kw = {} if eps is None else {"eps": eps}
+    block, loop = paths(lambda: call(measure, p, q, **kw))
+    assert block.dtype == loop.dtype == dtype
+    assert np.array_equal(block, loop)
+    if eps != 0.0:  # (eps = 0: +inf where q has a zero under p > 0)
+        np.testing.assert_allclose(block, call_ref(measure, p, q, **kw), **tolerance(dtype))
+    for threads in (1, 2):  # and rows that start anywhere in a call
+        for start in (0, 5):
+            got = call(measure, p[start:], q[start:], num_threads=threads, **kw)
+            assert np.array_equal(got, loop[start:])
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [9, 33, 64])
+def test_block_normalize_base_and_reference_row(rng, paths, measure, dtype, k):
+    p = (rng.integers(0, 50, size=(N_ROWS, k)) * rng.random((N_ROWS, 1)) * 7).astype(dtype)
+    q = rng.integers(1, 50, size=(N_ROWS, k)).astype(dtype)
+    p[4, 0] = 1e30  # a row dominated by one entry
+    kwargs = dict(normalize=True, base=2.0)
+    block, loop = paths(lambda: call(measure, p, q, **kwargs))
+    assert np.array_equal(block, loop)
+    np.testing.assert_allclose(block, call_ref(measure, p, q, **kwargs), **tolerance(dtype))
+    block, loop = paths(lambda: call(measure, p, q[7], **kwargs))  # one row against all
+    assert np.array_equal(block, loop)
+    np.testing.assert_allclose(block, call_ref(measure, p, np.tile(q[7], (N_ROWS, 1)), **kwargs),
+                               **tolerance(dtype))
+    p[3] = 0.0  # a row summing to 0: invalid with normalize, named
+    for k_limit in (1 << 30, 0):
+        _kernels.set_block_max_k(k_limit, k_limit)
+        with pytest.raises(ValueError, match="row 3"):
+            call(measure, p, q, **kwargs)
+    _kernels.set_block_max_k(1 << 30, 1 << 30)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [20, 64])
+def test_block_rows_as_given(rng, paths, measure, dtype, k):
+    """check_sums=False: counts (the bit check's false alarm, cleared by a
+    scalar look at the row), -0.0, a subnormal under eps = 0 and an entry
+    past 2^1022 (2^126) (both the exact path), a row of zeros, rows whose
+    sums are off; and the sum check's NaN for rows off by more than tol."""
+    p = rng.random((N_ROWS, k)).astype(dtype)
+    q = rng.random((N_ROWS, k)).astype(dtype)
+    p[1] *= 40
+    p[2, 3] = -0.0
+    q[5, 0] = np.finfo(dtype).tiny / 4
+    p[7, 2] = np.finfo(dtype).max / 8
+    p[8] = 0.0
+    for eps in (1e-12, 0.0):
+        block, loop = paths(lambda: call_raw(measure, p, q, eps=eps))
+        assert np.array_equal(block, loop, equal_nan=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref = call_ref_raw(measure, p, q, eps=eps).astype(dtype)
+        fine = np.isfinite(ref)
+        np.testing.assert_allclose(block[fine], ref[fine], **tolerance(dtype))
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
+@pytest.mark.parametrize("row", [4, 100])
+def test_block_names_the_invalid_row(rng, measure, bad, row):
+    p = distributions(rng, (150, 40))
+    q = distributions(rng, (150, 40))
+    p[row, 17] = bad
+    with pytest.raises(ValueError, match=f"row {row}"):
+        call(measure, p, q)
+
+
+def test_rows_off_their_sum_are_named_by_the_block(rng):
+    """The block's own sum check (rows as given must sum to 1)."""
+    p = distributions(rng, (150, 40))
+    q = distributions(rng, (150, 40))
+    q[70] *= 1.01
+    with pytest.raises(ValueError, match="row 70"):
+        klfast.kl(p, q)
+
+
+def test_block_limit_can_be_set_back():
+    before = _kernels.set_block_max_k(7, 9)
+    assert _kernels.set_block_max_k(*before) == (7, 9)
