@@ -312,7 +312,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     elif k <= block_max_k:  # every row 64 to a call, the last call in part
         n_tiles = (n_rows + width - 1) // width
         block = True
-    if scratch != NULL and n_tiles > 0 and not block and p_rs == 1 and (q_rs == 1 or measure == ENTROPY):
+    if (scratch != NULL and n_tiles > 0 and not block and p_rs == 1
+            and (q_rs == 1 or measure == ENTROPY)):
         # whole strips of columns, up to KLFAST_STRIPS_MAX at a time
         if measure == ENTROPY:
             q, q_rs, q_es = p, p_rs, p_es
