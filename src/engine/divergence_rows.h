@@ -221,11 +221,11 @@ KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T 
 #endif
     *maybe_bad = normalize ? any_lane((vi)F(is_invalid)(st.bad))
                            : any_lane((vi)F(or_is_invalid)(st.bits));
-    v[0] = lane_fold8(acc, BLOCK);
+    lane_fold8(acc, BLOCK, &v[0]);
     if (!normalize) {
         F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
-        v[1] = lane_fold8(xacc, BLOCK);
-        v[2] = uses_q ? lane_fold8(yacc, BLOCK) : v[1];
+        lane_fold8(xacc, BLOCK, &v[1]);
+        lane_fold8(uses_q ? yacc : xacc, BLOCK, &v[2]);
     }
     *flag = st.flag;
 }
@@ -275,11 +275,11 @@ KLF_INLINE double F(row)(int measure, const S *p, const S *q, ptrdiff_t k, doubl
         if (checked) F(row_lanes)(measure, p, q, k, (T)eps, 0, 1, special, v);
         else F(row_lanes)(measure, p, q, k, (T)eps, 0, 0, special, v);
     }
-    double s = lane_sum8(v[0]);
+    double s = lane_sum8(&v[0]);
     sums[0] = sums[1] = 1.0; /* normalized rows sum to 1 */
     if (!normalize) {
-        sums[0] = lane_sum8(v[1]);
-        sums[1] = uses_q ? lane_sum8(v[2]) : sums[0];
+        sums[0] = lane_sum8(&v[1]);
+        sums[1] = uses_q ? lane_sum8(&v[2]) : sums[0];
     }
     /* a sum that overflowed (in T or in double) goes to the exact path */
     if (!(fabs(s) <= DBL_MAX)) *special = 1;
@@ -312,10 +312,11 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
             xs[i] = v[1];
             ys[i] = v[2];
         }
-        s = lane_sums8(tot);
+        lane_sums8(tot, &s);
         if (!normalize) {
-            sx = lane_sums8(xs);
-            sy = uses_q ? lane_sums8(ys) : sx;
+            lane_sums8(xs, &sx);
+            if (uses_q) lane_sums8(ys, &sy);
+            else sy = sx;
         }
         for (int i = 0; i < m; i++) {
             double x = s[i];

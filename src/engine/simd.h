@@ -177,11 +177,12 @@ KLF_INLINE vf scale_f32(vf v, double s) {
  * the same order at every level, in vector adds (it runs three times a row,
  * which counts on short rows). lane_fold8 takes the folds down to 8 lanes,
  * lane_sum8 the rest; lane_sums8 the rest for 8 rows at once, each sum with
- * the bits of its own lane_sum8. */
+ * the bits of its own lane_sum8. (8 doubles go by pointer: a vector of 64
+ * bytes by value is an ABI change below AVX-512, an error to clang.) */
 typedef double v8d __attribute__((vector_size(64)));
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v2d __attribute__((vector_size(16)));
-KLF_INLINE v8d lane_fold8(const vd *acc, int n_lanes) {
+KLF_INLINE void lane_fold8(const vd *acc, int n_lanes, v8d *out) {
     v8d c[4];
     memcpy(c, acc, (size_t)n_lanes * sizeof(double));
     if (n_lanes == 32) {
@@ -189,20 +190,23 @@ KLF_INLINE v8d lane_fold8(const vd *acc, int n_lanes) {
         c[1] += c[3];
     }
     if (n_lanes >= 16) c[0] += c[1];
-    return c[0];
+    *out = c[0];
 }
-KLF_INLINE double lane_sum8(v8d c) {
-    v4d a4 = __builtin_shufflevector(c, c, 0, 1, 2, 3) + __builtin_shufflevector(c, c, 4, 5, 6, 7);
+KLF_INLINE double lane_sum8(const v8d *c) {
+    v4d a4 = __builtin_shufflevector(*c, *c, 0, 1, 2, 3)
+             + __builtin_shufflevector(*c, *c, 4, 5, 6, 7);
     v2d a2 = __builtin_shufflevector(a4, a4, 0, 1) + __builtin_shufflevector(a4, a4, 2, 3);
     return a2[0] + a2[1];
 }
 KLF_INLINE double lane_sum(const vd *acc, int n_lanes) {
-    return lane_sum8(lane_fold8(acc, n_lanes));
+    v8d c;
+    lane_fold8(acc, n_lanes, &c);
+    return lane_sum8(&c);
 }
-/* out[r] = lane_sum8(c[r]), r < 8: the same additions, the rows' lanes
- * interleaved so that each vector add serves two, four, then eight rows
- * (21 shuffles and adds against 8 x 6, and no scalar extraction). */
-KLF_INLINE v8d lane_sums8(const v8d *c) {
+/* lane r of *out = lane_sum8(&c[r]), r < 8: the same additions, the rows'
+ * lanes interleaved so that each vector add serves two, four, then eight
+ * rows (21 shuffles and adds against 8 x 6, and no scalar extraction). */
+KLF_INLINE void lane_sums8(const v8d *c, v8d *out) {
     v8d t[4], u[2];
     for (int i = 0; i < 4; i++) /* lanes 0-3: row 2i's a4, 4-7: row 2i+1's */
         t[i] = __builtin_shufflevector(c[2 * i], c[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11)
@@ -210,7 +214,7 @@ KLF_INLINE v8d lane_sums8(const v8d *c) {
     for (int i = 0; i < 2; i++) /* pairs: a2 of rows 4i, 4i+2, 4i+1, 4i+3 */
         u[i] = __builtin_shufflevector(t[2 * i], t[2 * i + 1], 0, 1, 8, 9, 4, 5, 12, 13)
                + __builtin_shufflevector(t[2 * i], t[2 * i + 1], 2, 3, 10, 11, 6, 7, 14, 15);
-    return __builtin_shufflevector(u[0], u[1], 0, 4, 2, 6, 8, 12, 10, 14)
+    *out = __builtin_shufflevector(u[0], u[1], 0, 4, 2, 6, 8, 12, 10, 14)
            + __builtin_shufflevector(u[0], u[1], 1, 5, 3, 7, 9, 13, 11, 15);
 }
 
