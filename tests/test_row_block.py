@@ -61,20 +61,43 @@ def test_block_gives_the_row_loops_bits(rng, paths, measure, dtype, k, eps):
     assert np.array_equal(block, loop)
     if eps != 0.0:  # (eps = 0: +inf where q has a zero under p > 0)
         np.testing.assert_allclose(block, call_ref(measure, p, q, **kw), **tolerance(dtype))
-    for threads in (1, 2):  # and rows that start anywhere in a call
-        for start in (0, 5):
-            got = call(measure, p[start:], q[start:], num_threads=threads, **kw)
-            assert np.array_equal(got, loop[start:])
+    got = call(measure, p[5:], q[5:], **kw)  # rows that start off the 64-row grid
+    assert np.array_equal(got, loop[5:])
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype, k", [(np.float64, 12), (np.float64, 32), (np.float32, 17),
+                                      (np.float32, 64)])
+def test_block_two_threads_and_strides(rng, paths, measure, dtype, k):
+    """Enough rows for two threads (more than 2^16 elements), and rows
+    that are not back to back: a row stride past k, rows reversed, every
+    other output."""
+    n = 70_000 // k + 100
+    p = distributions(rng, (n, k), dtype=dtype)
+    q = distributions(rng, (n, k), dtype=dtype)
+    block, loop = paths(lambda: call(measure, p, q, num_threads=1))
+    assert np.array_equal(block, loop)
+    np.testing.assert_allclose(block, call_ref(measure, p, q), **tolerance(dtype))
+    assert np.array_equal(call(measure, p, q, num_threads=2), loop)
+    wide_p = np.zeros((n, k + 3), dtype)
+    wide_p[:, :k] = p
+    wide_q = np.zeros((n, k + 3), dtype)
+    wide_q[:, :k] = q
+    out = np.empty(2 * n, dtype)[::2]
+    assert np.array_equal(call(measure, wide_p[:, :k], wide_q[:, :k], out=out), loop)
+    assert np.array_equal(call(measure, p[::-1], q[::-1]), loop[::-1])
 
 
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [9, 33, 64])
-def test_block_normalize_base_and_reference_row(rng, paths, measure, dtype, k):
+@pytest.mark.parametrize("eps", [1e-12, 0.0])
+def test_block_normalize_base_and_reference_row(rng, paths, measure, dtype, k, eps):
     p = (rng.integers(0, 50, size=(N_ROWS, k)) * rng.random((N_ROWS, 1)) * 7).astype(dtype)
     q = rng.integers(1, 50, size=(N_ROWS, k)).astype(dtype)
     p[4, 0] = 1e30  # a row dominated by one entry
-    kwargs = dict(normalize=True, base=2.0)
+    p[100, :k // 2] = 0.0  # zeros (eps = 0: the exact path where q is 0 under them: none)
+    kwargs = dict(normalize=True, base=2.0, eps=eps)
     block, loop = paths(lambda: call(measure, p, q, **kwargs))
     assert np.array_equal(block, loop)
     np.testing.assert_allclose(block, call_ref(measure, p, q, **kwargs), **tolerance(dtype))
@@ -100,11 +123,12 @@ def test_block_rows_as_given(rng, paths, measure, dtype, k):
     sums are off; and the sum check's NaN for rows off by more than tol."""
     p = rng.random((N_ROWS, k)).astype(dtype)
     q = rng.random((N_ROWS, k)).astype(dtype)
-    p[1] *= 40
-    p[2, 3] = -0.0
-    q[5, 0] = np.finfo(dtype).tiny / 4
-    p[7, 2] = np.finfo(dtype).max / 8
-    p[8] = 0.0
+    for row in (1, 70):  # in the first group of 8 rows and in a later call
+        p[row] *= 40
+        p[row + 1, 3] = -0.0
+        q[row + 4, 0] = np.finfo(dtype).tiny / 4
+        p[row + 6, 2] = np.finfo(dtype).max / 8
+        p[row + 7] = 0.0
     for eps in (1e-12, 0.0):
         block, loop = paths(lambda: call_raw(measure, p, q, eps=eps))
         assert np.array_equal(block, loop, equal_nan=True)
@@ -114,24 +138,39 @@ def test_block_rows_as_given(rng, paths, measure, dtype, k):
         np.testing.assert_allclose(block[fine], ref[fine], **tolerance(dtype))
 
 
+# lengths the block takes by default, in each dtype
+BLOCK_CASES = [(np.float64, 24), (np.float32, 40)]
+
+
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
 @pytest.mark.parametrize("row", [4, 100])
-def test_block_names_the_invalid_row(rng, measure, bad, row):
-    p = distributions(rng, (150, 40))
-    q = distributions(rng, (150, 40))
+@pytest.mark.parametrize("dtype, k", BLOCK_CASES)
+def test_block_names_the_invalid_row(rng, paths, measure, bad, row, dtype, k):
+    p = distributions(rng, (150, k), dtype=dtype)
+    q = distributions(rng, (150, k), dtype=dtype)
     p[row, 17] = bad
-    with pytest.raises(ValueError, match=f"row {row}"):
-        call(measure, p, q)
+    for k_limit in (1 << 30, 0):
+        _kernels.set_block_max_k(k_limit, k_limit)
+        with pytest.raises(ValueError, match=f"row {row}"):
+            call(measure, p, q)
+    _kernels.set_block_max_k(1 << 30, 1 << 30)
 
 
-def test_rows_off_their_sum_are_named_by_the_block(rng):
-    """The block's own sum check (rows as given must sum to 1)."""
-    p = distributions(rng, (150, 40))
-    q = distributions(rng, (150, 40))
-    q[70] *= 1.01
+@pytest.mark.parametrize("measure", ["kl", "entropy"])  # (entropy: p's sum only)
+@pytest.mark.parametrize("which", ["p", "q"])
+@pytest.mark.parametrize("dtype, k", BLOCK_CASES)
+def test_rows_off_their_sum_are_named_by_the_block(rng, measure, which, dtype, k):
+    """The block's own sum check, with the default limits: a row as given
+    that does not sum to 1 gives the kernel's NaN, named by the API."""
+    p = distributions(rng, (150, k), dtype=dtype)
+    q = distributions(rng, (150, k), dtype=dtype)
+    (p if which == "p" else q)[70] *= 1.01
+    if measure == "entropy" and which == "q":
+        call(measure, p, q)  # q is not read
+        return
     with pytest.raises(ValueError, match="row 70"):
-        klfast.kl(p, q)
+        call(measure, p, q)
 
 
 def test_block_limit_can_be_set_back():

@@ -325,8 +325,10 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
                 continue;
             }
             if (measure == KLFAST_JS) x = x > 0.0 ? 0.5 * x : 0.0;
-            /* checked_sums (_exact.pxd): normalized rows sum to 1 */
-            if (!normalize && !(fabs(sx[i] - 1.0) <= tol && fabs(sy[i] - 1.0) <= tol))
+            /* checked_sums (_exact.pxd), normalized rows summing to 1 (so a
+             * tol that is NaN or negative gives NaN here too) */
+            double dx = normalize ? 0.0 : sx[i] - 1.0, dy = normalize ? 0.0 : sy[i] - 1.0;
+            if (!(fabs(dx) <= tol && fabs(dy) <= tol))
                 x = NAN;
             else
                 x *= scale;
@@ -359,7 +361,7 @@ KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const 
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
                                  double eps, int normalize, double tol, double scale,      \
                                  T *out, ptrdiff_t out_s, int *n_bad) {                    \
-        (void)p_es, (void)q_es; /* 1: the caller's word */                                 \
+        (void)p_es, (void)q_es; /* 1: the caller's word (_run sends no other) */          \
         return F(row_block)(code, p, p_ls, q, q_ls, n, k, eps, normalize, tol, scale, out, \
                             out_s, n_bad);                                                 \
     }
