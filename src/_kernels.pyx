@@ -200,19 +200,11 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
     cdef int n_bad = 0
     cdef uint64_t special  # bit r: distribution r takes the exact path
     if floating is double:
-        if block:
-            special = isa.block_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
-                                             tol, scale, out, out_s, &n_bad)
-        else:
-            special = isa.lanes_f64[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
-                                             tol, scale, out, out_s, &n_bad)
+        special = (isa.block_f64 if block else isa.lanes_f64)[measure](
+            p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol, scale, out, out_s, &n_bad)
     else:
-        if block:
-            special = isa.block_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
-                                             tol, scale, out, out_s, &n_bad)
-        else:
-            special = isa.lanes_f32[measure](p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize,
-                                             tol, scale, out, out_s, &n_bad)
+        special = (isa.block_f32 if block else isa.lanes_f32)[measure](
+            p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol, scale, out, out_s, &n_bad)
     return n_bad + _exact_ones(measure, special, p, p_rs, p_es, q, q_rs, q_es, out, out_s, k,
                                eps, scale, normalize, tol)
 
