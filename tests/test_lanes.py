@@ -205,6 +205,54 @@ def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, 
         assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
 
 
+def kernel_rows(measure, p, q, tol, axis=-1):
+    """_kernels.rows on the rows of p, q along axis, with the sum check's
+    tol as given (the API passes only SUM_TOLERANCE or inf): each row's
+    value, NaN where a sum is off by more than tol."""
+    n, k = p.shape[1 - (axis % 2)], p.shape[axis]
+    es, rs = p.strides[axis], p.strides[1 - (axis % 2)]
+    out = np.empty(n, p.dtype)
+    _kernels.rows(_kernels.MEASURES[measure], p, rs, q, rs, out, out.strides[0], n, k, 1e-12,
+                  1.0, False, tol, 1, es, es)
+    return out
+
+
+@pytest.mark.parametrize("measure", ["kl", "entropy", "jensen_shannon"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 3, 5, 10, 16])
+@pytest.mark.parametrize("tol", [klfast.SUM_TOLERANCE, 1e-6, 0.0, 0.5, 5.0, 1e30, np.inf,
+                                 np.nan, -1e-3, -1e-7])
+def test_short_rows_sum_check_at_its_edge(rng, measure, dtype, k, tol):
+    """Rows whose sums lie within a few 1e-6 of 1 +- tol, in p or in q,
+    in tiles of short rows (C rows and columns): the same values and the
+    same NaNs as the row loop. float32 tiles decide the check from sums in
+    float where those are far enough from the edge, and from the row
+    loop's sums where not; a margin too small shows here as a row on the
+    other side of the check."""
+    n = 2000
+    p = distributions(rng, (n, k), dtype=np.float64, zero_fraction=0.2)
+    q = distributions(rng, (n, k), dtype=np.float64, zero_fraction=0.2)
+    t = tol if np.isfinite(tol) and 0 < abs(tol) < 100 else klfast.SUM_TOLERANCE
+    edge = 1 + rng.choice([-1, 1], size=(n, 1)) * abs(t)
+    edge[edge <= 0] = 1 + abs(t)
+    target = edge + (1 + abs(t)) * rng.uniform(-4e-6, 4e-6, size=(n, 1))
+    in_p = rng.random((n, 1)) < 0.5
+    p = np.where(in_p, p * target, p).astype(dtype)
+    q = np.where(in_p, q, q * target).astype(dtype)
+    before = _kernels.set_lanes_max_k(0, 0), _kernels.set_block_max_k(0, 0)
+    try:
+        expected = kernel_rows(measure, p, q, tol)
+    finally:
+        _kernels.set_lanes_max_k(*before[0])
+        _kernels.set_block_max_k(*before[1])
+    if np.isfinite(tol) and 0 < tol < 100:  # both sides of the edge are here
+        assert 0 < np.isnan(expected).sum() < n
+    got = kernel_rows(measure, p, q, tol)
+    assert np.array_equal(got, expected, equal_nan=True), "C rows"
+    got = kernel_rows(measure, p.T.copy(), q.T.copy(), tol, axis=0)
+    assert np.array_equal(got, expected, equal_nan=True), "columns"
+
+
 @pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_short_rows_name_the_invalid_row(rng, bad, dtype):

@@ -351,19 +351,20 @@ KLF_INLINE void F(lanes_start)(F(lanes_state) *st, double eps) {
     st->widened = 0;
 }
 
-/* The tile's results from its folded sums (total: the measure's; xt, yt:
- * the row sums, unless normalizing; sp, sq: the scales, when normalizing),
+/* The tile's results from its folded sums (total: the measure's; sums_ok:
+ * the rows whose sums pass the check (sums_check), unless normalizing; sp,
+ * sq: the scales, when normalizing),
  * each as the row function and its caller give it (engine/klfast.h,
  * _kernels.pyx): out[r * out_s] = the value times scale, or NaN for a row
  * whose sums are not within tol of 1 (counted in *n_bad). flag: lanes the
  * term sent to the exact path; bad: lanes that saw an entry out of range.
  * Returns the lanes the exact path must compute (bit r: distribution r;
  * their out is not written). */
-KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vd *xt, const vd *yt,
+KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sums_ok,
                                      const vd *sp, const vd *sq, M flag, M bad, const T *p,
                                      ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
-                                     ptrdiff_t q_es, int n, ptrdiff_t k, double tol,
-                                     double scale, T *out, ptrdiff_t out_s, int *n_bad) {
+                                     ptrdiff_t q_es, int n, ptrdiff_t k, double scale, T *out,
+                                     ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, normalize = sp != NULL;
     vd val[NH];
     vl fin = {0}, ok = {0}, spok = {0};
@@ -372,8 +373,7 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vd *xt,
         vl f = (s >= -DBL_MAX) & (s <= DBL_MAX), o = ~(vl){0};
         if (measure == KLFAST_JS) s = vsel_f64((vl)(s > 0.0), 0.5 * s, (vd){0});
         if (!normalize) {
-            vd dx = xt[h] - 1.0, dy = yt[h] - 1.0;
-            o = (dx <= tol) & (dx >= -tol) & (dy <= tol) & (dy >= -tol);
+            o = sums_ok[h];
         } else {
             spok |= ~((sp[h] != 0.0) & (sq[h] != 0.0));
         }
@@ -417,20 +417,33 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vd *xt,
     return special;
 }
 
+/* ok: the rows whose sums xt, yt (NH each) are within tol of 1: the row
+ * loop's check (a NaN sum or tol fails it). */
+KLF_INLINE void F(sums_check)(const vd *xt, const vd *yt, double tol, vl *ok) {
+    for (int h = 0; h < NH; h++) {
+        vd dx = xt[h] - 1.0, dy = yt[h] - 1.0;
+        ok[h] = (dx <= tol) & (dx >= -tol) & (dy <= tol) & (dy >= -tol);
+    }
+}
+
 /* The tile's results from its state (lanes_results). */
 KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p, ptrdiff_t p_ls,
                                     ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
                                     int n, ptrdiff_t k, int normalize, double tol, double scale,
                                     T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
-    vd total[NH], xt[NH] = {{0}}, yt[NH] = {{0}}; /* xt, yt: set unless normalizing */
+    vd total[NH], xt[NH], yt[NH];
+    vl ok[NH] = {{0}}; /* set unless normalizing */
     int np = k < BLOCK ? (int)k : BLOCK; /* positions that hold elements */
     F(fold)(st->acc, np, total);
-    if (!normalize) F(lanes_widen)(st, np, uses_q, xt, yt);
+    if (!normalize) {
+        F(lanes_widen)(st, np, uses_q, xt, yt);
+        F(sums_check)(xt, yt, tol, ok);
+    }
     M bad = normalize ? (M)F(is_invalid)(st->bad) : F(or_is_invalid)(st->bits);
-    return F(lanes_results)(measure, total, xt, yt, normalize ? st->sp : NULL,
+    return F(lanes_results)(measure, total, ok, normalize ? st->sp : NULL,
                             normalize ? st->sq : NULL, st->flag, bad, p, p_ls, p_es, q, q_ls,
-                            q_es, n, k, tol, scale, out, out_s, n_bad);
+                            q_es, n, k, scale, out, out_s, n_bad);
 }
 
 /* ---- short distributions -------------------------------------------------
@@ -524,19 +537,77 @@ KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
     F(fold)(c, np, out);
 }
 
+/* The sum check of float32 short tiles, decided from sums in float where
+ * they can decide it. The row loop checks |s - 1| <= tol on s, the row's
+ * elements widened and added in double (lanes_results); here each row is
+ * summed in float (k - 1 adds), s' within (k - 1) 2^-24 (1 + 1e-6) of the
+ * exact sum for the k <= 16 nonnegative elements of a row the fast path
+ * takes (rows with others go to the exact path whatever this says), s
+ * within 1e-15 of it, and s' - 1 is exact for s' in [0.5, 2]. So with
+ * band[0] = tol - m rounded down and band[1] = tol + m rounded up (m =
+ * 2^-19 (1 + |tol|), short_band), |s' - 1| <= band[0] means the check
+ * passes and |s' - 1| > band[1] that it fails: ok (sums_check's) is set
+ * from that. Returns 0, ok unset, when some lane is in between (or NaN):
+ * the tile takes the sums in the row loop's order. Saves the widening and
+ * folding of two sums per tile, and their check in double. */
+#define FAST_SUMS (KLF_ELEMENT_BITS == 32)
+#if FAST_SUMS
+/* a float lane mask as NH masks of double lanes */
+KLF_INLINE void F(mask_halves)(M m, vl *out) {
+    typedef int32_t vih __attribute__((vector_size(KLF_VBYTES / 2)));
+    out[0] = __builtin_convertvector((vih)__builtin_shufflevector(m, m, KLF_IDX_LO), vl);
+    out[1] = __builtin_convertvector((vih)__builtin_shufflevector(m, m, KLF_IDX_HI), vl);
+}
+
+_Static_assert(SHORT_MAX <= BLOCK, "a float32 short row: one element per position");
+KLF_INLINE int F(sums_decide)(const V *x, const V *y, int k, int uses_q, const T *band,
+                              vl *ok) {
+    const U abs_bits = BITS(0x7FFFFFFFu);
+    V sx = x[0], sy = uses_q ? y[0] : (V){0};
+#pragma GCC unroll 16
+    for (int j = 1; j < k; j++) {
+        sx += x[j];
+        if (uses_q) sy += y[j];
+    }
+    V dx = (V)((U)(sx - 1.0f) & abs_bits), dy = (V)((U)(sy - 1.0f) & abs_bits);
+    V lo = BCAST(band[0]), hi = BCAST(band[1]);
+    M pass = (M)(dx <= lo), fail = (M)(dx > hi);
+    if (uses_q) {
+        pass &= (M)(dy <= lo);
+        fail |= (M)(dy > hi);
+    }
+    if (any_lane((vi)~(pass | fail))) return 0;
+    F(mask_halves)(pass, ok);
+    return 1;
+}
+
+/* band for sums_decide, from the check's tol */
+KLF_INLINE void F(short_band)(double tol, T *band) {
+    double m = 0x1p-19 * (1.0 + fabs(tol));
+    double lo = m <= DBL_MAX ? tol - m : tol, hi = m <= DBL_MAX ? tol + m : tol;
+    T flo = (T)lo, fhi = (T)hi;
+    if ((double)flo > lo) flo = nextafterf(flo, -INFINITY);
+    if ((double)fhi < hi) fhi = nextafterf(fhi, INFINITY);
+    band[0] = flo;
+    band[1] = fhi;
+}
+#endif
+
 /* One tile of LANES short distributions from p and q (short_load; q_ls ==
  * 0: one distribution of q for all), for constant measure and checked;
- * results as lanes_results. */
+ * results as lanes_results. band: sums_decide's (float32). */
 KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p_ls,
                                   ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
-                                  int k, V e, int checked, const M *idx, double tol,
-                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
+                                  int k, V e, int checked, const M *idx, const T *band,
+                                  double tol, double scale, T *out, ptrdiff_t out_s,
+                                  int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, np = k < BLOCK ? k : BLOCK;
     /* (all zeroed: gcc cannot tell that they are written before they are read;
      * with k constant the unused ones cost nothing) */
     V x[SHORT_MAX] = {{0}}, y[SHORT_MAX] = {{0}};
     V s[BLOCK] = {{0}}, xs[BLOCK] = {{0}}, ys[BLOCK] = {{0}};
     vd total[NH], xt[NH], yt[NH];
+    vl ok[NH];
     M flag = {0};
     U bits = {0};
     F(short_load)(p, p_ls, p_es, k, cols, idx, x);
@@ -547,16 +618,28 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
         int l = j < BLOCK ? j : j - BLOCK;
         F(term)(measure, x[j], uses_q ? y[j] : (V){0}, e, checked, &flag, &s[l]);
         bits |= uses_q ? (U)x[j] | (U)y[j] : (U)x[j];
-        xs[l] += x[j];
-        if (uses_q) ys[l] += y[j];
     }
     /* (float32: one group, widened) */
     F(fold_positions)(s, np, total);
-    F(fold_positions)(xs, np, xt);
-    if (uses_q) F(fold_positions)(ys, np, yt);
-    else memcpy(yt, xt, sizeof(yt));
-    return F(lanes_results)(measure, total, xt, yt, NULL, NULL, flag, F(or_is_invalid)(bits), p,
-                            p_ls, p_es, q, q_ls, q_es, LANES, k, tol, scale, out, out_s, n_bad);
+#if FAST_SUMS
+    if (!F(sums_decide)(x, y, k, uses_q, band, ok))
+#else
+    (void)band;
+#endif
+    {
+#pragma GCC unroll 16
+        for (int j = 0; j < k; j++) {
+            int l = j < BLOCK ? j : j - BLOCK;
+            xs[l] += x[j];
+            if (uses_q) ys[l] += y[j];
+        }
+        F(fold_positions)(xs, np, xt);
+        if (uses_q) F(fold_positions)(ys, np, yt);
+        else memcpy(yt, xt, sizeof(yt));
+        F(sums_check)(xt, yt, tol, ok);
+    }
+    return F(lanes_results)(measure, total, ok, NULL, NULL, flag, F(or_is_invalid)(bits), p,
+                            p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out, out_s, n_bad);
 }
 
 /* The n / LANES whole tiles of short distributions at p, q (lanes): rows
@@ -569,7 +652,11 @@ KLF_INLINE uint64_t F(short_rows)(int measure, int cols, const T *p, ptrdiff_t p
     int checked = !(eps >= 2.0 * (double)TMIN);
     V e = BCAST((T)eps);
     M idx[SHORT_MAX];
+    T band[2] = {0};
     uint64_t special = 0;
+#if FAST_SUMS
+    F(short_band)(tol, band);
+#endif
     if (!cols)
         for (int j = 0; j < k; j++)
             for (int r = 0; r < LANES; r++) idx[j][r] = r * k + j;
@@ -579,7 +666,8 @@ KLF_INLINE uint64_t F(short_rows)(int measure, int cols, const T *p, ptrdiff_t p
         int bad = 0;                                                                          \
         unsigned sp = F(short_tile)(measure, L_, p + r * p_ls, L_ ? 1 : (K_ ? K_ : k),         \
                                     L_ ? p_es : 1, q + r * q_ls, q_ls, L_ ? q_es : 1,          \
-                                    K_ ? K_ : k, e, C_, idx, tol, scale, out + r * out_s,     \
+                                    K_ ? K_ : k, e, C_, idx, band, tol, scale,                \
+                                    out + r * out_s,                                          \
                                     out_s, &bad);                                             \
         special |= (uint64_t)sp << r;                                                         \
         *n_bad += bad;                                                                        \
@@ -850,5 +938,6 @@ KLF_LANES_FN(js_lanes, KLFAST_JS)
 #undef VISIT
 #undef GB
 #undef SHORT_MAX
+#undef FAST_SUMS
 #undef ZIP_LO
 #undef ZIP_HI
