@@ -14,7 +14,8 @@ from scipy import special
 
 import klfast
 from klfast import _kernels
-from zoo import MEASURES, call, call_raw, call_ref, call_ref_raw, distributions
+from zoo import (MEASURES, call, call_raw, call_ref, call_ref_raw, distributions, kernel_rows,
+                 sums_at_the_edge)
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
 
@@ -205,18 +206,6 @@ def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, 
         assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
 
 
-def kernel_rows(measure, p, q, tol, axis=-1):
-    """_kernels.rows on the rows of p, q along axis, with the sum check's
-    tol as given (the API passes only SUM_TOLERANCE or inf): each row's
-    value, NaN where a sum is off by more than tol."""
-    n, k = p.shape[1 - (axis % 2)], p.shape[axis]
-    es, rs = p.strides[axis], p.strides[1 - (axis % 2)]
-    out = np.empty(n, p.dtype)
-    _kernels.rows(_kernels.MEASURES[measure], p, rs, q, rs, out, out.strides[0], n, k, 1e-12,
-                  1.0, False, tol, 1, es, es)
-    return out
-
-
 @pytest.mark.parametrize("measure", ["kl", "entropy", "jensen_shannon"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [2, 3, 5, 10, 16])
@@ -230,15 +219,7 @@ def test_short_rows_sum_check_at_its_edge(rng, measure, dtype, k, tol):
     loop's sums where not; a margin too small shows here as a row on the
     other side of the check."""
     n = 2000
-    p = distributions(rng, (n, k), dtype=np.float64, zero_fraction=0.2)
-    q = distributions(rng, (n, k), dtype=np.float64, zero_fraction=0.2)
-    t = tol if np.isfinite(tol) and 0 < abs(tol) < 100 else klfast.SUM_TOLERANCE
-    edge = 1 + rng.choice([-1, 1], size=(n, 1)) * abs(t)
-    edge[edge <= 0] = 1 + abs(t)
-    target = edge + (1 + abs(t)) * rng.uniform(-4e-6, 4e-6, size=(n, 1))
-    in_p = rng.random((n, 1)) < 0.5
-    p = np.where(in_p, p * target, p).astype(dtype)
-    q = np.where(in_p, q, q * target).astype(dtype)
+    p, q = sums_at_the_edge(rng, (n, k), tol, dtype)
     before = _kernels.set_lanes_max_k(0, 0), _kernels.set_block_max_k(0, 0)
     try:
         expected = kernel_rows(measure, p, q, tol)

@@ -13,7 +13,8 @@ import pytest
 
 import klfast
 from klfast import _kernels
-from zoo import MEASURES, call, call_raw, call_ref, call_ref_raw, distributions
+from zoo import (MEASURES, call, call_raw, call_ref, call_ref_raw, distributions, kernel_rows,
+                 sums_at_the_edge)
 
 pytestmark = pytest.mark.usefixtures("isa")  # every instruction-set level
 
@@ -171,6 +172,25 @@ def test_rows_off_their_sum_are_named_by_the_block(rng, measure, which, dtype, k
         return
     with pytest.raises(ValueError, match="row 70"):
         call(measure, p, q)
+
+
+@pytest.mark.parametrize("measure", ["kl", "entropy", "jensen_shannon"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [17, 24, 40, 48, 49, 64])
+@pytest.mark.parametrize("tol", [klfast.SUM_TOLERANCE, 1e-6, 0.0, 0.5, 5.0, 1e30, np.inf,
+                                 np.nan, -1e-3, -1e-7])
+def test_block_sum_check_at_its_edge(rng, paths, measure, dtype, k, tol):
+    """Rows whose sums lie within a few 1e-6 of 1 +- tol, in p or in q: the
+    block gives the row loop's values and NaNs. float32 rows of at most 48
+    decide the check from sums in float where those are far enough from
+    the edge, and from the row loop's sums where not; a margin too small
+    shows here as a row on the other side of the check."""
+    n = 1000
+    p, q = sums_at_the_edge(rng, (n, k), tol, dtype)
+    block, loop = paths(lambda: kernel_rows(measure, p, q, tol))
+    if np.isfinite(tol) and 0 < tol < 100:  # both sides of the edge are here
+        assert 0 < np.isnan(loop).sum() < n
+    assert np.array_equal(block, loop, equal_nan=True)
 
 
 def test_block_limit_can_be_set_back():

@@ -7,6 +7,7 @@ across layouts and compare each against the slow twin.
 import numpy as np
 
 import klfast
+from klfast import _kernels
 from klfast._core import reference as _reference
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
@@ -48,6 +49,35 @@ def distributions(rng, shape, dtype=np.float64, zero_fraction=0.2, axis=-1):
     x = x + empty  # a row of zeros becomes uniform
     x /= x.sum(axis=axis, keepdims=True)
     return x.astype(dtype)
+
+
+def kernel_rows(measure, p, q, tol, axis=-1):
+    """_kernels.rows on the rows of p, q along axis, with the sum check's
+    tol as given (the API passes only SUM_TOLERANCE or inf): each row's
+    value, NaN where a sum is off by more than tol."""
+    n, k = p.shape[1 - (axis % 2)], p.shape[axis]
+    es, rs = p.strides[axis], p.strides[1 - (axis % 2)]
+    out = np.empty(n, p.dtype)
+    _kernels.rows(_kernels.MEASURES[measure], p, rs, q, rs, out, out.strides[0], n, k, 1e-12,
+                  1.0, False, tol, 1, es, es)
+    return out
+
+
+def sums_at_the_edge(rng, shape, tol, dtype):
+    """Rows p, q (shape (n, k)) one of which sums to within a few 1e-6
+    (relative) of 1 - tol or 1 + tol, a row's other one to 1: the sum
+    check's edge (tol as _kernels.rows takes it; tol not finite, not small
+    or 0: SUM_TOLERANCE's edges)."""
+    n, k = shape
+    p = distributions(rng, shape, dtype=np.float64, zero_fraction=0.2)
+    q = distributions(rng, shape, dtype=np.float64, zero_fraction=0.2)
+    t = tol if np.isfinite(tol) and 0 < abs(tol) < 100 else klfast.SUM_TOLERANCE
+    edge = 1 + rng.choice([-1, 1], size=(n, 1)) * abs(t)
+    edge[edge <= 0] = 1 + abs(t)
+    target = edge + (1 + abs(t)) * rng.uniform(-4e-6, 4e-6, size=(n, 1))
+    in_p = rng.random((n, 1)) < 0.5
+    return (np.where(in_p, p * target, p).astype(dtype),
+            np.where(in_p, q, q * target).astype(dtype))
 
 
 def layouts(a):
