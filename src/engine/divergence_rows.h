@@ -179,7 +179,7 @@ KLF_INLINE void F(fold8_in_t)(const V *xs, v8d *out) {
  * GROUP blocks, then the rest as one shorter group loaded in part. v[0]
  * gets the row's lanes, v[1] and v[2] those of the row sums (unless
  * normalizing), each folded to 8 (lane_fold8); with fast (float32 rows of
- * at most one group: row_block), the sums' lanes folded to 8 in float
+ * at most 3 blocks, measures of two sums: row_block), the sums' lanes folded to 8 in float
  * instead (fold8_in_t): near the row loop's, not its bits. *flag and
  * *maybe_bad as below. */
 KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
@@ -337,17 +337,17 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
     uint64_t special = 0;
     int bad = 0;
     /* fast: the sum check decided from sums near the row loop's (fold8_in_t)
-     * where they are far enough from its edges. Each of a row's k <= 64
-     * elements (16 lanes of at most 4) is rounded at most 4 times in float
+     * where they are far enough from its edges. Each of a row's k <= 48
+     * elements (16 lanes of at most 3) is rounded at most 3 times in float
      * on the way into either sum, then in double: the two are within
-     * 7 2^-24 (1 + 1e-6) s of the exact sum s, under the margin m = 2^-20
-     * (1 + |tol|). So |fast - 1| <= tol - m passes and > tol + m fails as
-     * the row loop's check would; other rows, and sums that are not finite
-     * (a float sum may overflow where the double one does not), take the
-     * row loop's sums. Saves the widening and folding of two sums a row
-     * (kl at k = 20-48: 0.94-0.97 of the time). */
-    double m = 0x1p-20 * (1.0 + fabs(tol));
-    double lo = m <= DBL_MAX ? tol - m : tol, hi = m <= DBL_MAX ? tol + m : tol;
+     * 7 2^-24 (1 + 1e-6) s of the exact sum s, under the margin 2^-20
+     * (1 + |tol|) of klf_sum_band, which says where they decide; other
+     * rows, and sums that are not finite (a float sum may overflow where
+     * the double one does not), take the row loop's sums. Saves the
+     * widening and folding of two sums a row (kl at k = 20-48: 0.94-0.97
+     * of the time). */
+    float band[2];
+    klf_sum_band(tol, 0x1p-20, band);
     for (int r0 = 0; r0 < n; r0 += 8) {
         int m = n - r0 < 8 ? n - r0 : 8, sp[8];
         v8d tot[8], xs[8], ys[8], v[3], s, sx = {0}, sy = {0};
@@ -379,8 +379,8 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
             double dx = normalize ? 0.0 : sx[i] - 1.0, dy = normalize ? 0.0 : sy[i] - 1.0;
             if (fast) {
                 double ax = fabs(dx), ay = fabs(dy);
-                int pass = ax <= lo && ay <= lo;
-                int fail = (ax > hi && ax <= DBL_MAX) || (ay > hi && ay <= DBL_MAX);
+                int pass = ax <= band[0] && ay <= band[0];
+                int fail = (ax > band[1] && ax <= DBL_MAX) || (ay > band[1] && ay <= DBL_MAX);
                 if (!pass && !fail) /* (NaN too) the row loop's sums */
                     F(sums_off)(measure, p + (r0 + i) * p_ls, q + (r0 + i) * q_ls, k, eps,
                                 checked, &dx, &dy);

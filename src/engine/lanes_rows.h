@@ -545,7 +545,7 @@ KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
  * takes (rows with others go to the exact path whatever this says), s
  * within 1e-15 of it, and s' - 1 is exact for s' in [0.5, 2]. So with
  * band[0] = tol - m rounded down and band[1] = tol + m rounded up (m =
- * 2^-19 (1 + |tol|), short_band), |s' - 1| <= band[0] means the check
+ * 2^-19 (1 + |tol|), klf_sum_band), |s' - 1| <= band[0] means the check
  * passes and |s' - 1| > band[1] that it fails: ok (sums_check's) is set
  * from that. Returns 0, ok unset, when some lane is in between (or NaN):
  * the tile takes the sums in the row loop's order. Saves the widening and
@@ -581,16 +581,6 @@ KLF_INLINE int F(sums_decide)(const V *x, const V *y, int k, int uses_q, const T
     return 1;
 }
 
-/* band for sums_decide, from the check's tol */
-KLF_INLINE void F(short_band)(double tol, T *band) {
-    double m = 0x1p-19 * (1.0 + fabs(tol));
-    double lo = m <= DBL_MAX ? tol - m : tol, hi = m <= DBL_MAX ? tol + m : tol;
-    T flo = (T)lo, fhi = (T)hi;
-    if ((double)flo > lo) flo = nextafterf(flo, -INFINITY);
-    if ((double)fhi < hi) fhi = nextafterf(fhi, INFINITY);
-    band[0] = flo;
-    band[1] = fhi;
-}
 #endif
 
 /* One tile of LANES short distributions from p and q (short_load; q_ls ==
@@ -655,7 +645,7 @@ KLF_INLINE uint64_t F(short_rows)(int measure, int cols, const T *p, ptrdiff_t p
     T band[2] = {0};
     uint64_t special = 0;
 #if FAST_SUMS
-    F(short_band)(tol, band);
+    klf_sum_band(tol, 0x1p-19, band);
 #endif
     if (!cols)
         for (int j = 0; j < k; j++)

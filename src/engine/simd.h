@@ -533,4 +533,22 @@ KLF_INLINE vf exp_f32(vf x, int wide) {
     return (y * (vf)bh) * (vf)bl;
 }
 
+/* The band of a sum check |s - 1| <= tol decided from a sum s' near the
+ * check's own s (a float sum, within margin (1 + |tol|) of s): |s' - 1| <=
+ * band[0] means the check passes, a finite |s' - 1| > band[1] that it
+ * fails, and anything between (NaN too) decides nothing (the caller takes
+ * s). band = tol -/+ margin (1 + |tol|) rounded outward to float (a band
+ * only widens, leaving more rows undecided); tol itself when that margin
+ * is not finite. Used by the float32 short tiles (lanes_rows.h) and the
+ * float32 row block (divergence_rows.h). */
+static inline void klf_sum_band(double tol, double margin, float *band) {
+    double m = margin * (1.0 + fabs(tol));
+    double lo = m <= DBL_MAX ? tol - m : tol, hi = m <= DBL_MAX ? tol + m : tol;
+    float flo = (float)lo, fhi = (float)hi;
+    if ((double)flo > lo) flo = nextafterf(flo, -INFINITY);
+    if ((double)fhi < hi) fhi = nextafterf(fhi, INFINITY);
+    band[0] = flo;
+    band[1] = fhi;
+}
+
 #endif
