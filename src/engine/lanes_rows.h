@@ -461,8 +461,8 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
  * with k <= LANES / 4 (float64 k = 2, float32 k <= 4): out[j] from each
  * pair of the tile's vectors by a two-source permute (idx[j] = r k + j,
  * read mod 2 LANES), the lanes of later pairs blended in (k ceil(k / 2)
- * permutes and k (ceil(k / 2) - 1) blends). Else the rows transposed
- * (transpose_rows). Measured on C rows out of cache (benchmarks/ab_builds.py,
+ * permutes and k (ceil(k / 2) - 1) blends); with k >= GATHER_MIN, gathers
+ * (below). Else the rows transposed (transpose_rows). Measured on C rows out of cache (benchmarks/ab_builds.py,
  * 2 threads; time of the permutes / time of the transpose): float32 k = 2
  * 0.83, k = 4 0.97, k = 5 1.05, k = 10 1.17; float64 k = 2 0.97 (1 thread
  * 1.14), k = 3 1.05, k = 6 1.13, k = 9 1.25. */
@@ -486,10 +486,25 @@ KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
 }
 #endif
 
+/* AVX-512 with k >= GATHER_MIN: out[j] gathered (idx[j] = r k + j), one
+ * gather per element instead of the transpose's log2(LANES) rounds of
+ * shuffles. B/A against the transpose (benchmarks/ab_builds.py, 10^7 C
+ * rows of k (5,000,000 at 16, 6,000,000 at 12), kl, 1 / 2 threads):
+ * float32 k = 5 0.96 / 1.03, 6 0.97 / 1.04, 8 0.83 / 0.91, 10 0.85 /
+ * 0.92 (entropy 0.83 / 0.91), 12 0.92 / 0.93, 16 0.95 / 0.97; float64
+ * k = 5 1.01 / 1.03, 6 0.89 / 0.96, 8 0.94 / 0.99, 10 0.93 / 0.97,
+ * 16 1.01 / 1.00. The same elements: the same bits. */
+#define GATHER_MIN (KLF_ELEMENT_BITS == 32 ? 8 : 6)
+
 KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
 #if KLF_PERMUTE2
     if (k <= LANES / 4) {
         F(short_permute)(x, k, idx, out);
+        return;
+    }
+    if (k >= GATHER_MIN) {
+#pragma GCC unroll 16
+        for (int j = 0; j < k; j++) out[j] = GATHER(x, idx[j]);
         return;
     }
 #endif
@@ -928,6 +943,7 @@ KLF_LANES_FN(js_lanes, KLFAST_JS)
 #undef VISIT
 #undef GB
 #undef SHORT_MAX
+#undef GATHER_MIN
 #undef FAST_SUMS
 #undef ZIP_LO
 #undef ZIP_HI

@@ -256,7 +256,8 @@ KLF_INLINE vf load_part_f32(const float *src, int n) {
 
 /* ---- permutes --------------------------------------------------------------
  * KLF_PERMUTE2 (AVX-512): permute2(a, idx, b) takes lane l of the result
- * from lane idx[l] mod 2n of a then b (n lanes each): vpermt2pd / vpermt2ps. */
+ * from lane idx[l] mod 2n of a then b (n lanes each): vpermt2pd / vpermt2ps.
+ * gather(x, idx): lane l = x[idx[l]] (vgatherqpd / vgatherdps). */
 #if KLF_X86 && KLF_VBYTES == 64
 #define KLF_PERMUTE2 1
 KLF_INLINE vd permute2_f64(vd a, vl idx, vd b) {
@@ -264,6 +265,12 @@ KLF_INLINE vd permute2_f64(vd a, vl idx, vd b) {
 }
 KLF_INLINE vf permute2_f32(vf a, vi idx, vf b) {
     return (vf)_mm512_permutex2var_ps((__m512)a, (__m512i)idx, (__m512)b);
+}
+KLF_INLINE vd gather_f64(const double *x, vl idx) {
+    return (vd)_mm512_i64gather_pd((__m512i)idx, x, 8);
+}
+KLF_INLINE vf gather_f32(const float *x, vi idx) {
+    return (vf)_mm512_i32gather_ps((__m512i)idx, x, 4);
 }
 #else
 #define KLF_PERMUTE2 0
