@@ -503,14 +503,20 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
         for (int j = 0; j < k; j++) out[j] = GATHER(x, idx[j]);
         return;
     }
-    /* the tile PREFETCH / LANES tiles on: its k vectors, a line each.
-     * B/A (ab_builds), 1 / 2 threads: float32 k = 2 kl 0.90 / 0.86, entropy
-     * 0.91 / 0.86; k = 5 kl 0.87 / 0.88, entropy 0.87 / 0.81; float64 k = 4
-     * kl 0.83 / 0.83, entropy 0.85 / 0.76 (20,000,000 rows). Not with the
-     * gathers above (float32 k = 10: 1.06), nor with AVX2 (float32 k = 2:
-     * 1.12, two vectors a line; k = 10 0.95 / 0.93) */
+#endif
+    /* the tile PREFETCH / LANES tiles on, a prefetch per line, when it spans
+     * two lines or more. B/A (ab_builds), kl, 1 / 2 threads: AVX-512 (20,000,000
+     * rows) float32 k = 2 0.90 / 0.86 (entropy 0.91 / 0.86), k = 5 0.87 / 0.88,
+     * float64 k = 4 0.83 / 0.83; AVX2 float32 k = 10 0.93 / 0.93, float64
+     * k = 4 0.88 / 0.86; SSE2 float32 k = 10 0.94 / 0.95. Tiles of one line
+     * lost or gained nothing (AVX2 float32 k = 2: 1.09 / 1.10; SSE2 float64
+     * k = 4 1.00 / 1.02); nor with the gathers (float32 k = 10: 1.06). */
+    if (k * (int)sizeof(V) >= 128) {
+        const char *ahead = (const char *)(x + PREFETCH / LANES * k * LANES);
 #pragma GCC unroll 16
-    for (int j = 0; j < k; j++) __builtin_prefetch(x + (PREFETCH / LANES * k + j) * LANES);
+        for (int b = 0; b < k * (int)sizeof(V); b += 64) __builtin_prefetch(ahead + b);
+    }
+#if KLF_PERMUTE2
     if (k <= LANES / 4) {
         F(short_permute)(x, k, idx, out);
         return;
