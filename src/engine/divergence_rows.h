@@ -179,9 +179,9 @@ KLF_INLINE void F(fold8_in_t)(const V *xs, v8d *out) {
  * GROUP blocks, then the rest as one shorter group loaded in part. v[0]
  * gets the row's lanes, v[1] and v[2] those of the row sums (unless
  * normalizing), each folded to 8 (lane_fold8); with fast (float32 rows of
- * at most 3 blocks, measures of two sums: row_block), the sums' lanes folded to 8 in float
- * instead (fold8_in_t): near the row loop's, not its bits. *flag and
- * *maybe_bad as below. */
+ * at most 3 blocks, measures of two sums: row_block), the sums' lanes
+ * folded to 8 in float instead (fold8_in_t): near the row loop's, not its
+ * bits. *flag and *maybe_bad as below. */
 KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
                             double sp, double sq, int normalize, int checked, int fast,
                             M *flag, int *maybe_bad, v8d *v) {

@@ -141,8 +141,9 @@ KLF_INLINE void F(transpose_rows)(const T *x, ptrdiff_t ls, int n, int jn, T *bu
  * place when the lanes are consecutive; else copied into buf (zeros in the
  * lanes past n). */
 /* (not inlined: called once per chunk, and shared by every variant) */
-static __attribute__((noinline)) const T *F(lane_source)(const T *x, ptrdiff_t ls, ptrdiff_t es, int n, ptrdiff_t j0,
-                                  int jn, T *buf, ptrdiff_t *step) {
+static __attribute__((noinline)) const T *F(lane_source)(const T *x, ptrdiff_t ls,
+                                                         ptrdiff_t es, int n, ptrdiff_t j0,
+                                                         int jn, T *buf, ptrdiff_t *step) {
     if (ls == 1 && n == LANES) {
         *step = es;
         return x + j0 * es;
@@ -394,7 +395,10 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sum
         memcpy(out, &v, sizeof(V));
 #endif
         if (any_lane((vi)ok))
-            for (int r = 0; r < n; r++) nan_rows += val[r / VD_LANES][r % VD_LANES] != val[r / VD_LANES][r % VD_LANES];
+            for (int r = 0; r < n; r++) {
+                double d = val[r / VD_LANES][r % VD_LANES];
+                nan_rows += d != d;
+            }
         *n_bad = nan_rows;
         return 0;
     }
@@ -449,7 +453,8 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
 /* ---- short distributions -------------------------------------------------
  * Distributions of k <= SHORT_MAX elements, not normalized: one chunk, at
  * most two elements per position. A tile of LANES C-ordered rows is k whole
- * vectors, turned into the k vectors of its elements in registers; a tile
+ * vectors, turned into the k vectors of its elements (short_transpose: in
+ * registers, or gathered on AVX-512 from GATHER_MIN elements on); a tile
  * of LANES consecutive distributions (columns, Fortran rows) is read as
  * its k vectors in place. Its sums are kept in registers (lanes_loop keeps
  * a state in memory for any length); they are lanes_loop's, position by
@@ -462,8 +467,9 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
  * pair of the tile's vectors by a two-source permute (idx[j] = r k + j,
  * read mod 2 LANES), the lanes of later pairs blended in (k ceil(k / 2)
  * permutes and k (ceil(k / 2) - 1) blends); with k >= GATHER_MIN, gathers
- * (below). Else the rows transposed (transpose_rows). Measured on C rows out of cache (benchmarks/ab_builds.py,
- * 2 threads; time of the permutes / time of the transpose): float32 k = 2
+ * (below). Else the rows transposed (transpose_rows). Measured on C rows
+ * out of cache (benchmarks/ab_builds.py, 2 threads; time of the permutes /
+ * time of the transpose): float32 k = 2
  * 0.83, k = 4 0.97, k = 5 1.05, k = 10 1.17; float64 k = 2 0.97 (1 thread
  * 1.14), k = 3 1.05, k = 6 1.13, k = 9 1.25. */
 #if KLF_PERMUTE2

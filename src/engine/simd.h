@@ -465,7 +465,8 @@ KLF_INLINE vd log_hi_f64(vd hi, vd lo) {
 KLF_INLINE vf log_hi_f32(vf hi, vf lo) {
     vf s = (hi - lo) / (3.0f * hi + lo);
     vf z = s * s;
-    vf r = z * (0.666666406054f + z * (0.400075161571f + z * (0.282376994109f + z * 0.268449769985f)));
+    vf r = z * (0.666666406054f
+                + z * (0.400075161571f + z * (0.282376994109f + z * 0.268449769985f)));
     return (s + s) + s * r;
 }
 

@@ -37,7 +37,8 @@ KLF_INLINE void F(js_term)(V x, V y, V e, int checked, M *flag, V *sum) {
 #define KLFAST_JS_EXACT
 static inline double klf_js_term(double a, double b) {
     double hi = a > b ? a : b, lo = a > b ? b : a, s = hi + lo, lr;
-    if (lo == 0.0) return (0.5 * 0.69314718055994530942) * hi; /* log(2 hi / hi); 0 when both are 0 */
+    /* log(2 hi / hi); 0 when both are 0 */
+    if (lo == 0.0) return (0.5 * 0.69314718055994530942) * hi;
     lr = lo >= 0.5 * hi ? log1p((lo - hi) / hi) : klf_log_ratio(lo, hi);
     if (s <= DBL_MAX) return 0.5 * (s * log1p((hi - lo) / s) + lo * lr);
     s = 0.5 * hi + 0.5 * lo; /* hi >= 2^1023: halving is exact */
