@@ -327,18 +327,20 @@ def test_swept_columns_normalize_and_measures(rng, dtype):
 
 
 # Columns of a wide C-ordered array: whole strips read together, up to
-# KLFAST_STRIPS_MAX (16) strips of 64 at a time, then the rest strip by
+# KLFAST_STRIPS_MAX (32) strips of 64 at a time, then the rest strip by
 # strip and a partial strip; more elements than a small call has (those take
 # the one-thread shortcut, strip by strip), so the row loop's pool runs.
-# 33 * 64 + 5 columns: claims of 16, 16 and 1 strips; 7 * 64 + 5: claims of
-# 8 strips on 1 thread (7 read together), of 4 on 2.
-WIDE = 33 * 64 + 5
+# 65 * 64 + 5 columns: claims of 32, 32 and 1 strips (float32 sweeps 16
+# at a time); 33 * 64 + 5 on 2 threads: claims of 17 strips (float32: 16
+# and 1); 7 * 64 + 5: claims of 8 strips on 1 thread (7 read together), of 4
+# on 2.
+WIDE = 65 * 64 + 5
 
 
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, k", [(WIDE, 33), (WIDE, 64), (WIDE, 65), (WIDE, 130),
-                                  (7 * 64 + 5, 150), (7 * 64 + 5, 200)])
+                                  (33 * 64 + 5, 100), (7 * 64 + 5, 150), (7 * 64 + 5, 200)])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_strips_read_together_give_each_columns_bits(rng, measure, dtype, n, k, normalize):
     p = distributions(rng, (n, k), dtype=dtype, zero_fraction=0.25)
