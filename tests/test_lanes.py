@@ -331,15 +331,15 @@ def test_swept_columns_normalize_and_measures(rng, dtype):
 # strip and a partial strip; more elements than a small call has (those take
 # the one-thread shortcut, strip by strip), so the row loop's pool runs.
 # 65 * 64 + 5 columns: claims of 32, 32 and 1 strips (float32 sweeps 16
-# at a time); 33 * 64 + 5 on 2 threads: claims of 17 strips (float32: 16
-# and 1); 7 * 64 + 5: claims of 8 strips on 1 thread (7 read together), of 4
-# on 2.
+# at a time below 400 elements, 32 from 400 on); 33 * 64 + 5 on 2 threads:
+# claims of 17 strips (float32: 16 and 1); 7 * 64 + 5: claims of 8 strips on
+# 1 thread (7 read together), of 4 on 2.
 WIDE = 65 * 64 + 5
 
 
 @pytest.mark.parametrize("measure", MEASURES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, k", [(WIDE, 33), (WIDE, 64), (WIDE, 65), (WIDE, 130),
+@pytest.mark.parametrize("n, k", [(WIDE, 33), (WIDE, 64), (WIDE, 65), (WIDE, 130), (WIDE, 400),
                                   (33 * 64 + 5, 100), (7 * 64 + 5, 150), (7 * 64 + 5, 200)])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_strips_read_together_give_each_columns_bits(rng, measure, dtype, n, k, normalize):

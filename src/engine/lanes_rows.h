@@ -47,12 +47,15 @@
 /* rows of a strip a sweep reads at a time: of 4, 8 and 16, 4 was fastest
  * (500,000 columns of 100: 1.3x the read floor on 1 thread, 1.8x, 2.0x) */
 #define VISIT 4
-/* strips a sweep reads together (strips: up to KLFAST_STRIPS_MAX a call).
- * B/A of 32 against 16 (benchmarks/ab_builds.py --layout columns, 1 / 2
- * threads): float64 50,000 columns of 1,000 kl 0.72 / 0.73, entropy 0.79 /
- * 0.82, 500,000 of 100 kl 1.01 / 1.00; float32 kl 0.95 / 0.79, entropy
- * 1.00 / 0.99, but 500,000 of 100 kl 1.23 / 1.27: float32 keeps 16. */
-#define SWEEP_MAX (KLF_ELEMENT_BITS == 64 ? 32 : 16)
+/* Strips a sweep reads together: all of a call's (up to KLFAST_STRIPS_MAX,
+ * 32), but 16 for float32 distributions shorter than SWEEP_F32_K. B/A of 32
+ * against 16 (benchmarks/ab_builds.py --layout columns, 50,000,000 elements,
+ * kl, 1 / 2 threads): float64 k = 1,000 0.72 / 0.73 (entropy 0.79 / 0.82),
+ * k = 100 1.01 / 1.00; float32 k = 1,000 0.95 / 0.79 (entropy 1.00 /
+ * 0.99), k = 500 0.94 / 0.87, k = 250 0.99 / 1.02, k = 100 1.23 / 1.27 (a
+ * float32 tile's state is 3.6 times a float64 one's: for short columns,
+ * starting and finishing 128 tiles costs more than the longer runs gain). */
+#define SWEEP_F32_K 400
 #define GB (GROUP == 1 ? 1 : BLOCK)       /* float32 group sums per tile */
 #define SHORT_MAX (2 * BLOCK < 16 ? 2 * BLOCK : 16) /* short rows: up to this long */
 
@@ -868,9 +871,10 @@ KLF_INLINE void F(sweep_strips)(int measure, const T *p, ptrdiff_t p_es, const T
     }
 }
 
-/* The scratch memory of sweep_strips for SWEEP_MAX strips (st and
+/* The scratch memory of sweep_strips for KLFAST_STRIPS_MAX strips (st and
  * g), and 64 bytes to align it. */
-enum { F(strips_scratch) = SWEEP_MAX * STRIP * (sizeof(F(lanes_state)) + GB * sizeof(V)) + 64 };
+enum { F(strips_scratch) = KLFAST_STRIPS_MAX * STRIP * (sizeof(F(lanes_state)) + GB * sizeof(V))
+                           + 64 };
 
 /* The n <= STRIP * LANES distributions of a call: a sweep of the strip when
  * it is whole and its distributions are consecutive, else tile by tile.
@@ -923,8 +927,9 @@ KLF_INLINE int F(strips)(int measure, const T *p, ptrdiff_t p_es, const T *q, pt
         || (!normalize && k <= SHORT_MAX))
         return 0;
     F(lanes_state) *st = (F(lanes_state) *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    for (int s0 = 0; s0 < ns; s0 += SWEEP_MAX) { /* (float32: 16 strips at a time) */
-        int m = ns - s0 < SWEEP_MAX ? ns - s0 : SWEEP_MAX;
+    const int sweep = KLF_ELEMENT_BITS == 32 && k < SWEEP_F32_K ? 16 : KLFAST_STRIPS_MAX;
+    for (int s0 = 0; s0 < ns; s0 += sweep) {
+        int m = ns - s0 < sweep ? ns - s0 : sweep;
         F(sweep_strips)(measure, p + s0 * STRIP * LANES, p_es, q + s0 * STRIP * LANES, q_es, m,
                         k, eps, normalize, tol, scale, out + s0 * STRIP * LANES * out_s, out_s,
                         n_bad, special + s0, st, (V *)(st + m * STRIP));
@@ -970,7 +975,7 @@ KLF_LANES_FN(js_lanes, KLFAST_JS)
 #undef STRIP
 #undef AHEAD
 #undef VISIT
-#undef SWEEP_MAX
+#undef SWEEP_F32_K
 #undef GB
 #undef SHORT_MAX
 #undef GATHER_MIN
