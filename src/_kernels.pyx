@@ -97,10 +97,12 @@ FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_
 # loop (benchmarks/lanes_crossover.py, 1 and 2 threads: 0.12-0.5 of its
 # time at k = 2-6, float64 k = 8 0.85-0.87 (whole 64-byte rows, which the
 # row loop reads without a tail), k = 10 0.80, float32 k = 12 0.75, k = 16 0.93-0.95;
-# float64 k = 11 1.04-1.08, float32 k = 17 1.03-1.06); longer rows go
-# through the row loop. Both give the same bits; set_lanes_max_k lets tests
-# and benchmarks pick.
-cdef Py_ssize_t _lanes_max_k_f64 = 10
+# float32 k = 17 1.03-1.06). With k constant up to 16 at AVX-512 (short_wide):
+# float64 k = 11 0.81-0.85, 12 0.86-0.90, 13 0.79-0.96, but 14 1.00-1.03,
+# 15 1.11-1.15; float32 k = 11-16 0.56-0.90 (float64 k = 11-13 at AVX2
+# 0.85-0.93, SSE2 0.62-0.68). Longer rows go through the row loop. Both give the same bits; set_lanes_max_k lets tests and benchmarks
+# pick.
+cdef Py_ssize_t _lanes_max_k_f64 = 13
 cdef Py_ssize_t _lanes_max_k_f32 = 16
 
 

@@ -676,55 +676,88 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
                             p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out, out_s, n_bad);
 }
 
+/* The n / LANES whole tiles of short distributions at p, q (short_rows),
+ * for constant measure, layout (cols), k and checked where the caller gives
+ * them. */
+KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, const T *p,
+                                  ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
+                                  ptrdiff_t q_es, int n, V e, const M *idx, const T *band,
+                                  double tol, double scale, T *out, ptrdiff_t out_s,
+                                  int *n_bad) {
+    uint64_t special = 0;
+    for (int r = 0; r + LANES <= n; r += LANES) {
+        int bad = 0;
+        unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k, cols ? p_es : 1,
+                                    q + r * q_ls, q_ls, cols ? q_es : 1, k, e, checked, idx,
+                                    band, tol, scale, out + r * out_s, out_s, &bad);
+        special |= (uint64_t)sp << r;
+        *n_bad += bad;
+    }
+    return special;
+}
+
+/* short_loop with k = 11 .. 16 constant too (unchecked), at AVX-512 (32
+ * registers): each measure, k and layout a function of its own (short_wide,
+ * below), so that each gets its own register allocation. As more cases of
+ * short_rows' switch they made the whole lanes function spill (float32 C
+ * rows of 10, kl: B/A 1.49 / 1.39 on 1 / 2 threads). B/A against k as a
+ * variable (benchmarks/ab_builds.py, kl and entropy, 1 / 2 threads):
+ * float32 C rows of 12 0.83 / 0.85 and 0.74 / 0.82, of 16 0.85 / 0.86 and
+ * 0.90 / 0.95; columns of 12 float64 0.82 / 0.88 and 0.81 / 0.81, float32
+ * 0.72 / 0.79 and 0.65 / 0.73 (of 16 alike); jensen_shannon 0.98-1.02.
+ * k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
+typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
+                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const M *idx,
+                                 const T *band, double tol, double scale, T *out,
+                                 ptrdiff_t out_s, int *n_bad);
+#define SHORT_WIDE_ON (KLF_X86 && KLF_VBYTES == 64)
+#define SHORT_WIDE_MIN 11
+
 /* The n / LANES whole tiles of short distributions at p, q (lanes): rows
  * back to back (cols == 0: p_ls == k, p_es == 1, q alike or broadcast) or
- * consecutive distributions (cols: p_ls == 1, q_ls 1 or 0). */
-KLF_INLINE uint64_t F(short_rows)(int measure, int cols, const T *p, ptrdiff_t p_ls,
-                                  ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
-                                  int n, int k, double eps, double tol, double scale, T *out,
-                                  ptrdiff_t out_s, int *n_bad) {
+ * consecutive distributions (cols: p_ls == 1, q_ls 1 or 0). wide: the
+ * measure's short_wide functions (rows, then columns), or NULL. */
+KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols, const T *p,
+                                  ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
+                                  ptrdiff_t q_es, int n, int k, double eps, double tol,
+                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     int checked = !(eps >= 2.0 * (double)TMIN);
     V e = BCAST((T)eps);
     M idx[SHORT_MAX];
     T band[2] = {0};
-    uint64_t special = 0;
 #if FAST_SUMS
     klf_sum_band(tol, 0x1p-19, band);
 #endif
     if (!cols)
         for (int j = 0; j < k; j++)
             for (int r = 0; r < LANES; r++) idx[j][r] = r * k + j;
+    if (!checked && wide && k >= SHORT_WIDE_MIN) {
+        int i = (cols ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN; /* (below) */
+        return wide[i](p, p_ls, p_es, q, q_ls, q_es, n, e, idx, band, tol, scale, out, out_s,
+                       n_bad);
+    }
 /* k, checked and the layout as constants where given (K_ > 0; L_: cols) */
 #define SHORT_LOOP(K_, C_, L_)                                                                \
-    for (int r = 0; r + LANES <= n; r += LANES) {                                             \
-        int bad = 0;                                                                          \
-        unsigned sp = F(short_tile)(measure, L_, p + r * p_ls, L_ ? 1 : (K_ ? K_ : k),         \
-                                    L_ ? p_es : 1, q + r * q_ls, q_ls, L_ ? q_es : 1,          \
-                                    K_ ? K_ : k, e, C_, idx, band, tol, scale,                \
-                                    out + r * out_s,                                          \
-                                    out_s, &bad);                                             \
-        special |= (uint64_t)sp << r;                                                         \
-        *n_bad += bad;                                                                        \
-    }
+    return F(short_loop)(measure, L_, K_ ? K_ : k, C_, p, p_ls, p_es, q, q_ls, q_es, n, e,    \
+                         idx, band, tol, scale, out, out_s, n_bad);
 #define SHORT_CASES(L_)                                                                       \
     switch (k) {                                                                              \
-    case 2: SHORT_LOOP(2, 0, L_) break;                                                       \
-    case 3: SHORT_LOOP(3, 0, L_) break;                                                       \
-    case 4: SHORT_LOOP(4, 0, L_) break;                                                       \
-    case 5: SHORT_LOOP(5, 0, L_) break;                                                       \
-    case 6: SHORT_LOOP(6, 0, L_) break;                                                       \
-    case 7: SHORT_LOOP(7, 0, L_) break;                                                       \
-    case 8: SHORT_LOOP(8, 0, L_) break;                                                       \
-    case 9: SHORT_LOOP(9, 0, L_) break;                                                       \
-    case 10: SHORT_LOOP(10, 0, L_) break;                                                     \
+    case 2: SHORT_LOOP(2, 0, L_)                                                              \
+    case 3: SHORT_LOOP(3, 0, L_)                                                              \
+    case 4: SHORT_LOOP(4, 0, L_)                                                              \
+    case 5: SHORT_LOOP(5, 0, L_)                                                              \
+    case 6: SHORT_LOOP(6, 0, L_)                                                              \
+    case 7: SHORT_LOOP(7, 0, L_)                                                              \
+    case 8: SHORT_LOOP(8, 0, L_)                                                              \
+    case 9: SHORT_LOOP(9, 0, L_)                                                              \
+    case 10: SHORT_LOOP(10, 0, L_)                                                            \
     default: SHORT_LOOP(0, 0, L_)                                                             \
     }
     if (checked) SHORT_LOOP(0, 1, cols)
-    else if (cols) SHORT_CASES(1)
-    else SHORT_CASES(0)
+    if (cols) SHORT_CASES(1)
+    SHORT_CASES(0)
 #undef SHORT_CASES
 #undef SHORT_LOOP
-    return special;
 }
 
 /* The n <= LANES distributions of one tile (lanes_finish). */
@@ -878,11 +911,12 @@ enum { F(strips_scratch) = KLFAST_STRIPS_MAX * STRIP * (sizeof(F(lanes_state)) +
 
 /* The n <= STRIP * LANES distributions of a call: a sweep of the strip when
  * it is whole and its distributions are consecutive, else tile by tile.
- * Returns the distributions the exact path must compute (bit r). */
-KLF_INLINE uint64_t F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t p_es,
-                             const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
-                             double eps, int normalize, double tol, double scale, T *out,
-                             ptrdiff_t out_s, int *n_bad) {
+ * wide: the measure's short_wide, or NULL. Returns the distributions the
+ * exact path must compute (bit r). */
+KLF_INLINE uint64_t F(lanes)(int measure, const F(short_fn) *wide, const T *p, ptrdiff_t p_ls,
+                             ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
+                             ptrdiff_t k, double eps, int normalize, double tol, double scale,
+                             T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
     int start = 0; /* the tiles before start are scored */
@@ -894,8 +928,8 @@ KLF_INLINE uint64_t F(lanes)(int measure, const T *p, ptrdiff_t p_ls, ptrdiff_t 
                && (!uses_q || (q_es == 1 && (q_ls == k || q_ls == 0)));
     if (!normalize && k >= 1 && k <= SHORT_MAX && (cols || rows)) {
         start = n - n % LANES;
-        special = F(short_rows)(measure, cols, p, p_ls, p_es, q, q_ls, q_es, start, (int)k, eps,
-                                tol, scale, out, out_s, n_bad);
+        special = F(short_rows)(measure, wide, cols, p, p_ls, p_es, q, q_ls, q_es, start,
+                                (int)k, eps, tol, scale, out, out_s, n_bad);
     } else if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
         F(lanes_state) st[STRIP];
         V g[STRIP * GB];
@@ -952,20 +986,58 @@ KLF_STRIPS_FN(cross_entropy_strips, KLFAST_CROSS_ENTROPY)
 KLF_STRIPS_FN(js_strips, KLFAST_JS)
 #undef KLF_STRIPS_FN
 
-#define KLF_LANES_FN(name, code)                                                          \
+#if SHORT_WIDE_ON
+_Static_assert(SHORT_MAX == 16, "short_wide: k = 11 .. 16 for each layout");
+#define SHORT_WIDE_FN(name, code, K_, L_)                                                     \
+    static __attribute__((noinline)) uint64_t F(name##_##K_##_##L_)(                          \
+        const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,               \
+        ptrdiff_t q_es, int n, V e, const M *idx, const T *band, double tol, double scale,    \
+        T *out, ptrdiff_t out_s, int *n_bad) {                                                \
+        return F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, idx, band,  \
+                             tol, scale, out, out_s, n_bad);                                  \
+    }
+#define SHORT_WIDE_LAYOUT(name, code, L_)                                                     \
+    SHORT_WIDE_FN(name, code, 11, L_) SHORT_WIDE_FN(name, code, 12, L_)                       \
+    SHORT_WIDE_FN(name, code, 13, L_) SHORT_WIDE_FN(name, code, 14, L_)                       \
+    SHORT_WIDE_FN(name, code, 15, L_) SHORT_WIDE_FN(name, code, 16, L_)
+/* short_wide: rows (k = 11 .. 16), then columns */
+#define SHORT_WIDE(name, code)                                                                \
+    SHORT_WIDE_LAYOUT(name, code, 0) SHORT_WIDE_LAYOUT(name, code, 1)                         \
+    static const F(short_fn) F(name)[] = {                                                    \
+        F(name##_11_0), F(name##_12_0), F(name##_13_0), F(name##_14_0), F(name##_15_0),       \
+        F(name##_16_0), F(name##_11_1), F(name##_12_1), F(name##_13_1), F(name##_14_1),       \
+        F(name##_15_1), F(name##_16_1)};
+#define SHORT_WIDE_OF(name) F(name)
+#else
+#define SHORT_WIDE(name, code)
+#define SHORT_WIDE_OF(name) NULL
+#endif
+SHORT_WIDE(kl_wide, KLFAST_KL)
+SHORT_WIDE(jeffreys_wide, KLFAST_JEFFREYS)
+SHORT_WIDE(entropy_wide, KLFAST_ENTROPY)
+SHORT_WIDE(cross_entropy_wide, KLFAST_CROSS_ENTROPY)
+SHORT_WIDE(js_wide, KLFAST_JS)
+
+#define KLF_LANES_FN(name, wide, code)                                                    \
     static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
                                  double eps, int normalize, double tol, double scale,      \
                                  T *out, ptrdiff_t out_s, int *n_bad) {                    \
-        return F(lanes)(code, p, p_ls, p_es, q, q_ls, q_es, n, k, eps, normalize, tol,     \
-                        scale, out, out_s, n_bad);                                         \
+        return F(lanes)(code, SHORT_WIDE_OF(wide), p, p_ls, p_es, q, q_ls, q_es, n, k, eps, \
+                        normalize, tol, scale, out, out_s, n_bad);                         \
     }
-KLF_LANES_FN(kl_lanes, KLFAST_KL)
-KLF_LANES_FN(jeffreys_lanes, KLFAST_JEFFREYS)
-KLF_LANES_FN(entropy_lanes, KLFAST_ENTROPY)
-KLF_LANES_FN(cross_entropy_lanes, KLFAST_CROSS_ENTROPY)
-KLF_LANES_FN(js_lanes, KLFAST_JS)
+KLF_LANES_FN(kl_lanes, kl_wide, KLFAST_KL)
+KLF_LANES_FN(jeffreys_lanes, jeffreys_wide, KLFAST_JEFFREYS)
+KLF_LANES_FN(entropy_lanes, entropy_wide, KLFAST_ENTROPY)
+KLF_LANES_FN(cross_entropy_lanes, cross_entropy_wide, KLFAST_CROSS_ENTROPY)
+KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef KLF_LANES_FN
+#undef SHORT_WIDE_FN
+#undef SHORT_WIDE_LAYOUT
+#undef SHORT_WIDE
+#undef SHORT_WIDE_OF
+#undef SHORT_WIDE_MIN
+#undef SHORT_WIDE_ON
 
 #undef BLOCK
 #undef NH

@@ -316,7 +316,14 @@ KLF_INLINE vd log_ratio_f64(vd a, vd b) {
                  z * (0.15388943697091611891 +
                  z * (0.1320823374916353322 +
                  z * 0.13620231330491777204)))))));
-    return s * r - e * 0.69314718055994530942;
+    /* s r rounded and kept (KLF_KEEP): then e ln2 is the product fused into
+     * the subtraction, on every path. Left to the compiler, which of the two
+     * it fused depended on the code around the inlined log: with short_wide
+     * (lanes_rows.h) float64 lanes of 2 elements and the row loop differed in
+     * the last bit (tests/test_lanes.py). */
+    vd sr = s * r;
+    KLF_KEEP(sr);
+    return sr - e * 0.69314718055994530942;
 }
 
 /* The same in float32 arithmetic for float32 inputs; R has degree 3 (error
