@@ -731,11 +731,6 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
     if (!cols)
         for (int j = 0; j < k; j++)
             for (int r = 0; r < LANES; r++) idx[j][r] = r * k + j;
-    if (!checked && wide && k >= SHORT_WIDE_MIN) {
-        int i = (cols ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN; /* (below) */
-        return wide[i](p, p_ls, p_es, q, q_ls, q_es, n, e, idx, band, tol, scale, out, out_s,
-                       n_bad);
-    }
 /* k, checked and the layout as constants where given (K_ > 0; L_: cols) */
 #define SHORT_LOOP(K_, C_, L_)                                                                \
     return F(short_loop)(measure, L_, K_ ? K_ : k, C_, p, p_ls, p_es, q, q_ls, q_es, n, e,    \
@@ -751,7 +746,11 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
     case 8: SHORT_LOOP(8, 0, L_)                                                              \
     case 9: SHORT_LOOP(9, 0, L_)                                                              \
     case 10: SHORT_LOOP(10, 0, L_)                                                            \
-    default: SHORT_LOOP(0, 0, L_)                                                             \
+    default:                                                                                  \
+        if (wide && k >= SHORT_WIDE_MIN) /* (short_wide: below) */                            \
+            return wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](        \
+                p, p_ls, p_es, q, q_ls, q_es, n, e, idx, band, tol, scale, out, out_s, n_bad);  \
+        SHORT_LOOP(0, 0, L_)                                                                  \
     }
     if (checked) SHORT_LOOP(0, 1, cols)
     if (cols) SHORT_CASES(1)
