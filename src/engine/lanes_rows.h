@@ -749,7 +749,8 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
     default:                                                                                  \
         if (wide && k >= SHORT_WIDE_MIN) /* (short_wide: below) */                            \
             return wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](        \
-                p, p_ls, p_es, q, q_ls, q_es, n, e, idx, band, tol, scale, out, out_s, n_bad);  \
+                p, p_ls, p_es, q, q_ls, q_es, n, e, L_ ? NULL : idx, band, tol, scale, out,     \
+                out_s, n_bad);                                                                \
         SHORT_LOOP(0, 0, L_)                                                                  \
     }
     if (checked) SHORT_LOOP(0, 1, cols)
