@@ -93,7 +93,9 @@ typedef uint64_t (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p
  * KLFAST_STRIPS_MAX: then lanes_f64 strip by strip. */
 /* 32, read together (float32 shorter than 400 elements: 16 at a time,
  * lanes_rows.h SWEEP_F32_K). 64 against 32, 50,000 columns of 1,000, B/A
- * on 1 / 2 threads: float64 1.02 / 1.05, float32 0.89 / 1.05. */
+ * on 1 / 2 threads: float64 1.02 / 1.05, float32 0.89 / 1.05 (measured
+ * again on w25: float64 kl 1.01 / 1.06, float32 kl 0.88 / 0.96, entropy
+ * 1.04 / 1.13). */
 #define KLFAST_STRIPS_MAX 32
 typedef int (*klfast_strips_f64)(const double *p, ptrdiff_t p_es, const double *q,
                                   ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, int normalize,

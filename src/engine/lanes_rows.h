@@ -54,7 +54,8 @@
  * k = 100 1.01 / 1.00; float32 k = 1,000 0.95 / 0.79 (entropy 1.00 /
  * 0.99), k = 500 0.94 / 0.87, k = 250 0.99 / 1.02, k = 100 1.23 / 1.27 (a
  * float32 tile's state is 3.6 times a float64 one's: for short columns,
- * starting and finishing 128 tiles costs more than the longer runs gain). */
+ * starting and finishing 128 tiles costs more than the longer runs gain).
+ * 64 strips: engine/klfast.h, KLFAST_STRIPS_MAX. */
 #define SWEEP_F32_K 400
 #define GB (GROUP == 1 ? 1 : BLOCK)       /* float32 group sums per tile */
 #define SHORT_MAX (2 * BLOCK < 16 ? 2 * BLOCK : 16) /* short rows: up to this long */
@@ -701,11 +702,11 @@ KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, con
  * below), so that each gets its own register allocation. As more cases of
  * short_rows' switch they made the whole lanes function spill (float32 C
  * rows of 10, kl: B/A 1.49 / 1.39 on 1 / 2 threads). B/A against k as a
- * variable (benchmarks/ab_builds.py, kl and entropy, 1 / 2 threads):
- * float32 C rows of 12 0.83 / 0.85 and 0.74 / 0.82, of 16 0.85 / 0.86 and
- * 0.90 / 0.95; columns of 12 float64 0.82 / 0.88 and 0.81 / 0.81, float32
- * 0.72 / 0.79 and 0.65 / 0.73 (of 16 alike); jensen_shannon 0.98-1.02.
- * k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
+ * variable (benchmarks/ab_builds.py, pip installs of the code before and
+ * after, kl and entropy, 1 / 2 threads): float32 C rows of 12 0.81 / 0.84
+ * and 0.82 / 0.84, of 16 0.87 / 0.86 and 0.87 / 0.88; columns of 12
+ * float64 0.79 / 0.85 and 0.81 / 0.84, float32 0.70 / 0.73 and 0.65 /
+ * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
 typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const M *idx,
                                  const T *band, double tol, double scale, T *out,
