@@ -114,6 +114,15 @@ KLF_INLINE V F(scale_lanes)(V v, const vd *s) {
 #define ZIP_LO 0, 2
 #define ZIP_HI 1, 3
 #endif
+#if KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 16 /* lane r holds r */
+#define IOTA 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+#elif KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 8
+#define IOTA 0, 1, 2, 3, 4, 5, 6, 7
+#elif KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 4
+#define IOTA 0, 1, 2, 3
+#else
+#define IOTA 0, 1
+#endif
 
 /* buf[jj * LANES + r] = x[r * ls + jj] for jj < jn and r < n (zeros for
  * r >= n): rows of a tile turned into vectors of their elements, LANES x
@@ -679,13 +688,20 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
 
 /* The n / LANES whole tiles of short distributions at p, q (short_rows),
  * for constant measure, layout (cols), k and checked where the caller gives
- * them. */
+ * them. idx[j] = r k + j in lane r: where rows back to back hold element j
+ * of row r (short_permute's and the gathers' indices; unused for columns),
+ * constants where k is. Built a whole vector at a time from IOTA: built
+ * lane by lane, float64's were stored in two halves, which the first
+ * whole-vector read waited on every call (perf: 13 % of the lanes
+ * function's samples on float64 rows of 2). */
 KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, const T *p,
                                   ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
-                                  ptrdiff_t q_es, int n, V e, const M *idx, const T *band,
-                                  double tol, double scale, T *out, ptrdiff_t out_s,
-                                  int *n_bad) {
+                                  ptrdiff_t q_es, int n, V e, const T *band, double tol,
+                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     uint64_t special = 0;
+    const M lane = {IOTA};
+    M idx[SHORT_MAX];
+    for (int j = 0; j < k; j++) idx[j] = lane * k + j;
     for (int r = 0; r + LANES <= n; r += LANES) {
         int bad = 0;
         unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k, cols ? p_es : 1,
@@ -708,9 +724,9 @@ KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, con
  * float64 0.79 / 0.85 and 0.81 / 0.84, float32 0.70 / 0.73 and 0.65 /
  * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
 typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
-                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const M *idx,
-                                 const T *band, double tol, double scale, T *out,
-                                 ptrdiff_t out_s, int *n_bad);
+                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
+                                 double tol, double scale, T *out, ptrdiff_t out_s,
+                                 int *n_bad);
 #define SHORT_WIDE_ON (KLF_X86 && KLF_VBYTES == 64)
 #define SHORT_WIDE_MIN 11
 
@@ -724,18 +740,14 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
                                   double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     int checked = !(eps >= 2.0 * (double)TMIN);
     V e = BCAST((T)eps);
-    M idx[SHORT_MAX];
     T band[2] = {0};
 #if FAST_SUMS
     klf_sum_band(tol, 0x1p-19, band);
 #endif
-    if (!cols)
-        for (int j = 0; j < k; j++)
-            for (int r = 0; r < LANES; r++) idx[j][r] = r * k + j;
 /* k, checked and the layout as constants where given (K_ > 0; L_: cols) */
 #define SHORT_LOOP(K_, C_, L_)                                                                \
     return F(short_loop)(measure, L_, K_ ? K_ : k, C_, p, p_ls, p_es, q, q_ls, q_es, n, e,    \
-                         idx, band, tol, scale, out, out_s, n_bad);
+                         band, tol, scale, out, out_s, n_bad);
 #define SHORT_CASES(L_)                                                                       \
     switch (k) {                                                                              \
     case 2: SHORT_LOOP(2, 0, L_)                                                              \
@@ -750,8 +762,7 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
     default:                                                                                  \
         if (wide && k >= SHORT_WIDE_MIN) /* (short_wide: below) */                            \
             return wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](        \
-                p, p_ls, p_es, q, q_ls, q_es, n, e, L_ ? NULL : idx, band, tol, scale, out,     \
-                out_s, n_bad);                                                                \
+                p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale, out, out_s, n_bad);     \
         SHORT_LOOP(0, 0, L_)                                                                  \
     }
     if (checked) SHORT_LOOP(0, 1, cols)
@@ -992,10 +1003,10 @@ _Static_assert(SHORT_MAX == 16, "short_wide: k = 11 .. 16 for each layout");
 #define SHORT_WIDE_FN(name, code, K_, L_)                                                     \
     static __attribute__((noinline)) uint64_t F(name##_##K_##_##L_)(                          \
         const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,               \
-        ptrdiff_t q_es, int n, V e, const M *idx, const T *band, double tol, double scale,    \
-        T *out, ptrdiff_t out_s, int *n_bad) {                                                \
-        return F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, idx, band,  \
-                             tol, scale, out, out_s, n_bad);                                  \
+        ptrdiff_t q_es, int n, V e, const T *band, double tol, double scale, T *out,          \
+        ptrdiff_t out_s, int *n_bad) {                                                        \
+        return F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol,  \
+                             scale, out, out_s, n_bad);                                       \
     }
 #define SHORT_WIDE_LAYOUT(name, code, L_)                                                     \
     SHORT_WIDE_FN(name, code, 11, L_) SHORT_WIDE_FN(name, code, 12, L_)                       \
@@ -1055,3 +1066,4 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef FAST_SUMS
 #undef ZIP_LO
 #undef ZIP_HI
+#undef IOTA
