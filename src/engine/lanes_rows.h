@@ -522,24 +522,26 @@ KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
 #define GATHER_MIN (KLF_ELEMENT_BITS == 32 ? 8 : 6)
 
 KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
-    const int gather = KLF_PERMUTE2 && k >= GATHER_MIN;
     /* the tile PREFETCH / LANES tiles on, a prefetch per line, when it spans
      * two lines or more. B/A (ab_builds), kl, 1 / 2 threads: AVX-512 (20,000,000
      * rows) float32 k = 2 0.90 / 0.86 (entropy 0.91 / 0.86), k = 5 0.87 / 0.88,
      * float64 k = 4 0.83 / 0.83; AVX2 float32 k = 10 0.93 / 0.93, float64
      * k = 4 0.88 / 0.86; SSE2 float32 k = 10 0.94 / 0.95. Tiles of one line
      * lost or gained nothing (AVX2 float32 k = 2: 1.09 / 1.10; SSE2 float64
-     * k = 4 1.00 / 1.02), nor float32 tiles gathered (k = 10: 1.06). Gathered
-     * float64 tiles, kl | entropy: 10,000,000 x 6 0.86 / 0.84 | 0.84 / 0.77,
-     * 12,500,000 x 8 0.89 / 0.88 | 0.93 / 0.80, 10,000,000 x 10 0.99 / 0.96 |
-     * 1.03 / 0.86, 6,000,000 x 12 0.95 / 0.93 | 0.91 / 0.84. */
-    if (k * (int)sizeof(V) >= 128 && (!gather || KLF_ELEMENT_BITS == 64)) {
+     * k = 4 1.00 / 1.02). Gathered tiles, kl | entropy: float64 10,000,000 x
+     * 6 0.86 / 0.84 | 0.84 / 0.77, 12,500,000 x 8 0.89 / 0.88 | 0.93 / 0.80,
+     * 10,000,000 x 10 0.99 / 0.96 | 1.03 / 0.86, 6,000,000 x 12 0.95 / 0.93 |
+     * 0.91 / 0.84; float32 12,500,000 x 8 0.93 / 0.91 | 0.90 / 0.81,
+     * 10,000,000 x 10 0.96 / 0.94 | 0.99 / 0.89, 6,000,000 x 12 0.96 / 0.97
+     * | 0.98 / 0.91 (1.06 at k = 10 while the indices were built lane by
+     * lane, short_loop). */
+    if (k * (int)sizeof(V) >= 128) {
         const char *ahead = (const char *)(x + PREFETCH / LANES * k * LANES);
 #pragma GCC unroll 16
         for (int b = 0; b < k * (int)sizeof(V); b += 64) __builtin_prefetch(ahead + b);
     }
 #if KLF_PERMUTE2
-    if (gather) {
+    if (k >= GATHER_MIN) {
 #pragma GCC unroll 16
         for (int j = 0; j < k; j++) out[j] = GATHER(x, idx[j]);
         return;
