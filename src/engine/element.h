@@ -41,6 +41,7 @@
 #undef PRM
 #undef SUB_SCALE
 #undef SUB_LOG
+#undef IOTA
 
 #define KLF_CAT_(a, b) a##b
 #define KLF_CAT(a, b) KLF_CAT_(a, b)
@@ -145,6 +146,16 @@
 #endif
 
 #define LANES ((int)(sizeof(V) / sizeof(T)))     /* per native vector */
+/* the initializer of the M whose lane l holds l */
+#if KLF_VBYTES * 8 / (KLF_ELEMENT_BITS == 64 ? 64 : 32) == 16
+#define IOTA 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+#elif KLF_VBYTES * 8 / (KLF_ELEMENT_BITS == 64 ? 64 : 32) == 8
+#define IOTA 0, 1, 2, 3, 4, 5, 6, 7
+#elif KLF_VBYTES * 8 / (KLF_ELEMENT_BITS == 64 ? 64 : 32) == 4
+#define IOTA 0, 1, 2, 3
+#else
+#define IOTA 0, 1
+#endif
 #define BCAST(s) ((V){0} + (T)(s))
 #define BITS(s) ((U){0} + (s))
 /* Compares on bit patterns where the CPU has 64-bit integer compares

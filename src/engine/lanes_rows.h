@@ -114,15 +114,6 @@ KLF_INLINE V F(scale_lanes)(V v, const vd *s) {
 #define ZIP_LO 0, 2
 #define ZIP_HI 1, 3
 #endif
-#if KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 16 /* lane r holds r */
-#define IOTA 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
-#elif KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 8
-#define IOTA 0, 1, 2, 3, 4, 5, 6, 7
-#elif KLF_VBYTES * 8 / KLF_ELEMENT_BITS == 4
-#define IOTA 0, 1, 2, 3
-#else
-#define IOTA 0, 1
-#endif
 
 /* buf[jj * LANES + r] = x[r * ls + jj] for jj < jn and r < n (zeros for
  * r >= n): rows of a tile turned into vectors of their elements, LANES x
@@ -1070,4 +1061,3 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef FAST_SUMS
 #undef ZIP_LO
 #undef ZIP_HI
-#undef IOTA

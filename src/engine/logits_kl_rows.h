@@ -105,13 +105,6 @@ KLF_INLINE V F(logits_kl_g_small)(V x) {
     return x * x * h;
 }
 
-/* The lanes of a tail block holding its first n elements. */
-KLF_INLINE void F(logits_kl_tail_masks)(M *valid, int n) {
-    M iota;
-    for (int l = 0; l < LANES; l++) iota[l] = l;
-    for (int s = 0; s < NSUB; s++) valid[s] = (M)(iota + s * LANES < n);
-}
-
 /* Pass 1: the maxima and minima of both rows, NaN flagged. */
 KLF_INLINE void F(logits_kl_block_range)(const S *xb, const S *yb, V *mxa, V *ya, V *mna,
                                          V *mxb, V *mnb, M *bad) {
@@ -357,7 +350,7 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     if (n_tail) {
         x_tail = F(padded_tail)(xt, BLOCK, x + k_full, n_tail, x[0]);
         y_tail = F(padded_tail)(yt, BLOCK, y + k_full, n_tail, y[0]);
-        F(logits_kl_tail_masks)(valid, n_tail);
+        F(block_tail_masks)(valid, n_tail);
     }
 
     /* pass 1, by superblocks of sb_blocks blocks, noting each one's minima */

@@ -59,13 +59,6 @@
 #define NACC (BLOCK / VD_LANES)        /* double accumulators per block */
 #define lane_sum_block(acc) lane_sum((acc), BLOCK)
 
-/* The lanes of a tail block holding its first n elements. */
-KLF_INLINE void F(forms_tail_masks)(M *valid, int n) {
-    M iota;
-    for (int l = 0; l < LANES; l++) iota[l] = l;
-    for (int s = 0; s < NSUB; s++) valid[s] = (M)(iota + s * LANES < n);
-}
-
 /* Pass A over one row: for a log form (LOGF) its maximum and minimum, NaN
  * flagged; for probabilities their sum, negative, NaN and infinite entries
  * flagged. Tail blocks are padded with x[0] (LOGF) or 0, which change
@@ -152,7 +145,7 @@ KLF_INLINE void F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int
         int n = (int)(k - j);
         T xt[BLOCK], gt[BLOCK];
         M valid[NSUB];
-        F(forms_tail_masks)(valid, n);
+        F(block_tail_masks)(valid, n);
         F(forms_block_b)(F(padded_tail)(xt, BLOCK, x + j, n, m), gt, m, inv_t, KEEP, WIDE, valid,
                          acc, top);
         if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
@@ -271,7 +264,7 @@ KLF_INLINE double F(forms_pass_c)(const T *p, const T *q, T *g, ptrdiff_t k,
         int n = (int)(k - j);
         T pt[BLOCK], qt[BLOCK], gt[BLOCK];
         M valid[NSUB];
-        F(forms_tail_masks)(valid, n);
+        F(block_tail_masks)(valid, n);
         if (GRAD) F(padded_tail)(gt, BLOCK, g + j, n, 0);
         F(forms_block_c)(F(padded_tail)(pt, BLOCK, p + j, n, LOGF_P ? c->p.m : 0),
                          F(padded_tail)(qt, BLOCK, q + j, n, LOGF_Q ? c->q.m : 0), gt, c,

@@ -13,3 +13,10 @@ KLF_INLINE const S *F(padded_tail)(S *buf, int len, const S *x, int n, S pad) {
     memcpy(buf, x, (size_t)n * sizeof(S));
     return buf;
 }
+
+/* valid[s] for the native vectors of a 128-byte block (128 / KLF_VBYTES of
+ * them): the lanes of its first n elements. */
+KLF_INLINE void F(block_tail_masks)(M *valid, int n) {
+    const M lane = {IOTA};
+    for (int s = 0; s < 128 / KLF_VBYTES; s++) valid[s] = (M)(lane + s * LANES < n);
+}
