@@ -207,6 +207,16 @@ def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, 
         assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
 
 
+def row_loop_rows(measure, p, q, tol):
+    """kernel_rows with every row in the row loop (no tiles, no row blocks)."""
+    before = _kernels.set_lanes_max_k(0, 0), _kernels.set_block_max_k(0, 0)
+    try:
+        return kernel_rows(measure, p, q, tol)
+    finally:
+        _kernels.set_lanes_max_k(*before[0])
+        _kernels.set_block_max_k(*before[1])
+
+
 @pytest.mark.parametrize("measure", ["kl", "entropy", "jensen_shannon"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [2, 3, 5, 10, 12, 16])
@@ -224,18 +234,50 @@ def test_short_rows_sum_check_at_its_edge(rng, measure, dtype, k, tol):
     # rows of zeros, +0 and -0 (a short tile's row sum of -0 entries can be
     # -0 where the row loop's is +0: the check must come out the same)
     p[5], p[6], q[7], q[8] = 0.0, -0.0, 0.0, -0.0
-    before = _kernels.set_lanes_max_k(0, 0), _kernels.set_block_max_k(0, 0)
-    try:
-        expected = kernel_rows(measure, p, q, tol)
-    finally:
-        _kernels.set_lanes_max_k(*before[0])
-        _kernels.set_block_max_k(*before[1])
+    expected = row_loop_rows(measure, p, q, tol)
     if np.isfinite(tol) and 0 < tol < 100:  # both sides of the edge are here
         assert 0 < np.isnan(expected).sum() < n
     got = kernel_rows(measure, p, q, tol)
     assert np.array_equal(got, expected, equal_nan=True), "C rows"
     got = kernel_rows(measure, p.T.copy(), q.T.copy(), tol, axis=0)
     assert np.array_equal(got, expected, equal_nan=True), "columns"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 3, 12])
+@pytest.mark.parametrize("tol", [klfast.SUM_TOLERANCE, 1e-6, 0.0, 0.25, 0.4999999, 0.5])
+def test_short_rows_sum_check_to_the_ulp(dtype, k, tol):
+    """Rows whose sums are the few numbers of the dtype nearest 1 - tol and
+    1 + tol, summed exactly (0.25, s - 0.25, zeros): NaN exactly where
+    numpy's |s - 1| <= tol fails, in the row loop and, the same bits, in
+    tiles of short rows (C rows, columns), sums in p and in q. Short tiles
+    check a sum against two bounds instead of subtracting 1 (lanes_rows.h,
+    sums_check): a bound one ulp off fails here."""
+    sums = []
+    for edge in (1 - tol, 1 + tol):
+        s = dtype(edge)
+        for _ in range(4):
+            s = np.nextafter(s, dtype(0))
+        for _ in range(9):
+            sums.append(s)
+            s = np.nextafter(s, dtype(2))
+    sums = np.array(sums * 8, dtype)  # whole tiles of either width
+    n = len(sums)
+    p = np.zeros((n, k), dtype)
+    p[:, 0] = 0.25
+    p[:, 1] = sums - dtype(0.25)
+    assert np.array_equal(p.astype(np.float64).sum(axis=1), sums.astype(np.float64))
+    q = np.zeros((n, k), dtype)
+    q[:, 0], q[:, 1] = 0.25, 0.75  # sums to 1 exactly
+    fails = ~(np.abs(sums.astype(np.float64) - 1) <= tol)
+    assert 0 < fails.sum() < n or tol >= 0.5
+    for measure, a, b in (("kl", p, q), ("kl", q, p), ("entropy", p, p)):
+        rows = row_loop_rows(measure, a, b, tol)
+        assert np.array_equal(np.isnan(rows), fails), "row loop"
+        got = kernel_rows(measure, a, b, tol)
+        assert np.array_equal(got, rows, equal_nan=True), "C rows"
+        got = kernel_rows(measure, a.T.copy(), b.T.copy(), tol, axis=0)
+        assert np.array_equal(got, rows, equal_nan=True), "columns"
 
 
 @pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])

@@ -363,39 +363,45 @@ KLF_INLINE void F(lanes_start)(F(lanes_state) *st, double eps) {
 }
 
 /* The tile's results from its folded sums (total: the measure's; sums_ok:
- * the rows whose sums pass the check (sums_check), unless normalizing; sp,
- * sq: the scales, when normalizing),
+ * the rows whose sums pass the check (sums_check), NULL when every row
+ * passes or when normalizing; sp, sq: the scales, when normalizing),
  * each as the row function and its caller give it (engine/klfast.h,
  * _kernels.pyx): out[r * out_s] = the value times scale, or NaN for a row
  * whose sums are not within tol of 1 (counted in *n_bad). flag: lanes the
- * term sent to the exact path; bad: lanes that saw an entry out of range.
+ * term sent to the exact path (NULL: the terms flag none); bad: lanes that
+ * saw an entry out of range are those >= HUGE_BITS (or_is_invalid).
  * Returns the lanes the exact path must compute (bit r: distribution r;
- * their out is not written). */
+ * their out is not written). The common tile is decided by tests of
+ * comparisons (any_nonfinite_f64, any_invalid, count_nan_f64), not of
+ * masks made into vectors, and what cannot be set (flag NULL, sums_ok NULL)
+ * is not tested: AVX-512 made each such mask a vector and tested it again,
+ * two or three operations more. B/A (ab_builds, kl | entropy, 1 / 2
+ * threads): float64 20,000,000 x 2 0.93 / 0.97 | 0.97 / 1.00 (and 0.95 /
+ * 0.96 | 0.95 / 0.96), float32 20,000,000 x 2 0.96 / 0.96 | 0.97 / 0.95,
+ * 16,000,000 x 4 0.97 / 0.97 | 0.95 / 0.96. */
 KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sums_ok,
-                                     const vd *sp, const vd *sq, M flag, M bad, const T *p,
-                                     ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
-                                     ptrdiff_t q_es, int n, ptrdiff_t k, double scale, T *out,
-                                     ptrdiff_t out_s, int *n_bad) {
+                                     const vd *sp, const vd *sq, const M *flag, U bad,
+                                     const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
+                                     ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
+                                     double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, normalize = sp != NULL;
     vd val[NH];
-    vl fin = {0}, ok = {0}, spok = {0};
+    vl spok = {0};
+    int fin = 1;
     for (int h = 0; h < NH; h++) {
         vd s = total[h];
-        vl f = (s >= -DBL_MAX) & (s <= DBL_MAX), o = ~(vl){0};
+        vl o = ~(vl){0};
+        fin &= !any_nonfinite_f64(s);
         if (measure == KLFAST_JS) s = vsel_f64((vl)(s > 0.0), 0.5 * s, (vd){0});
-        if (!normalize) {
-            o = sums_ok[h];
-        } else {
-            spok |= ~((sp[h] != 0.0) & (sq[h] != 0.0));
-        }
+        if (normalize) spok |= ~((sp[h] != 0.0) & (sq[h] != 0.0));
+        else if (sums_ok) o = sums_ok[h];
         val[h] = vsel_f64(o, s * scale, (vd){0} + (double)NAN);
-        fin |= ~f;
-        ok |= ~o;
     }
     unsigned special = 0;
     int nan_rows = 0;
-    if (n == LANES && out_s == 1 && !any_lane((vi)flag) && !any_lane((vi)fin)
-        && !any_lane((vi)spok) && !any_lane((vi)bad)) {
+    /* (the tests of what cannot be set left out: not folded at AVX-512) */
+    if (n == LANES && out_s == 1 && !(flag && any_lane((vi)*flag)) && fin
+        && !(normalize && any_lane((vi)spok)) && !F(any_invalid)(bad)) {
         /* the common tile: every row valid for the fast path, stored at once */
 #if KLF_ELEMENT_BITS == 64
         memcpy(out, &val[0], sizeof(vd));
@@ -404,19 +410,18 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sum
                           __builtin_convertvector(val[1], vfh));
         memcpy(out, &v, sizeof(V));
 #endif
-        if (any_lane((vi)ok))
-            for (int r = 0; r < n; r++) {
-                double d = val[r / VD_LANES][r % VD_LANES];
-                nan_rows += d != d;
-            }
+        /* (the rows failing the sum check: total is finite here, and so is
+         * every value of a row that passes) */
+        if (sums_ok)
+            for (int h = 0; h < NH; h++) nan_rows += count_nan_f64(val[h]);
         *n_bad = nan_rows;
         return 0;
     }
     for (int r = 0; r < n; r++) {
         int h = r / VD_LANES, l = r % VD_LANES;
-        int sp_row = flag[r] != 0 || !(fabs(total[h][l]) <= DBL_MAX)
+        int sp_row = (flag && (*flag)[r] != 0) || !(fabs(total[h][l]) <= DBL_MAX)
                      || (normalize && (sp[h][l] == 0.0 || sq[h][l] == 0.0));
-        if (!sp_row && bad[r] != 0)
+        if (!sp_row && bad[r] >= HUGE_BITS)
             sp_row = F(row_check_strided)(p + r * p_ls, p_es, k)
                      || (uses_q && F(row_check_strided)(q + r * q_ls, q_es, k));
         if (sp_row) {
@@ -454,9 +459,10 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
         F(lanes_widen)(st, np, uses_q, xt, yt);
         F(sums_check)(xt, yt, tol, ok);
     }
-    M bad = normalize ? (M)F(is_invalid)(st->bad) : F(or_is_invalid)(st->bits);
-    return F(lanes_results)(measure, total, ok, normalize ? st->sp : NULL,
-                            normalize ? st->sq : NULL, st->flag, bad, p, p_ls, p_es, q, q_ls,
+    /* (bad_t: U, bad where >= HUGE_BITS, or M, bad where all bits are set) */
+    U bad = normalize ? (U)st->bad : st->bits;
+    return F(lanes_results)(measure, total, normalize ? NULL : ok, normalize ? st->sp : NULL,
+                            normalize ? st->sq : NULL, &st->flag, bad, p, p_ls, p_es, q, q_ls,
                             q_es, n, k, scale, out, out_s, n_bad);
 }
 
@@ -607,8 +613,8 @@ KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
  * from that. Returns 0, ok unset, when some lane is in between (or NaN):
  * the tile takes the sums in the row loop's order. Returns 2, ok unset,
  * when k <= 4 and every row passes: short_tile then hands lanes_results
- * constant masks (no mask widening, no NaN select). B/A (ab_builds, kl |
- * entropy, 1 / 2 threads): 20,000,000 x 2 0.91 / 0.91 | 0.91 / 0.90,
+ * no mask (sums_ok NULL: no mask widening, no NaN select). B/A (ab_builds,
+ * kl | entropy, 1 / 2 threads): 20,000,000 x 2 0.91 / 0.91 | 0.91 / 0.90,
  * 16,000,000 x 4 0.94 / 0.95 | 0.91 / 0.93; at k = 10 that second inlined
  * lanes_results cost kl 1.03 / 1.02. Deciding the pass first (fail only
  * when some row does not pass), on top: 20,000,000 x 2 0.96 / 0.95 | 0.96
@@ -635,10 +641,10 @@ KLF_INLINE int F(sums_decide)(const V *x, const V *y, int k, int uses_q, const T
     }
     V dx = (V)((U)(sx - 1.0f) & abs_bits), dy = (V)((U)(sy - 1.0f) & abs_bits);
     V lo = BCAST(band[0]), hi = BCAST(band[1]);
+    /* (before fail: then an all-pass tile compares nothing else) */
+    if (k <= 4 && all_le_f32(dx, uses_q ? dy : dx, lo)) return 2; /* ok not written */
     M pass = (M)(dx <= lo);
     if (uses_q) pass &= (M)(dy <= lo);
-    /* (before fail: then an all-pass tile compares nothing else) */
-    if (k <= 4 && !any_lane((vi)~pass)) return 2; /* every row passes: ok not written */
     M fail = (M)(dx > hi);
     if (uses_q) fail |= (M)(dy > hi);
     if (any_lane((vi)~(pass | fail))) return 0;
@@ -647,6 +653,25 @@ KLF_INLINE int F(sums_decide)(const V *x, const V *y, int k, int uses_q, const T
 }
 
 #endif
+
+/* Element j of a short tile (x, y) into its position's row sums xs, ys.
+ * float64: a position's first element taken as it is, not added to +0, one
+ * add fewer per element. A sum can then be -0 where the row loop's is +0 (a
+ * row of -0 entries), and xt - 1 is -1 for both: the same check.
+ * B/A (ab_builds, kl | entropy, 1 / 2 threads): 20,000,000 x 2 0.99 / 0.98
+ * | 0.99 / 0.99, 10,000,000 x 6 0.97 / 0.95 | 0.97 / 0.99, 10,000,000 x 10
+ * 0.98 / 0.98 | 0.97 / 0.98. Not at k >= 11 (short_wide): 6,000,000 x 12
+ * entropy 1.05 / 1.03. */
+KLF_INLINE void F(short_sum)(V x, V y, int j, int k, int uses_q, V *xs, V *ys) {
+    int l = j < BLOCK ? j : j - BLOCK;
+    if (!FAST_SUMS && j < BLOCK && k <= 10) {
+        xs[l] = x;
+        if (uses_q) ys[l] = y;
+    } else {
+        xs[l] += x;
+        if (uses_q) ys[l] += y;
+    }
+}
 
 /* One tile of LANES short distributions from p and q (short_load; q_ls ==
  * 0: one distribution of q for all), for constant measure and checked;
@@ -667,54 +692,45 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
     U bits = {0};
     F(short_load)(p, p_ls, p_es, k, cols, idx, x);
     if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
-    /* element j at position j mod BLOCK, each position in the order of j */
+    /* element j at position j mod BLOCK, each position in the order of j;
+     * float64 row sums in the same pass, so that x[j] and y[j] need not
+     * live to the end (as a second pass, all 2k vectors did). B/A of this
+     * and the OR3 (ab_builds, kl | entropy, 1 / 2 threads): 6,000,000 x 12
+     * 0.93 / 0.96 | 0.96 / 0.98, 10,000,000 x 10 1.00 / 1.00 | 0.96 /
+     * 0.97, 10,000,000 x 6 1.00 / 1.00 | 1.02 / 1.01 */
 #pragma GCC unroll 16
     for (int j = 0; j < k; j++) {
         int l = j < BLOCK ? j : j - BLOCK;
         F(term)(measure, x[j], uses_q ? y[j] : (V){0}, e, checked, &flag, &s[l]);
-        bits |= uses_q ? (U)x[j] | (U)y[j] : (U)x[j];
+        /* (OR3 at k >= 11, where gcc otherwise ORs the x and the y apart,
+         * one OR more: at k = 12 part of the B/A above; at k = 10 it
+         * measured kl 1.05 / 1.04) */
+        if (!uses_q) bits |= (U)x[j];
+        else if (j == 0 || k <= 10) bits |= (U)x[j] | (U)y[j];
+        else bits = OR3(bits, x[j], y[j]);
+        if (!FAST_SUMS) F(short_sum)(x[j], y[j], j, k, uses_q, xs, ys);
     }
     /* (float32: one group, widened) */
     F(fold_positions)(s, np, total);
 #if FAST_SUMS
     int decided = F(sums_decide)(x, y, k, uses_q, band, ok);
-    if (decided == 2) {
-        vl all_ok[NH];
-        for (int h = 0; h < NH; h++) all_ok[h] = ~(vl){0};
-        return F(lanes_results)(measure, total, all_ok, NULL, NULL, flag, F(or_is_invalid)(bits),
-                                p, p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out, out_s,
-                                n_bad);
-    }
+    if (decided == 2)
+        return F(lanes_results)(measure, total, NULL, NULL, NULL, checked ? &flag : NULL,
+                                bits, p, p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out,
+                                out_s, n_bad);
     if (!decided)
 #else
     (void)band;
 #endif
     {
-        /* float64: a position's first element taken as it is, not added
-         * to +0, one add fewer per element. A sum can then be -0 where the
-         * row loop's is +0 (a row of -0 entries), and xt - 1 is -1 for
-         * both: the same check. B/A (ab_builds, kl | entropy, 1 / 2
-         * threads): 20,000,000 x 2 0.99 / 0.98 | 0.99 / 0.99, 10,000,000 x
-         * 6 0.97 / 0.95 | 0.97 / 0.99, 10,000,000 x 10 0.98 / 0.98 | 0.97
-         * / 0.98. Not at k >= 11 (short_wide): 6,000,000 x 12 entropy
-         * 1.05 / 1.03 */
 #pragma GCC unroll 16
-        for (int j = 0; j < k; j++) {
-            int l = j < BLOCK ? j : j - BLOCK;
-            if (!FAST_SUMS && j < BLOCK && k <= 10) {
-                xs[l] = x[j];
-                if (uses_q) ys[l] = y[j];
-            } else {
-                xs[l] += x[j];
-                if (uses_q) ys[l] += y[j];
-            }
-        }
+        for (int j = 0; j < k && FAST_SUMS; j++) F(short_sum)(x[j], y[j], j, k, uses_q, xs, ys);
         F(fold_positions)(xs, np, xt);
         if (uses_q) F(fold_positions)(ys, np, yt);
         else memcpy(yt, xt, sizeof(yt));
         F(sums_check)(xt, yt, tol, ok);
     }
-    return F(lanes_results)(measure, total, ok, NULL, NULL, flag, F(or_is_invalid)(bits), p,
+    return F(lanes_results)(measure, total, ok, NULL, NULL, checked ? &flag : NULL, bits, p,
                             p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out, out_s, n_bad);
 }
 

@@ -113,6 +113,50 @@ KLF_INLINE int any_lane(vi m) {
 }
 #endif
 
+/* any_nonfinite: 1 when some lane of s is NaN or infinite. count_nan: the
+ * NaN lanes of v. AVX-512 tests them into a mask register: a comparison
+ * made into a vector of lanes and tested again (any_lane) costs two
+ * operations more, on the ports the short tiles are bound by
+ * (engine/lanes_rows.h). */
+#if KLF_X86 && KLF_VBYTES == 64
+/* vfpclasspd 0x99: quiet NaN, +inf, -inf, signalling NaN */
+KLF_INLINE int any_nonfinite_f64(vd s) { return _mm512_fpclass_pd_mask((__m512d)s, 0x99) != 0; }
+KLF_INLINE int count_nan_f64(vd v) {
+    return __builtin_popcount(_mm512_cmp_pd_mask((__m512d)v, (__m512d)v, _CMP_UNORD_Q));
+}
+#else
+KLF_INLINE int any_nonfinite_f64(vd s) {
+    return any_lane((vi) ~((s >= -DBL_MAX) & (s <= DBL_MAX)));
+}
+KLF_INLINE int count_nan_f64(vd v) {
+    int n = 0;
+    if (any_lane((vi)(v != v)))
+        for (int l = 0; l < VD_LANES; l++) n += v[l] != v[l];
+    return n;
+}
+#endif
+
+/* 1 when a <= lim and b <= lim in every lane (a NaN lane: 0), tested as
+ * any_nonfinite_f64 above */
+#if KLF_X86 && KLF_VBYTES == 64
+KLF_INLINE int all_le_f32(vf a, vf b, vf lim) {
+    __mmask16 m = _mm512_cmp_ps_mask((__m512)a, (__m512)lim, _CMP_LE_OQ);
+    return _mm512_mask_cmp_ps_mask(m, (__m512)b, (__m512)lim, _CMP_LE_OQ) == 0xFFFF;
+}
+#else
+KLF_INLINE int all_le_f32(vf a, vf b, vf lim) {
+    return !any_lane(~((vi)(a <= lim) & (vi)(b <= lim)));
+}
+#endif
+
+/* a | b | c on the bits of three vectors: one vpternlogq at AVX-512 */
+#if KLF_X86 && KLF_VBYTES == 64
+#define OR3(a, b, c)                                                                          \
+    ((__typeof__(a))_mm512_ternarylogic_epi64((__m512i)(a), (__m512i)(b), (__m512i)(c), 0xFE))
+#else
+#define OR3(a, b, c) ((a) | (__typeof__(a))(b) | (__typeof__(a))(c))
+#endif
+
 /* The halves of a float vector, and back (lane order kept). */
 #if KLF_VBYTES == 64
 #define KLF_IDX_LO 0, 1, 2, 3, 4, 5, 6, 7
