@@ -280,6 +280,36 @@ def test_short_rows_sum_check_to_the_ulp(dtype, k, tol):
         assert np.array_equal(got, rows, equal_nan=True), "columns"
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 3, 12, 33])
+def test_js_flags_tiny_entries_at_any_eps(rng, dtype, k):
+    """jensen_shannon's term sends a tiny positive entry to the exact path
+    whatever eps the kernel gets (it has no eps: the API passes 0): with
+    eps = 1e-12 (where the other measures' terms flag nothing) the results
+    are those of eps = 0, in tiles of short rows, columns and the row loop,
+    and near scipy's float64 sum."""
+    tiny = np.finfo(dtype).tiny / 4  # subnormal
+    p = distributions(rng, (640, k), dtype=dtype)
+    q = distributions(rng, (640, k), dtype=dtype)
+    p[::3, 0], q[1::5, 1] = tiny, tiny
+    for a, b, axis in ((p, q, -1), (p.T.copy(), q.T.copy(), 0)):
+        n, kk = (a.shape[0], a.shape[1]) if axis == -1 else (a.shape[1], a.shape[0])
+        es, rs = a.strides[axis], a.strides[1 - (axis % 2)]
+        got = {}
+        for eps in (0.0, 1e-12):
+            out = np.empty(n, dtype)
+            _kernels.rows(_kernels.MEASURES["jensen_shannon"], a, rs, b, rs, out, out.strides[0],
+                          n, kk, eps, 1.0, False, np.inf, 1, es, es)
+            got[eps] = out
+        assert np.array_equal(got[1e-12], got[0.0]), axis
+    m = (p.astype(np.float64) + q.astype(np.float64)) / 2
+    ref = (special.rel_entr(p.astype(np.float64), m).sum(1)
+           + special.rel_entr(q.astype(np.float64), m).sum(1)) / 2
+    # (absolute too: the plain float64 sum loses digits on nearly equal rows)
+    tol = (1e-5, 1e-7) if dtype == np.float32 else (1e-10, 1e-15)
+    assert np.allclose(got[0.0], ref, rtol=tol[0], atol=tol[1])
+
+
 @pytest.mark.parametrize("bad", [-0.25, np.nan, np.inf])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_short_rows_name_the_invalid_row(rng, bad, dtype):

@@ -64,6 +64,13 @@ typedef M F(bad_t);
 KLF_INLINE void F(note_invalid)(F(bad_t) *b, V v) { *b |= OUT_OF_RANGE(v); }
 #endif
 
+/* 1 when the measure's terms can flag lanes for the exact path: checked
+ * terms, and js's always (it has no eps: its tiny entries go exact). Where
+ * they cannot, the flag is not tested (row_lanes; lanes_rows.h). */
+KLF_INLINE int F(terms_flag)(int measure, int checked) {
+    return checked || measure == KLFAST_JS;
+}
+
 /* The measure's vector term (measure is a constant after inlining). */
 KLF_INLINE void F(term)(int measure, V x, V y, V e, int checked, M *flag, V *sum) {
     switch (measure) {
@@ -298,7 +305,7 @@ KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, ptrdiff_t k, T
         }
     }
     F(row_loop)(measure, p, q, k, eps, sp, sq, normalize, checked, fast, &flag, &maybe_bad, v);
-    *special = (checked && any_lane((vi)flag)) /* (unchecked terms flag nothing) */
+    *special = (F(terms_flag)(measure, checked) && any_lane((vi)flag))
                || (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k))));
 }
 

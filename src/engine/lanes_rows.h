@@ -712,12 +712,12 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
     }
     /* (float32: one group, widened) */
     F(fold_positions)(s, np, total);
+    const M *fl = F(terms_flag)(measure, checked) ? &flag : NULL;
 #if FAST_SUMS
     int decided = F(sums_decide)(x, y, k, uses_q, band, ok);
     if (decided == 2)
-        return F(lanes_results)(measure, total, NULL, NULL, NULL, checked ? &flag : NULL,
-                                bits, p, p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out,
-                                out_s, n_bad);
+        return F(lanes_results)(measure, total, NULL, NULL, NULL, fl, bits, p, p_ls, p_es, q,
+                                q_ls, q_es, LANES, k, scale, out, out_s, n_bad);
     if (!decided)
 #else
     (void)band;
@@ -730,8 +730,8 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
         else memcpy(yt, xt, sizeof(yt));
         F(sums_check)(xt, yt, tol, ok);
     }
-    return F(lanes_results)(measure, total, ok, NULL, NULL, checked ? &flag : NULL, bits, p,
-                            p_ls, p_es, q, q_ls, q_es, LANES, k, scale, out, out_s, n_bad);
+    return F(lanes_results)(measure, total, ok, NULL, NULL, fl, bits, p, p_ls, p_es, q, q_ls,
+                            q_es, LANES, k, scale, out, out_s, n_bad);
 }
 
 /* The n / LANES whole tiles of short distributions at p, q (short_rows),
