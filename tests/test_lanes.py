@@ -207,11 +207,11 @@ def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, 
         assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
 
 
-def row_loop_rows(measure, p, q, tol):
+def row_loop_rows(measure, p, q, tol, **kwargs):
     """kernel_rows with every row in the row loop (no tiles, no row blocks)."""
     before = _kernels.set_lanes_max_k(0, 0), _kernels.set_block_max_k(0, 0)
     try:
-        return kernel_rows(measure, p, q, tol)
+        return kernel_rows(measure, p, q, tol, **kwargs)
     finally:
         _kernels.set_lanes_max_k(*before[0])
         _kernels.set_block_max_k(*before[1])
@@ -278,6 +278,41 @@ def test_short_rows_sum_check_to_the_ulp(dtype, k, tol):
         assert np.array_equal(got, rows, equal_nan=True), "C rows"
         got = kernel_rows(measure, a.T.copy(), b.T.copy(), tol, axis=0)
         assert np.array_equal(got, rows, equal_nan=True), "columns"
+
+
+@pytest.mark.parametrize("measure", MEASURES + ("jensen_shannon",))
+@pytest.mark.parametrize("scale", [1.0, 1 / np.log(2)])
+def test_float32_rows_of_two_add_in_float(rng, measure, scale):
+    """float32 rows of 2 in base e (scale 1) add their two terms in float
+    (lanes_rows.h, pair_sums) where the row loop widens them, adds them in
+    double and rounds that to float: the same bits, as the double rounding
+    of a sum of two floats is innocuous. Entries from 1e-18 to 4e37, so
+    terms of both signs from tiny to near the float limit, zeros and -0,
+    and rows whose two finite terms overflow float when added (kl: the
+    double sum does not; +inf both ways): the row loop's bits in C rows and
+    columns, and numpy's float64 sums (of the same float32 entries)
+    rounded to float32."""
+    n = 16 * 64
+    p = np.ldexp(rng.random((n, 2)) + 0.5, rng.integers(-60, 125, (n, 2))).astype(np.float32)
+    q = np.ldexp(rng.random((n, 2)) + 0.5, rng.integers(-60, 125, (n, 2))).astype(np.float32)
+    p[:16] = q[:16] = rng.random((16, 2)).astype(np.float32)  # small terms
+    p[16:32, 0], q[32:48, 1], p[48:64, 1] = 0.0, 0.0, -0.0
+    big = np.float32(2.0 ** 125)  # terms near 6 big, their sum past float's limit
+    p[64:80], q[64:80] = big, np.float32(big / np.exp(6))
+    got = kernel_rows(measure, p, q, np.inf, scale=scale)
+    expected = row_loop_rows(measure, p, q, np.inf, scale=scale)
+    assert np.array_equal(got, expected, equal_nan=True), "C rows"
+    got = kernel_rows(measure, p.T.copy(), q.T.copy(), np.inf, axis=0, scale=scale)
+    assert np.array_equal(got, expected, equal_nan=True), "columns"
+    if measure in ("kl", "entropy"):
+        a = np.maximum(p.astype(np.float64), 1e-12)
+        b = a if measure == "entropy" else np.maximum(q.astype(np.float64), 1e-12)
+        terms = np.where(p > 0, p * (np.log(a / b) if measure == "kl" else -np.log(a)), 0.0)
+        ref = (terms.sum(axis=1) * scale).astype(np.float32)
+        assert np.all(np.isinf(ref[64:80])) and np.array_equal(got[64:80], ref[64:80])
+        near = np.abs(terms).sum(axis=1) <= 2 * np.abs(terms.sum(axis=1))  # no cancelling
+        assert near.sum() > n // 2
+        np.testing.assert_allclose(got[near], ref[near], rtol=1e-5, atol=1e-30)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -51,15 +51,16 @@ def distributions(rng, shape, dtype=np.float64, zero_fraction=0.2, axis=-1):
     return x.astype(dtype)
 
 
-def kernel_rows(measure, p, q, tol, axis=-1):
+def kernel_rows(measure, p, q, tol, axis=-1, scale=1.0):
     """_kernels.rows on the rows of p, q along axis, with the sum check's
     tol as given (the API passes only SUM_TOLERANCE or inf): each row's
-    value, NaN where a sum is off by more than tol."""
+    value (times scale: 1 / log(base)), NaN where a sum is off by more than
+    tol."""
     n, k = p.shape[1 - (axis % 2)], p.shape[axis]
     es, rs = p.strides[axis], p.strides[1 - (axis % 2)]
     out = np.empty(n, p.dtype)
     _kernels.rows(_kernels.MEASURES[measure], p, rs, q, rs, out, out.strides[0], n, k, 1e-12,
-                  1.0, False, tol, 1, es, es)
+                  scale, False, tol, 1, es, es)
     return out
 
 

@@ -124,9 +124,13 @@ KLF_INLINE int any_nonfinite_f64(vd s) { return _mm512_fpclass_pd_mask((__m512d)
 KLF_INLINE int count_nan_f64(vd v) {
     return __builtin_popcount(_mm512_cmp_pd_mask((__m512d)v, (__m512d)v, _CMP_UNORD_Q));
 }
+KLF_INLINE int any_nonfinite_f32(vf s) { return _mm512_fpclass_ps_mask((__m512)s, 0x99) != 0; }
 #else
 KLF_INLINE int any_nonfinite_f64(vd s) {
     return any_lane((vi) ~((s >= -DBL_MAX) & (s <= DBL_MAX)));
+}
+KLF_INLINE int any_nonfinite_f32(vf s) {
+    return any_lane(~((vi)(s >= -FLT_MAX) & (vi)(s <= FLT_MAX)));
 }
 KLF_INLINE int count_nan_f64(vd v) {
     int n = 0;
