@@ -17,6 +17,7 @@ ctypedef fused floating:
     double
 
 cdef extern from "engine/klfast.h" nogil:
+    void klfast_stream_fence()
     enum:
         KLFAST_KL
         KLFAST_JEFFREYS
@@ -52,10 +53,10 @@ cdef extern from "engine/klfast.h" nogil:
                                       double, int, int*, double*)
     ctypedef uint64_t (*klfast_lanes_f64)(const double*, Py_ssize_t, Py_ssize_t, const double*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
-                                          double, double, double*, Py_ssize_t, int*)
+                                          double, double, double*, Py_ssize_t, int, int*)
     ctypedef uint64_t (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
-                                          double, double, float*, Py_ssize_t, int*)
+                                          double, double, float*, Py_ssize_t, int, int*)
     ctypedef int (*klfast_strips_f64)(const double*, Py_ssize_t, const double*, Py_ssize_t, int,
                                       Py_ssize_t, double, int, double, double, double*,
                                       Py_ssize_t, int*, uint64_t*, void*)

@@ -49,7 +49,7 @@ from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport log, INFINITY
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 cimport numpy as cnp
 
 cnp.import_array()
@@ -73,7 +73,7 @@ cdef extern from "engine/pool.h" nogil:
 from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
                      KLFAST_LOG_PROBS, KLFAST_LOGITS, KLFAST_STRIPS_MAX, klfast_isa_levels,
-                     klfast_n_levels,
+                     klfast_n_levels, klfast_stream_fence,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
                      exact_loss_row, _fast_or_exact, checked_sums, forms_params)
 
@@ -127,6 +127,28 @@ def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32):
     global _block_max_k_f64, _block_max_k_f32
     previous = (_block_max_k_f64, _block_max_k_f32)
     _block_max_k_f64, _block_max_k_f32 = f64, f32
+    return previous
+
+
+# Short C rows whose output is at least this large (bytes) write their
+# results past the cache (Rows.stream): the lines of out are then not read
+# before they are written, 160 of the 960 MB that 20,000,000 float64 rows
+# of 2 move. An output this size is far from the cache either way. B/A (benchmarks/ab_builds.py, 20,000,000 x 2,
+# kl, 1 / 2 threads): float64 0.92 / 0.90, float32 0.85 / 0.86.
+# Only rows of up to _stream_max_k: float64 10,000,000 x 10 streamed took
+# entropy 1.09 / 1.17 the time (its output a twentieth of the traffic),
+# float32 16,000,000 x 4 0.98-1.01.
+cdef Py_ssize_t _stream_bytes = 1 << 23
+cdef Py_ssize_t _stream_max_k = 2
+
+
+def set_stream_bytes(Py_ssize_t n):
+    """Write the results of short C rows past the cache when the output has
+    n bytes or more from now on; returns the previous size. For tests and
+    benchmarks: results do not depend on it."""
+    global _stream_bytes
+    previous = _stream_bytes
+    _stream_bytes = n
     return previous
 
 
@@ -195,18 +217,20 @@ cdef Py_ssize_t _lane_tile(int measure, const klfast_isa* isa,
                            const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                            floating* out, Py_ssize_t out_s, int n, Py_ssize_t k,
                            double eps, double scale, bint normalize, double tol,
-                           bint block) noexcept nogil:
+                           bint block, bint stream) noexcept nogil:
     """n <= width distributions from p, q (the strip's first) into
     out[r * out_s], across lanes or (block) 64 rows to a call; the number of
-    invalid ones."""
+    invalid ones. stream: see Rows.stream."""
     cdef int n_bad = 0
     cdef uint64_t special  # bit r: distribution r takes the exact path
     if floating is double:
         special = (isa.block_f64 if block else isa.lanes_f64)[measure](
-            p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol, scale, out, out_s, &n_bad)
+            p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol, scale, out, out_s, stream,
+            &n_bad)
     else:
         special = (isa.block_f32 if block else isa.lanes_f32)[measure](
-            p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol, scale, out, out_s, &n_bad)
+            p, p_rs, p_es, q, q_rs, q_es, n, k, eps, normalize, tol, scale, out, out_s, stream,
+            &n_bad)
     return n_bad + _exact_ones(measure, special, p, p_rs, p_es, q, q_rs, q_es, out, out_s, k,
                                eps, scale, normalize, tol)
 
@@ -275,7 +299,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
                      floating* out, Py_ssize_t out_s,
                      Py_ssize_t n_rows, Py_ssize_t k,
                      double eps, double scale, bint normalize, double tol,
-                     const int64_t* index, void* scratch) noexcept nogil:
+                     const int64_t* index, void* scratch, bint stream) noexcept nogil:
     """Fill out[i * out_s] for every row; strides in elements (element j of
     row i of p at p[i * p_rs + j * p_es]). Returns the number of invalid
     rows (their result is NaN). Rows whose elements are not contiguous, and
@@ -285,7 +309,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     rows index[0 .. n_rows) only, each through the row loop (their elements
     contiguous: the caller's word), its result at out[index[i] * out_s].
     With scratch (strips_scratch bytes), whole strips of consecutive
-    distributions (columns) are read up to KLFAST_STRIPS_MAX at a time."""
+    distributions (columns) are read up to KLFAST_STRIPS_MAX at a time.
+    stream: see Rows.stream."""
     cdef Py_ssize_t i, row, t = 0, ns, bad, n_bad = 0, n_tiles = 0, first = 0
     cdef int width = isa.lanes_f64_width
     cdef Py_ssize_t max_k = _lanes_max_k_f64, block_max_k = _block_max_k_f64
@@ -323,7 +348,7 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         n_bad += _lane_tile(measure, isa, p + t * width * p_rs, p_rs, p_es,
                             q + t * width * q_rs, q_rs, q_es, out + t * width * out_s,
                             out_s, <int>min(width, n_rows - t * width), k, eps, scale,
-                            normalize, tol, block)
+                            normalize, tol, block, stream)
         t += 1
     first = min(n_rows, n_tiles * width)
     # (two loops: one loop reading row i or index[i] took 2-3 % longer at k = 8)
@@ -456,6 +481,10 @@ cdef struct Rows:
     const int64_t* index    # rows index[0 .. n_rows) only (a where= mask), or NULL: every row
     char* scratch           # columns: scratch_bytes per thread (_run's strips), or NULL
     Py_ssize_t scratch_bytes
+    # short C rows with an output of _stream_bytes or more: the lanes write
+    # whole 64-byte lines of results past the cache, and the rows are handed
+    # out from the first row whose result starts a line (_in_chunks)
+    bint stream
 
 
 cdef inline const float* _stage(const klfast_isa* isa, const char* x, Py_ssize_t es, int kind,
@@ -547,20 +576,26 @@ cdef Py_ssize_t _rows_between(void* call, Py_ssize_t r0, Py_ssize_t r1, int tid)
         return _run_staged(c, r0, r1, tid)
     # with an index, the kernels take index[r0 .. r1): row numbers from row 0
     cdef const int64_t* index = c.index + r0 if c.index != NULL else NULL
-    cdef Py_ssize_t n = r1 - r0, z = c.size, first = r0 if index == NULL else 0
+    cdef Py_ssize_t n = r1 - r0, z = c.size, first = r0 if index == NULL else 0, n_bad
     cdef char* a = c.a + first * c.a_rs
     cdef char* b = c.b + first * c.b_rs
     cdef char* g = c.g + first * c.g_rs if c.g != NULL else NULL
     cdef char* o = c.out + first * c.out_s
     cdef void* scratch = c.scratch + tid * c.scratch_bytes if c.scratch != NULL else NULL
     if not c.forms and c.type_num == cnp.NPY_DOUBLE:
-        return _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
-                            <const double*>b, c.b_rs // z, c.b_es // z, <double*>o, c.out_s // z,
-                            n, c.k, c.eps, c.scale, c.normalize, c.tol, index, scratch)
+        n_bad = _run[double](c.measure, _isa, <const double*>a, c.a_rs // z, c.a_es // z,
+                             <const double*>b, c.b_rs // z, c.b_es // z, <double*>o,
+                             c.out_s // z, n, c.k, c.eps, c.scale, c.normalize, c.tol, index,
+                             scratch, c.stream)
+    elif not c.forms:
+        n_bad = _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, c.a_es // z,
+                            <const float*>b, c.b_rs // z, c.b_es // z, <float*>o, c.out_s // z,
+                            n, c.k, c.eps, c.scale, c.normalize, c.tol, index, scratch,
+                            c.stream)
     if not c.forms:
-        return _run[float](c.measure, _isa, <const float*>a, c.a_rs // z, c.a_es // z,
-                           <const float*>b, c.b_rs // z, c.b_es // z, <float*>o, c.out_s // z,
-                           n, c.k, c.eps, c.scale, c.normalize, c.tol, index, scratch)
+        if c.stream:  # (the pool's end of a claim comes after this)
+            klfast_stream_fence()
+        return n_bad
     if c.type_num == cnp.NPY_DOUBLE:
         return _forms_run[double](_isa, &c.prm, <const double*>a, c.a_rs // z, <const double*>b,
                                   c.b_rs // z, <double*>g, c.g_rs // z, <double*>o, c.scale, n,
@@ -585,6 +620,11 @@ cdef Py_ssize_t _in_chunks(Rows* c, Py_ssize_t n_rows) except -1:
     cdef bint columns = c.scratch != NULL
     cdef Py_ssize_t claim
     cdef double started = perf_counter()
+    if c.stream:  # the rows before the first whole line of results, alone
+        r0 = min(n_rows, <Py_ssize_t>((-<uintptr_t>c.out) & 63) // c.size)
+        if r0 > 0:
+            with nogil:
+                n_bad += klfast_parallel(_rows_between, c, 0, r0, r0, 1)
     while r0 < n_rows:
         r1 = min(n_rows, r0 + _whole_strips(chunk))
         claim = _claim(c.k * a_size, columns, r1 - r0, c.n_threads)
@@ -635,9 +675,14 @@ def rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.k, c.eps, c.scale, c.normalize, c.tol, c.n_threads = k, eps, scale, normalize, tol, n_threads
     c.stage = NULL
     c.scratch, c.scratch_bytes = NULL, 0
+    c.stream = False
     c.index = _row_index(index, n_rows, c.a_es == cnp.PyArray_ITEMSIZE(p)
                          and c.b_es == cnp.PyArray_ITEMSIZE(q))
     if c.a_kind < 0 and c.b_kind < 0:
+        c.stream = (n_rows * c.size >= _stream_bytes and c.out_s == c.size and c.index == NULL
+                    and not normalize and c.a_es == c.size and c.b_es == c.size
+                    and 0 < k <= min(_stream_max_k, _lanes_max_k_f64 if c.size == 8
+                                     else _lanes_max_k_f32))
         if c.a_es != c.size and c.a_rs == c.size and c.index == NULL:
             # columns (consecutive distributions): strips read together, with
             # room for any level's (set_isa may run between chunks)
@@ -842,12 +887,12 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), p_rs, p_es,
                              <const double*>cnp.PyArray_DATA(b), q_rs, q_es,
                              <double*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
-                             normalize, tol if check_sums else INFINITY, NULL, NULL)
+                             normalize, tol if check_sums else INFINITY, NULL, NULL, False)
     else:
         n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), p_rs, p_es,
                             <const float*>cnp.PyArray_DATA(b), q_rs, q_es,
                             <float*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
-                            normalize, tol if check_sums else INFINITY, NULL, NULL)
+                            normalize, tol if check_sums else INFINITY, NULL, NULL, False)
     if n_bad:
         return None  # the general path explains (a caller's out is rewritten there)
     if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return
@@ -921,6 +966,7 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.b_es = cnp.PyArray_ITEMSIZE(q)
     c.k, c.n_threads, c.scale = k, n_threads, scale
     c.scratch, c.scratch_bytes = NULL, 0
+    c.stream = False
     c.stage = NULL
     c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
                          log_prob_max, grad_scale)

@@ -315,6 +315,45 @@ def test_float32_rows_of_two_add_in_float(rng, measure, scale):
         np.testing.assert_allclose(got[near], ref[near], rtol=1e-5, atol=1e-30)
 
 
+@pytest.mark.parametrize("measure", MEASURES + ("jensen_shannon",))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streamed_results_are_the_same(rng, measure, dtype):
+    """Short C rows with a large output (here: any, set_stream_bytes(0))
+    write whole 64-byte lines of results past the cache, handed out from the
+    first row whose result starts a line (_kernels.pyx, Rows.stream): the
+    row loop's bits at every offset of out from a line, on 1 and 2 threads,
+    with rows of q and with one row of q for all, rows failing the sum check
+    and special values included, and nothing written outside out."""
+    n = 3 * 64 * 64 + 37  # whole claims, whole strips and a partial one
+    p = distributions(rng, (n, 2), dtype=dtype, zero_fraction=0.2)
+    q = distributions(rng, (n, 2), dtype=dtype, zero_fraction=0.2)
+    p[100] *= 1.5  # fails the sum check: NaN
+    p[3000, 0], q[5000, 1] = np.inf, -0.0
+    q1 = q[:1]
+    size = np.dtype(dtype).itemsize
+
+    def into(out, threads, q_rows):
+        _kernels.rows(_kernels.MEASURES[measure], p, p.strides[0], q_rows,
+                      q_rows.strides[0] if len(q_rows) > 1 else 0, out, out.strides[0], n, 2,
+                      1e-12, 1.0, False, klfast.SUM_TOLERANCE, threads)
+
+    for q_rows in (q, q1):
+        qq = q_rows if len(q_rows) > 1 else np.repeat(q1, n, axis=0)
+        expected = row_loop_rows(measure, p, qq, klfast.SUM_TOLERANCE)
+        assert np.isnan(expected[100]) and not np.isnan(expected[:100]).any()
+        before = _kernels.set_stream_bytes(0)
+        try:
+            for threads in (1, 2):
+                for shift in range(64 // size):
+                    buf = np.full(n + 2 * 64 // size, 7, dtype)
+                    start = (-buf.ctypes.data % 64) // size + shift
+                    into(buf[start:start + n], threads, q_rows)
+                    assert np.array_equal(buf[start:start + n], expected, equal_nan=True), shift
+                    assert (buf[:start] == 7).all() and (buf[start + n:] == 7).all(), shift
+        finally:
+            _kernels.set_stream_bytes(before)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [2, 3, 12, 33])
 def test_js_flags_tiny_entries_at_any_eps(rng, dtype, k):

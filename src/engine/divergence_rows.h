@@ -448,8 +448,9 @@ KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const 
     static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
                                  double eps, int normalize, double tol, double scale,      \
-                                 T *out, ptrdiff_t out_s, int *n_bad) {                    \
+                                 T *out, ptrdiff_t out_s, int stream, int *n_bad) {        \
         (void)p_es, (void)q_es; /* 1: the caller's word (_run sends no other) */          \
+        (void)stream;                                                                     \
         return F(row_block)(code, p, p_ls, q, q_ls, n, k, eps, normalize, tol, scale, out, \
                             out_s, n_bad);                                                 \
     }

@@ -73,15 +73,29 @@ typedef double (*klfast_row_f16)(const uint16_t *p, const uint16_t *q, ptrdiff_t
  * = the row function's value times scale, bit for bit, or NaN when the
  * row's sums are not within tol of 1 (counted in *n_bad). Returns the
  * distributions the exact path must compute (bit r), whose out is not
- * written. */
+ * written. stream: results may go past the cache (non-temporal stores of
+ * whole 64-byte aligned vectors, engine/simd.h store_line), for outputs
+ * far larger than the cache; the thread then calls klfast_stream_fence
+ * before its results are read elsewhere. */
 typedef uint64_t (*klfast_lanes_f64)(const double *p, ptrdiff_t p_ls, ptrdiff_t p_es,
                                      const double *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                                      ptrdiff_t k, double eps, int normalize, double tol,
-                                     double scale, double *out, ptrdiff_t out_s, int *n_bad);
+                                     double scale, double *out, ptrdiff_t out_s, int stream,
+                                     int *n_bad);
 typedef uint64_t (*klfast_lanes_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p_es,
                                      const float *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                                      ptrdiff_t k, double eps, int normalize, double tol,
-                                     double scale, float *out, ptrdiff_t out_s, int *n_bad);
+                                     double scale, float *out, ptrdiff_t out_s, int stream,
+                                     int *n_bad);
+
+/* Orders a thread's non-temporal stores (lanes' stream) before its later
+ * stores, so that a thread that sees those (the end of its share of a
+ * call) sees the results. */
+static inline void klfast_stream_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("sfence" ::: "memory");
+#endif
+}
 /* ns <= KLFAST_STRIPS_MAX whole strips of 64 consecutive distributions
  * (columns of a C-ordered array, rows of a Fortran-ordered one: element j
  * of distribution r at p[r + j * p_es]), read together along the rows (a

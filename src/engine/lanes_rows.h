@@ -383,7 +383,8 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sum
                                      const vd *sp, const vd *sq, const M *flag, U bad,
                                      const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
                                      ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,
-                                     double scale, T *out, ptrdiff_t out_s, int *n_bad) {
+                                     double scale, T *out, ptrdiff_t out_s, int stream,
+                                     int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, normalize = sp != NULL;
     vd val[NH];
     vl spok = {0};
@@ -404,11 +405,11 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sum
         && !(normalize && any_lane((vi)spok)) && !F(any_invalid)(bad)) {
         /* the common tile: every row valid for the fast path, stored at once */
 #if KLF_ELEMENT_BITS == 64
-        memcpy(out, &val[0], sizeof(vd));
+        store_line(out, &val[0], stream);
 #else
         V v = join_halves(__builtin_convertvector(val[0], vfh),
                           __builtin_convertvector(val[1], vfh));
-        memcpy(out, &v, sizeof(V));
+        store_line(out, &v, stream);
 #endif
         /* (the rows failing the sum check: total is finite here, and so is
          * every value of a row that passes) */
@@ -463,7 +464,7 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
     U bad = normalize ? (U)st->bad : st->bits;
     return F(lanes_results)(measure, total, normalize ? NULL : ok, normalize ? st->sp : NULL,
                             normalize ? st->sq : NULL, &st->flag, bad, p, p_ls, p_es, q, q_ls,
-                            q_es, n, k, scale, out, out_s, n_bad);
+                            q_es, n, k, scale, out, out_s, 0, n_bad);
 }
 
 /* ---- short distributions -------------------------------------------------
@@ -686,10 +687,11 @@ KLF_INLINE void F(short_sum)(V x, V y, int j, int k, int uses_q, V *xs, V *ys) {
  * lanes_results. Saves the widening of two position sums, their fold and
  * the narrowing of the results. B/A (ab_builds, kl | entropy, 1 / 2
  * threads): 20,000,000 x 2 0.86 / 0.90 | 0.86 / 0.86. */
-KLF_INLINE int F(pair_sums)(V t, const M *fl, U bits, T *out, ptrdiff_t out_s, int *n_bad) {
+KLF_INLINE int F(pair_sums)(V t, const M *fl, U bits, T *out, ptrdiff_t out_s, int stream,
+                           int *n_bad) {
     if (out_s != 1 || (fl && any_lane((vi)*fl)) || any_nonfinite_f32(t) || F(any_invalid)(bits))
         return 0;
-    memcpy(out, &t, sizeof(V));
+    store_line(out, &t, stream);
     *n_bad = 0;
     return 1;
 }
@@ -701,7 +703,7 @@ KLF_INLINE int F(pair_sums)(V t, const M *fl, U bits, T *out, ptrdiff_t out_s, i
 KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p_ls,
                                   ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es,
                                   int k, V e, int checked, const M *idx, const T *band,
-                                  double tol, double scale, T *out, ptrdiff_t out_s,
+                                  double tol, double scale, T *out, ptrdiff_t out_s, int stream,
                                   int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, np = k < BLOCK ? k : BLOCK;
     /* (all zeroed: gcc cannot tell that they are written before they are read;
@@ -736,7 +738,7 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
 #if FAST_SUMS
     int decided = F(sums_decide)(x, y, k, uses_q, band, ok);
     if (decided == 2 && k == 2 && measure != KLFAST_JS && scale == 1.0
-        && F(pair_sums)(s[0] + s[1], fl, bits, out, out_s, n_bad))
+        && F(pair_sums)(s[0] + s[1], fl, bits, out, out_s, stream, n_bad))
         return 0;
 #endif
     /* (float32: one group, widened) */
@@ -744,7 +746,7 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
 #if FAST_SUMS
     if (decided == 2)
         return F(lanes_results)(measure, total, NULL, NULL, NULL, fl, bits, p, p_ls, p_es, q,
-                                q_ls, q_es, LANES, k, scale, out, out_s, n_bad);
+                                q_ls, q_es, LANES, k, scale, out, out_s, stream, n_bad);
     if (!decided)
 #else
     (void)band;
@@ -758,7 +760,7 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
         F(sums_check)(xt, yt, tol, ok);
     }
     return F(lanes_results)(measure, total, ok, NULL, NULL, fl, bits, p, p_ls, p_es, q, q_ls,
-                            q_es, LANES, k, scale, out, out_s, n_bad);
+                            q_es, LANES, k, scale, out, out_s, stream, n_bad);
 }
 
 /* The n / LANES whole tiles of short distributions at p, q (short_rows),
@@ -772,7 +774,8 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
 KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, const T *p,
                                   ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
                                   ptrdiff_t q_es, int n, V e, const T *band, double tol,
-                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
+                                  double scale, T *out, ptrdiff_t out_s, int stream,
+                                  int *n_bad) {
     uint64_t special = 0;
     const M lane = {IOTA};
     M idx[SHORT_MAX];
@@ -781,7 +784,7 @@ KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, con
         int bad = 0;
         unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k, cols ? p_es : 1,
                                     q + r * q_ls, q_ls, cols ? q_es : 1, k, e, checked, idx,
-                                    band, tol, scale, out + r * out_s, out_s, &bad);
+                                    band, tol, scale, out + r * out_s, out_s, stream, &bad);
         special |= (uint64_t)sp << r;
         *n_bad += bad;
     }
@@ -800,7 +803,7 @@ KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, con
  * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
 typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
-                                 double tol, double scale, T *out, ptrdiff_t out_s,
+                                 double tol, double scale, T *out, ptrdiff_t out_s, int stream,
                                  int *n_bad);
 #define SHORT_WIDE_ON (KLF_X86 && KLF_VBYTES == 64)
 #define SHORT_WIDE_MIN 11
@@ -812,7 +815,8 @@ typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, cons
 KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols, const T *p,
                                   ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
                                   ptrdiff_t q_es, int n, int k, double eps, double tol,
-                                  double scale, T *out, ptrdiff_t out_s, int *n_bad) {
+                                  double scale, T *out, ptrdiff_t out_s, int stream,
+                                  int *n_bad) {
     int checked = !(eps >= 2.0 * (double)TMIN);
     V e = BCAST((T)eps);
     T band[2] = {0};
@@ -822,7 +826,7 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
 /* k, checked and the layout as constants where given (K_ > 0; L_: cols) */
 #define SHORT_LOOP(K_, C_, L_)                                                                \
     return F(short_loop)(measure, L_, K_ ? K_ : k, C_, p, p_ls, p_es, q, q_ls, q_es, n, e,    \
-                         band, tol, scale, out, out_s, n_bad);
+                         band, tol, scale, out, out_s, stream, n_bad);
 #define SHORT_CASES(L_)                                                                       \
     switch (k) {                                                                              \
     case 2: SHORT_LOOP(2, 0, L_)                                                              \
@@ -836,8 +840,8 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
     case 10: SHORT_LOOP(10, 0, L_)                                                            \
     default:                                                                                  \
         if (wide && k >= SHORT_WIDE_MIN) /* (short_wide: below) */                            \
-            return wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](        \
-                p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale, out, out_s, n_bad);     \
+            return wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](      \
+                p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale, out, out_s, stream, n_bad); \
         SHORT_LOOP(0, 0, L_)                                                                  \
     }
     if (checked) SHORT_LOOP(0, 1, cols)
@@ -1003,7 +1007,7 @@ enum { F(strips_scratch) = KLFAST_STRIPS_MAX * STRIP * (sizeof(F(lanes_state)) +
 KLF_INLINE uint64_t F(lanes)(int measure, const F(short_fn) *wide, const T *p, ptrdiff_t p_ls,
                              ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                              ptrdiff_t k, double eps, int normalize, double tol, double scale,
-                             T *out, ptrdiff_t out_s, int *n_bad) {
+                             T *out, ptrdiff_t out_s, int stream, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
     int start = 0; /* the tiles before start are scored */
@@ -1016,7 +1020,7 @@ KLF_INLINE uint64_t F(lanes)(int measure, const F(short_fn) *wide, const T *p, p
     if (!normalize && k >= 1 && k <= SHORT_MAX && (cols || rows)) {
         start = n - n % LANES;
         special = F(short_rows)(measure, wide, cols, p, p_ls, p_es, q, q_ls, q_es, start,
-                                (int)k, eps, tol, scale, out, out_s, n_bad);
+                                (int)k, eps, tol, scale, out, out_s, stream, n_bad);
     } else if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
         F(lanes_state) st[STRIP];
         V g[STRIP * GB];
@@ -1079,9 +1083,9 @@ _Static_assert(SHORT_MAX == 16, "short_wide: k = 11 .. 16 for each layout");
     static __attribute__((noinline)) uint64_t F(name##_##K_##_##L_)(                          \
         const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,               \
         ptrdiff_t q_es, int n, V e, const T *band, double tol, double scale, T *out,          \
-        ptrdiff_t out_s, int *n_bad) {                                                        \
+        ptrdiff_t out_s, int stream, int *n_bad) {                                            \
         return F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol,  \
-                             scale, out, out_s, n_bad);                                       \
+                             scale, out, out_s, stream, n_bad);                               \
     }
 #define SHORT_WIDE_LAYOUT(name, code, L_)                                                     \
     SHORT_WIDE_FN(name, code, 11, L_) SHORT_WIDE_FN(name, code, 12, L_)                       \
@@ -1109,9 +1113,9 @@ SHORT_WIDE(js_wide, KLFAST_JS)
     static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
                                  double eps, int normalize, double tol, double scale,      \
-                                 T *out, ptrdiff_t out_s, int *n_bad) {                    \
+                                 T *out, ptrdiff_t out_s, int stream, int *n_bad) {        \
         return F(lanes)(code, SHORT_WIDE_OF(wide), p, p_ls, p_es, q, q_ls, q_es, n, k, eps, \
-                        normalize, tol, scale, out, out_s, n_bad);                         \
+                        normalize, tol, scale, out, out_s, stream, n_bad);                  \
     }
 KLF_LANES_FN(kl_lanes, kl_wide, KLFAST_KL)
 KLF_LANES_FN(jeffreys_lanes, jeffreys_wide, KLFAST_JEFFREYS)

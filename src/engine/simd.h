@@ -153,6 +153,23 @@ KLF_INLINE int all_le_f32(vf a, vf b, vf lim) {
 }
 #endif
 
+/* A whole vector of results at out: with stream, where out is 64-byte
+ * aligned at AVX-512, past the cache (a non-temporal store: the line is not
+ * read first, and the caller fences, engine/klfast.h); else a plain store. */
+#if KLF_X86 && KLF_VBYTES == 64
+KLF_INLINE void store_line(void *out, const void *v, int stream) {
+    if (stream && ((uintptr_t)out & 63) == 0)
+        _mm512_stream_si512((__m512i *)out, *(const __m512i *)v);
+    else
+        memcpy(out, v, KLF_VBYTES);
+}
+#else
+KLF_INLINE void store_line(void *out, const void *v, int stream) {
+    (void)stream;
+    memcpy(out, v, KLF_VBYTES);
+}
+#endif
+
 /* a | b | c on the bits of three vectors: one vpternlogq at AVX-512 */
 #if KLF_X86 && KLF_VBYTES == 64
 #define OR3(a, b, c)                                                                          \

@@ -207,11 +207,12 @@ static void check_lanes(const klfast_isa *isa) {
                     ptrdiff_t ls = cols ? 1 : k, es = cols ? N : 1;
                     if (dt == 0)
                         special = isa->lanes_f64[m](cols ? pc : p, ls, es, cols ? qc : q, ls, es, n,
-                                                    k, eps, normalize, tol, scale, out, 2, &n_bad);
+                                                    k, eps, normalize, tol, scale, out, 2, 0,
+                                                    &n_bad);
                     else
                         special = isa->lanes_f32[m](cols ? pfc : pf, ls, es, cols ? qfc : qf, ls,
                                                     es, n, k, (float)eps, normalize, tol, scale,
-                                                    outf, 2, &n_bad);
+                                                    outf, 2, 0, &n_bad);
                     for (int r = 0; r < n; r++) {
                         int sp;
                         double sums[2], v, want, got;
