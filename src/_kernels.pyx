@@ -133,8 +133,9 @@ def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32):
 # Short C rows whose output is at least this large (bytes) write their
 # results past the cache (Rows.stream): the lines of out are then not read
 # before they are written, 160 of the 960 MB that 20,000,000 float64 rows
-# of 2 move. An output this size is far from the cache either way. B/A (benchmarks/ab_builds.py, 20,000,000 x 2,
-# kl, 1 / 2 threads): float64 0.92 / 0.90, float32 0.85 / 0.86.
+# of 2 move. An output this size is far from the cache either way. B/A
+# (benchmarks/ab_builds.py, 20,000,000 x 2, kl | entropy, 1 / 2 threads):
+# float64 0.94 / 0.92 | 0.86 / 0.92, float32 0.87 / 0.92 | 0.90 / 0.98.
 # Only rows of up to _stream_max_k: float64 10,000,000 x 10 streamed took
 # entropy 1.09 / 1.17 the time (its output a twentieth of the traffic),
 # float32 16,000,000 x 4 0.98-1.01.
