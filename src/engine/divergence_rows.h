@@ -43,14 +43,8 @@ KLF_INLINE M F(or_is_invalid)(U bits) { return (M)(bits >= BITS(HUGE_BITS)); }
  * mask register and tested there, as any_nonfinite_f64 in simd.h). In the
  * row loop's end of a row, with its flag left untested where terms flag
  * nothing: float32 3,000,000 x 32 kl B/A 0.96 / 0.95 (1 / 2 threads). */
-#if KLF_X86 && KLF_VBYTES == 64 && KLF_ELEMENT_BITS == 64
-KLF_INLINE int F(any_invalid)(U bits) {
-    return _mm512_cmpge_epu64_mask((__m512i)bits, (__m512i)BITS(HUGE_BITS)) != 0;
-}
-#elif KLF_X86 && KLF_VBYTES == 64
-KLF_INLINE int F(any_invalid)(U bits) {
-    return _mm512_cmpge_epu32_mask((__m512i)bits, (__m512i)BITS(HUGE_BITS)) != 0;
-}
+#if defined(UGE_MASK)
+KLF_INLINE int F(any_invalid)(U bits) { return UGE_MASK(bits, BITS(HUGE_BITS)) != 0; }
 #else
 KLF_INLINE int F(any_invalid)(U bits) { return any_lane((vi)F(or_is_invalid)(bits)); }
 #endif

@@ -36,6 +36,7 @@
 #undef EXP
 #undef EXP_PLAIN_MIN
 #undef UMAX_OP
+#undef UGE_MASK
 #undef ADD
 #undef WIDEN
 #undef PRM
@@ -84,6 +85,8 @@
 #define WIDEN(acc, s, v) ((acc)[s] = (v))
 #if KLF_X86 && KLF_VBYTES == 64
 #define UMAX_OP(a, b) ((vu)_mm512_max_epu64((__m512i)(a), (__m512i)(b)))
+/* the lanes where a >= b, unsigned, as a mask register */
+#define UGE_MASK(a, b) _mm512_cmpge_epu64_mask((__m512i)(a), (__m512i)(b))
 #endif
 
 #else /* 32, or 16: float arithmetic */
@@ -128,6 +131,7 @@
 #define WIDEN(acc, s, v) widen_to((acc) + 2 * (s), (v))
 #if KLF_X86 && KLF_VBYTES == 64
 #define UMAX_OP(a, b) ((vui)_mm512_max_epu32((__m512i)(a), (__m512i)(b)))
+#define UGE_MASK(a, b) _mm512_cmpge_epu32_mask((__m512i)(a), (__m512i)(b))
 #elif KLF_X86 && KLF_VBYTES == 32
 #define UMAX_OP(a, b) ((vui)_mm256_max_epu32((__m256i)(a), (__m256i)(b)))
 #endif

@@ -379,6 +379,14 @@ KLF_INLINE void F(lanes_start)(F(lanes_state) *st, double eps) {
  * threads): float64 20,000,000 x 2 0.93 / 0.97 | 0.97 / 1.00 (and 0.95 /
  * 0.96 | 0.95 / 0.96), float32 20,000,000 x 2 0.96 / 0.96 | 0.97 / 0.95,
  * 16,000,000 x 4 0.97 / 0.97 | 0.95 / 0.96. */
+/* 1 when a tile's results can be stored at once, as far as these say: all
+ * LANES of them (n), consecutive (out_s), no lane flagged for the exact
+ * path (flag NULL: none can be), no entry out of range (bad, as
+ * lanes_results'). lanes_results and pair_sums add their finiteness. */
+KLF_INLINE int F(whole_tile)(int n, ptrdiff_t out_s, const M *flag, U bad) {
+    return n == LANES && out_s == 1 && !(flag && any_lane((vi)*flag)) && !F(any_invalid)(bad);
+}
+
 KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sums_ok,
                                      const vd *sp, const vd *sq, const M *flag, U bad,
                                      const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
@@ -401,8 +409,7 @@ KLF_INLINE unsigned F(lanes_results)(int measure, const vd *total, const vl *sum
     unsigned special = 0;
     int nan_rows = 0;
     /* (the tests of what cannot be set left out: not folded at AVX-512) */
-    if (n == LANES && out_s == 1 && !(flag && any_lane((vi)*flag)) && fin
-        && !(normalize && any_lane((vi)spok)) && !F(any_invalid)(bad)) {
+    if (F(whole_tile)(n, out_s, flag, bad) && fin && !(normalize && any_lane((vi)spok))) {
         /* the common tile: every row valid for the fast path, stored at once */
 #if KLF_ELEMENT_BITS == 64
         store_line(out, &val[0], stream);
@@ -690,8 +697,7 @@ KLF_INLINE void F(short_sum)(V x, V y, int j, int k, int uses_q, V *xs, V *ys) {
  * 0.91 | 0.82 / 0.83. */
 KLF_INLINE int F(pair_sums)(V t, const M *fl, U bits, T *out, ptrdiff_t out_s, int stream,
                            int *n_bad) {
-    if (out_s != 1 || (fl && any_lane((vi)*fl)) || any_nonfinite_f32(t) || F(any_invalid)(bits))
-        return 0;
+    if (!F(whole_tile)(LANES, out_s, fl, bits) || any_nonfinite_f32(t)) return 0;
     store_line(out, &t, stream);
     *n_bad = 0;
     return 1;
