@@ -469,12 +469,18 @@ KLF_INLINE vf log_f32(vf x) {
  * one of 16 intervals, with c its centre (c = 1 for the one holding 1),
  * invc = 1 / c rounded to float and logc = log(1 / invc) (mpmath, rounded).
  * Then r = z invc - 1 in one rounding (|r| <= 0.0234) and
- *   log x = k LN2_HI + ((log1p(r) + logc) + k LN2_LO),
+ *   log x = k LN2_F + (log1p(r) + logc)   (one fused multiply-add),
  * log1p(r) = r + r^2 (-1/2 + r/3 - r^2/4 + r^3/5) (Taylor; the next term is
- * below 3e-10 of r). Only the interval holding 1 has |log x| well below
- * 0.02, and there logc = 0 and r is exact, so the error stays about an ulp
- * of the result: the term -x log x within 1.6e-7 relative, its rounding to
- * float included (log_ratio(1, x): 1.8e-7; tests/test_values.py). */
+ * below 3e-10 of r). LN2_F is ln2 rounded to float, 1.9e-9 too large: the
+ * product is exact in the fused add, and for k != 0 (x outside [0.699,
+ * 1.398), |log x| > 0.33) k 1.9e-9 is below 6e-9 of |log x|, a tenth of an
+ * ulp. Only the interval holding 1 has |log x| well below 0.02, and there
+ * k = 0, logc = 0 and r is exact, so the error stays about an ulp of the
+ * result: the term -x log x within 1.6e-7 relative, its rounding to float
+ * included (log_ratio(1, x): 1.8e-7; tests/test_values.py). The index i is
+ * not masked to 4 bits: the permutes read only its low bits. Against k ln2
+ * in two parts (LN2_HI, LN2_LO) and a masked index, two operations fewer
+ * per vector of the row loop's 24 or so (perf annotate, entropy). */
 #if KLF_X86 && (KLF_VBYTES == 64 || KLF_VBYTES == 32)
 #define KLF_NEG_LOG_F32 1
 #define KLF_LOG_TAB_INVC                                                                      \
@@ -488,29 +494,30 @@ KLF_INLINE vf log_f32(vf x) {
         -0.10275973379611969f, -0.06871386617422104f, -0.0357891321182251f, 0.0f,             \
         0.05324453115463257f, 0.11081437766551971f, 0.16524957120418549f,                     \
         0.21687397360801697f, 0.26596352458000183f, 0.3127557337284088f
-/* table[i] for each lane's i in 0 .. 15 */
+/* table[i mod 16] for each lane's i >= 0 (the permutes read i's low 4 bits) */
 KLF_INLINE vf lookup16_f32(const float *table, vi i) {
 #if KLF_VBYTES == 64
     return (vf)_mm512_permutexvar_ps((__m512i)i, _mm512_loadu_ps(table));
 #else
     __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), (__m256i)i);
     __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), (__m256i)i);
-    return (vf)_mm256_blendv_ps(lo, hi, (__m256)(i << 28)); /* bit 3 of i as the sign */
+    return (vf)_mm256_blendv_ps(lo, hi, (__m256)((vui)i << 28)); /* bit 3 of i as the sign */
 #endif
 }
+
+#define KLF_LN2_F 0.693147182464599609375f /* ln2 rounded to float: 0x1.62e430p-1 */
 
 KLF_INLINE vf neg_log_f32(vf x) {
     static const float invc_table[16] = {KLF_LOG_TAB_INVC};
     static const float logc_table[16] = {KLF_LOG_TAB_LOGC};
     vui u = (vui)x - 0x3F330000U;
     vi k = (vi)u >> 23;
-    vi i = (vi)((u >> 19) & 15U);
+    vi i = (vi)(u >> 19); /* (the interval: its low 4 bits) */
     vf z = (vf)((vui)x - ((vui)k << 23));
     vf r = z * lookup16_f32(invc_table, i) - 1.0f;
     vf p = -0.5f + r * (0.333333333f + r * (-0.25f + r * 0.2f));
     vf kf = __builtin_convertvector(k, vf);
-    vf log_x = kf * KLF_LN2_HI_F + (((r + (r * r) * p) + lookup16_f32(logc_table, i)) +
-                                     kf * KLF_LN2_LO_F);
+    vf log_x = kf * KLF_LN2_F + ((r + (r * r) * p) + lookup16_f32(logc_table, i));
     return -log_x;
 }
 #else
