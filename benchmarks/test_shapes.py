@@ -6,7 +6,9 @@ every answer is checked against the float64 reference before it is timed.
 Small sizes (1/1000 of the elements) when benchmarking is disabled, in CI, or
 with --bench-small. ``benchmarks/shapes.py`` reports the same cases as medians
 of per-turn ratios."""
+import math
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -18,7 +20,7 @@ from klfast._core import reference as _reference
 from klfast._diagnostics import read_floor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shapes import CASES, make  # noqa: E402
+from shapes import CASES, flat_call, flat_terms, make  # noqa: E402
 
 NAMES = [name for name, case in CASES.items() if case[0] in ("few", "columns")]
 
@@ -73,3 +75,26 @@ def test_shape(benchmark, small, name, peer, threads):
         np.testing.assert_allclose(fn(), klfast.kl(p, q, axis=kl_axis), rtol=1e-5, atol=1e-7)
     benchmark.group = f"kl {name}"
     benchmark(fn)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_flat_terms_add_the_measure_terms(dtype):
+    """shapes.py --flat's floor adds kl's terms (entropy's: of both inputs)
+    over the whole flat array (the odd length takes its scalar tail), on 1
+    and 2 threads: against scipy's rel_entr and entr in float64 (no entry is
+    below its eps of 1e-12 but the zeros, whose terms are 0 either way)."""
+    from scipy.special import entr, rel_entr
+    fns = flat_terms()
+    assert fns is not None
+    rng = np.random.default_rng(5)
+    a = (rng.random((3001, 7)) + 1e-6).astype(dtype)
+    b = (rng.random((3001, 7)) + 1e-6).astype(dtype)
+    a[::5, 2] = 0.0
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    want = {"kl": rel_entr(x, y).sum(), "entropy": entr(x).sum() + entr(y).sum()}
+    rtol = 1e-12 if dtype == "float64" else 2e-6
+    for measure in ("kl", "entropy"):
+        for threads in (1, 2):
+            got = flat_call(fns, measure, a, b, threads)()
+            assert math.isclose(got, want[measure], rel_tol=rtol), (measure, threads, got)
