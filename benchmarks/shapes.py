@@ -26,6 +26,7 @@ import argparse
 import ctypes
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -75,10 +76,10 @@ def flat_terms():
     here = os.path.dirname(os.path.abspath(__file__))
     src = os.path.join(here, "flat_terms.c")
     include = os.path.join(os.path.dirname(here), "src")
-    cc = os.environ.get("CC", "cc")
+    cc = shlex.split(os.environ.get("CC") or "cc")  # (a command, as tests/test_c_kernels.py)
     folder = tempfile.mkdtemp(prefix="klfast-flat-")
     lib = os.path.join(folder, "flat_terms.so")
-    cmd = [cc, "-O2", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+    cmd = [*cc, "-O2", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
            "-ffp-contract=fast", "-fPIC", "-shared", "-I", include, src, "-o", lib]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)

@@ -8,6 +8,7 @@ with --bench-small. ``benchmarks/shapes.py`` reports the same cases as medians
 of per-turn ratios."""
 import math
 import os
+import shlex
 import shutil
 import sys
 
@@ -77,7 +78,8 @@ def test_shape(benchmark, small, name, peer, threads):
     benchmark(fn)
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+@pytest.mark.skipif(shutil.which(shlex.split(os.environ.get("CC") or "cc")[0]) is None,
+                    reason="no C compiler")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_flat_terms_add_the_measure_terms(dtype):
     """shapes.py --flat's floor adds kl's terms (entropy's: of both inputs)

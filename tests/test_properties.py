@@ -87,6 +87,10 @@ def test_cross_entropy_is_entropy_plus_kl(pq, eps, base):
 
 @given(pairs(), st.sampled_from([klfast.DEFAULT_EPS, 1e-3]), st.sampled_from(MEASURES),
        st.booleans())
+# near-equal rows: the twin's log(p / q) rounded the ratio first (an error of
+# 1e-16 on a log of 1e-5) before it took log1p there; hypothesis found this
+@example(pq=(np.array([[1.0]]), np.array([[0.99999]])), eps=klfast.DEFAULT_EPS, measure="kl",
+         normalize=False)
 def test_matches_slow_twin(pq, eps, measure, normalize):
     p, q = pq
     if normalize:

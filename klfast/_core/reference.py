@@ -124,10 +124,15 @@ def _prepare(p, q, axis, normalize, check_sums):
 
 def _log_ratio(a, b):
     """log(a / b) elementwise, falling back to log(a) - log(b) where a / b
-    overflows or underflows (subnormal b or a); +-inf where a or b is 0."""
+    overflows or underflows (subnormal b or a); +-inf where a or b is 0.
+    Where a / b is within [1/2, 2], log1p((a - b) / b): a - b is exact there
+    (Sterbenz), so the result keeps its relative accuracy when a and b are
+    close (log(a / b) rounds the ratio first: an error of up to 1.1e-16 on a
+    log of, say, 1e-5)."""
     with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
         ratio = a / b
-        direct = np.log(ratio)
+        direct = np.where((ratio >= 0.5) & (ratio <= 2.0), np.log1p((a - b) / b),
+                          np.log(ratio))
         split = np.log(a) - np.log(b)
     ok = (ratio > 0) & np.isfinite(ratio) & (ratio >= np.finfo(np.float64).tiny)
     return np.where(ok, direct, split)
