@@ -899,7 +899,18 @@ KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdi
  * segment AHEAD elements on; past k, in the strips after this one).
  * Each sum adds its elements in the order of j, as lanes_loop: in chunks of
  * JC, float32 measure sums in groups of one chunk (in g: GB vectors per
- * tile), row sums widened every SUM_GROUPS chunks. */
+ * tile), row sums widened every SUM_GROUPS chunks.
+ * Tried: a position's sums kept in registers while its rows of a chunk (l,
+ * l + BLOCK, ...) are read, four tiles at a time, instead of loaded and
+ * stored for each element (the same bits). B/A against this (ab_builds
+ * --layout columns, (1,000, 50,000), kl | entropy, 1 / 2 threads): strip
+ * after strip over a chunk's rows, float32 1.19 / 1.70 | 1.28 / 1.35,
+ * float64 1.35 / 1.35 | 1.25 / 1.23; a position's rows in every strip
+ * before the next position's, prefetching 1 strip ahead float32 1.83 / 2.06
+ * | 1.28 / 1.19, 2 strips 0.94 / 1.17 | 0.98 / 1.01, 4 strips 1.00 / 1.21 |
+ * 0.91 / 0.96 (float64 1.46 / 1.45 | 1.07 / 1.19), 8 strips 1.13 / 1.55 |
+ * 0.94 / 0.94. What the sums' loads and stores save, the changed order of
+ * reading loses (the loads stall), most on 2 threads. */
 KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T *q,
                                ptrdiff_t q_es, ptrdiff_t k, int normalize, int checked,
                                F(lanes_state) *st, int ns, V *g) {
