@@ -463,26 +463,74 @@ KLF_INLINE vf log_f32(vf x) {
 /* -log x for float x, normal, positive and below 2^126, without a division
  * (entropy's float32 term: its one division per element was a third of the
  * term's time). AVX-512 and AVX2; elsewhere KLF_NEG_LOG_F32 is 0 and entropy
- * takes log_ratio(1, x). x = 2^k z with z in [0.699, 1.398), found on the
- * bit pattern (subtracting bits(0.699) borrows from the exponent field
- * exactly when the mantissa is below it); the top 4 bits of z's offset pick
- * one of 16 intervals, with c its centre (c = 1 for the one holding 1),
- * invc = 1 / c rounded to float and logc = log(1 / invc) (mpmath, rounded).
- * Then r = z invc - 1 in one rounding (|r| <= 0.0234) and
+ * takes log_ratio(1, x). x = 2^k z with z in [c0, 2 c0) (c0 = 0.699 at
+ * AVX2, 0.6953 at AVX-512), found on the bit pattern (subtracting bits(c0)
+ * borrows from the exponent field exactly when the mantissa is below it);
+ * the top 4 (AVX2) or 5 (AVX-512) bits of z's offset pick one of 16 or 32
+ * intervals, with c its centre (c = 1 for the one holding 1), invc = 1 / c
+ * rounded to float and logc = log(1 / invc) (mpmath, rounded). Then
+ * r = z invc - 1 in one rounding (|r| <= 0.0234, 0.0157) and
  *   log x = k LN2_F + (log1p(r) + logc)   (one fused multiply-add),
- * log1p(r) = r + r^2 (-1/2 + r/3 - r^2/4 + r^3/5) (Taylor; the next term is
- * below 3e-10 of r). LN2_F is ln2 rounded to float, 1.9e-9 too large: the
- * product is exact in the fused add, and for k != 0 (x outside [0.699,
- * 1.398), |log x| > 0.33) k 1.9e-9 is below 6e-9 of |log x|, a tenth of an
- * ulp. Only the interval holding 1 has |log x| well below 0.02, and there
- * k = 0, logc = 0 and r is exact, so the error stays about an ulp of the
- * result: the term -x log x within 1.6e-7 relative, its rounding to float
- * included (log_ratio(1, x): 1.8e-7; tests/test_values.py). The index i is
- * not masked to 4 bits: the permutes read only its low bits. Against k ln2
- * in two parts (LN2_HI, LN2_LO) and a masked index, two operations fewer
- * per vector of the row loop's 24 or so (perf annotate, entropy). */
+ * log1p(r) = r + r^2 p(r), p of degree 3 (Taylor: -1/2 + r/3 - r^2/4 +
+ * r^3/5; the next term is below 3e-10 of r) or 2 (fitted: below 6e-9 of
+ * log1p(r)). LN2_F is ln2 rounded to float, 1.9e-9 too large: the product
+ * is exact in the fused add, and for k != 0 (x outside [c0, 2 c0), |log x|
+ * > 0.33) k 1.9e-9 is below 6e-9 of |log x|, a tenth of an ulp. In the
+ * interval holding 1, k = 0, logc = 0 and r is exact, so the error stays
+ * about an ulp of the result: the term -x log x within 2e-7 relative, its
+ * rounding to float included (log_ratio(1, x): 1.8e-7;
+ * tests/test_values.py). The index i is not masked: the permutes read only
+ * its low bits. Against k ln2 in two parts (LN2_HI, LN2_LO) and a masked
+ * index, two operations fewer per vector of the row loop's 24 or so (perf
+ * annotate, entropy); AVX-512's 32 intervals, one more fewer (below). */
 #if KLF_X86 && (KLF_VBYTES == 64 || KLF_VBYTES == 32)
 #define KLF_NEG_LOG_F32 1
+#if KLF_VBYTES == 64
+/* AVX-512: 32 intervals of z in [0.6953, 1.3906) (one two-table permute, as
+ * cheap as the one-table one), 1 the centre of the one holding it, so |r| <=
+ * 0.0153 and log1p(r) - r takes a degree-2 p (fitted on that range, error
+ * below 6e-9 relative to log1p(r)): one multiply-add fewer per vector than
+ * 16 intervals and degree 3. Each invc is the float within 2048 ulps of 1 / c
+ * whose log(1 / invc) is nearest a float (Tang's choice): logc is then within
+ * 0.001 ulp, not 0.5. -log x for 9.2 million floats (1e-37 .. 1e37, and every
+ * third float in [0.5, 2)) against float64: max 1.711 ulps with AVX2's
+ * table, 1.033 with this; above half an ulp 14.5 % and 5.2 %. B/A against
+ * AVX2's table at AVX-512 (ab_builds, entropy, 1 / 2 threads): float32
+ * 8,192 x 32,000 0.985 / 0.977 (cross_entropy 0.978 / 0.989), 3,000,000 x
+ * 32 0.968 / 0.982, 10,000,000 x 10 0.977 / 0.966, columns 5,000,000 of 10
+ * 1.010 / 1.022. */
+#define KLF_LOG_TAB_BITS 5
+#define KLF_LOG_TAB_OFF 0x3F320000U /* bits(0.6953125) */
+#define KLF_LOG_TAB_INVC                                                                      \
+    1.422422170639038f, 1.3910701274871826f, 1.361931324005127f, 1.3335720300674438f,         \
+        1.3061445951461792f, 1.2802093029022217f, 1.2547051906585693f, 1.2309699058532715f,   \
+        1.2075895071029663f, 1.1851192712783813f, 1.1636261940002441f, 1.1428059339523315f,   \
+        1.1226999759674072f, 1.1035352945327759f, 1.0849030017852783f, 1.0664536952972412f,   \
+        1.049312949180603f, 1.0321561098098755f, 1.015744924545288f, 1.0f,                    \
+        0.969770610332489f, 0.9410952925682068f, 0.914179265499115f, 0.8888078927993774f,     \
+        0.864982545375824f, 0.8420355916023254f, 0.8205960988998413f, 0.8001205921173096f,    \
+        0.7804491519927979f, 0.7619996666908264f, 0.7442830801010132f, 0.7273896932601929f
+#define KLF_LOG_TAB_LOGC                                                                      \
+    -0.35236117243766785f, -0.3300733268260956f, -0.3089037835597992f,                        \
+        -0.28786107897758484f, -0.26707974076271057f, -0.2470235824584961f,                   \
+        -0.2269006371498108f, -0.2078023999929428f, -0.188626229763031f,                      \
+        -0.1698434203863144f, -0.15154115855693817f, -0.1334865838289261f,                    \
+        -0.1157364770770073f, -0.09851893037557602f, -0.08149058371782303f,                   \
+        -0.06433884054422379f, -0.04813561588525772f, -0.03164992481470108f,                  \
+        -0.015622259117662907f, 0.0f, 0.0306957196444273f,                                    \
+        0.06071087718009949f, 0.08972859382629395f, 0.1178741604089737f,                      \
+        0.1450459510087967f, 0.17193299531936646f, 0.19772425293922424f,                      \
+        0.22299282252788544f, 0.24788568913936615f, 0.2718091607093811f,                      \
+        0.2953338325023651f, 0.31829291582107544f
+#define KLF_LOG1P_P(r) (-0.5000002384185791f + (r) * (0.33336588740348816f + (r) * -0.24814166128635406f))
+/* table[i mod 32] for each lane's i >= 0 (the permute reads i's low 5 bits) */
+KLF_INLINE vf lookup_f32(const float *table, vi i) {
+    return (vf)_mm512_permutex2var_ps(_mm512_loadu_ps(table), (__m512i)i,
+                                      _mm512_loadu_ps(table + 16));
+}
+#else
+#define KLF_LOG_TAB_BITS 4
+#define KLF_LOG_TAB_OFF 0x3F330000U
 #define KLF_LOG_TAB_INVC                                                                      \
     1.3989070653915405f, 1.3403141498565674f, 1.286432147026062f, 1.2367149591445923f,        \
         1.1906976699829102f, 1.147982120513916f, 1.1082251071929932f, 1.0711296796798706f,    \
@@ -494,30 +542,28 @@ KLF_INLINE vf log_f32(vf x) {
         -0.10275973379611969f, -0.06871386617422104f, -0.0357891321182251f, 0.0f,             \
         0.05324453115463257f, 0.11081437766551971f, 0.16524957120418549f,                     \
         0.21687397360801697f, 0.26596352458000183f, 0.3127557337284088f
+#define KLF_LOG1P_P(r) (-0.5f + (r) * (0.333333333f + (r) * (-0.25f + (r) * 0.2f)))
 /* table[i mod 16] for each lane's i >= 0 (the permutes read i's low 4 bits) */
-KLF_INLINE vf lookup16_f32(const float *table, vi i) {
-#if KLF_VBYTES == 64
-    return (vf)_mm512_permutexvar_ps((__m512i)i, _mm512_loadu_ps(table));
-#else
+KLF_INLINE vf lookup_f32(const float *table, vi i) {
     __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), (__m256i)i);
     __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), (__m256i)i);
     return (vf)_mm256_blendv_ps(lo, hi, (__m256)((vui)i << 28)); /* bit 3 of i as the sign */
-#endif
 }
+#endif
 
 #define KLF_LN2_F 0.693147182464599609375f /* ln2 rounded to float: 0x1.62e430p-1 */
 
 KLF_INLINE vf neg_log_f32(vf x) {
-    static const float invc_table[16] = {KLF_LOG_TAB_INVC};
-    static const float logc_table[16] = {KLF_LOG_TAB_LOGC};
-    vui u = (vui)x - 0x3F330000U;
+    static const float invc_table[1 << KLF_LOG_TAB_BITS] = {KLF_LOG_TAB_INVC};
+    static const float logc_table[1 << KLF_LOG_TAB_BITS] = {KLF_LOG_TAB_LOGC};
+    vui u = (vui)x - KLF_LOG_TAB_OFF;
     vi k = (vi)u >> 23;
-    vi i = (vi)(u >> 19); /* (the interval: its low 4 bits) */
+    vi i = (vi)(u >> (23 - KLF_LOG_TAB_BITS)); /* (the interval: its low bits) */
     vf z = (vf)((vui)x - ((vui)k << 23));
-    vf r = z * lookup16_f32(invc_table, i) - 1.0f;
-    vf p = -0.5f + r * (0.333333333f + r * (-0.25f + r * 0.2f));
+    vf r = z * lookup_f32(invc_table, i) - 1.0f;
+    vf p = KLF_LOG1P_P(r);
     vf kf = __builtin_convertvector(k, vf);
-    vf log_x = kf * KLF_LN2_F + ((r + (r * r) * p) + lookup16_f32(logc_table, i));
+    vf log_x = kf * KLF_LN2_F + ((r + (r * r) * p) + lookup_f32(logc_table, i));
     return -log_x;
 }
 #else
