@@ -468,8 +468,9 @@ KLF_INLINE vf log_f32(vf x) {
  * borrows from the exponent field exactly when the mantissa is below it);
  * the top 4 (AVX2) or 5 (AVX-512) bits of z's offset pick one of 16 or 32
  * intervals, with c its centre (c = 1 for the one holding 1), invc = 1 / c
- * rounded to float and logc = log(1 / invc) (mpmath, rounded). Then
- * r = z invc - 1 in one rounding (|r| <= 0.0234, 0.0157) and
+ * rounded to float (AVX-512: a float near it, below) and logc = log(1 /
+ * invc) (mpmath, rounded). Then r = z invc - 1 in one rounding (|r| <=
+ * 0.0234, 0.0153) and
  *   log x = k LN2_F + (log1p(r) + logc)   (one fused multiply-add),
  * log1p(r) = r + r^2 p(r), p of degree 3 (Taylor: -1/2 + r/3 - r^2/4 +
  * r^3/5; the next term is below 3e-10 of r) or 2 (fitted: below 6e-9 of
@@ -477,8 +478,8 @@ KLF_INLINE vf log_f32(vf x) {
  * is exact in the fused add, and for k != 0 (x outside [c0, 2 c0), |log x|
  * > 0.33) k 1.9e-9 is below 6e-9 of |log x|, a tenth of an ulp. In the
  * interval holding 1, k = 0, logc = 0 and r is exact, so the error stays
- * about an ulp of the result: the term -x log x within 2e-7 relative, its
- * rounding to float included (log_ratio(1, x): 1.8e-7;
+ * about an ulp of the result: the term -x log x within 1.6e-7 relative,
+ * its rounding to float included (log_ratio(1, x): 1.8e-7;
  * tests/test_values.py). The index i is not masked: the permutes read only
  * its low bits. Against k ln2 in two parts (LN2_HI, LN2_LO) and a masked
  * index, two operations fewer per vector of the row loop's 24 or so (perf
@@ -522,7 +523,8 @@ KLF_INLINE vf log_f32(vf x) {
         0.1450459510087967f, 0.17193299531936646f, 0.19772425293922424f,                      \
         0.22299282252788544f, 0.24788568913936615f, 0.2718091607093811f,                      \
         0.2953338325023651f, 0.31829291582107544f
-#define KLF_LOG1P_P(r) (-0.5000002384185791f + (r) * (0.33336588740348816f + (r) * -0.24814166128635406f))
+#define KLF_LOG1P_P(r)                                                                        \
+    (-0.5000002384185791f + (r) * (0.33336588740348816f + (r) * -0.24814166128635406f))
 /* table[i mod 32] for each lane's i >= 0 (the permute reads i's low 5 bits) */
 KLF_INLINE vf lookup_f32(const float *table, vi i) {
     return (vf)_mm512_permutex2var_ps(_mm512_loadu_ps(table), (__m512i)i,
