@@ -44,9 +44,21 @@
 #define PREFETCH (8 * LANES)              /* 8 tiles ahead */
 #define STRIP (64 / LANES)                /* tiles per call: 64 distributions */
 #define AHEAD 16                          /* a sweep prefetches this many elements ahead */
-/* rows of a strip a sweep reads at a time: of 4, 8 and 16, 4 was fastest
- * (500,000 columns of 100: 1.3x the read floor on 1 thread, 1.8x, 2.0x) */
-#define VISIT 4
+/* Rows of a strip a sweep reads at a time, and the strips ahead of the
+ * one read that it prefetches: float64 4 rows, 1 strip (512 bytes on in
+ * the row); float32 6 rows, 2 strips (also 512 bytes). float64: of 4, 8 and
+ * 16 rows, 4 was fastest (500,000 columns of 100: 1.3x the read floor on 1
+ * thread, 1.8x, 2.0x); 6 rows or 2 strips ahead gained nothing. float32
+ * with float64's 4 rows and 1 strip read (1,000, 50,000) columns at 2.1x
+ * the floor on 1 thread where its terms alone in cache take less than the
+ * floor: the prefetch a strip (256 bytes) ahead came too late. Measured
+ * with the sweep alone (C, 1 thread, kl | entropy, ratio to the read
+ * floor, k x 50,000,000 / k): 4 rows 1 strip (before) k = 100 2.46 |
+ * 1.27, 1,000 2.09 | 1.01, 3,000 2.14 | 1.12; 6 rows 2 strips 2.24 |
+ * 1.07, 1.72 | 0.86, 2.01 | 1.12; 8 rows 1 strip 2.37 | 1.13, 1.81 | 0.90,
+ * 1.99 | 1.27; 2 rows 2 strips 1.83 | 1.30 at k = 100, 2.07 at k = 1,000. */
+#define VISIT (KLF_ELEMENT_BITS == 32 ? 6 : 4)
+#define SWEEP_AHEAD (KLF_ELEMENT_BITS == 32 ? 2 : 1)
 /* Strips a sweep reads together: all of a call's (up to KLFAST_STRIPS_MAX,
  * 32), but 16 for float32 distributions shorter than SWEEP_F32_K. B/A of 32
  * against 16 (benchmarks/ab_builds.py --layout columns, 50,000,000 elements,
@@ -894,9 +906,10 @@ KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdi
  * then the same rows of the next strip, so that ns strips read each row's
  * ns * 512 bytes one after the other (strip after strip, each over every
  * row, read (1,000, 50,000) columns at half the speed of reading them in
- * order: a segment per row and call, hundreds of rows apart). The segment
- * read next is prefetched: the next strip's of the row (one strip: the
- * segment AHEAD elements on; past k, in the strips after this one).
+ * order: a segment per row and call, hundreds of rows apart). A segment
+ * is prefetched SWEEP_AHEAD strips before it is read: the same row's, or
+ * past the last strip a first strip's of the row a visit on (one strip:
+ * the segment AHEAD elements on; past k, in the strips after this one).
  * Each sum adds its elements in the order of j, as lanes_loop: in chunks of
  * JC, float32 measure sums in groups of one chunk (in g: GB vectors per
  * tile), row sums widened every SUM_GROUPS chunks.
@@ -943,13 +956,13 @@ KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T 
                         ptrdiff_t ja = j + AHEAD, strips = ja < k ? 0 : ja / k;
                         pa = ps + strips * STRIP * LANES + (ja - strips * k) * p_es;
                         qa = qs + strips * STRIP * LANES + (ja - strips * k) * q_es;
-                    } else if (s + 1 < ns) { /* the next strip's segment of this row */
-                        pa = ps + STRIP * LANES + j * p_es;
-                        qa = qs + STRIP * LANES + j * q_es;
-                    } else { /* the first strip's segment of the row a visit on */
-                        ptrdiff_t ja = j + VISIT < k ? j + VISIT : j;
-                        pa = p + ja * p_es;
-                        qa = q + ja * q_es;
+                    } else if (s + SWEEP_AHEAD < ns) { /* a later strip's, this row */
+                        pa = ps + SWEEP_AHEAD * STRIP * LANES + j * p_es;
+                        qa = qs + SWEEP_AHEAD * STRIP * LANES + j * q_es;
+                    } else { /* past the last strip: a first strip's, the row a visit on */
+                        ptrdiff_t ja = j + VISIT < k ? j + VISIT : j, sa = s + SWEEP_AHEAD - ns;
+                        pa = p + sa * STRIP * LANES + ja * p_es;
+                        qa = q + sa * STRIP * LANES + ja * q_es;
                     }
                     /* the segment's last line too: its vectors need not start a line */
                     __builtin_prefetch(pa + STRIP * LANES - 1);
@@ -1157,6 +1170,7 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef STRIP
 #undef AHEAD
 #undef VISIT
+#undef SWEEP_AHEAD
 #undef SWEEP_F32_K
 #undef GB
 #undef SHORT_MAX
