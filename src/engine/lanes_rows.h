@@ -45,19 +45,24 @@
 #define STRIP (64 / LANES)                /* tiles per call: 64 distributions */
 #define AHEAD 16                          /* a sweep prefetches this many elements ahead */
 /* Rows of a strip a sweep reads at a time, and the strips ahead of the
- * one read that it prefetches: float64 4 rows, 1 strip (512 bytes on in
- * the row); float32 6 rows, 2 strips (also 512 bytes). float64: of 4, 8 and
- * 16 rows, 4 was fastest (500,000 columns of 100: 1.3x the read floor on 1
- * thread, 1.8x, 2.0x); 6 rows or 2 strips ahead gained nothing. float32
- * with float64's 4 rows and 1 strip read (1,000, 50,000) columns at 2.1x
- * the floor on 1 thread where its terms alone in cache take less than the
- * floor: the prefetch a strip (256 bytes) ahead came too late. Measured
- * with the sweep alone (C, 1 thread, kl | entropy, ratio to the read
- * floor, k x 50,000,000 / k): 4 rows 1 strip (before) k = 100 2.46 |
- * 1.27, 1,000 2.09 | 1.01, 3,000 2.14 | 1.12; 6 rows 2 strips 2.24 |
- * 1.07, 1.72 | 0.86, 2.01 | 1.12; 8 rows 1 strip 2.37 | 1.13, 1.81 | 0.90,
- * 1.99 | 1.27; 2 rows 2 strips 1.83 | 1.30 at k = 100, 2.07 at k = 1,000. */
-#define VISIT (KLF_ELEMENT_BITS == 32 ? 6 : 4)
+ * one read that it prefetches: 6 rows; float64 1 strip (512 bytes on in
+ * the row), float32 2 strips (also 512 bytes). float32 with 4 rows and 1
+ * strip, as float64 had, read (1,000, 50,000) columns at 2.1x the floor on
+ * 1 thread where its terms alone in cache take less than the floor: the
+ * prefetch a strip (256 bytes) ahead came too late. Measured with the
+ * sweep alone (C, 1 thread, float32 kl | entropy, ratio to the read floor,
+ * k x 50,000,000 / k): 4 rows 1 strip (before) k = 100 2.46 | 1.27, 1,000
+ * 2.09 | 1.01, 3,000 2.14 | 1.12; 6 rows 2 strips 2.24 | 1.07, 1.72 |
+ * 0.86, 2.01 | 1.12; 8 rows 1 strip 2.37 | 1.13, 1.81 | 0.90, 1.99 | 1.27;
+ * 2 rows 2 strips 1.83 | 1.30 at k = 100, 2.07 at k = 1,000; a second
+ * prefetch, of a later visit's row into L2, gained nothing (1.0-1.3 of
+ * 6 rows 2 strips, kl at k = 1,000). float64, B/A of
+ * 6 rows against 4 (ab_builds --layout columns, kl | entropy, 1 / 2
+ * threads): k = 100 1.00 / 0.99 | 0.91 / 0.93, 400 1.00 / 0.99 | 0.93 /
+ * 0.91, 1,000 0.99 / 1.00 | 0.90 / 0.92, 3,000 1.01 / 0.95 | 0.87 / 0.96;
+ * 2 strips ahead gained nothing (1 thread, sweep alone). Before: of 4, 8
+ * and 16 rows, 4 was fastest (float64, 500,000 columns of 100). */
+#define VISIT 6
 #define SWEEP_AHEAD (KLF_ELEMENT_BITS == 32 ? 2 : 1)
 /* Strips a sweep reads together: all of a call's (up to KLFAST_STRIPS_MAX,
  * 32), but 16 for float32 distributions shorter than SWEEP_F32_K. B/A of 32
