@@ -48,8 +48,9 @@
  * one read that it prefetches: 6 rows; float64 1 strip (512 bytes on in
  * the row), float32 2 strips (also 512 bytes). float32 with 4 rows and 1
  * strip, as float64 had, read (1,000, 50,000) columns at 2.1x the floor on
- * 1 thread where its terms alone in cache take less than the floor: the
- * prefetch a strip (256 bytes) ahead came too late. Measured with the
+ * 1 thread, about the sum of the floor and the time the same sweep takes
+ * in cache (0.8x the floor): the prefetch a strip (256 bytes) ahead came
+ * too late to overlap them. Measured with the
  * sweep alone (C, 1 thread, float32 kl | entropy, ratio to the read floor,
  * k x 50,000,000 / k): 4 rows 1 strip (before) k = 100 2.46 | 1.27, 1,000
  * 2.09 | 1.01, 3,000 2.14 | 1.12; 6 rows 2 strips 2.24 | 1.07, 1.72 |
