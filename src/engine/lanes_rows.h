@@ -929,7 +929,19 @@ KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdi
  * | 1.28 / 1.19, 2 strips 0.94 / 1.17 | 0.98 / 1.01, 4 strips 1.00 / 1.21 |
  * 0.91 / 0.96 (float64 1.46 / 1.45 | 1.07 / 1.19), 8 strips 1.13 / 1.55 |
  * 0.94 / 0.94. What the sums' loads and stores save, the changed order of
- * reading loses (the loads stall), most on 2 threads. */
+ * reading loses (the loads stall), most on 2 threads.
+ * Tried again on (1,000, 50,000) float32 kl, with this order (6 rows, 2
+ * strips ahead) as the base: the strips kernel alone (AVX-512, huge pages)
+ * against a read of the same bytes, 1 thread, this sweep 1.51-1.83 the
+ * floor over the runs. 64 strips a sweep: 1.80-1.85 (in the same runs 32
+ * took 1.51-1.76), although reading alone in that order is nearer the
+ * floor (1.04-1.11 against 1.10-1.20 at 32 strips; the sums, 786 KB, stay
+ * in L2). A position's rows (l, l + BLOCK, ...) together, one tile at a
+ * time, its sums in registers (a quarter of the loads and stores):
+ * 1.70-1.74 with the prefetches spread among the elements, 1.86-2.06 with
+ * a visit's prefetches issued first. As a bound, every strip's sums in one
+ * strip's memory (wrong results, sums in L1): 1.40-1.43 on 1 thread and
+ * 2 (this sweep 1.53-1.84 on 2). */
 KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T *q,
                                ptrdiff_t q_es, ptrdiff_t k, int normalize, int checked,
                                F(lanes_state) *st, int ns, V *g) {
