@@ -65,6 +65,17 @@
  * and 16 rows, 4 was fastest (float64, 500,000 columns of 100). */
 #define VISIT 6
 #define SWEEP_AHEAD (KLF_ELEMENT_BITS == 32 ? 2 : 1)
+/* float32: with each element, the sums the next strip adds the same row to
+ * (a row sum or two and the group's sum: three lines) are prefetched, for
+ * they wait in L2. The strips kernel alone (AVX-512, huge pages; kl, ratio
+ * to a read of the same bytes, runs in turns), before / after: 1 thread
+ * (1,000, 50,000) 1.69-1.86 / 1.50-1.55, (100, 500,000) 2.35-2.38 /
+ * 1.83-1.91, (400, 125,000) 1.83-1.98 / 1.64-1.74, (3,000, 16,666)
+ * 2.02-2.17 / 1.91-1.95, (10,000, 5,000) 1.76-1.79 / 1.71-1.75; 2 threads
+ * (1,000, 50,000) 1.55-1.58 / 1.46-1.49; entropy the same or faster
+ * (3,000, 16,666: 1.28-1.32 / 1.07-1.11). Float64 lost 2-5 % (kl 1.24-1.32
+ * / 1.27-1.38 at k = 100 to 3,000), so it does not. */
+#define SWEEP_SUMS_AHEAD (KLF_ELEMENT_BITS == 32)
 /* Strips a sweep reads together: all of a call's (up to KLFAST_STRIPS_MAX,
  * 32), but 16 for float32 distributions shorter than SWEEP_F32_K. B/A of 32
  * against 16 (benchmarks/ab_builds.py --layout columns, 50,000,000 elements,
@@ -988,6 +999,13 @@ KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T 
                     for (int w = 0; w < STRIP; w++) {
                         __builtin_prefetch(pa + w * LANES);
                         if (uses_q) __builtin_prefetch(qa + w * LANES);
+                        if (SWEEP_SUMS_AHEAD && s + 1 < ns) { /* the next strip's sums */
+                            F(lanes_state) *sn = &ss[STRIP + w];
+                            __builtin_prefetch(&sn->xs[l]);
+                            if (uses_q) __builtin_prefetch(&sn->ys[l]);
+                            __builtin_prefetch(GROUP == 1 ? (V *)&sn->acc[l * NH]
+                                                          : &gs[(STRIP + w) * GB + l]);
+                        }
                         F(lanes_element)(measure, ps + j * p_es + w * LANES,
                                          qs + j * q_es + w * LANES, normalize, checked, &ss[w],
                                          &rg[w], &ss[w].xs[l], &ss[w].ys[l],
@@ -1189,6 +1207,7 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef AHEAD
 #undef VISIT
 #undef SWEEP_AHEAD
+#undef SWEEP_SUMS_AHEAD
 #undef SWEEP_F32_K
 #undef GB
 #undef SHORT_MAX
