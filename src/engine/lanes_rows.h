@@ -74,7 +74,14 @@
  * 2.02-2.17 / 1.91-1.95, (10,000, 5,000) 1.76-1.79 / 1.71-1.75; 2 threads
  * (1,000, 50,000) 1.55-1.58 / 1.46-1.49; entropy the same or faster
  * (3,000, 16,666: 1.28-1.32 / 1.07-1.11). Float64 lost 2-5 % (kl 1.24-1.32
- * / 1.27-1.38 at k = 100 to 3,000), so it does not. */
+ * / 1.27-1.38 at k = 100 to 3,000), so it does not (nor gained with the
+ * row sums' lines alone or the measure's alone). With it, float32 (1,000,
+ * 50,000) kl, 1 thread: 6 rows and 2 strips ahead 1.41-1.54, 4 rows
+ * 1.71-1.81, 8 rows 1.55-1.72, 1 strip ahead 1.47-1.49, 3 strips
+ * 1.65-1.77; 64 strips a sweep 1.64-1.68 (2 threads 1.55-1.59 against
+ * 1.40-1.45). Before it, prefetching the rows into L2 only (prefetcht1)
+ * took 2.08-2.11 and past the caches (prefetchnta) 3.10-3.14, against
+ * 1.69-1.86. */
 #define SWEEP_SUMS_AHEAD (KLF_ELEMENT_BITS == 32)
 /* Strips a sweep reads together: all of a call's (up to KLFAST_STRIPS_MAX,
  * 32), but 16 for float32 distributions shorter than SWEEP_F32_K. B/A of 32
