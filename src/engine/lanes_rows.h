@@ -922,6 +922,12 @@ KLF_INLINE unsigned F(lanes_tile)(int measure, const T *p, ptrdiff_t p_ls, ptrdi
                            scale, out, out_s, n_bad);
 }
 
+/* The measure's sum of tile t at position l in a sweep: in the tile's state
+ * (float64), or among g's group sums (float32, GB per tile). */
+KLF_INLINE V *F(sweep_sum)(F(lanes_state) *st, V *g, int t, int l) {
+    return GROUP == 1 ? (V *)&st[t].acc[l * NH] : &g[t * GB + l];
+}
+
 /* ns strips of STRIP whole tiles of consecutive distributions (element j
  * of distribution r at x[r + j * es]) into st[0 .. ns * STRIP), for
  * constant measure, normalize and checked. Memory is read along the rows of
@@ -1007,16 +1013,14 @@ KLF_INLINE void F(lanes_sweep)(int measure, const T *p, ptrdiff_t p_es, const T 
                         __builtin_prefetch(pa + w * LANES);
                         if (uses_q) __builtin_prefetch(qa + w * LANES);
                         if (SWEEP_SUMS_AHEAD && s + 1 < ns) { /* the next strip's sums */
-                            F(lanes_state) *sn = &ss[STRIP + w];
-                            __builtin_prefetch(&sn->xs[l]);
-                            if (uses_q) __builtin_prefetch(&sn->ys[l]);
-                            __builtin_prefetch(GROUP == 1 ? (V *)&sn->acc[l * NH]
-                                                          : &gs[(STRIP + w) * GB + l]);
+                            __builtin_prefetch(&ss[STRIP + w].xs[l]);
+                            if (uses_q) __builtin_prefetch(&ss[STRIP + w].ys[l]);
+                            __builtin_prefetch(F(sweep_sum)(ss, gs, STRIP + w, l));
                         }
                         F(lanes_element)(measure, ps + j * p_es + w * LANES,
                                          qs + j * q_es + w * LANES, normalize, checked, &ss[w],
                                          &rg[w], &ss[w].xs[l], &ss[w].ys[l],
-                                         GROUP == 1 ? (V *)&ss[w].acc[l * NH] : &gs[w * GB + l]);
+                                         F(sweep_sum)(ss, gs, w, l));
                     }
                 }
                 for (int w = 0; w < STRIP; w++) {
