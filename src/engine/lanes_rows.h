@@ -567,10 +567,25 @@ KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
  * float32 k = 5 0.96 / 1.03, 6 0.97 / 1.04, 8 0.83 / 0.91, 10 0.85 /
  * 0.92 (entropy 0.83 / 0.91), 12 0.92 / 0.93, 16 0.95 / 0.97; float64
  * k = 5 1.01 / 1.03, 6 0.89 / 0.96, 8 0.94 / 0.99, 10 0.93 / 0.97,
- * 16 1.01 / 1.00. The same elements: the same bits. */
+ * 16 1.01 / 1.00. The same elements: the same bits.
+ * float32 with pairs (short_tile: the measures whose log takes no table),
+ * from PAIRS_MIN elements on: elements 2i and 2i + 1 of 16 rows by two
+ * 64-bit gathers of 8 rows and two permutes (gather_pairs_f32, simd.h),
+ * half the loads; an odd k's last element by a float gather. B/A against
+ * float gathers (k >= 8) or the transpose (k = 5 .. 7), ab_builds, kl |
+ * jeffreys, 1 / 2 threads: k = 5 0.92 / 0.95 | 0.94 / 0.96, 6 0.95 /
+ * 0.97 | 0.93 / 0.96, 7 0.95 / 0.98 | 0.93 / 0.96, 8 0.91 / 0.90 | 1.00 /
+ * 0.98, 9 0.94 / 0.94 | 0.90 / 0.91, 10 0.94 / 0.95 | 0.89 / 0.91, 12
+ * 0.96 / 0.95 | 0.95 / 0.95, 13 0.91 / 0.92 | 0.91 / 0.92, 16 0.94 / 0.93
+ * | 0.83 / 0.88 (jensen_shannon at 10: 0.99 / 0.99). k = 3 and 4 (against
+ * short_permute) lost: kl 1.08 / 1.07 and 1.16 / 1.10. Entropy with pairs
+ * lost, 1.18-1.25 on 1 thread at k = 10: its -log's table lookups are
+ * permutes too (neg_log_f32), and the pairs' permutes queue behind them;
+ * cross_entropy (the same log) keeps float gathers with it. */
 #define GATHER_MIN (KLF_ELEMENT_BITS == 32 ? 8 : 6)
+#define PAIRS_MIN 5
 
-KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
+KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V *out) {
     /* the tile PREFETCH / LANES tiles on, a prefetch per line, when it spans
      * two lines or more. B/A (ab_builds), kl, 1 / 2 threads: AVX-512 (20,000,000
      * rows) float32 k = 2 0.90 / 0.86 (entropy 0.91 / 0.86), k = 5 0.87 / 0.88,
@@ -590,9 +605,16 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
         for (int b = 0; b < k * (int)sizeof(V); b += 64) __builtin_prefetch(ahead + b);
     }
 #if KLF_PERMUTE2
-    if (k >= GATHER_MIN) {
+    if (k >= GATHER_MIN || (KLF_ELEMENT_BITS == 32 && pairs && k >= PAIRS_MIN)) {
+        int j = 0;
+#if KLF_ELEMENT_BITS == 32
+        if (pairs)
+#pragma GCC unroll 8
+            for (; j + 2 <= k; j += 2)
+                gather_pairs_f32(x, LANES / 2 * k, idx[j], &out[j], &out[j + 1]);
+#endif
 #pragma GCC unroll 16
-        for (int j = 0; j < k; j++) out[j] = GATHER(x, idx[j]);
+        for (; j < k; j++) out[j] = GATHER(x, idx[j]);
         return;
     }
     if (k <= LANES / 4) {
@@ -600,7 +622,7 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
         return;
     }
 #endif
-    (void)idx;
+    (void)idx, (void)pairs;
     F(transpose_rows)(x, k, LANES, k, (T *)out); /* (written by memcpy) */
 }
 
@@ -611,7 +633,7 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
  * prefetched PREFETCH on); else rows back to back (ls == k, es == 1),
  * turned in registers (short_transpose). */
 KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int cols,
-                              const M *idx, V *out) {
+                              const M *idx, int pairs, V *out) {
     if (ls == 0) {
 #pragma GCC unroll 16
         for (int j = 0; j < k; j++) out[j] = BCAST(x[j * es]);
@@ -622,7 +644,7 @@ KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int
             memcpy(&out[j], x + j * es, sizeof(V));
         }
     } else {
-        F(short_transpose)(x, k, idx, out);
+        F(short_transpose)(x, k, idx, pairs, out);
     }
 }
 
@@ -749,6 +771,9 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
                                   double tol, double scale, T *out, ptrdiff_t out_s, int stream,
                                   int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, np = k < BLOCK ? k : BLOCK;
+    /* float32 rows gathered in pairs, but for the measures whose -log takes
+     * its table by permutes (neg_log_f32): short_transpose */
+    const int pairs = measure != KLFAST_ENTROPY && measure != KLFAST_CROSS_ENTROPY;
     /* (all zeroed: gcc cannot tell that they are written before they are read;
      * with k constant the unused ones cost nothing) */
     V x[SHORT_MAX] = {{0}}, y[SHORT_MAX] = {{0}};
@@ -757,8 +782,8 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
     vl ok[NH];
     M flag = {0};
     U bits = {0};
-    F(short_load)(p, p_ls, p_es, k, cols, idx, x);
-    if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
+    F(short_load)(p, p_ls, p_es, k, cols, idx, pairs, x);
+    if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, pairs, y);
     /* element j at position j mod BLOCK, each position in the order of j;
      * float64 row sums in the same pass, so that x[j] and y[j] need not
      * live to the end (as a second pass, all 2k vectors did). B/A of this
@@ -1223,6 +1248,7 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef GB
 #undef SHORT_MAX
 #undef GATHER_MIN
+#undef PAIRS_MIN
 #undef FAST_SUMS
 #undef ZIP_LO
 #undef ZIP_HI
