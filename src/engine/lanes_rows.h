@@ -605,7 +605,8 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V
         for (int b = 0; b < k * (int)sizeof(V); b += 64) __builtin_prefetch(ahead + b);
     }
 #if KLF_PERMUTE2
-    if (k >= GATHER_MIN || (KLF_ELEMENT_BITS == 32 && pairs && k >= PAIRS_MIN)) {
+    pairs = KLF_ELEMENT_BITS == 32 && pairs && k >= PAIRS_MIN;
+    if (k >= GATHER_MIN || pairs) {
         int j = 0;
 #if KLF_ELEMENT_BITS == 32
         if (pairs)
