@@ -584,9 +584,10 @@ KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
  * cross_entropy (the same log) keeps float gathers with it. */
 #define GATHER_MIN (KLF_ELEMENT_BITS == 32 ? 8 : 6)
 #define PAIRS_MIN 5
+#define SHORT_AHEAD 2560 /* bytes: short_transpose's prefetch */
 
 KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V *out) {
-    /* the tile PREFETCH / LANES tiles on, a prefetch per line, when it spans
+    /* the bytes of a tile SHORT_AHEAD on, a prefetch per line, when it spans
      * two lines or more. B/A (ab_builds), kl, 1 / 2 threads: AVX-512 (20,000,000
      * rows) float32 k = 2 0.90 / 0.86 (entropy 0.91 / 0.86), k = 5 0.87 / 0.88,
      * float64 k = 4 0.83 / 0.83; AVX2 float32 k = 10 0.93 / 0.93, float64
@@ -598,9 +599,24 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V
      * 0.91 / 0.84; float32 12,500,000 x 8 0.93 / 0.91 | 0.90 / 0.81,
      * 10,000,000 x 10 0.96 / 0.94 | 0.99 / 0.89, 6,000,000 x 12 0.96 / 0.97
      * | 0.98 / 0.91 (1.06 at k = 10 while the indices were built lane by
-     * lane, short_loop). */
+     * lane, short_loop). Those prefetched 8 tiles on: 512 k bytes at
+     * AVX-512, 4.6-8 KB for k = 9 .. 16. So far on, out of cache, gathered
+     * tiles stalled in some builds and not in others (float64 entropy,
+     * 1 thread: k = 9 1.54 ns an element, k = 8 1.05, 1.05-1.09 for both
+     * in cache), and the best distance, swept in a C harness (lanes_f64 on
+     * 10^8 elements, 1 and 2 threads), was about 2-3 KB for every k: a
+     * distance in bytes, not in tiles. B/A of SHORT_AHEAD (2560) against 8
+     * tiles (ab_builds, 1 / 2 threads), AVX-512, kl | entropy: float64 k =
+     * 8 0.91 / 0.94 | 0.60 / 0.73, 9 0.88 / 0.93 | 0.67 / 0.87, 10 0.84 /
+     * 0.92 | 0.63 / 0.78, 12 0.84 / 0.85 | 0.82 / 0.88, 16 1.01 / 1.02 |
+     * 1.01 / 1.00; float32 k = 8 0.91 / 0.91 | 0.93 / 0.96, 9 0.87 / 0.90
+     * | 0.73 / 0.93, 12 0.87 / 0.91 | 0.64 / 0.89, 16 0.85 / 0.89 | 0.77 /
+     * 0.92; k = 2 .. 6 (1 .. 3 KB before) 0.93-1.03 for both; at k = 10
+     * jeffreys and cross_entropy float64 0.84 / 0.91 and 0.84 / 0.90,
+     * float32 0.85 / 0.91 and 0.87 / 0.93. AVX2 and SSE2 (KLFAST_ISA), k =
+     * 4, 10, 16: 0.94-1.06, within their runs' noise. */
     if (k * (int)sizeof(V) >= 128) {
-        const char *ahead = (const char *)(x + PREFETCH / LANES * k * LANES);
+        const char *ahead = (const char *)x + SHORT_AHEAD;
 #pragma GCC unroll 16
         for (int b = 0; b < k * (int)sizeof(V); b += 64) __builtin_prefetch(ahead + b);
     }
@@ -1249,6 +1265,7 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef GB
 #undef SHORT_MAX
 #undef GATHER_MIN
+#undef SHORT_AHEAD
 #undef PAIRS_MIN
 #undef FAST_SUMS
 #undef ZIP_LO
