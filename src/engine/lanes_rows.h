@@ -608,8 +608,10 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V
      * distance in bytes, not in tiles. B/A of SHORT_AHEAD (2560) against 8
      * tiles (ab_builds, 1 / 2 threads), AVX-512, kl | entropy: float64 k =
      * 8 0.91 / 0.94 | 0.60 / 0.73, 9 0.88 / 0.93 | 0.67 / 0.87, 10 0.84 /
-     * 0.92 | 0.63 / 0.78, 12 0.84 / 0.85 | 0.82 / 0.88, 16 1.01 / 1.02 |
-     * 1.01 / 1.00; float32 k = 8 0.91 / 0.91 | 0.93 / 0.96, 9 0.87 / 0.90
+     * 0.92 | 0.63 / 0.78, 12 0.84 / 0.85 | 0.82 / 0.88 (longer float64
+     * rows take the row loop: _kernels.pyx _lanes_max_k_f64, which
+     * lanes_crossover.py kept at 13 after this: lanes / rows 0.98-1.10 at
+     * 14 .. 16); float32 k = 8 0.91 / 0.91 | 0.93 / 0.96, 9 0.87 / 0.90
      * | 0.73 / 0.93, 12 0.87 / 0.91 | 0.64 / 0.89, 16 0.85 / 0.89 | 0.77 /
      * 0.92; k = 2 .. 6 (1 .. 3 KB before) 0.93-1.03 for both; at k = 10
      * jeffreys and cross_entropy float64 0.84 / 0.91 and 0.84 / 0.90,
