@@ -139,6 +139,29 @@ def test_block_rows_as_given(rng, paths, measure, dtype, k):
         np.testing.assert_allclose(block[fine], ref[fine], **tolerance(dtype))
 
 
+@pytest.mark.parametrize("measure", MEASURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [15, 17, 20, 33])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0])
+def test_block_rows_beside_invalid_ones(rng, paths, measure, dtype, k, bad):
+    """Rows next to rows with a NaN, an inf or a negative entry at either
+    end. The block takes the logs of 8 rows at a time on whole vectors,
+    which run from one row into the next: each valid row still gets the row
+    loop's bits and the slow twin's value, each invalid one NaN."""
+    p = distributions(rng, (N_ROWS, k), dtype=dtype)
+    q = distributions(rng, (N_ROWS, k), dtype=dtype)
+    invalid = [2, 4, 9, 70]
+    for i, row in enumerate(invalid):
+        x = p if i % 2 == 0 or measure == "entropy" else q
+        x[row, 0 if i < 2 else -1] = bad
+    block, loop = paths(lambda: kernel_rows(measure, p, q, klfast.SUM_TOLERANCE))
+    assert np.array_equal(block, loop, equal_nan=True)
+    assert np.isnan(block[invalid]).all()
+    valid = np.setdiff1d(np.arange(N_ROWS), invalid)
+    np.testing.assert_allclose(block[valid], call_ref(measure, p[valid], q[valid]),
+                               **tolerance(dtype))
+
+
 # lengths the block takes by default, in each dtype
 BLOCK_CASES = [(np.float64, 24), (np.float32, 40)]
 

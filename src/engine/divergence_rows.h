@@ -65,15 +65,35 @@ KLF_INLINE int F(terms_flag)(int measure, int checked) {
     return checked || measure == KLFAST_JS;
 }
 
-/* The measure's vector term (measure is a constant after inlining). */
-KLF_INLINE void F(term)(int measure, V x, V y, V e, int checked, M *flag, V *sum) {
+/* The measure's vector term in two steps (measure is a constant after
+ * inlining): the logs of each element, l[0 .. NLOGS) (and the lanes the
+ * exact path must redo, into *flag), then their add into *sum. The logs of
+ * an element do not depend on its lane, so they may be taken on any
+ * vector that holds it (row_block_v) and added in the row's order: the
+ * same bits as the term. */
+#define NLOGS(measure) ((measure) == KLFAST_JS ? 2 : 1)
+KLF_INLINE void F(logs)(int measure, V x, V y, V e, int checked, M *flag, V *l) {
     switch (measure) {
-    case KLFAST_KL: F(kl_term)(x, y, e, checked, flag, sum); break;
-    case KLFAST_JEFFREYS: F(jeffreys_term)(x, y, e, checked, flag, sum); break;
-    case KLFAST_ENTROPY: F(entropy_term)(x, y, e, checked, flag, sum); break;
-    case KLFAST_CROSS_ENTROPY: F(cross_entropy_term)(x, y, e, checked, flag, sum); break;
-    default: F(js_term)(x, y, e, checked, flag, sum); break;
+    case KLFAST_KL: F(kl_logs)(x, y, e, checked, flag, l); break;
+    case KLFAST_JEFFREYS: F(jeffreys_logs)(x, y, e, checked, flag, l); break;
+    case KLFAST_ENTROPY: F(entropy_logs)(x, y, e, checked, flag, l); break;
+    case KLFAST_CROSS_ENTROPY: F(cross_entropy_logs)(x, y, e, checked, flag, l); break;
+    default: F(js_logs)(x, y, e, checked, flag, l); break;
     }
+}
+KLF_INLINE void F(add)(int measure, V x, V y, const V *l, int checked, V *sum) {
+    switch (measure) {
+    case KLFAST_KL: F(kl_add)(x, y, l, checked, sum); break;
+    case KLFAST_JEFFREYS: F(jeffreys_add)(x, y, l, checked, sum); break;
+    case KLFAST_ENTROPY: F(entropy_add)(x, y, l, checked, sum); break;
+    case KLFAST_CROSS_ENTROPY: F(cross_entropy_add)(x, y, l, checked, sum); break;
+    default: F(js_add)(x, y, l, checked, sum); break;
+    }
+}
+KLF_INLINE void F(term)(int measure, V x, V y, V e, int checked, M *flag, V *sum) {
+    V l[2];
+    F(logs)(measure, x, y, e, checked, flag, l);
+    F(add)(measure, x, y, l, checked, sum);
 }
 
 /* 1 / sum(x) in double: 0 when the row must take the exact path (a sum of 0,
@@ -126,9 +146,12 @@ typedef struct {
 
 /* One native vector of a row, its first n elements when partial: note
  * invalid entries, scale (normalize) or add to the row sums, and add the
- * measure's terms to *sum. */
-KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, int partial, int n,
-                              int normalize, int checked, F(row_state) *st, int s, V *sum) {
+ * measure's terms to *sum: from their logs at lb (the second at lb + ls)
+ * where given (ls > 0: row_block_v), else computed (lb NULL, ls 0). ls is a
+ * constant wherever this is inlined: one of the two is compiled. */
+KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, const T *lb, ptrdiff_t ls,
+                              int partial, int n, int normalize, int checked, F(row_state) *st,
+                              int s, V *sum) {
     const int uses_q = measure != KLFAST_ENTROPY;
     V x, y = {0};
     if (partial) {
@@ -151,7 +174,18 @@ KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, int partial
         st->xs[s] += x;
         if (uses_q) st->ys[s] += y;
     }
-    F(term)(measure, x, y, st->e, checked, &st->flag, sum);
+    if (!ls) {
+        F(term)(measure, x, y, st->e, checked, &st->flag, sum);
+        return;
+    }
+#if KLF_ELEMENT_BITS != 16
+    V l[2];
+    for (int i = 0; i < NLOGS(measure); i++) {
+        if (partial) l[i] = LOAD_PART(lb + i * ls, n);
+        else memcpy(&l[i], lb + i * ls, sizeof(V));
+    }
+    F(add)(measure, x, y, l, checked, sum);
+#endif
 }
 
 /* nblk (a constant) 64-byte blocks from p, q into acc; when partial, only
@@ -162,9 +196,9 @@ KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, int partial
  * 1.02; float32 entropy prefetching every other line (the adjacent line
  * left to the hardware) 1.14 / 1.15; a second prefetch per line 6 KB ahead
  * into L2 (prefetcht2) 1.02 / 1.02 | 1.24 / 1.17. */
-KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, int nblk, int partial, int r,
-                             int normalize, int checked, F(row_state) *st, vd *acc,
-                             int prefetch) {
+KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
+                             int nblk, int partial, int r, int normalize, int checked,
+                             F(row_state) *st, vd *acc, int prefetch) {
     const int uses_q = measure != KLFAST_ENTROPY;
 #pragma GCC unroll 8
     for (int b = 0; b < nblk && prefetch; b++) {
@@ -179,7 +213,8 @@ KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, int nblk, int 
         for (int b = 0; b < nblk; b++) {
             int o = b * BLOCK + s * LANES;
             int n = r - o < 0 ? 0 : r - o > LANES ? LANES : r - o;
-            F(row_vector)(measure, p + o, q + o, partial, n, normalize, checked, st, s, sum);
+            F(row_vector)(measure, p + o, q + o, ls ? lb + o : NULL, ls, partial, n, normalize,
+                          checked, st, s, sum);
         }
         if (GROUP != 1) ADD(acc, s, g);
     }
@@ -202,10 +237,11 @@ KLF_INLINE void F(fold8_in_t)(const V *xs, v8d *out) {
  * normalizing), each folded to 8 (lane_fold8); with fast (float32 rows of
  * at most 3 blocks, measures of two sums: row_block), the sums' lanes
  * folded to 8 in float instead (fold8_in_t): near the row loop's, not its
- * bits. *flag and *maybe_bad as below. */
-KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
-                            double sp, double sq, int normalize, int checked, int fast,
-                            M *flag, int *maybe_bad, v8d *v) {
+ * bits. lb, ls: the row's logs, or NULL, 0 (row_vector). *flag and
+ * *maybe_bad as below. */
+KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
+                            ptrdiff_t k, T eps, double sp, double sq, int normalize, int checked,
+                            int fast, M *flag, int *maybe_bad, v8d *v) {
     const int uses_q = measure != KLFAST_ENTROPY;
     vd acc[NACC], xacc[NACC], yacc[NACC];
     for (int a = 0; a < NACC; a++) acc[a] = xacc[a] = yacc[a] = (vd){0};
@@ -220,7 +256,8 @@ KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T 
     int pending = 0;
     ptrdiff_t j = 0;
     for (; j + GROUP * BLOCK <= k; j += GROUP * BLOCK) {
-        F(row_group)(measure, p + j, q + j, GROUP, 0, 0, normalize, checked, &st, acc, 1);
+        F(row_group)(measure, p + j, q + j, ls ? lb + j : NULL, ls, GROUP, 0, 0, normalize,
+                     checked, &st, acc, !ls);
         /* float64 sums stay in xs: no counter in its loop */
         if (GROUP != 1 && !normalize && ++pending == SUM_GROUPS) {
             F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
@@ -229,29 +266,42 @@ KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, ptrdiff_t k, T 
     }
     int r = (int)(k - j), nblk = (r + BLOCK - 1) / BLOCK; /* nblk <= GROUP */
 #if KLF_MASKED_LOADS
-    /* the rest as one shorter group whose last vectors are loaded in part */
+    /* the rest as one shorter group whose last vectors are loaded in part
+     * (the logs are in cache: no prefetch) */
+    const T *lr = ls ? lb + j : NULL;
     if (nblk == 1)
-        F(row_group)(measure, p + j, q + j, 1, 1, r, normalize, checked, &st, acc, 1);
+        F(row_group)(measure, p + j, q + j, lr, ls, 1, 1, r, normalize, checked, &st, acc, !ls);
     else if (GROUP >= 2 && nblk == 2)
-        F(row_group)(measure, p + j, q + j, 2, 1, r, normalize, checked, &st, acc, 1);
+        F(row_group)(measure, p + j, q + j, lr, ls, 2, 1, r, normalize, checked, &st, acc, !ls);
     else if (GROUP >= 3 && nblk == 3)
-        F(row_group)(measure, p + j, q + j, 3, 1, r, normalize, checked, &st, acc, 1);
+        F(row_group)(measure, p + j, q + j, lr, ls, 3, 1, r, normalize, checked, &st, acc, !ls);
     else if (GROUP >= 4 && nblk == 4)
-        F(row_group)(measure, p + j, q + j, 4, 1, r, normalize, checked, &st, acc, 1);
+        F(row_group)(measure, p + j, q + j, lr, ls, 4, 1, r, normalize, checked, &st, acc, !ls);
 #else
-    /* the rest copied into zero-padded blocks (no masked loads here) */
+    /* the rest copied into zero-padded blocks (no masked loads here), and
+     * its logs where given */
     if (r > 0) {
         S pt[GROUP * BLOCK], qt[GROUP * BLOCK];
+        const T *lr = NULL;
         F(padded_tail)(pt, GROUP * BLOCK, p + j, r, 0);
         F(padded_tail)(qt, GROUP * BLOCK, uses_q ? q + j : p + j, uses_q ? r : 0, 0);
+#if KLF_ELEMENT_BITS != 16
+        T lt[2 * GROUP * BLOCK];
+        if (ls) {
+            for (int i = 0; i < NLOGS(measure); i++)
+                F(padded_tail)(lt + i * GROUP * BLOCK, GROUP * BLOCK, lb + i * ls + j, r, 0);
+            lr = lt;
+            ls = GROUP * BLOCK;
+        }
+#endif
         if (nblk == 1)
-            F(row_group)(measure, pt, qt, 1, 0, 0, normalize, checked, &st, acc, 0);
+            F(row_group)(measure, pt, qt, lr, ls, 1, 0, 0, normalize, checked, &st, acc, 0);
         else if (GROUP >= 2 && nblk == 2)
-            F(row_group)(measure, pt, qt, 2, 0, 0, normalize, checked, &st, acc, 0);
+            F(row_group)(measure, pt, qt, lr, ls, 2, 0, 0, normalize, checked, &st, acc, 0);
         else if (GROUP >= 3 && nblk == 3)
-            F(row_group)(measure, pt, qt, 3, 0, 0, normalize, checked, &st, acc, 0);
+            F(row_group)(measure, pt, qt, lr, ls, 3, 0, 0, normalize, checked, &st, acc, 0);
         else if (GROUP >= 4 && nblk == 4)
-            F(row_group)(measure, pt, qt, 4, 0, 0, normalize, checked, &st, acc, 0);
+            F(row_group)(measure, pt, qt, lr, ls, 4, 0, 0, normalize, checked, &st, acc, 0);
     }
 #endif
     /* (bad_t: U, bad where >= HUGE_BITS, or M, bad where all bits are set) */
@@ -285,11 +335,12 @@ KLF_INLINE int F(row_check)(const S *x, ptrdiff_t k) {
     return bad;
 }
 
-/* One row up to its folded lanes (row_loop, constant normalize and checked):
- * *special = 1 when the row must take the exact path, but for a sum that
- * overflowed (seen when the lanes are summed). */
-KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, ptrdiff_t k, T eps,
-                             int normalize, int checked, int fast, int *special, v8d *v) {
+/* One row up to its folded lanes (row_loop, constant normalize and checked;
+ * lb: as there): *special = 1 when the row must take the exact path, but for
+ * a sum that overflowed (seen when the lanes are summed). */
+KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
+                             ptrdiff_t k, T eps, int normalize, int checked, int fast,
+                             int *special, v8d *v) {
     const int uses_q = measure != KLFAST_ENTROPY;
     double sp = 1.0, sq = 1.0;
     int maybe_bad = 0;
@@ -303,7 +354,8 @@ KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, ptrdiff_t k, T
             return;
         }
     }
-    F(row_loop)(measure, p, q, k, eps, sp, sq, normalize, checked, fast, &flag, &maybe_bad, v);
+    F(row_loop)(measure, p, q, lb, ls, k, eps, sp, sq, normalize, checked, fast, &flag,
+                &maybe_bad, v);
     *special = (F(terms_flag)(measure, checked) && any_lane((vi)flag))
                || (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k))));
 }
@@ -315,11 +367,11 @@ KLF_INLINE double F(row)(int measure, const S *p, const S *q, ptrdiff_t k, doubl
     int checked = !(eps >= 2.0 * (double)TMIN);
     v8d v[3];
     if (normalize) {
-        if (checked) F(row_lanes)(measure, p, q, k, (T)eps, 1, 1, 0, special, v);
-        else F(row_lanes)(measure, p, q, k, (T)eps, 1, 0, 0, special, v);
+        if (checked) F(row_lanes)(measure, p, q, NULL, 0, k, (T)eps, 1, 1, 0, special, v);
+        else F(row_lanes)(measure, p, q, NULL, 0, k, (T)eps, 1, 0, 0, special, v);
     } else {
-        if (checked) F(row_lanes)(measure, p, q, k, (T)eps, 0, 1, 0, special, v);
-        else F(row_lanes)(measure, p, q, k, (T)eps, 0, 0, 0, special, v);
+        if (checked) F(row_lanes)(measure, p, q, NULL, 0, k, (T)eps, 0, 1, 0, special, v);
+        else F(row_lanes)(measure, p, q, NULL, 0, k, (T)eps, 0, 0, 0, special, v);
     }
     double s = lane_sum8(&v[0]);
     sums[0] = sums[1] = 1.0; /* normalized rows sum to 1 */
@@ -341,19 +393,57 @@ static __attribute__((noinline)) void F(sums_off)(int measure, const S *p, const
                                                   double *dx, double *dy) {
     int special;
     v8d v[3];
-    F(row_lanes)(measure, p, q, k, eps, 0, checked, 0, &special, v);
+    F(row_lanes)(measure, p, q, NULL, 0, k, eps, 0, checked, 0, &special, v);
     *dx = lane_sum8(&v[1]) - 1.0;
     *dy = measure != KLFAST_ENTROPY ? lane_sum8(&v[2]) - 1.0 : *dx;
 }
 
+/* Rows of up to PRE_K elements ending within a 64-byte block: row_block_v
+ * takes their logs first (pre_logs). */
+#define PRE_K 64
+
+/* The logs (F(logs)) of the n elements at p and q into l[0 .. n) (the
+ * second log at l + ls), on whole vectors, the last overlapping the one
+ * before it (an element's logs are the same in any lane): 0 when an element
+ * flags its row for the exact path, or n < LANES. */
+KLF_INLINE int F(pre_logs)(int measure, const S *p, const S *q, ptrdiff_t n, T eps,
+                           int checked, T *l, ptrdiff_t ls) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    if (n < LANES) return 0;
+    V e = BCAST(eps), x, y = {0}, v[2];
+    M flag = {0};
+    for (ptrdiff_t o = 0; o < n; o += LANES) {
+        ptrdiff_t a = o + LANES <= n ? o : n - LANES;
+        __builtin_prefetch(p + a + PREFETCH);
+        LOADV(&x, p + a);
+        if (uses_q) {
+            __builtin_prefetch(q + a + PREFETCH);
+            LOADV(&y, q + a);
+        }
+        F(logs)(measure, x, y, e, checked, &flag, v);
+        for (int i = 0; i < NLOGS(measure); i++) memcpy(l + i * ls + a, &v[i], sizeof(V));
+    }
+    return !(F(terms_flag)(measure, checked) && any_lane((vi)flag));
+}
+
 /* n <= 64 C-ordered rows (element j of row r at p[r * p_ls + j]) for
- * constant normalize and checked: each row as F(row) and its caller would
- * give it, bit for bit, 8 rows' lanes summed together (lane_sums8). The
- * contract of the lanes functions (engine/klfast.h). */
+ * constant normalize, checked, fast and pre: each row as F(row) and its
+ * caller would give it, bit for bit, 8 rows' lanes summed together
+ * (lane_sums8). The contract of the lanes functions (engine/klfast.h).
+ * pre (rows as given, back to back, of k <= PRE_K elements, ending within a
+ * 64-byte block): 8 rows at a time, the logs of their elements first, on
+ * whole vectors of the 8 rows read as one array (pre_logs), then added row
+ * by row (row_vector), where the row loop alone would take the logs of a
+ * last block's zeros too (float32 k = 17: 32 elements' logs for 17). The
+ * same bits. 8 rows with an element that flags them take the row loop.
+ * B/A against the row block without it (benchmarks/ab_builds.py, 1 and 2
+ * threads, kl and entropy), AVX-512: float32 k = 17 0.86-0.90, 20
+ * 0.85-0.90, 24 0.92-0.95, 33 0.90-0.93; float64 k = 14 0.92-0.94, 17
+ * 0.82-0.91, 20 0.93-0.95; AVX2 float64 k = 17 0.85-0.89, SSE2 0.71-0.80. */
 KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, const S *q,
                                    ptrdiff_t q_ls, int n, ptrdiff_t k, T eps, int normalize,
-                                   int checked, int fast, double tol, double scale, T *out,
-                                   ptrdiff_t out_s, int *n_bad) {
+                                   int checked, int fast, int pre, double tol, double scale,
+                                   T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
     int bad = 0;
@@ -369,13 +459,19 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
      * of the time). */
     float band[2];
     klf_sum_band(tol, 0x1p-20, band);
+    T logs[2 * 8 * PRE_K]; /* (pre) the logs of 8 rows */
     for (int r0 = 0; r0 < n; r0 += 8) {
         int m = n - r0 < 8 ? n - r0 : 8, sp[8];
         v8d tot[8], xs[8], ys[8], v[3], s, sx = {0}, sy = {0};
+        int taken = pre && F(pre_logs)(measure, p + r0 * k, q + r0 * k, m * k, eps, checked,
+                                       logs, 8 * PRE_K);
         for (int i = 0; i < 8; i++) {
-            if (i < m)
-                F(row_lanes)(measure, p + (r0 + i) * p_ls, q + (r0 + i) * q_ls, k, eps,
-                             normalize, checked, fast, &sp[i], v);
+            if (i < m && taken)
+                F(row_lanes)(measure, p + (r0 + i) * k, q + (r0 + i) * k, logs + i * k,
+                             8 * PRE_K, k, eps, 0, checked, fast, &sp[i], v);
+            else if (i < m)
+                F(row_lanes)(measure, p + (r0 + i) * p_ls, q + (r0 + i) * q_ls, NULL, 0, k,
+                             eps, normalize, checked, fast, &sp[i], v);
             else
                 v[0] = v[1] = v[2] = (v8d){0};
             tot[i] = v[0];
@@ -427,20 +523,26 @@ KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const 
      * them whole; k = 64 took 1.01-1.02 of the time in jeffreys), for
      * measures of two sums (entropy's one: 1.02-1.03 at k = 32) */
     int fast = KLF_ELEMENT_BITS == 32 && k <= 3 * BLOCK && measure != KLFAST_ENTROPY;
-    if (normalize)
-        return checked ? F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 1, 1, 0, tol,
-                                        scale, out, out_s, n_bad)
-                       : F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 1, 0, 0, tol,
-                                        scale, out, out_s, n_bad);
-    if (fast)
-        return checked ? F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 0, 1, 1, tol,
-                                        scale, out, out_s, n_bad)
-                       : F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 0, 0, 1, tol,
-                                        scale, out, out_s, n_bad);
-    return checked ? F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 0, 1, 0, tol, scale,
-                                    out, out_s, n_bad)
-                   : F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, 0, 0, 0, tol, scale,
-                                    out, out_s, n_bad);
+    /* logs first (row_block_v): rows back to back that end within a block;
+     * float32 only at AVX-512 (AVX2: kl at k = 17-33 took 1.7-2.0 the time,
+     * the row's sums kept in memory, not registers; SSE2: entropy 1.15-1.2) */
+    int pre = (KLF_ELEMENT_BITS == 64 || KLF_VBYTES == 64) && !normalize && k % BLOCK != 0
+              && k <= PRE_K && p_ls == k && (q_ls == k || measure == KLFAST_ENTROPY);
+/* normalize, checked, fast and pre as constants */
+#define BLOCK_V(N_, C_, F_, P_)                                                               \
+    return F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, N_, C_, F_, P_, tol, scale, \
+                          out, out_s, n_bad);
+    if (normalize && checked) BLOCK_V(1, 1, 0, 0)
+    if (normalize) BLOCK_V(1, 0, 0, 0)
+    if (pre && fast && checked) BLOCK_V(0, 1, 1, 1)
+    if (pre && fast) BLOCK_V(0, 0, 1, 1)
+    if (pre && checked) BLOCK_V(0, 1, 0, 1)
+    if (pre) BLOCK_V(0, 0, 0, 1)
+    if (fast && checked) BLOCK_V(0, 1, 1, 0)
+    if (fast) BLOCK_V(0, 0, 1, 0)
+    if (checked) BLOCK_V(0, 1, 0, 0)
+    BLOCK_V(0, 0, 0, 0)
+#undef BLOCK_V
 }
 
 #define KLF_BLOCK_FN(name, code)                                                          \
@@ -487,3 +589,5 @@ static double ROW_FN(js)(const S *p, const S *q, ptrdiff_t k, double eps, int no
 #undef NACC
 #undef PREFETCH
 #undef SUM_GROUPS
+#undef PRE_K
+#undef NLOGS

@@ -7,15 +7,15 @@
  * Vector term: -log(y~) is NEG_LOG(y~) (as entropy's); checked, lanes with
  * x > 0 whose y~ is zero or subnormal flag the row for the exact path. */
 #if defined(KLF_ELEMENT)
-KLF_INLINE void F(cross_entropy_term)(V x, V y, V e, int checked, M *flag, V *sum) {
+KLF_INLINE void F(cross_entropy_logs)(V x, V y, V e, int checked, M *flag, V *l) {
     V yt = VMAX(y, e);
-    V t = *sum + x * NEG_LOG(yt);
-    if (checked) {
-        M pos = POSITIVE(x);
-        *flag |= pos & TINY(yt);
-        t = VSEL(pos, t, *sum);
-    }
-    *sum = t;
+    if (checked) *flag |= POSITIVE(x) & TINY(yt);
+    l[0] = NEG_LOG(yt);
+}
+KLF_INLINE void F(cross_entropy_add)(V x, V y, const V *l, int checked, V *sum) {
+    (void)y;
+    V t = *sum + x * l[0];
+    *sum = checked ? VSEL(POSITIVE(x), t, *sum) : t;
 }
 #elif !defined(KLFAST_CROSS_ENTROPY_EXACT)
 #define KLFAST_CROSS_ENTROPY_EXACT

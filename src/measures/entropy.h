@@ -9,16 +9,16 @@
  * checked, lanes with x > 0 whose x~ is zero or subnormal flag the row for
  * the exact path. */
 #if defined(KLF_ELEMENT)
-KLF_INLINE void F(entropy_term)(V x, V y, V e, int checked, M *flag, V *sum) {
+KLF_INLINE void F(entropy_logs)(V x, V y, V e, int checked, M *flag, V *l) {
     (void)y;
     V xt = VMAX(x, e);
-    V t = *sum + x * NEG_LOG(xt);
-    if (checked) {
-        M pos = POSITIVE(x);
-        *flag |= pos & TINY(xt);
-        t = VSEL(pos, t, *sum);
-    }
-    *sum = t;
+    if (checked) *flag |= POSITIVE(x) & TINY(xt);
+    l[0] = NEG_LOG(xt);
+}
+KLF_INLINE void F(entropy_add)(V x, V y, const V *l, int checked, V *sum) {
+    (void)y;
+    V t = *sum + x * l[0];
+    *sum = checked ? VSEL(POSITIVE(x), t, *sum) : t;
 }
 #elif !defined(KLFAST_ENTROPY_EXACT)
 #define KLFAST_ENTROPY_EXACT

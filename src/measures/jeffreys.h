@@ -8,15 +8,14 @@
  * Vector term: unchecked, no select; checked, lanes with x != y whose log
  * would see a zero or subnormal flag the row for the exact path. */
 #if defined(KLF_ELEMENT)
-KLF_INLINE void F(jeffreys_term)(V x, V y, V e, int checked, M *flag, V *sum) {
+KLF_INLINE void F(jeffreys_logs)(V x, V y, V e, int checked, M *flag, V *l) {
     V xt = VMAX(x, e), yt = VMAX(y, e);
-    V t = *sum + (x - y) * LOG_RATIO(xt, yt);
-    if (checked) {
-        M differ = (M)(x != y);
-        *flag |= differ & (TINY(xt) | TINY(yt));
-        t = VSEL(differ, t, *sum);
-    }
-    *sum = t;
+    if (checked) *flag |= (M)(x != y) & (TINY(xt) | TINY(yt));
+    l[0] = LOG_RATIO(xt, yt);
+}
+KLF_INLINE void F(jeffreys_add)(V x, V y, const V *l, int checked, V *sum) {
+    V t = *sum + (x - y) * l[0];
+    *sum = checked ? VSEL((M)(x != y), t, *sum) : t;
 }
 #elif !defined(KLFAST_JEFFREYS_EXACT)
 #define KLFAST_JEFFREYS_EXACT

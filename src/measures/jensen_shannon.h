@@ -23,15 +23,21 @@
  * (a rounded m or lo/hi would lose them). Subnormals are fine: klf_log_ratio
  * takes them, and only results are halved. */
 #if defined(KLF_ELEMENT)
-KLF_INLINE void F(js_term)(V x, V y, V e, int checked, M *flag, V *sum) {
+KLF_INLINE void F(js_logs)(V x, V y, V e, int checked, M *flag, V *l) {
     (void)e;
     (void)checked;
     V hi = VMAX(x, y), lo = VMIN(x, y);
     V h = VMAX(hi, BCAST(TMIN));
     V a = VSEL(POSITIVE(lo), lo, h); /* lo, or h where lo is 0: log(h/h) = 0 */
     *flag |= TINY_POS(lo);
-    V u = *sum + (hi + lo) * LOG_HI(h, lo); /* twice the terms */
-    *sum = u + lo * LOG_RATIO(a, h);
+    l[0] = LOG_HI(h, lo);
+    l[1] = LOG_RATIO(a, h);
+}
+KLF_INLINE void F(js_add)(V x, V y, const V *l, int checked, V *sum) {
+    (void)checked;
+    V hi = VMAX(x, y), lo = VMIN(x, y);
+    V u = *sum + (hi + lo) * l[0]; /* twice the terms */
+    *sum = u + lo * l[1];
 }
 #elif !defined(KLFAST_JS_EXACT)
 #define KLFAST_JS_EXACT

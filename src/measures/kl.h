@@ -12,16 +12,19 @@
  * which are slow), and a lane whose log would see a zero or subnormal flags
  * the row for the exact path. */
 #if defined(KLF_ELEMENT) /* the vector term, for the element type T */
-KLF_INLINE void F(kl_term)(V x, V y, V e, int checked, M *flag, V *sum) {
-    V xt = VMAX(x, e), yt = VMAX(y, e), t;
+KLF_INLINE void F(kl_logs)(V x, V y, V e, int checked, M *flag, V *l) {
+    V xt = VMAX(x, e), yt = VMAX(y, e);
     if (checked) {
         M pos = POSITIVE(x);
         *flag |= pos & (TINY(xt) | TINY(yt));
-        t = LOG_RATIO(VSEL(pos, xt, yt), yt);
-        *sum = VSEL(pos, *sum + x * t, *sum);
+        l[0] = LOG_RATIO(VSEL(pos, xt, yt), yt);
     } else {
-        *sum += x * LOG_RATIO(xt, yt);
+        l[0] = LOG_RATIO(xt, yt);
     }
+}
+KLF_INLINE void F(kl_add)(V x, V y, const V *l, int checked, V *sum) {
+    (void)y;
+    *sum = checked ? VSEL(POSITIVE(x), *sum + x * l[0], *sum) : *sum + x * l[0];
 }
 #elif !defined(KLFAST_KL_EXACT)
 #define KLFAST_KL_EXACT
