@@ -27,7 +27,6 @@
 #undef VMIN
 #undef LOAD_PART
 #undef PERMUTE2
-#undef GATHER
 #undef SCALE
 #undef LOG_RATIO
 #undef LOG_HI
@@ -67,7 +66,6 @@
 #define VMIN vmin_f64
 #define LOAD_PART load_part_f64
 #define PERMUTE2 permute2_f64
-#define GATHER gather_f64
 #define SCALE(v, s) ((v) * (s))
 #define LOG_RATIO log_ratio_f64
 #define NEG_LOG(x) log_ratio_f64(BCAST(1), (x))
@@ -110,7 +108,6 @@
 #define VMIN vmin_f32
 #define LOAD_PART load_part_f32
 #define PERMUTE2 permute2_f32
-#define GATHER gather_f32
 #define SCALE(v, s) scale_f32((v), (s))
 #define LOG_RATIO log_ratio_f32
 #if KLF_NEG_LOG_F32

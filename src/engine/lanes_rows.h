@@ -513,8 +513,8 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
 /* ---- short distributions -------------------------------------------------
  * Distributions of k <= SHORT_MAX elements, not normalized: one chunk, at
  * most two elements per position. A tile of LANES C-ordered rows is k whole
- * vectors, turned into the k vectors of its elements (short_transpose: in
- * registers, or gathered on AVX-512 from GATHER_MIN elements on); a tile
+ * vectors, turned into the k vectors of its elements in registers
+ * (short_transpose); a tile
  * of LANES consecutive distributions (columns, Fortran rows) is read as
  * its k vectors in place. Its sums are kept in registers (lanes_loop keeps
  * a state in memory for any length); they are lanes_loop's, position by
@@ -534,8 +534,8 @@ KLF_INLINE unsigned F(lanes_finish)(int measure, F(lanes_state) *st, const T *p,
  * with k <= LANES / 4 (float64 k = 2, float32 k <= 4): out[j] from each
  * pair of the tile's vectors by a two-source permute (idx[j] = r k + j,
  * read mod 2 LANES), the lanes of later pairs blended in (k ceil(k / 2)
- * permutes and k (ceil(k / 2) - 1) blends); with k >= GATHER_MIN, gathers
- * (below). Else the rows transposed (transpose_rows). Measured on C rows
+ * permutes and k (ceil(k / 2) - 1) blends). Else the rows transposed
+ * (transpose_rows), never gathered (below). Measured on C rows
  * out of cache (benchmarks/ab_builds.py, 2 threads; time of the permutes /
  * time of the transpose): float32 k = 2
  * 0.83, k = 4 0.97, k = 5 1.05, k = 10 1.17; float64 k = 2 0.97 (1 thread
@@ -560,33 +560,26 @@ KLF_INLINE void F(short_permute)(const T *x, int k, const M *idx, V *out) {
 }
 #endif
 
-/* AVX-512 with k >= GATHER_MIN: out[j] gathered (idx[j] = r k + j), one
- * gather per element instead of the transpose's log2(LANES) rounds of
- * shuffles. B/A against the transpose (benchmarks/ab_builds.py, 10^7 C
- * rows of k (5,000,000 at 16, 6,000,000 at 12), kl, 1 / 2 threads):
- * float32 k = 5 0.96 / 1.03, 6 0.97 / 1.04, 8 0.83 / 0.91, 10 0.85 /
- * 0.92 (entropy 0.83 / 0.91), 12 0.92 / 0.93, 16 0.95 / 0.97; float64
- * k = 5 1.01 / 1.03, 6 0.89 / 0.96, 8 0.94 / 0.99, 10 0.93 / 0.97,
- * 16 1.01 / 1.00. The same elements: the same bits.
- * float32 with pairs (short_tile: the measures whose log takes no table),
- * from PAIRS_MIN elements on: elements 2i and 2i + 1 of 16 rows by two
- * 64-bit gathers of 8 rows and two permutes (gather_pairs_f32, simd.h),
- * half the loads; an odd k's last element by a float gather. B/A against
- * float gathers (k >= 8) or the transpose (k = 5 .. 7), ab_builds, kl |
- * jeffreys, 1 / 2 threads: k = 5 0.92 / 0.95 | 0.94 / 0.96, 6 0.95 /
- * 0.97 | 0.93 / 0.96, 7 0.95 / 0.98 | 0.93 / 0.96, 8 0.91 / 0.90 | 1.00 /
- * 0.98, 9 0.94 / 0.94 | 0.90 / 0.91, 10 0.94 / 0.95 | 0.89 / 0.91, 12
- * 0.96 / 0.95 | 0.95 / 0.95, 13 0.91 / 0.92 | 0.91 / 0.92, 16 0.94 / 0.93
- * | 0.83 / 0.88 (jensen_shannon at 10: 0.99 / 0.99). k = 3 and 4 (against
- * short_permute) lost: kl 1.08 / 1.07 and 1.16 / 1.10. Entropy with pairs
- * lost, 1.18-1.25 on 1 thread at k = 10: its -log's table lookups are
- * permutes too (neg_log_f32), and the pairs' permutes queue behind them;
- * cross_entropy (the same log) keeps float gathers with it. */
-#define GATHER_MIN (KLF_ELEMENT_BITS == 32 ? 8 : 6)
-#define PAIRS_MIN 5
+/* Gathers (vgatherqpd / vgatherdps: one per element, idx[j] = r k + j)
+ * instead of the transpose were tried, and dropped. On one host of the
+ * project's kind (AMD EPYC, Zen 4) they took 0.83-1.03 of the transpose's
+ * time (ab_builds, 10^7 C rows of 5-16, kl, 1 / 2 threads; float32 rows in
+ * pairs, two 64-bit gathers and two permutes per two elements, from 5
+ * elements: 0.83-1.00 of float gathers). On a later host of the same kind
+ * (family 25 model 17), the transpose took this of the gathers' time
+ * (a build without them against one with, kl | entropy, 1 / 2 threads):
+ * float64 k = 6 0.79 / 0.80 | 0.86 / 0.85, 8 0.77 / 0.79 | 0.79 / 0.81,
+ * 10 0.84 / 0.86 | 0.83 / 0.82, 12 0.75 / 0.81 | 0.92 / 0.85, 13 0.81 /
+ * 0.86 | 0.82 / 0.82; float32 k = 5 0.90 / 0.90, 7 0.86 / 0.87, 8 0.80 /
+ * 0.79 | 0.76 / 0.73, 10 0.99 / 0.97 | 0.88 / 0.87, 12 0.81 / 0.86 | 0.69 /
+ * 0.71, 16 0.81 / 0.93 | 0.69 / 0.69; in cache alike (float64 k = 10 kl
+ * 0.65-0.68): the gathers themselves were slow there. Compiling both and
+ * choosing at import by timing them cost more than it saved: the extra
+ * loops changed GCC's register allocation of the others (float32 rows of
+ * 2, kl: 1.08 / 1.08; float64 rows of 8 in cache 1.7x). */
 #define SHORT_AHEAD 2560 /* bytes: short_transpose's prefetch */
 
-KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V *out) {
+KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, V *out) {
     /* the bytes of a tile SHORT_AHEAD on, a prefetch per line, when it spans
      * two lines or more. B/A (ab_builds), kl, 1 / 2 threads: AVX-512 (20,000,000
      * rows) float32 k = 2 0.90 / 0.86 (entropy 0.91 / 0.86), k = 5 0.87 / 0.88,
@@ -623,25 +616,12 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V
         for (int b = 0; b < k * (int)sizeof(V); b += 64) __builtin_prefetch(ahead + b);
     }
 #if KLF_PERMUTE2
-    pairs = KLF_ELEMENT_BITS == 32 && pairs && k >= PAIRS_MIN;
-    if (k >= GATHER_MIN || pairs) {
-        int j = 0;
-#if KLF_ELEMENT_BITS == 32
-        if (pairs)
-#pragma GCC unroll 8
-            for (; j + 2 <= k; j += 2)
-                gather_pairs_f32(x, LANES / 2 * k, idx[j], &out[j], &out[j + 1]);
-#endif
-#pragma GCC unroll 16
-        for (; j < k; j++) out[j] = GATHER(x, idx[j]);
-        return;
-    }
     if (k <= LANES / 4) {
         F(short_permute)(x, k, idx, out);
         return;
     }
 #endif
-    (void)idx, (void)pairs;
+    (void)idx;
     F(transpose_rows)(x, k, LANES, k, (T *)out); /* (written by memcpy) */
 }
 
@@ -652,7 +632,7 @@ KLF_INLINE void F(short_transpose)(const T *x, int k, const M *idx, int pairs, V
  * prefetched PREFETCH on); else rows back to back (ls == k, es == 1),
  * turned in registers (short_transpose). */
 KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int cols,
-                              const M *idx, int pairs, V *out) {
+                              const M *idx, V *out) {
     if (ls == 0) {
 #pragma GCC unroll 16
         for (int j = 0; j < k; j++) out[j] = BCAST(x[j * es]);
@@ -663,7 +643,7 @@ KLF_INLINE void F(short_load)(const T *x, ptrdiff_t ls, ptrdiff_t es, int k, int
             memcpy(&out[j], x + j * es, sizeof(V));
         }
     } else {
-        F(short_transpose)(x, k, idx, pairs, out);
+        F(short_transpose)(x, k, idx, out);
     }
 }
 
@@ -790,9 +770,6 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
                                   double tol, double scale, T *out, ptrdiff_t out_s, int stream,
                                   int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY, np = k < BLOCK ? k : BLOCK;
-    /* float32 rows gathered in pairs, but for the measures whose -log takes
-     * its table by permutes (neg_log_f32): short_transpose */
-    const int pairs = measure != KLFAST_ENTROPY && measure != KLFAST_CROSS_ENTROPY;
     /* (all zeroed: gcc cannot tell that they are written before they are read;
      * with k constant the unused ones cost nothing) */
     V x[SHORT_MAX] = {{0}}, y[SHORT_MAX] = {{0}};
@@ -801,8 +778,8 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
     vl ok[NH];
     M flag = {0};
     U bits = {0};
-    F(short_load)(p, p_ls, p_es, k, cols, idx, pairs, x);
-    if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, pairs, y);
+    F(short_load)(p, p_ls, p_es, k, cols, idx, x);
+    if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
     /* element j at position j mod BLOCK, each position in the order of j;
      * float64 row sums in the same pass, so that x[j] and y[j] need not
      * live to the end (as a second pass, all 2k vectors did). B/A of this
@@ -853,7 +830,7 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
 /* The n / LANES whole tiles of short distributions at p, q (short_rows),
  * for constant measure, layout (cols), k and checked where the caller gives
  * them. idx[j] = r k + j in lane r: where rows back to back hold element j
- * of row r (short_permute's and the gathers' indices; unused for columns),
+ * of row r (short_permute's indices; unused for columns),
  * constants where k is. Built a whole vector at a time from IOTA: built
  * lane by lane, float64's were stored in two halves, which the first
  * whole-vector read waited on every call (perf: 13 % of the lanes
@@ -1266,9 +1243,7 @@ KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
 #undef SWEEP_F32_K
 #undef GB
 #undef SHORT_MAX
-#undef GATHER_MIN
 #undef SHORT_AHEAD
-#undef PAIRS_MIN
 #undef FAST_SUMS
 #undef ZIP_LO
 #undef ZIP_HI

@@ -321,9 +321,7 @@ KLF_INLINE vf load_part_f32(const float *src, int n) {
 
 /* ---- permutes --------------------------------------------------------------
  * KLF_PERMUTE2 (AVX-512): permute2(a, idx, b) takes lane l of the result
- * from lane idx[l] mod 2n of a then b (n lanes each): vpermt2pd / vpermt2ps.
- * gather(x, idx): lane l = x[idx[l]] (vgatherqpd / vgatherdps); gather_pairs_f32
- * takes x[idx[l]] and x[idx[l] + 1] together (vpgatherdq, below). */
+ * from lane idx[l] mod 2n of a then b (n lanes each): vpermt2pd / vpermt2ps. */
 #if KLF_X86 && KLF_VBYTES == 64
 #define KLF_PERMUTE2 1
 KLF_INLINE vd permute2_f64(vd a, vl idx, vd b) {
@@ -331,24 +329,6 @@ KLF_INLINE vd permute2_f64(vd a, vl idx, vd b) {
 }
 KLF_INLINE vf permute2_f32(vf a, vi idx, vf b) {
     return (vf)_mm512_permutex2var_ps((__m512)a, (__m512i)idx, (__m512)b);
-}
-KLF_INLINE vd gather_f64(const double *x, vl idx) {
-    return (vd)_mm512_i64gather_pd((__m512i)idx, x, 8);
-}
-KLF_INLINE vf gather_f32(const float *x, vi idx) {
-    return (vf)_mm512_i32gather_ps((__m512i)idx, x, 4);
-}
-/* Lane l of *even = x[idx[l]], of *odd = x[idx[l] + 1], for lanes 0-7; lanes
- * 8-15 the same at x + half with idx[l - 8]: the pairs read as 8-byte
- * elements by two gathers of 8 lanes, then split by two permutes. Half the
- * loads of two float gathers. */
-KLF_INLINE void gather_pairs_f32(const float *x, ptrdiff_t half, vi idx, vf *even, vf *odd) {
-    const vi ev = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    __m256i i = _mm512_castsi512_si256((__m512i)idx);
-    vf lo = (vf)_mm512_i32gather_epi64(i, x, 4);
-    vf hi = (vf)_mm512_i32gather_epi64(i, x + half, 4);
-    *even = permute2_f32(lo, ev, hi);
-    *odd = permute2_f32(lo, ev + 1, hi);
 }
 #else
 #define KLF_PERMUTE2 0
