@@ -104,14 +104,6 @@ FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_
 # pick.
 cdef Py_ssize_t _lanes_max_k_f64 = 13
 cdef Py_ssize_t _lanes_max_k_f32 = 16
-# jensen_shannon's own limits: its short float64 rows are faster in the row
-# block (lanes / rows, benchmarks/lanes_crossover.py --measure
-# jensen_shannon, 1 / 2 threads, AVX-512: k = 2 0.97 / 1.07, 3 1.40 / 1.41,
-# 6 1.56 / 1.45, 10 1.48 / 1.51, 13 1.59 / 1.56); float32 rows across lanes
-# up to 13 (k = 2 0.42 / 0.37, 8 0.82 / 0.78, 13 0.89 / 0.90, but 16 1.11 /
-# 1.08).
-cdef Py_ssize_t _lanes_max_k_js_f64 = 2
-cdef Py_ssize_t _lanes_max_k_js_f32 = 13
 
 
 # Longer C-order rows up to these lengths (float64, float32) are read row by
@@ -161,16 +153,13 @@ def set_stream_bytes(Py_ssize_t n):
     return previous
 
 
-def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32, js_f64=None, js_f32=None):
+def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
     """Score C-order rows of up to f64 (float64) or f32 (float32) elements
-    across lanes from now on, jensen_shannon's up to js_f64 and js_f32 (by
-    default the same as the others); returns the previous four limits. For
-    tests and benchmarks: results do not depend on it."""
-    global _lanes_max_k_f64, _lanes_max_k_f32, _lanes_max_k_js_f64, _lanes_max_k_js_f32
-    previous = (_lanes_max_k_f64, _lanes_max_k_f32, _lanes_max_k_js_f64, _lanes_max_k_js_f32)
+    across lanes from now on; returns the previous limits. For tests and
+    benchmarks: results do not depend on it."""
+    global _lanes_max_k_f64, _lanes_max_k_f32
+    previous = (_lanes_max_k_f64, _lanes_max_k_f32)
     _lanes_max_k_f64, _lanes_max_k_f32 = f64, f32
-    _lanes_max_k_js_f64 = f64 if js_f64 is None else js_f64
-    _lanes_max_k_js_f32 = f32 if js_f32 is None else js_f32
     return previous
 
 
@@ -330,8 +319,6 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         width = isa.lanes_f32_width
         max_k = _lanes_max_k_f32
         block_max_k = _block_max_k_f32
-    if measure == JS:
-        max_k = _lanes_max_k_js_f32 if floating is float else _lanes_max_k_js_f64
     cdef bint rows_contiguous = p_es == 1 and q_es == 1, block = False
     if floating is float:  # float32 inputs: the eps rule with eps in float32
         eps = <float>eps
