@@ -2,12 +2,13 @@
 _lanes_max_k_f64 / _lanes_max_k_f32 in src/_kernels.pyx come from this.
 
 For each dtype and row length k (inputs of about 40-160 MB, out of cache), kl
-is timed with every row through the row loop and with whole tiles across
+(or ``--measure``) is timed with every row through the row loop and with whole tiles across
 lanes (klfast._kernels.set_lanes_max_k), in turns, on 1 and 2 threads; the
 line shows both times (best of 5 calls) and lanes / rows. The results are
 the same bits either way (tests/test_lanes.py).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/lanes_crossover.py
+    ... --measure jensen_shannon --lengths 2,3,6,10,13
 """
 import argparse
 import os
@@ -27,6 +28,8 @@ def main(argv=None):
     parser.add_argument("--lengths", default="2,4,6,8,10,12,16,32")
     parser.add_argument("--elements", type=float, default=4e7, help="n_rows * k per input")
     parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--measure", default="kl", choices=["kl", "jeffreys", "entropy",
+                                                            "cross_entropy", "jensen_shannon"])
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     before = _kernels.set_lanes_max_k(0, 0)
@@ -43,7 +46,11 @@ def main(argv=None):
                 for _ in range(args.turns):
                     for threads in (1, 2):
                         def call():
-                            klfast.kl(p, q, out=out, num_threads=threads)
+                            fn = getattr(klfast, args.measure)
+                            if args.measure == "entropy":
+                                fn(p, out=out, num_threads=threads)
+                            else:
+                                fn(p, q, out=out, num_threads=threads)
                         _kernels.set_lanes_max_k(0, 0)
                         rows = best(call, 5)
                         _kernels.set_lanes_max_k(1 << 30, 1 << 30)

@@ -104,6 +104,17 @@ FORMS = {"probs": KLFAST_PROBS, "log_probs": KLFAST_LOG_PROBS, "logits": KLFAST_
 # pick.
 cdef Py_ssize_t _lanes_max_k_f64 = 13
 cdef Py_ssize_t _lanes_max_k_f32 = 16
+# jensen_shannon's own limits, at the levels where they were measured
+# (_js_own_limits): its short float64 rows are faster in the row block
+# (lanes / rows, benchmarks/lanes_crossover.py --measure jensen_shannon, 1 /
+# 2 threads; AVX-512: k = 2 0.97 / 1.07, 3 1.40 / 1.41, 6 1.56 / 1.45, 10
+# 1.48 / 1.51, 13 1.59 / 1.56; AVX2: k = 3 1.08 / 1.21, 10 1.27 / 1.35), and
+# so are float32 rows of 16 at AVX-512 (1.11 / 1.08; up to 13 the lanes win,
+# k = 2 0.42 / 0.37, 8 0.82 / 0.78, 13 0.89 / 0.90). Elsewhere the lanes won
+# (AVX2 float32 k = 16 0.59 / 0.73; SSE2 float64 k = 3 0.80 / 0.80, 10 0.92
+# / 0.95, float32 16 0.52 / 0.53): the limits above hold there.
+cdef Py_ssize_t _lanes_max_k_js_f64 = 2
+cdef Py_ssize_t _lanes_max_k_js_f32 = 13
 
 
 # Longer C-order rows up to these lengths (float64, float32) are read row by
@@ -153,13 +164,16 @@ def set_stream_bytes(Py_ssize_t n):
     return previous
 
 
-def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32):
+def set_lanes_max_k(Py_ssize_t f64, Py_ssize_t f32, js_f64=None, js_f32=None):
     """Score C-order rows of up to f64 (float64) or f32 (float32) elements
-    across lanes from now on; returns the previous limits. For tests and
-    benchmarks: results do not depend on it."""
-    global _lanes_max_k_f64, _lanes_max_k_f32
-    previous = (_lanes_max_k_f64, _lanes_max_k_f32)
+    across lanes from now on, jensen_shannon's up to js_f64 and js_f32 (by
+    default the same as the others); returns the previous four limits. For
+    tests and benchmarks: results do not depend on it."""
+    global _lanes_max_k_f64, _lanes_max_k_f32, _lanes_max_k_js_f64, _lanes_max_k_js_f32
+    previous = (_lanes_max_k_f64, _lanes_max_k_f32, _lanes_max_k_js_f64, _lanes_max_k_js_f32)
     _lanes_max_k_f64, _lanes_max_k_f32 = f64, f32
+    _lanes_max_k_js_f64 = f64 if js_f64 is None else js_f64
+    _lanes_max_k_js_f32 = f32 if js_f32 is None else js_f32
     return previous
 
 
@@ -319,6 +333,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         width = isa.lanes_f32_width
         max_k = _lanes_max_k_f32
         block_max_k = _block_max_k_f32
+    if measure == JS and _js_own_limits(isa, floating is float):
+        max_k = _lanes_max_k_js_f32 if floating is float else _lanes_max_k_js_f64
     cdef bint rows_contiguous = p_es == 1 and q_es == 1, block = False
     if floating is float:  # float32 inputs: the eps rule with eps in float32
         eps = <float>eps
@@ -408,6 +424,21 @@ LEVELS = tuple(klfast_isa_levels[i].name.decode() for i in range(klfast_n_levels
 # Why a level is missing from this build ("" when none is): for show_config.
 MISSING_LEVELS = klfast_missing_levels.decode()
 cdef const klfast_isa* _isa = klfast_isa_levels[0]
+# the AVX2 and AVX-512 levels' tables, or NULL where this build lacks them
+cdef const klfast_isa* _avx2_level = NULL
+cdef const klfast_isa* _avx512_level = NULL
+for _i, _name in enumerate(LEVELS):
+    if _name == "avx2":
+        _avx2_level = klfast_isa_levels[_i]
+    elif _name == "avx512":
+        _avx512_level = klfast_isa_levels[_i]
+del _i, _name
+
+
+cdef bint _js_own_limits(const klfast_isa* isa, bint f32) noexcept nogil:
+    """True where jensen_shannon's own lanes limits apply: float64 at AVX2
+    and AVX-512, float32 at AVX-512."""
+    return isa == _avx512_level or (not f32 and isa == _avx2_level)
 
 
 def _detect_isas():
