@@ -666,7 +666,8 @@ KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
 }
 
 /* The sum check of float32 short tiles, decided from sums in float where
- * they can decide it. The row loop checks |s - 1| <= tol on s, the row's
+ * they can decide it (the sums of x[0 .. n) and y[0 .. n): n = k, or 1
+ * where short_tile has added a row's k elements itself). The row loop checks |s - 1| <= tol on s, the row's
  * elements widened and added in double (lanes_results); here each row is
  * summed in float (k - 1 adds), s' within (k - 1) 2^-24 (1 + 1e-6) of the
  * exact sum for the k <= 16 nonnegative elements of a row the fast path
@@ -696,12 +697,12 @@ KLF_INLINE void F(mask_halves)(M m, vl *out) {
 }
 
 _Static_assert(SHORT_MAX <= BLOCK, "a float32 short row: one element per position");
-KLF_INLINE int F(sums_decide)(const V *x, const V *y, int k, int uses_q, const T *band,
-                              vl *ok) {
+KLF_INLINE int F(sums_decide)(const V *x, const V *y, int n, int k, int uses_q,
+                              const T *band, vl *ok) {
     const U abs_bits = BITS(0x7FFFFFFFu);
     V sx = x[0], sy = uses_q ? y[0] : (V){0};
 #pragma GCC unroll 16
-    for (int j = 1; j < k; j++) {
+    for (int j = 1; j < n; j++) {
         sx += x[j];
         if (uses_q) sy += y[j];
     }
@@ -761,6 +762,35 @@ KLF_INLINE int F(pair_sums)(V t, const M *fl, U bits, T *out, ptrdiff_t out_s, i
 }
 #endif
 
+#if FAST_SUMS
+/* ok for a float32 short tile (x, y: its elements) that sums_decide left
+ * undecided (rare: a row's sum at the edge of tol, or NaN): its sums in
+ * the row loop's order (sums_check). */
+KLF_INLINE void F(sums_ok)(const V *x, const V *y, int k, int uses_q, double tol, vl *ok) {
+    const int np = k < BLOCK ? k : BLOCK;
+    V xs[BLOCK] = {{0}}, ys[BLOCK] = {{0}};
+    vd xt[NH], yt[NH];
+#pragma GCC unroll 16
+    for (int j = 0; j < k; j++) F(short_sum)(x[j], y[j], j, k, uses_q, xs, ys);
+    F(fold_positions)(xs, np, xt);
+    if (uses_q) F(fold_positions)(ys, np, yt);
+    else memcpy(yt, xt, sizeof(yt));
+    F(sums_check)(xt, yt, tol, ok);
+}
+
+/* sums_ok from the tile loaded again: short_tile's x and y then die with
+ * their terms (see there). */
+static __attribute__((noinline)) void F(short_sums)(int cols, const T *p, ptrdiff_t p_ls,
+                                                    ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
+                                                    ptrdiff_t q_es, int k, const M *idx,
+                                                    int uses_q, double tol, vl *ok) {
+    V x[SHORT_MAX] = {{0}}, y[SHORT_MAX] = {{0}};
+    F(short_load)(p, p_ls, p_es, k, cols, idx, x);
+    if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
+    F(sums_ok)(x, y, k, uses_q, tol, ok);
+}
+#endif
+
 /* One tile of LANES short distributions from p and q (short_load; q_ls ==
  * 0: one distribution of q for all), for constant measure and checked;
  * results as lanes_results. band: sums_decide's (float32). */
@@ -778,6 +808,25 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
     vl ok[NH];
     M flag = {0};
     U bits = {0};
+#if FAST_SUMS
+    /* the rows' float sums (sums_decide), in the order of j (the same
+     * sums): at AVX-512 where k is a constant 5 .. 10, in the terms loop,
+     * so that x[j] and y[j] die with their terms (an undecided tile loads
+     * them again: short_sums); else after it, from x and y (sums_decide).
+     * Kept to the end, they were spilled: perf annotate of float32 rows of
+     * 10 in cache counted 89 stack loads and stores and 67 register moves
+     * among about 800 instructions a tile. B/A (ab_builds, kl | entropy,
+     * 1 / 2 threads): 10,000,000 x 10 0.92 / 0.91 | 0.87 / 0.88,
+     * 12,500,000 x 8 0.96 / 0.98 | 0.99 / 1.01, columns of 10 0.92 / 0.96 |
+     * 0.95 / 0.89, Fortran 0.92 / 0.93 | 0.96 / 0.91; k = 2 and 4 (the
+     * old path) 0.99-1.01. Not elsewhere: in the terms loop for every k,
+     * k = 2 took 1.07 / 1.06 and 16 1.08 / 1.08 (kl; 16 faster in cache,
+     * slower out of it); at AVX2 k = 8 kl 1.04 / 1.06; at SSE2 kl 1.3-1.9.
+     * Written so that the other levels compile to the same code as before
+     * (objdump). */
+    const int early = KLF_VBYTES == 64 && __builtin_constant_p(k) && k >= 5 && k <= 10;
+    V sx[1] = {{0}}, sy[1] = {{0}};
+#endif
     F(short_load)(p, p_ls, p_es, k, cols, idx, x);
     if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
     /* element j at position j mod BLOCK, each position in the order of j;
@@ -796,11 +845,18 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
         if (!uses_q) bits |= (U)x[j];
         else if (j == 0 || k <= 10) bits |= (U)x[j] | (U)y[j];
         else bits = OR3(bits, x[j], y[j]);
+#if FAST_SUMS
+        if (early) {
+            sx[0] = j ? sx[0] + x[j] : x[j];
+            if (uses_q) sy[0] = j ? sy[0] + y[j] : y[j];
+        }
+#endif
         if (!FAST_SUMS) F(short_sum)(x[j], y[j], j, k, uses_q, xs, ys);
     }
     const M *fl = F(terms_flag)(measure, checked) ? &flag : NULL;
 #if FAST_SUMS
-    int decided = F(sums_decide)(x, y, k, uses_q, band, ok);
+    int decided = early ? F(sums_decide)(sx, sy, 1, k, uses_q, band, ok)
+                        : F(sums_decide)(x, y, k, k, uses_q, band, ok);
     if (decided == 2 && k == 2 && measure != KLFAST_JS && scale == 1.0
         && F(pair_sums)(s[0] + s[1], fl, bits, out, out_s, stream, n_bad))
         return 0;
@@ -811,7 +867,9 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
     if (decided == 2)
         return F(lanes_results)(measure, total, NULL, NULL, NULL, fl, bits, p, p_ls, p_es, q,
                                 q_ls, q_es, LANES, k, scale, out, out_s, stream, n_bad);
-    if (!decided)
+    if (!decided && early)
+        F(short_sums)(cols, p, p_ls, p_es, q, q_ls, q_es, k, idx, uses_q, tol, ok);
+    else if (!decided)
 #else
     (void)band;
 #endif
