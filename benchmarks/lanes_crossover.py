@@ -31,6 +31,7 @@ def main(argv=None):
     parser.add_argument("--measure", default="kl", choices=["kl", "jeffreys", "entropy",
                                                             "cross_entropy", "jensen_shannon"])
     args = parser.parse_args(argv)
+    fn = getattr(klfast, args.measure)
     rng = np.random.default_rng(0)
     before = _kernels.set_lanes_max_k(0, 0)
     try:
@@ -46,7 +47,6 @@ def main(argv=None):
                 for _ in range(args.turns):
                     for threads in (1, 2):
                         def call():
-                            fn = getattr(klfast, args.measure)
                             if args.measure == "entropy":
                                 fn(p, out=out, num_threads=threads)
                             else:

@@ -667,9 +667,10 @@ KLF_INLINE void F(fold_positions)(const V *s, int np, vd *out) {
 
 /* The sum check of float32 short tiles, decided from sums in float where
  * they can decide it (the sums of x[0 .. n) and y[0 .. n): n = k, or 1
- * where short_tile has added a row's k elements itself). The row loop checks |s - 1| <= tol on s, the row's
- * elements widened and added in double (lanes_results); here each row is
- * summed in float (k - 1 adds), s' within (k - 1) 2^-24 (1 + 1e-6) of the
+ * where short_tile has added a row's k elements itself). The row loop
+ * checks |s - 1| <= tol on s, the row's elements widened and added in
+ * double (lanes_results); here each row is summed in float (k - 1
+ * adds), s' within (k - 1) 2^-24 (1 + 1e-6) of the
  * exact sum for the k <= 16 nonnegative elements of a row the fast path
  * takes (rows with others go to the exact path whatever this says), s
  * within 1e-15 of it, and s' - 1 is exact for s' in [0.5, 2]. So with
@@ -766,7 +767,8 @@ KLF_INLINE int F(pair_sums)(V t, const M *fl, U bits, T *out, ptrdiff_t out_s, i
 /* ok for a float32 short tile (x, y: its elements) that sums_decide left
  * undecided (rare: a row's sum at the edge of tol, or NaN): its sums in
  * the row loop's order (sums_check). */
-KLF_INLINE void F(sums_ok)(const V *x, const V *y, int k, int uses_q, double tol, vl *ok) {
+KLF_INLINE void F(tile_sums_check)(const V *x, const V *y, int k, int uses_q, double tol,
+                                    vl *ok) {
     const int np = k < BLOCK ? k : BLOCK;
     V xs[BLOCK] = {{0}}, ys[BLOCK] = {{0}};
     vd xt[NH], yt[NH];
@@ -778,8 +780,10 @@ KLF_INLINE void F(sums_ok)(const V *x, const V *y, int k, int uses_q, double tol
     F(sums_check)(xt, yt, tol, ok);
 }
 
-/* sums_ok from the tile loaded again: short_tile's x and y then die with
- * their terms (see there). */
+/* tile_sums_check from the tile loaded again: short_tile's x and y then
+ * die with their terms (see there). short_tile keeps the same steps inline
+ * for its other tiles: as a call of tile_sums_check they changed the AVX2
+ * level's code (objdump). */
 static __attribute__((noinline)) void F(short_sums)(int cols, const T *p, ptrdiff_t p_ls,
                                                     ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
                                                     ptrdiff_t q_es, int k, const M *idx,
@@ -787,7 +791,7 @@ static __attribute__((noinline)) void F(short_sums)(int cols, const T *p, ptrdif
     V x[SHORT_MAX] = {{0}}, y[SHORT_MAX] = {{0}};
     F(short_load)(p, p_ls, p_es, k, cols, idx, x);
     if (uses_q) F(short_load)(q, q_ls, q_es, k, cols, idx, y);
-    F(sums_ok)(x, y, k, uses_q, tol, ok);
+    F(tile_sums_check)(x, y, k, uses_q, tol, ok);
 }
 #endif
 
