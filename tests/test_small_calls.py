@@ -1,7 +1,8 @@
-"""Small calls with keywords: the C shortcut (klfast._kernels.fast) takes
-``axis``, ``base``, ``keepdims`` and ``out`` as well as the plain call, and
-gives exactly what the general path gives: the same values (as the slow
-twin), the same result type and shape, ``out`` returned."""
+"""Calls with keywords: the C shortcut (klfast._kernels.fast) takes
+``axis``, ``base``, ``keepdims`` and ``out`` as well as the plain call, small
+or large (threads), and gives exactly what the general path gives: the same
+values (as the slow twin), the same result type and shape, ``out``
+returned."""
 import itertools
 
 import numpy as np
@@ -59,14 +60,15 @@ def test_keywords_take_the_shortcut_and_match_the_twin(name, shape, dtype, base,
 
 
 @pytest.mark.parametrize("out_of", ["p", "q"])
-def test_an_out_sharing_memory_with_an_input_leaves_the_shortcut(out_of):
+@pytest.mark.parametrize("n", [4, 7_000])  # a small call and a large one
+def test_an_out_sharing_memory_with_an_input_leaves_the_shortcut(out_of, n):
     """out= laid over an input's memory: the general path computes into a
     fresh array and copies, so the values are those of a separate out."""
-    p, q = inputs((4, 11), np.float64)
+    p, q = inputs((n, 11), np.float64)
     want = klfast.kl(p, q, base=2)
     source = (p if out_of == "p" else q).copy()
     pp, qq = (source, q) if out_of == "p" else (p, source)
-    out = source.reshape(-1)[:4]  # contiguous, over row 0 of the input
+    out = source.reshape(-1)[:n]  # contiguous, over the input's first rows
     got = klfast.kl(pp, qq, base=2, out=out)
     np.testing.assert_array_equal(got, want)
 
@@ -146,6 +148,45 @@ def test_any_layout_takes_the_shortcut(dtype, k, n, keepdims, use_out, no_genera
         assert np.shape(got) == shape and np.asarray(got).dtype == dtype, name
         np.testing.assert_allclose(np.ravel(got), want / np.log(2), rtol=tol, atol=tol,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k, n", [(11, 7_000), (130, 600)])  # 77,000 and 78,000 elements
+def test_large_calls_take_the_shortcut_on_threads(dtype, k, n, no_general_path):
+    """Calls of 2**16 elements or more, in every layout, take the C shortcut
+    too, which runs them on threads as the general path would: the values
+    scipy.special.rel_entr gives in float64, the same bits for 1, 2 and the
+    default number of threads, out= filled and returned."""
+    special = pytest.importorskip("scipy.special")
+    tol = 1e-13 if dtype == np.float64 else 2e-6
+    for name, p, q, axis, p_rows, q_rows in small_layouts(k, n, dtype):
+        want = special.rel_entr(p_rows.astype(np.float64), q_rows.astype(np.float64)).sum(1)
+        got = klfast.kl(p, q, axis=axis, base=2.0, num_threads=1)
+        np.testing.assert_allclose(np.ravel(got), want / np.log(2), rtol=tol, atol=tol,
+                                   err_msg=name)
+        for num_threads in (2, None):
+            out = np.full(np.shape(got), np.nan, dtype=dtype)
+            assert klfast.kl(p, q, axis=axis, base=2.0, num_threads=num_threads,
+                             out=out) is out
+            np.testing.assert_array_equal(out, got, err_msg=name)
+
+
+@pytest.mark.parametrize("name", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_large_calls_give_the_general_paths_bits(name, dtype, layout):
+    """A large call through the shortcut and through the general path (a
+    where= of every row sends it there) give the same bits."""
+    p, q = inputs((7_000, 11), dtype)
+    axis = -1
+    if layout == "columns":
+        p, q, axis = p.T.copy(), q.T.copy(), 0
+    shortcut = call(klfast, name, p, q, axis=axis, keepdims=True)
+    general = call(klfast, name, p, q, axis=axis, keepdims=True,
+                   where=np.ones(shortcut.shape, dtype=bool))
+    np.testing.assert_array_equal(shortcut, general)
+    np.testing.assert_allclose(np.ravel(shortcut), call(_reference, name, p, q, axis=axis),
+                               rtol=1e-12 if dtype == np.float64 else 2e-5, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", MEASURES)

@@ -13,7 +13,6 @@ log-probabilities or logits, give one score per row; the losses' target and
 logits give one loss per row and, if asked, the gradient of every element).
 """
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,8 +22,8 @@ from .validate import SUM_TOLERANCE, explain_forms_row, explain_measure_row
 
 MEASURES = _kernels.MEASURES  # measure name -> kernel code
 FORMS = _kernels.FORMS  # input form name -> kernel code
-# The common small call (plain arrays, default keywords) goes straight to C:
-# it returns None whenever the general path must decide.
+# The common call (plain arrays, keywords of plain values) goes straight to
+# C, small or large: it returns None whenever the general path must decide.
 fast_call = _kernels.fast
 
 # An input the kernel cannot read directly (dtype, byte order, layout) is
@@ -44,16 +43,6 @@ WIDENED = ("float16", "bfloat16")  # native byte order, 2 bytes (bfloat16: ml_dt
 
 
 # ---- threads ---------------------------------------------------------------
-def _cpu_count():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-_CPU_COUNT = _cpu_count()
-
-
 def default_num_threads():
     """Threads a call with ``num_threads=None`` may use.
 
@@ -63,18 +52,16 @@ def default_num_threads():
     is). klfast's threads are its own (``src/engine/pool.h``); OpenMP only
     tells how many it may use.
     """
-    return max(1, min(_CPU_COUNT, _kernels.omp_max_threads()))
+    return _kernels.default_threads()
 
 
 def resolve_threads(num_threads, n_rows, k):
-    """Threads for ``n_rows`` rows of ``k`` elements (``num_threads`` checked)."""
+    """Threads for ``n_rows`` rows of ``k`` elements (``num_threads`` checked):
+    ``num_threads`` (None: :func:`default_num_threads`) capped by the cores
+    and the rows (``_kernels.threads``, which the C shortcut uses too)."""
     if n_rows * k < MIN_PARALLEL_ELEMENTS or n_rows < 2:
         return 1
-    if num_threads is None:
-        n = default_num_threads()
-    else:  # more threads than cores only adds overhead
-        n = min(num_threads, _CPU_COUNT)
-    return max(1, min(n, n_rows))
+    return _kernels.threads(num_threads, n_rows)
 
 
 # ---- the jobs: what differs between the measures and the losses ------------
