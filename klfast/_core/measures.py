@@ -25,8 +25,8 @@ from .validate import (
 )
 
 _MEASURES = engine.MEASURES
-# The small call in C (klfast._kernels.fast): every public function tries it
-# first, with its arguments as given; None sends the call to reduce.
+# The call in C (klfast._kernels.fast), small or large: every public function
+# tries it first, with its arguments as given; None sends the call to reduce.
 _fast_call = engine.fast_call
 _KL, _JEFFREYS, _ENTROPY, _CROSS_ENTROPY, _JS = (
     _MEASURES[name] for name in ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon"))
