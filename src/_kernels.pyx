@@ -820,23 +820,30 @@ cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
 
 cdef inline bint _distributions(cnp.ndarray x, int nd, int ax, Py_ssize_t* k,
                                 Py_ssize_t* n, Py_ssize_t* es, Py_ssize_t* rs):
-    """The distributions of x along axis ax of an nd-dimensional call (nd 1
-    or 2; x of nd or 1 dimensions): their length k, their number n (1 for
-    one distribution broadcast against all) and the strides in elements
-    between their elements (es) and from one to the next (rs, 0 when n is
-    1). False when the layout is not one the kernels read as it is."""
+    """The distributions of x along axis ax of an nd-dimensional call (x of
+    nd dimensions, or 1 along the last axis): their length k, their number
+    n (1 for one distribution broadcast against all) and the strides in
+    elements between their elements (es) and from one to the next (rs, 0
+    when n is 1), in the C order of the other axes. False when the layout
+    is not one the kernels read as it is: those axes must be one stride (each
+    a whole number of the next, as a reshape without a copy)."""
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
-    cdef int d = cnp.PyArray_NDIM(x)
+    cdef int d = cnp.PyArray_NDIM(x), i
+    n[0], rs[0] = 1, 0
     if d == nd:
         k[0] = cnp.PyArray_DIM(x, ax)
         es[0] = cnp.PyArray_STRIDE(x, ax)
-        n[0] = cnp.PyArray_DIM(x, 1 - ax) if nd == 2 else 1
-        rs[0] = cnp.PyArray_STRIDE(x, 1 - ax) if nd == 2 else 0
-    elif d == 1 and ax == 1:  # (k,) against (n, k): one row for all
+        for i in range(nd - 1, -1, -1):  # the other axes, innermost first
+            if i == ax or cnp.PyArray_DIM(x, i) == 1:  # (a length-1 axis: any stride)
+                continue
+            if n[0] == 1:
+                rs[0] = cnp.PyArray_STRIDE(x, i)
+            elif cnp.PyArray_STRIDE(x, i) != rs[0] * n[0]:
+                return False
+            n[0] *= cnp.PyArray_DIM(x, i)
+    elif d == 1 and ax == nd - 1:  # (k,) against (..., k): one distribution for all
         k[0] = cnp.PyArray_DIM(x, 0)
         es[0] = cnp.PyArray_STRIDE(x, 0)
-        n[0] = 1
-        rs[0] = 0
     else:
         return False
     if k[0] == 1:  # the stride of a length-1 axis is never used (numpy may give any)
@@ -856,10 +863,12 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     """The small call, in C: None when it does not apply.
 
     Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
-    float64), aligned and native, ``p`` of 1 or 2 dimensions and ``q`` of
-    the same shape, or 1-D of the distributions' length along the last axis
-    (``q`` None for entropy), with any strides (multiples of the item size;
-    negative ones too), distributions along ``axis`` (an int: either axis), a
+    float64), aligned and native, ``p`` and ``q`` of one shape (or either
+    one distribution: 1-D along the last axis, or of length 1 on every other
+    axis; ``q`` None for entropy), with any strides (multiples of the item
+    size; negative ones too) where the axes other than ``axis`` are one
+    stride (as a reshape without a copy: any C-ordered array, 2-D views of
+    any strides), distributions along ``axis`` (an int: any axis), a
     float ``eps`` (below float32's overflow), a bool ``normalize``,
     ``check_sums`` (``tol`` is the sum check's tolerance) and ``keepdims``,
     ``base`` None or a Python float or int (finite, > 0, != 1), an ``out``
@@ -874,9 +883,10 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     more there.
     """
     cdef cnp.ndarray a, b, result
-    cdef int t, nd, ax, out_nd
+    cdef int t, nd, ax, out_nd, i
     cdef Py_ssize_t axis_index, k, n, p_n, q_n, q_k, p_es, p_rs, q_es, q_rs, n_bad, z
-    cdef cnp.npy_intp dims[2]
+    cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
+    cdef cnp.ndarray shaped
     cdef double e, scale = 1.0, base_value
     if q is None:
         if measure != ENTROPY:
@@ -896,7 +906,7 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != t
             or not (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISALIGNED(b))
             or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
-            or nd < 1 or nd > 2):
+            or nd < 1):
         return None
     try:
         axis_index = axis
@@ -911,6 +921,12 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     n = max(p_n, q_n)
     if q_k != k or (p_n != n and p_n != 1) or (q_n != n and q_n != 1):
         return None
+    # the result's shape: the other axes of an input of nd dimensions (of
+    # both alike where neither is one distribution), and keepdims' 1
+    shaped = a if cnp.PyArray_NDIM(a) == nd and (p_n > 1 or q_n == 1) else b
+    for i in range(nd):
+        if i != ax and p_n > 1 and q_n > 1 and cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i):
+            return None
     if k == 0 or n == 0:
         return None
     e = <double>eps
@@ -926,16 +942,13 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         if not (base_value > 0.0 and base_value <= DBL_MAX and base_value != 1.0):
             return None
         scale = 1.0 / log(base_value)
-    # the result: (n,) for 2-D input, a scalar for 1-D; keepdims keeps a 1
-    # where the axis was
+    # the result: the other axes' shape (a scalar for 1-D input); keepdims
+    # keeps a 1 where the axis was
     out_nd = nd if keepdims else nd - 1
-    if nd == 1:
-        dims[0] = 1
-    elif keepdims:
-        dims[ax] = 1
-        dims[1 - ax] = n
-    else:
-        dims[0] = n
+    dims[0] = 1
+    for i in range(nd):
+        if i != ax or keepdims:
+            dims[i - (i > ax and not keepdims)] = 1 if i == ax else cnp.PyArray_DIM(shaped, i)
     if out is None:
         result = cnp.PyArray_EMPTY(max(out_nd, 1), dims, t, 0)
     else:
@@ -945,9 +958,11 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         if (cnp.PyArray_TYPE(result) != t or cnp.PyArray_NDIM(result) != out_nd
                 or not cnp.PyArray_ISCARRAY(result) or not cnp.PyArray_ISNOTSWAPPED(result)
                 or cnp.PyArray_SIZE(result) != n
-                or (out_nd >= 1 and cnp.PyArray_DIM(result, 0) != dims[0])
                 or not (_disjoint(result, a) and _disjoint(result, b))):
             return None
+        for i in range(out_nd):
+            if cnp.PyArray_DIM(result, i) != dims[i]:
+                return None
     if n * k >= _small and n >= 2:  # the general path's threads and chunks
         z = cnp.PyArray_ITEMSIZE(a)
         n_bad = _measure_rows(measure, t, <char*>cnp.PyArray_DATA(a), p_rs * z, p_es * z,

@@ -189,6 +189,75 @@ def test_large_calls_give_the_general_paths_bits(name, dtype, layout):
                                rtol=1e-12 if dtype == np.float64 else 2e-5, atol=1e-15)
 
 
+def nd_layouts(dtype):
+    """(name, p, q, axis) for calls of 3 and 4 dimensions the shortcut takes:
+    the axes other than ``axis`` one stride (a reshape without a copy)."""
+    rng = np.random.default_rng(9)
+
+    def dist(shape, axis=-1):
+        x = rng.random(shape) + 0.01
+        return (x / x.sum(axis=axis, keepdims=True)).astype(dtype)
+
+    p3, q3 = dist((4, 8, 11)), dist((4, 8, 11))
+    c3, d3 = dist((11, 4, 8), 0), dist((11, 4, 8), 0)
+    big, big_q = dist((8, 1_000, 11)), dist((8, 1_000, 11))  # 88,000 elements: threads
+    return [
+        ("3-D", p3, q3, -1),
+        ("4-D", dist((2, 3, 4, 11)), dist((2, 3, 4, 11)), 3),
+        ("3-D, a 1-D q", p3, q3[0, 0], -1),
+        ("3-D, a q of one distribution", p3, q3[:1, :1], -1),
+        ("3-D, a p of one distribution", p3[1:2, 2:3], q3, 2),
+        ("3-D, reversed outer axes", p3[::-1, ::-1], q3[::-1, ::-1], -1),
+        ("3-D, every other row of the last outer axis", p3[:, ::2], q3[:, ::2], -1),
+        ("3-D columns, axis 0", c3, d3, 0),
+        ("3-D columns, axis -3", c3, d3, -3),
+        ("3-D, large", big, big_q, -1),
+        ("3-D columns, large", np.moveaxis(big, -1, 0).copy(), np.moveaxis(big_q, -1, 0).copy(),
+         0),
+    ]
+
+
+@pytest.mark.parametrize("name", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("use_out", [False, True])
+def test_more_dimensions_take_the_shortcut(name, dtype, keepdims, use_out, no_general_path):
+    """Inputs of 3 and 4 dimensions whose other axes are one stride: the C
+    shortcut, with the twin's values and numpy's result shape, out= filled."""
+    tol = 1e-13 if dtype == np.float64 else 2e-5
+    for label, p, q, axis in nd_layouts(dtype):
+        kw = {"axis": axis, "keepdims": keepdims, "base": 2}
+        want = call(_reference, name, p, q, **kw)
+        if use_out:
+            out = np.full(want.shape, np.nan, dtype=dtype)
+            assert call(klfast, name, p, q, out=out, **kw) is out, label
+            got = out
+        else:
+            got = call(klfast, name, p, q, **kw)
+        assert got.shape == want.shape and got.dtype == dtype, label
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=label)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_more_dimensions_give_the_general_paths_bits(dtype):
+    """The shortcut and the general path (where= of every row) give the same
+    bits for inputs of more dimensions; an axis whose other axes are not one
+    stride, and other axes of different shapes, go there as before."""
+    for label, p, q, axis in nd_layouts(dtype):
+        shortcut = klfast.kl(p, q, axis=axis)
+        general = klfast.kl(p, q, axis=axis, where=np.ones(shortcut.shape, dtype=bool))
+        np.testing.assert_array_equal(shortcut, general, err_msg=label)
+    p, q = inputs((4, 8, 11), dtype)
+    tol = 1e-13 if dtype == np.float64 else 2e-5
+    middle = np.moveaxis(p, -1, 1)  # (4, 11, 8) C-ordered: axes 0 and 2 are not one stride
+    np.testing.assert_allclose(klfast.kl(middle.copy(), np.moveaxis(q, -1, 1).copy(), axis=1),
+                               _reference.kl(p, q), rtol=tol)
+    np.testing.assert_allclose(klfast.kl(p[::2], q[::2]), _reference.kl(p[::2], q[::2]),
+                               rtol=tol)  # (every other row of the first axis: nor are they)
+    with pytest.raises(ValueError):
+        klfast.kl(p, q.reshape(8, 4, 11))
+
+
 @pytest.mark.parametrize("name", MEASURES)
 def test_every_keyword_with_a_column_takes_the_shortcut(name, no_general_path):
     """The 1 x 11 call with every keyword, on an (11, 1) column along axis 0,
