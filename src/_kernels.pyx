@@ -860,7 +860,7 @@ cdef inline bint _distributions(cnp.ndarray x, int nd, int ax, Py_ssize_t* k,
 def fast(int measure, object p, object q, object axis, object eps, object base,
          object normalize, object check_sums, object keepdims, object out, object num_threads,
          object input, object temperature, object where, double tol):
-    """The small call, in C: None when it does not apply.
+    """A call, small or large, in C: None when it does not apply.
 
     Applies to exact ``numpy.ndarray`` inputs of one dtype (float32 or
     float64), aligned and native, ``p`` and ``q`` of one shape (or either
