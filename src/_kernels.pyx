@@ -48,7 +48,7 @@ from time import perf_counter
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_New
-from libc.math cimport log, INFINITY
+from libc.math cimport log, log1p, INFINITY
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 cimport numpy as cnp
 
@@ -857,6 +857,110 @@ cdef inline bint _distributions(cnp.ndarray x, int nd, int ax, Py_ssize_t* k,
     return True
 
 
+cdef struct Layout:
+    # The inputs of a call as the shortcuts read them (_layout): strides in
+    # elements, as _distributions gives them
+    int t, nd, ax
+    Py_ssize_t k, n, p_n, q_n, p_es, p_rs, q_es, q_rs
+
+
+cdef bint _layout(cnp.ndarray a, cnp.ndarray b, object axis, Layout* L):
+    """The distributions of a and b along axis (an int): a and b of one
+    dtype (float32 or float64), aligned and native, read as they are
+    (_distributions), their outer shapes equal or one of them one
+    distribution, with elements. False for any other call."""
+    cdef Py_ssize_t axis_index, q_k
+    cdef int i
+    L.t = cnp.PyArray_TYPE(a)
+    L.nd = max(cnp.PyArray_NDIM(a), cnp.PyArray_NDIM(b))
+    if ((L.t != cnp.NPY_DOUBLE and L.t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != L.t
+            or not (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISALIGNED(b))
+            or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
+            or L.nd < 1):
+        return False
+    try:
+        axis_index = axis
+    except OverflowError:
+        return False
+    if not (-L.nd <= axis_index < L.nd):
+        return False
+    L.ax = <int>(axis_index + L.nd if axis_index < 0 else axis_index)
+    if not (_distributions(a, L.nd, L.ax, &L.k, &L.p_n, &L.p_es, &L.p_rs)
+            and _distributions(b, L.nd, L.ax, &q_k, &L.q_n, &L.q_es, &L.q_rs)):
+        return False
+    L.n = max(L.p_n, L.q_n)
+    if q_k != L.k or (L.p_n != L.n and L.p_n != 1) or (L.q_n != L.n and L.q_n != 1):
+        return False
+    for i in range(L.nd):
+        if (i != L.ax and L.p_n > 1 and L.q_n > 1
+                and cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i)):
+            return False
+    return L.k > 0 and L.n > 0
+
+
+cdef int _form(object form):
+    """The FORMS code of an input form's name; -1 for anything else."""
+    if type(form) is str:
+        code = FORMS.get(form)
+        if code is not None:
+            return code
+    return -1
+
+
+cdef double _inverse_temperature(object temperature, int t):
+    """1 / temperature for a float or int temperature > 0 whose inverse is
+    finite in dtype t (validate.check_temperature_dtype); 0 otherwise."""
+    cdef double value, inv
+    if type(temperature) is not float and type(temperature) is not int:
+        return 0.0
+    try:
+        value = temperature
+    except OverflowError:  # an int past the float range
+        return 0.0
+    if not (value > 0.0 and value <= DBL_MAX):
+        return 0.0
+    inv = 1.0 / value
+    if not inv < (_F32_OVERFLOW if t == cnp.NPY_FLOAT else INFINITY):
+        return 0.0
+    return inv
+
+
+# a float64 at or above this rounds to +inf in float32 (validate.F32_OVERFLOW)
+cdef double _F32_OVERFLOW = 3.4028235677973366e38
+
+
+cdef inline void _forms_call(Rows* c, int type_num, char* a, Py_ssize_t a_rs, char* b,
+                             Py_ssize_t b_rs, char* g, Py_ssize_t g_rs, char* out,
+                             Py_ssize_t k, double scale, klfast_forms_params prm):
+    """The fields of a call of the forms kernel (forms_rows): inputs of
+    type_num with contiguous elements, g the gradient or NULL, out float64
+    and contiguous, every row, one thread."""
+    c.forms = True
+    c.measure = prm.measure
+    c.type_num = type_num
+    c.size = 8 if type_num == cnp.NPY_DOUBLE else 4
+    c.a_kind = c.b_kind = -1
+    c.a, c.a_rs, c.b, c.b_rs, c.g, c.g_rs = a, a_rs, b, b_rs, g, g_rs
+    c.a_es = c.b_es = c.size
+    c.out, c.out_s = out, sizeof(double)
+    c.k, c.scale, c.prm, c.n_threads = k, scale, prm, 1
+    c.stage = NULL
+    c.index = NULL
+    c.scratch, c.scratch_bytes = NULL, 0
+    c.stream = False
+
+
+cdef Py_ssize_t _forms_into(Rows* c, Py_ssize_t n_rows, object num_threads) except -1:
+    """Rows 0 .. n_rows of a forms call (_forms_call) in the shortcuts: on
+    this thread below _small elements, else as forms_rows runs them (threads,
+    chunks, Ctrl-C). The number of invalid rows."""
+    if n_rows * c.k >= _small and n_rows >= 2:
+        c.n_threads = <int>threads(num_threads, n_rows)
+        return _in_chunks(c, n_rows)
+    with nogil:
+        return _rows_between(c, 0, n_rows, 0)
+
+
 def fast(int measure, object p, object q, object axis, object eps, object base,
          object normalize, object check_sums, object keepdims, object out, object num_threads,
          object input, object temperature, object where, double tol):
@@ -874,20 +978,25 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     ``base`` None or a Python float or int (finite, > 0, != 1), an ``out``
     of the result's shape and dtype (C-contiguous, writeable, sharing no
     memory with the inputs) or None, ``num_threads`` None or an int >= 1,
-    ``input="probs"``, ``temperature`` 1 and no ``where``, and valid values
-    (rows within ``tol`` of summing to 1 unless normalizing). Everything
-    else, errors included, goes through the general path in
-    klfast._core.measures, which validates and explains. Calls of 2**16
-    elements or more run as the general path runs them (the same threads,
-    chunks and Ctrl-C), without its Python: a 1,000 x 100 call took 20-25 us
-    more there.
+    no ``where``, and valid values (rows within ``tol`` of summing to 1
+    unless normalizing). ``input`` is a form's name or a tuple of one per
+    input; other than "probs" (the forms kernel: log-probabilities at most
+    log1p(tol), validate.LOG_PROB_MAX), the elements of each distribution
+    must be contiguous, and a ``temperature`` (float or int) other than 1
+    needs logits. Everything else, errors included, goes through the
+    general path in klfast._core.measures, which validates and explains.
+    Calls of 2**16 elements or more run as the general path runs them (the
+    same threads, chunks and Ctrl-C), without its Python: a 1,000 x 100 call
+    took 20-25 us more there.
     """
-    cdef cnp.ndarray a, b, result
-    cdef int t, nd, ax, out_nd, i
-    cdef Py_ssize_t axis_index, k, n, p_n, q_n, q_k, p_es, p_rs, q_es, q_rs, n_bad, z
+    cdef cnp.ndarray a, b, result, shaped, values
+    cdef Layout L
+    cdef int t, nd, ax, out_nd, i, form_p, form_q
+    cdef Py_ssize_t n_bad, z
     cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
-    cdef cnp.ndarray shaped
-    cdef double e, scale = 1.0, base_value
+    cdef double e, scale = 1.0, base_value, inv_t
+    cdef bint forms
+    cdef Rows c
     if q is None:
         if measure != ENTROPY:
             return None  # the general path says q is required
@@ -895,42 +1004,30 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
             and type(eps) is float and type(normalize) is bool and type(keepdims) is bool
             and type(check_sums) is bool and type(axis) is int and where is None
-            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))
-            and type(input) is str and input == "probs"
-            and (type(temperature) is float or type(temperature) is int) and temperature == 1):
+            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         return None
+    if type(input) is str:
+        form_p = form_q = _form(input)
+    elif type(input) is tuple and len(<tuple>input) == (1 if measure == ENTROPY else 2):
+        form_p, form_q = _form(input[0]), _form(input[len(<tuple>input) - 1])
+    else:
+        return None
+    forms = form_p != KLFAST_PROBS or form_q != KLFAST_PROBS
     a = <cnp.ndarray>p
     b = <cnp.ndarray>q
-    t = cnp.PyArray_TYPE(a)
-    nd = max(cnp.PyArray_NDIM(a), cnp.PyArray_NDIM(b))
-    if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or cnp.PyArray_TYPE(b) != t
-            or not (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISALIGNED(b))
-            or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b))
-            or nd < 1):
+    if not _layout(a, b, axis, &L):
         return None
-    try:
-        axis_index = axis
-    except OverflowError:
+    inv_t = _inverse_temperature(temperature, L.t)
+    if (form_p < 0 or form_q < 0 or inv_t == 0.0
+            or (temperature != 1 and form_p != KLFAST_LOGITS and form_q != KLFAST_LOGITS)
+            or (forms and (L.p_es != 1 or L.q_es != 1))):  # (the forms kernel reads rows)
         return None
-    if not (-nd <= axis_index < nd):
-        return None
-    ax = <int>(axis_index + nd if axis_index < 0 else axis_index)
-    if not (_distributions(a, nd, ax, &k, &p_n, &p_es, &p_rs)
-            and _distributions(b, nd, ax, &q_k, &q_n, &q_es, &q_rs)):
-        return None
-    n = max(p_n, q_n)
-    if q_k != k or (p_n != n and p_n != 1) or (q_n != n and q_n != 1):
-        return None
+    t, nd, ax = L.t, L.nd, L.ax
     # the result's shape: the other axes of an input of nd dimensions (of
     # both alike where neither is one distribution), and keepdims' 1
-    shaped = a if cnp.PyArray_NDIM(a) == nd and (p_n > 1 or q_n == 1) else b
-    for i in range(nd):
-        if i != ax and p_n > 1 and q_n > 1 and cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i):
-            return None
-    if k == 0 or n == 0:
-        return None
+    shaped = a if cnp.PyArray_NDIM(a) == nd and (L.p_n > 1 or L.q_n == 1) else b
     e = <double>eps
-    if not (e >= 0.0 and e < 3.4028235677973366e38):  # float32's overflow: an error there
+    if not (e >= 0.0 and e < _F32_OVERFLOW):  # float32's overflow: an error there
         return None
     if base is not None:
         if type(base) is not float and type(base) is not int:
@@ -957,34 +1054,141 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         result = <cnp.ndarray>out
         if (cnp.PyArray_TYPE(result) != t or cnp.PyArray_NDIM(result) != out_nd
                 or not cnp.PyArray_ISCARRAY(result) or not cnp.PyArray_ISNOTSWAPPED(result)
-                or cnp.PyArray_SIZE(result) != n
+                or cnp.PyArray_SIZE(result) != L.n
                 or not (_disjoint(result, a) and _disjoint(result, b))):
             return None
         for i in range(out_nd):
             if cnp.PyArray_DIM(result, i) != dims[i]:
                 return None
-    if n * k >= _small and n >= 2:  # the general path's threads and chunks
-        z = cnp.PyArray_ITEMSIZE(a)
-        n_bad = _measure_rows(measure, t, <char*>cnp.PyArray_DATA(a), p_rs * z, p_es * z,
-                              <char*>cnp.PyArray_DATA(b), q_rs * z, q_es * z,
-                              <char*>cnp.PyArray_DATA(result), z, n, k, e, scale, normalize,
-                              tol if check_sums else INFINITY, <int>threads(num_threads, n),
-                              NULL)
+    z = cnp.PyArray_ITEMSIZE(a)
+    if forms:  # float64 values: into the result, or converted to float32
+        values = result
+        if t != cnp.NPY_DOUBLE:
+            dims[0] = L.n
+            values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_DOUBLE, 0)
+        # normalized log-probabilities are the log-softmax of logits at T = 1
+        _forms_call(&c, t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, <char*>cnp.PyArray_DATA(b),
+                    L.q_rs * z, NULL, 0, <char*>cnp.PyArray_DATA(values), L.k, scale,
+                    forms_params(measure,
+                                 KLFAST_LOGITS if normalize and form_p == KLFAST_LOG_PROBS
+                                 else form_p,
+                                 KLFAST_LOGITS if normalize and form_q == KLFAST_LOG_PROBS
+                                 else form_q,
+                                 inv_t if form_p == KLFAST_LOGITS else 1.0,
+                                 inv_t if form_q == KLFAST_LOGITS else 1.0, normalize, False,
+                                 tol if check_sums else INFINITY, e, log1p(tol), 1.0))
+        n_bad = _forms_into(&c, L.n, num_threads)
+        if not n_bad and t != cnp.NPY_DOUBLE:
+            for i in range(L.n):
+                (<float*>cnp.PyArray_DATA(result))[i] = <float>(<double*>cnp.PyArray_DATA(values))[i]
+    elif L.n * L.k >= _small and L.n >= 2:  # the general path's threads and chunks
+        n_bad = _measure_rows(measure, t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, L.p_es * z,
+                              <char*>cnp.PyArray_DATA(b), L.q_rs * z, L.q_es * z,
+                              <char*>cnp.PyArray_DATA(result), z, L.n, L.k, e, scale,
+                              normalize, tol if check_sums else INFINITY,
+                              <int>threads(num_threads, L.n), NULL)
     elif t == cnp.NPY_DOUBLE:
-        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), p_rs, p_es,
-                             <const double*>cnp.PyArray_DATA(b), q_rs, q_es,
-                             <double*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
+        n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), L.p_rs, L.p_es,
+                             <const double*>cnp.PyArray_DATA(b), L.q_rs, L.q_es,
+                             <double*>cnp.PyArray_DATA(result), 1, L.n, L.k, e, scale,
                              normalize, tol if check_sums else INFINITY, NULL, NULL, False)
     else:
-        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), p_rs, p_es,
-                            <const float*>cnp.PyArray_DATA(b), q_rs, q_es,
-                            <float*>cnp.PyArray_DATA(result), 1, n, k, e, scale,
+        n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), L.p_rs, L.p_es,
+                            <const float*>cnp.PyArray_DATA(b), L.q_rs, L.q_es,
+                            <float*>cnp.PyArray_DATA(result), 1, L.n, L.k, e, scale,
                             normalize, tol if check_sums else INFINITY, NULL, NULL, False)
     if n_bad:
         return None  # the general path explains (a caller's out is rewritten there)
     if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return
         return PyArray_Scalar(cnp.PyArray_DATA(result), result.dtype, result)
     return result
+
+
+def fast_loss(int measure, object target, object logits, object input, object temperature,
+              object target_is_logits, object return_grad, object eps, object axis,
+              object num_threads, object grad_out, object where, bint mean,
+              double log_prob_max):
+    """A loss's rows in C, small or large: (rows, grad) or None when the
+    call does not apply. rows: float64, of the logits' shape without
+    ``axis``; grad: the gradient (None unless ``return_grad``), scaled for a
+    mean of the rows if ``mean``.
+
+    Applies as :func:`fast` does, to exact ``numpy.ndarray`` target and
+    logits of one dtype (float32 or float64) whose classes along ``axis``
+    are contiguous, the target of the logits' shape or one distribution for
+    all, ``input`` None (``target_is_logits`` a bool), a form's name or a
+    tuple of two ending in "logits", ``temperature`` a float or int,
+    ``return_grad`` a bool, ``grad_out`` None or an array of the logits'
+    shape and dtype (C-contiguous, writeable, sharing no memory with the
+    inputs), ``eps`` a float, no ``where``, and rows the kernel finds
+    valid. Everything else goes through klfast._core.losses' general path,
+    which validates and explains.
+    """
+    cdef cnp.ndarray a, b, grad = None, rows
+    cdef Layout L
+    cdef int form_p, form_q, i
+    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad
+    cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
+    cdef double e, inv_t
+    cdef Rows c
+    if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_CheckExact(logits)
+            and type(eps) is float and type(return_grad) is bool
+            and type(target_is_logits) is bool and type(axis) is int and where is None
+            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
+        return None
+    if input is None:
+        form_p, form_q = KLFAST_LOGITS if target_is_logits else KLFAST_PROBS, KLFAST_LOGITS
+    elif type(input) is str:
+        form_p = form_q = _form(input)
+    elif type(input) is tuple and len(<tuple>input) == 2:
+        form_p, form_q = _form(input[0]), _form(input[1])
+    else:
+        return None
+    a = <cnp.ndarray>target
+    b = <cnp.ndarray>logits
+    if (form_p < 0 or form_q != KLFAST_LOGITS or (target_is_logits and form_p != KLFAST_LOGITS)
+            or not _layout(a, b, axis, &L) or cnp.PyArray_NDIM(b) != L.nd or L.q_n != L.n
+            or L.p_es != 1 or L.q_es != 1):
+        return None
+    inv_t = _inverse_temperature(temperature, L.t)
+    e = <double>eps
+    if inv_t == 0.0 or not (e >= 0.0 and e < _F32_OVERFLOW):
+        return None
+    if return_grad:
+        if grad_out is None:
+            grad = cnp.PyArray_EMPTY(L.nd, cnp.PyArray_DIMS(b), L.t, 0)
+        else:
+            if not cnp.PyArray_CheckExact(grad_out):
+                return None
+            grad = <cnp.ndarray>grad_out
+            if (cnp.PyArray_TYPE(grad) != L.t or cnp.PyArray_NDIM(grad) != L.nd
+                    or not cnp.PyArray_ISCARRAY(grad) or not cnp.PyArray_ISNOTSWAPPED(grad)
+                    or not (_disjoint(grad, a) and _disjoint(grad, b))):
+                return None
+            for i in range(L.nd):
+                if cnp.PyArray_DIM(grad, i) != cnp.PyArray_DIM(b, i):
+                    return None
+        # its rows as the logits' (the same shape, the same order of rows)
+        if (not _distributions(grad, L.nd, L.ax, &g_k, &g_n, &g_es, &g_rs) or g_es != 1
+                or g_n != L.n):
+            return None
+    elif grad_out is not None:
+        return None  # the general path says grad_out needs return_grad
+    # the per-row values: the logits' shape without axis
+    for i in range(L.nd - 1):
+        dims[i] = cnp.PyArray_DIM(b, i + (i >= L.ax))
+    rows = cnp.PyArray_EMPTY(L.nd - 1, dims, cnp.NPY_DOUBLE, 0)
+    z = cnp.PyArray_ITEMSIZE(b)
+    _forms_call(&c, L.t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, <char*>cnp.PyArray_DATA(b),
+                L.q_rs * z, <char*>cnp.PyArray_DATA(grad) if grad is not None else NULL,
+                g_rs * z, <char*>cnp.PyArray_DATA(rows), L.k, 1.0,
+                forms_params(measure, form_p, KLFAST_LOGITS,
+                             inv_t if form_p == KLFAST_LOGITS else 1.0, inv_t, False, True,
+                             INFINITY, e, log_prob_max, inv_t / L.n if mean else inv_t))
+    n_bad = _forms_into(&c, L.n, num_threads)
+    if n_bad:
+        return None  # the general path explains
+    return rows, grad
 
 
 def omp_max_threads():
@@ -1055,33 +1259,29 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     of rows, as in ``rows``.
     """
     cdef Rows c
-    c.forms = True
     # the arithmetic's dtype: 16-bit inputs are widened to float32
-    c.type_num = cnp.PyArray_TYPE(q) if cnp.PyArray_ITEMSIZE(q) != 2 else cnp.PyArray_TYPE(p)
+    cdef int type_num = (cnp.PyArray_TYPE(q) if cnp.PyArray_ITEMSIZE(q) != 2
+                         else cnp.PyArray_TYPE(p))
     if cnp.PyArray_ITEMSIZE(p) == 2 and cnp.PyArray_ITEMSIZE(q) == 2:
-        c.type_num = cnp.NPY_FLOAT
-    c.size = 8 if c.type_num == cnp.NPY_DOUBLE else 4
-    c.a_kind = _kind(p, c.type_num)
-    c.b_kind = _kind(q, c.type_num)
-    c.g, c.g_rs = NULL, 0
+        type_num = cnp.NPY_FLOAT
+    cdef char* g = NULL
     if grad is not None:
-        if cnp.PyArray_TYPE(<cnp.ndarray>grad) != c.type_num:
+        if cnp.PyArray_TYPE(<cnp.ndarray>grad) != type_num:
             raise TypeError("klfast._kernels.forms_rows: grad must have the inputs' dtype")
-        c.g, c.g_rs = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad), grad_row_stride
+        g = <char*>cnp.PyArray_DATA(<cnp.ndarray>grad)
     if (cnp.PyArray_TYPE(out) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(out)
             or cnp.PyArray_SIZE(out) < n_rows):
         raise ValueError("klfast._kernels.forms_rows: out must be contiguous float64 of n_rows")
-    c.a, c.a_rs = <char*>cnp.PyArray_DATA(p), p_row_stride
-    c.b, c.b_rs = <char*>cnp.PyArray_DATA(q), q_row_stride
-    c.out, c.out_s = <char*>cnp.PyArray_DATA(out), sizeof(double)
+    _forms_call(&c, type_num, <char*>cnp.PyArray_DATA(p), p_row_stride,
+                <char*>cnp.PyArray_DATA(q), q_row_stride, g, grad_row_stride if g != NULL else 0,
+                <char*>cnp.PyArray_DATA(out), k, scale,
+                forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol,
+                             eps, log_prob_max, grad_scale))
+    c.n_threads = n_threads
+    c.a_kind = _kind(p, type_num)
+    c.b_kind = _kind(q, type_num)
     c.a_es = cnp.PyArray_ITEMSIZE(p)
     c.b_es = cnp.PyArray_ITEMSIZE(q)
-    c.k, c.n_threads, c.scale = k, n_threads, scale
-    c.scratch, c.scratch_bytes = NULL, 0
-    c.stream = False
-    c.stage = NULL
-    c.prm = forms_params(measure, form_p, form_q, inv_t_p, inv_t_q, normalize, loss, tol, eps,
-                         log_prob_max, grad_scale)
     c.index = _row_index(index, n_rows, True)  # (forms rows: contiguous elements)
     if c.a_kind < 0 and c.b_kind < 0:
         return _in_chunks(&c, n_rows)

@@ -22,9 +22,11 @@ from .validate import SUM_TOLERANCE, explain_forms_row, explain_measure_row
 
 MEASURES = _kernels.MEASURES  # measure name -> kernel code
 FORMS = _kernels.FORMS  # input form name -> kernel code
+LOSSES = _kernels.LOSSES  # loss name -> kernel code
 # The common call (plain arrays, keywords of plain values) goes straight to
 # C, small or large: it returns None whenever the general path must decide.
 fast_call = _kernels.fast
+fast_loss = _kernels.fast_loss  # the same for the losses' rows and gradient
 
 # An input the kernel cannot read directly (dtype, byte order, layout) is
 # converted in blocks of rows of about this many elements: never an

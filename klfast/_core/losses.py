@@ -16,6 +16,7 @@ from .validate import (
     check_flag,
     check_loss_forms,
     check_num_threads,
+    REDUCTIONS,
     check_reduction,
     check_temperature,
     check_where,
@@ -24,17 +25,22 @@ from .validate import (
     logits_dtype,
 )
 
+_LOSSES = engine.LOSSES
+# The call in C (klfast._kernels.fast_loss), small or large: tried first, with
+# the arguments as given; None sends the call to the general path below.
+_fast_loss = engine.fast_loss
+
 
 def _reduce_rows(rows, reduction):
     """The sum or the mean of the per-row values (float64). Finite rows whose
     sum overflows are summed again scaled by 2^-64: a mean of finite rows is
-    finite, a sum is +-inf only when it is past the float64 range."""
+    finite, a sum is +-inf only when it is past the float64 range. (Called
+    with numpy's overflow and invalid warnings off.)"""
     n_rows = rows.size
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = float(rows.sum())
-        if not math.isfinite(total) and np.isfinite(rows).all():
-            scaled = float(np.ldexp(rows, -64).sum())
-            return (scaled if reduction == "sum" else scaled / n_rows) * 2.0 ** 64
+    total = float(rows.sum())
+    if not math.isfinite(total) and np.isfinite(rows).all():
+        scaled = float(np.ldexp(rows, -64).sum())
+        return (scaled if reduction == "sum" else scaled / n_rows) * 2.0 ** 64
     if reduction == "sum":
         return total
     return total / n_rows if n_rows else math.nan
@@ -42,6 +48,12 @@ def _reduce_rows(rows, reduction):
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
           axis, num_threads, grad_out, input, where=None):
+    if type(reduction) is str and reduction in REDUCTIONS:  # first the call in C
+        fast = _fast_loss(_LOSSES[loss], target, logits, input, temperature,
+                          target_is_logits, return_grad, eps, axis, num_threads, grad_out, where,
+                          reduction == "mean", LOG_PROB_MAX)
+        if fast is not None:
+            return _value(*fast, reduction, logits.dtype, None, return_grad)
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
     forms = check_loss_forms(input, target_is_logits)
@@ -109,12 +121,19 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
         grad_out[...] = grad
         grad = grad_out
 
+    return _value(rows, grad, reduction, dtype, mask, return_grad)
+
+
+def _value(rows, grad, reduction, dtype, mask, return_grad):
+    """The loss of the per-row values ``rows`` (float64, NaN where ``mask``
+    is False), in ``dtype``: as they are, their sum or their mean."""
     if reduction == "none":
         value = rows.astype(dtype)
         if value.ndim == 0:
             value = value[()]
     else:
-        with np.errstate(over="ignore"):  # past float32's range: inf, as numpy rounds
+        # a sum past float32's range is inf, as numpy rounds
+        with np.errstate(over="ignore", invalid="ignore"):
             value = dtype.type(_reduce_rows(rows if mask is None else rows[mask], reduction))
     return (value, grad) if return_grad else value
 
