@@ -80,26 +80,27 @@ typedef struct {
 #define FUSE_MAX 60.0
 #define FUSE_SPREAD 1.0 /* float32 rows of a larger KL need no stable sum */
 #endif
+/* 1 / n! for n = 2 .. 20, correctly rounded (n! is exact in double) */
+static const double F(inv_fact)[19] = {
+    1.0 / 2,          1.0 / 6,           1.0 / 24,          1.0 / 120,
+    1.0 / 720,        1.0 / 5040,        1.0 / 40320,       1.0 / 362880,
+    1.0 / 3628800,    1.0 / 39916800,    1.0 / 479001600,   1.0 / 6227020800,
+    1.0 / 87178291200, 1.0 / 1307674368000, 1.0 / 20922789888000,
+    1.0 / 355687428096000, 1.0 / 6402373705728000, 1.0 / 121645100408832000,
+    1.0 / 2432902008176640000};
+
 /* g(m) in double: the series to 1/20! for |m| < 1 (expm1(m) - m loses the
- * digits of a small m), where its terms are below 1e-17 of it */
+ * digits of a small m), where its terms are below 1e-17 of it. (The
+ * factorials from a table: dividing them out per row took 70 ns.) */
 static inline double F(logits_kl_g)(double m) {
     if (!(fabs(m) < 1)) return expm1(m) - m;
-    double h = 1.0 / 2432902008176640000.0, f = 2432902008176640000.0;
-    for (int n = 20; n > 2; n--) {
-        f /= n; /* (n - 1)! */
-        h = h * m + 1.0 / f;
-    }
+    double h = F(inv_fact)[18];
+    for (int n = 20; n > 2; n--) h = h * m + F(inv_fact)[n - 3]; /* 1 / (n - 1)! */
     return m * m * h;
 }
 
 KLF_INLINE V F(logits_kl_g_small)(V x) {
-    static const double inv_fact[19] = {
-        1.0 / 2,          1.0 / 6,           1.0 / 24,          1.0 / 120,
-        1.0 / 720,        1.0 / 5040,        1.0 / 40320,       1.0 / 362880,
-        1.0 / 3628800,    1.0 / 39916800,    1.0 / 479001600,   1.0 / 6227020800,
-        1.0 / 87178291200, 1.0 / 1307674368000, 1.0 / 20922789888000,
-        1.0 / 355687428096000, 1.0 / 6402373705728000, 1.0 / 121645100408832000,
-        1.0 / 2432902008176640000};
+    const double *inv_fact = F(inv_fact);
     V h = BCAST((T)inv_fact[G_TERMS - 1]);
     for (int n = G_TERMS - 2; n >= 0; n--) h = h * x + (T)inv_fact[n];
     return x * x * h;
@@ -348,8 +349,13 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     *declined = 1;
     if (k <= 0) return 0.0;
     if (n_tail) {
+#if KLF_ELEMENT_BITS == 16
         x_tail = F(padded_tail)(xt, BLOCK, x + k_full, n_tail, x[0]);
         y_tail = F(padded_tail)(yt, BLOCK, y + k_full, n_tail, y[0]);
+#else
+        x_tail = F(padded_block)(xt, BLOCK, x + k_full, n_tail, x[0]);
+        y_tail = F(padded_block)(yt, BLOCK, y + k_full, n_tail, y[0]);
+#endif
         F(block_tail_masks)(valid, n_tail);
     }
 

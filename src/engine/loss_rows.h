@@ -59,14 +59,22 @@
 #define NACC (BLOCK / VD_LANES)        /* double accumulators per block */
 #define lane_sum_block(acc) lane_sum((acc), BLOCK)
 
-/* Pass A over one row: for a log form (LOGF) its maximum and minimum, NaN
- * flagged; for probabilities their sum, negative, NaN and infinite entries
- * flagged. Tail blocks are padded with x[0] (LOGF) or 0, which change
- * nothing. */
-KLF_INLINE void F(forms_block_a)(const T *xb, int LOGF, V *mx, V *mn, M *bad, vd *sum) {
+/* dst[0 .. n) = the first n lanes of v (n >= LANES: all; n <= 0: none). */
+KLF_INLINE void F(store_part)(T *dst, V v, int n) {
+    if (n >= LANES)
+        memcpy(dst, &v, sizeof(V));
+    else
+        for (int l = 0; l < n; l++) dst[l] = v[l];
+}
+
+/* Pass A over a block of n elements (BLOCK: a whole one) of a row: for a
+ * log form (LOGF) its maximum and minimum, NaN flagged; for probabilities
+ * their sum, negative, NaN and infinite entries flagged. A tail block's
+ * lanes past n hold pad: the row's x[0] (LOGF) or 0, which change nothing. */
+KLF_INLINE void F(forms_block_a)(const T *xb, int n, T pad, int LOGF, V *mx, V *mn, M *bad,
+                                 vd *sum) {
     for (int s = 0; s < NSUB; s++) {
-        V x;
-        memcpy(&x, xb + s * LANES, sizeof(V));
+        V x = F(part_vector)(xb + s * LANES, n - s * LANES, pad);
         if (LOGF) {
             mx[s] = VMAX(mx[s], x);
             mn[s] = VMIN(mn[s], x);
@@ -84,27 +92,27 @@ KLF_INLINE int F(forms_pass_a)(const T *x, ptrdiff_t k, int LOGF, T *x_max, T *x
     V mx[NSUB], mn[NSUB];
     M bad[NSUB];
     vd acc[NACC];
-    T tail[BLOCK];
     for (int i = 0; i < NACC; i++) acc[i] = (vd){0};
     for (int s = 0; s < NSUB; s++) {
         mx[s] = mn[s] = BCAST(x[0]);
         bad[s] = (M){0};
     }
     ptrdiff_t j = 0;
-    for (; j + BLOCK <= k; j += BLOCK) F(forms_block_a)(x + j, LOGF, mx, mn, bad, acc);
-    if (j < k)
-        F(forms_block_a)(F(padded_tail)(tail, BLOCK, x + j, (int)(k - j), LOGF ? x[0] : 0), LOGF,
-                         mx, mn, bad, acc);
-    T vmx = x[0], vmn = x[0];
-    int flagged = 0;
-    for (int s = 0; s < NSUB; s++)
-        for (int l = 0; l < LANES; l++) {
-            vmx = mx[s][l] > vmx ? mx[s][l] : vmx;
-            vmn = mn[s][l] < vmn ? mn[s][l] : vmn;
-            flagged |= bad[s][l] != 0;
-        }
+    for (; j + BLOCK <= k; j += BLOCK) F(forms_block_a)(x + j, BLOCK, 0, LOGF, mx, mn, bad, acc);
+    if (j < k) F(forms_block_a)(x + j, (int)(k - j), LOGF ? x[0] : 0, LOGF, mx, mn, bad, acc);
+    for (int s = 1; s < NSUB; s++) { /* the vectors first, then their lanes */
+        mx[0] = VMAX(mx[0], mx[s]);
+        mn[0] = VMIN(mn[0], mn[s]);
+        bad[0] |= bad[s];
+    }
+    T vmx = mx[0][0], vmn = mn[0][0];
+    for (int l = 1; l < LANES; l++) {
+        vmx = mx[0][l] > vmx ? mx[0][l] : vmx;
+        vmn = mn[0][l] < vmn ? mn[0][l] : vmn;
+    }
     *x_max = vmx;
     *x_min = vmn;
+    int flagged = any_lane((vi)bad[0]);
     *sum = LOGF ? 0.0 : lane_sum_block(acc);
     return flagged;
 }
@@ -115,11 +123,10 @@ KLF_INLINE int F(forms_pass_a)(const T *x, ptrdiff_t k, int LOGF, T *x_max, T *x
  * digits of a rest below one ulp of 1 (a one-hot-like row's small terms).
  * With KEEP, each exp is stored in g. WIDE: some argument may be below
  * EXP_PLAIN_MIN (or -inf). valid: NULL, or a tail block's lanes. */
-KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, T m, T inv_t, int KEEP, int WIDE,
+KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, int n, T m, T inv_t, int KEEP, int WIDE,
                                  const M *valid, vd *rest, M *ties) {
     for (int s = 0; s < NSUB; s++) {
-        V x, e;
-        memcpy(&x, xb + s * LANES, sizeof(V));
+        V x = F(part_vector)(xb + s * LANES, n - s * LANES, m), e;
         e = EXP((x - m) * inv_t, WIDE);
         M top = (M)(x == m);
         if (valid) {
@@ -128,7 +135,7 @@ KLF_INLINE void F(forms_block_b)(const T *xb, T *gb, T m, T inv_t, int KEEP, int
         }
         ADD(rest, s, VSEL(top, BCAST(0), e));
         ties[s] -= top; /* integer lanes: a mask is -1 where set */
-        if (KEEP) memcpy(gb + s * LANES, &e, sizeof(V));
+        if (KEEP) F(store_part)(gb + s * LANES, e, n - s * LANES);
     }
 }
 
@@ -140,20 +147,17 @@ KLF_INLINE void F(forms_pass_b)(const T *x, T *g, ptrdiff_t k, T m, T inv_t, int
     for (int s = 0; s < NSUB; s++) top[s] = (M){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
-        F(forms_block_b)(x + j, KEEP ? g + j : NULL, m, inv_t, KEEP, WIDE, NULL, acc, top);
+        F(forms_block_b)(x + j, KEEP ? g + j : NULL, BLOCK, m, inv_t, KEEP, WIDE, NULL, acc, top);
     if (j < k) {
-        int n = (int)(k - j);
-        T xt[BLOCK], gt[BLOCK];
         M valid[NSUB];
-        F(block_tail_masks)(valid, n);
-        F(forms_block_b)(F(padded_tail)(xt, BLOCK, x + j, n, m), gt, m, inv_t, KEEP, WIDE, valid,
+        F(block_tail_masks)(valid, (int)(k - j));
+        F(forms_block_b)(x + j, KEEP ? g + j : NULL, (int)(k - j), m, inv_t, KEEP, WIDE, valid,
                          acc, top);
-        if (KEEP) memcpy(g + j, gt, (size_t)n * sizeof(T));
     }
     *rest = lane_sum_block(acc);
+    for (int s = 1; s < NSUB; s++) top[0] += top[s]; /* counts: exact in any order */
     *ties = 0;
-    for (int s = 0; s < NSUB; s++)
-        for (int l = 0; l < LANES; l++) *ties += (double)top[s][l];
+    for (int l = 0; l < LANES; l++) *ties += (double)top[0][l];
 }
 
 /* One row as pass C reads it. */
@@ -195,18 +199,18 @@ KLF_INLINE void F(forms_read)(V x, const F(forms_row) *r, int LOGF, int NEED_A, 
 /* Pass C: the row's sum of terms (before the final sign and halving), the
  * sums of a_j for the rows that ask for them, and with GRAD the gradient
  * from the exps pass B left in g. LOGF_P, LOGF_Q: the rows' kinds. */
-KLF_INLINE void F(forms_block_c)(const T *pb, const T *qb, T *gb, const F(forms_consts) *c,
-                                 int measure, int LOGF_P, int LOGF_Q, int GRAD, const M *valid,
-                                 vd *acc, vd *sum_p, vd *sum_q) {
+KLF_INLINE void F(forms_block_c)(const T *pb, const T *qb, T *gb, int n,
+                                 const F(forms_consts) *c, int measure, int LOGF_P, int LOGF_Q,
+                                 int GRAD, const M *valid, vd *acc, vd *sum_p, vd *sum_q) {
     const int use_q = measure != KLFAST_ENTROPY;
     const int need_b = measure == KLFAST_JEFFREYS || measure == KLFAST_JS || c->q.sum;
     for (int s = 0; s < NSUB; s++) {
         V x, a, la, b = {0}, lb = {0}, v;
         M on;
-        memcpy(&x, pb + s * LANES, sizeof(V));
+        x = F(part_vector)(pb + s * LANES, n - s * LANES, LOGF_P ? c->p.m : 0);
         F(forms_read)(x, &c->p, LOGF_P, 1, &a, &la);
         if (use_q) {
-            memcpy(&x, qb + s * LANES, sizeof(V));
+            x = F(part_vector)(qb + s * LANES, n - s * LANES, LOGF_Q ? c->q.m : 0);
             F(forms_read)(x, &c->q, LOGF_Q, need_b, &b, &lb);
         }
         switch (measure) {
@@ -243,10 +247,9 @@ KLF_INLINE void F(forms_block_c)(const T *pb, const T *qb, T *gb, const F(forms_
         if (c->p.sum) ADD(sum_p, s, a);
         if (c->q.sum) ADD(sum_q, s, b);
         if (GRAD) {
-            V e;
-            memcpy(&e, gb + s * LANES, sizeof(V));
+            V e = F(part_vector)(gb + s * LANES, n - s * LANES, 0);
             e = (c->p_sum * (e * c->inv_s_q) - a) * c->grad_scale;
-            memcpy(gb + s * LANES, &e, sizeof(V));
+            F(store_part)(gb + s * LANES, e, n - s * LANES);
         }
     }
 }
@@ -258,21 +261,16 @@ KLF_INLINE double F(forms_pass_c)(const T *p, const T *q, T *g, ptrdiff_t k,
     for (int i = 0; i < NACC; i++) acc[i] = sum_p[i] = sum_q[i] = (vd){0};
     ptrdiff_t j = 0;
     for (; j + BLOCK <= k; j += BLOCK)
-        F(forms_block_c)(p + j, q + j, GRAD ? g + j : NULL, c, measure, LOGF_P, LOGF_Q, GRAD,
-                         NULL, acc, sum_p, sum_q);
+        F(forms_block_c)(p + j, q + j, GRAD ? g + j : NULL, BLOCK, c, measure, LOGF_P, LOGF_Q,
+                         GRAD, NULL, acc, sum_p, sum_q);
     if (j < k) {
-        int n = (int)(k - j);
-        T pt[BLOCK], qt[BLOCK], gt[BLOCK];
         M valid[NSUB];
-        F(block_tail_masks)(valid, n);
-        if (GRAD) F(padded_tail)(gt, BLOCK, g + j, n, 0);
-        F(forms_block_c)(F(padded_tail)(pt, BLOCK, p + j, n, LOGF_P ? c->p.m : 0),
-                         F(padded_tail)(qt, BLOCK, q + j, n, LOGF_Q ? c->q.m : 0), gt, c,
-                         measure, LOGF_P, LOGF_Q, GRAD, valid, acc, sum_p, sum_q);
-        if (GRAD) memcpy(g + j, gt, (size_t)n * sizeof(T));
+        F(block_tail_masks)(valid, (int)(k - j));
+        F(forms_block_c)(p + j, q + j, GRAD ? g + j : NULL, (int)(k - j), c, measure, LOGF_P,
+                         LOGF_Q, GRAD, valid, acc, sum_p, sum_q);
     }
-    sums[0] = lane_sum_block(sum_p);
-    sums[1] = lane_sum_block(sum_q);
+    sums[0] = c->p.sum ? lane_sum_block(sum_p) : 0.0;
+    sums[1] = c->q.sum ? lane_sum_block(sum_q) : 0.0;
     return lane_sum_block(acc);
 }
 
