@@ -148,6 +148,33 @@ def test_invalid_rows_in_log_form_are_explained(n):
         klfast.kl(log_p, q, input=("log_probs", "logits"))
 
 
+@pytest.mark.parametrize("name", MEASURES)
+def test_lists_and_tuples_of_floats_take_the_shortcut(name, no_general_path):
+    p, q = [0.2, 0.3, 0.5], (0.25, 0.25, 0.5)
+    got = call(klfast, name, p, q)
+    assert isinstance(got, np.float64)
+    np.testing.assert_allclose(got, call(_reference, name, np.array(p), np.array(q)),
+                               rtol=1e-13, atol=1e-15)
+    rows = call(klfast, name, [p, p[::-1]], [q, q], base=2)
+    want = call(_reference, name, np.array([p, p[::-1]]), np.array([q, q]), base=2)
+    np.testing.assert_allclose(rows, want, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("p, q, error", [
+    ([1, 2, 3], [3, 2, 1], None),  # integers: the general path (counts with normalize)
+    ([[0.5, 0.5], [1.0]], [0.5, 0.5], ValueError),  # ragged: numpy's error
+    (["a", "b"], [0.5, 0.5], TypeError),
+])
+def test_other_lists_take_the_general_path(p, q, error):
+    if error is None:
+        got = klfast.kl(p, q, normalize=True)
+        want = _reference.kl(np.array(p, float), np.array(q, float), normalize=True)
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+        return
+    with pytest.raises(error):
+        klfast.kl(p, q)
+
+
 # ---- the losses ------------------------------------------------------------
 LOSS_CASES = [  # keywords beside target and logits
     {}, {"reduction": "none"}, {"reduction": "sum"}, {"temperature": 2.5},
