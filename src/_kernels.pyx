@@ -48,7 +48,8 @@ from time import perf_counter
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_New
-from libc.math cimport log, log1p, INFINITY
+from libc.math cimport log, log1p, INFINITY, NAN
+from libc.string cimport memset
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 cimport numpy as cnp
 
@@ -1136,20 +1137,25 @@ def fast_loss(int measure, object target, object logits, object input, object te
     tuple of two ending in "logits", ``temperature`` a float or int,
     ``return_grad`` a bool, ``grad_out`` None or an array of the logits'
     shape and dtype (C-contiguous, writeable, sharing no memory with the
-    inputs), ``eps`` a float, no ``where``, and rows the kernel finds
-    valid. Everything else goes through klfast._core.losses' general path,
-    which validates and explains.
+    inputs), ``eps`` a float, ``where`` None or a C-contiguous bool array of
+    the rows' shape, and rows the kernel finds valid. Everything else goes
+    through klfast._core.losses' general path, which validates and explains.
+    Returns (rows, grad, where): the rows left out by ``where`` are NaN and
+    their gradient rows 0, as there; a mean divides by the rows included.
     """
-    cdef cnp.ndarray a, b, grad = None, rows
+    cdef cnp.ndarray a, b, grad = None, rows, mask = None, index
     cdef Layout L
     cdef int form_p, form_q, i
-    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad
+    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad = 0, n_in, r
+    cdef const char* chosen = NULL
+    cdef int64_t* ix = NULL
     cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
     cdef double e, inv_t
     cdef Rows c
     if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_CheckExact(logits)
             and type(eps) is float and type(return_grad) is bool
-            and type(target_is_logits) is bool and type(axis) is int and where is None
+            and type(target_is_logits) is bool and type(axis) is int
+            and (where is None or cnp.PyArray_CheckExact(where))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         return None
     if input is None:
@@ -1193,18 +1199,47 @@ def fast_loss(int measure, object target, object logits, object input, object te
     # the per-row values: the logits' shape without axis
     for i in range(L.nd - 1):
         dims[i] = cnp.PyArray_DIM(b, i + (i >= L.ax))
+    n_in = L.n
+    if where is not None:  # of exactly that shape: element r names row r
+        mask = <cnp.ndarray>where
+        if (cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
+                or cnp.PyArray_NDIM(mask) != L.nd - 1):
+            return None
+        for i in range(L.nd - 1):
+            if cnp.PyArray_DIM(mask, i) != dims[i]:
+                return None
+        chosen = <const char*>cnp.PyArray_DATA(mask)
+        n_in = 0
+        for r in range(L.n):
+            n_in += chosen[r] != 0
+        index = cnp.PyArray_EMPTY(1, [max(n_in, 1)], cnp.NPY_INT64, 0)
+        ix = <int64_t*>cnp.PyArray_DATA(index)
+        n_in = 0
+        for r in range(L.n):
+            if chosen[r]:
+                ix[n_in] = r
+                n_in += 1
     rows = cnp.PyArray_EMPTY(L.nd - 1, dims, cnp.NPY_DOUBLE, 0)
     z = cnp.PyArray_ITEMSIZE(b)
+    if mask is not None:  # rows left out: NaN, their gradient rows 0
+        for r in range(L.n):
+            if not chosen[r]:
+                (<double*>cnp.PyArray_DATA(rows))[r] = NAN
+                if grad is not None:
+                    memset(<char*>cnp.PyArray_DATA(grad) + r * g_rs * z, 0, L.k * z)
     _forms_call(&c, L.t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, <char*>cnp.PyArray_DATA(b),
                 L.q_rs * z, <char*>cnp.PyArray_DATA(grad) if grad is not None else NULL,
                 g_rs * z, <char*>cnp.PyArray_DATA(rows), L.k, 1.0,
                 forms_params(measure, form_p, KLFAST_LOGITS,
                              inv_t if form_p == KLFAST_LOGITS else 1.0, inv_t, False, True,
-                             INFINITY, e, log_prob_max, inv_t / L.n if mean else inv_t))
-    n_bad = _forms_into(&c, L.n, num_threads)
+                             INFINITY, e, log_prob_max,
+                             inv_t / n_in if mean and n_in > 0 else inv_t))
+    c.index = ix
+    if n_in > 0:
+        n_bad = _forms_into(&c, n_in, num_threads)
     if n_bad:
         return None  # the general path explains
-    return rows, grad
+    return rows, grad, mask
 
 
 def omp_max_threads():

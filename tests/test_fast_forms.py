@@ -251,6 +251,70 @@ def test_large_losses_take_the_shortcut(no_general_path):
                                rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [6, 7_000])
+def test_losses_with_where_take_the_shortcut(name, dtype, n, monkeypatch):
+    """where= as a bool array of the rows' shape (padding left out) takes
+    the shortcut: the general path's bits (a list mask goes there), the
+    twin's values on the rows included, NaN and a gradient of 0 on the
+    others, the mean over the rows included."""
+    target, z = as_form(logits((n, 11), dtype, 7), "probs"), logits((n, 11), dtype, 8)
+    mask = np.arange(n) % 3 != 1
+    fn = getattr(klfast, name)
+    general = {reduction: fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
+                             where=mask.tolist()) for reduction in ("none", "sum", "mean")}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the call left the C shortcut")
+    monkeypatch.setattr(klfast._core.engine, "run", refuse)
+    for reduction, (want, want_grad) in general.items():
+        got, grad = fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
+                       where=mask)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(grad, want_grad)
+    rows, grad = fn(target, z, return_grad=True, reduction="none", where=mask)
+    assert np.isnan(rows[~mask]).all() and (grad[~mask] == 0).all()
+    want, want_grad = getattr(_reference, name)(target[mask], z[mask], return_grad=True,
+                                                reduction="none")
+    np.testing.assert_allclose(rows[mask], want, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(grad[mask], want_grad, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(fn(target, z, where=mask), want.mean(), rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_losses_with_other_masks(name, no_general_path):
+    """A mask of every row's shape in 3 dimensions, and one that leaves out
+    every row (the mean of no rows is NaN, every gradient row 0)."""
+    target, z = as_form(logits((4, 8, 10), np.float64, 7), "probs"), logits((4, 8, 10),
+                                                                              np.float64, 8)
+    mask = np.zeros((4, 8), dtype=bool)
+    mask[1:3, ::2] = True
+    fn = getattr(klfast, name)
+    got = fn(target, z, reduction="none", where=mask)
+    want = getattr(_reference, name)(target[mask], z[mask], reduction="none")
+    np.testing.assert_allclose(got[mask], want, rtol=1e-13)
+    assert np.isnan(got[~mask]).all()
+    value, grad = fn(target, z, return_grad=True, where=np.zeros((4, 8), dtype=bool))
+    assert np.isnan(value) and (grad == 0).all()
+
+
+@pytest.mark.parametrize("where, error", [
+    (np.ones(8, dtype=bool), None),  # broadcast against (4, 8): the general path
+    (np.ones((4, 8), dtype=int), TypeError),
+    (np.ones((4, 9), dtype=bool), ValueError),
+])
+def test_other_loss_masks_take_the_general_path(where, error):
+    target, z = as_form(logits((4, 8, 10), np.float64, 7), "probs"), logits((4, 8, 10),
+                                                                              np.float64, 8)
+    if error is None:
+        np.testing.assert_array_equal(klfast.kl_loss(target, z, reduction="none", where=where),
+                                      klfast.kl_loss(target, z, reduction="none"))
+        return
+    with pytest.raises(error, match="where"):
+        klfast.kl_loss(target, z, where=where)
+
+
 @pytest.mark.parametrize("over", ["target", "logits"])
 def test_a_grad_out_over_an_input_leaves_the_shortcut(over):
     """grad_out over an input's memory: the general path computes the

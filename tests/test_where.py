@@ -53,7 +53,9 @@ def test_scattered_rows_are_read_in_place(rng, monkeypatch):
     klfast.kl(p, q, where=mask, num_threads=2)
     klfast.jeffreys(p.astype(np.float32), q.astype(np.float32), where=mask)
     klfast.kl(logits, logits[::-1], input="logits", where=mask, num_threads=2)
-    klfast.kl_loss(p, np.log(q + 0.01), where=mask, num_threads=2)
+    # (a list: the general path; a bool array of the rows' shape takes the C
+    # shortcut, which reads the rows through an index of its own)
+    klfast.kl_loss(p, np.log(q + 0.01), where=mask.tolist(), num_threads=2)
     assert taken == [True] * 4
 
 
@@ -139,15 +141,17 @@ def test_out_keepdims_distance_and_forms(rng):
 
 @pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
 @pytest.mark.parametrize("mask_kind", sorted(MASKS))
-def test_losses_count_only_the_included_rows(rng, path, loss, mask_kind):
+@pytest.mark.parametrize("as_list", [False, True])  # the C shortcut, the general path
+def test_losses_count_only_the_included_rows(rng, path, loss, mask_kind, as_list):
     n, k = 200, 30
     target = distributions(rng, (n, k))
     logits = rng.normal(size=(n, k))
     mask = MASKS[mask_kind](n, rng)
+    where = mask.tolist() if as_list else mask
     fn = getattr(klfast, loss)
     logits_in = logits.copy()
     logits_in[~mask] = np.nan  # padding: never read
-    value, grad = fn(target, logits_in, where=mask, return_grad=True)
+    value, grad = fn(target, logits_in, where=where, return_grad=True)
     lq = scipy.special.log_softmax(logits[mask], axis=-1)
     t = target[mask]
     per_row = -(t * lq).sum(-1)
@@ -160,10 +164,10 @@ def test_losses_count_only_the_included_rows(rng, path, loss, mask_kind):
     else:
         assert np.isnan(value)
     assert (grad[~mask] == 0).all()
-    rows = fn(target, logits_in, where=mask, reduction="none")
+    rows = fn(target, logits_in, where=where, reduction="none")
     assert np.isnan(rows[~mask]).all()
     np.testing.assert_allclose(rows[mask], per_row, rtol=1e-12)
-    np.testing.assert_allclose(fn(target, logits_in, where=mask, reduction="sum"),
+    np.testing.assert_allclose(fn(target, logits_in, where=where, reduction="sum"),
                                per_row.sum(), rtol=1e-12)
 
 
