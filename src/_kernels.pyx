@@ -962,6 +962,37 @@ cdef Py_ssize_t _forms_into(Rows* c, Py_ssize_t n_rows, object num_threads) exce
         return _rows_between(c, 0, n_rows, 0)
 
 
+cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims):
+    """The rows a where= mask includes, as an int64 array of their numbers
+    (row r is element r of the mask in C order), for a mask the shortcuts
+    take: an exact bool ndarray of the rows' shape (nd dimensions, dims),
+    C-contiguous; None for any other (the general path broadcasts it, or
+    names the error)."""
+    if not cnp.PyArray_CheckExact(where):
+        return None
+    cdef cnp.ndarray mask = <cnp.ndarray>where
+    cdef int i
+    if (cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
+            or cnp.PyArray_NDIM(mask) != nd):
+        return None
+    for i in range(nd):
+        if cnp.PyArray_DIM(mask, i) != dims[i]:
+            return None
+    cdef const char* chosen = <const char*>cnp.PyArray_DATA(mask)
+    cdef Py_ssize_t r, n = cnp.PyArray_SIZE(mask), count = 0
+    for r in range(n):
+        count += chosen[r] != 0
+    cdef cnp.npy_intp size = count
+    cdef cnp.ndarray index = cnp.PyArray_EMPTY(1, &size, cnp.NPY_INT64, 0)
+    cdef int64_t* ix = <int64_t*>cnp.PyArray_DATA(index)
+    count = 0
+    for r in range(n):
+        if chosen[r]:
+            ix[count] = r
+            count += 1
+    return index
+
+
 cdef object _listed(object x):
     """A list or tuple as the array numpy makes of it (np.asarray, as the
     general path: one of floats then takes the shortcut, 20 -> 2 us for 11
@@ -993,8 +1024,11 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     ``base`` None or a Python float or int (finite, > 0, != 1), an ``out``
     of the result's shape and dtype (C-contiguous, writeable, sharing no
     memory with the inputs) or None, ``num_threads`` None or an int >= 1,
-    no ``where``, and valid values (rows within ``tol`` of summing to 1
-    unless normalizing). ``input`` is a form's name or a tuple of one per
+    ``where`` None or a C-contiguous bool array of the result's shape
+    without a kept axis (distributions with contiguous elements; the rows
+    left out are NaN in a new result, as they were in ``out``), and valid
+    values (rows within ``tol`` of summing to 1 unless normalizing).
+    ``input`` is a form's name or a tuple of one per
     input; other than "probs" (the forms kernel: log-probabilities at most
     log1p(tol), validate.LOG_PROB_MAX), the elements of each distribution
     must be contiguous, and a ``temperature`` (float or int) other than 1
@@ -1004,10 +1038,11 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     same threads, chunks and Ctrl-C), without its Python: a 1,000 x 100 call
     took 20-25 us more there.
     """
-    cdef cnp.ndarray a, b, result, shaped, values
+    cdef cnp.ndarray a, b, result, shaped, values, index = None
     cdef Layout L
     cdef int t, nd, ax, out_nd, i, form_p, form_q
-    cdef Py_ssize_t n_bad, z
+    cdef Py_ssize_t n_bad = 0, z, n_in, r, j
+    cdef int64_t* ix = NULL
     cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
     cdef double e, scale = 1.0, base_value, inv_t
     cdef bint forms
@@ -1020,7 +1055,7 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     q = _listed(q)
     if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
             and type(eps) is float and type(normalize) is bool and type(keepdims) is bool
-            and type(check_sums) is bool and type(axis) is int and where is None
+            and type(check_sums) is bool and type(axis) is int
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         return None
     if type(input) is str:
@@ -1037,8 +1072,8 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     inv_t = _inverse_temperature(temperature, L.t)
     if (form_p < 0 or form_q < 0 or inv_t == 0.0
             or (temperature != 1 and form_p != KLFAST_LOGITS and form_q != KLFAST_LOGITS)
-            or (forms and (L.p_es != 1 or L.q_es != 1))):  # (the forms kernel reads rows)
-        return None
+            or ((forms or where is not None) and (L.p_es != 1 or L.q_es != 1))):
+        return None  # (the forms kernel, and an index, read rows)
     t, nd, ax = L.t, L.nd, L.ax
     # the result's shape: the other axes of an input of nd dimensions (of
     # both alike where neither is one distribution), and keepdims' 1
@@ -1077,6 +1112,24 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         for i in range(out_nd):
             if cnp.PyArray_DIM(result, i) != dims[i]:
                 return None
+    n_in = L.n
+    if where is not None:  # a mask of the other axes' shape (keepdims' 1 left out)
+        for i in range(nd - 1):
+            dims[i] = cnp.PyArray_DIM(shaped, i + (i >= ax))
+        index = _chosen_rows(where, nd - 1, dims)
+        if index is None:
+            return None
+        ix = <int64_t*>cnp.PyArray_DATA(index)
+        n_in = cnp.PyArray_DIM(index, 0)
+        if out is None:  # rows left out are NaN (a caller's out keeps them)
+            j = 0
+            for r in range(L.n):
+                if j < n_in and ix[j] == r:
+                    j += 1
+                elif t == cnp.NPY_DOUBLE:
+                    (<double*>cnp.PyArray_DATA(result))[r] = NAN
+                else:
+                    (<float*>cnp.PyArray_DATA(result))[r] = NAN
     z = cnp.PyArray_ITEMSIZE(a)
     if forms:  # float64 values: into the result, or converted to float32
         values = result
@@ -1094,26 +1147,31 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
                                  inv_t if form_p == KLFAST_LOGITS else 1.0,
                                  inv_t if form_q == KLFAST_LOGITS else 1.0, normalize, False,
                                  tol if check_sums else INFINITY, e, log1p(tol), 1.0))
-        n_bad = _forms_into(&c, L.n, num_threads)
+        c.index = ix
+        if n_in > 0:
+            n_bad = _forms_into(&c, n_in, num_threads)
         if not n_bad and t != cnp.NPY_DOUBLE:
-            for i in range(L.n):
-                (<float*>cnp.PyArray_DATA(result))[i] = <float>(<double*>cnp.PyArray_DATA(values))[i]
-    elif L.n * L.k >= _small and L.n >= 2:  # the general path's threads and chunks
+            for j in range(n_in):
+                r = ix[j] if ix != NULL else j
+                (<float*>cnp.PyArray_DATA(result))[r] = <float>(<double*>cnp.PyArray_DATA(values))[r]
+    elif n_in == 0:
+        pass
+    elif n_in * L.k >= _small and n_in >= 2:  # the general path's threads and chunks
         n_bad = _measure_rows(measure, t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, L.p_es * z,
                               <char*>cnp.PyArray_DATA(b), L.q_rs * z, L.q_es * z,
-                              <char*>cnp.PyArray_DATA(result), z, L.n, L.k, e, scale,
+                              <char*>cnp.PyArray_DATA(result), z, n_in, L.k, e, scale,
                               normalize, tol if check_sums else INFINITY,
-                              <int>threads(num_threads, L.n), NULL)
+                              <int>threads(num_threads, n_in), ix)
     elif t == cnp.NPY_DOUBLE:
         n_bad = _run[double](measure, _isa, <const double*>cnp.PyArray_DATA(a), L.p_rs, L.p_es,
                              <const double*>cnp.PyArray_DATA(b), L.q_rs, L.q_es,
-                             <double*>cnp.PyArray_DATA(result), 1, L.n, L.k, e, scale,
-                             normalize, tol if check_sums else INFINITY, NULL, NULL, False)
+                             <double*>cnp.PyArray_DATA(result), 1, n_in, L.k, e, scale,
+                             normalize, tol if check_sums else INFINITY, ix, NULL, False)
     else:
         n_bad = _run[float](measure, _isa, <const float*>cnp.PyArray_DATA(a), L.p_rs, L.p_es,
                             <const float*>cnp.PyArray_DATA(b), L.q_rs, L.q_es,
-                            <float*>cnp.PyArray_DATA(result), 1, L.n, L.k, e, scale,
-                            normalize, tol if check_sums else INFINITY, NULL, NULL, False)
+                            <float*>cnp.PyArray_DATA(result), 1, n_in, L.k, e, scale,
+                            normalize, tol if check_sums else INFINITY, ix, NULL, False)
     if n_bad:
         return None  # the general path explains (a caller's out is rewritten there)
     if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return
@@ -1143,11 +1201,10 @@ def fast_loss(int measure, object target, object logits, object input, object te
     Returns (rows, grad, where): the rows left out by ``where`` are NaN and
     their gradient rows 0, as there; a mean divides by the rows included.
     """
-    cdef cnp.ndarray a, b, grad = None, rows, mask = None, index
+    cdef cnp.ndarray a, b, grad = None, rows, index = None
     cdef Layout L
     cdef int form_p, form_q, i
-    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad = 0, n_in, r
-    cdef const char* chosen = NULL
+    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad = 0, n_in, r, j
     cdef int64_t* ix = NULL
     cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
     cdef double e, inv_t
@@ -1200,33 +1257,23 @@ def fast_loss(int measure, object target, object logits, object input, object te
     for i in range(L.nd - 1):
         dims[i] = cnp.PyArray_DIM(b, i + (i >= L.ax))
     n_in = L.n
-    if where is not None:  # of exactly that shape: element r names row r
-        mask = <cnp.ndarray>where
-        if (cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
-                or cnp.PyArray_NDIM(mask) != L.nd - 1):
+    if where is not None:
+        index = _chosen_rows(where, L.nd - 1, dims)
+        if index is None:
             return None
-        for i in range(L.nd - 1):
-            if cnp.PyArray_DIM(mask, i) != dims[i]:
-                return None
-        chosen = <const char*>cnp.PyArray_DATA(mask)
-        n_in = 0
-        for r in range(L.n):
-            n_in += chosen[r] != 0
-        index = cnp.PyArray_EMPTY(1, [max(n_in, 1)], cnp.NPY_INT64, 0)
         ix = <int64_t*>cnp.PyArray_DATA(index)
-        n_in = 0
-        for r in range(L.n):
-            if chosen[r]:
-                ix[n_in] = r
-                n_in += 1
+        n_in = cnp.PyArray_DIM(index, 0)
     rows = cnp.PyArray_EMPTY(L.nd - 1, dims, cnp.NPY_DOUBLE, 0)
     z = cnp.PyArray_ITEMSIZE(b)
-    if mask is not None:  # rows left out: NaN, their gradient rows 0
+    if index is not None:  # rows left out: NaN, their gradient rows 0
+        j = 0
         for r in range(L.n):
-            if not chosen[r]:
-                (<double*>cnp.PyArray_DATA(rows))[r] = NAN
-                if grad is not None:
-                    memset(<char*>cnp.PyArray_DATA(grad) + r * g_rs * z, 0, L.k * z)
+            if j < n_in and ix[j] == r:
+                j += 1
+                continue
+            (<double*>cnp.PyArray_DATA(rows))[r] = NAN
+            if grad is not None:
+                memset(<char*>cnp.PyArray_DATA(grad) + r * g_rs * z, 0, L.k * z)
     _forms_call(&c, L.t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, <char*>cnp.PyArray_DATA(b),
                 L.q_rs * z, <char*>cnp.PyArray_DATA(grad) if grad is not None else NULL,
                 g_rs * z, <char*>cnp.PyArray_DATA(rows), L.k, 1.0,
@@ -1239,7 +1286,7 @@ def fast_loss(int measure, object target, object logits, object input, object te
         n_bad = _forms_into(&c, n_in, num_threads)
     if n_bad:
         return None  # the general path explains
-    return rows, grad, mask
+    return rows, grad, where
 
 
 def omp_max_threads():

@@ -175,6 +175,69 @@ def test_other_lists_take_the_general_path(p, q, error):
         klfast.kl(p, q)
 
 
+@pytest.mark.parametrize("name", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("input", ["probs", "logits"])
+@pytest.mark.parametrize("n", [6, 7_000])
+def test_where_takes_the_shortcut(name, dtype, input, n, monkeypatch):
+    """where= as a bool array of the result's shape takes the shortcut: the
+    general path's bits (a list mask goes there), the twin's values on the
+    rows included, NaN on the others in a new result, a caller's out= left
+    as it was there."""
+    z1, z2 = logits((n, 11), dtype, 1), logits((n, 11), dtype, 2)
+    p, q = (z1, z2) if input == "logits" else (as_form(z1, "probs"), as_form(z2, "probs"))
+    mask = np.arange(n) % 3 != 1
+    general = call(klfast, name, p, q, input=input, base=2, where=mask.tolist())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the call left the C shortcut")
+    monkeypatch.setattr(klfast._core.engine, "run", refuse)
+    got = call(klfast, name, p, q, input=input, base=2, where=mask)
+    np.testing.assert_array_equal(got, general)
+    assert np.isnan(got[~mask]).all()
+    want = call(_reference, name, p[mask][::97], q[mask][::97], input=input, base=2)
+    np.testing.assert_allclose(got[mask][::97], want, rtol=TOL[dtype], atol=TOL[dtype])
+    out = np.full(n, -1.0, dtype=dtype)
+    assert call(klfast, name, p, q, input=input, base=2, where=mask, out=out) is out
+    np.testing.assert_array_equal(out[mask], got[mask])
+    assert (out[~mask] == -1).all()
+    nothing = call(klfast, name, p, q, input=input, where=np.zeros(n, dtype=bool))
+    assert np.isnan(nothing).all()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"axis": 0},  # columns: the general path (no index over strided rows)
+    {"where": np.ones((5, 1), dtype=bool), "keepdims": True},  # the kept shape
+    {"where": np.ones(1, dtype=bool)},  # broadcast
+])
+def test_other_masks_still_give_the_twins_values(kwargs):
+    p, q = as_form(logits((5, 11), np.float64, 1), "probs"), as_form(logits((5, 11),
+                                                                              np.float64, 2),
+                                                                       "probs")
+    kw = dict(kwargs)
+    if kw.get("axis") == 0:
+        p, q = p.T.copy(), q.T.copy()
+        kw["where"] = np.array([True, False, True, True, False])
+    got = np.ravel(klfast.kl(p, q, **kw))
+    rows = (p.T, q.T) if kw.get("axis") == 0 else (p, q)
+    want = _reference.kl(*rows)
+    mask = np.broadcast_to(np.ravel(kw["where"]), (5,))
+    np.testing.assert_allclose(got[mask], want[mask], rtol=1e-13)
+    assert np.isnan(got[~mask]).all()
+
+
+def test_a_jensen_shannon_distance_with_where_keeps_the_rows_left_out():
+    p, q = as_form(logits((6, 11), np.float64, 1), "probs"), as_form(logits((6, 11),
+                                                                              np.float64, 2),
+                                                                       "probs")
+    mask = np.array([True, False] * 3)
+    out = np.full(6, 4.0)
+    klfast.jensen_shannon(p, q, distance=True, where=mask, out=out)
+    assert (out[~mask] == 4.0).all()
+    np.testing.assert_allclose(out[mask], np.sqrt(_reference.jensen_shannon(p, q)[mask]),
+                               rtol=1e-13)
+
+
 # ---- the losses ------------------------------------------------------------
 LOSS_CASES = [  # keywords beside target and logits
     {}, {"reduction": "none"}, {"reduction": "sum"}, {"temperature": 2.5},

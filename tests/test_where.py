@@ -50,11 +50,11 @@ def test_scattered_rows_are_read_in_place(rng, monkeypatch):
     mask = rng.random(500) < 0.5
     p, q = distributions(rng, (500, 40)), distributions(rng, (500, 40))
     logits = rng.standard_normal((500, 40)).astype(np.float16)
-    klfast.kl(p, q, where=mask, num_threads=2)
-    klfast.jeffreys(p.astype(np.float32), q.astype(np.float32), where=mask)
-    klfast.kl(logits, logits[::-1], input="logits", where=mask, num_threads=2)
     # (a list: the general path; a bool array of the rows' shape takes the C
     # shortcut, which reads the rows through an index of its own)
+    klfast.kl(p, q, where=mask.tolist(), num_threads=2)
+    klfast.jeffreys(p.astype(np.float32), q.astype(np.float32), where=mask.tolist())
+    klfast.kl(logits, logits[::-1], input="logits", where=mask, num_threads=2)
     klfast.kl_loss(p, np.log(q + 0.01), where=mask.tolist(), num_threads=2)
     assert taken == [True] * 4
 
@@ -63,15 +63,17 @@ def test_scattered_rows_are_read_in_place(rng, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
 @pytest.mark.parametrize("mask_kind", sorted(MASKS))
 @pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("as_list", [False, True])  # the C shortcut, the general path
 def test_included_rows_as_alone_and_the_rest_never_read(rng, path, measure, dtype, mask_kind,
-                                                        num_threads):
+                                                        num_threads, as_list):
     n, k = 600, 40
     p = distributions(rng, (n, k)).astype(dtype)
     q = distributions(rng, (n, k)).astype(dtype)
     mask = MASKS[mask_kind](n, rng)
     pp, qq = poisoned(p, mask, rng), poisoned(q, mask, rng)
     before = snapshot(pp), snapshot(qq)
-    got = call(measure, pp, qq, where=mask, num_threads=num_threads)
+    got = call(measure, pp, qq, where=mask.tolist() if as_list else mask,
+               num_threads=num_threads)
     assert_unchanged(before[0], snapshot(pp))
     assert_unchanged(before[1], snapshot(qq))
     assert got.shape == (n,) and np.isnan(got[~mask]).all()

@@ -264,7 +264,8 @@ def entropy(p, *, axis=-1, eps=DEFAULT_EPS, base=None, normalize=False, check_su
 def jensen_shannon(p, q, *, axis=-1, base=None, normalize=False, check_sums=True,
                    distance=False, keepdims=False, out=None, num_threads=None, input="probs",
                    temperature=1.0, where=None):
-    if distance is False or (distance is True and (base is None or (
+    # (the square root is taken here: with where=, of the rows included only)
+    if distance is False or (distance is True and where is None and (base is None or (
             type(base) in (int, float) and base > 1))):
         result = _fast_call(_JS, p, q, axis, 0.0, base, normalize, check_sums, keepdims, out,
                             num_threads, input, temperature, where, SUM_TOLERANCE)
