@@ -78,11 +78,12 @@ def test_forms_take_the_shortcut_and_match_the_twin(name, input, temperature, sh
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [5, 7_000])  # a small call and one of 77,000 elements
 def test_forms_give_the_general_paths_bits(name, dtype, n):
-    """The shortcut and the general path (where= of every row sends a call
-    there) give the same bits, on 1, 2 and the default number of threads."""
+    """The shortcut and the general path (where= of every row as a list sends
+    a call there) give the same bits, on 1, 2 and the default number of
+    threads."""
     p, q = logits((n, 11), dtype, 1), logits((n, 11), dtype, 2)
     kw = {"input": "logits", "temperature": 1.5}
-    general = call(klfast, name, p, q, where=np.ones(n, dtype=bool), **kw)
+    general = call(klfast, name, p, q, where=[True] * n, **kw)
     for num_threads in (1, 2, None):
         np.testing.assert_array_equal(call(klfast, name, p, q, num_threads=num_threads, **kw),
                                       general)
@@ -292,13 +293,14 @@ def test_a_target_for_every_row_takes_the_shortcut(name, dtype, no_general_path)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [5, 7_000])
 def test_losses_give_the_general_paths_bits(name, dtype, n):
-    """The shortcut and the general path (where= of every row) give the same
-    loss and gradient bits, on 1, 2 and the default number of threads."""
+    """The shortcut and the general path (where= of every row as a list)
+    give the same loss and gradient bits, on 1, 2 and the default number of
+    threads."""
     target, z = as_form(logits((n, 11), dtype, 7), "probs"), logits((n, 11), dtype, 8)
     fn = getattr(klfast, name)
     for reduction in ("none", "mean"):
         want, want_grad = fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
-                             where=np.ones(n, dtype=bool))
+                             where=[True] * n)
         for num_threads in (1, 2, None):
             got, grad = fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
                            num_threads=num_threads)

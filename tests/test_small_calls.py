@@ -176,14 +176,14 @@ def test_large_calls_take_the_shortcut_on_threads(dtype, k, n, no_general_path):
 @pytest.mark.parametrize("layout", ["rows", "columns"])
 def test_large_calls_give_the_general_paths_bits(name, dtype, layout):
     """A large call through the shortcut and through the general path (a
-    where= of every row sends it there) give the same bits."""
+    where= of every row, as a list, sends it there) give the same bits."""
     p, q = inputs((7_000, 11), dtype)
     axis = -1
     if layout == "columns":
         p, q, axis = p.T.copy(), q.T.copy(), 0
     shortcut = call(klfast, name, p, q, axis=axis, keepdims=True)
     general = call(klfast, name, p, q, axis=axis, keepdims=True,
-                   where=np.ones(shortcut.shape, dtype=bool))
+                   where=np.ones(shortcut.shape, dtype=bool).tolist())
     np.testing.assert_array_equal(shortcut, general)
     np.testing.assert_allclose(np.ravel(shortcut), call(_reference, name, p, q, axis=axis),
                                rtol=1e-12 if dtype == np.float64 else 2e-5, atol=1e-15)
@@ -240,12 +240,14 @@ def test_more_dimensions_take_the_shortcut(name, dtype, keepdims, use_out, no_ge
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_more_dimensions_give_the_general_paths_bits(dtype):
-    """The shortcut and the general path (where= of every row) give the same
-    bits for inputs of more dimensions; an axis whose other axes are not one
-    stride, and other axes of different shapes, go there as before."""
+    """The shortcut and the general path (where= of every row, as a list)
+    give the same bits for inputs of more dimensions; an axis whose other
+    axes are not one stride, and other axes of different shapes, go there as
+    before."""
     for label, p, q, axis in nd_layouts(dtype):
         shortcut = klfast.kl(p, q, axis=axis)
-        general = klfast.kl(p, q, axis=axis, where=np.ones(shortcut.shape, dtype=bool))
+        general = klfast.kl(p, q, axis=axis,
+                            where=np.ones(shortcut.shape, dtype=bool).tolist())
         np.testing.assert_array_equal(shortcut, general, err_msg=label)
     p, q = inputs((4, 8, 11), dtype)
     tol = 1e-13 if dtype == np.float64 else 2e-5
