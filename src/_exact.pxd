@@ -57,12 +57,14 @@ cdef extern from "engine/klfast.h" nogil:
     ctypedef uint64_t (*klfast_lanes_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
                                           Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
                                           double, double, float*, Py_ssize_t, int, int*)
-    ctypedef int (*klfast_strips_f64)(const double*, Py_ssize_t, const double*, Py_ssize_t, int,
-                                      Py_ssize_t, double, int, double, double, double*,
-                                      Py_ssize_t, int*, uint64_t*, void*)
-    ctypedef int (*klfast_strips_f32)(const float*, Py_ssize_t, const float*, Py_ssize_t, int,
-                                      Py_ssize_t, double, int, double, double, float*,
-                                      Py_ssize_t, int*, uint64_t*, void*)
+    ctypedef int (*klfast_strips_f64)(const double*, Py_ssize_t, Py_ssize_t, const double*,
+                                      Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
+                                      double, double, double*, Py_ssize_t, int, int*,
+                                      uint64_t*, void*)
+    ctypedef int (*klfast_strips_f32)(const float*, Py_ssize_t, Py_ssize_t, const float*,
+                                      Py_ssize_t, Py_ssize_t, int, Py_ssize_t, double, int,
+                                      double, double, float*, Py_ssize_t, int, int*,
+                                      uint64_t*, void*)
     ctypedef double (*klfast_forms_row_f64)(const double*, const double*, double*, Py_ssize_t,
                                             const klfast_forms_params*, int*)
     ctypedef double (*klfast_forms_row_f32)(const float*, const float*, float*, Py_ssize_t,

@@ -274,29 +274,32 @@ cdef Py_ssize_t _exact_ones(int measure, uint64_t special,
 
 
 cdef Py_ssize_t _strips(int measure, const klfast_isa* isa, int ns,
-                        const floating* p, Py_ssize_t p_es, const floating* q, Py_ssize_t q_es,
+                        const floating* p, Py_ssize_t p_rs, Py_ssize_t p_es,
+                        const floating* q, Py_ssize_t q_rs, Py_ssize_t q_es,
                         floating* out, Py_ssize_t out_s, Py_ssize_t k, double eps,
-                        double scale, bint normalize, double tol, void* scratch) noexcept nogil:
-    """ns whole strips of consecutive distributions (columns) read together
-    (engine/klfast.h, strips); -1 when the level leaves them to the lanes
-    strip by strip, else the number of invalid ones."""
+                        double scale, bint normalize, double tol, void* scratch,
+                        bint stream) noexcept nogil:
+    """ns whole strips of distributions in one call (engine/klfast.h,
+    strips: short ones, or columns read together); -1 when the level leaves
+    them to the lanes strip by strip, else the number of invalid ones."""
     cdef int n_bad = 0, s, w = isa.lanes_f64_width
     cdef uint64_t special[KLFAST_STRIPS_MAX]
     cdef Py_ssize_t bad
     if floating is double:
-        done = isa.strips_f64[measure](p, p_es, q, q_es, ns, k, eps, normalize, tol, scale, out,
-                                       out_s, &n_bad, special, scratch)
+        done = isa.strips_f64[measure](p, p_rs, p_es, q, q_rs, q_es, ns, k, eps, normalize, tol,
+                                       scale, out, out_s, stream, &n_bad, special, scratch)
     else:
         w = isa.lanes_f32_width
-        done = isa.strips_f32[measure](p, p_es, q, q_es, ns, k, eps, normalize, tol, scale, out,
-                                       out_s, &n_bad, special, scratch)
+        done = isa.strips_f32[measure](p, p_rs, p_es, q, q_rs, q_es, ns, k, eps, normalize, tol,
+                                       scale, out, out_s, stream, &n_bad, special, scratch)
     if not done:
         return -1
     bad = n_bad
     for s in range(ns):
         if special[s]:
-            bad += _exact_ones(measure, special[s], p + s * w, 1, p_es, q + s * w, 1, q_es,
-                               out + s * w * out_s, out_s, k, eps, scale, normalize, tol)
+            bad += _exact_ones(measure, special[s], p + s * w * p_rs, p_rs, p_es,
+                               q + s * w * q_rs, q_rs, q_es, out + s * w * out_s, out_s, k, eps,
+                               scale, normalize, tol)
     return bad
 
 
@@ -324,9 +327,9 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     row, through the row loop: the same bits either way. With an index, the
     rows index[0 .. n_rows) only, each through the row loop (their elements
     contiguous: the caller's word), its result at out[index[i] * out_s].
-    With scratch (strips_scratch bytes), whole strips of consecutive
-    distributions (columns) are read up to KLFAST_STRIPS_MAX at a time.
-    stream: see Rows.stream."""
+    Whole strips of short rows or columns go to the kernel up to
+    KLFAST_STRIPS_MAX at a time; with scratch (strips_scratch bytes), so do
+    longer columns, read together. stream: see Rows.stream."""
     cdef Py_ssize_t i, row, t = 0, ns, bad, n_bad = 0, n_tiles = 0, first = 0
     cdef int width = isa.lanes_f64_width
     cdef Py_ssize_t max_k = _lanes_max_k_f64, block_max_k = _block_max_k_f64
@@ -349,15 +352,16 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     elif k <= block_max_k:  # every row 64 to a call, the last call in part
         n_tiles = (n_rows + width - 1) // width
         block = True
-    if (scratch != NULL and n_tiles > 0 and not block and p_rs == 1
-            and (q_rs == 1 or measure == ENTROPY)):
-        # whole strips of columns, up to KLFAST_STRIPS_MAX at a time
-        if measure == ENTROPY:
+    if n_tiles > 0 and not block:
+        # whole strips, up to KLFAST_STRIPS_MAX to a call: short rows or
+        # columns, or (with scratch) longer columns read together
+        if measure == ENTROPY and p_rs == 1:
             q, q_rs, q_es = p, p_rs, p_es
-        while n_rows // width - t >= 2:
+        while n_rows // width - t >= 1:
             ns = min(<Py_ssize_t>KLFAST_STRIPS_MAX, n_rows // width - t)
-            bad = _strips(measure, isa, <int>ns, p + t * width, p_es, q + t * width, q_es,
-                          out + t * width * out_s, out_s, k, eps, scale, normalize, tol, scratch)
+            bad = _strips(measure, isa, <int>ns, p + t * width * p_rs, p_rs, p_es,
+                          q + t * width * q_rs, q_rs, q_es, out + t * width * out_s, out_s, k,
+                          eps, scale, normalize, tol, scratch, stream)
             if bad < 0:
                 break
             n_bad += bad

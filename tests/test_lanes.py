@@ -207,6 +207,59 @@ def test_short_rows_special_values(rng, lanes_for_every_length, measure, dtype, 
         assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
 
 
+# rows where many_strips puts what the fast path cannot take: in the first
+# and last tile of a call's strips (32 strips of 64), the next call's first
+# tile, its last strip, and the partial tile at the end
+MANY_STRIPS_ROWS = [0, 63, 64, 2047, 2048, 4095, 4096 + 99]
+
+
+def many_strips(rng, k, dtype):
+    """4,196 short rows of p and q (two calls of 32 whole strips, a partial
+    strip and a partial tile) with special entries at MANY_STRIPS_ROWS."""
+    n = 2 * 32 * 64 + 100
+    p = distributions(rng, (n, k), dtype=dtype, zero_fraction=0.25)
+    q = distributions(rng, (n, k), dtype=dtype, zero_fraction=0.25)
+    r = MANY_STRIPS_ROWS
+    p[r[0]] *= 40
+    p[r[1], 0] = -0.0
+    q[r[2], k - 1] = np.finfo(dtype).tiny / 4
+    p[r[3], k // 2] = np.finfo(dtype).max / 8
+    p[r[4]] = 0.0
+    q[r[5]] *= 3
+    q[r[6], 0] = np.finfo(dtype).tiny / 8
+    return p, q
+
+
+@pytest.mark.parametrize("measure", MEASURES + ("jensen_shannon",))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 5, 10, 13, 16])
+def test_short_rows_many_strips_to_a_call(rng, lanes_for_every_length, measure, dtype, k):
+    """Short rows go to the kernel up to 32 strips of 64 at a time, each
+    strip's rows for the exact path as a word of bits: rows that take the
+    exact path anywhere in those strips, as C rows, columns, Fortran rows
+    and against one reference row, come out as each row scored alone; and
+    invalid rows far into a call are named."""
+    p, q = many_strips(rng, k, dtype)
+    n = len(p)
+    expected = np.array([call_raw(measure, p[i], q[i]) for i in range(n)])
+    assert np.array_equal(call_raw(measure, p, q), expected, equal_nan=True), "C rows"
+    got = call_raw(measure, p.T.copy(), q.T.copy(), axis=0)
+    assert np.array_equal(got, expected, equal_nan=True), "columns"
+    got = call_raw(measure, np.asfortranarray(p), np.asfortranarray(q))
+    assert np.array_equal(got, expected, equal_nan=True), "Fortran rows"
+    q_row = distributions(rng, (k,), dtype=dtype)
+    expected = np.array([call_raw(measure, p[i], q_row) for i in range(n)])
+    got = call_raw(measure, p, q_row)
+    assert np.array_equal(got, expected, equal_nan=True), "reference row"
+    # rows that fail the sum check, or hold a negative entry or NaN, far
+    # into the second call
+    for row, bad in ((3001, 2.0), (4095, -1.0), (2048, np.nan)):
+        good = distributions(rng, (n, k), dtype=dtype)
+        good[row] *= bad
+        with pytest.raises(ValueError, match=f"row {row}"):
+            call(measure, good, distributions(rng, (n, k), dtype=dtype))
+
+
 def row_loop_rows(measure, p, q, tol, **kwargs):
     """kernel_rows with every row in the row loop (no tiles, no row blocks)."""
     before = _kernels.set_lanes_max_k(0, 0), _kernels.set_block_max_k(0, 0)

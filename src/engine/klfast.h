@@ -96,29 +96,34 @@ static inline void klfast_stream_fence(void) {
     __asm__ __volatile__("sfence" ::: "memory");
 #endif
 }
-/* ns <= KLFAST_STRIPS_MAX whole strips of 64 consecutive distributions
- * (columns of a C-ordered array, rows of a Fortran-ordered one: element j
- * of distribution r at p[r + j * p_es]), read together along the rows (a
- * strip at a time reads a 512-byte segment of each row, rows apart): the
- * results of lanes_f64 for each strip, special[s] its return value.
- * scratch: strips_scratch bytes of any alignment. Returns 1; or 0, having
- * written only *n_bad = 0, for short distributions not normalized (k <= 16:
- * lanes_f64 keeps them in registers), no scratch or ns outside 2 ..
- * KLFAST_STRIPS_MAX: then lanes_f64 strip by strip. */
+/* ns <= KLFAST_STRIPS_MAX whole strips of 64 distributions in one call,
+ * read as lanes_f64 reads them (element j of distribution r at p[r * p_ls
+ * + j * p_es]): the results of lanes_f64 for each strip, special[s] its
+ * return value. Two kinds: short distributions not normalized (k <= 16)
+ * that lanes_f64 keeps in registers, rows back to back or consecutive
+ * distributions (then ns >= 1; stream as lanes_f64's); and longer
+ * consecutive distributions (p_ls = q_ls = 1: columns of a C-ordered
+ * array, rows of a Fortran-ordered one; ns >= 2), read together along the
+ * rows (a strip at a time reads a 512-byte segment of each row, rows
+ * apart) in scratch: strips_scratch bytes of any alignment. Returns 1; or
+ * 0, having written only *n_bad = 0, for any other call (then lanes_f64
+ * strip by strip). */
 /* 32, read together (float32 shorter than 400 elements: 16 at a time,
  * lanes_rows.h SWEEP_F32_K). 64 against 32, 50,000 columns of 1,000, B/A
  * on 1 / 2 threads: float64 1.02 / 1.05, float32 0.89 / 1.05 (measured
  * again on w25: float64 kl 1.01 / 1.06, float32 kl 0.88 / 0.96, entropy
  * 1.04 / 1.13). */
 #define KLFAST_STRIPS_MAX 32
-typedef int (*klfast_strips_f64)(const double *p, ptrdiff_t p_es, const double *q,
-                                  ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, int normalize,
-                                  double tol, double scale, double *out, ptrdiff_t out_s,
-                                  int *n_bad, uint64_t *special, void *scratch);
-typedef int (*klfast_strips_f32)(const float *p, ptrdiff_t p_es, const float *q,
-                                  ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, int normalize,
-                                  double tol, double scale, float *out, ptrdiff_t out_s,
-                                  int *n_bad, uint64_t *special, void *scratch);
+typedef int (*klfast_strips_f64)(const double *p, ptrdiff_t p_ls, ptrdiff_t p_es, const double *q,
+                                  ptrdiff_t q_ls, ptrdiff_t q_es, int ns, ptrdiff_t k, double eps,
+                                  int normalize, double tol, double scale, double *out,
+                                  ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special,
+                                  void *scratch);
+typedef int (*klfast_strips_f32)(const float *p, ptrdiff_t p_ls, ptrdiff_t p_es, const float *q,
+                                  ptrdiff_t q_ls, ptrdiff_t q_es, int ns, ptrdiff_t k, double eps,
+                                  int normalize, double tol, double scale, float *out,
+                                  ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special,
+                                  void *scratch);
 typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double *g, ptrdiff_t k,
                                        const klfast_forms_params *prm, int *special);
 typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,

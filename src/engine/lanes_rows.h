@@ -20,8 +20,9 @@
  * thread or the layout (tests/test_lanes.py holds them to bitwise equality).
  *
  * Each distribution is read through (ls, es): element j of distribution r
- * is at x[r * ls + j * es]. A call takes up to STRIP tiles (64
- * distributions at every level). Short distributions (k <= SHORT_MAX), not
+ * is at x[r * ls + j * es]. A call of lanes takes up to STRIP tiles (64
+ * distributions at every level), one of strips up to KLFAST_STRIPS_MAX
+ * strips of STRIP tiles. Short distributions (k <= SHORT_MAX), not
  * normalized, back to back (C rows) or consecutive (columns, Fortran rows),
  * are scored a whole tile at a time in registers (short_tile, below). Other
  * distributions consecutive in memory (ls == 1: columns, Fortran rows) are
@@ -897,24 +898,27 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
  * lane by lane, float64's were stored in two halves, which the first
  * whole-vector read waited on every call (perf: 13 % of the lanes
  * function's samples on float64 rows of 2). */
-KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, const T *p,
-                                  ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
-                                  ptrdiff_t q_es, int n, V e, const T *band, double tol,
-                                  double scale, T *out, ptrdiff_t out_s, int stream,
-                                  int *n_bad) {
-    uint64_t special = 0;
+KLF_INLINE void F(short_loop)(int measure, int cols, int k, int checked, const T *p,
+                              ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
+                              ptrdiff_t q_es, int n, V e, const T *band, double tol,
+                              double scale, T *out, ptrdiff_t out_s, int stream, int *n_bad,
+                              uint64_t *special) {
     const M lane = {IOTA};
     M idx[SHORT_MAX];
     for (int j = 0; j < k; j++) idx[j] = lane * k + j;
-    for (int r = 0; r + LANES <= n; r += LANES) {
-        int bad = 0;
-        unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k, cols ? p_es : 1,
-                                    q + r * q_ls, q_ls, cols ? q_es : 1, k, e, checked, idx,
-                                    band, tol, scale, out + r * out_s, out_s, stream, &bad);
-        special |= (uint64_t)sp << r;
-        *n_bad += bad;
+    for (int r0 = 0; r0 < n; r0 += STRIP * LANES) {
+        uint64_t word = 0; /* the strip's distributions for the exact path */
+        for (int w = 0; w < STRIP && r0 + (w + 1) * LANES <= n; w++) {
+            int bad = 0, r = r0 + w * LANES;
+            unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k,
+                                        cols ? p_es : 1, q + r * q_ls, q_ls, cols ? q_es : 1, k,
+                                        e, checked, idx, band, tol, scale, out + r * out_s,
+                                        out_s, stream, &bad);
+            word |= (uint64_t)sp << (w * LANES);
+            *n_bad += bad;
+        }
+        special[r0 / (STRIP * LANES)] = word;
     }
-    return special;
 }
 
 /* short_loop with k = 11 .. 16 constant too (unchecked), at AVX-512 (32
@@ -927,10 +931,10 @@ KLF_INLINE uint64_t F(short_loop)(int measure, int cols, int k, int checked, con
  * and 0.82 / 0.84, of 16 0.87 / 0.86 and 0.87 / 0.88; columns of 12
  * float64 0.79 / 0.85 and 0.81 / 0.84, float32 0.70 / 0.73 and 0.65 /
  * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
-typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
-                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
-                                 double tol, double scale, T *out, ptrdiff_t out_s, int stream,
-                                 int *n_bad);
+typedef void (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
+                             ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
+                             double tol, double scale, T *out, ptrdiff_t out_s, int stream,
+                             int *n_bad, uint64_t *special);
 #define SHORT_WIDE_ON (KLF_X86 && KLF_VBYTES == 64)
 #define SHORT_WIDE_MIN 11
 
@@ -939,11 +943,11 @@ typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, cons
  * consecutive distributions (cols: p_ls == 1, q_ls 1 or 0). wide: the
  * measure's short_wide functions (rows, then columns), or NULL. stream:
  * a tile's results, when all go out at once, by store_line (simd.h). */
-KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols, const T *p,
-                                  ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
-                                  ptrdiff_t q_es, int n, int k, double eps, double tol,
-                                  double scale, T *out, ptrdiff_t out_s, int stream,
-                                  int *n_bad) {
+KLF_INLINE void F(short_rows)(int measure, const F(short_fn) *wide, int cols, const T *p,
+                              ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
+                              ptrdiff_t q_es, int n, int k, double eps, double tol, double scale,
+                              T *out, ptrdiff_t out_s, int stream, int *n_bad,
+                              uint64_t *special) {
     int checked = !(eps >= 2.0 * (double)TMIN);
     V e = BCAST((T)eps);
     T band[2] = {0};
@@ -952,8 +956,11 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
 #endif
 /* k, checked and the layout as constants where given (K_ > 0; L_: cols) */
 #define SHORT_LOOP(K_, C_, L_)                                                                \
-    return F(short_loop)(measure, L_, K_ ? K_ : k, C_, p, p_ls, p_es, q, q_ls, q_es, n, e,    \
-                         band, tol, scale, out, out_s, stream, n_bad);
+    {                                                                                         \
+        F(short_loop)(measure, L_, K_ ? K_ : k, C_, p, p_ls, p_es, q, q_ls, q_es, n, e, band, \
+                      tol, scale, out, out_s, stream, n_bad, special);                        \
+        return;                                                                               \
+    }
 #define SHORT_CASES(L_)                                                                       \
     switch (k) {                                                                              \
     case 2: SHORT_LOOP(2, 0, L_)                                                              \
@@ -966,9 +973,12 @@ KLF_INLINE uint64_t F(short_rows)(int measure, const F(short_fn) *wide, int cols
     case 9: SHORT_LOOP(9, 0, L_)                                                              \
     case 10: SHORT_LOOP(10, 0, L_)                                                            \
     default:                                                                                  \
-        if (wide && k >= SHORT_WIDE_MIN) /* (short_wide: below) */                            \
-            return wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](      \
-                p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale, out, out_s, stream, n_bad); \
+        if (wide && k >= SHORT_WIDE_MIN) { /* (short_wide: below) */                          \
+            wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](             \
+                p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale, out, out_s, stream, n_bad,  \
+                special);                                                                     \
+            return;                                                                           \
+        }                                                                                     \
         SHORT_LOOP(0, 0, L_)                                                                  \
     }
     if (checked) SHORT_LOOP(0, 1, cols)
@@ -1162,10 +1172,24 @@ KLF_INLINE void F(sweep_strips)(int measure, const T *p, ptrdiff_t p_es, const T
 enum { F(strips_scratch) = KLFAST_STRIPS_MAX * STRIP * (sizeof(F(lanes_state)) + GB * sizeof(V))
                            + 64 };
 
-/* The n <= STRIP * LANES distributions of a call: a sweep of the strip when
- * it is whole and its distributions are consecutive, else tile by tile.
- * wide: the measure's short_wide, or NULL. Returns the distributions the
- * exact path must compute (bit r). */
+/* 1 when distributions of length k read through (p_ls, p_es), (q_ls,
+ * q_es) are short_rows' columns (consecutive distributions: p_ls == 1, q
+ * alike or broadcast), 0 when they are its rows (back to back, q alike or
+ * broadcast), -1 when they are neither, longer than SHORT_MAX, or to be
+ * normalized. */
+KLF_INLINE int F(short_layout)(int measure, ptrdiff_t p_ls, ptrdiff_t p_es, ptrdiff_t q_ls,
+                               ptrdiff_t q_es, ptrdiff_t k, int normalize) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    if (normalize || k < 1 || k > SHORT_MAX) return -1;
+    if (p_ls == 1 && (!uses_q || q_ls == 1 || q_ls == 0)) return 1;
+    if (p_es == 1 && p_ls == k && (!uses_q || (q_es == 1 && (q_ls == k || q_ls == 0)))) return 0;
+    return -1;
+}
+
+/* The n <= STRIP * LANES distributions of a call: short ones in whole
+ * tiles in registers (short_rows), a whole strip of consecutive ones
+ * swept, else tile by tile. wide: the measure's short_wide, or NULL.
+ * Returns the distributions the exact path must compute (bit r). */
 KLF_INLINE uint64_t F(lanes)(int measure, const F(short_fn) *wide, const T *p, ptrdiff_t p_ls,
                              ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int n,
                              ptrdiff_t k, double eps, int normalize, double tol, double scale,
@@ -1176,13 +1200,11 @@ KLF_INLINE uint64_t F(lanes)(int measure, const F(short_fn) *wide, const T *p, p
     *n_bad = 0;
     /* short distributions, not normalized: whole tiles in registers, a
      * partial last tile in the loop at the end */
-    int cols = p_ls == 1 && (!uses_q || q_ls == 1 || q_ls == 0);
-    int rows = !cols && p_es == 1 && p_ls == k
-               && (!uses_q || (q_es == 1 && (q_ls == k || q_ls == 0)));
-    if (!normalize && k >= 1 && k <= SHORT_MAX && (cols || rows)) {
+    int cols = F(short_layout)(measure, p_ls, p_es, q_ls, q_es, k, normalize);
+    if (cols >= 0) {
         start = n - n % LANES;
-        special = F(short_rows)(measure, wide, cols, p, p_ls, p_es, q, q_ls, q_es, start,
-                                (int)k, eps, tol, scale, out, out_s, stream, n_bad);
+        F(short_rows)(measure, wide, cols, p, p_ls, p_es, q, q_ls, q_es, start, (int)k, eps, tol,
+                      scale, out, out_s, stream, n_bad, &special);
     } else if (n == STRIP * LANES && p_ls == 1 && (q_ls == 1 || !uses_q) && k > 0) {
         F(lanes_state) st[STRIP];
         V g[STRIP * GB];
@@ -1200,17 +1222,28 @@ KLF_INLINE uint64_t F(lanes)(int measure, const F(short_fn) *wide, const T *p, p
     return special;
 }
 
-/* 2 <= ns <= KLFAST_STRIPS_MAX whole strips (ns * 64 distributions) of
- * consecutive distributions (engine/klfast.h), swept together in scratch
- * (strips_scratch bytes): 1 when done; 0, writing nothing, for short rows
- * (lanes scores them in registers) or without scratch: then the caller
- * scores them strip by strip (lanes). */
-KLF_INLINE int F(strips)(int measure, const T *p, ptrdiff_t p_es, const T *q, ptrdiff_t q_es,
-                         int ns, ptrdiff_t k, double eps, int normalize, double tol,
-                         double scale, T *out, ptrdiff_t out_s, int *n_bad, uint64_t *special,
+/* ns <= KLFAST_STRIPS_MAX whole strips (ns * 64 distributions) in one call
+ * (engine/klfast.h): short ones in registers (short_rows: with a call per
+ * strip, its set-up, the sum band and constants, was paid for every 4
+ * tiles of float32), ns >= 2 strips of longer consecutive ones swept
+ * together in scratch (strips_scratch bytes). 1 when done; 0, writing
+ * nothing, for others or without scratch: then the caller scores them
+ * strip by strip (lanes). */
+KLF_INLINE int F(strips)(int measure, const F(short_fn) *wide, const T *p, ptrdiff_t p_ls,
+                         ptrdiff_t p_es, const T *q, ptrdiff_t q_ls, ptrdiff_t q_es, int ns,
+                         ptrdiff_t k, double eps, int normalize, double tol, double scale,
+                         T *out, ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special,
                          void *scratch) {
+    const int uses_q = measure != KLFAST_ENTROPY;
     *n_bad = 0;
-    if (scratch == NULL || ns < 2 || ns > KLFAST_STRIPS_MAX || k < 1
+    if (ns < 1 || ns > KLFAST_STRIPS_MAX) return 0;
+    int cols = F(short_layout)(measure, p_ls, p_es, q_ls, q_es, k, normalize);
+    if (cols >= 0) {
+        F(short_rows)(measure, wide, cols, p, p_ls, p_es, q, q_ls, q_es, ns * STRIP * LANES,
+                      (int)k, eps, tol, scale, out, out_s, stream, n_bad, special);
+        return 1;
+    }
+    if (scratch == NULL || ns < 2 || k < 1 || p_ls != 1 || (uses_q && q_ls != 1)
         || (!normalize && k <= SHORT_MAX))
         return 0;
     F(lanes_state) *st = (F(lanes_state) *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
@@ -1224,30 +1257,15 @@ KLF_INLINE int F(strips)(int measure, const T *p, ptrdiff_t p_es, const T *q, pt
     return 1;
 }
 
-#define KLF_STRIPS_FN(name, code)                                                         \
-    static int ROW_FN(name)(const T *p, ptrdiff_t p_es, const T *q, ptrdiff_t q_es, int ns, \
-                            ptrdiff_t k, double eps, int normalize, double tol, double scale, \
-                            T *out, ptrdiff_t out_s, int *n_bad, uint64_t *special,         \
-                            void *scratch) {                                               \
-        return F(strips)(code, p, p_es, q, q_es, ns, k, eps, normalize, tol, scale, out,   \
-                         out_s, n_bad, special, scratch);                                  \
-    }
-KLF_STRIPS_FN(kl_strips, KLFAST_KL)
-KLF_STRIPS_FN(jeffreys_strips, KLFAST_JEFFREYS)
-KLF_STRIPS_FN(entropy_strips, KLFAST_ENTROPY)
-KLF_STRIPS_FN(cross_entropy_strips, KLFAST_CROSS_ENTROPY)
-KLF_STRIPS_FN(js_strips, KLFAST_JS)
-#undef KLF_STRIPS_FN
-
 #if SHORT_WIDE_ON
 _Static_assert(SHORT_MAX == 16, "short_wide: k = 11 .. 16 for each layout");
 #define SHORT_WIDE_FN(name, code, K_, L_)                                                     \
-    static __attribute__((noinline)) uint64_t F(name##_##K_##_##L_)(                          \
+    static __attribute__((noinline)) void F(name##_##K_##_##L_)(                              \
         const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,               \
         ptrdiff_t q_es, int n, V e, const T *band, double tol, double scale, T *out,          \
-        ptrdiff_t out_s, int stream, int *n_bad) {                                            \
-        return F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol,  \
-                             scale, out, out_s, stream, n_bad);                               \
+        ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special) {                         \
+        F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale,  \
+                      out, out_s, stream, n_bad, special);                                    \
     }
 #define SHORT_WIDE_LAYOUT(name, code, L_)                                                     \
     SHORT_WIDE_FN(name, code, 11, L_) SHORT_WIDE_FN(name, code, 12, L_)                       \
@@ -1270,6 +1288,22 @@ SHORT_WIDE(jeffreys_wide, KLFAST_JEFFREYS)
 SHORT_WIDE(entropy_wide, KLFAST_ENTROPY)
 SHORT_WIDE(cross_entropy_wide, KLFAST_CROSS_ENTROPY)
 SHORT_WIDE(js_wide, KLFAST_JS)
+
+#define KLF_STRIPS_FN(name, wide, code)                                                     \
+    static int ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,          \
+                            ptrdiff_t q_ls, ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, \
+                            int normalize, double tol, double scale, T *out,                  \
+                            ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special,       \
+                            void *scratch) {                                                  \
+        return F(strips)(code, SHORT_WIDE_OF(wide), p, p_ls, p_es, q, q_ls, q_es, ns, k, eps, \
+                         normalize, tol, scale, out, out_s, stream, n_bad, special, scratch); \
+    }
+KLF_STRIPS_FN(kl_strips, kl_wide, KLFAST_KL)
+KLF_STRIPS_FN(jeffreys_strips, jeffreys_wide, KLFAST_JEFFREYS)
+KLF_STRIPS_FN(entropy_strips, entropy_wide, KLFAST_ENTROPY)
+KLF_STRIPS_FN(cross_entropy_strips, cross_entropy_wide, KLFAST_CROSS_ENTROPY)
+KLF_STRIPS_FN(js_strips, js_wide, KLFAST_JS)
+#undef KLF_STRIPS_FN
 
 #define KLF_LANES_FN(name, wide, code)                                                    \
     static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
