@@ -897,7 +897,8 @@ KLF_INLINE unsigned F(short_tile)(int measure, int cols, const T *p, ptrdiff_t p
  * constants where k is. Built a whole vector at a time from IOTA: built
  * lane by lane, float64's were stored in two halves, which the first
  * whole-vector read waited on every call (perf: 13 % of the lanes
- * function's samples on float64 rows of 2). */
+ * function's samples on float64 rows of 2). special[s], bit r: distribution
+ * s * 64 + r takes the exact path. */
 KLF_INLINE void F(short_loop)(int measure, int cols, int k, int checked, const T *p,
                               ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,
                               ptrdiff_t q_es, int n, V e, const T *band, double tol,
@@ -906,18 +907,14 @@ KLF_INLINE void F(short_loop)(int measure, int cols, int k, int checked, const T
     const M lane = {IOTA};
     M idx[SHORT_MAX];
     for (int j = 0; j < k; j++) idx[j] = lane * k + j;
-    for (int r0 = 0; r0 < n; r0 += STRIP * LANES) {
-        uint64_t word = 0; /* the strip's distributions for the exact path */
-        for (int w = 0; w < STRIP && r0 + (w + 1) * LANES <= n; w++) {
-            int bad = 0, r = r0 + w * LANES;
-            unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k,
-                                        cols ? p_es : 1, q + r * q_ls, q_ls, cols ? q_es : 1, k,
-                                        e, checked, idx, band, tol, scale, out + r * out_s,
-                                        out_s, stream, &bad);
-            word |= (uint64_t)sp << (w * LANES);
-            *n_bad += bad;
-        }
-        special[r0 / (STRIP * LANES)] = word;
+    for (int s = 0; s * STRIP * LANES < n; s++) special[s] = 0;
+    for (int r = 0; r + LANES <= n; r += LANES) {
+        int bad = 0;
+        unsigned sp = F(short_tile)(measure, cols, p + r * p_ls, cols ? 1 : k, cols ? p_es : 1,
+                                    q + r * q_ls, q_ls, cols ? q_es : 1, k, e, checked, idx,
+                                    band, tol, scale, out + r * out_s, out_s, stream, &bad);
+        special[r / (STRIP * LANES)] |= (uint64_t)sp << (r % (STRIP * LANES));
+        *n_bad += bad;
     }
 }
 
@@ -930,11 +927,15 @@ KLF_INLINE void F(short_loop)(int measure, int cols, int k, int checked, const T
  * after, kl and entropy, 1 / 2 threads): float32 C rows of 12 0.81 / 0.84
  * and 0.82 / 0.84, of 16 0.87 / 0.86 and 0.87 / 0.88; columns of 12
  * float64 0.79 / 0.85 and 0.81 / 0.84, float32 0.70 / 0.73 and 0.65 /
- * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07). */
-typedef void (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
-                             ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
-                             double tol, double scale, T *out, ptrdiff_t out_s, int stream,
-                             int *n_bad, uint64_t *special);
+ * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07).
+ * Called a strip (n <= 64) at a time; returns the strip's distributions
+ * for the exact path. With strips' whole call (up to 32 strips) in one
+ * call, float64 rows of 12 took 1.06 / 1.07 as long (kl, 1 / 2 threads):
+ * the word of bits in memory, not in a register. */
+typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
+                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
+                                 double tol, double scale, T *out, ptrdiff_t out_s, int stream,
+                                 int *n_bad);
 #define SHORT_WIDE_ON (KLF_X86 && KLF_VBYTES == 64)
 #define SHORT_WIDE_MIN 11
 
@@ -973,10 +974,13 @@ KLF_INLINE void F(short_rows)(int measure, const F(short_fn) *wide, int cols, co
     case 9: SHORT_LOOP(9, 0, L_)                                                              \
     case 10: SHORT_LOOP(10, 0, L_)                                                            \
     default:                                                                                  \
-        if (wide && k >= SHORT_WIDE_MIN) { /* (short_wide: below) */                          \
-            wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN](             \
-                p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale, out, out_s, stream, n_bad,  \
-                special);                                                                     \
+        if (wide && k >= SHORT_WIDE_MIN) { /* (short_wide: below), a strip a call */          \
+            F(short_fn) fn = wide[(L_ ? SHORT_MAX + 1 - SHORT_WIDE_MIN : 0) + k - SHORT_WIDE_MIN]; \
+            for (int r0 = 0; r0 < n; r0 += STRIP * LANES)                                     \
+                special[r0 / (STRIP * LANES)] =                                               \
+                    fn(p + r0 * p_ls, p_ls, p_es, q + r0 * q_ls, q_ls, q_es,                  \
+                       n - r0 < STRIP * LANES ? n - r0 : STRIP * LANES, e, band, tol, scale,  \
+                       out + r0 * out_s, out_s, stream, n_bad);                               \
             return;                                                                           \
         }                                                                                     \
         SHORT_LOOP(0, 0, L_)                                                                  \
@@ -1260,12 +1264,14 @@ KLF_INLINE int F(strips)(int measure, const F(short_fn) *wide, const T *p, ptrdi
 #if SHORT_WIDE_ON
 _Static_assert(SHORT_MAX == 16, "short_wide: k = 11 .. 16 for each layout");
 #define SHORT_WIDE_FN(name, code, K_, L_)                                                     \
-    static __attribute__((noinline)) void F(name##_##K_##_##L_)(                              \
+    static __attribute__((noinline)) uint64_t F(name##_##K_##_##L_)(                          \
         const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, ptrdiff_t q_ls,               \
         ptrdiff_t q_es, int n, V e, const T *band, double tol, double scale, T *out,          \
-        ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special) {                         \
+        ptrdiff_t out_s, int stream, int *n_bad) {                                            \
+        uint64_t special = 0; /* (n <= 64) */                                                 \
         F(short_loop)(code, L_, K_, 0, p, p_ls, p_es, q, q_ls, q_es, n, e, band, tol, scale,  \
-                      out, out_s, stream, n_bad, special);                                    \
+                      out, out_s, stream, n_bad, &special);                                   \
+        return special;                                                                       \
     }
 #define SHORT_WIDE_LAYOUT(name, code, L_)                                                     \
     SHORT_WIDE_FN(name, code, 11, L_) SHORT_WIDE_FN(name, code, 12, L_)                       \
