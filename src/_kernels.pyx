@@ -48,7 +48,7 @@ from time import perf_counter
 from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_New
-from libc.math cimport log, log1p, INFINITY, NAN
+from libc.math cimport copysign, fabs, isfinite, ldexp, log, log1p, INFINITY, NAN
 from libc.string cimport memset
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 cimport numpy as cnp
@@ -1181,6 +1181,55 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     if out is None and out_nd == 0:  # a numpy scalar, as numpy's own reductions return
         return PyArray_Scalar(cnp.PyArray_DATA(result), result.dtype, result)
     return result
+
+
+cdef double _compensated_sum(const double* x, Py_ssize_t n, double scale) noexcept nogil:
+    """The sum of x[i] * scale in the order of i, with Neumaier's
+    compensation (about one rounding for the whole sum, whatever n);
+    +-inf or NaN as soon as the running sum is."""
+    cdef double s = 0.0, c = 0.0, t, v
+    cdef Py_ssize_t i
+    for i in range(n):
+        v = x[i] * scale
+        t = s + v
+        if fabs(s) >= fabs(v):
+            c += (s - t) + v
+        else:
+            c += (v - t) + s
+        s = t
+    return s + c if isfinite(s) else s
+
+
+def reduce_rows(cnp.ndarray rows, bint mean, bint to_float32):
+    """The sum (or, ``mean``, the mean) of a loss's per-row values ``rows``
+    (float64, C-contiguous, any shape), as a float; private, called by
+    klfast._core.losses for every loss call, so that the C shortcut and the
+    general path reduce alike. Finite rows whose sum overflows are summed
+    again scaled by 2^-64: a mean of finite rows is finite, a sum is +-inf
+    only when it is past the float64 range. A mean of no rows is NaN.
+    ``to_float32``: the result rounded to float32 (past its range: +-inf)."""
+    if cnp.PyArray_TYPE(rows) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(rows):
+        raise TypeError("klfast._kernels.reduce_rows: rows must be C-contiguous float64")
+    cdef const double* x = <const double*>cnp.PyArray_DATA(rows)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(rows), i
+    cdef double total
+    cdef bint finite = True
+    with nogil:
+        total = _compensated_sum(x, n, 1.0)
+        if not isfinite(total):
+            for i in range(n):
+                if not isfinite(x[i]):
+                    finite = False
+                    break
+            if finite:  # past the range only on the way: scaled, then back
+                total = _compensated_sum(x, n, ldexp(1.0, -64))
+                total = ldexp(total / n if mean else total, 64)
+                mean = False
+    if mean:
+        total = total / n if n else NAN
+    if to_float32:
+        total = copysign(INFINITY, total) if fabs(total) >= _F32_OVERFLOW else <float>total
+    return total
 
 
 def fast_loss(int measure, object target, object logits, object input, object temperature,

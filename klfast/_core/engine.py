@@ -27,6 +27,7 @@ LOSSES = _kernels.LOSSES  # loss name -> kernel code
 # C, small or large: it returns None whenever the general path must decide.
 fast_call = _kernels.fast
 fast_loss = _kernels.fast_loss  # the same for the losses' rows and gradient
+reduce_rows = _kernels.reduce_rows  # a loss's sum or mean of its rows, for both paths
 
 # An input the kernel cannot read directly (dtype, byte order, layout) is
 # converted in blocks of rows of about this many elements: never an

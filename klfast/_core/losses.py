@@ -29,21 +29,7 @@ _LOSSES = engine.LOSSES
 # The call in C (klfast._kernels.fast_loss), small or large: tried first, with
 # the arguments as given; None sends the call to the general path below.
 _fast_loss = engine.fast_loss
-
-
-def _reduce_rows(rows, reduction):
-    """The sum or the mean of the per-row values (float64). Finite rows whose
-    sum overflows are summed again scaled by 2^-64: a mean of finite rows is
-    finite, a sum is +-inf only when it is past the float64 range. (Called
-    with numpy's overflow and invalid warnings off.)"""
-    n_rows = rows.size
-    total = float(rows.sum())
-    if not math.isfinite(total) and np.isfinite(rows).all():
-        scaled = float(np.ldexp(rows, -64).sum())
-        return (scaled if reduction == "sum" else scaled / n_rows) * 2.0 ** 64
-    if reduction == "sum":
-        return total
-    return total / n_rows if n_rows else math.nan
+_reduce = engine.reduce_rows
 
 
 def _loss(loss, target, logits, temperature, target_is_logits, reduction, return_grad, eps,
@@ -133,9 +119,9 @@ def _value(rows, grad, reduction, dtype, mask, return_grad):
         if value.ndim == 0:
             value = value[()]
     else:
-        # a sum past float32's range is inf, as numpy rounds
-        with np.errstate(over="ignore", invalid="ignore"):
-            value = dtype.type(_reduce_rows(rows if mask is None else rows[mask], reduction))
+        # in C, compensated; a sum past float32's range is inf, as numpy rounds
+        value = dtype.type(_reduce(rows if mask is None else rows[mask], reduction == "mean",
+                                   dtype == np.float32))
     return (value, grad) if return_grad else value
 
 
@@ -183,7 +169,9 @@ _DOC_PARAMS = """
         Interpret ``target`` as logits: the same as ``input="logits"``.
     reduction : {"none", "sum", "mean"}, default "mean"
         ``"none"``: the per-row values, shape ``logits.shape`` without ``axis``.
-        ``"sum"``: their sum (``inf`` only past the float64 range).
+        ``"sum"``: their sum, in float64 with compensation (Neumaier: about one
+        rounding whatever the number of rows; ``inf`` only past the float64
+        range), then rounded to the logits' dtype.
         ``"mean"``: their sum divided by the number of rows (finite for
         finite rows, even when their sum overflows) -- what torch calls ``reduction="batchmean"``. torch's own
         ``"mean"`` divides by the number of *elements* (rows times k) and is

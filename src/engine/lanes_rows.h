@@ -929,9 +929,9 @@ KLF_INLINE void F(short_loop)(int measure, int cols, int k, int checked, const T
  * float64 0.79 / 0.85 and 0.81 / 0.84, float32 0.70 / 0.73 and 0.65 /
  * 0.68. k = 2 .. 10 so too gained nothing (float32 k = 2: 1.05 / 1.07).
  * Called a strip (n <= 64) at a time; returns the strip's distributions
- * for the exact path. With strips' whole call (up to 32 strips) in one
- * call, float64 rows of 12 took 1.06 / 1.07 as long (kl, 1 / 2 threads):
- * the word of bits in memory, not in a register. */
+ * for the exact path, a word kept in a register. With strips' whole call
+ * (up to 32 strips) in one call, and the words in memory, float64 rows of
+ * 12 took 1.06 / 1.07 as long (kl, 1 / 2 threads; ab_builds). */
 typedef uint64_t (*F(short_fn))(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,
                                  ptrdiff_t q_ls, ptrdiff_t q_es, int n, V e, const T *band,
                                  double tol, double scale, T *out, ptrdiff_t out_s, int stream,
