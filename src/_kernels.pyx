@@ -966,6 +966,28 @@ cdef Py_ssize_t _forms_into(Rows* c, Py_ssize_t n_rows, object num_threads) exce
         return _rows_between(c, 0, n_rows, 0)
 
 
+cdef void _leave_out(const int64_t* ix, Py_ssize_t n_in, Py_ssize_t n, cnp.ndarray values,
+                     object grad, Py_ssize_t g_rs, Py_ssize_t row_bytes):
+    """The rows r < n not in the increasing index ix[0 .. n_in) (a mask's
+    rows left out): NaN in values (C-contiguous, float64 or float32, one per
+    row), and with grad, row r of grad (g_rs bytes apart) row_bytes of
+    zeros."""
+    cdef Py_ssize_t r, j = 0
+    cdef bint f64 = cnp.PyArray_TYPE(values) == cnp.NPY_DOUBLE
+    cdef char* v = <char*>cnp.PyArray_DATA(values)
+    cdef char* g = <char*>cnp.PyArray_DATA(grad) if grad is not None else NULL
+    for r in range(n):
+        if j < n_in and ix[j] == r:
+            j += 1
+            continue
+        if f64:
+            (<double*>v)[r] = NAN
+        else:
+            (<float*>v)[r] = NAN
+        if g != NULL:
+            memset(g + r * g_rs, 0, row_bytes)
+
+
 cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims):
     """The rows a where= mask includes, as an int64 array of their numbers
     (row r is element r of the mask in C order), for a mask the shortcuts
@@ -1126,14 +1148,7 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
         ix = <int64_t*>cnp.PyArray_DATA(index)
         n_in = cnp.PyArray_DIM(index, 0)
         if out is None:  # rows left out are NaN (a caller's out keeps them)
-            j = 0
-            for r in range(L.n):
-                if j < n_in and ix[j] == r:
-                    j += 1
-                elif t == cnp.NPY_DOUBLE:
-                    (<double*>cnp.PyArray_DATA(result))[r] = NAN
-                else:
-                    (<float*>cnp.PyArray_DATA(result))[r] = NAN
+            _leave_out(ix, n_in, L.n, result, None, 0, 0)
     z = cnp.PyArray_ITEMSIZE(a)
     if forms:  # float64 values: into the result, or converted to float32
         values = result
@@ -1257,7 +1272,7 @@ def fast_loss(int measure, object target, object logits, object input, object te
     cdef cnp.ndarray a, b, grad = None, rows, index = None
     cdef Layout L
     cdef int form_p, form_q, i
-    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad = 0, n_in, r, j
+    cdef Py_ssize_t g_k, g_n, g_es, g_rs = 0, z, n_bad = 0, n_in
     cdef int64_t* ix = NULL
     cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
     cdef double e, inv_t
@@ -1319,14 +1334,7 @@ def fast_loss(int measure, object target, object logits, object input, object te
     rows = cnp.PyArray_EMPTY(L.nd - 1, dims, cnp.NPY_DOUBLE, 0)
     z = cnp.PyArray_ITEMSIZE(b)
     if index is not None:  # rows left out: NaN, their gradient rows 0
-        j = 0
-        for r in range(L.n):
-            if j < n_in and ix[j] == r:
-                j += 1
-                continue
-            (<double*>cnp.PyArray_DATA(rows))[r] = NAN
-            if grad is not None:
-                memset(<char*>cnp.PyArray_DATA(grad) + r * g_rs * z, 0, L.k * z)
+        _leave_out(ix, n_in, L.n, rows, grad, g_rs * z, L.k * z)
     _forms_call(&c, L.t, <char*>cnp.PyArray_DATA(a), L.p_rs * z, <char*>cnp.PyArray_DATA(b),
                 L.q_rs * z, <char*>cnp.PyArray_DATA(grad) if grad is not None else NULL,
                 g_rs * z, <char*>cnp.PyArray_DATA(rows), L.k, 1.0,
