@@ -1215,7 +1215,7 @@ cdef double _compensated_sum(const double* x, Py_ssize_t n, double scale) noexce
     return s + c if isfinite(s) else s
 
 
-def reduce_rows(cnp.ndarray rows, bint mean, bint to_float32):
+def reduce_rows(cnp.ndarray rows not None, bint mean, bint to_float32):
     """The sum (or, ``mean``, the mean) of a loss's per-row values ``rows``
     (float64, C-contiguous, any shape), as a float; private, called by
     klfast._core.losses for every loss call, so that the C shortcut and the

@@ -79,6 +79,8 @@ def test_bad_rows_are_a_type_error():
         _kernels.reduce_rows(np.zeros(4, dtype=np.float32), False, False)
     with pytest.raises(TypeError, match="C-contiguous float64"):
         _kernels.reduce_rows(np.zeros(8)[::2], False, False)
+    with pytest.raises(TypeError):
+        _kernels.reduce_rows(None, False, False)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
