@@ -545,44 +545,27 @@ KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const 
 #undef BLOCK_V
 }
 
-#define KLF_BLOCK_FN(name, code)                                                          \
-    static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
-                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
-                                 double eps, int normalize, double tol, double scale,      \
-                                 T *out, ptrdiff_t out_s, int stream, int *n_bad) {        \
-        (void)p_es, (void)q_es; /* 1: the caller's word (_run sends no other) */          \
-        (void)stream;                                                                     \
-        return F(row_block)(code, p, p_ls, q, q_ls, n, k, eps, normalize, tol, scale, out, \
-                            out_s, n_bad);                                                 \
+#define KLF_BLOCK_FN(m, code, _)                                                            \
+    static uint64_t ROW_FN(m##_block)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, \
+                                      ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,     \
+                                      double eps, int normalize, double tol, double scale,   \
+                                      T *out, ptrdiff_t out_s, int stream, int *n_bad) {     \
+        (void)p_es, (void)q_es; /* 1: the caller's word (_run sends no other) */            \
+        (void)stream;                                                                       \
+        return F(row_block)(code, p, p_ls, q, q_ls, n, k, eps, normalize, tol, scale, out,   \
+                            out_s, n_bad);                                                   \
     }
-KLF_BLOCK_FN(kl_block, KLFAST_KL)
-KLF_BLOCK_FN(jeffreys_block, KLFAST_JEFFREYS)
-KLF_BLOCK_FN(entropy_block, KLFAST_ENTROPY)
-KLF_BLOCK_FN(cross_entropy_block, KLFAST_CROSS_ENTROPY)
-KLF_BLOCK_FN(js_block, KLFAST_JS)
+KLFAST_EACH_MEASURE(KLF_BLOCK_FN, _)
 #undef KLF_BLOCK_FN
 #endif
 
-static double ROW_FN(kl)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
-                         int *special, double *sums) {
-    return F(row)(KLFAST_KL, p, q, k, eps, normalize, special, sums);
-}
-static double ROW_FN(jeffreys)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
-                               int *special, double *sums) {
-    return F(row)(KLFAST_JEFFREYS, p, q, k, eps, normalize, special, sums);
-}
-static double ROW_FN(entropy)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
-                              int *special, double *sums) {
-    return F(row)(KLFAST_ENTROPY, p, q, k, eps, normalize, special, sums);
-}
-static double ROW_FN(cross_entropy)(const S *p, const S *q, ptrdiff_t k, double eps,
-                                    int normalize, int *special, double *sums) {
-    return F(row)(KLFAST_CROSS_ENTROPY, p, q, k, eps, normalize, special, sums);
-}
-static double ROW_FN(js)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,
-                         int *special, double *sums) {
-    return F(row)(KLFAST_JS, p, q, k, eps, normalize, special, sums);
-}
+#define KLF_ROW_FN(m, code, _)                                                               \
+    static double ROW_FN(m)(const S *p, const S *q, ptrdiff_t k, double eps, int normalize,  \
+                            int *special, double *sums) {                                    \
+        return F(row)(code, p, q, k, eps, normalize, special, sums);                         \
+    }
+KLFAST_EACH_MEASURE(KLF_ROW_FN, _)
+#undef KLF_ROW_FN
 
 #undef BLOCK
 #undef NSUB

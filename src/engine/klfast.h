@@ -32,6 +32,12 @@
 enum { KLFAST_KL = 0, KLFAST_JEFFREYS = 1, KLFAST_ENTROPY = 2, KLFAST_CROSS_ENTROPY = 3,
        KLFAST_JS = 4, KLFAST_N_MEASURES = 5 };
 
+/* X(name, code, arg) for each measure in the order of the codes: the one
+ * list the kernels' instantiations and the levels' tables expand. */
+#define KLFAST_EACH_MEASURE(X, arg)                                                          \
+    X(kl, KLFAST_KL, arg) X(jeffreys, KLFAST_JEFFREYS, arg) X(entropy, KLFAST_ENTROPY, arg)  \
+    X(cross_entropy, KLFAST_CROSS_ENTROPY, arg) X(js, KLFAST_JS, arg)
+
 /* The form of an input row. */
 enum { KLFAST_PROBS = 0, KLFAST_LOG_PROBS = 1, KLFAST_LOGITS = 2 };
 

@@ -1289,42 +1289,30 @@ _Static_assert(SHORT_MAX == 16, "short_wide: k = 11 .. 16 for each layout");
 #define SHORT_WIDE(name, code)
 #define SHORT_WIDE_OF(name) NULL
 #endif
-SHORT_WIDE(kl_wide, KLFAST_KL)
-SHORT_WIDE(jeffreys_wide, KLFAST_JEFFREYS)
-SHORT_WIDE(entropy_wide, KLFAST_ENTROPY)
-SHORT_WIDE(cross_entropy_wide, KLFAST_CROSS_ENTROPY)
-SHORT_WIDE(js_wide, KLFAST_JS)
+#define KLF_WIDE_FN(m, code, _) SHORT_WIDE(m##_wide, code)
+KLFAST_EACH_MEASURE(KLF_WIDE_FN, _)
+#undef KLF_WIDE_FN
 
-#define KLF_STRIPS_FN(name, wide, code)                                                     \
-    static int ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,          \
-                            ptrdiff_t q_ls, ptrdiff_t q_es, int ns, ptrdiff_t k, double eps, \
-                            int normalize, double tol, double scale, T *out,                  \
-                            ptrdiff_t out_s, int stream, int *n_bad, uint64_t *special,       \
-                            void *scratch) {                                                  \
-        return F(strips)(code, SHORT_WIDE_OF(wide), p, p_ls, p_es, q, q_ls, q_es, ns, k, eps, \
-                         normalize, tol, scale, out, out_s, stream, n_bad, special, scratch); \
+/* each measure's strips and lanes (engine/klfast.h) */
+#define KLF_STRIPS_LANES_FN(m, code, _)                                                       \
+    static int ROW_FN(m##_strips)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,     \
+                                  ptrdiff_t q_ls, ptrdiff_t q_es, int ns, ptrdiff_t k,        \
+                                  double eps, int normalize, double tol, double scale,       \
+                                  T *out, ptrdiff_t out_s, int stream, int *n_bad,           \
+                                  uint64_t *special, void *scratch) {                        \
+        return F(strips)(code, SHORT_WIDE_OF(m##_wide), p, p_ls, p_es, q, q_ls, q_es, ns, k,  \
+                         eps, normalize, tol, scale, out, out_s, stream, n_bad, special,     \
+                         scratch);                                                           \
+    }                                                                                         \
+    static uint64_t ROW_FN(m##_lanes)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q, \
+                                      ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,     \
+                                      double eps, int normalize, double tol, double scale,   \
+                                      T *out, ptrdiff_t out_s, int stream, int *n_bad) {     \
+        return F(lanes)(code, SHORT_WIDE_OF(m##_wide), p, p_ls, p_es, q, q_ls, q_es, n, k,    \
+                        eps, normalize, tol, scale, out, out_s, stream, n_bad);              \
     }
-KLF_STRIPS_FN(kl_strips, kl_wide, KLFAST_KL)
-KLF_STRIPS_FN(jeffreys_strips, jeffreys_wide, KLFAST_JEFFREYS)
-KLF_STRIPS_FN(entropy_strips, entropy_wide, KLFAST_ENTROPY)
-KLF_STRIPS_FN(cross_entropy_strips, cross_entropy_wide, KLFAST_CROSS_ENTROPY)
-KLF_STRIPS_FN(js_strips, js_wide, KLFAST_JS)
-#undef KLF_STRIPS_FN
-
-#define KLF_LANES_FN(name, wide, code)                                                    \
-    static uint64_t ROW_FN(name)(const T *p, ptrdiff_t p_ls, ptrdiff_t p_es, const T *q,   \
-                                 ptrdiff_t q_ls, ptrdiff_t q_es, int n, ptrdiff_t k,        \
-                                 double eps, int normalize, double tol, double scale,      \
-                                 T *out, ptrdiff_t out_s, int stream, int *n_bad) {        \
-        return F(lanes)(code, SHORT_WIDE_OF(wide), p, p_ls, p_es, q, q_ls, q_es, n, k, eps, \
-                        normalize, tol, scale, out, out_s, stream, n_bad);                  \
-    }
-KLF_LANES_FN(kl_lanes, kl_wide, KLFAST_KL)
-KLF_LANES_FN(jeffreys_lanes, jeffreys_wide, KLFAST_JEFFREYS)
-KLF_LANES_FN(entropy_lanes, entropy_wide, KLFAST_ENTROPY)
-KLF_LANES_FN(cross_entropy_lanes, cross_entropy_wide, KLFAST_CROSS_ENTROPY)
-KLF_LANES_FN(js_lanes, js_wide, KLFAST_JS)
-#undef KLF_LANES_FN
+KLFAST_EACH_MEASURE(KLF_STRIPS_LANES_FN, _)
+#undef KLF_STRIPS_LANES_FN
 #undef SHORT_WIDE_FN
 #undef SHORT_WIDE_LAYOUT
 #undef SHORT_WIDE

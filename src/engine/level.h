@@ -56,31 +56,13 @@
 #include "logits_kl_rows.h"
 #undef KLF_ELEMENT_BITS
 
-#define KLF_LEVEL_ROWS(dtype)                                                            \
-    {KLF_CAT(KLF_CAT(klfast_kl_, dtype), KLF_CAT(_, KLF_LEVEL)),                         \
-     KLF_CAT(KLF_CAT(klfast_jeffreys_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
-     KLF_CAT(KLF_CAT(klfast_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),                    \
-     KLF_CAT(KLF_CAT(klfast_cross_entropy_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
-     KLF_CAT(KLF_CAT(klfast_js_, dtype), KLF_CAT(_, KLF_LEVEL))}
-#define KLF_LEVEL_STRIPS(dtype)                                                          \
-    {KLF_CAT(KLF_CAT(klfast_kl_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),                  \
-     KLF_CAT(KLF_CAT(klfast_jeffreys_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),            \
-     KLF_CAT(KLF_CAT(klfast_entropy_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
-     KLF_CAT(KLF_CAT(klfast_cross_entropy_strips_, dtype), KLF_CAT(_, KLF_LEVEL)),       \
-     KLF_CAT(KLF_CAT(klfast_js_strips_, dtype), KLF_CAT(_, KLF_LEVEL))}
-#define KLF_LEVEL_LANES(dtype)                                                           \
-    {KLF_CAT(KLF_CAT(klfast_kl_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
-     KLF_CAT(KLF_CAT(klfast_jeffreys_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
-     KLF_CAT(KLF_CAT(klfast_entropy_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
-     KLF_CAT(KLF_CAT(klfast_cross_entropy_lanes_, dtype), KLF_CAT(_, KLF_LEVEL)),        \
-     KLF_CAT(KLF_CAT(klfast_js_lanes_, dtype), KLF_CAT(_, KLF_LEVEL))}
-
-#define KLF_LEVEL_BLOCK(dtype)                                                           \
-    {KLF_CAT(KLF_CAT(klfast_kl_block_, dtype), KLF_CAT(_, KLF_LEVEL)),                   \
-     KLF_CAT(KLF_CAT(klfast_jeffreys_block_, dtype), KLF_CAT(_, KLF_LEVEL)),             \
-     KLF_CAT(KLF_CAT(klfast_entropy_block_, dtype), KLF_CAT(_, KLF_LEVEL)),              \
-     KLF_CAT(KLF_CAT(klfast_cross_entropy_block_, dtype), KLF_CAT(_, KLF_LEVEL)),        \
-     KLF_CAT(KLF_CAT(klfast_js_block_, dtype), KLF_CAT(_, KLF_LEVEL))}
+/* each measure's function of a kind ("", strips_, lanes_, block_) for a
+ * dtype (f64_, ...), in the order of the codes */
+#define KLF_LEVEL_FN(m, code, kind_dtype) KLF_CAT(KLF_CAT(klfast_##m##_, kind_dtype), KLF_LEVEL),
+#define KLF_LEVEL_ROWS(dtype) {KLFAST_EACH_MEASURE(KLF_LEVEL_FN, dtype##_)}
+#define KLF_LEVEL_STRIPS(dtype) {KLFAST_EACH_MEASURE(KLF_LEVEL_FN, strips_##dtype##_)}
+#define KLF_LEVEL_LANES(dtype) {KLFAST_EACH_MEASURE(KLF_LEVEL_FN, lanes_##dtype##_)}
+#define KLF_LEVEL_BLOCK(dtype) {KLFAST_EACH_MEASURE(KLF_LEVEL_FN, block_##dtype##_)}
 
 const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
     KLF_STR(KLF_LEVEL),
