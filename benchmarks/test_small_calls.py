@@ -18,6 +18,7 @@ Q = rng.dirichlet(np.ones(11), size=1)
 OUT = np.empty(1)
 OUT_KEEP = np.empty((1, 1))
 P3, Q3 = P[None], Q[None]  # (1, 1, 11)
+C_P, C_Q = (np.round(x * 1e6).astype(np.int64) for x in (P, Q))
 
 CALLS = {
     "plain": (lambda: klfast.kl(P, Q), {}),
@@ -35,13 +36,19 @@ CALLS = {
     "column, all keywords": (lambda: klfast.kl(P.T, Q.T, axis=0, eps=1e-12, base=2,
                                                normalize=False, keepdims=True, out=OUT_KEEP,
                                                num_threads=1), {"base": 2, "keepdims": True}),
+    # masks in any form numpy reads: a list, a bool, broadcast
+    "where=[True]": (lambda: klfast.kl(P, Q, where=[True]), {}),
+    "where=True": (lambda: klfast.kl(P, Q, where=True), {}),
+    # counts (integers), scored as distributions
+    "int counts, normalize": (lambda: klfast.kl(C_P, C_Q, normalize=True), {"normalize": True}),
 }
 
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_small_call(benchmark, name):
     fn, kw = CALLS[name]
-    np.testing.assert_allclose(np.ravel(fn()), np.ravel(_reference.kl(P, Q, **kw)), rtol=1e-13)
+    p, q = (C_P.astype(float), C_Q.astype(float)) if name.startswith("int") else (P, Q)
+    np.testing.assert_allclose(np.ravel(fn()), np.ravel(_reference.kl(p, q, **kw)), rtol=1e-13)
     benchmark.group = "kl 1 x 11 float64, keywords"
     benchmark(fn)
 

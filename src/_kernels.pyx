@@ -52,6 +52,7 @@ from libc.math cimport copysign, fabs, isfinite, ldexp, log, log1p, INFINITY, NA
 from libc.string cimport memset
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()
 
@@ -988,35 +989,100 @@ cdef void _leave_out(const int64_t* ix, Py_ssize_t n_in, Py_ssize_t n, cnp.ndarr
             memset(g + r * g_rs, 0, row_bytes)
 
 
-cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims):
+cdef object _numpy_bool = np.bool_
+
+
+cdef bint _broadcast(cnp.ndarray mask, int nt, const cnp.npy_intp* shape,
+                     Py_ssize_t* strides) noexcept:
+    """The byte strides (strides[0 .. nt)) that read ``mask`` broadcast to
+    ``shape`` (numpy's rule: trailing axes aligned, 1 or absent repeated,
+    stride 0); False when it does not broadcast."""
+    cdef int i, j, m = cnp.PyArray_NDIM(mask)
+    if m > nt:
+        return False
+    for i in range(nt):
+        j = i - (nt - m)
+        if j < 0 or cnp.PyArray_DIM(mask, j) == 1:
+            strides[i] = 0
+        elif cnp.PyArray_DIM(mask, j) == shape[i]:
+            strides[i] = cnp.PyArray_STRIDE(mask, j)
+        else:
+            return False
+    return True
+
+
+cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims, int kept):
     """The rows a where= mask includes, as an int64 array of their numbers
-    (row r is element r of the mask in C order), for a mask the shortcuts
-    take: an exact bool ndarray of the rows' shape (nd dimensions, dims),
-    C-contiguous; None for any other (the general path broadcasts it, or
-    names the error)."""
+    (row r: element r of the rows' shape, nd dimensions dims, in C order),
+    for a mask as validate.check_where takes it: a bool ndarray, list, tuple
+    or bool that broadcasts against the result's shape with keepdims' 1 at
+    axis ``kept`` (numpy's rule), or else against the rows' shape (kept -1:
+    no kept axis). None for anything else (the general path names the
+    error)."""
+    cdef cnp.npy_intp shape[65]  # (NPY_MAXDIMS + 1)
+    cdef Py_ssize_t strides[65]
+    cdef Py_ssize_t at[65]
+    cdef int i, nt = nd
     if not cnp.PyArray_CheckExact(where):
-        return None
+        if not (type(where) is list or type(where) is tuple or type(where) is bool
+                or type(where) is _numpy_bool):
+            return None
+        try:
+            where = cnp.PyArray_FROM_O(where)
+        except Exception:
+            return None
     cdef cnp.ndarray mask = <cnp.ndarray>where
-    cdef int i
-    if (cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
-            or cnp.PyArray_NDIM(mask) != nd):
+    if cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL:
         return None
     for i in range(nd):
-        if cnp.PyArray_DIM(mask, i) != dims[i]:
+        shape[i] = dims[i]
+    if kept >= 0:  # the result's shape: its kept 1 too
+        for i in range(nd, kept, -1):
+            shape[i] = shape[i - 1]
+        shape[kept] = 1
+        nt = nd + 1
+    if not _broadcast(mask, nt, shape, strides):
+        if kept < 0:
+            return None
+        nt = nd  # (a mask of the rows' shape beside keepdims)
+        for i in range(nd):
+            shape[i] = dims[i]
+        if not _broadcast(mask, nt, shape, strides):
             return None
     cdef const char* chosen = <const char*>cnp.PyArray_DATA(mask)
-    cdef Py_ssize_t r, n = cnp.PyArray_SIZE(mask), count = 0
-    for r in range(n):
-        count += chosen[r] != 0
-    cdef cnp.npy_intp size = count
+    cdef Py_ssize_t r, n = 1, count = 0, off = 0
+    cdef bint flat = True  # the mask's bytes are the rows' in C order
+    for i in range(nt - 1, -1, -1):
+        flat = flat and (shape[i] == 1 or strides[i] == n)
+        n *= shape[i]
+        at[i] = 0
+    cdef cnp.npy_intp size = n
+    if flat:  # (the common mask: counted first, so the index is its own array)
+        size = 0
+        for r in range(n):
+            size += chosen[r] != 0
     cdef cnp.ndarray index = cnp.PyArray_EMPTY(1, &size, cnp.NPY_INT64, 0)
     cdef int64_t* ix = <int64_t*>cnp.PyArray_DATA(index)
-    count = 0
-    for r in range(n):
-        if chosen[r]:
+    if flat:
+        for r in range(n):
+            if chosen[r]:
+                ix[count] = r
+                count += 1
+        return index
+    for r in range(n):  # the shape's elements in C order: an odometer of at[]
+        if chosen[off]:
             ix[count] = r
             count += 1
-    return index
+        i = nt - 1
+        while i >= 0:
+            at[i] += 1
+            off += strides[i]
+            if at[i] < shape[i]:
+                break
+            off -= strides[i] * shape[i]
+            at[i] = 0
+            i -= 1
+    return index[:count]
 
 
 cdef object _listed(object x):
@@ -1032,13 +1098,59 @@ cdef object _listed(object x):
     return x
 
 
+# numpy converts float16 at about 3.5 ns an element, the general path's
+# fixed cost is about 30 us: float16 inputs up to this size are converted
+# whole (32 x 11: 31 -> 3.1 us), larger ones read by the general path (64 x
+# 1,000: 47 us there, 246 us converted)
+cdef Py_ssize_t _HALF_WHOLE = 4096
+
+
+cdef inline bint _floats(object p, object q):
+    """p and q are exact ndarrays of one dtype, float32 or float64, native
+    and aligned (the call needs no conversion)."""
+    if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p, b = <cnp.ndarray>q
+    cdef int t = cnp.PyArray_TYPE(a)
+    return (t == cnp.PyArray_TYPE(b) and (t == cnp.NPY_DOUBLE or t == cnp.NPY_FLOAT)
+            and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISNOTSWAPPED(b)
+            and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISALIGNED(b))
+
+
+cdef tuple _as_float(object p, object q):
+    """p and q, not _floats, converted whole to the dtype the call computes
+    in (validate.result_dtype: float32 for float16 and float32, float64 for
+    the other real dtypes), when they are exact ndarrays of real dtypes
+    (bool, int, float) of at most _small elements each (float16:
+    _HALF_WHOLE): as the general path
+    converts them a block at a time, the same values. Anything else as it
+    is: larger inputs are converted there, a block at a time (no copy of
+    the input's size), and other dtypes explained."""
+    if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)):
+        return p, q
+    cdef cnp.ndarray a = <cnp.ndarray>p, b = <cnp.ndarray>q
+    cdef int t
+    if (cnp.PyArray_SIZE(a) > _small or cnp.PyArray_SIZE(b) > _small
+            or a.dtype.kind not in "biuf" or b.dtype.kind not in "biuf"):
+        return p, q
+    if ((cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT16 or cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT16)
+            and max(cnp.PyArray_SIZE(a), cnp.PyArray_SIZE(b)) > _HALF_WHOLE):
+        return p, q  # (the general path reads float16 rows of 16 or more as they are)
+    promoted = np.promote_types(a.dtype, b.dtype)
+    t = cnp.NPY_FLOAT if promoted.kind == "f" and promoted.itemsize <= 4 else cnp.NPY_DOUBLE
+    cdef int flags = cnp.NPY_ARRAY_ALIGNED | cnp.NPY_ARRAY_NOTSWAPPED | cnp.NPY_ARRAY_FORCECAST
+    p = cnp.PyArray_FROM_OTF(a, t, flags)
+    return p, (p if b is a else cnp.PyArray_FROM_OTF(b, t, flags))
+
+
 def fast(int measure, object p, object q, object axis, object eps, object base,
          object normalize, object check_sums, object keepdims, object out, object num_threads,
          object input, object temperature, object where, double tol):
     """A call, small or large, in C: None when it does not apply.
 
     Applies to exact ``numpy.ndarray`` inputs (or lists and tuples, made
-    arrays) of one dtype (float32 or float64), aligned and native, ``p`` and
+    arrays) of one dtype (float32 or float64), aligned and native, or of
+    other real dtypes up to _small elements (_as_float), ``p`` and
     ``q`` of one shape (or either
     one distribution: 1-D along the last axis, or of length 1 on every other
     axis; ``q`` None for entropy), with any strides (multiples of the item
@@ -1050,8 +1162,9 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     ``base`` None or a Python float or int (finite, > 0, != 1), an ``out``
     of the result's shape and dtype (C-contiguous, writeable, sharing no
     memory with the inputs) or None, ``num_threads`` None or an int >= 1,
-    ``where`` None or a C-contiguous bool array of the result's shape
-    without a kept axis (distributions with contiguous elements; the rows
+    ``where`` None or a bool mask that broadcasts against the result
+    (_chosen_rows: a bool array, list, tuple or bool; distributions with
+    contiguous elements; the rows
     left out are NaN in a new result, as they were in ``out``), and valid
     values (rows within ``tol`` of summing to 1 unless normalizing).
     ``input`` is a form's name or a tuple of one per
@@ -1079,6 +1192,8 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
             return None  # the general path says q is required
         q = p
     q = _listed(q)
+    if not _floats(p, q):
+        p, q = _as_float(p, q)
     if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
             and type(eps) is float and type(normalize) is bool and type(keepdims) is bool
             and type(check_sums) is bool and type(axis) is int
@@ -1139,10 +1254,10 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
             if cnp.PyArray_DIM(result, i) != dims[i]:
                 return None
     n_in = L.n
-    if where is not None:  # a mask of the other axes' shape (keepdims' 1 left out)
+    if where is not None:  # the rows: the other axes' shape (keepdims' 1 left out)
         for i in range(nd - 1):
             dims[i] = cnp.PyArray_DIM(shaped, i + (i >= ax))
-        index = _chosen_rows(where, nd - 1, dims)
+        index = _chosen_rows(where, nd - 1, dims, ax if keepdims else -1)
         if index is None:
             return None
         ix = <int64_t*>cnp.PyArray_DATA(index)
@@ -1263,11 +1378,13 @@ def fast_loss(int measure, object target, object logits, object input, object te
     tuple of two ending in "logits", ``temperature`` a float or int,
     ``return_grad`` a bool, ``grad_out`` None or an array of the logits'
     shape and dtype (C-contiguous, writeable, sharing no memory with the
-    inputs), ``eps`` a float, ``where`` None or a C-contiguous bool array of
-    the rows' shape, and rows the kernel finds valid. Everything else goes
-    through klfast._core.losses' general path, which validates and explains.
-    Returns (rows, grad, where): the rows left out by ``where`` are NaN and
-    their gradient rows 0, as there; a mean divides by the rows included.
+    inputs), ``eps`` a float, ``where`` None or a bool mask that broadcasts
+    to the rows' shape (_chosen_rows), and rows the kernel finds valid.
+    Everything else goes through klfast._core.losses' general path, which
+    validates and explains.
+    Returns (rows, grad, index): the rows left out by ``where`` are NaN and
+    their gradient rows 0, as there; a mean divides by the rows included,
+    whose numbers (flat, in C order) index holds (None: every row).
     """
     cdef cnp.ndarray a, b, grad = None, rows, index = None
     cdef Layout L
@@ -1280,7 +1397,6 @@ def fast_loss(int measure, object target, object logits, object input, object te
     if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_CheckExact(logits)
             and type(eps) is float and type(return_grad) is bool
             and type(target_is_logits) is bool and type(axis) is int
-            and (where is None or cnp.PyArray_CheckExact(where))
             and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         return None
     if input is None:
@@ -1326,7 +1442,7 @@ def fast_loss(int measure, object target, object logits, object input, object te
         dims[i] = cnp.PyArray_DIM(b, i + (i >= L.ax))
     n_in = L.n
     if where is not None:
-        index = _chosen_rows(where, L.nd - 1, dims)
+        index = _chosen_rows(where, L.nd - 1, dims, -1)
         if index is None:
             return None
         ix = <int64_t*>cnp.PyArray_DATA(index)
@@ -1347,7 +1463,7 @@ def fast_loss(int measure, object target, object logits, object input, object te
         n_bad = _forms_into(&c, n_in, num_threads)
     if n_bad:
         return None  # the general path explains
-    return rows, grad, where
+    return rows, grad, index
 
 
 def omp_max_threads():

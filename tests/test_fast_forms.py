@@ -11,6 +11,7 @@ import pytest
 import klfast
 import klfast._core.engine
 from klfast._core import reference as _reference
+from zoo import general_path
 
 MEASURES = ["kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon"]
 LOSSES = ["kl_loss", "cross_entropy_loss"]
@@ -78,12 +79,12 @@ def test_forms_take_the_shortcut_and_match_the_twin(name, input, temperature, sh
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [5, 7_000])  # a small call and one of 77,000 elements
 def test_forms_give_the_general_paths_bits(name, dtype, n):
-    """The shortcut and the general path (where= of every row as a list sends
-    a call there) give the same bits, on 1, 2 and the default number of
-    threads."""
+    """The shortcut and the general path give the same bits, on 1, 2 and the
+    default number of threads."""
     p, q = logits((n, 11), dtype, 1), logits((n, 11), dtype, 2)
     kw = {"input": "logits", "temperature": 1.5}
-    general = call(klfast, name, p, q, where=[True] * n, **kw)
+    with general_path():
+        general = call(klfast, name, p, q, **kw)
     for num_threads in (1, 2, None):
         np.testing.assert_array_equal(call(klfast, name, p, q, num_threads=num_threads, **kw),
                                       general)
@@ -162,11 +163,11 @@ def test_lists_and_tuples_of_floats_take_the_shortcut(name, no_general_path):
 
 
 @pytest.mark.parametrize("p, q, error", [
-    ([1, 2, 3], [3, 2, 1], None),  # integers: the general path (counts with normalize)
+    ([1, 2, 3], [3, 2, 1], None),  # integers (counts with normalize): converted
     ([[0.5, 0.5], [1.0]], [0.5, 0.5], ValueError),  # ragged: numpy's error
     (["a", "b"], [0.5, 0.5], TypeError),
 ])
-def test_other_lists_take_the_general_path(p, q, error):
+def test_other_lists(p, q, error):
     if error is None:
         got = klfast.kl(p, q, normalize=True)
         want = _reference.kl(np.array(p, float), np.array(q, float), normalize=True)
@@ -182,13 +183,13 @@ def test_other_lists_take_the_general_path(p, q, error):
 @pytest.mark.parametrize("n", [6, 7_000])
 def test_where_takes_the_shortcut(name, dtype, input, n, monkeypatch):
     """where= as a bool array of the result's shape takes the shortcut: the
-    general path's bits (a list mask goes there), the twin's values on the
-    rows included, NaN on the others in a new result, a caller's out= left
-    as it was there."""
+    general path's bits, the twin's values on the rows included, NaN on the
+    others in a new result, a caller's out= left as it was there."""
     z1, z2 = logits((n, 11), dtype, 1), logits((n, 11), dtype, 2)
     p, q = (z1, z2) if input == "logits" else (as_form(z1, "probs"), as_form(z2, "probs"))
     mask = np.arange(n) % 3 != 1
-    general = call(klfast, name, p, q, input=input, base=2, where=mask.tolist())
+    with general_path():
+        general = call(klfast, name, p, q, input=input, base=2, where=mask)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the call left the C shortcut")
@@ -293,14 +294,14 @@ def test_a_target_for_every_row_takes_the_shortcut(name, dtype, no_general_path)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [5, 7_000])
 def test_losses_give_the_general_paths_bits(name, dtype, n):
-    """The shortcut and the general path (where= of every row as a list)
-    give the same loss and gradient bits, on 1, 2 and the default number of
-    threads."""
+    """The shortcut and the general path give the same loss and gradient
+    bits, on 1, 2 and the default number of threads."""
     target, z = as_form(logits((n, 11), dtype, 7), "probs"), logits((n, 11), dtype, 8)
     fn = getattr(klfast, name)
     for reduction in ("none", "mean"):
-        want, want_grad = fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
-                             where=[True] * n)
+        with general_path():
+            want, want_grad = fn(target, z, return_grad=True, reduction=reduction,
+                                 temperature=2.0)
         for num_threads in (1, 2, None):
             got, grad = fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
                            num_threads=num_threads)
@@ -321,14 +322,16 @@ def test_large_losses_take_the_shortcut(no_general_path):
 @pytest.mark.parametrize("n", [6, 7_000])
 def test_losses_with_where_take_the_shortcut(name, dtype, n, monkeypatch):
     """where= as a bool array of the rows' shape (padding left out) takes
-    the shortcut: the general path's bits (a list mask goes there), the
-    twin's values on the rows included, NaN and a gradient of 0 on the
-    others, the mean over the rows included."""
+    the shortcut: the general path's bits, the twin's values on the rows
+    included, NaN and a gradient of 0 on the others, the mean over the rows
+    included."""
     target, z = as_form(logits((n, 11), dtype, 7), "probs"), logits((n, 11), dtype, 8)
     mask = np.arange(n) % 3 != 1
     fn = getattr(klfast, name)
-    general = {reduction: fn(target, z, return_grad=True, reduction=reduction, temperature=2.0,
-                             where=mask.tolist()) for reduction in ("none", "sum", "mean")}
+    with general_path():
+        general = {reduction: fn(target, z, return_grad=True, reduction=reduction,
+                                 temperature=2.0, where=mask)
+                   for reduction in ("none", "sum", "mean")}
 
     def refuse(*args, **kwargs):
         raise AssertionError("the call left the C shortcut")
@@ -365,11 +368,12 @@ def test_losses_with_other_masks(name, no_general_path):
 
 
 @pytest.mark.parametrize("where, error", [
-    (np.ones(8, dtype=bool), None),  # broadcast against (4, 8): the general path
+    (np.ones(8, dtype=bool), None),  # broadcast against (4, 8)
+    ([True] * 8, None),  # a list, broadcast
     (np.ones((4, 8), dtype=int), TypeError),
     (np.ones((4, 9), dtype=bool), ValueError),
 ])
-def test_other_loss_masks_take_the_general_path(where, error):
+def test_other_loss_masks(where, error):
     target, z = as_form(logits((4, 8, 10), np.float64, 7), "probs"), logits((4, 8, 10),
                                                                               np.float64, 8)
     if error is None:

@@ -3,7 +3,9 @@
 or large (threads), and gives exactly what the general path gives: the same
 values (as the slow twin), the same result type and shape, ``out``
 returned."""
+import contextlib
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 import klfast
 import klfast._core.engine
 from klfast._core import reference as _reference
+from zoo import general_path
 
 MEASURES = ["kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon"]
 COMBOS = list(itertools.product([None, 2, 10.0, 0.5], [False, True], [False, True], [-1, "last"]))
@@ -175,15 +178,15 @@ def test_large_calls_take_the_shortcut_on_threads(dtype, k, n, no_general_path):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("layout", ["rows", "columns"])
 def test_large_calls_give_the_general_paths_bits(name, dtype, layout):
-    """A large call through the shortcut and through the general path (a
-    where= of every row, as a list, sends it there) give the same bits."""
+    """A large call through the shortcut and through the general path give
+    the same bits."""
     p, q = inputs((7_000, 11), dtype)
     axis = -1
     if layout == "columns":
         p, q, axis = p.T.copy(), q.T.copy(), 0
     shortcut = call(klfast, name, p, q, axis=axis, keepdims=True)
-    general = call(klfast, name, p, q, axis=axis, keepdims=True,
-                   where=np.ones(shortcut.shape, dtype=bool).tolist())
+    with general_path():
+        general = call(klfast, name, p, q, axis=axis, keepdims=True)
     np.testing.assert_array_equal(shortcut, general)
     np.testing.assert_allclose(np.ravel(shortcut), call(_reference, name, p, q, axis=axis),
                                rtol=1e-12 if dtype == np.float64 else 2e-5, atol=1e-15)
@@ -240,14 +243,14 @@ def test_more_dimensions_take_the_shortcut(name, dtype, keepdims, use_out, no_ge
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_more_dimensions_give_the_general_paths_bits(dtype):
-    """The shortcut and the general path (where= of every row, as a list)
-    give the same bits for inputs of more dimensions; an axis whose other
+    """The shortcut and the general path give the same bits for inputs of
+    more dimensions; an axis whose other
     axes are not one stride, and other axes of different shapes, go there as
     before."""
     for label, p, q, axis in nd_layouts(dtype):
         shortcut = klfast.kl(p, q, axis=axis)
-        general = klfast.kl(p, q, axis=axis,
-                            where=np.ones(shortcut.shape, dtype=bool).tolist())
+        with general_path():
+            general = klfast.kl(p, q, axis=axis)
         np.testing.assert_array_equal(shortcut, general, err_msg=label)
     p, q = inputs((4, 8, 11), dtype)
     tol = 1e-13 if dtype == np.float64 else 2e-5
@@ -296,3 +299,176 @@ def test_shape_mismatch_along_axis_0_is_an_error():
     p, q = inputs((3, 11), np.float64)
     with pytest.raises(ValueError, match="same length along axis 0"):
         klfast.kl(p.T, q.T[:10], axis=0)
+
+
+def counts(shape, seed=5):
+    """Counts 0 .. 9 in every row, none all zero (rows that are counts,
+    not distributions: normalize=True)."""
+    x = np.random.default_rng(seed).integers(0, 10, size=shape)
+    x[..., 0] += 1
+    return x
+
+
+# (p's dtype, q's dtype, the dtype computed in and returned: numpy's
+# promotion, then float16 -> float32, integers and bool -> float64)
+DTYPES = [
+    (np.int64, np.int64, np.float64), (np.uint8, np.int32, np.float64),
+    (np.bool_, np.int64, np.float64), (np.int8, np.float32, np.float32),
+    (np.float16, np.float16, np.float32), (np.float16, np.float64, np.float64),
+    (np.float32, np.float64, np.float64), (">f8", ">f8", np.float64), ("<f4", ">f4", np.float32),
+    (np.longdouble, np.float64, np.float64),
+]
+
+
+@pytest.mark.parametrize("name", MEASURES)
+@pytest.mark.parametrize("p_dtype, q_dtype, dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(11,), (3, 11), (2, 4, 6)])
+def test_other_real_dtypes_take_the_shortcut(name, p_dtype, q_dtype, dtype, shape):
+    """Small inputs of other real dtypes (counts with normalize=True, bool,
+    float16, float32 beside float64, byte-swapped) are converted whole and
+    scored in C: the dtype the general path returns, the twin's values (in
+    float64 from the same converted values), and the general path's bits."""
+    p = counts(shape, 5).astype(p_dtype)
+    q = counts(shape, 6).astype(q_dtype)
+    if p_dtype == np.bool_:
+        p = p > 2
+        p[..., 0] = True
+    if name == "entropy":  # of p alone
+        dtype = np.float32 if np.dtype(p_dtype).kind == "f" and np.dtype(p_dtype).itemsize <= 4 \
+            else np.float64
+    kw = {"normalize": True, "base": 2}
+    with shortcut_only():
+        got = call(klfast, name, p, q, **kw)
+    assert np.asarray(got).dtype == dtype
+    want = call(_reference, name, p.astype(dtype).astype(np.float64),
+                q.astype(dtype).astype(np.float64), **kw)
+    tol = 1e-13 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    with general_path():
+        general = call(klfast, name, p, q, **kw)
+    np.testing.assert_array_equal(got, general)
+
+
+@contextlib.contextmanager
+def shortcut_only():
+    """Within it, a call that reaches the Python row engine fails."""
+    real = klfast._core.engine.run
+    klfast._core.engine.run = refused
+    try:
+        yield
+    finally:
+        klfast._core.engine.run = real
+
+
+def refused(*args, **kwargs):
+    raise AssertionError("the call left the C shortcut")
+
+
+@pytest.mark.parametrize("shape, dtype", [((7_000, 11), np.int64), ((6_000, 11), np.uint8),
+                                          ((64, 100), np.float16)])
+def test_larger_inputs_of_other_dtypes_take_the_general_path(monkeypatch, shape, dtype):
+    """Past the small size (float16: 4,096 elements), other dtypes go to the
+    general path, which converts them a block at a time (no copy of the
+    input's size) or reads float16 rows as they are: the twin's values."""
+    ran = []
+    real = klfast._core.engine.run
+    monkeypatch.setattr(klfast._core.engine, "run",
+                        lambda *args, **kw: ran.append(1) or real(*args, **kw))
+    p, q = counts(shape, 5).astype(dtype), counts(shape, 6).astype(dtype)
+    got = klfast.kl(p, q, normalize=True)
+    assert ran and got.dtype == (np.float32 if dtype == np.float16 else np.float64)
+    want = _reference.kl(p.astype(float), q.astype(float), normalize=True)
+    tol = 2e-5 if dtype == np.float16 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("p, q, error, match", [
+    (np.ones(4, complex), np.ones(4), TypeError, "p must hold real numbers"),
+    (np.ones(4), np.array(["a"] * 4), TypeError, "q must hold real numbers"),
+    (np.arange(4), np.arange(4), ValueError, "sums to 6"),  # counts without normalize
+])
+def test_other_dtypes_still_give_the_general_paths_errors(p, q, error, match):
+    with pytest.raises(error, match=match):
+        klfast.kl(p, q)
+
+
+def masks_of_every_form(n_outer):
+    """(label, where, keepdims, the bool mask it means) for results of shape
+    n_outer (2-D: (4, 6)); each where= the shortcut takes."""
+    rng = np.random.default_rng(11)
+    full = rng.random(n_outer) < 0.6
+    row = rng.random(n_outer[-1]) < 0.6
+    wider = np.zeros((n_outer[0], 2 * n_outer[1]), bool)
+    wider[:, ::2] = full
+    return [
+        ("a list", full.tolist(), False, full),
+        ("a tuple of lists", tuple(full.tolist()), False, full),
+        ("True", True, False, np.ones(n_outer, bool)),
+        ("numpy False", np.False_, False, np.zeros(n_outer, bool)),
+        ("a row broadcast", row, False, np.broadcast_to(row, n_outer)),
+        ("a column broadcast, as a list", full[:, :1].tolist(), False,
+         np.broadcast_to(full[:, :1], n_outer)),
+        ("every other element of a wider mask", wider[:, ::2], False, full),
+        ("the kept shape", full[..., None], True, full),
+        ("a row of the kept shape", row[:, None], True, np.broadcast_to(row, n_outer)),
+    ]
+
+
+@pytest.mark.parametrize("name", MEASURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("input", ["probs", "logits"])
+def test_masks_of_every_form_take_the_shortcut(name, dtype, input):
+    """where= as a list, a tuple, a bool, a mask that broadcasts, a view,
+    or of keepdims' kept shape: the rows it includes score as the twin's,
+    the others are NaN, and the bits are the general path's."""
+    p, q = inputs((4, 6, 11), dtype)
+    if input == "logits":
+        p, q = np.log(p), np.log(q)
+    for label, where, keepdims, mask in masks_of_every_form((4, 6)):
+        with shortcut_only():
+            got = call(klfast, name, p, q, where=where, keepdims=keepdims, input=input)
+        rows = got[..., 0] if keepdims else got
+        assert rows.shape == (4, 6), label
+        assert np.isnan(rows[~mask]).all(), label
+        if mask.any():
+            want = call(_reference, name, p[mask], q[mask], input=input)
+            tol = 1e-13 if dtype == np.float64 else 2e-5
+            np.testing.assert_allclose(rows[mask], want, rtol=tol, atol=tol, err_msg=label)
+        with general_path():
+            general = call(klfast, name, p, q, where=where, keepdims=keepdims, input=input)
+        np.testing.assert_array_equal(got, general, err_msg=label)
+
+
+@pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
+def test_loss_masks_of_every_form_take_the_shortcut(loss, no_general_path):
+    """The losses' where= in the same forms: the mean is over the rows
+    included (math.fsum of the twin's rows), their gradient rows only."""
+    rng = np.random.default_rng(12)
+    target = rng.dirichlet(np.ones(9), size=(4, 6))
+    logits = rng.standard_normal((4, 6, 9))
+    fn = getattr(klfast, loss)
+    for label, where, keepdims, mask in masks_of_every_form((4, 6)):
+        if keepdims:
+            continue  # (the losses have no keepdims)
+        value, grad = fn(target, logits, where=where, return_grad=True)
+        assert (grad[~mask] == 0).all(), label
+        if not mask.any():
+            assert np.isnan(value), label
+            continue
+        rows, want_grad = getattr(_reference, loss)(target[mask], logits[mask],
+                                                    reduction="none", return_grad=True)
+        np.testing.assert_allclose(value, math.fsum(rows) / mask.sum(), rtol=1e-13,
+                                   err_msg=label)
+        np.testing.assert_allclose(grad[mask], want_grad / mask.sum(), rtol=1e-12, atol=1e-15,
+                                   err_msg=label)
+
+
+@pytest.mark.parametrize("where, error, match", [
+    ([1, 0, 1], TypeError, "where must be bool"),
+    ([True, False], ValueError, r"where of shape \(2,\) does not broadcast"),
+    (np.ones((3, 1, 1), bool), ValueError, "does not broadcast"),
+])
+def test_bad_masks_still_give_the_general_paths_errors(where, error, match):
+    p, q = inputs((3, 11), np.float64)
+    with pytest.raises(error, match=match):
+        klfast.kl(p, q, where=where)

@@ -2,13 +2,15 @@
 raises nothing), never counted (a loss's mean divides by the rows included),
 are NaN in a new result and untouched in a caller's out; the rows included
 score exactly as the same rows alone, and match the slow twin."""
+import contextlib
+
 import numpy as np
 import pytest
 import scipy.special
 
 import klfast
 from klfast._core import engine
-from zoo import assert_unchanged, call, call_ref, distributions, snapshot
+from zoo import assert_unchanged, call, call_ref, distributions, general_path, snapshot
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 
@@ -50,12 +52,12 @@ def test_scattered_rows_are_read_in_place(rng, monkeypatch):
     mask = rng.random(500) < 0.5
     p, q = distributions(rng, (500, 40)), distributions(rng, (500, 40))
     logits = rng.standard_normal((500, 40)).astype(np.float16)
-    # (a list: the general path; a bool array of the rows' shape takes the C
-    # shortcut, which reads the rows through an index of its own)
-    klfast.kl(p, q, where=mask.tolist(), num_threads=2)
-    klfast.jeffreys(p.astype(np.float32), q.astype(np.float32), where=mask.tolist())
-    klfast.kl(logits, logits[::-1], input="logits", where=mask, num_threads=2)
-    klfast.kl_loss(p, np.log(q + 0.01), where=mask.tolist(), num_threads=2)
+    # (the C shortcut reads the rows through an index of its own)
+    with general_path():
+        klfast.kl(p, q, where=mask.tolist(), num_threads=2)
+        klfast.jeffreys(p.astype(np.float32), q.astype(np.float32), where=mask)
+        klfast.kl(logits, logits[::-1], input="logits", where=mask, num_threads=2)
+        klfast.kl_loss(p, np.log(q + 0.01), where=mask, num_threads=2)
     assert taken == [True] * 4
 
 
@@ -63,17 +65,18 @@ def test_scattered_rows_are_read_in_place(rng, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
 @pytest.mark.parametrize("mask_kind", sorted(MASKS))
 @pytest.mark.parametrize("num_threads", [1, 2])
-@pytest.mark.parametrize("as_list", [False, True])  # the C shortcut, the general path
+@pytest.mark.parametrize("route", ["shortcut", "list", "general"])  # (a list: the shortcut too)
 def test_included_rows_as_alone_and_the_rest_never_read(rng, path, measure, dtype, mask_kind,
-                                                        num_threads, as_list):
+                                                        num_threads, route):
     n, k = 600, 40
     p = distributions(rng, (n, k)).astype(dtype)
     q = distributions(rng, (n, k)).astype(dtype)
     mask = MASKS[mask_kind](n, rng)
     pp, qq = poisoned(p, mask, rng), poisoned(q, mask, rng)
     before = snapshot(pp), snapshot(qq)
-    got = call(measure, pp, qq, where=mask.tolist() if as_list else mask,
-               num_threads=num_threads)
+    with general_path() if route == "general" else contextlib.nullcontext():
+        got = call(measure, pp, qq, where=mask.tolist() if route == "list" else mask,
+                   num_threads=num_threads)
     assert_unchanged(before[0], snapshot(pp))
     assert_unchanged(before[1], snapshot(qq))
     assert got.shape == (n,) and np.isnan(got[~mask]).all()
@@ -143,13 +146,15 @@ def test_out_keepdims_distance_and_forms(rng):
 
 @pytest.mark.parametrize("loss", ["kl_loss", "cross_entropy_loss"])
 @pytest.mark.parametrize("mask_kind", sorted(MASKS))
-@pytest.mark.parametrize("as_list", [False, True])  # the C shortcut, the general path
-def test_losses_count_only_the_included_rows(rng, path, loss, mask_kind, as_list):
+@pytest.mark.parametrize("route", ["shortcut", "list", "general"])
+def test_losses_count_only_the_included_rows(rng, path, loss, mask_kind, route, monkeypatch):
     n, k = 200, 30
     target = distributions(rng, (n, k))
     logits = rng.normal(size=(n, k))
     mask = MASKS[mask_kind](n, rng)
-    where = mask.tolist() if as_list else mask
+    where = mask.tolist() if route == "list" else mask
+    if route == "general":
+        general_path(monkeypatch)
     fn = getattr(klfast, loss)
     logits_in = logits.copy()
     logits_in[~mask] = np.nan  # padding: never read
@@ -183,3 +188,25 @@ def test_bad_masks_are_refused(rng):
         klfast.entropy(p, where=np.ma.masked_array(np.ones(10, bool)))
     with pytest.raises(ValueError, match="where of shape"):
         klfast.kl_loss(p, p, where=np.ones(3, bool))
+
+
+@pytest.mark.parametrize("route", ["shortcut", "general"])
+def test_keepdims_masks_broadcast_against_the_kept_shape(rng, route, monkeypatch):
+    """With keepdims=True, where= broadcasts against the result's shape, kept
+    axis included (numpy's rule): a (4, 1) mask of a (4, 4, 1) result names
+    the second axis, not the first. A mask of the rows' shape is taken too."""
+    if route == "general":
+        general_path(monkeypatch)
+    p, q = distributions(rng, (4, 4, 12)), distributions(rng, (4, 4, 12))
+    full = klfast.kl(p, q, keepdims=True)
+    pick = np.array([True, False, False, True])
+    got = klfast.kl(p, q, keepdims=True, where=pick[:, None])
+    want = np.where(pick[None, :, None], full, np.nan)  # row (i, j) kept where pick[j]
+    np.testing.assert_array_equal(got, want)
+    rows_mask = rng.random((4, 4)) < 0.5  # the rows' shape, beside keepdims
+    got = klfast.kl(p, q, keepdims=True, where=rows_mask)
+    np.testing.assert_array_equal(got, np.where(rows_mask[..., None], full, np.nan))
+    # columns, keepdims at axis 0: (1, 4, 4); a (4, 1) mask names the first outer axis
+    cols_p, cols_q = np.moveaxis(p, -1, 0), np.moveaxis(q, -1, 0)
+    got = klfast.kl(cols_p, cols_q, axis=0, keepdims=True, where=pick[:, None])
+    np.testing.assert_array_equal(got[0], np.where(pick[:, None], full[..., 0], np.nan))

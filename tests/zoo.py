@@ -4,14 +4,45 @@ The zoo follows bottleneck's ``array_generator``: the same values in every
 memory layout klfast must handle, so a test can demand identical results
 across layouts and compare each against the slow twin.
 """
+import contextlib
+
 import numpy as np
 
 import klfast
 from klfast import _kernels
+from klfast._core import losses as _losses
+from klfast._core import measures as _measures
 from klfast._core import reference as _reference
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy")
 PAIR_MEASURES = ("kl", "jeffreys", "cross_entropy")
+
+
+def general_path(monkeypatch=None):
+    """Every call of the measures and the losses through the general path
+    (klfast._core's Python row engine), the C shortcuts (_kernels.fast,
+    fast_loss) not tried: within the context this returns, or, given
+    pytest's ``monkeypatch``, for the rest of the test. For tests that
+    compare the two."""
+    if monkeypatch is not None:
+        monkeypatch.setattr(_measures, "_fast_call", _declined)
+        monkeypatch.setattr(_losses, "_fast_loss", _declined)
+        return None
+    return _general_path()
+
+
+def _declined(*args):
+    return None
+
+
+@contextlib.contextmanager
+def _general_path():
+    saved = _measures._fast_call, _losses._fast_loss
+    _measures._fast_call = _losses._fast_loss = _declined
+    try:
+        yield
+    finally:
+        _measures._fast_call, _losses._fast_loss = saved
 
 
 def call(measure, p, q=None, **kwargs):

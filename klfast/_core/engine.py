@@ -291,7 +291,7 @@ def _kernel_ready(x, dtype, strided=False, widened=()):
     item = x.dtype.itemsize
     return (
         (x.dtype == dtype
-         or (x.dtype.name in widened and x.dtype.itemsize == 2 and x.dtype.isnative))
+         or (x.dtype.itemsize == 2 and x.dtype.isnative and x.dtype.name in widened))
         and x.flags.aligned
         and (x.shape[1] <= 1 or x.strides[1] == item or (strided and x.strides[1] % item == 0))
         and (x.shape[0] <= 1 or x.strides[0] % item == 0)

@@ -39,8 +39,8 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
                           target_is_logits, return_grad, eps, axis, num_threads, grad_out, where,
                           reduction == "mean", LOG_PROB_MAX)
         if fast is not None:
-            rows, grad, mask = fast
-            return _value(rows, grad, reduction, logits.dtype, mask, return_grad)
+            rows, grad, included = fast
+            return _value(rows, grad, reduction, logits.dtype, included, return_grad)
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
     forms = check_loss_forms(input, target_is_logits)
@@ -108,20 +108,23 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
         grad_out[...] = grad
         grad = grad_out
 
-    return _value(rows, grad, reduction, dtype, mask, return_grad)
+    return _value(rows, grad, reduction, dtype, None if mask is None else np.flatnonzero(mask),
+                  return_grad)
 
 
-def _value(rows, grad, reduction, dtype, mask, return_grad):
-    """The loss of the per-row values ``rows`` (float64, NaN where ``mask``
-    is False), in ``dtype``: as they are, their sum or their mean."""
+def _value(rows, grad, reduction, dtype, included, return_grad):
+    """The loss of the per-row values ``rows`` (float64, C-contiguous; NaN
+    in the rows left out), in ``dtype``: as they are, their sum or their
+    mean; ``included``: the numbers of the rows included (flat, in C
+    order), or None for every row."""
     if reduction == "none":
         value = rows.astype(dtype)
         if value.ndim == 0:
             value = value[()]
     else:
         # in C, compensated; a sum past float32's range is inf, as numpy rounds
-        value = dtype.type(_reduce(rows if mask is None else rows[mask], reduction == "mean",
-                                   dtype == np.float32))
+        value = dtype.type(_reduce(rows if included is None else rows.reshape(-1)[included],
+                                   reduction == "mean", dtype == np.float32))
     return (value, grad) if return_grad else value
 
 

@@ -168,7 +168,8 @@ _DOC_PARAMS = """
         Array of the result's shape and dtype to fill and return.
     where : array_like of bool, optional
         The rows to score, broadcast against the result (its shape without
-        ``axis``). Rows where it is False are not read at all (not checked,
+        ``axis``; with ``keepdims``, against the kept shape first, as numpy
+        does). Rows where it is False are not read at all (not checked,
         not counted): their result is NaN in a new array, and left as it
         was in ``out`` (numpy's ufunc rule).
     num_threads : int, optional

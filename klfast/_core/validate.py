@@ -224,8 +224,9 @@ def _torch_view(x, name):
 
 
 def is_bfloat16(dtype):
-    """``ml_dtypes.bfloat16`` (without importing ml_dtypes)."""
-    return dtype.name == "bfloat16" and dtype.itemsize == 2
+    """``ml_dtypes.bfloat16`` (without importing ml_dtypes). The name is
+    asked last: numpy builds it in Python, several us a call."""
+    return dtype.itemsize == 2 and dtype.kind == "V" and dtype.name == "bfloat16"
 
 
 def result_dtype(*arrays):
@@ -247,8 +248,10 @@ def logits_dtype(logits):
 
 def check_where(where, shape, keepdims_axis=None):
     """``where=``: None, or bool array-like naming the rows to score, broadcast
-    to ``shape`` (the result's shape without a kept axis; with
-    ``keepdims_axis``, a mask of the kept shape is taken too)."""
+    to ``shape`` (the result's shape without a kept axis). With
+    ``keepdims_axis``, numpy's rule first: broadcast against the result's
+    shape, its kept 1 included; a mask that does not, broadcast to
+    ``shape``."""
     if where is None:
         return None
     if isinstance(where, np.ma.MaskedArray):
@@ -256,8 +259,12 @@ def check_where(where, shape, keepdims_axis=None):
     mask = np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"where must be bool (True for the rows to score), got dtype {mask.dtype}")
-    if keepdims_axis is not None and mask.ndim == len(shape) + 1 and mask.shape[keepdims_axis] == 1:
-        mask = np.squeeze(mask, axis=keepdims_axis)
+    if keepdims_axis is not None:
+        kept = shape[:keepdims_axis] + (1,) + shape[keepdims_axis:]
+        try:
+            return np.broadcast_to(mask, kept)[(slice(None),) * keepdims_axis + (0,)]
+        except ValueError:
+            pass
     try:
         return np.broadcast_to(mask, shape)
     except ValueError:
