@@ -1085,17 +1085,35 @@ cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims, int kep
     return index[:count]
 
 
-cdef object _listed(object x):
-    """A list or tuple as the array numpy makes of it (np.asarray, as the
-    general path: one of floats then takes the shortcut, 20 -> 2 us for 11
-    of them); anything else, and a list numpy makes no array of, as it
-    is (the general path explains)."""
+cdef object _as_input = None  # klfast._core.validate.as_input, at first use
+
+
+cdef object _listed(object x, str name):
+    """An input as the general path reads it: a list or tuple as the array
+    numpy makes of it (np.asarray: one of floats then takes the shortcut,
+    20 -> 2 us for 11 of them), a torch tensor, a pandas object or an
+    ndarray subclass as validate.as_input views it (a CPU torch tensor of
+    32 x 11: 22 -> 4 us); anything else (an exact ndarray, None, a dask or
+    xarray array: never read twice), and anything as_input refuses, as it
+    is (the general path reads it, or explains)."""
+    global _as_input
+    if cnp.PyArray_CheckExact(x) or x is None:
+        return x
     if type(x) is list or type(x) is tuple:
         try:
             return cnp.PyArray_FROM_O(x)
         except Exception:
             return x
-    return x
+    package = type(x).__module__.partition(".")[0]
+    if package != "torch" and package != "pandas" and not cnp.PyArray_Check(x):
+        return x
+    if _as_input is None:
+        from klfast._core.validate import as_input
+        _as_input = as_input
+    try:
+        return _as_input(x, name)[0]
+    except Exception:
+        return x
 
 
 # numpy converts float16 at about 3.5 ns an element, the general path's
@@ -1186,12 +1204,12 @@ def fast(int measure, object p, object q, object axis, object eps, object base,
     cdef double e, scale = 1.0, base_value, inv_t
     cdef bint forms
     cdef Rows c
-    p = _listed(p)
+    p = _listed(p, "p")
     if q is None:
         if measure != ENTROPY:
             return None  # the general path says q is required
         q = p
-    q = _listed(q)
+    q = _listed(q, "q")
     if not _floats(p, q):
         p, q = _as_float(p, q)
     if not (cnp.PyArray_CheckExact(p) and cnp.PyArray_CheckExact(q)
@@ -1371,8 +1389,9 @@ def fast_loss(int measure, object target, object logits, object input, object te
     ``axis``; grad: the gradient (None unless ``return_grad``), scaled for a
     mean of the rows if ``mean``.
 
-    Applies as :func:`fast` does, to exact ``numpy.ndarray`` target and
-    logits of one dtype (float32 or float64) whose classes along ``axis``
+    Applies as :func:`fast` does, to ``numpy.ndarray`` target and logits
+    (or array-likes as _listed reads them) of one dtype (float32 or
+    float64) whose classes along ``axis``
     are contiguous, the target of the logits' shape or one distribution for
     all, ``input`` None (``target_is_logits`` a bool), a form's name or a
     tuple of two ending in "logits", ``temperature`` a float or int,
@@ -1382,9 +1401,10 @@ def fast_loss(int measure, object target, object logits, object input, object te
     to the rows' shape (_chosen_rows), and rows the kernel finds valid.
     Everything else goes through klfast._core.losses' general path, which
     validates and explains.
-    Returns (rows, grad, index): the rows left out by ``where`` are NaN and
-    their gradient rows 0, as there; a mean divides by the rows included,
-    whose numbers (flat, in C order) index holds (None: every row).
+    Returns (rows, grad, index, dtype): the rows left out by ``where`` are
+    NaN and their gradient rows 0, as there; a mean divides by the rows
+    included, whose numbers (flat, in C order) index holds (None: every
+    row); dtype is the logits' (the loss's).
     """
     cdef cnp.ndarray a, b, grad = None, rows, index = None
     cdef Layout L
@@ -1394,6 +1414,8 @@ def fast_loss(int measure, object target, object logits, object input, object te
     cdef cnp.npy_intp dims[64]  # (NPY_MAXDIMS)
     cdef double e, inv_t
     cdef Rows c
+    target = _listed(target, "target")
+    logits = _listed(logits, "logits")
     if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_CheckExact(logits)
             and type(eps) is float and type(return_grad) is bool
             and type(target_is_logits) is bool and type(axis) is int
@@ -1463,7 +1485,7 @@ def fast_loss(int measure, object target, object logits, object input, object te
         n_bad = _forms_into(&c, n_in, num_threads)
     if n_bad:
         return None  # the general path explains
-    return rows, grad, index
+    return rows, grad, index, b.dtype
 
 
 def omp_max_threads():

@@ -472,3 +472,26 @@ def test_bad_masks_still_give_the_general_paths_errors(where, error, match):
     p, q = inputs((3, 11), np.float64)
     with pytest.raises(error, match=match):
         klfast.kl(p, q, where=where)
+
+
+class Tagged(np.ndarray):
+    """An ndarray subclass (as np.memmap is one)."""
+
+
+def test_ndarray_subclasses_take_the_shortcut():
+    """An ndarray subclass is read as the plain array it views (np.asarray,
+    as the general path reads it): the twin's values, the general path's
+    bits; a masked array is still refused."""
+    p, q = inputs((32, 11), np.float64)
+    tp, tq = p.view(Tagged), q.view(Tagged)
+    with shortcut_only():
+        got = klfast.kl(tp, tq)
+        loss = klfast.kl_loss(tp, np.log(tq))
+    assert type(got) is np.ndarray
+    np.testing.assert_allclose(got, _reference.kl(p, q), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(loss, _reference.kl_loss(p, np.log(q)), rtol=1e-13)
+    with general_path():
+        np.testing.assert_array_equal(got, klfast.kl(tp, tq))
+        assert klfast.kl_loss(tp, np.log(tq)) == loss
+    with pytest.raises(TypeError, match="p is a numpy.ma.MaskedArray"):
+        klfast.kl(np.ma.masked_array(p), q)

@@ -74,3 +74,40 @@ def test_clear_errors(torch):
         klfast.kl(x.detach(), x)
     with pytest.raises(TypeError, match="must hold real numbers"):
         klfast.kl(torch.ones(3, dtype=torch.complex64), torch.ones(3))
+
+
+@pytest.mark.parametrize("shape", [(11,), (32, 11), (2, 3, 11)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_small_tensors_take_the_shortcut(torch, shape, dtype, monkeypatch):
+    """Small CPU tensors are viewed through DLPack by the C shortcut (the
+    Python row engine is not reached), the losses' too: the values of
+    scipy and torch, and the general path's bits."""
+    from klfast._core import engine
+    from zoo import general_path
+
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(3)
+    tdtype = getattr(torch, dtype)
+    a = torch.softmax(torch.randn(shape, generator=g, dtype=tdtype), -1)
+    b = torch.softmax(torch.randn(shape, generator=g, dtype=tdtype), -1)
+    logits = torch.randn(shape, generator=g, dtype=tdtype)
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    real = engine.run
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the call left the C shortcut")
+
+    monkeypatch.setattr(engine, "run", refused)
+    got = klfast.kl(a, b, base=2)
+    assert np.asarray(got).dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, rel_entr(a.double().numpy(), b.double().numpy()).sum(-1)
+                               / np.log(2), rtol=rtol)
+    loss = klfast.kl_loss(a, logits)
+    assert loss.dtype == np.dtype(dtype)
+    rows = 1 if len(shape) == 1 else int(np.prod(shape[:-1]))
+    want = F.kl_div(F.log_softmax(logits.double(), -1), a.double(), reduction="sum").item() / rows
+    np.testing.assert_allclose(loss, want, rtol=rtol)
+    monkeypatch.setattr(engine, "run", real)
+    with general_path():
+        np.testing.assert_array_equal(got, klfast.kl(a, b, base=2))
+        assert klfast.kl_loss(a, logits) == loss

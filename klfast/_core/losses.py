@@ -39,8 +39,8 @@ def _loss(loss, target, logits, temperature, target_is_logits, reduction, return
                           target_is_logits, return_grad, eps, axis, num_threads, grad_out, where,
                           reduction == "mean", LOG_PROB_MAX)
         if fast is not None:
-            rows, grad, included = fast
-            return _value(rows, grad, reduction, logits.dtype, included, return_grad)
+            rows, grad, included, dtype = fast
+            return _value(rows, grad, reduction, dtype, included, return_grad)
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
     forms = check_loss_forms(input, target_is_logits)
