@@ -1093,7 +1093,7 @@ cdef object _listed(object x, str name):
     numpy makes of it (np.asarray: one of floats then takes the shortcut,
     20 -> 2 us for 11 of them), a torch tensor, a pandas object or an
     ndarray subclass as validate.as_input views it (a CPU torch tensor of
-    32 x 11: 22 -> 4 us); anything else (an exact ndarray, None, a dask or
+    32 x 11: 27 -> 7 us); anything else (an exact ndarray, None, a dask or
     xarray array: never read twice), and anything as_input refuses, as it
     is (the general path reads it, or explains)."""
     global _as_input

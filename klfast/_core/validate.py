@@ -200,9 +200,9 @@ def as_input(x, name):
 
 
 def _torch_view(x, name):
-    """A numpy view of a CPU torch tensor, through DLPack (no copy); a
-    bfloat16 tensor through its 16 bits, as ml_dtypes.bfloat16 (numpy has no
-    bfloat16 of its own, and DLPack exports none to numpy)."""
+    """A numpy view of a CPU torch tensor (Tensor.numpy(): no copy); a
+    bfloat16 tensor through DLPack and its 16 bits, as ml_dtypes.bfloat16
+    (numpy has no bfloat16 of its own, and DLPack exports none to numpy)."""
     import torch  # already imported: x is a torch object
 
     if not isinstance(x, torch.Tensor):
@@ -213,8 +213,8 @@ def _torch_view(x, name):
     if x.device.type != "cpu":
         raise TypeError(f"{name} is a torch tensor on {x.device}: klfast reads CPU memory; "
                         f"pass {name}.cpu()")
-    if x.dtype != torch.bfloat16:
-        return np.from_dlpack(x.resolve_conj().resolve_neg())
+    if x.dtype != torch.bfloat16:  # (a view, as np.from_dlpack gives; 0.7 us against 2.4)
+        return x.resolve_conj().resolve_neg().numpy()
     try:
         import ml_dtypes
     except ImportError:
