@@ -1,4 +1,5 @@
-"""A 1 x 11 float64 call, plain and with keywords, side by side in one group
+"""A 1 x 11 float64 call, plain and with keywords (where= in any form,
+integer counts, the row as torch tensors), side by side in one group
 (pytest-benchmark prints them together; the plain call is the yardstick),
 with scipy.special.rel_entr for scale; and 1,000 x 100 in cache on one
 thread beside the read floor (issue 16, item 3), as 2-D rows and as a 3-D
@@ -49,6 +50,20 @@ def test_small_call(benchmark, name):
     fn, kw = CALLS[name]
     p, q = (C_P.astype(float), C_Q.astype(float)) if name.startswith("int") else (P, Q)
     np.testing.assert_allclose(np.ravel(fn()), np.ravel(_reference.kl(p, q, **kw)), rtol=1e-13)
+    benchmark.group = "kl 1 x 11 float64, keywords"
+    benchmark(fn)
+
+
+def test_small_call_torch(benchmark):
+    """The same row as two CPU torch tensors (viewed in place, as numpy
+    arrays)."""
+    torch = pytest.importorskip("torch")
+    tp, tq = torch.from_numpy(P), torch.from_numpy(Q)
+
+    def fn():
+        return klfast.kl(tp, tq)
+
+    np.testing.assert_allclose(fn(), _reference.kl(P, Q), rtol=1e-13)
     benchmark.group = "kl 1 x 11 float64, keywords"
     benchmark(fn)
 
