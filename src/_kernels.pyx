@@ -1014,10 +1014,10 @@ cdef bint _broadcast(cnp.ndarray mask, int nt, const cnp.npy_intp* shape,
 cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims, int kept):
     """The rows a where= mask includes, as an int64 array of their numbers
     (row r: element r of the rows' shape, nd dimensions dims, in C order),
-    for a mask as validate.check_where takes it: a bool ndarray, list, tuple
-    or bool that broadcasts against the result's shape with keepdims' 1 at
-    axis ``kept`` (numpy's rule), or else against the rows' shape (kept -1:
-    no kept axis). None for anything else (the general path names the
+    for a mask as validate.check_where takes it: a bool ndarray, list,
+    tuple, bool or torch tensor that broadcasts against the result's shape
+    with keepdims' 1 at axis ``kept`` (numpy's rule), or else against the
+    rows' shape (kept -1: no kept axis). None for anything else (the general path names the
     error)."""
     cdef cnp.npy_intp shape[65]  # (NPY_MAXDIMS + 1)
     cdef Py_ssize_t strides[65]
@@ -1025,11 +1025,13 @@ cdef object _chosen_rows(object where, int nd, const cnp.npy_intp* dims, int kep
     cdef int i, nt = nd
     if not cnp.PyArray_CheckExact(where):
         if not (type(where) is list or type(where) is tuple or type(where) is bool
-                or type(where) is _numpy_bool):
+                or type(where) is _numpy_bool or type(where).__module__ == "torch"):
             return None
-        try:
+        try:  # (a torch tensor through its __array__, as np.asarray reads it)
             where = cnp.PyArray_FROM_O(where)
         except Exception:
+            return None
+        if not cnp.PyArray_CheckExact(where):
             return None
     cdef cnp.ndarray mask = <cnp.ndarray>where
     if cnp.PyArray_TYPE(mask) != cnp.NPY_BOOL:

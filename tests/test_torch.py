@@ -102,6 +102,10 @@ def test_small_tensors_take_the_shortcut(torch, shape, dtype, monkeypatch):
     assert np.asarray(got).dtype == np.dtype(dtype)
     np.testing.assert_allclose(got, rel_entr(a.double().numpy(), b.double().numpy()).sum(-1)
                                / np.log(2), rtol=rtol)
+    keep = torch.rand(shape[:-1], generator=g) < 0.5  # a bool tensor as where=
+    masked = klfast.kl(a, b, base=2, where=keep)
+    np.testing.assert_array_equal(np.isnan(masked), ~keep.numpy())
+    np.testing.assert_array_equal(np.asarray(masked)[keep.numpy()], np.asarray(got)[keep.numpy()])
     loss = klfast.kl_loss(a, logits)
     assert loss.dtype == np.dtype(dtype)
     rows = 1 if len(shape) == 1 else int(np.prod(shape[:-1]))
@@ -110,4 +114,5 @@ def test_small_tensors_take_the_shortcut(torch, shape, dtype, monkeypatch):
     monkeypatch.setattr(engine, "run", real)
     with general_path():
         np.testing.assert_array_equal(got, klfast.kl(a, b, base=2))
+        np.testing.assert_array_equal(masked, klfast.kl(a, b, base=2, where=keep))
         assert klfast.kl_loss(a, logits) == loss
