@@ -1,4 +1,6 @@
-"""KL from float16 logits in pytest-benchmark groups: one group per shape
+"""KL from logits in pytest-benchmark groups.
+
+Vocabulary rows: KL from float16 logits, one group per shape
 (8,192 x 32,000 and 2,048 x 128,000 float16 logits: next-token logits of two
 models), with klfast's kl(a, b, input="logits") beside klfast's kl on the
 same distributions as float32 probabilities (made beforehand, not timed) and
@@ -13,6 +15,14 @@ log_softmax in float64 on the float16 logits, every other peer against
 klfast (torch's float16 log-softmax keeps about three digits: its KL is
 checked to 30 %). Small sizes (a 16th of the rows and columns) when
 benchmarking is disabled, in CI, or with --bench-small.
+
+Classifier rows: KL of two float64 logits arrays of few classes (4,000,000 x
+2, 2,000,000 x 10, 500,000 x 32; a model and a perturbed copy, b = a + 0.5 z),
+one group per shape: klfast's kl(a, b, input="logits") (rows a lane each,
+engine/logits_kl_lanes.h) beside klfast's kl of the same distributions as
+probabilities (made beforehand), scipy (``softmax(a) * (log_softmax(a) -
+log_softmax(b))`` summed) and torch's kl_div of two log-softmaxes. Checked
+first against scipy's float64 value. A 64th of the rows when small.
 """
 import importlib.util
 
@@ -90,5 +100,49 @@ def test_kl_float16_logits(benchmark, small, shape, peer):
         want = klfast.kl(a, b, input="logits", num_threads=threads)
         np.testing.assert_allclose(got, want, rtol=0.3 if peer == "torch" else 1e-4)
     benchmark.group = f"kl float16 logits {a.shape[0]}x{a.shape[1]}"
+    benchmark.extra_info.update(peer=peer, threads=threads, elements=a.size)
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
+
+
+CLASSIFIER_SHAPES = ((4_000_000, 2), (2_000_000, 10), (500_000, 32))
+CLASSIFIER_PEERS = ("klfast logits", "klfast probs", "scipy", "torch")
+
+
+def classifier_inputs(shape, small):
+    """Float64 logits a, b = a + 0.5 z, their softmaxes P, Q and the scipy
+    value (also the scipy peer's answer)."""
+    if small:
+        shape = (shape[0] // 64, shape[1])
+    key = ("classifier", shape)
+    if key not in _inputs:
+        _inputs.clear()
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal(shape) * 3
+        b = a + rng.standard_normal(shape) * 0.5
+        la, lb = log_softmax(a, axis=1), log_softmax(b, axis=1)
+        _inputs[key] = a, b, np.exp(la), np.exp(lb), (np.exp(la) * (la - lb)).sum(1)
+    return _inputs[key]
+
+
+def _scipy_kl(a, b):
+    la, lb = log_softmax(a, axis=1), log_softmax(b, axis=1)
+    return (np.exp(la) * (la - lb)).sum(1)
+
+
+@pytest.mark.parametrize("peer", CLASSIFIER_PEERS)
+@pytest.mark.parametrize("shape", CLASSIFIER_SHAPES, ids=[f"{n}x{k}" for n, k in CLASSIFIER_SHAPES])
+def test_kl_classifier_logits(benchmark, small, shape, peer):
+    a, b, P, Q, reference = classifier_inputs(shape, small)
+    threads = klfast.default_num_threads()
+    if peer == "scipy":
+        fn = lambda: _scipy_kl(a, b)  # noqa: E731
+    elif peer == "torch":
+        fn = _prepare("torch", a, b, P, Q, threads)
+    else:
+        fn = _prepare(peer, a, b, P, Q, threads)
+    got = np.asarray(fn(), dtype=np.float64)
+    np.testing.assert_allclose(got, reference, rtol=1e-9 if peer == "klfast probs" else 1e-12,
+                               atol=1e-15)
+    benchmark.group = f"kl float64 logits {a.shape[0]}x{a.shape[1]}"
     benchmark.extra_info.update(peer=peer, threads=threads, elements=a.size)
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)

@@ -9,7 +9,7 @@ engine/klfast.h), and the reference the tests hold the vector kernels to.
 """
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, frexp, ldexp, log, nextafterf, INFINITY, NAN
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 ctypedef fused floating:
@@ -26,6 +26,7 @@ cdef extern from "engine/klfast.h" nogil:
         KLFAST_JS
         KLFAST_N_MEASURES
         KLFAST_STRIPS_MAX
+        KLFAST_LOGITS_SHORT_MAX
         KLFAST_PROBS
         KLFAST_LOG_PROBS
         KLFAST_LOGITS
@@ -71,6 +72,14 @@ cdef extern from "engine/klfast.h" nogil:
                                             const klfast_forms_params*, int*)
     ctypedef double (*klfast_forms_row_f16)(const unsigned short*, const unsigned short*, float*,
                                             Py_ssize_t, const klfast_forms_params*, int*)
+    ctypedef Py_ssize_t (*klfast_logits_kl_tiles_f64)(const double*, Py_ssize_t, const double*,
+                                                      Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                                      const klfast_forms_params*,
+                                                      const int64_t*, double*, double)
+    ctypedef Py_ssize_t (*klfast_logits_kl_tiles_f32)(const float*, Py_ssize_t, const float*,
+                                                      Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                                      const klfast_forms_params*,
+                                                      const int64_t*, double*, double)
     ctypedef struct klfast_isa:
         const char* name
         klfast_row_f64* f64
@@ -91,6 +100,8 @@ cdef extern from "engine/klfast.h" nogil:
         size_t strips_scratch
         klfast_lanes_f64* block_f64
         klfast_lanes_f32* block_f32
+        klfast_logits_kl_tiles_f64 logits_kl_tiles_f64
+        klfast_logits_kl_tiles_f32 logits_kl_tiles_f32
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

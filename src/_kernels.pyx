@@ -75,6 +75,7 @@ cdef extern from "engine/pool.h" nogil:
 from _exact cimport (floating, klfast_isa, klfast_forms_params, KLFAST_KL, KLFAST_JEFFREYS,
                      KLFAST_ENTROPY, KLFAST_CROSS_ENTROPY, KLFAST_JS, KLFAST_PROBS,
                      KLFAST_LOG_PROBS, KLFAST_LOGITS, KLFAST_STRIPS_MAX, klfast_isa_levels,
+                     KLFAST_LOGITS_SHORT_MAX,
                      klfast_n_levels, klfast_stream_fence,
                      klfast_missing_levels, klfast_cpu_has_level, exact_row, exact_row_strided,
                      exact_loss_row, _fast_or_exact, checked_sums, forms_params)
@@ -412,9 +413,17 @@ cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm
     """Fill out[i] (times scale; and row i of g unless g is NULL) for every
     row; strides in elements; with an index, the rows index[0 .. n_rows)
     only. Returns the number of invalid rows (their out[i] is NaN)."""
-    cdef Py_ssize_t i, row, n_bad = 0
+    cdef Py_ssize_t i, row, n_bad = -1
     cdef double v
     cdef floating* g_row
+    if g == NULL:  # KL of short rows of logits: tiles of rows, one per lane
+        if floating is double:
+            n_bad = isa.logits_kl_tiles_f64(p, p_rs, q, q_rs, n_rows, k, prm, index, out, scale)
+        else:
+            n_bad = isa.logits_kl_tiles_f32(p, p_rs, q, q_rs, n_rows, k, prm, index, out, scale)
+    if n_bad >= 0:
+        return n_bad
+    n_bad = 0
     for i in range(n_rows):
         row = index[i] if index != NULL else i
         g_row = g + row * g_rs if g != NULL else NULL
@@ -584,11 +593,58 @@ cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
     return checked_sums(v, sums, c.tol, c.scale)
 
 
+# 16-bit rows of KL of short logits rows widened together, a tile's worth (the
+# widest level's float32 lanes)
+cdef enum:
+    _STAGED_ROWS = 16
+
+
+cdef inline void _widen_into(const klfast_isa* isa, const char* x, Py_ssize_t es, int kind,
+                             float* dst, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t j
+    if kind >= 0:
+        isa.widen16(kind, <const unsigned short*>x, es // 2, dst, k)
+    else:
+        for j in range(k):
+            dst[j] = (<const float*>(x + j * es))[0]
+
+
+cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
+    """Rows r0 to r1 of KL of short rows of logits with a 16-bit input:
+    _STAGED_ROWS rows at a time widened into the thread's stage, then one
+    call of the float32 tiles (the bits of the rows' float32 values, as on
+    every route). -1, having written nothing, for any other call."""
+    cdef float* sp = c.stage + tid * 2 * _STAGED_ROWS * c.k
+    cdef float* sq = sp + _STAGED_ROWS * c.k
+    cdef double res[_STAGED_ROWS]
+    cdef Py_ssize_t i = r0, j, m, row, got, n_bad = 0
+    if (c.g != NULL or c.k > KLFAST_LOGITS_SHORT_MAX
+            or _isa.logits_kl_tiles_f32(sp, c.k, sq, c.k, 0, c.k, &c.prm, NULL, res, 1.0) < 0):
+        return -1
+    while i < r1:
+        m = min(<Py_ssize_t>_STAGED_ROWS, r1 - i)
+        for j in range(m):
+            row = c.index[i + j] if c.index != NULL else i + j
+            _widen_into(_isa, c.a + row * c.a_rs, c.a_es, c.a_kind, sp + j * c.k, c.k)
+            _widen_into(_isa, c.b + row * c.b_rs, c.b_es, c.b_kind, sq + j * c.k, c.k)
+        got = _isa.logits_kl_tiles_f32(sp, c.k, sq, c.k, m, c.k, &c.prm, NULL, res, c.scale)
+        for j in range(m):
+            _store(c, c.index[i + j] if c.index != NULL else i + j, res[j])
+        n_bad += got
+        i += m
+    return n_bad
+
+
 cdef Py_ssize_t _run_staged(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
     """Rows r0 to r1 of a divergence whose p or q is stored in 16 bits (see
     _half_row), by thread tid; the number of invalid ones."""
     cdef Py_ssize_t i, row, n_bad = 0
     cdef double v
+    if c.forms:
+        n_bad = _staged_tiles(c, r0, r1, tid)
+        if n_bad >= 0:
+            return n_bad
+        n_bad = 0
     for i in range(r0, r1):
         row = c.index[i] if c.index != NULL else i
         v = _half_row(c, _isa, row, c.stage + tid * 2 * c.k)
@@ -1584,6 +1640,9 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.index = _row_index(index, n_rows, True)  # (forms rows: contiguous elements)
     if c.a_kind < 0 and c.b_kind < 0:
         return _in_chunks(&c, n_rows)
-    stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)], cnp.NPY_FLOAT, 0)
+    # (short rows: _STAGED_ROWS rows of each input per thread, _staged_tiles)
+    stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)
+                                  * (_STAGED_ROWS if k <= KLFAST_LOGITS_SHORT_MAX else 1)],
+                              cnp.NPY_FLOAT, 0)
     c.stage = <float*>cnp.PyArray_DATA(stage)
     return _in_chunks(&c, n_rows)

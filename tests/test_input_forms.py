@@ -16,6 +16,7 @@ from scipy.special import log_softmax
 
 import klfast
 from klfast._core import reference as _reference
+from zoo import kl_logits_mpmath as _kl_logits_mpmath
 
 MEASURES = ("kl", "jeffreys", "entropy", "cross_entropy", "jensen_shannon")
 FORMS = ("probs", "log_probs", "logits")
@@ -275,25 +276,6 @@ def test_loss_input_errors():
     with pytest.raises(ValueError, match=r"target: row 0 contains \+inf at position 0 .* after "
                                          r"conversion to float32"):
         klfast.kl_loss(teacher, z[:1].astype(np.float32), input="logits")
-
-
-def _kl_logits_mpmath(a, b, temperature, eps):
-    """KL(softmax(a / T) || softmax(b / T)) per row with the eps rule, in
-    80-digit mpmath: independent of the kernels and of the slow twin (whose
-    40 digits do not hold a KL of 1e-28 next to log-probabilities of 10)."""
-    mpmath = pytest.importorskip("mpmath")
-    with mpmath.workdps(80):
-        log_eps = mpmath.log(mpmath.mpf(eps))
-        out = []
-        for x, y in zip(a, b):
-            x = [mpmath.mpf(float(v)) / temperature for v in x]
-            y = [mpmath.mpf(float(v)) / temperature for v in y]
-            lse_x = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in x))
-            lse_y = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in y))
-            out.append(float(mpmath.fsum(
-                mpmath.exp(u - lse_x) * (max(u - lse_x, log_eps) - max(v - lse_y, log_eps))
-                for u, v in zip(x, y))))
-    return np.array(out)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),

@@ -528,14 +528,16 @@ KLF_INLINE int F(logits_kl_applies)(const klfast_forms_params *prm, const void *
 
 #if KLF_ELEMENT_BITS == 16
 /* The forms kernel's row function for float16 rows (their bits): the rows
- * it scores; *special = 1 for every other row, which the caller widens to
+ * it scores (longer than KLFAST_LOGITS_SHORT_MAX); *special = 1 for every other row, which the caller widens to
  * float32 for the float32 kernel (the same bits: every float16 is a
  * float32, and that kernel tries logits_kl first too). */
 static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrdiff_t k,
                             const klfast_forms_params *prm, int *special) {
     double v = 0.0;
     *special = 1;
-    if (F(logits_kl_applies)(prm, g)) v = F(logits_kl)(p, q, k, prm, special);
+    /* (short rows: widened, for logits_kl_lanes.h's tiles of one row) */
+    if (F(logits_kl_applies)(prm, g) && k > KLFAST_LOGITS_SHORT_MAX)
+        v = F(logits_kl)(p, q, k, prm, special);
     return v;
 }
 #endif

@@ -1,0 +1,147 @@
+"""KL of short rows of logits (k <= 32), scored a row per lane
+(engine/logits_kl_lanes.h): against 80-digit mpmath at every instruction-set
+level, and the same bits on every route a row can take (its tile and lane,
+alone or in a batch, threads, where=, layouts, dtype routes, the general
+path), with the rows it declines (NaN, -inf, the eps rule, wide spreads)
+mixed in."""
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+import klfast
+from zoo import general_path, kl_logits_mpmath
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+
+def _eps(dtype):
+    return klfast.DEFAULT_EPS if dtype == np.float64 else float(np.float32(klfast.DEFAULT_EPS))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
+                                         (np.float16, 5e-7)])
+@pytest.mark.parametrize("k", [1, 2, 3, 10, 17, 32, 33])
+def test_short_rows_against_mpmath(dtype, rtol, k):
+    """The error bound of test_input_forms' nearly-equal test: relative to
+    the terms p_j g(d_j - c) weighted by 1 + |log p_j| (each carries the
+    rounding of log p_j), from KL ~ 1 down to KL ~ 1e-28. Rows with a
+    floored class are left out: the lanes decline them, and the row kernel
+    keeps an error relative to the floored terms (a KL of 1e-73 made of
+    them comes out 6e-77; test_declined_rows... checks ordinary ones)."""
+    rng = np.random.default_rng(k)
+    checked = 0
+    for temperature in (1.0, 0.3):
+        for spread in (3.0, 30.0):
+            for d in (3.0, 1e-3, 1e-8, 1e-14):
+                a = (rng.normal(size=(9, k)) * spread).astype(dtype)
+                b = (a + rng.normal(size=(9, k)) * d).astype(dtype)
+                got = klfast.kl(a, b, input="logits", temperature=temperature)
+                want = kl_logits_mpmath(a, b, temperature, _eps(dtype))
+                if k == 1:
+                    np.testing.assert_array_equal(got, 0.0)
+                    continue
+                la = log_softmax(a.astype(float) / temperature, axis=1)
+                lb = log_softmax(b.astype(float) / temperature, axis=1)
+                floored = (la < np.log(_eps(dtype))) | (lb < np.log(_eps(dtype)))
+                keep = (want != 0) & ~floored.any(axis=1)
+                p = np.exp(la)
+                delta = (b.astype(float) - a.astype(float)) / temperature
+                delta -= np.sum(p * delta, axis=1, keepdims=True)
+                bound = rtol * np.sum(p * (np.expm1(delta) - delta) * (1 + np.abs(la)), axis=1)
+                err = np.abs(got[keep].astype(float) - want[keep])
+                assert (err <= bound[keep]).all(), (temperature, spread, d,
+                                                    err / bound[keep] * rtol)
+                checked += keep.sum()
+    assert k == 1 or checked >= 15
+
+
+def _mixed_rows(rng, n, k, dtype):
+    """Rows of every kind: independent, nearly equal, equal, and the ones the
+    lanes decline (-inf, floored by eps, spread past the exp range)."""
+    a = rng.normal(size=(n, k)) * 3
+    b = rng.normal(size=(n, k)) * 3
+    b[1::4] = a[1::4] + rng.normal(size=b[1::4].shape) * 1e-6
+    b[2::9] = a[2::9]
+    a[3::11] *= 20  # the eps rule binds
+    if k > 1:
+        b[6::13, 1] = -np.inf
+        a[7::17, 1] = -3000.0  # past the plain exp's range
+    return a.astype(dtype), b.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 5, 8, 10, 16, 32, 33])
+def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, monkeypatch):
+    rng = np.random.default_rng(100 + k)
+    a, b = _mixed_rows(rng, 41, k, dtype)
+    whole = klfast.kl(a, b, input="logits", temperature=0.7)
+    assert whole.dtype == dtype
+    alone = np.array([klfast.kl(a[i], b[i], input="logits", temperature=0.7)
+                      for i in range(len(a))], dtype=dtype)
+    np.testing.assert_array_equal(whole, alone)
+    # another tile and lane for every row
+    np.testing.assert_array_equal(
+        klfast.kl(a[3:], b[3:], input="logits", temperature=0.7), whole[3:])
+    np.testing.assert_array_equal(
+        klfast.kl(a[::-1], b[::-1], input="logits", temperature=0.7), whole[::-1])
+    for threads in (1, 2):
+        np.testing.assert_array_equal(
+            klfast.kl(a, b, input="logits", temperature=0.7, num_threads=threads), whole)
+    mask = rng.random(len(a)) < 0.6
+    masked = klfast.kl(a, b, input="logits", temperature=0.7, where=mask)
+    np.testing.assert_array_equal(masked[mask], whole[mask])
+    np.testing.assert_array_equal(
+        klfast.kl(np.asfortranarray(a), np.asfortranarray(b), input="logits",
+                  temperature=0.7), whole)
+    np.testing.assert_array_equal(
+        klfast.kl(a.T.copy(), b.T.copy(), axis=0, input="logits", temperature=0.7), whole)
+    # one row against every row (a row stride of 0)
+    np.testing.assert_array_equal(
+        klfast.kl(a[4], b, input="logits", temperature=0.7),
+        klfast.kl(np.tile(a[4], (len(b), 1)), b, input="logits", temperature=0.7))
+    # a large call (chunks, the pool) and the general path
+    reps = 3000 // len(a) + 1
+    big = klfast.kl(np.tile(a, (reps, 1)), np.tile(b, (reps, 1)), input="logits",
+                    temperature=0.7)
+    np.testing.assert_array_equal(big, np.tile(whole, reps))
+    with general_path():
+        np.testing.assert_array_equal(klfast.kl(a, b, input="logits", temperature=0.7), whole)
+    assert (whole >= 0).all()
+
+
+@pytest.mark.parametrize("k", [2, 10, 40])
+def test_float16_rows_give_the_bits_of_their_float32_values(k):
+    rng = np.random.default_rng(k)
+    a, b = _mixed_rows(rng, 37, k, np.float16)
+    for temperature in (1.0, 2.5):
+        got = klfast.kl(a, b, input="logits", temperature=temperature)
+        want = klfast.kl(a.astype(np.float32), b.astype(np.float32), input="logits",
+                         temperature=temperature)
+        np.testing.assert_array_equal(got, want)
+        # rows widened a tile at a time (the 16-bit inputs' stage), with where=
+        mask = np.arange(len(a)) % 3 != 1
+        got = klfast.kl(a, b, input="logits", temperature=temperature, where=mask,
+                        num_threads=2)
+        np.testing.assert_array_equal(got[mask], want[mask])
+        big = klfast.kl(np.tile(a, (200, 1)), np.tile(b, (200, 1)), input="logits",
+                        temperature=temperature)
+        np.testing.assert_array_equal(big, np.tile(want, 200))
+
+
+def test_declined_rows_match_mpmath_and_leave_their_neighbours_alone():
+    """Rows the lanes decline (the eps rule binds, a wide spread) take the
+    row kernel: still exact, and a tile's other rows get the bits they get
+    without them."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(16, 6)) * 3
+    b = rng.normal(size=(16, 6)) * 3
+    a[2] *= 30  # floored classes
+    a[9, 3] = -2000.0  # probability about e^-2000: the wide exp
+    got = klfast.kl(a, b, input="logits")
+    want = kl_logits_mpmath(a, b, 1.0, klfast.DEFAULT_EPS)
+    # (the row kernel's bound where classes are floored: row 9 is 4.4e-14
+    # off, as before the lanes)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    plain = np.delete(np.arange(16), [2, 9])
+    np.testing.assert_array_equal(klfast.kl(a[plain], b[plain], input="logits"), got[plain])
