@@ -28,7 +28,8 @@ def test_short_rows_against_mpmath(dtype, rtol, k):
     rounding of log p_j), from KL ~ 1 down to KL ~ 1e-28. Rows with a
     floored class are left out: the lanes decline them, and the row kernel
     keeps an error relative to the floored terms (a KL of 1e-73 made of
-    them comes out 6e-77; test_declined_rows... checks ordinary ones)."""
+    them comes out 6e-77); test_declined_rows_match_mpmath_... checks
+    ordinary floored rows."""
     rng = np.random.default_rng(k)
     checked = 0
     for temperature in (1.0, 0.3):

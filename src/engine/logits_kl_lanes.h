@@ -108,6 +108,13 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
 }
 #endif
 
+/* The calls whose rows this file scores: logits_kl_applies, k from 1 to
+ * KLFAST_LOGITS_SHORT_MAX. */
+KLF_INLINE int F(logits_kl_lanes_apply)(const klfast_forms_params *prm, const void *g,
+                                        ptrdiff_t k) {
+    return k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX && F(logits_kl_applies)(prm, g);
+}
+
 /* The lanes of the n <= LANES rows at x (ls apart; with rows, rows[r] * ls
  * from x, copied together first) as double vectors: xd[h * k + j] is
  * element j of rows h VD_LANES to (h + 1) VD_LANES - 1 (zeros past n). */

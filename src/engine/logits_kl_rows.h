@@ -528,8 +528,8 @@ KLF_INLINE int F(logits_kl_applies)(const klfast_forms_params *prm, const void *
 
 #if KLF_ELEMENT_BITS == 16
 /* The forms kernel's row function for float16 rows (their bits): the rows
- * it scores (longer than KLFAST_LOGITS_SHORT_MAX); *special = 1 for every other row, which the caller widens to
- * float32 for the float32 kernel (the same bits: every float16 is a
+ * it scores (longer than KLFAST_LOGITS_SHORT_MAX); *special = 1 for every
+ * other row, which the caller widens to float32 for the float32 kernel (the same bits: every float16 is a
  * float32, and that kernel tries logits_kl first too). */
 static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrdiff_t k,
                             const klfast_forms_params *prm, int *special) {

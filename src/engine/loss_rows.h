@@ -336,7 +336,7 @@ KLF_INLINE int F(forms_prepare)(const T *x, int i, T *g, ptrdiff_t k,
 
 /* The row function, but for short rows of logits' KL (ROW_FN(forms), below). */
 static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
-                            const klfast_forms_params *prm, int *special) {
+                                 const klfast_forms_params *prm, int *special) {
     const int measure = prm->measure;
     F(forms_consts) c;
     double s_p, s_q = 1.0, sums[2];
@@ -387,7 +387,7 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
  * (logits_kl_lanes.h), any other row (or one that declines) as above. */
 static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
                             const klfast_forms_params *prm, int *special) {
-    if (k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX && F(logits_kl_applies)(prm, g)) {
+    if (F(logits_kl_lanes_apply)(prm, g, k)) {
         int declined;
         double v = F(logits_kl_short)(p, q, k, prm, &declined);
         *special = 0;
@@ -410,8 +410,7 @@ static ptrdiff_t ROW_FN(logits_kl_tiles)(const T *p, ptrdiff_t p_rs, const T *q,
                                          ptrdiff_t n, ptrdiff_t k,
                                          const klfast_forms_params *prm,
                                          const int64_t *index, double *out, double scale) {
-    if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX && F(logits_kl_applies)(prm, NULL)))
-        return -1;
+    if (!F(logits_kl_lanes_apply)(prm, NULL, k)) return -1;
     /* the prefetch's distance (a distance of at least 2,560 bytes, as
      * lanes_rows.h's SHORT_AHEAD, gained nothing: B/A 1.01 / 1.16 on 1 / 2
      * threads at 4,000,000 x 2 float64, 0.99 / 1.09 at 500,000 x 64) */
