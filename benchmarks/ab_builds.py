@@ -14,7 +14,8 @@ machine cancels within a turn).
 ``--layout columns`` (``fortran``) gives the distributions as the columns of a
 C-ordered array with ``axis=0`` (as Fortran-ordered rows). Measures are klfast's functions; ``pairwise:kl`` (``pairwise:js``, ...) is
 ``klfast.pairwise(P, Q, "kl")`` with ``--shape NxK --q-rows M`` (Q: M rows); the losses (``kl_loss``, ``cross_entropy_loss``)
-take the rows of P as targets and log Q as logits (per-row losses, no gradient).
+take the rows of P as targets and log Q as logits (per-row losses, no gradient;
+``kl_loss:grad`` with the gradient, into a ``grad_out=`` array made once).
 With ``--logits NOISE`` the inputs are rows of logits instead, P = 3 z and
 Q = P + NOISE z' (z, z' standard normal: a model and a perturbed copy), given
 with ``input="logits"``.
@@ -51,13 +52,15 @@ if sys.argv[6] == "logits":
     kwargs = {"input": "logits", "num_threads": threads}
 elif measure.startswith("pairwise:"):  # all pairs: rows of p against rows of q
     args, kwargs = (p, q, measure.split(":")[1]), {"num_threads": threads}
-elif measure.endswith("_loss"):  # targets p, logits log(q); per-row losses, no gradient
+elif "_loss" in measure:  # targets p, logits log(q); per-row losses
     args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
 else:
     args = (p,) if measure == "entropy" else (p, q)
     n_out = p.shape[1] if axis else p.shape[0]
     kwargs = {"out": np.empty(n_out, dtype=np.promote_types(p.dtype, np.float32)),
               "num_threads": threads, **axis}
+if measure.endswith(":grad"):  # and the gradient, into an array given once (grad_out=)
+    kwargs.update(return_grad=True, grad_out=np.empty(args[1].shape, dtype=args[1].dtype))
 fn(*args, **kwargs)  # warm up
 times = []
 for _ in range(calls):

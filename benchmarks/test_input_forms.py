@@ -19,16 +19,25 @@ benchmarking is disabled, in CI, or with --bench-small.
 Classifier rows: KL of two float64 logits arrays of few classes (4,000,000 x
 2, 2,000,000 x 10, 500,000 x 32; a model and a perturbed copy, b = a + 0.5 z),
 one group per shape: klfast's kl(a, b, input="logits") (rows a lane each,
-engine/logits_kl_lanes.h) beside klfast's kl of the same distributions as
+engine/logits_lanes.h) beside klfast's kl of the same distributions as
 probabilities (made beforehand), scipy (``softmax(a) * (log_softmax(a) -
 log_softmax(b))`` summed) and torch's kl_div of two log-softmaxes. Checked
 first against scipy's float64 value. A 64th of the rows when small.
+
+Classifier losses: a training step's loss and gradient, one group per loss
+and shape (float64 targets and logits, 4,000,000 x 2 and 2,000,000 x 10;
+soft targets, a third of them one-hot labels): klfast's kl_loss and
+cross_entropy_loss with return_grad=True into a grad_out= array made once
+(rows a lane each, engine/logits_lanes.h), scipy (log_softmax, the terms,
+exp(log q) - p) and torch (``F.cross_entropy`` with probability targets, or
+``F.kl_div`` of a log_softmax, then backward()). Each peer's loss and
+gradient are checked first against scipy's.
 """
 import importlib.util
 
 import numpy as np
 import pytest
-from scipy.special import log_softmax
+from scipy.special import log_softmax, xlogy
 
 import klfast
 
@@ -145,4 +154,72 @@ def test_kl_classifier_logits(benchmark, small, shape, peer):
                                atol=1e-15)
     benchmark.group = f"kl float64 logits {a.shape[0]}x{a.shape[1]}"
     benchmark.extra_info.update(peer=peer, threads=threads, elements=a.size)
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
+
+
+LOSS_SHAPES = ((4_000_000, 2), (2_000_000, 10))
+LOSS_PEERS = ("klfast", "scipy", "torch")
+
+
+def loss_inputs(shape, small):
+    """Float64 targets (soft, every third row one-hot) and logits."""
+    if small:
+        shape = (shape[0] // 64, shape[1])
+    key = ("loss", shape)
+    if key not in _inputs:
+        _inputs.clear()
+        rng = np.random.default_rng(2)
+        target = rng.dirichlet(np.ones(shape[1]), shape[0])
+        target[::3] = np.eye(shape[1])[rng.integers(0, shape[1], shape[0])][::3]
+        _inputs[key] = target, rng.standard_normal(shape) * 3
+    return _inputs[key]
+
+
+def _scipy_loss(loss, target, logits):
+    log_q = log_softmax(logits, axis=1)
+    terms = -target * log_q if loss == "cross_entropy" else xlogy(target, target) - target * log_q
+    n = logits.shape[0]
+    return terms.sum() / n, (np.exp(log_q) - target) / n
+
+
+def _loss_peer(peer, loss, target, logits, threads):
+    if peer == "klfast":
+        fn = klfast.kl_loss if loss == "kl" else klfast.cross_entropy_loss
+        grad = np.empty_like(logits)
+        return lambda: fn(target, logits, return_grad=True, grad_out=grad, num_threads=threads)
+    if peer == "scipy":
+        return lambda: _scipy_loss(loss, target, logits)
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (an optional peer)")
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    t = torch.from_numpy(target)
+
+    def torch_loss():
+        z = torch.from_numpy(logits).requires_grad_()
+        if loss == "cross_entropy":
+            value = F.cross_entropy(z, t)
+        else:
+            value = F.kl_div(F.log_softmax(z, -1), t, reduction="batchmean")
+        value.backward()
+        return value.item(), z.grad.numpy()
+
+    return torch_loss
+
+
+@pytest.mark.parametrize("peer", LOSS_PEERS)
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("shape", LOSS_SHAPES, ids=[f"{n}x{k}" for n, k in LOSS_SHAPES])
+def test_classifier_loss_with_gradient(benchmark, small, shape, loss, peer):
+    target, logits = loss_inputs(shape, small)
+    threads = klfast.default_num_threads()
+    fn = _loss_peer(peer, loss, target, logits, threads)
+    value, grad = fn()
+    want, want_grad = _scipy_loss(loss, target, logits)
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-9, atol=1e-15 / logits.shape[0])
+    benchmark.group = f"{loss}_loss and gradient float64 {logits.shape[0]}x{logits.shape[1]}"
+    benchmark.extra_info.update(peer=peer, threads=threads, elements=logits.size)
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)

@@ -72,14 +72,20 @@ cdef extern from "engine/klfast.h" nogil:
                                             const klfast_forms_params*, int*)
     ctypedef double (*klfast_forms_row_f16)(const unsigned short*, const unsigned short*, float*,
                                             Py_ssize_t, const klfast_forms_params*, int*)
-    ctypedef Py_ssize_t (*klfast_logits_kl_tiles_f64)(const double*, Py_ssize_t, const double*,
-                                                      Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                                      const klfast_forms_params*,
-                                                      const int64_t*, double*, double)
-    ctypedef Py_ssize_t (*klfast_logits_kl_tiles_f32)(const float*, Py_ssize_t, const float*,
-                                                      Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                                      const klfast_forms_params*,
-                                                      const int64_t*, double*, double)
+    ctypedef double (*klfast_exact_loss_f64)(const klfast_forms_params*, const double*,
+                                             const double*, double*, Py_ssize_t) noexcept nogil
+    ctypedef double (*klfast_exact_loss_f32)(const klfast_forms_params*, const float*,
+                                             const float*, float*, Py_ssize_t) noexcept nogil
+    ctypedef Py_ssize_t (*klfast_logits_tiles_f64)(const double*, Py_ssize_t, const double*,
+                                                   Py_ssize_t, double*, Py_ssize_t, Py_ssize_t,
+                                                   Py_ssize_t, const klfast_forms_params*,
+                                                   const int64_t*, double*, double,
+                                                   klfast_exact_loss_f64)
+    ctypedef Py_ssize_t (*klfast_logits_tiles_f32)(const float*, Py_ssize_t, const float*,
+                                                   Py_ssize_t, float*, Py_ssize_t, Py_ssize_t,
+                                                   Py_ssize_t, const klfast_forms_params*,
+                                                   const int64_t*, double*, double,
+                                                   klfast_exact_loss_f32)
     ctypedef struct klfast_isa:
         const char* name
         klfast_row_f64* f64
@@ -100,8 +106,8 @@ cdef extern from "engine/klfast.h" nogil:
         size_t strips_scratch
         klfast_lanes_f64* block_f64
         klfast_lanes_f32* block_f32
-        klfast_logits_kl_tiles_f64 logits_kl_tiles_f64
-        klfast_logits_kl_tiles_f32 logits_kl_tiles_f32
+        klfast_logits_tiles_f64 logits_tiles_f64
+        klfast_logits_tiles_f32 logits_tiles_f32
     const klfast_isa** klfast_isa_levels
     const int klfast_n_levels
     const char* klfast_missing_levels

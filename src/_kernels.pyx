@@ -404,6 +404,16 @@ cdef inline double _forms_fast_or_exact(const klfast_isa* isa, const klfast_form
     return v
 
 
+cdef double _exact_loss_f64(const klfast_forms_params* prm, const double* t, const double* z,
+                            double* g, Py_ssize_t k) noexcept nogil:
+    return exact_loss_row[double](prm, t, z, g, k)
+
+
+cdef double _exact_loss_f32(const klfast_forms_params* prm, const float* t, const float* z,
+                            float* g, Py_ssize_t k) noexcept nogil:
+    return exact_loss_row[float](prm, t, z, g, k)
+
+
 cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm,
                            const floating* p, Py_ssize_t p_rs,
                            const floating* q, Py_ssize_t q_rs,
@@ -413,14 +423,16 @@ cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm
     """Fill out[i] (times scale; and row i of g unless g is NULL) for every
     row; strides in elements; with an index, the rows index[0 .. n_rows)
     only. Returns the number of invalid rows (their out[i] is NaN)."""
-    cdef Py_ssize_t i, row, n_bad = -1
+    cdef Py_ssize_t i, row, n_bad
     cdef double v
     cdef floating* g_row
-    if g == NULL:  # KL of short rows of logits: tiles of rows, one per lane
-        if floating is double:
-            n_bad = isa.logits_kl_tiles_f64(p, p_rs, q, q_rs, n_rows, k, prm, index, out, scale)
-        else:
-            n_bad = isa.logits_kl_tiles_f32(p, p_rs, q, q_rs, n_rows, k, prm, index, out, scale)
+    # KL and the losses of short rows of logits: tiles of rows, one per lane
+    if floating is double:
+        n_bad = isa.logits_tiles_f64(p, p_rs, q, q_rs, g, g_rs, n_rows, k, prm, index, out,
+                                     scale, _exact_loss_f64)
+    else:
+        n_bad = isa.logits_tiles_f32(p, p_rs, q, q_rs, g, g_rs, n_rows, k, prm, index, out,
+                                     scale, _exact_loss_f32)
     if n_bad >= 0:
         return n_bad
     n_bad = 0
@@ -610,7 +622,8 @@ cdef inline void _widen_into(const klfast_isa* isa, const char* x, Py_ssize_t es
 
 
 cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
-    """Rows r0 to r1 of KL of short rows of logits with a 16-bit input:
+    """Rows r0 to r1 of KL, or a loss without a gradient, of short rows of
+    logits with a 16-bit input:
     _STAGED_ROWS rows at a time widened into the thread's stage, then one
     call of the float32 tiles (the bits of the rows' float32 values, as on
     every route). -1, having written nothing, for any other call."""
@@ -619,7 +632,8 @@ cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) no
     cdef double res[_STAGED_ROWS]
     cdef Py_ssize_t i = r0, j, m, row, got, n_bad = 0
     if (c.g != NULL or c.k > KLFAST_LOGITS_SHORT_MAX
-            or _isa.logits_kl_tiles_f32(sp, c.k, sq, c.k, 0, c.k, &c.prm, NULL, res, 1.0) < 0):
+            or _isa.logits_tiles_f32(sp, c.k, sq, c.k, NULL, 0, 0, c.k, &c.prm, NULL, res, 1.0,
+                                     _exact_loss_f32) < 0):
         return -1
     while i < r1:
         m = min(<Py_ssize_t>_STAGED_ROWS, r1 - i)
@@ -627,7 +641,8 @@ cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) no
             row = c.index[i + j] if c.index != NULL else i + j
             _widen_into(_isa, c.a + row * c.a_rs, c.a_es, c.a_kind, sp + j * c.k, c.k)
             _widen_into(_isa, c.b + row * c.b_rs, c.b_es, c.b_kind, sq + j * c.k, c.k)
-        got = _isa.logits_kl_tiles_f32(sp, c.k, sq, c.k, m, c.k, &c.prm, NULL, res, c.scale)
+        got = _isa.logits_tiles_f32(sp, c.k, sq, c.k, NULL, 0, m, c.k, &c.prm, NULL, res, c.scale,
+                                    _exact_loss_f32)
         for j in range(m):
             _store(c, c.index[i + j] if c.index != NULL else i + j, res[j])
         n_bad += got

@@ -1,5 +1,5 @@
 """KL of short rows of logits (k <= 32), scored a row per lane
-(engine/logits_kl_lanes.h): against 80-digit mpmath at every instruction-set
+(engine/logits_lanes.h): against 80-digit mpmath at every instruction-set
 level, and the same bits on every route a row can take (its tile and lane,
 alone or in a batch, threads, where=, layouts, dtype routes, the general
 path), with the rows it declines (NaN, -inf, the eps rule, wide spreads)

@@ -182,3 +182,43 @@ def kl_logits_mpmath(a, b, temperature, eps):
                 mpmath.exp(u - lse_x) * (max(u - lse_x, log_eps) - max(v - lse_y, log_eps))
                 for u, v in zip(x, y))))
     return np.array(out)
+
+
+def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False):
+    """kl_loss or cross_entropy_loss per row (reduction="none") and the
+    gradient (grad_scale = inv_t), in 80-digit mpmath from the rows' exact
+    values: q = softmax(logits * inv_t), the target as probabilities (used
+    as given, log max(p, eps)) or logits (softmax(target * inv_t), log p
+    floored at log eps); terms with p == 0 are 0; grad = (S q - p) inv_t
+    with S = sum p. inv_t as the kernel takes it: 1 / T rounded to the
+    element type."""
+    import pytest
+    mpmath = pytest.importorskip("mpmath")
+    values, grads = [], []
+    with mpmath.workdps(80):
+        inv_t = mpmath.mpf(float(inv_t))
+        log_eps = mpmath.log(mpmath.mpf(eps)) if eps > 0 else -mpmath.inf
+
+        def log_softmax(row):
+            x = [mpmath.mpf(float(v)) * inv_t for v in row]
+            top = max(x)
+            lse = top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in x))
+            return [v - lse for v in x]
+
+        for t, z in zip(target, logits):
+            lq = log_softmax(z)
+            if target_is_logits:
+                lp = log_softmax(t)
+                p = [mpmath.exp(v) for v in lp]
+                lp = [max(v, log_eps) for v in lp]
+            else:
+                p = [mpmath.mpf(float(v)) for v in t]
+                lp = [mpmath.log(max(v, mpmath.mpf(eps))) if v > 0 else 0 for v in p]
+            if loss == "kl":
+                value = mpmath.fsum(pj * (a - b) for pj, a, b in zip(p, lp, lq) if pj > 0)
+            else:
+                value = -mpmath.fsum(pj * b for pj, b in zip(p, lq) if pj > 0)
+            s = mpmath.fsum(p)
+            values.append(float(value))
+            grads.append([float((s * mpmath.exp(b) - pj) * inv_t) for pj, b in zip(p, lq)])
+    return np.array(values), np.array(grads)

@@ -135,21 +135,36 @@ typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double 
 typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,
                                        const klfast_forms_params *prm, int *special);
 
-/* KL of rows of logits up to this long: one row per lane
- * (engine/logits_kl_lanes.h). A tile costs the same for one row as for a
- * full one: at 64, a lone row took about 1.2 us against 0.3 us row by row;
- * at 32 about 0.6 us, and tiles of rows 2x (k = 32) to 13x (k = 2) faster
- * than row by row (ab_builds --logits 1, float64, 1 / 2 threads; k = 64:
- * 1.4x). */
+/* KL of rows of logits, and the losses of rows of logits, up to this long:
+ * one row per lane (engine/logits_lanes.h). A tile costs the same for one
+ * row as for a full one: at 64, a lone row of KL took about 1.2 us against
+ * 0.3 us row by row; at 32 about 0.6 us, and tiles of rows 2x (k = 32) to
+ * 13x (k = 2) faster than row by row (ab_builds --logits 1, float64, 1 / 2
+ * threads; k = 64: 1.4x). */
 #define KLFAST_LOGITS_SHORT_MAX 32
-typedef ptrdiff_t (*klfast_logits_kl_tiles_f64)(const double *p, ptrdiff_t p_rs, const double *q,
-                                                ptrdiff_t q_rs, ptrdiff_t n, ptrdiff_t k,
-                                                const klfast_forms_params *prm,
-                                                const int64_t *index, double *out, double scale);
-typedef ptrdiff_t (*klfast_logits_kl_tiles_f32)(const float *p, ptrdiff_t p_rs, const float *q,
-                                                ptrdiff_t q_rs, ptrdiff_t n, ptrdiff_t k,
-                                                const klfast_forms_params *prm,
-                                                const int64_t *index, double *out, double scale);
+/* The losses' rows, up to this long: the row kernel reads rows of 17 to 32
+ * elements as two whole 128-byte blocks, the same time for all of them,
+ * while a tile's time grows with k. Against it (ab_builds, float64, kl_loss
+ * without | with the gradient, 1 / 2 threads): k = 24 0.57 / 0.64 | 0.69 /
+ * 0.66, k = 32 0.93 / 1.08 | 0.95 / 1.25. */
+#define KLFAST_LOSS_SHORT_MAX 24
+/* A loss row's exact path (src/_exact.pxd), for the rows the kernel flags */
+typedef double (*klfast_exact_loss_f64)(const klfast_forms_params *prm, const double *p,
+                                        const double *q, double *g, ptrdiff_t k);
+typedef double (*klfast_exact_loss_f32)(const klfast_forms_params *prm, const float *p,
+                                        const float *q, float *g, ptrdiff_t k);
+typedef ptrdiff_t (*klfast_logits_tiles_f64)(const double *p, ptrdiff_t p_rs, const double *q,
+                                             ptrdiff_t q_rs, double *g, ptrdiff_t g_rs,
+                                             ptrdiff_t n, ptrdiff_t k,
+                                             const klfast_forms_params *prm,
+                                             const int64_t *index, double *out, double scale,
+                                             klfast_exact_loss_f64 exact);
+typedef ptrdiff_t (*klfast_logits_tiles_f32)(const float *p, ptrdiff_t p_rs, const float *q,
+                                             ptrdiff_t q_rs, float *g, ptrdiff_t g_rs,
+                                             ptrdiff_t n, ptrdiff_t k,
+                                             const klfast_forms_params *prm,
+                                             const int64_t *index, double *out, double scale,
+                                             klfast_exact_loss_f32 exact);
 
 /* float16 rows (their bits) of the forms kernel: KL of two rows of logits
  * (engine/logits_kl_rows.h, which forms_f64 and forms_f32 try first too);
@@ -184,9 +199,10 @@ typedef struct {
      * row by row, their sums 8 rows at a time (engine/divergence_rows.h) */
     klfast_lanes_f64 block_f64[KLFAST_N_MEASURES];
     klfast_lanes_f32 block_f32[KLFAST_N_MEASURES];
-    /* KL of short rows of logits, tiles of rows one per lane (engine/loss_rows.h) */
-    klfast_logits_kl_tiles_f64 logits_kl_tiles_f64;
-    klfast_logits_kl_tiles_f32 logits_kl_tiles_f32;
+    /* KL and the losses of short rows of logits, tiles of rows one per lane
+     * (engine/loss_rows.h) */
+    klfast_logits_tiles_f64 logits_tiles_f64;
+    klfast_logits_tiles_f32 logits_tiles_f32;
 } klfast_isa;
 
 /* engine/dispatch.c: the levels of this build, slowest first (index 0 runs

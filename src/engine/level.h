@@ -24,7 +24,7 @@
 #include "divergence_rows.h"
 #include "lanes_rows.h"
 #include "logits_kl_rows.h"
-#include "logits_kl_lanes.h"
+#include "logits_lanes.h"
 #include "loss_rows.h"
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
@@ -40,7 +40,7 @@
 #include "divergence_rows.h"
 #include "lanes_rows.h"
 #include "logits_kl_rows.h"
-#include "logits_kl_lanes.h"
+#include "logits_lanes.h"
 #include "loss_rows.h"
 #include "vector_math.h"
 #undef KLF_ELEMENT_BITS
@@ -87,8 +87,8 @@ const klfast_isa KLF_CAT(klfast_level_, KLF_LEVEL) = {
                                                             : (size_t)strips_scratch_f32,
     KLF_LEVEL_BLOCK(f64),
     KLF_LEVEL_BLOCK(f32),
-    KLF_CAT(klfast_logits_kl_tiles_f64_, KLF_LEVEL),
-    KLF_CAT(klfast_logits_kl_tiles_f32_, KLF_LEVEL),
+    KLF_CAT(klfast_logits_tiles_f64_, KLF_LEVEL),
+    KLF_CAT(klfast_logits_tiles_f32_, KLF_LEVEL),
 };
 
 #endif

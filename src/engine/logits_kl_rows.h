@@ -535,7 +535,7 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
                             const klfast_forms_params *prm, int *special) {
     double v = 0.0;
     *special = 1;
-    /* (short rows: widened, for logits_kl_lanes.h's tiles of one row) */
+    /* (short rows: widened, for logits_lanes.h's tiles of one row) */
     if (F(logits_kl_applies)(prm, g) && k > KLFAST_LOGITS_SHORT_MAX)
         v = F(logits_kl)(p, q, k, prm, special);
     return v;

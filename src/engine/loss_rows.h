@@ -383,13 +383,15 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
     }
 }
 
-/* One row: KL of short rows of logits as a tile of their own
- * (logits_kl_lanes.h), any other row (or one that declines) as above. */
+/* One row: short rows of logits' KL and losses as a tile of their own
+ * (logits_lanes.h), any other row (or one that declines) as above. */
 static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
                             const klfast_forms_params *prm, int *special) {
-    if (F(logits_kl_lanes_apply)(prm, g, k)) {
+    logits_call call;
+    if (F(logits_lanes_call)(prm, g, k, &call)) {
+        double v;
         int declined;
-        double v = F(logits_kl_short)(p, q, k, prm, &declined);
+        F(logits_tile)(p, 0, q, 0, g, 0, NULL, 1, (int)k, &call, &v, &declined);
         *special = 0;
         if (!declined) return v;
     }
@@ -400,17 +402,21 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
  * (ab_builds --logits 1, float64 2,000,000 x 10): 0.74 / 0.93 on 1 / 2 threads */
 #define LOGITS_AHEAD 2
 
-/* The forms kernel's rows for KL of short rows of logits: rows index[i]
- * (NULL: i) for i in [0, n) of p and q (p_rs, q_rs elements apart, each
- * contiguous), out[row] = the row's value times scale, a tile of LANES
- * rows at a time (logits_kl_lanes.h); a row that declines takes
- * forms_long. Returns the number of NaN results; or -1, having written
- * nothing, for any other call (then ROW_FN(forms) row by row). */
-static ptrdiff_t ROW_FN(logits_kl_tiles)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t q_rs,
-                                         ptrdiff_t n, ptrdiff_t k,
-                                         const klfast_forms_params *prm,
-                                         const int64_t *index, double *out, double scale) {
-    if (!F(logits_kl_lanes_apply)(prm, NULL, k)) return -1;
+/* The forms kernel's rows for the calls of logits_lanes.h (KL of short rows
+ * of logits, the losses of short rows): rows index[i] (NULL: i) for i in
+ * [0, n) of p, q and g (p_rs, q_rs, g_rs elements apart, each contiguous;
+ * g NULL: no gradient), out[row] = the row's value times scale, a tile of
+ * LANES rows at a time; a row that declines takes forms_long, and a loss
+ * row it flags exact(). Returns the number of NaN results; or -1, having
+ * written nothing, for any other call (then ROW_FN(forms) row by row). */
+static ptrdiff_t ROW_FN(logits_tiles)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t q_rs,
+                                      T *g, ptrdiff_t g_rs, ptrdiff_t n, ptrdiff_t k,
+                                      const klfast_forms_params *prm, const int64_t *index,
+                                      double *out, double scale,
+                                      double (*exact)(const klfast_forms_params *, const T *,
+                                                      const T *, T *, ptrdiff_t)) {
+    logits_call call;
+    if (!F(logits_lanes_call)(prm, g, k, &call)) return -1;
     /* the prefetch's distance (a distance of at least 2,560 bytes, as
      * lanes_rows.h's SHORT_AHEAD, gained nothing: B/A 1.01 / 1.16 on 1 / 2
      * threads at 4,000,000 x 2 float64, 0.99 / 1.09 at 500,000 x 64) */
@@ -424,19 +430,23 @@ static ptrdiff_t ROW_FN(logits_kl_tiles)(const T *p, ptrdiff_t p_rs, const T *q,
                     __builtin_prefetch((const char *)(p + (i + ahead + r) * p_rs) + b);
                     __builtin_prefetch((const char *)(q + (i + ahead + r) * q_rs) + b);
                 }
-        double kl[LANES];
+        double val[LANES];
         int declined[LANES];
         if (index)
-            F(logits_kl_tile)(p, p_rs, q, q_rs, index + i, m, (int)k, prm, kl, declined);
+            F(logits_tile)(p, p_rs, q, q_rs, g, g_rs, index + i, m, (int)k, &call, val,
+                           declined);
         else
-            F(logits_kl_tile)(p + i * p_rs, p_rs, q + i * q_rs, q_rs, NULL, m, (int)k, prm, kl,
-                              declined);
+            F(logits_tile)(p + i * p_rs, p_rs, q + i * q_rs, q_rs, g ? g + i * g_rs : NULL, g_rs,
+                           NULL, m, (int)k, &call, val, declined);
         for (int r = 0; r < m; r++) {
             const ptrdiff_t row = index ? index[i + r] : i + r;
-            double v = kl[r];
+            double v = val[r];
             if (declined[r]) {
-                int special; /* (never set without a loss) */
-                v = ROW_FN(forms_long)(p + row * p_rs, q + row * q_rs, NULL, k, prm, &special);
+                const T *pr = p + row * p_rs, *qr = q + row * q_rs;
+                T *gr = g ? g + row * g_rs : NULL;
+                int special;
+                v = ROW_FN(forms_long)(pr, qr, gr, k, prm, &special);
+                if (special) v = exact(prm, pr, qr, gr, k);
             }
             v *= scale;
             out[row] = v;

@@ -1,0 +1,336 @@
+/* Short rows of logits, one row per lane: KL of two rows of logits (k <=
+ * KLFAST_LOGITS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
+ * <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
+ * probabilities or logits. The forms kernel's row loop gives them whole
+ * tiles of rows (ROW_FN(logits_tiles)), and its row function a tile of one
+ * row (ROW_FN(forms), loss_rows.h), so that a row's bits (and its
+ * gradient's) are the same on every route. The
+ * row kernels (logits_kl_rows.h, loss_rows.h) read a row along its vectors
+ * and pay lane sums, scalar logs and exps, and padded tails per row: 130 to
+ * 250 ns a row whatever k is, against a few ns an element here. Included by
+ * engine/level.h after lanes_rows.h (transpose_rows) and logits_kl_rows.h
+ * (its inv_fact table), for float64 and float32. No include guard.
+ *
+ * Every lane computes in float64 for both element types (a float32 row is
+ * widened exactly; its loss's gradient is rounded to float32 once, at the
+ * end), over j in order within the lane: a row's values do not depend on
+ * its lane, tile, neighbours or dtype route.
+ *
+ * KL of two rows of logits, with u_j = (x_j - max x) / T, e_j = exp(u_j),
+ * A = sum e_j and d_j = y_j - x_j, takes the stable sums of
+ * logits_kl_rows.h centred on c = (sum e_j d_j) / A itself, read back from
+ * the stored e_j and d_j:
+ *   t_j = (d_j - c) / T,  Mc = sum e_j t_j,  Gc = sum e_j g(t_j),  g(t) = e^t - 1 - t,
+ *   m = Mc / A,  KL = log1p(e^-m (Gc / A - g(m)))
+ * (g a series for |t| < 1, else e^(u_j + t_j) - e_j - e_j t_j). Every term
+ * is >= 0: nothing cancels, and nearly equal rows keep their relative
+ * accuracy. d_j - c is taken before the division by T: rounding each
+ * d_j / T would cost nearly equal rows (d_j about 1e-8, t_j about 1e-13)
+ * most of their digits. A lane declines (its row is then scored by
+ * logits_kl_rows.h and the three-pass kernel, as before) when the eps rule
+ * may bind (some u_j or v_j below log eps + log k + 1/2, since log p_j >=
+ * u_j - log k), when an exp could leave the normal range (u_j + t_j above
+ * 600), on a NaN or infinite logit, and when m is not small against the
+ * sum (the centre off: rows a few ulps apart). So on this path KL is
+ * exactly the centred sum, no floor.
+ *
+ * The losses take loss_rows.h's formulas term for term: log q_j = u_j -
+ * log s (u_j = (z_j - max z) / T, log s = log1p of the sum of the exps
+ * but the maximum's), target probabilities p_j as given (log p~_j = log
+ * max(p_j, eps)) or from logits (log p_j as log q_j, log p~_j = max(log
+ * p_j, log eps), p_j = exp(log p_j)), then
+ *   kl_loss = sum p_j (log p~_j - log q_j),  cross_entropy_loss = -sum p_j log q_j
+ * over p_j > 0, and the gradient g_j = (S q_j - p_j) grad_scale (S = sum
+ * p_j; 1 for a target of logits). A lane declines (loss_rows.h scores the
+ * row, or flags it for the exact path) on a logit that is NaN or infinite
+ * (-inf included: the exact path's), a target probability that is
+ * negative or not finite (an invalid row), a sum of them past the float64
+ * range, a probability whose log the eps rule would take below the
+ * smallest normal, and a scaled logit (or target log-probability) below
+ * -708, whose exp leaves the normal range. */
+
+#if KLF_ELEMENT_BITS == 64
+#define LOGITS_LANES_EXP_MIN (-708.0) /* float64's EXP_PLAIN_MIN, for both types */
+
+/* log1p(z) for z >= 0: log(w) + (z - (w - 1)) / w, w = 1 + z rounded; the
+ * second term is the part of z that w lost. */
+KLF_INLINE vd log1p_lanes(vd z) {
+    vd w = 1.0 + z;
+    return log_f64(w) + (z - (w - 1.0)) / w;
+}
+
+/* g(t) = t^2 h(t) for |t| < 1: the series of logits_kl_g_small (1 / 2! ..
+ * 1 / 20!) by Estrin's scheme, a chain of 6 operations instead of 19 (the
+ * Horner chain held the lanes' loop to its latency). */
+KLF_INLINE vd logits_kl_g_estrin(vd t) {
+    const double *a = inv_fact_f64; /* a[n] = 1 / (n + 2)! */
+    vd t2 = t * t, t4 = t2 * t2, t8 = t4 * t4, t16 = t8 * t8, p[10];
+    for (int i = 0; i < 9; i++) p[i] = a[2 * i] + a[2 * i + 1] * t;
+    p[9] = (vd){0} + a[18];
+    vd q0 = p[0] + p[1] * t2, q1 = p[2] + p[3] * t2, q2 = p[4] + p[5] * t2;
+    vd q3 = p[6] + p[7] * t2, q4 = p[8] + p[9] * t2;
+    vd r0 = q0 + q1 * t4, r1 = q2 + q3 * t4;
+    return t2 * ((r0 + r1 * t8) + q4 * t16);
+}
+
+/* The lanes of VD_LANES rows: x[j], y[j] element j of each (j < k, k <=
+ * KLFAST_LOGITS_SHORT_MAX); low: the smallest u_j or v_j taken (see
+ * above). KL per lane into *kl; returns the lanes that decline. Not
+ * inlined: one body, so one rounding of every operation, for every caller. */
+static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
+                                                     double inv_t, double low, vd *kl) {
+    vd e[KLFAST_LOGITS_SHORT_MAX], d[KLFAST_LOGITS_SHORT_MAX];
+    const vd zero = {0};
+    vd ma = x[0], mb = y[0];
+    vl bad = {0};
+    for (int j = 0; j < k; j++) {
+        ma = vmax_f64(ma, x[j]);
+        mb = vmax_f64(mb, y[j]);
+        bad |= (vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0); /* NaN or +-inf */
+    }
+    vd lowest = zero, a = zero, s1 = zero;
+    for (int j = 0; j < k; j++) {
+        vd u = (x[j] - ma) * inv_t, v = (y[j] - mb) * inv_t;
+        lowest = vmin_f64(lowest, vmin_f64(u, v));
+        e[j] = exp_f64(vmax_f64(u, zero + LOGITS_LANES_EXP_MIN), 0);
+        d[j] = y[j] - x[j]; /* (exact for nearby logits) */
+        vd ed = e[j] * d[j];
+        KLF_KEEP(ed); /* (one rounding, not fused into the sum) */
+        a += e[j];
+        s1 += ed;
+    }
+    bad |= (vl)(lowest < low) | (vl)(lowest != lowest);
+    vd c = s1 / a, mc = zero, gc = zero, top = zero - INFINITY;
+    for (int j = 0; j < k; j++) {
+        vd t = (d[j] - c) * inv_t, et = e[j] * t;
+        KLF_KEEP(et);
+        vl small = (vl)(t < 1.0) & (vl)(t > -1.0);
+        vd term;
+        /* each lane's term by its own |t_j| (the series or the exp), so the
+         * branches only skip work no lane of the vector needs */
+        if (!any_lane((vi)~small)) {
+            term = e[j] * logits_kl_g_estrin(t);
+        } else {
+            vd w = (x[j] - ma) * inv_t + t;
+            top = vmax_f64(top, vsel_f64(small, zero - INFINITY, w));
+            term = exp_f64(vmax_f64(w, zero + LOGITS_LANES_EXP_MIN), 0) - e[j] - et;
+            if (any_lane((vi)small)) term = vsel_f64(small, e[j] * logits_kl_g_estrin(t), term);
+        }
+        KLF_KEEP(term);
+        mc += et;
+        gc += term;
+    }
+    vd m = mc / a, g = gc / a;
+    vl near = (vl)(m < 1.0) & (vl)(m > -1.0);
+    m = vsel_f64(near, m, zero);
+    vd g_m = logits_kl_g_estrin(m);
+    vd excess = exp_f64(zero - m, 0) * (g - g_m);
+    excess = vmax_f64(excess, zero);
+    vd r = log1p_lanes(excess);
+    bad |= ~near | ~(vl)(g_m <= 0.25 * g) | (vl)(top > 600.0) | ~(vl)(r >= 0);
+    *kl = r;
+    return bad;
+}
+/* A loss call's constants, in float64 for both element types. */
+typedef struct {
+    int kl;       /* kl_loss; else cross_entropy_loss */
+    int p_logits; /* the target is logits; else probabilities */
+    int grad;     /* the gradient rows are asked for */
+    double inv_t_p, inv_t, eps, log_eps, grad_scale;
+} logits_loss_consts;
+
+/* u[j] = (x_j - max x) inv_t and e[j] = exp(u[j]) of the lanes' rows x, and
+ * their log s = log1p((ties - 1) + rest), the sum of exps as the count of
+ * elements at the maximum (exp(0) = 1 each) and the sum of the others, as
+ * loss_rows.h's pass B takes it; *s = ties + rest. Flags (in *bad) a NaN or
+ * infinite element and a u below -708. */
+KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, vd *u, vd *e, vd *s,
+                                 vl *bad) {
+    const vd zero = {0};
+    vd mx = x[0], rest = zero, ties = zero, lowest = zero;
+    for (int j = 0; j < k; j++) {
+        mx = vmax_f64(mx, x[j]);
+        *bad |= (vl)(x[j] - x[j] != 0); /* NaN or +-inf */
+    }
+    for (int j = 0; j < k; j++) {
+        u[j] = (x[j] - mx) * inv_t;
+        lowest = vmin_f64(lowest, u[j]);
+        e[j] = exp_f64(vmax_f64(u[j], zero + LOGITS_LANES_EXP_MIN), 0);
+        vl top = (vl)(x[j] == mx);
+        rest += vsel_f64(top, zero, e[j]);
+        ties += vsel_f64(top, zero + 1.0, zero);
+    }
+    *bad |= ~(vl)(lowest >= LOGITS_LANES_EXP_MIN);
+    *s = ties + rest;
+    return log1p_lanes((ties - 1.0) + rest);
+}
+
+/* The loss of VD_LANES rows: t[j], z[j] element j of the target and logits
+ * rows (k <= KLFAST_LOGITS_SHORT_MAX). The loss per lane into *loss, and
+ * with c->grad the gradient into grad[j]; returns the lanes that decline.
+ * Not inlined: one body, so one rounding of every operation, for every
+ * caller. */
+static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, int k,
+                                                      const logits_loss_consts *c, vd *loss,
+                                                      vd *grad) {
+    vd u[KLFAST_LOGITS_SHORT_MAX], e[KLFAST_LOGITS_SHORT_MAX];
+    vd a[KLFAST_LOGITS_SHORT_MAX], la[KLFAST_LOGITS_SHORT_MAX];
+    const vd zero = {0};
+    vl bad = {0};
+    vd s, sum_p = zero + 1.0;
+    vd log_s = logits_lanes_log_s(z, k, c->inv_t, u, e, &s, &bad);
+    if (c->p_logits) { /* la first holds the target's u, a its exps (unused) */
+        vd s_p, low = zero;
+        vd log_s_p = logits_lanes_log_s(t, k, c->inv_t_p, la, a, &s_p, &bad);
+        for (int j = 0; j < k; j++) {
+            vd lp = la[j] - log_s_p;
+            low = vmin_f64(low, lp);
+            a[j] = exp_f64(vmax_f64(lp, zero + LOGITS_LANES_EXP_MIN), 0);
+            la[j] = vmax_f64(lp, zero + c->log_eps);
+        }
+        bad |= ~(vl)(low >= LOGITS_LANES_EXP_MIN);
+    } else {
+        sum_p = zero;
+        for (int j = 0; j < k; j++) {
+            a[j] = t[j];
+            bad |= ~((vl)(t[j] >= 0.0) & (vl)(t[j] <= DBL_MAX)); /* NaN, negative, inf */
+            sum_p += t[j];
+            if (c->kl) {
+                vd pe = vmax_f64(t[j], zero + c->eps);
+                bad |= (vl)(pe < DBL_MIN) & (vl)(t[j] > 0.0);
+                la[j] = log_f64(vmax_f64(pe, zero + DBL_MIN));
+            }
+        }
+        bad |= ~(vl)(sum_p <= DBL_MAX);
+    }
+    vd acc = zero;
+    for (int j = 0; j < k; j++) {
+        vd lq = u[j] - log_s;
+        vd term = c->kl ? a[j] * (la[j] - lq) : a[j] * lq;
+        acc += vsel_f64((vl)(a[j] > 0.0), term, zero);
+    }
+    *loss = c->kl ? acc : zero - acc; /* (+0.0, not -0.0, for a zero sum) */
+    if (c->grad) {
+        vd inv_s = 1.0 / s;
+        for (int j = 0; j < k; j++) grad[j] = (sum_p * (e[j] * inv_s) - a[j]) * c->grad_scale;
+    }
+    return bad;
+}
+
+/* A call whose rows this file scores, its constants taken once. */
+typedef struct {
+    int loss;             /* the losses; else KL of two rows of logits */
+    double inv_t, low;    /* KL: 1 / T, and the lowest u_j or v_j taken */
+    logits_loss_consts c; /* the losses */
+} logits_call;
+#endif
+
+/* 1, with *call set, for the calls whose rows this file scores, k from 1
+ * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
+ * and up to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
+ * probabilities or logits (no sum check); g: the gradient rows, or NULL. The constants are the
+ * element type's, as the row kernels take them. */
+KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *g, ptrdiff_t k,
+                                    logits_call *call) {
+    if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX)) return 0;
+    if (F(logits_kl_applies)(prm, g)) {
+        call->loss = 0;
+        call->inv_t = (double)PRM(inv_t)[0];
+        call->low = (double)PRM(log_eps) + log((double)k) + 0.5;
+        if (!(call->low >= LOGITS_LANES_EXP_MIN)) /* (eps = 0: -inf) */
+            call->low = LOGITS_LANES_EXP_MIN;
+        return 1;
+    }
+    const int m = prm->measure, target = prm->form[0];
+    if (!(k <= KLFAST_LOSS_SHORT_MAX && prm->loss && prm->form[1] == KLFAST_LOGITS &&
+          !prm->normalize && (m == KLFAST_KL || m == KLFAST_CROSS_ENTROPY) &&
+          (target == KLFAST_PROBS || target == KLFAST_LOGITS) && !(prm->tol <= DBL_MAX)))
+        return 0;
+    call->loss = 1;
+    call->c = (logits_loss_consts){
+        .kl = m == KLFAST_KL,
+        .p_logits = target == KLFAST_LOGITS,
+        .grad = g != NULL,
+        .inv_t_p = (double)PRM(inv_t)[0],
+        .inv_t = (double)PRM(inv_t)[1],
+        .eps = (double)PRM(eps),
+        .log_eps = (double)PRM(log_eps),
+        .grad_scale = (double)PRM(grad_scale),
+    };
+    return 1;
+}
+
+/* The lanes of the n <= LANES rows at x (ls apart; with rows, rows[r] * ls
+ * from x, copied together first) as double vectors: xd[h * k + j] is
+ * element j of rows h VD_LANES to (h + 1) VD_LANES - 1 (zeros past n). */
+KLF_INLINE void F(logits_load)(const T *x, ptrdiff_t ls, const int64_t *rows, int n, int k,
+                               vd *xd) {
+    T rowbuf[LANES * KLFAST_LOGITS_SHORT_MAX], buf[LANES * KLFAST_LOGITS_SHORT_MAX];
+    if (rows) {
+        for (int r = 0; r < n; r++) memcpy(rowbuf + r * k, x + rows[r] * ls, k * sizeof(T));
+        x = rowbuf;
+        ls = k;
+    }
+    F(transpose_rows)(x, ls, n, k, buf);
+    for (int j = 0; j < k; j++) {
+        V v;
+        memcpy(&v, buf + j * LANES, sizeof(V));
+#if KLF_ELEMENT_BITS == 64
+        xd[j] = v;
+#else
+        vd w[2];
+        widen_to(w, v);
+        xd[j] = w[0];
+        xd[k + j] = w[1];
+#endif
+    }
+}
+
+/* The inverse of logits_load for the gradient rows: gd (laid out as
+ * logits_load lays out a tile) into the n rows at g (gs apart; with rows,
+ * rows[r] * gs from g), rounded to T once, but the rows that declined. */
+KLF_INLINE void F(logits_store)(T *g, ptrdiff_t gs, const int64_t *rows, int n, int k,
+                                const vd *gd, const int *declined) {
+    T buf[LANES * KLFAST_LOGITS_SHORT_MAX], tr[LANES * LANES];
+    for (int j = 0; j < k; j++) {
+#if KLF_ELEMENT_BITS == 64
+        V v = gd[j];
+#else
+        V v = join_halves(__builtin_convertvector(gd[j], vfh),
+                          __builtin_convertvector(gd[k + j], vfh));
+#endif
+        memcpy(buf + j * LANES, &v, sizeof(V));
+    }
+    for (int j0 = 0; j0 < k; j0 += LANES) { /* LANES elements of each row at a time */
+        const int w = k - j0 < LANES ? k - j0 : LANES;
+        F(transpose_rows)(buf + j0 * LANES, LANES, w, n, tr);
+        for (int r = 0; r < n; r++)
+            if (!declined[r])
+                memcpy(g + (rows ? rows[r] : r) * gs + j0, tr + r * LANES, w * sizeof(T));
+    }
+}
+
+/* The n <= LANES rows of a tile (as logits_load reads them): their values
+ * into val[r], declined[r] = 1 for a row that declines, and for a loss
+ * with a gradient the gradient rows of the others (at g, g_rs apart, as
+ * p and q). */
+KLF_INLINE void F(logits_tile)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t q_rs, T *g,
+                               ptrdiff_t g_rs, const int64_t *rows, int n, int k,
+                               const logits_call *call, double *val, int *declined) {
+    vd xd[LANES / VD_LANES * KLFAST_LOGITS_SHORT_MAX];
+    vd yd[LANES / VD_LANES * KLFAST_LOGITS_SHORT_MAX];
+    vd gd[LANES / VD_LANES * KLFAST_LOGITS_SHORT_MAX];
+    F(logits_load)(p, p_rs, rows, n, k, xd);
+    F(logits_load)(q, q_rs, rows, n, k, yd);
+    for (int h = 0; h * VD_LANES < n; h++) {
+        vd v;
+        vl bad = call->loss
+                     ? logits_loss_lanes(xd + h * k, yd + h * k, k, &call->c, &v, gd + h * k)
+                     : logits_kl_lanes(xd + h * k, yd + h * k, k, call->inv_t, call->low, &v);
+        for (int l = 0; l < VD_LANES && h * VD_LANES + l < n; l++) {
+            val[h * VD_LANES + l] = v[l];
+            declined[h * VD_LANES + l] = bad[l] != 0;
+        }
+    }
+    if (call->loss && call->c.grad) F(logits_store)(g, g_rs, rows, n, k, gd, declined);
+}

@@ -1,0 +1,170 @@
+"""The losses (kl_loss, cross_entropy_loss) of short rows of logits (k <= 24),
+scored a row per lane (engine/logits_lanes.h): values and gradients against
+80-digit mpmath at every instruction-set level, float32 rows to float64's
+bound (the lanes compute in float64), and the same bits of both on every
+route a row can take, with the rows the lanes decline mixed in."""
+
+import numpy as np
+import pytest
+
+import klfast
+from zoo import general_path, loss_mpmath
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+LOSSES = {"kl": klfast.kl_loss, "cross_entropy": klfast.cross_entropy_loss}
+U = 2.0 ** -53  # float64's unit roundoff
+
+
+def _kernel_constants(dtype, temperature):
+    """1 / T and eps as the kernel takes them for this element type."""
+    if dtype == np.float64:
+        return 1.0 / temperature, klfast.DEFAULT_EPS
+    eps = np.float32(klfast.DEFAULT_EPS)
+    if eps > klfast.DEFAULT_EPS:  # (the float32 eps is never above eps)
+        eps = np.nextafter(eps, np.float32(0))
+    return float(np.float32(1.0 / temperature)), float(eps)
+
+
+def _targets(rng, n, k, dtype, target_is_logits):
+    if target_is_logits:
+        return (rng.normal(size=(n, k)) * 2).astype(dtype)
+    p = rng.dirichlet(np.full(k, 0.7), n)
+    p[::3] = np.eye(k)[rng.integers(0, k, n)][::3]  # one-hot rows (labels)
+    p[1::5, 0] = 0.0
+    return p.astype(dtype)
+
+
+# (k = 25 and 33 take the row kernel: float64 only, as float32 rows are
+# computed there in float32)
+@pytest.mark.parametrize("dtype, k", [(np.float64, k) for k in (1, 2, 3, 10, 17, 24, 25, 33)]
+                         + [(np.float32, k) for k in (1, 2, 3, 10, 17, 24)])
+@pytest.mark.parametrize("target_is_logits", [False, True])
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+def test_short_loss_rows_against_mpmath(dtype, k, target_is_logits, loss):
+    """Each row's value within the rounding of its terms p_j (log p~_j -
+    log q_j) (every log, product and sum in float64: float32 rows too), and
+    each gradient element within the rounding of S q_j and p_j (float32: and
+    its rounding to float32). Logits up to 30 apart, temperatures 1 and 0.3,
+    near-certain models included."""
+    rng = np.random.default_rng(1000 * k + 17 * target_is_logits + len(loss))
+    for temperature in (1.0, 0.3):
+        for spread in (3.0, 30.0):
+            n = 21
+            z = (rng.normal(size=(n, k)) * spread).astype(dtype)
+            t = _targets(rng, n, k, dtype, target_is_logits)
+            value, grad = LOSSES[loss](t, z, temperature=temperature,
+                                       target_is_logits=target_is_logits,
+                                       reduction="none", return_grad=True)
+            assert value.dtype == dtype and grad.dtype == dtype
+            inv_t, eps = _kernel_constants(dtype, temperature)
+            want, want_grad = loss_mpmath(loss, t, z, inv_t, eps, target_is_logits)
+
+            z64 = z.astype(np.float64) * inv_t
+            log_q = z64 - z64.max(axis=1, keepdims=True)
+            log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+            if target_is_logits:
+                log_p = t.astype(np.float64) * inv_t
+                log_p -= log_p.max(axis=1, keepdims=True)
+                log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+                p = np.exp(log_p)
+            else:
+                p = t.astype(np.float64)
+                log_p = np.log(np.maximum(p, eps))
+            size = np.where(p > 0, p * (np.abs(log_p) + np.abs(log_q) + 1), 0).sum(axis=1)
+            bound = 8 * U * (k + 4) * size
+            err = np.abs(value.astype(np.float64) - want)
+            if dtype == np.float32:  # the value itself is returned in float32
+                bound = bound + 2.0 ** -24 * np.abs(want)
+            assert (err <= bound).all(), (temperature, spread, np.max(err / bound))
+
+            s = p.sum(axis=1, keepdims=True)
+            q = np.exp(log_q)
+            g_bound = 8 * U * (s * q * (np.abs(log_q) + 8) + p * (np.abs(log_p) + 8)) * inv_t
+            if dtype == np.float32:  # rounded to float32 (subnormals included)
+                g_bound = g_bound + 2.0 ** -24 * np.abs(want_grad) + 2.0 ** -149
+            g_err = np.abs(grad.astype(np.float64) - want_grad)
+            assert (g_err <= g_bound).all(), (temperature, spread, np.max(g_err / g_bound))
+
+
+def _mixed_rows(rng, n, k, dtype, target_is_logits):
+    """Rows of every kind, the ones the lanes decline among them: a -inf
+    logit (the exact path), a logit past the plain exp's range (the wide
+    exp), a target probability of 1e-310 (subnormal)."""
+    z = rng.normal(size=(n, k)) * 3
+    t = _targets(rng, n, k, np.float64, target_is_logits)
+    if k > 1:
+        z[6::13, 1] = -np.inf
+        z[7::17, 1] = -3000.0
+        if target_is_logits:
+            t[5::11, 0] = -3000.0
+        else:
+            t[5::11, 0] = 1e-310 if dtype == np.float64 else 1e-40
+    return t.astype(dtype), z.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target_is_logits", [False, True])
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("k", [1, 2, 5, 8, 10, 16, 24, 25, 33])
+def test_a_loss_rows_bits_do_not_depend_on_its_route(dtype, target_is_logits, loss, k):
+    """A row's value and gradient row: the same bits in a batch, alone, in
+    another tile and lane, on 1 and 2 threads, with where=, in columns,
+    against a shared target row, in a large call and on the general path."""
+    rng = np.random.default_rng(200 + k)
+    t, z = _mixed_rows(rng, 41, k, dtype, target_is_logits)
+    fn = LOSSES[loss]
+    kw = dict(temperature=0.7, target_is_logits=target_is_logits, reduction="none",
+              return_grad=True)
+    whole, grad = fn(t, z, **kw)
+    assert np.isfinite(grad).all()
+
+    def same(got, rows=slice(None)):
+        np.testing.assert_array_equal(got[0], whole[rows])
+        np.testing.assert_array_equal(got[1], grad[rows])
+
+    alone = [fn(t[i], z[i], **kw) for i in range(len(z))]
+    same((np.array([v for v, _ in alone]), np.array([g for _, g in alone])))
+    same(fn(t[3:], z[3:], **kw), slice(3, None))
+    same(fn(t[::-1], z[::-1], **kw), slice(None, None, -1))
+    for threads in (1, 2):
+        same(fn(t, z, num_threads=threads, **kw))
+    mask = rng.random(len(z)) < 0.6
+    v, g = fn(t, z, where=mask, **kw)
+    np.testing.assert_array_equal(v[mask], whole[mask])
+    np.testing.assert_array_equal(g[mask], grad[mask])
+    np.testing.assert_array_equal(g[~mask], 0.0)
+    v, g = fn(t.T.copy(), z.T.copy(), axis=0, **kw)
+    same((v, g.T))
+    v_only = fn(t, z, temperature=0.7, target_is_logits=target_is_logits, reduction="none")
+    np.testing.assert_array_equal(v_only, whole)
+    # one target row for every row (a row stride of 0)
+    v, g = fn(t[4], z, **kw)
+    w, h = fn(np.tile(t[4], (len(z), 1)), z, **kw)
+    np.testing.assert_array_equal(v, w)
+    np.testing.assert_array_equal(g, h)
+    reps = 3000 // len(z) + 1
+    v, g = fn(np.tile(t, (reps, 1)), np.tile(z, (reps, 1)), **kw)
+    np.testing.assert_array_equal(v, np.tile(whole, reps))
+    np.testing.assert_array_equal(g, np.tile(grad, (reps, 1)))
+    with general_path():
+        same(fn(t, z, **kw))
+
+
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("k", [2, 10, 24, 40])
+def test_float16_loss_rows_give_the_bits_of_their_float32_values(loss, k):
+    rng = np.random.default_rng(k)
+    t, z = _mixed_rows(rng, 37, k, np.float16, False)
+    fn = LOSSES[loss]
+    want, want_grad = fn(t.astype(np.float32), z.astype(np.float32), reduction="none",
+                         return_grad=True)
+    got, got_grad = fn(t, z, reduction="none", return_grad=True)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_grad, want_grad)
+    # without a gradient: rows widened a tile at a time, with where=
+    mask = np.arange(len(z)) % 3 != 1
+    got = fn(t, z, reduction="none", where=mask, num_threads=2)
+    np.testing.assert_array_equal(got[mask], want[mask])
+    big = fn(np.tile(t, (200, 1)), np.tile(z, (200, 1)), reduction="none")
+    np.testing.assert_array_equal(big, np.tile(want, 200))
