@@ -14,7 +14,6 @@ read floor with the same thread count.
 import gc
 import os
 
-import numpy as np
 import pytest
 
 from klfast.bench import peers
@@ -159,5 +158,6 @@ def pytest_terminal_summary(terminalreporter, config):
             speed = scipy_t / t if scipy_t else None
             floor = floors.get(info["threads"])
             ratio = t / floor if floor and info["peer"] != "read floor" else None
-            tr.write_line(f"{group:<40} {info['label']:<26} {t / info['elements'] * 1e9:>9.3g} "
+            label = info.get("label", info["peer"])  # (groups without labels: the peer)
+            tr.write_line(f"{group:<40} {label:<26} {t / info['elements'] * 1e9:>9.3g} "
                           f"{_fmt_ratio(speed):>9} {_fmt_ratio(ratio):>8}")
