@@ -49,7 +49,7 @@ from libc.float cimport DBL_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport copysign, fabs, isfinite, ldexp, log, log1p, INFINITY, NAN
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 cimport numpy as cnp
 import numpy as np
@@ -525,7 +525,7 @@ cdef struct Rows:
     int type_num            # NPY_DOUBLE or NPY_FLOAT
     Py_ssize_t size         # bytes per element
     int a_kind, b_kind      # -1: p (q) of type_num; 0 float16, 1 bfloat16 (type_num float32)
-    float* stage            # with a 16-bit input: 2 k floats per thread
+    float* stage            # with a 16-bit input: 3 k floats per thread (short rows: 48 k)
     char* a                 # p, or the target
     char* b                 # q, or the logits
     char* g                 # the gradient, or NULL
@@ -622,17 +622,18 @@ cdef inline void _widen_into(const klfast_isa* isa, const char* x, Py_ssize_t es
 
 
 cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
-    """Rows r0 to r1 of KL, or a loss without a gradient, of short rows of
-    logits with a 16-bit input:
-    _STAGED_ROWS rows at a time widened into the thread's stage, then one
-    call of the float32 tiles (the bits of the rows' float32 values, as on
-    every route). -1, having written nothing, for any other call."""
-    cdef float* sp = c.stage + tid * 2 * _STAGED_ROWS * c.k
+    """Rows r0 to r1 of KL or a loss of short rows of logits with a 16-bit
+    input: _STAGED_ROWS rows at a time widened into the thread's stage, then
+    one call of the float32 tiles (the bits of the rows' float32 values, as
+    on every route), the gradient rows (float32) staged too and copied out.
+    -1, having written nothing, for any other call."""
+    cdef float* sp = c.stage + tid * 3 * _STAGED_ROWS * c.k
     cdef float* sq = sp + _STAGED_ROWS * c.k
+    cdef float* sg = sq + _STAGED_ROWS * c.k if c.g != NULL else NULL
     cdef double res[_STAGED_ROWS]
     cdef Py_ssize_t i = r0, j, m, row, got, n_bad = 0
-    if (c.g != NULL or c.k > KLFAST_LOGITS_SHORT_MAX
-            or _isa.logits_tiles_f32(sp, c.k, sq, c.k, NULL, 0, 0, c.k, &c.prm, NULL, res, 1.0,
+    if (c.k > KLFAST_LOGITS_SHORT_MAX
+            or _isa.logits_tiles_f32(sp, c.k, sq, c.k, sg, c.k, 0, c.k, &c.prm, NULL, res, 1.0,
                                      _exact_loss_f32) < 0):
         return -1
     while i < r1:
@@ -641,10 +642,13 @@ cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) no
             row = c.index[i + j] if c.index != NULL else i + j
             _widen_into(_isa, c.a + row * c.a_rs, c.a_es, c.a_kind, sp + j * c.k, c.k)
             _widen_into(_isa, c.b + row * c.b_rs, c.b_es, c.b_kind, sq + j * c.k, c.k)
-        got = _isa.logits_tiles_f32(sp, c.k, sq, c.k, NULL, 0, m, c.k, &c.prm, NULL, res, c.scale,
+        got = _isa.logits_tiles_f32(sp, c.k, sq, c.k, sg, c.k, m, c.k, &c.prm, NULL, res, c.scale,
                                     _exact_loss_f32)
         for j in range(m):
-            _store(c, c.index[i + j] if c.index != NULL else i + j, res[j])
+            row = c.index[i + j] if c.index != NULL else i + j
+            _store(c, row, res[j])
+            if sg != NULL:
+                memcpy(c.g + row * c.g_rs, sg + j * c.k, c.k * sizeof(float))
         n_bad += got
         i += m
     return n_bad
@@ -1655,8 +1659,9 @@ def forms_rows(int measure, cnp.ndarray p, Py_ssize_t p_row_stride,
     c.index = _row_index(index, n_rows, True)  # (forms rows: contiguous elements)
     if c.a_kind < 0 and c.b_kind < 0:
         return _in_chunks(&c, n_rows)
-    # (short rows: _STAGED_ROWS rows of each input per thread, _staged_tiles)
-    stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 2 * max(k, 1)
+    # (short rows: _STAGED_ROWS rows of each input and the gradient per thread,
+    # _staged_tiles)
+    stage = cnp.PyArray_EMPTY(1, [max(1, n_threads) * 3 * max(k, 1)
                                   * (_STAGED_ROWS if k <= KLFAST_LOGITS_SHORT_MAX else 1)],
                               cnp.NPY_FLOAT, 0)
     c.stage = <float*>cnp.PyArray_DATA(stage)

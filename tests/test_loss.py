@@ -573,7 +573,8 @@ def test_loss_kernels_stay_vectorised():
                              listing, re.S))
     for name in _kernels.LEVELS:
         for dtype in ("f64", "f32"):
-            # (klfast_forms_* sends short rows of logits' KL to the lanes, the rest here)
+            # (klfast_forms_* sends short rows of logits (KL, the losses) to the lanes,
+            # logits_lanes.h, the rest here)
             body = bodies.get(f"klfast_forms_long_{dtype}_{name}")
             assert body is not None, f"klfast_forms_long_{dtype}_{name} missing"
             assert len(re.findall(PACKED_FMA[name], body)) >= 20, f"{dtype} {name}"

@@ -16,14 +16,15 @@ LOSSES = {"kl": klfast.kl_loss, "cross_entropy": klfast.cross_entropy_loss}
 U = 2.0 ** -53  # float64's unit roundoff
 
 
-def _kernel_constants(dtype, temperature):
-    """1 / T and eps as the kernel takes them for this element type."""
-    if dtype == np.float64:
-        return 1.0 / temperature, klfast.DEFAULT_EPS
-    eps = np.float32(klfast.DEFAULT_EPS)
-    if eps > klfast.DEFAULT_EPS:  # (the float32 eps is never above eps)
-        eps = np.nextafter(eps, np.float32(0))
-    return float(np.float32(1.0 / temperature)), float(eps)
+def _kernel_constants(dtype, temperature, eps=klfast.DEFAULT_EPS):
+    """1 / T and eps as the losses' lanes take them: float64's 1 / T for
+    every dtype, the dtype's eps (float32: the float32 not above eps)."""
+    if dtype == np.float64 or eps == 0:
+        return 1.0 / temperature, eps
+    eps32 = np.float32(eps)
+    if float(eps32) > eps:
+        eps32 = np.nextafter(eps32, np.float32(0))
+    return 1.0 / temperature, float(eps32)
 
 
 def _targets(rng, n, k, dtype, target_is_logits):
@@ -90,7 +91,8 @@ def test_short_loss_rows_against_mpmath(dtype, k, target_is_logits, loss):
 def _mixed_rows(rng, n, k, dtype, target_is_logits):
     """Rows of every kind, the ones the lanes decline among them: a -inf
     logit (the exact path), a logit past the plain exp's range (the wide
-    exp), a target probability of 1e-310 (subnormal)."""
+    exp); and a target probability of 1e-310 (float64 kl_loss declines its
+    subnormal log; float32's 1e-40 widens to a normal float64)."""
     z = rng.normal(size=(n, k)) * 3
     t = _targets(rng, n, k, np.float64, target_is_logits)
     if k > 1:
@@ -129,6 +131,11 @@ def test_a_loss_rows_bits_do_not_depend_on_its_route(dtype, target_is_logits, lo
     same(fn(t[::-1], z[::-1], **kw), slice(None, None, -1))
     for threads in (1, 2):
         same(fn(t, z, num_threads=threads, **kw))
+    reps = 70_000 // (len(z) * k) + 1  # past the size that takes a second thread
+    for threads in (1, 2):
+        v, g = fn(np.tile(t, (reps, 1)), np.tile(z, (reps, 1)), num_threads=threads, **kw)
+        np.testing.assert_array_equal(v, np.tile(whole, reps))
+        np.testing.assert_array_equal(g, np.tile(grad, (reps, 1)))
     mask = rng.random(len(z)) < 0.6
     v, g = fn(t, z, where=mask, **kw)
     np.testing.assert_array_equal(v[mask], whole[mask])
@@ -168,3 +175,34 @@ def test_float16_loss_rows_give_the_bits_of_their_float32_values(loss, k):
     np.testing.assert_array_equal(got[mask], want[mask])
     big = fn(np.tile(t, (200, 1)), np.tile(z, (200, 1)), reduction="none")
     np.testing.assert_array_equal(big, np.tile(want, 200))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("eps", [klfast.DEFAULT_EPS, 0.0, 1e-3])
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("k", [2, 10, 24])
+def test_eps_rule_ties_and_mean_against_mpmath(dtype, eps, loss, k):
+    """Target probabilities below eps (floored in kl_loss's log p~, their
+    own value in the gradient), exact zeros, logits with tied maxima (the
+    log-sum-exp's count of ties), and reduction="mean" into grad_out: the
+    loss and gradient against mpmath."""
+    rng = np.random.default_rng(k + int(1e3 * eps) + (dtype == np.float32))
+    n = 19
+    p = rng.dirichlet(np.ones(k), n)
+    p[::3, 0] = 1e-20
+    p[1::3, -1] = 1e-15
+    p[2::4, k // 2] = 0.0
+    z = rng.normal(size=(n, k)) * 3
+    z[::2] = np.round(z[::2])  # integer logits: tied maxima
+    z[3::5, :2] = z[3::5].max(axis=1, keepdims=True)
+    p, z = p.astype(dtype), z.astype(dtype)
+    inv_t, eps_k = _kernel_constants(dtype, 0.8, eps)
+    want, want_grad = loss_mpmath(loss, p, z, inv_t, eps_k)
+    grad = np.empty_like(z)
+    value, got = LOSSES[loss](p, z, temperature=0.8, eps=eps, return_grad=True, grad_out=grad)
+    assert got is grad
+    tol = 1e-14 if dtype == np.float64 else 2e-7  # (the mean returned in the dtype)
+    np.testing.assert_allclose(value, want.mean(), rtol=tol)
+    # (float32: computed in float64, rounded once to float32)
+    np.testing.assert_allclose(grad, want_grad / n, rtol=1e-13 if dtype == np.float64 else 2 ** -23,
+                               atol=1e-16 * inv_t / n)

@@ -135,18 +135,18 @@ typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double 
 typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,
                                        const klfast_forms_params *prm, int *special);
 
-/* KL of rows of logits, and the losses of rows of logits, up to this long:
- * one row per lane (engine/logits_lanes.h). A tile costs the same for one
- * row as for a full one: at 64, a lone row of KL took about 1.2 us against
- * 0.3 us row by row; at 32 about 0.6 us, and tiles of rows 2x (k = 32) to
- * 13x (k = 2) faster than row by row (ab_builds --logits 1, float64, 1 / 2
- * threads; k = 64: 1.4x). */
+/* KL of rows of logits up to this long: one row per lane
+ * (engine/logits_lanes.h). A tile costs the same for one row as for a full
+ * one: at 64, a lone row of KL took about 1.2 us against 0.3 us row by row;
+ * at 32 about 0.6 us, and tiles of rows 2x (k = 32) to 13x (k = 2) faster
+ * than row by row (ab_builds --logits 1, float64, 1 / 2 threads; k = 64:
+ * 1.4x). */
 #define KLFAST_LOGITS_SHORT_MAX 32
-/* The losses' rows, up to this long: the row kernel reads rows of 17 to 32
- * elements as two whole 128-byte blocks, the same time for all of them,
- * while a tile's time grows with k. Against it (ab_builds, float64, kl_loss
- * without | with the gradient, 1 / 2 threads): k = 24 0.57 / 0.64 | 0.69 /
- * 0.66, k = 32 0.93 / 1.08 | 0.95 / 1.25. */
+/* The losses' rows up to this long, likewise: the row kernel reads float64
+ * rows of 17 to 32 elements as two whole 128-byte blocks, the same time for
+ * all of them, while a tile's time grows with k. Against it (ab_builds,
+ * float64, kl_loss without | with the gradient, 1 / 2 threads): k = 24 0.67 /
+ * 0.58 | 0.69 / 0.68, k = 32 0.93 / 1.08 | 0.95 / 1.25. */
 #define KLFAST_LOSS_SHORT_MAX 24
 /* A loss row's exact path (src/_exact.pxd), for the rows the kernel flags */
 typedef double (*klfast_exact_loss_f64)(const klfast_forms_params *prm, const double *p,

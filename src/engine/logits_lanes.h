@@ -166,7 +166,7 @@ KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, vd *u, vd *e,
 }
 
 /* The loss of VD_LANES rows: t[j], z[j] element j of the target and logits
- * rows (k <= KLFAST_LOGITS_SHORT_MAX). The loss per lane into *loss, and
+ * rows (k <= KLFAST_LOSS_SHORT_MAX). The loss per lane into *loss, and
  * with c->grad the gradient into grad[j]; returns the lanes that decline.
  * Not inlined: one body, so one rounding of every operation, for every
  * caller. */
@@ -228,8 +228,10 @@ typedef struct {
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
  * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
  * and up to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
- * probabilities or logits (no sum check); g: the gradient rows, or NULL. The constants are the
- * element type's, as the row kernels take them. */
+ * probabilities or logits (no sum check); g: the gradient rows, or NULL.
+ * eps is the element type's, as the row kernels take it; the losses' 1 / T
+ * and gradient scale are float64's for both types (as the exact path's),
+ * KL's 1 / T the element type's. */
 KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *g, ptrdiff_t k,
                                     logits_call *call) {
     if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX)) return 0;
@@ -251,11 +253,11 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
         .kl = m == KLFAST_KL,
         .p_logits = target == KLFAST_LOGITS,
         .grad = g != NULL,
-        .inv_t_p = (double)PRM(inv_t)[0],
-        .inv_t = (double)PRM(inv_t)[1],
+        .inv_t_p = prm->inv_t[0],
+        .inv_t = prm->inv_t[1],
         .eps = (double)PRM(eps),
         .log_eps = (double)PRM(log_eps),
-        .grad_scale = (double)PRM(grad_scale),
+        .grad_scale = prm->grad_scale,
     };
     return 1;
 }
@@ -322,6 +324,8 @@ KLF_INLINE void F(logits_tile)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t
     vd gd[LANES / VD_LANES * KLFAST_LOGITS_SHORT_MAX];
     F(logits_load)(p, p_rs, rows, n, k, xd);
     F(logits_load)(q, q_rs, rows, n, k, yd);
+    for (int h = (n + VD_LANES - 1) / VD_LANES; h < LANES / VD_LANES; h++)
+        for (int j = 0; j < k; j++) gd[h * k + j] = (vd){0}; /* (halves not scored) */
     for (int h = 0; h * VD_LANES < n; h++) {
         vd v;
         vl bad = call->loss
