@@ -60,7 +60,8 @@ else:
     kwargs = {"out": np.empty(n_out, dtype=np.promote_types(p.dtype, np.float32)),
               "num_threads": threads, **axis}
 if measure.endswith(":grad"):  # and the gradient, into an array given once (grad_out=)
-    kwargs.update(return_grad=True, grad_out=np.empty(args[1].shape, dtype=args[1].dtype))
+    g_dtype = np.promote_types(args[1].dtype, np.float32)  # (16-bit logits: float32)
+    kwargs.update(return_grad=True, grad_out=np.empty(args[1].shape, dtype=g_dtype))
 fn(*args, **kwargs)  # warm up
 times = []
 for _ in range(calls):
