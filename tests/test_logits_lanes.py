@@ -1,5 +1,5 @@
-"""KL of short rows of logits (k <= 32), scored a row per lane
-(engine/logits_lanes.h): against 80-digit mpmath at every instruction-set
+"""KL, entropy and cross-entropy of short rows of logits (k <= 32), scored a
+row per lane (engine/logits_lanes.h): against 80-digit mpmath at every instruction-set
 level, and the same bits on every route a row can take (its tile and lane,
 alone or in a batch, threads, where=, layouts, dtype routes, the general
 path), with the rows it declines (NaN, -inf, the eps rule, wide spreads)
@@ -146,3 +146,96 @@ def test_declined_rows_match_mpmath_and_leave_their_neighbours_alone():
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
     plain = np.delete(np.arange(16), [2, 9])
     np.testing.assert_array_equal(klfast.kl(a[plain], b[plain], input="logits"), got[plain])
+
+
+def _xent_mpmath(a, b, inv_t, eps):
+    """-sum p_j max(log q_j, log eps) per row in 80-digit mpmath, p =
+    softmax(a inv_t), q = softmax(b inv_t) (b None: the entropy of a)."""
+    mpmath = pytest.importorskip("mpmath")
+    out = []
+    with mpmath.workdps(80):
+        log_eps = mpmath.log(mpmath.mpf(eps))
+
+        def log_softmax(row):
+            x = [mpmath.mpf(float(v)) * mpmath.mpf(float(inv_t)) for v in row]
+            top = max(x)
+            lse = top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in x))
+            return [v - lse for v in x]
+
+        for i, x in enumerate(a):
+            lp = log_softmax(x)
+            lq = lp if b is None else log_softmax(b[i])
+            out.append(float(-mpmath.fsum(mpmath.exp(u) * max(v, log_eps)
+                                          for u, v in zip(lp, lq))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("measure", ["entropy", "cross_entropy"])
+@pytest.mark.parametrize("k", [1, 2, 3, 10, 17, 32, 33])
+def test_entropy_and_cross_entropy_rows_against_mpmath(dtype, measure, k):
+    """Every term p_j |log q~_j| is >= 0: each row within the rounding of
+    its terms (float32 rows computed in float64 too, then returned in
+    float32), classes below eps included (logits spread 30, T = 0.3)."""
+    rng = np.random.default_rng(300 + k)
+    for temperature in (1.0, 0.3):
+        for spread in (3.0, 30.0):
+            a = (rng.normal(size=(21, k)) * spread).astype(dtype)
+            b = (rng.normal(size=(21, k)) * spread).astype(dtype)
+            b[::4] = a[::4]
+            if measure == "entropy":
+                got = klfast.entropy(a, input="logits", temperature=temperature)
+            else:
+                got = klfast.cross_entropy(a, b, input="logits", temperature=temperature)
+            assert got.dtype == dtype
+            inv_t = 1.0 / temperature if dtype == np.float64 else np.float32(1.0 / temperature)
+            want = _xent_mpmath(a, None if measure == "entropy" else b, inv_t, _eps(dtype))
+            x = a.astype(np.float64) * float(inv_t)
+            y = x if measure == "entropy" else b.astype(np.float64) * float(inv_t)
+            lp, lq = log_softmax(x, axis=1), log_softmax(y, axis=1)
+            size = np.sum(np.exp(lp) * (np.abs(np.maximum(lq, np.log(_eps(dtype)))) + 1), axis=1)
+            bound = 8 * 2.0 ** -53 * (k + 4) * size
+            if dtype == np.float32 and k > 32:  # (the row kernel: float32 arithmetic)
+                bound = 8 * 2.0 ** -24 * (k + 4) * size
+            if dtype == np.float32:
+                bound = bound + 2.0 ** -24 * np.abs(want)
+            err = np.abs(got.astype(np.float64) - want)
+            assert (err <= bound).all(), (temperature, spread, np.max(err / bound))
+            if k == 1:
+                np.testing.assert_array_equal(got, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("measure", ["entropy", "cross_entropy"])
+@pytest.mark.parametrize("k", [1, 2, 5, 10, 16, 32, 33])
+def test_entropy_rows_bits_do_not_depend_on_their_route(dtype, measure, k):
+    """As test_a_rows_bits_do_not_depend_on_its_route, for the entropy and
+    the cross-entropy of rows of logits; float16 rows give the bits of their
+    float32 values."""
+    rng = np.random.default_rng(400 + k)
+    a, b = _mixed_rows(rng, 41, k, np.float64)
+    a, b = a.astype(dtype), b.astype(dtype)
+
+    def fn(x, y, **kw):
+        if measure == "entropy":
+            return klfast.entropy(x, input="logits", temperature=0.7, **kw)
+        return klfast.cross_entropy(x, y, input="logits", temperature=0.7, **kw)
+
+    whole = fn(a, b)
+    if dtype == np.float16:
+        np.testing.assert_array_equal(
+            whole, fn(a.astype(np.float32), b.astype(np.float32)).astype(whole.dtype))
+    alone = np.array([fn(a[i], b[i]) for i in range(len(a))], dtype=whole.dtype)
+    np.testing.assert_array_equal(whole, alone)
+    np.testing.assert_array_equal(fn(a[3:], b[3:]), whole[3:])
+    np.testing.assert_array_equal(fn(a[::-1], b[::-1]), whole[::-1])
+    mask = rng.random(len(a)) < 0.6
+    np.testing.assert_array_equal(fn(a, b, where=mask)[mask], whole[mask])
+    np.testing.assert_array_equal(fn(a.T.copy(), b.T.copy(), axis=0), whole)
+    reps = 70_000 // (len(a) * k) + 1  # past the size that takes a second thread
+    for threads in (1, 2):
+        big = fn(np.tile(a, (reps, 1)), np.tile(b, (reps, 1)), num_threads=threads)
+        np.testing.assert_array_equal(big, np.tile(whole, reps))
+    with general_path():
+        np.testing.assert_array_equal(fn(a, b), whole)
+    assert np.isfinite(whole).all() and (whole >= 0).all()

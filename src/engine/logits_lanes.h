@@ -1,13 +1,13 @@
-/* Short rows of logits, one row per lane: KL of two rows of logits (k <=
- * KLFAST_LOGITS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
- * <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
- * probabilities or logits. The forms kernel's row loop gives them whole
- * tiles of rows (ROW_FN(logits_tiles)), and its row function a tile of one
- * row (ROW_FN(forms), loss_rows.h), so that a row's bits (and its
- * gradient's) are the same on every route. The
- * row kernels (logits_kl_rows.h, loss_rows.h) read a row along its vectors
- * and pay lane sums, scalar logs and exps, and padded tails per row: 130 to
- * 250 ns a row whatever k is, against a few ns an element here. Included by
+/* Short rows of logits, one row per lane: KL, the entropy and the
+ * cross-entropy of rows of logits (k <= KLFAST_LOGITS_SHORT_MAX), and the
+ * losses (kl_loss, cross_entropy_loss; k <= KLFAST_LOSS_SHORT_MAX) of a row
+ * of logits against a target of probabilities or logits. The forms kernel's
+ * row loop gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
+ * row function a tile of one row (ROW_FN(forms), loss_rows.h), so that a
+ * row's bits (and its gradient's) are the same on every route. The row
+ * kernels (logits_kl_rows.h, loss_rows.h) read a row along its vectors and
+ * pay lane sums, scalar logs and exps, and padded tails per row: 100 to 250
+ * ns a row whatever k is, against a few ns an element here. Included by
  * engine/level.h after lanes_rows.h (transpose_rows) and logits_kl_rows.h
  * (its inv_fact table), for float64 and float32. No include guard.
  *
@@ -217,26 +217,67 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
     return bad;
 }
 
+/* The entropy (y NULL) or cross-entropy of VD_LANES rows of logits x
+ * (against the rows of logits y; k <= KLFAST_LOGITS_SHORT_MAX):
+ *   -sum p_j log q~_j,  p_j = e_j / s,  log q~_j = max(u_j - log s, log eps)
+ * (u, e, s of x; for the cross-entropy v_j - log s_y of y), every term >= 0.
+ * p_j is e_j / s (one exp an element), where the row kernel takes the exp of
+ * log p_j. Declines a non-finite logit (-inf: a class of probability 0, the
+ * row kernel's) and a scaled logit below -708. Not inlined: one body for
+ * every caller. */
+static __attribute__((noinline)) vl logits_xent_lanes(const vd *x, const vd *y, int k,
+                                                      double inv_t_p, double inv_t_q,
+                                                      double log_eps, vd *out) {
+    vd u[KLFAST_LOGITS_SHORT_MAX], e[KLFAST_LOGITS_SHORT_MAX];
+    vd v[KLFAST_LOGITS_SHORT_MAX], f[KLFAST_LOGITS_SHORT_MAX];
+    const vd zero = {0};
+    vl bad = {0};
+    vd s, s_q, acc = zero;
+    vd log_s = logits_lanes_log_s(x, k, inv_t_p, u, e, &s, &bad);
+    vd log_s_q = y ? logits_lanes_log_s(y, k, inv_t_q, v, f, &s_q, &bad) : log_s;
+    vd inv_s = 1.0 / s;
+    for (int j = 0; j < k; j++)
+        acc += (e[j] * inv_s) * vmax_f64((y ? v[j] : u[j]) - log_s_q, zero + log_eps);
+    *out = zero - acc; /* (+0.0, not -0.0, for a zero sum) */
+    return bad;
+}
+
+enum { LOGITS_KL, LOGITS_LOSS, LOGITS_XENT };
+
 /* A call whose rows this file scores, its constants taken once. */
 typedef struct {
-    int loss;             /* the losses; else KL of two rows of logits */
+    int kind;             /* LOGITS_KL, LOGITS_LOSS, LOGITS_XENT */
+    int use_q;            /* the second input is read (not the entropy) */
     double inv_t, low;    /* KL: 1 / T, and the lowest u_j or v_j taken */
+    double inv_t_q, log_eps; /* the entropy and cross-entropy (inv_t: p's) */
     logits_loss_consts c; /* the losses */
 } logits_call;
 #endif
 
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
  * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
- * and up to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
+ * the entropy of logits and the cross-entropy of two rows of logits, and up
+ * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
  * probabilities or logits (no sum check); g: the gradient rows, or NULL.
  * eps is the element type's, as the row kernels take it; the losses' 1 / T
  * and gradient scale are float64's for both types (as the exact path's),
- * KL's 1 / T the element type's. */
+ * the divergences' 1 / T the element type's. */
 KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *g, ptrdiff_t k,
                                     logits_call *call) {
     if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX)) return 0;
+    call->use_q = 1;
+    if ((prm->measure == KLFAST_ENTROPY || prm->measure == KLFAST_CROSS_ENTROPY) &&
+        !prm->loss && g == NULL && prm->form[0] == KLFAST_LOGITS &&
+        (prm->measure == KLFAST_ENTROPY || prm->form[1] == KLFAST_LOGITS)) {
+        call->kind = LOGITS_XENT;
+        call->use_q = prm->measure != KLFAST_ENTROPY;
+        call->inv_t = (double)PRM(inv_t)[0];
+        call->inv_t_q = (double)PRM(inv_t)[1];
+        call->log_eps = (double)PRM(log_eps);
+        return 1;
+    }
     if (F(logits_kl_applies)(prm, g)) {
-        call->loss = 0;
+        call->kind = LOGITS_KL;
         call->inv_t = (double)PRM(inv_t)[0];
         call->low = (double)PRM(log_eps) + log((double)k) + 0.5;
         if (!(call->low >= LOGITS_LANES_EXP_MIN)) /* (eps = 0: -inf) */
@@ -248,7 +289,7 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
           !prm->normalize && (m == KLFAST_KL || m == KLFAST_CROSS_ENTROPY) &&
           (target == KLFAST_PROBS || target == KLFAST_LOGITS) && !(prm->tol <= DBL_MAX)))
         return 0;
-    call->loss = 1;
+    call->kind = LOGITS_LOSS;
     call->c = (logits_loss_consts){
         .kl = m == KLFAST_KL,
         .p_logits = target == KLFAST_LOGITS,
@@ -323,18 +364,21 @@ KLF_INLINE void F(logits_tile)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t
     vd yd[LANES / VD_LANES * KLFAST_LOGITS_SHORT_MAX];
     vd gd[LANES / VD_LANES * KLFAST_LOGITS_SHORT_MAX];
     F(logits_load)(p, p_rs, rows, n, k, xd);
-    F(logits_load)(q, q_rs, rows, n, k, yd);
+    if (call->use_q) F(logits_load)(q, q_rs, rows, n, k, yd);
     for (int h = (n + VD_LANES - 1) / VD_LANES; h < LANES / VD_LANES; h++)
         for (int j = 0; j < k; j++) gd[h * k + j] = (vd){0}; /* (halves not scored) */
     for (int h = 0; h * VD_LANES < n; h++) {
-        vd v;
-        vl bad = call->loss
-                     ? logits_loss_lanes(xd + h * k, yd + h * k, k, &call->c, &v, gd + h * k)
-                     : logits_kl_lanes(xd + h * k, yd + h * k, k, call->inv_t, call->low, &v);
+        vd v, *x = xd + h * k, *y = yd + h * k;
+        vl bad = call->kind == LOGITS_LOSS ? logits_loss_lanes(x, y, k, &call->c, &v, gd + h * k)
+                 : call->kind == LOGITS_KL
+                     ? logits_kl_lanes(x, y, k, call->inv_t, call->low, &v)
+                     : logits_xent_lanes(x, call->use_q ? y : NULL, k, call->inv_t,
+                                         call->inv_t_q, call->log_eps, &v);
         for (int l = 0; l < VD_LANES && h * VD_LANES + l < n; l++) {
             val[h * VD_LANES + l] = v[l];
             declined[h * VD_LANES + l] = bad[l] != 0;
         }
     }
-    if (call->loss && call->c.grad) F(logits_store)(g, g_rs, rows, n, k, gd, declined);
+    if (call->kind == LOGITS_LOSS && call->c.grad)
+        F(logits_store)(g, g_rs, rows, n, k, gd, declined);
 }

@@ -25,9 +25,10 @@
  * The losses (prm->loss) are kl and cross_entropy with q from logits, log q
  * not floored, and with a gradient row g:
  *   g_j = (S q_j - p_j) * grad_scale                      S = sum p
- * (Short rows of logits' KL, up to KLFAST_LOGITS_SHORT_MAX, and the losses'
- * short rows, up to KLFAST_LOSS_SHORT_MAX, are scored a row per lane in
- * float64 instead: engine/logits_lanes.h, with these formulas.)
+ * (Short rows of logits' KL, entropy and cross-entropy, up to
+ * KLFAST_LOGITS_SHORT_MAX, and the losses' short rows, up to
+ * KLFAST_LOSS_SHORT_MAX, are scored a row per lane in float64 instead:
+ * engine/logits_lanes.h, with these formulas.)
  *
  * The row function returns the row's value, or NaN for an invalid row:
  * probabilities that are negative, NaN or infinite, whose sum is past the
@@ -337,8 +338,9 @@ KLF_INLINE int F(forms_prepare)(const T *x, int i, T *g, ptrdiff_t k,
     return 0;
 }
 
-/* The row function, but for the short rows of logits' KL and the losses
- * that logits_lanes.h scores (ROW_FN(forms), below). */
+/* The row function, but for the short rows of logits (KL, entropy,
+ * cross-entropy, the losses) that logits_lanes.h scores (ROW_FN(forms),
+ * below). */
 static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
                                  const klfast_forms_params *prm, int *special) {
     const int measure = prm->measure;
@@ -387,8 +389,8 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
     }
 }
 
-/* One row: short rows of logits' KL and losses as a tile of their own
- * (logits_lanes.h), any other row (or one that declines) as above. */
+/* One row: the short rows logits_lanes.h scores as a tile of their own,
+ * any other row (or one that declines) as above. */
 static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
                             const klfast_forms_params *prm, int *special) {
     logits_call call;
