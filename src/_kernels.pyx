@@ -426,7 +426,8 @@ cdef Py_ssize_t _forms_run(const klfast_isa* isa, const klfast_forms_params* prm
     cdef Py_ssize_t i, row, n_bad
     cdef double v
     cdef floating* g_row
-    # KL and the losses of short rows of logits: tiles of rows, one per lane
+    # KL, entropy, cross-entropy and the losses of short rows of logits: tiles of
+    # rows, one per lane
     if floating is double:
         n_bad = isa.logits_tiles_f64(p, p_rs, q, q_rs, g, g_rs, n_rows, k, prm, index, out,
                                      scale, _exact_loss_f64)
@@ -605,8 +606,8 @@ cdef inline double _half_row(Rows* c, const klfast_isa* isa, Py_ssize_t i,
     return checked_sums(v, sums, c.tol, c.scale)
 
 
-# 16-bit rows of KL of short logits rows widened together, a tile's worth (the
-# widest level's float32 lanes)
+# 16-bit short rows of logits (logits_lanes.h's calls) widened together, a
+# tile's worth (the widest level's float32 lanes)
 cdef enum:
     _STAGED_ROWS = 16
 

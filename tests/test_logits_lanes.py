@@ -148,23 +148,24 @@ def test_declined_rows_match_mpmath_and_leave_their_neighbours_alone():
     np.testing.assert_array_equal(klfast.kl(a[plain], b[plain], input="logits"), got[plain])
 
 
-def _xent_mpmath(a, b, inv_t, eps):
+def _xent_mpmath(a, b, inv_t, eps, inv_t_b=None):
     """-sum p_j max(log q_j, log eps) per row in 80-digit mpmath, p =
-    softmax(a inv_t), q = softmax(b inv_t) (b None: the entropy of a)."""
+    softmax(a inv_t), q = softmax(b inv_t_b) (inv_t_b None: inv_t; b None:
+    the entropy of a)."""
     mpmath = pytest.importorskip("mpmath")
     out = []
     with mpmath.workdps(80):
         log_eps = mpmath.log(mpmath.mpf(eps))
 
-        def log_softmax(row):
+        def log_softmax(row, inv_t):
             x = [mpmath.mpf(float(v)) * mpmath.mpf(float(inv_t)) for v in row]
             top = max(x)
             lse = top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in x))
             return [v - lse for v in x]
 
         for i, x in enumerate(a):
-            lp = log_softmax(x)
-            lq = lp if b is None else log_softmax(b[i])
+            lp = log_softmax(x, inv_t)
+            lq = lp if b is None else log_softmax(b[i], inv_t if inv_t_b is None else inv_t_b)
             out.append(float(-mpmath.fsum(mpmath.exp(u) * max(v, log_eps)
                                           for u, v in zip(lp, lq))))
     return np.array(out)
@@ -239,3 +240,26 @@ def test_entropy_rows_bits_do_not_depend_on_their_route(dtype, measure, k):
     with general_path():
         np.testing.assert_array_equal(fn(a, b), whole)
     assert np.isfinite(whole).all() and (whole >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("forms", [("logits", "log_probs"), ("log_probs", "logits")])
+def test_cross_entropy_rows_of_two_temperatures(dtype, forms):
+    """Normalized log-probabilities are read as logits at T = 1, so beside
+    logits at T = 0.3 the two rows of a call have their own 1 / T (inv_t_q
+    in the lanes); -inf logits, eps = 0 and eps = 1e-3 included."""
+    rng = np.random.default_rng(11)
+    for k in (3, 10, 32):
+        a = (rng.normal(size=(13, k)) * 3).astype(dtype)
+        b = (rng.normal(size=(13, k)) * 3).astype(dtype)
+        a[2, 0] = b[5, 1] = -np.inf  # a class of probability 0
+        inv = [1.0 / 0.3 if form == "logits" else 1.0 for form in forms]
+        if dtype == np.float32:
+            inv = [float(np.float32(v)) for v in inv]
+        for eps in (klfast.DEFAULT_EPS, 0.0, 1e-3):
+            got = klfast.cross_entropy(a, b, input=forms, normalize=True, temperature=0.3,
+                                       eps=eps)
+            eps_k = eps if dtype == np.float64 else float(np.float32(eps))
+            want = _xent_mpmath(a, b, inv[0], eps_k, inv_t_b=inv[1])
+            rtol = 2e-14 if dtype == np.float64 else 3e-7
+            np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"k={k} eps={eps}")

@@ -135,7 +135,7 @@ typedef double (*klfast_forms_row_f64)(const double *p, const double *q, double 
 typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g, ptrdiff_t k,
                                        const klfast_forms_params *prm, int *special);
 
-/* KL of rows of logits up to this long: one row per lane
+/* KL, entropy and cross-entropy of rows of logits up to this long: one row per lane
  * (engine/logits_lanes.h). A tile costs the same for one row as for a full
  * one: at 64, a lone row of KL took about 1.2 us against 0.3 us row by row;
  * at 32 about 0.6 us, and tiles of rows 2x (k = 32) to 13x (k = 2) faster
@@ -199,8 +199,8 @@ typedef struct {
      * row by row, their sums 8 rows at a time (engine/divergence_rows.h) */
     klfast_lanes_f64 block_f64[KLFAST_N_MEASURES];
     klfast_lanes_f32 block_f32[KLFAST_N_MEASURES];
-    /* KL and the losses of short rows of logits, tiles of rows one per lane
-     * (engine/loss_rows.h) */
+    /* KL, entropy, cross-entropy and the losses of short rows of logits,
+     * tiles of rows one per lane (engine/loss_rows.h) */
     klfast_logits_tiles_f64 logits_tiles_f64;
     klfast_logits_tiles_f32 logits_tiles_f32;
 } klfast_isa;

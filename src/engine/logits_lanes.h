@@ -47,7 +47,12 @@
  * negative or not finite (an invalid row), a sum of them past the float64
  * range, a probability whose log the eps rule would take below the
  * smallest normal, and a scaled logit (or target log-probability) below
- * -708, whose exp leaves the normal range. */
+ * -708, whose exp leaves the normal range.
+ *
+ * The entropy and the cross-entropy of rows of logits (logits_xent_lanes,
+ * below) take -sum p_j max(log q_j, log eps) with p_j = e_j / s; a lane
+ * declines (the three-pass kernel scores the row) on a logit that is NaN
+ * or infinite and on a scaled logit below -708. */
 
 #if KLF_ELEMENT_BITS == 64
 #define LOGITS_LANES_EXP_MIN (-708.0) /* float64's EXP_PLAIN_MIN, for both types */
@@ -220,7 +225,8 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
 /* The entropy (y NULL) or cross-entropy of VD_LANES rows of logits x
  * (against the rows of logits y; k <= KLFAST_LOGITS_SHORT_MAX):
  *   -sum p_j log q~_j,  p_j = e_j / s,  log q~_j = max(u_j - log s, log eps)
- * (u, e, s of x; for the cross-entropy v_j - log s_y of y), every term >= 0.
+ * (u, e, s of x; for the cross-entropy v_j - log s_y of y), every term >= 0
+ * for eps <= 1.
  * p_j is e_j / s (one exp an element), where the row kernel takes the exp of
  * log p_j. Declines a non-finite logit (-inf: a class of probability 0, the
  * row kernel's) and a scaled logit below -708. Not inlined: one body for

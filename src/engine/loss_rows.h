@@ -408,8 +408,8 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
  * (ab_builds --logits 1, float64 2,000,000 x 10): 0.74 / 0.93 on 1 / 2 threads */
 #define LOGITS_AHEAD 2
 
-/* The forms kernel's rows for the calls of logits_lanes.h (KL of short rows
- * of logits, the losses of short rows): rows index[i] (NULL: i) for i in
+/* The forms kernel's rows for the calls of logits_lanes.h (KL, entropy,
+ * cross-entropy and the losses of short rows of logits): rows index[i] (NULL: i) for i in
  * [0, n) of p, q and g (p_rs, q_rs, g_rs elements apart, each contiguous;
  * g NULL: no gradient), out[row] = the row's value times scale, a tile of
  * LANES rows at a time; a row that declines takes forms_long, and a loss
