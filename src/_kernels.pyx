@@ -624,10 +624,11 @@ cdef inline void _widen_into(const klfast_isa* isa, const char* x, Py_ssize_t es
 
 cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) noexcept nogil:
     """Rows r0 to r1 of KL, the entropy, the cross-entropy or a loss of short
-    rows of logits with a 16-bit input: _STAGED_ROWS rows at a time widened into the thread's stage, then
-    one call of the float32 tiles (the bits of the rows' float32 values, as
-    on every route), the gradient rows (float32) staged too and copied out.
-    -1, having written nothing, for any other call."""
+    rows of logits with a 16-bit input: _STAGED_ROWS rows at a time widened
+    into the thread's stage, then one call of the float32 tiles (the bits of
+    the rows' float32 values, as on every route), the gradient rows
+    (float32) staged too and copied out. -1, having written nothing, for any
+    other call."""
     cdef float* sp = c.stage + tid * 3 * _STAGED_ROWS * c.k
     cdef float* sq = sp + _STAGED_ROWS * c.k
     cdef float* sg = sq + _STAGED_ROWS * c.k if c.g != NULL else NULL

@@ -409,12 +409,13 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
 #define LOGITS_AHEAD 2
 
 /* The forms kernel's rows for the calls of logits_lanes.h (KL, entropy,
- * cross-entropy and the losses of short rows of logits): rows index[i] (NULL: i) for i in
- * [0, n) of p, q and g (p_rs, q_rs, g_rs elements apart, each contiguous;
- * g NULL: no gradient), out[row] = the row's value times scale, a tile of
- * LANES rows at a time; a row that declines takes forms_long, and a loss
- * row it flags exact(). Returns the number of NaN results; or -1, having
- * written nothing, for any other call (then ROW_FN(forms) row by row). */
+ * cross-entropy and the losses of short rows of logits): rows index[i]
+ * (NULL: i) for i in [0, n) of p, q and g (p_rs, q_rs, g_rs elements
+ * apart, each contiguous; g NULL: no gradient), out[row] = the row's value
+ * times scale, a tile of LANES rows at a time; a row that declines takes
+ * forms_long, and a loss row it flags exact(). Returns the number of NaN
+ * results; or -1, having written nothing, for any other call (then
+ * ROW_FN(forms) row by row). */
 static ptrdiff_t ROW_FN(logits_tiles)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t q_rs,
                                       T *g, ptrdiff_t g_rs, ptrdiff_t n, ptrdiff_t k,
                                       const klfast_forms_params *prm, const int64_t *index,
