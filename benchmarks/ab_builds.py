@@ -18,7 +18,10 @@ take the rows of P as targets and log Q as logits (per-row losses, no gradient;
 ``kl_loss:grad`` with the gradient, into a ``grad_out=`` array made once).
 With ``--logits NOISE`` the inputs are rows of logits instead, P = 3 z and
 Q = P + NOISE z' (z, z' standard normal: a model and a perturbed copy), given
-with ``input="logits"``.
+with ``input="logits"``; ``--temperature T`` passes ``temperature=T`` to them, and
+``--masked FRAC`` masks that fraction of the classes (never a whole row), the
+same in P and Q: logits of -inf, or probabilities of 0 (renormalized; the
+losses' logits log Q are then -inf there).
 
 Run it from a folder other than the repository root (each build must import
 its installed klfast, not the source folder), with OPENBLAS_CORETYPE and
@@ -49,7 +52,7 @@ elif layout == "fortran":  # rows of a Fortran-ordered array
 fn = getattr(klfast, measure.split(":")[0])
 if sys.argv[6] == "logits":
     args = (p,) if measure == "entropy" else (p, q)
-    kwargs = {"input": "logits", "num_threads": threads}
+    kwargs = {"input": "logits", "num_threads": threads, "temperature": float(sys.argv[8])}
 elif measure.startswith("pairwise:"):  # all pairs: rows of p against rows of q
     args, kwargs = (p, q, measure.split(":")[1]), {"num_threads": threads}
 elif "_loss" in measure:  # targets p, logits log(q); per-row losses
@@ -72,9 +75,9 @@ print(json.dumps(min(times)))
 """
 
 
-def sample(python, paths, measure, threads, calls, logits, layout):
+def sample(python, paths, measure, threads, calls, logits, layout, temperature):
     done = subprocess.run([python, "-c", CHILD, *paths, measure, str(threads), str(calls),
-                           "logits" if logits else "probs", layout],
+                           "logits" if logits else "probs", layout, repr(temperature)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -96,12 +99,17 @@ def main(argv=None):
     parser.add_argument("--layout", default="rows", choices=["rows", "columns", "fortran"],
                         help="the NxK distributions as C-ordered rows, as the columns of a "
                              "C-ordered KxN array (axis=0), or as Fortran-ordered rows")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="with --logits: the calls' temperature")
+    parser.add_argument("--masked", type=float, default=0.0, metavar="FRAC",
+                        help="this fraction of the classes masked: logits of -inf, "
+                             "probabilities of 0 (never a whole row)")
     args = parser.parse_args(argv)
     n, k = (int(x) for x in args.shape.split("x"))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
-        base = None
+        base = mask = None
         for name, rows in (("p", n), ("q", args.q_rows or n)):
             if args.logits is None:
                 x = rng.dirichlet(np.ones(k), size=rows).astype(args.dtype)
@@ -111,6 +119,15 @@ def main(argv=None):
             else:
                 x = (base + args.logits * rng.standard_normal((rows, k), dtype=np.float32)
                      ).astype(args.dtype)
+            if args.masked:  # the same classes in P and Q
+                if mask is None:
+                    mask = np.random.default_rng(1).random(x.shape) < args.masked
+                    mask[mask.all(axis=1), 0] = False
+                if args.logits is not None:
+                    x[mask] = -np.inf
+                else:  # probabilities of 0 (the losses' logits: log 0 = -inf)
+                    x[mask] = 0
+                    x /= x.sum(axis=1, keepdims=True)
             path = os.path.join(tmp, f"{name}.npy")
             np.save(path, x)
             paths.append(path)
@@ -126,7 +143,8 @@ def main(argv=None):
                     for side in order:
                         python = args.a if side == "a" else args.b
                         got[side] = sample(python, paths, measure, threads, args.calls,
-                                           args.logits is not None, args.layout)
+                                           args.logits is not None, args.layout,
+                                           args.temperature)
                     a_times.append(got["a"])
                     b_times.append(got["b"])
                     ratios.append(got["b"] / got["a"])

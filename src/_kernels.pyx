@@ -627,11 +627,12 @@ cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) no
     rows of logits with a 16-bit input: _STAGED_ROWS rows at a time widened
     into the thread's stage, then one call of the float32 tiles (the bits of
     the rows' float32 values, as on every route), the gradient rows
-    (float32) staged too and copied out. -1, having written nothing, for any
-    other call."""
+    (float32) staged too and copied out; the entropy's q is its p, widened
+    once. -1, having written nothing, for any other call."""
     cdef float* sp = c.stage + tid * 3 * _STAGED_ROWS * c.k
-    cdef float* sq = sp + _STAGED_ROWS * c.k
-    cdef float* sg = sq + _STAGED_ROWS * c.k if c.g != NULL else NULL
+    cdef bint one = c.prm.measure == KLFAST_ENTROPY
+    cdef float* sq = sp if one else sp + _STAGED_ROWS * c.k
+    cdef float* sg = sp + 2 * _STAGED_ROWS * c.k if c.g != NULL else NULL
     cdef double res[_STAGED_ROWS]
     cdef Py_ssize_t i = r0, j, m, row, got, n_bad = 0
     if (c.k > KLFAST_LOGITS_SHORT_MAX
@@ -643,7 +644,8 @@ cdef Py_ssize_t _staged_tiles(Rows* c, Py_ssize_t r0, Py_ssize_t r1, int tid) no
         for j in range(m):
             row = c.index[i + j] if c.index != NULL else i + j
             _widen_into(_isa, c.a + row * c.a_rs, c.a_es, c.a_kind, sp + j * c.k, c.k)
-            _widen_into(_isa, c.b + row * c.b_rs, c.b_es, c.b_kind, sq + j * c.k, c.k)
+            if not one:
+                _widen_into(_isa, c.b + row * c.b_rs, c.b_es, c.b_kind, sq + j * c.k, c.k)
         got = _isa.logits_tiles_f32(sp, c.k, sq, c.k, sg, c.k, m, c.k, &c.prm, NULL, res, c.scale,
                                     _exact_loss_f32)
         for j in range(m):

@@ -151,11 +151,12 @@ def test_declined_rows_match_mpmath_and_leave_their_neighbours_alone():
 def _xent_mpmath(a, b, inv_t, eps, inv_t_b=None):
     """-sum p_j max(log q_j, log eps) per row in 80-digit mpmath, p =
     softmax(a inv_t), q = softmax(b inv_t_b) (inv_t_b None: inv_t; b None:
-    the entropy of a)."""
+    the entropy of a); terms whose p_j rounds to 0 in float64 are 0."""
     mpmath = pytest.importorskip("mpmath")
     out = []
     with mpmath.workdps(80):
         log_eps = mpmath.log(mpmath.mpf(eps))
+        tiny = mpmath.log(mpmath.mpf(2) ** -1075)  # a p_j float64 rounds to 0: a term of 0
 
         def log_softmax(row, inv_t):
             x = [mpmath.mpf(float(v)) * mpmath.mpf(float(inv_t)) for v in row]
@@ -167,7 +168,7 @@ def _xent_mpmath(a, b, inv_t, eps, inv_t_b=None):
             lp = log_softmax(x, inv_t)
             lq = lp if b is None else log_softmax(b[i], inv_t if inv_t_b is None else inv_t_b)
             out.append(float(-mpmath.fsum(mpmath.exp(u) * max(v, log_eps)
-                                          for u, v in zip(lp, lq))))
+                                          for u, v in zip(lp, lq) if u > tiny)))
     return np.array(out)
 
 
@@ -263,3 +264,77 @@ def test_cross_entropy_rows_of_two_temperatures(dtype, forms):
             want = _xent_mpmath(a, b, inv[0], eps_k, inv_t_b=inv[1])
             rtol = 2e-14 if dtype == np.float64 else 3e-7
             np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"k={k} eps={eps}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("measure", ["entropy", "cross_entropy"])
+@pytest.mark.parametrize("k", [2, 10, 32])
+def test_masked_classes_and_low_temperatures_stay_in_the_lanes(dtype, measure, k):
+    """Masked classes (-inf logits) and scaled logits far below the maximum
+    (T = 0.01: most rows have some below -708, where the plain exp stops)
+    are scored in the lanes, in float64 for float32 rows too: within
+    float64's bound of 80-digit mpmath (a float32 row the row kernel scored
+    was about 3e-7 off), p_j = 0 a term of 0, a -inf log q_j with p_j > 0 a
+    term of log eps (+inf at eps = 0). The bound weights each term by 1 +
+    |u_j| besides: p_j = exp(u_j) / s carries the rounding of u_j = z_j / T,
+    which no float64 computation avoids."""
+    rng = np.random.default_rng(500 + k)
+    a = (rng.normal(size=(40, k)) * 3).astype(dtype)
+    b = (rng.normal(size=(40, k)) * 3).astype(dtype)
+    a[rng.random(a.shape) < 0.2] = -np.inf
+    b[rng.random(b.shape) < 0.2] = -np.inf
+    a[np.isinf(a).all(axis=1), 0] = 1.0  # (a row of -inf: not a distribution)
+    b[np.isinf(b).all(axis=1), 0] = 1.0
+    b[::5] = a[::5]
+    inv_t = np.float64(100.0) if dtype == np.float64 else np.float32(100.0)
+    for eps in (klfast.DEFAULT_EPS, 0.0, 1e-3):
+        eps_k = eps if dtype == np.float64 else float(np.float32(eps))
+        if measure == "entropy":
+            got = klfast.entropy(a, input="logits", temperature=0.01, eps=eps)
+            want = _xent_mpmath(a, None, inv_t, eps_k)
+        else:
+            got = klfast.cross_entropy(a, b, input="logits", temperature=0.01, eps=eps)
+            want = _xent_mpmath(a, b, inv_t, eps_k)
+        assert got.dtype == dtype
+        x = a.astype(np.float64) * float(inv_t)
+        y = x if measure == "entropy" else b.astype(np.float64) * float(inv_t)
+        lp, lq = log_softmax(x, axis=1), log_softmax(y, axis=1)
+        u = x - x.max(axis=1, keepdims=True)
+        p = np.exp(lp)
+        with np.errstate(invalid="ignore"):
+            terms = p * (np.abs(np.maximum(lq, np.log(eps_k) if eps_k else -np.inf)) + 1)
+            terms = terms * (1 + np.abs(u))
+        size = np.sum(np.where(p > 0, terms, 0.0), axis=1)
+        bound = 8 * 2.0 ** -53 * (k + 4) * size
+        if dtype == np.float32:
+            bound = bound + 2.0 ** -24 * np.abs(want)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(got[~finite], want[~finite])  # +inf at eps = 0
+        err = np.abs(got[finite].astype(np.float64) - want[finite])
+        assert (err <= bound[finite]).all(), (eps, np.max(err / bound[finite]))
+        assert (got >= 0).all()
+        if measure == "entropy" or eps > 0:
+            assert finite.all()
+        assert (u < -708).any() and np.isinf(a).any()
+
+
+@pytest.mark.parametrize("measure, which", [("entropy", "p"), ("cross_entropy", "p"),
+                                            ("cross_entropy", "q")])
+@pytest.mark.parametrize("bad, message", [
+    ([0.0, np.nan, 1.0], "contains NaN"),
+    ([0.0, np.inf, 1.0], "contains +inf"),
+    ([-np.inf] * 3, "has no finite logit"),
+])
+def test_rows_of_nan_or_infinite_logits_are_not_taken_in_the_lanes(measure, which, bad,
+                                                                   message):
+    """NaN, +inf and a row of -inf logits decline in the lanes (a -inf logit
+    among finite ones does not): the call names the argument and the row."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(24, 3)) * 3
+    b = rng.normal(size=(24, 3)) * 3
+    (a if which == "p" else b)[5] = bad
+    with pytest.raises(ValueError, match=f"{which}: row 5 " + message.replace("+", "\\+")):
+        if measure == "entropy":
+            klfast.entropy(a, input="logits")
+        else:
+            klfast.cross_entropy(a, b, input="logits")

@@ -206,3 +206,82 @@ def test_eps_rule_ties_and_mean_against_mpmath(dtype, eps, loss, k):
     # (float32: computed in float64, rounded once to float32)
     np.testing.assert_allclose(grad, want_grad / n, rtol=1e-13 if dtype == np.float64 else 2 ** -23,
                                atol=1e-16 * inv_t / n)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target_is_logits", [False, True])
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("k", [2, 10, 24])
+def test_masked_classes_and_low_temperatures(dtype, target_is_logits, loss, k):
+    """Masked classes (-inf logits, a quarter of them) and temperatures down
+    to 0.01 (most scaled logits below -708, where the plain exp stops) are
+    scored in the lanes: q_j = 0 at a mask, so a loss of +inf where the
+    target is not 0 there, its gradient -p_j / T; values and gradients
+    within float64's bound of 80-digit mpmath (float32 rows too: the row
+    kernel computes those in float32). The bounds weight each term by 1 +
+    |log p_j| besides, the rounding of a scaled target logit."""
+    rng = np.random.default_rng(700 + k + 50 * target_is_logits + len(loss))
+    n = 28
+    z = rng.normal(size=(n, k)) * 3
+    masked = rng.random((n, k)) < 0.25
+    masked[masked.all(axis=1), 0] = False
+    z[masked] = -np.inf
+    hit = np.zeros(n, bool)
+    hit[::7] = masked[::7].any(axis=1)  # rows whose target is not 0 at a mask
+    if target_is_logits:
+        t = rng.normal(size=(n, k)) * 2
+        t_masked = masked | (rng.random((n, k)) < 0.2)
+        t_masked[hit] = rng.random((hit.sum(), k)) < 0.2
+        t_masked[t_masked.all(axis=1), 0] = False
+        t[t_masked] = -np.inf
+    else:
+        t = rng.dirichlet(np.full(k, 0.7), n)
+        t[masked & ~hit[:, None]] = 0.0
+        t /= t.sum(axis=1, keepdims=True)
+    t, z = t.astype(dtype), z.astype(dtype)
+    for temperature in (1.0, 0.01):
+        value, grad = LOSSES[loss](t, z, temperature=temperature,
+                                   target_is_logits=target_is_logits, reduction="none",
+                                   return_grad=True)
+        inv_t, eps = _kernel_constants(dtype, temperature)
+        want, want_grad = loss_mpmath(loss, t, z, inv_t, eps, target_is_logits)
+        z64 = z.astype(np.float64) * inv_t
+        log_q = z64 - z64.max(axis=1, keepdims=True)
+        log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+        if target_is_logits:
+            log_p = t.astype(np.float64) * inv_t
+            log_p -= log_p.max(axis=1, keepdims=True)
+            log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+            p = np.exp(log_p)
+        else:
+            p = t.astype(np.float64)
+            log_p = np.log(np.maximum(p, eps))
+        infinite = ~np.isfinite(want)
+        assert (infinite == (((p > 0) & ~np.isfinite(log_q)).any(axis=1))).all()
+        if not target_is_logits:
+            assert infinite[hit].all() and not infinite[~hit].any()
+        np.testing.assert_array_equal(value[infinite], np.inf)
+        with np.errstate(invalid="ignore"):
+            terms = p * (np.abs(log_p) + np.abs(log_q) + 1) * (1 + np.abs(log_p))
+        size = np.where(p > 0, terms, 0).sum(axis=1)
+        bound = 8 * U * (k + 4) * size
+        if dtype == np.float32:
+            bound = bound + 2.0 ** -24 * np.abs(want)
+        err = np.abs(value[~infinite].astype(np.float64) - want[~infinite])
+        assert (err <= bound[~infinite]).all(), (temperature, np.max(err / bound[~infinite]))
+
+        assert np.isfinite(grad).all()
+        s = p.sum(axis=1, keepdims=True)
+        q = np.exp(log_q)
+        with np.errstate(invalid="ignore"):
+            g_bound = (np.where(q > 0, s * q * (np.abs(log_q) + 8), 0)
+                       + np.where(p > 0, p * (np.abs(log_p) + 8) * (1 + np.abs(log_p)), 0))
+        g_bound = 8 * U * g_bound * inv_t + 4 * k * inv_t * 2.0 ** -1074  # (subnormal q_j)
+        if dtype == np.float32:
+            g_bound = g_bound + 2.0 ** -24 * np.abs(want_grad) + 2.0 ** -149
+        g_err = np.abs(grad.astype(np.float64) - want_grad)
+        bad = ~(g_err <= g_bound)
+        assert not bad.any(), (temperature, g_err[bad][:3], g_bound[bad][:3])
+        if not target_is_logits:  # g_j = (S q_j - p_j) / T, q_j = 0
+            np.testing.assert_array_equal(grad[masked], (-p[masked] * inv_t).astype(dtype))
+

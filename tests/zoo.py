@@ -189,7 +189,8 @@ def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False):
     gradient (grad_scale = inv_t), in 80-digit mpmath from the rows' exact
     values: q = softmax(logits * inv_t), the target as probabilities (used
     as given, log max(p, eps)) or logits (softmax(target * inv_t), log p
-    floored at log eps); terms with p == 0 are 0; grad = (S q - p) inv_t
+    floored at log eps); terms with p == 0 are 0 (p as float64 rounds it: a
+    p_j of e^-1000 against a -inf logit is 0, not +inf); grad = (S q - p) inv_t
     with S = sum p. inv_t as the kernel takes it: 1 / T rounded to the
     element type."""
     import pytest
@@ -198,6 +199,7 @@ def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False):
     with mpmath.workdps(80):
         inv_t = mpmath.mpf(float(inv_t))
         log_eps = mpmath.log(mpmath.mpf(eps)) if eps > 0 else -mpmath.inf
+        tiny = mpmath.mpf(2) ** -1075  # a p_j float64 rounds to 0 (its term: 0)
 
         def log_softmax(row):
             x = [mpmath.mpf(float(v)) * inv_t for v in row]
@@ -215,9 +217,9 @@ def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False):
                 p = [mpmath.mpf(float(v)) for v in t]
                 lp = [mpmath.log(max(v, mpmath.mpf(eps))) if v > 0 else 0 for v in p]
             if loss == "kl":
-                value = mpmath.fsum(pj * (a - b) for pj, a, b in zip(p, lp, lq) if pj > 0)
+                value = mpmath.fsum(pj * (a - b) for pj, a, b in zip(p, lp, lq) if pj > tiny)
             else:
-                value = -mpmath.fsum(pj * b for pj, b in zip(p, lq) if pj > 0)
+                value = -mpmath.fsum(pj * b for pj, b in zip(p, lq) if pj > tiny)
             s = mpmath.fsum(p)
             values.append(float(value))
             grads.append([float((s * mpmath.exp(b) - pj) * inv_t) for pj, b in zip(p, lq)])

@@ -41,18 +41,24 @@
  * p_j, log eps), p_j = exp(log p_j)), then
  *   kl_loss = sum p_j (log p~_j - log q_j),  cross_entropy_loss = -sum p_j log q_j
  * over p_j > 0, and the gradient g_j = (S q_j - p_j) grad_scale (S = sum
- * p_j; 1 for a target of logits). A lane declines (loss_rows.h scores the
- * row, or flags it for the exact path) on a logit that is NaN or infinite
- * (-inf included: the exact path's), a target probability that is
+ * p_j; 1 for a target of logits). A -inf logit (a masked class) has q_j =
+ * 0: a term of +inf where p_j > 0 (the loss is +inf, its gradient finite),
+ * none where p_j = 0, and g_j = -p_j grad_scale; a -inf target logit has
+ * p_j = 0. Scaled logits and target log-probabilities below -708 take the
+ * exp that reaches the subnormals (logits_lanes_log_s's wide). A lane
+ * declines (loss_rows.h scores the row, or flags it for the exact path) on
+ * a logit that is NaN or +inf, a row of -inf, a finite logit whose scaled
+ * distance to the maximum overflows, a target probability that is
  * negative or not finite (an invalid row), a sum of them past the float64
- * range, a probability whose log the eps rule would take below the
- * smallest normal, and a scaled logit (or target log-probability) below
- * -708, whose exp leaves the normal range.
+ * range, and a probability whose log the eps rule would take below the
+ * smallest normal.
  *
  * The entropy and the cross-entropy of rows of logits (logits_xent_lanes,
- * below) take -sum p_j max(log q_j, log eps) with p_j = e_j / s; a lane
- * declines (the three-pass kernel scores the row) on a logit that is NaN
- * or infinite and on a scaled logit below -708. */
+ * below) take -sum p_j max(log q_j, log eps) with p_j = e_j / s, a term
+ * of 0 where p_j is 0 (a -inf logit, or an exp past the subnormals); a lane
+ * declines (the three-pass kernel scores the row) only on a logit that is
+ * NaN or +inf, on a row of -inf logits, and on a finite logit whose
+ * scaled distance to the maximum overflows. */
 
 #if KLF_ELEMENT_BITS == 64
 #define LOGITS_LANES_EXP_MIN (-708.0) /* float64's EXP_PLAIN_MIN, for both types */
@@ -148,14 +154,20 @@ typedef struct {
  * their log s = log1p((ties - 1) + rest), the sum of exps as the count of
  * elements at the maximum (exp(0) = 1 each) and the sum of the others, as
  * loss_rows.h's pass B takes it; *s = ties + rest. Flags (in *bad) a NaN or
- * infinite element and a u below -708. */
-KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, vd *u, vd *e, vd *s,
-                                 vl *bad) {
+ * infinite element and a u below -708. With wide, when a lane has either
+ * (rare: *sub set), the tile's exps are taken again by the exp that reaches
+ * subnormals and 0 (exp_f64's wide: the same bits where both are normal),
+ * and only a NaN or +inf element, a row of -inf and a finite element whose
+ * u overflowed are flagged: a -inf logit has e[j] = 0. Without *sub every
+ * e[j] >= 3e-308. */
+KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, int wide, vd *u, vd *e,
+                                 vd *s, vl *bad, int *sub) {
     const vd zero = {0};
     vd mx = x[0], rest = zero, ties = zero, lowest = zero;
+    vl odd = {0};
     for (int j = 0; j < k; j++) {
         mx = vmax_f64(mx, x[j]);
-        *bad |= (vl)(x[j] - x[j] != 0); /* NaN or +-inf */
+        odd |= (vl)(x[j] - x[j] != 0); /* NaN or +-inf */
     }
     for (int j = 0; j < k; j++) {
         u[j] = (x[j] - mx) * inv_t;
@@ -165,7 +177,22 @@ KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, vd *u, vd *e,
         rest += vsel_f64(top, zero, e[j]);
         ties += vsel_f64(top, zero + 1.0, zero);
     }
-    *bad |= ~(vl)(lowest >= LOGITS_LANES_EXP_MIN);
+    odd |= ~(vl)(lowest >= LOGITS_LANES_EXP_MIN);
+    *sub = wide && any_lane((vi)odd);
+    if (!wide) {
+        *bad |= odd;
+    } else if (*sub) {
+        rest = ties = zero;
+        for (int j = 0; j < k; j++) {
+            *bad |= (vl)(x[j] != x[j]) | (vl)(x[j] > DBL_MAX) | /* NaN, +inf */
+                    ((vl)(u[j] < -DBL_MAX) & (vl)(x[j] >= -DBL_MAX)); /* overflowed */
+            e[j] = exp_f64(u[j], 1);
+            vl top = (vl)(x[j] == mx);
+            rest += vsel_f64(top, zero, e[j]);
+            ties += vsel_f64(top, zero + 1.0, zero);
+        }
+        *bad |= (vl)(mx < -DBL_MAX); /* every logit -inf */
+    }
     *s = ties + rest;
     return log1p_lanes((ties - 1.0) + rest);
 }
@@ -183,17 +210,27 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
     const vd zero = {0};
     vl bad = {0};
     vd s, sum_p = zero + 1.0;
-    vd log_s = logits_lanes_log_s(z, k, c->inv_t, u, e, &s, &bad);
+    int sub;
+    vd log_s = logits_lanes_log_s(z, k, c->inv_t, 1, u, e, &s, &bad, &sub);
     if (c->p_logits) { /* la first holds the target's u, a its exps (unused) */
         vd s_p, low = zero;
-        vd log_s_p = logits_lanes_log_s(t, k, c->inv_t_p, la, a, &s_p, &bad);
+        vd log_s_p = logits_lanes_log_s(t, k, c->inv_t_p, 1, la, a, &s_p, &bad, &sub);
         for (int j = 0; j < k; j++) {
             vd lp = la[j] - log_s_p;
             low = vmin_f64(low, lp);
             a[j] = exp_f64(vmax_f64(lp, zero + LOGITS_LANES_EXP_MIN), 0);
             la[j] = vmax_f64(lp, zero + c->log_eps);
         }
-        bad |= ~(vl)(low >= LOGITS_LANES_EXP_MIN);
+        if (sub || any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN))) {
+            /* (rare) as logits_lanes_log_s: p_j = 0 at -inf, subnormal past -708 */
+            vd mx = t[0];
+            for (int j = 0; j < k; j++) mx = vmax_f64(mx, t[j]);
+            for (int j = 0; j < k; j++) {
+                vd uj = (t[j] - mx) * c->inv_t_p;
+                KLF_KEEP(uj); /* (rounded, as u in logits_lanes_log_s: not fused) */
+                a[j] = exp_f64(uj - log_s_p, 1);
+            }
+        }
     } else {
         sum_p = zero;
         for (int j = 0; j < k; j++) {
@@ -228,8 +265,10 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
  * (u, e, s of x; for the cross-entropy v_j - log s_y of y), every term >= 0
  * for eps <= 1.
  * p_j is e_j / s (one exp an element), where the row kernel takes the exp of
- * log p_j. Declines a non-finite logit (-inf: a class of probability 0, the
- * row kernel's) and a scaled logit below -708. Not inlined: one body for
+ * log p_j. A -inf logit (a masked class) and a scaled logit far below the
+ * maximum are taken here (logits_lanes_log_s's wide): p_j = 0 gives a term
+ * of 0, and a -inf log q_j with p_j > 0 a term of log eps (+inf at eps = 0).
+ * Declines a NaN or +inf logit and a row of -inf. Not inlined: one body for
  * every caller. */
 static __attribute__((noinline)) vl logits_xent_lanes(const vd *x, const vd *y, int k,
                                                       double inv_t_p, double inv_t_q,
@@ -239,11 +278,15 @@ static __attribute__((noinline)) vl logits_xent_lanes(const vd *x, const vd *y, 
     const vd zero = {0};
     vl bad = {0};
     vd s, s_q, acc = zero;
-    vd log_s = logits_lanes_log_s(x, k, inv_t_p, u, e, &s, &bad);
-    vd log_s_q = y ? logits_lanes_log_s(y, k, inv_t_q, v, f, &s_q, &bad) : log_s;
+    int sub, sub_q;
+    vd log_s = logits_lanes_log_s(x, k, inv_t_p, 1, u, e, &s, &bad, &sub);
+    vd log_s_q = y ? logits_lanes_log_s(y, k, inv_t_q, 1, v, f, &s_q, &bad, &sub_q) : log_s;
     vd inv_s = 1.0 / s;
-    for (int j = 0; j < k; j++)
-        acc += (e[j] * inv_s) * vmax_f64((y ? v[j] : u[j]) - log_s_q, zero + log_eps);
+    for (int j = 0; j < k; j++) {
+        vd p = e[j] * inv_s, term = p * vmax_f64((y ? v[j] : u[j]) - log_s_q, zero + log_eps);
+        /* p == 0 (only where sub): a term of 0, though log q~ be -inf at eps = 0 */
+        acc += sub ? vsel_f64((vl)(p > 0.0), term, zero) : term;
+    }
     *out = zero - acc; /* (+0.0, not -0.0, for a zero sum) */
     return bad;
 }
