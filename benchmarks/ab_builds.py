@@ -15,7 +15,9 @@ machine cancels within a turn).
 C-ordered array with ``axis=0`` (as Fortran-ordered rows). Measures are klfast's functions; ``pairwise:kl`` (``pairwise:js``, ...) is
 ``klfast.pairwise(P, Q, "kl")`` with ``--shape NxK --q-rows M`` (Q: M rows); the losses (``kl_loss``, ``cross_entropy_loss``)
 take the rows of P as targets and log Q as logits (per-row losses, no gradient;
-``kl_loss:grad`` with the gradient, into a ``grad_out=`` array made once).
+``kl_loss:grad`` with the gradient, into a ``grad_out=`` array made once;
+``kl_loss:logp`` (``kl_loss:logp:grad``) with targets log P, ``input=("log_probs",
+"logits")``).
 With ``--logits NOISE`` the inputs are rows of logits instead, P = 3 z and
 Q = P + NOISE z' (z, z' standard normal: a model and a perturbed copy), given
 with ``input="logits"``; ``--temperature T`` passes ``temperature=T`` to them, and
@@ -55,8 +57,10 @@ if sys.argv[6] == "logits":
     kwargs = {"input": "logits", "num_threads": threads, "temperature": float(sys.argv[8])}
 elif measure.startswith("pairwise:"):  # all pairs: rows of p against rows of q
     args, kwargs = (p, q, measure.split(":")[1]), {"num_threads": threads}
-elif "_loss" in measure:  # targets p, logits log(q); per-row losses
+elif "_loss" in measure:  # targets p (:logp, log p), logits log(q); per-row losses
     args, kwargs = (p, np.log(q)), {"reduction": "none", "num_threads": threads}
+    if ":logp" in measure:
+        args, kwargs["input"] = (np.log(p), args[1]), ("log_probs", "logits")
 else:
     args = (p,) if measure == "entropy" else (p, q)
     n_out = p.shape[1] if axis else p.shape[0]

@@ -32,6 +32,14 @@ cross_entropy_loss with return_grad=True into a grad_out= array made once
 exp(log q) - p) and torch (``F.cross_entropy`` with probability targets, or
 ``F.kl_div`` of a log_softmax, then backward()). Each peer's loss and
 gradient are checked first against scipy's.
+
+Masked classes: kl_loss and its gradient, 2,000,000 x 10 float64, a tenth of
+the classes masked (the target 0 and the logit -inf there, as an action or
+vocabulary mask), the target as probabilities or as log-probabilities
+(``input=("log_probs", "logits")``; torch's ``kl_div(..., log_target=True)``).
+The peers get -1e9 for a masked logit (torch's kl_div gives NaN at -inf: 0 *
+-inf; torch also for a -inf log-target), which is the same loss and gradient
+in float64.
 """
 import importlib.util
 
@@ -221,5 +229,70 @@ def test_classifier_loss_with_gradient(benchmark, small, shape, loss, peer):
     np.testing.assert_allclose(value, want, rtol=1e-12)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-9, atol=1e-15 / logits.shape[0])
     benchmark.group = f"{loss}_loss and gradient float64 {logits.shape[0]}x{logits.shape[1]}"
+    benchmark.extra_info.update(peer=peer, threads=threads, elements=logits.size)
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
+
+
+MASKED_SHAPE = (2_000_000, 10)
+
+
+def masked_inputs(small):
+    """Targets (0 at a mask, the rest summing to 1) and logits (-inf at the
+    same classes), a tenth of the classes masked, never a whole row."""
+    shape = (MASKED_SHAPE[0] // 64, MASKED_SHAPE[1]) if small else MASKED_SHAPE
+    key = ("masked", shape)
+    if key not in _inputs:
+        _inputs.clear()
+        rng = np.random.default_rng(3)
+        mask = rng.random(shape) < 0.1
+        mask[mask.all(axis=1), 0] = False
+        target = rng.dirichlet(np.ones(shape[1]), shape[0])
+        target[mask] = 0.0
+        target /= target.sum(axis=1, keepdims=True)
+        logits = rng.standard_normal(shape) * 3
+        logits[mask] = -np.inf
+        _inputs[key] = target, logits
+    return _inputs[key]
+
+
+@pytest.mark.parametrize("peer", LOSS_PEERS)
+@pytest.mark.parametrize("form", ["probs", "log_probs"])
+def test_masked_classes_loss_with_gradient(benchmark, small, form, peer):
+    target, logits = masked_inputs(small)
+    threads = klfast.default_num_threads()
+    with np.errstate(divide="ignore"):
+        given = target if form == "probs" else np.log(target)
+    finite = np.where(np.isinf(logits), -1e9, logits)  # the peers' mask
+    if peer == "klfast":
+        grad = np.empty_like(logits)
+
+        def fn():
+            return klfast.kl_loss(given, logits, input=(form, "logits"), return_grad=True,
+                                  grad_out=grad, num_threads=threads)
+    elif peer == "scipy":
+        def fn():
+            p = given if form == "probs" else np.exp(given)
+            return _scipy_loss("kl", p, finite)
+    else:
+        if importlib.util.find_spec("torch") is None:
+            pytest.skip("torch is not installed (an optional peer)")
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(threads)
+        t = torch.from_numpy(np.where(np.isinf(given), -1e9, given))  # (log targets: NaN too)
+
+        def fn():
+            z = torch.from_numpy(finite).requires_grad_()
+            value = F.kl_div(F.log_softmax(z, -1), t, reduction="batchmean",
+                             log_target=form == "log_probs")
+            value.backward()
+            return value.item(), z.grad.numpy()
+    value, grad_got = fn()
+    want, want_grad = _scipy_loss("kl", target, finite)
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+    np.testing.assert_allclose(grad_got, want_grad, rtol=1e-9, atol=1e-15 / logits.shape[0])
+    benchmark.group = (f"kl_loss and gradient, masked classes, {form} targets, float64 "
+                       f"{logits.shape[0]}x{logits.shape[1]}")
     benchmark.extra_info.update(peer=peer, threads=threads, elements=logits.size)
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)

@@ -285,3 +285,75 @@ def test_masked_classes_and_low_temperatures(dtype, target_is_logits, loss, k):
         if not target_is_logits:  # g_j = (S q_j - p_j) / T, q_j = 0
             np.testing.assert_array_equal(grad[masked], (-p[masked] * inv_t).astype(dtype))
 
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("loss", ["kl", "cross_entropy"])
+@pytest.mark.parametrize("k", [1, 2, 10, 24])
+def test_log_probability_targets(dtype, loss, k):
+    """Targets given as log-probabilities (input=("log_probs", "logits"), as
+    torch's KLDivLoss(log_target=True)) are scored in the lanes: p_j =
+    exp(t_j) as given, -inf a class of 0, below eps (floored in kl_loss's
+    log p~), below -708 (a subnormal p_j), rows a little off a sum of 1 (the
+    losses do not check sums; S = sum p_j in the gradient). Values and
+    gradients within float64's bound of 80-digit mpmath (float32 rows too),
+    and the same bits on every route."""
+    rng = np.random.default_rng(900 + k + len(loss))
+    n = 31
+    p = rng.dirichlet(np.full(k, 0.7), n)
+    if k > 1:
+        p[::4, 0] = 0.0
+        p[1::5, -1] = 1e-20
+    with np.errstate(divide="ignore"):
+        t = np.log(p)
+    t[2::6] += np.log(0.999)
+    if k > 1:
+        t[3::7, 1] = -720.0
+    z = rng.normal(size=(n, k)) * 3
+    if k > 1:
+        z[::8, 0] = -np.inf  # masked where the target is 0
+    t, z = t.astype(dtype), z.astype(dtype)
+    fn = LOSSES[loss]
+    kw = dict(input=("log_probs", "logits"), temperature=0.7, reduction="none",
+              return_grad=True)
+    value, grad = fn(t, z, **kw)
+    assert value.dtype == dtype and grad.dtype == dtype
+    inv_t, eps = _kernel_constants(dtype, 0.7)
+    want, want_grad = loss_mpmath(loss, t, z, inv_t, eps, target_is_log_probs=True)
+    z64 = z.astype(np.float64) * inv_t
+    log_q = z64 - z64.max(axis=1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+    p = np.exp(t.astype(np.float64))
+    log_p = np.maximum(t.astype(np.float64), np.log(eps))
+    with np.errstate(invalid="ignore"):
+        weight = np.where(p > 0, np.abs(log_p) + np.abs(log_q) + 1, 0)
+    # (a subnormal p_j, below 2.2e-308, is only good to 2^-1074)
+    bound = 8 * U * (k + 4) * (p * weight).sum(axis=1) + 2.0 ** -1074 * weight.sum(axis=1)
+    if dtype == np.float32:  # (returned in float32: subnormals included)
+        bound = bound + 2.0 ** -24 * np.abs(want) + 2.0 ** -149
+    err = np.abs(value.astype(np.float64) - want)
+    assert (err <= bound).all(), np.max(err / bound)
+    s = p.sum(axis=1, keepdims=True)
+    q = np.exp(log_q)
+    with np.errstate(invalid="ignore"):
+        g_bound = (np.where(q > 0, s * q * (np.abs(log_q) + 8), 0)
+                   + np.where(p > 0, p * (np.abs(log_p) + 8), 0))
+    g_bound = 8 * U * g_bound * inv_t + 4 * k * inv_t * 2.0 ** -1074
+    if dtype == np.float32:
+        g_bound = g_bound + 2.0 ** -24 * np.abs(want_grad) + 2.0 ** -149
+    g_err = np.abs(grad.astype(np.float64) - want_grad)
+    assert (g_err <= g_bound).all()
+
+    alone = [fn(t[i], z[i], **kw) for i in range(n)]
+    np.testing.assert_array_equal(np.array([v for v, _ in alone]), value)
+    np.testing.assert_array_equal(np.array([g for _, g in alone]), grad)
+    reps = 70_000 // (n * k) + 1  # past the size that takes a second thread
+    v, g = fn(np.tile(t, (reps, 1)), np.tile(z, (reps, 1)), num_threads=2, **kw)
+    np.testing.assert_array_equal(v, np.tile(value, reps))
+    np.testing.assert_array_equal(g, np.tile(grad, (reps, 1)))
+    v, g = fn(t.T.copy(), z.T.copy(), axis=0, **kw)
+    np.testing.assert_array_equal(v, value)
+    np.testing.assert_array_equal(g.T, grad)
+    with general_path():
+        v, g = fn(t, z, **kw)
+    np.testing.assert_array_equal(v, value)
+    np.testing.assert_array_equal(g, grad)

@@ -184,11 +184,13 @@ def kl_logits_mpmath(a, b, temperature, eps):
     return np.array(out)
 
 
-def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False):
+def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False,
+                target_is_log_probs=False):
     """kl_loss or cross_entropy_loss per row (reduction="none") and the
     gradient (grad_scale = inv_t), in 80-digit mpmath from the rows' exact
     values: q = softmax(logits * inv_t), the target as probabilities (used
     as given, log max(p, eps)) or logits (softmax(target * inv_t), log p
+    floored at log eps) or log-probabilities (p = exp(target) as given, log p
     floored at log eps); terms with p == 0 are 0 (p as float64 rounds it: a
     p_j of e^-1000 against a -inf logit is 0, not +inf); grad = (S q - p) inv_t
     with S = sum p. inv_t as the kernel takes it: 1 / T rounded to the
@@ -209,8 +211,8 @@ def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False):
 
         for t, z in zip(target, logits):
             lq = log_softmax(z)
-            if target_is_logits:
-                lp = log_softmax(t)
+            if target_is_logits or target_is_log_probs:
+                lp = log_softmax(t) if target_is_logits else [mpmath.mpf(float(v)) for v in t]
                 p = [mpmath.exp(v) for v in lp]
                 lp = [max(v, log_eps) for v in lp]
             else:

@@ -1,7 +1,8 @@
 /* Short rows of logits, one row per lane: KL, the entropy and the
  * cross-entropy of rows of logits (k <= KLFAST_LOGITS_SHORT_MAX), and the
  * losses (kl_loss, cross_entropy_loss; k <= KLFAST_LOSS_SHORT_MAX) of a row
- * of logits against a target of probabilities or logits. The forms kernel's
+ * of logits against a target of probabilities, log-probabilities or
+ * logits. The forms kernel's
  * row loop gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
  * row function a tile of one row (ROW_FN(forms), loss_rows.h), so that a
  * row's bits (and its gradient's) are the same on every route. The row
@@ -37,21 +38,23 @@
  * The losses take loss_rows.h's formulas term for term: log q_j = u_j -
  * log s (u_j = (z_j - max z) / T, log s = log1p of the sum of the exps
  * but the maximum's), target probabilities p_j as given (log p~_j = log
- * max(p_j, eps)) or from logits (log p_j as log q_j, log p~_j = max(log
- * p_j, log eps), p_j = exp(log p_j)), then
+ * max(p_j, eps)), log-probabilities as given (p_j = exp(t_j), log p~_j =
+ * max(t_j, log eps); at most log_prob_max) or from logits (log p_j as log
+ * q_j, log p~_j = max(log p_j, log eps), p_j = exp(log p_j)), then
  *   kl_loss = sum p_j (log p~_j - log q_j),  cross_entropy_loss = -sum p_j log q_j
  * over p_j > 0, and the gradient g_j = (S q_j - p_j) grad_scale (S = sum
  * p_j; 1 for a target of logits). A -inf logit (a masked class) has q_j =
  * 0: a term of +inf where p_j > 0 (the loss is +inf, its gradient finite),
- * none where p_j = 0, and g_j = -p_j grad_scale; a -inf target logit has
- * p_j = 0. Scaled logits and target log-probabilities below -708 take the
- * exp that reaches the subnormals (logits_lanes_log_s's wide). A lane
- * declines (loss_rows.h scores the row, or flags it for the exact path) on
- * a logit that is NaN or +inf, a row of -inf, a finite logit whose scaled
- * distance to the maximum overflows, a target probability that is
- * negative or not finite (an invalid row), a sum of them past the float64
- * range, and a probability whose log the eps rule would take below the
- * smallest normal.
+ * none where p_j = 0, and g_j = -p_j grad_scale; a -inf target logit or
+ * log-probability has p_j = 0. Scaled logits and target log-probabilities
+ * below -708 take the exp that reaches the subnormals (logits_lanes_log_s's
+ * wide). A lane declines (loss_rows.h scores the row, or flags it for the
+ * exact path) on a logit that is NaN or +inf, a row of -inf, a finite
+ * logit whose scaled distance to the maximum overflows, a target
+ * probability that is negative or not finite or a log-probability NaN or
+ * above log_prob_max (an invalid row), a sum of probabilities past the
+ * float64 range, and a probability whose log the eps rule would take below
+ * the smallest normal.
  *
  * The entropy and the cross-entropy of rows of logits (logits_xent_lanes,
  * below) take -sum p_j max(log q_j, log eps) with p_j = e_j / s, a term
@@ -145,9 +148,9 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
 /* A loss call's constants, in float64 for both element types. */
 typedef struct {
     int kl;       /* kl_loss; else cross_entropy_loss */
-    int p_logits; /* the target is logits; else probabilities */
+    int target;   /* its form: KLFAST_PROBS, KLFAST_LOG_PROBS or KLFAST_LOGITS */
     int grad;     /* the gradient rows are asked for */
-    double inv_t_p, inv_t, eps, log_eps, grad_scale;
+    double inv_t_p, inv_t, eps, log_eps, grad_scale, log_prob_max;
 } logits_loss_consts;
 
 /* u[j] = (x_j - max x) inv_t and e[j] = exp(u[j]) of the lanes' rows x, and
@@ -212,7 +215,7 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
     vd s, sum_p = zero + 1.0;
     int sub;
     vd log_s = logits_lanes_log_s(z, k, c->inv_t, 1, u, e, &s, &bad, &sub);
-    if (c->p_logits) { /* la first holds the target's u, a its exps (unused) */
+    if (c->target == KLFAST_LOGITS) { /* la first holds the target's u, a its exps (unused) */
         vd s_p, low = zero;
         vd log_s_p = logits_lanes_log_s(t, k, c->inv_t_p, 1, la, a, &s_p, &bad, &sub);
         for (int j = 0; j < k; j++) {
@@ -229,6 +232,23 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
                 vd uj = (t[j] - mx) * c->inv_t_p;
                 KLF_KEEP(uj); /* (rounded, as u in logits_lanes_log_s: not fused) */
                 a[j] = exp_f64(uj - log_s_p, 1);
+            }
+        }
+    } else if (c->target == KLFAST_LOG_PROBS) { /* p_j = exp(t_j) as given, -inf: 0 */
+        vd low = zero;
+        sum_p = zero;
+        for (int j = 0; j < k; j++) {
+            bad |= ~(vl)(t[j] <= c->log_prob_max); /* NaN, +inf, past the sums' tolerance */
+            low = vmin_f64(low, t[j]);
+            a[j] = exp_f64(vmax_f64(t[j], zero + LOGITS_LANES_EXP_MIN), 0);
+            la[j] = vmax_f64(t[j], zero + c->log_eps);
+            sum_p += a[j];
+        }
+        if (any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN))) { /* (rare) as above */
+            sum_p = zero;
+            for (int j = 0; j < k; j++) {
+                a[j] = exp_f64(t[j], 1);
+                sum_p += a[j];
             }
         }
     } else {
@@ -307,7 +327,7 @@ typedef struct {
  * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
- * probabilities or logits (no sum check); g: the gradient rows, or NULL.
+ * probabilities, log-probabilities or logits (no sum check); g: the gradient rows, or NULL.
  * eps is the element type's, as the row kernels take it; the losses' 1 / T
  * and gradient scale are float64's for both types (as the exact path's),
  * the divergences' 1 / T the element type's. */
@@ -336,18 +356,20 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
     const int m = prm->measure, target = prm->form[0];
     if (!(k <= KLFAST_LOSS_SHORT_MAX && prm->loss && prm->form[1] == KLFAST_LOGITS &&
           !prm->normalize && (m == KLFAST_KL || m == KLFAST_CROSS_ENTROPY) &&
-          (target == KLFAST_PROBS || target == KLFAST_LOGITS) && !(prm->tol <= DBL_MAX)))
+          (target == KLFAST_PROBS || target == KLFAST_LOG_PROBS || target == KLFAST_LOGITS) &&
+          !(prm->tol <= DBL_MAX)))
         return 0;
     call->kind = LOGITS_LOSS;
     call->c = (logits_loss_consts){
         .kl = m == KLFAST_KL,
-        .p_logits = target == KLFAST_LOGITS,
+        .target = target,
         .grad = g != NULL,
         .inv_t_p = prm->inv_t[0],
         .inv_t = prm->inv_t[1],
         .eps = (double)PRM(eps),
         .log_eps = (double)PRM(log_eps),
         .grad_scale = prm->grad_scale,
+        .log_prob_max = (double)PRM(log_prob_max),
     };
     return 1;
 }
