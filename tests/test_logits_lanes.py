@@ -19,17 +19,48 @@ def _eps(dtype):
     return klfast.DEFAULT_EPS if dtype == np.float64 else float(np.float32(klfast.DEFAULT_EPS))
 
 
+def _kl_bound(a, b, temperature, rtol, dtype):
+    """rtol times the terms p_j g(d_j - c) (1 + |log p_j|) of KL(P || Q) per
+    row (each term carries the rounding of log p_j), over the classes not
+    masked in both rows; and the rows with a class floored by eps."""
+    la = log_softmax(a.astype(float) / temperature, axis=1)
+    lb = log_softmax(b.astype(float) / temperature, axis=1)
+    open_ = ~(np.isneginf(a) & np.isneginf(b))
+    floored = open_ & ((la < np.log(_eps(dtype))) | (lb < np.log(_eps(dtype))))
+    with np.errstate(invalid="ignore"):  # (-inf - -inf at the masks, not used)
+        p = np.where(open_, np.exp(la), 0.0)
+        delta = np.where(open_, (b.astype(float) - a.astype(float)) / temperature, 0.0)
+        delta -= np.sum(p * delta, axis=1, keepdims=True)
+        terms = np.where(open_, p * (np.expm1(delta) - delta) * (1 + np.abs(la)), 0.0)
+    return rtol * terms.sum(axis=1), floored.any(axis=1)
+
+
+def _kl_and_bound(measure, a, b, temperature, rtol, dtype):
+    """KL (or Jeffreys: KL both ways) per row in mpmath, the bound of
+    _kl_bound and the rows with a floored class."""
+    want = kl_logits_mpmath(a, b, temperature, _eps(dtype))
+    bound, floored = _kl_bound(a, b, temperature, rtol, dtype)
+    if measure == "jeffreys":
+        want = want + kl_logits_mpmath(b, a, temperature, _eps(dtype))
+        bound_ba, floored_ba = _kl_bound(b, a, temperature, rtol, dtype)
+        bound, floored = bound + bound_ba, floored | floored_ba
+    return want, bound, floored
+
+
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
                                          (np.float16, 5e-7)])
-@pytest.mark.parametrize("k", [1, 2, 3, 10, 17, 32, 33])
-def test_short_rows_against_mpmath(dtype, rtol, k):
+# (Jeffreys of rows of more than 32 classes takes the three-pass kernel, whose
+# error on nearly equal rows is absolute: README, Accuracy)
+@pytest.mark.parametrize("k, measure", [(k, "kl") for k in (1, 2, 3, 10, 17, 32, 33)]
+                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32)])
+def test_short_rows_against_mpmath(dtype, rtol, k, measure):
     """The error bound of test_input_forms' nearly-equal test: relative to
     the terms p_j g(d_j - c) weighted by 1 + |log p_j| (each carries the
-    rounding of log p_j), from KL ~ 1 down to KL ~ 1e-28. Rows with a
-    floored class are left out: the lanes decline them, and the row kernel
-    keeps an error relative to the floored terms (a KL of 1e-73 made of
-    them comes out 6e-77); test_declined_rows_match_mpmath_... checks
-    ordinary floored rows."""
+    rounding of log p_j), from KL ~ 1 down to KL ~ 1e-28; Jeffreys within
+    the sum of its two KLs' bounds. Rows with a floored class are left out:
+    the lanes decline them, and the row kernel keeps an error relative to
+    the floored terms (a KL of 1e-73 made of them comes out 6e-77);
+    test_declined_rows_match_mpmath_... checks ordinary floored rows."""
     rng = np.random.default_rng(k)
     checked = 0
     for temperature in (1.0, 0.3):
@@ -37,19 +68,12 @@ def test_short_rows_against_mpmath(dtype, rtol, k):
             for d in (3.0, 1e-3, 1e-8, 1e-14):
                 a = (rng.normal(size=(9, k)) * spread).astype(dtype)
                 b = (a + rng.normal(size=(9, k)) * d).astype(dtype)
-                got = klfast.kl(a, b, input="logits", temperature=temperature)
-                want = kl_logits_mpmath(a, b, temperature, _eps(dtype))
+                got = getattr(klfast, measure)(a, b, input="logits", temperature=temperature)
                 if k == 1:
                     np.testing.assert_array_equal(got, 0.0)
                     continue
-                la = log_softmax(a.astype(float) / temperature, axis=1)
-                lb = log_softmax(b.astype(float) / temperature, axis=1)
-                floored = (la < np.log(_eps(dtype))) | (lb < np.log(_eps(dtype)))
-                keep = (want != 0) & ~floored.any(axis=1)
-                p = np.exp(la)
-                delta = (b.astype(float) - a.astype(float)) / temperature
-                delta -= np.sum(p * delta, axis=1, keepdims=True)
-                bound = rtol * np.sum(p * (np.expm1(delta) - delta) * (1 + np.abs(la)), axis=1)
+                want, bound, floored = _kl_and_bound(measure, a, b, temperature, rtol, dtype)
+                keep = (want != 0) & ~floored
                 err = np.abs(got[keep].astype(float) - want[keep])
                 assert (err <= bound[keep]).all(), (temperature, spread, d,
                                                     err / bound[keep] * rtol)
@@ -57,9 +81,42 @@ def test_short_rows_against_mpmath(dtype, rtol, k):
     assert k == 1 or checked >= 15
 
 
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7)])
+@pytest.mark.parametrize("k", [2, 3, 10, 32])
+@pytest.mark.parametrize("measure", ["kl", "jeffreys"])
+def test_classes_masked_in_both_rows_against_mpmath(dtype, rtol, k, measure):
+    """KL and Jeffreys of rows with the same classes masked (-inf in both, as
+    an action mask shared by two policies; a quarter of the classes) are
+    scored in the lanes, the masked classes terms of 0 left out of every
+    sum: within test_short_rows_against_mpmath's bound, over the classes not
+    masked. Rows without a mask get the same bits beside them."""
+    rng = np.random.default_rng(60 + k)
+    fn = getattr(klfast, measure)
+    checked = 0
+    for d in (3.0, 1e-3, 1e-8):
+        a = rng.normal(size=(24, k)) * 3
+        b = a + rng.normal(size=(24, k)) * d
+        mask = rng.random((24, k)) < 0.25
+        mask[mask.all(axis=1), 0] = False
+        mask[::4] = False  # rows without a mask between them
+        a[mask] = b[mask] = -np.inf
+        a, b = a.astype(dtype), b.astype(dtype)
+        got = fn(a, b, input="logits", temperature=0.7)
+        want, bound, floored = _kl_and_bound(measure, a, b, 0.7, rtol, dtype)
+        keep = (want != 0) & ~floored & ((~mask).sum(axis=1) > 1)
+        err = np.abs(got[keep].astype(float) - want[keep])
+        assert (err <= bound[keep]).all(), (d, err / bound[keep] * rtol)
+        checked += keep[mask.any(axis=1)].sum()
+        np.testing.assert_array_equal(got[(~mask).sum(axis=1) == 1], 0.0)  # one class left
+        np.testing.assert_array_equal(fn(a[::4], b[::4], input="logits", temperature=0.7),
+                                      got[::4])
+    assert k == 2 or checked >= 12
+
+
 def _mixed_rows(rng, n, k, dtype):
-    """Rows of every kind: independent, nearly equal, equal, and the ones the
-    lanes decline (-inf, floored by eps, spread past the exp range)."""
+    """Rows of every kind: independent, nearly equal, equal, masked classes
+    (-inf in both rows), and the ones KL's lanes decline (-inf in one row,
+    floored by eps, spread past the exp range)."""
     a = rng.normal(size=(n, k)) * 3
     b = rng.normal(size=(n, k)) * 3
     b[1::4] = a[1::4] + rng.normal(size=b[1::4].shape) * 1e-6
@@ -68,46 +125,50 @@ def _mixed_rows(rng, n, k, dtype):
     if k > 1:
         b[6::13, 1] = -np.inf
         a[7::17, 1] = -3000.0  # past the plain exp's range
+        a[8::15, 0] = b[8::15, 0] = -np.inf  # a class masked in both
     return a.astype(dtype), b.astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [1, 2, 5, 8, 10, 16, 32, 33])
-def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, monkeypatch):
+@pytest.mark.parametrize("measure", ["kl", "jeffreys"])
+def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, measure):
+    """KL and Jeffreys (KL both ways, in the same lanes)."""
     rng = np.random.default_rng(100 + k)
+    fn = getattr(klfast, measure)
     a, b = _mixed_rows(rng, 41, k, dtype)
-    whole = klfast.kl(a, b, input="logits", temperature=0.7)
+    whole = fn(a, b, input="logits", temperature=0.7)
     assert whole.dtype == dtype
-    alone = np.array([klfast.kl(a[i], b[i], input="logits", temperature=0.7)
+    alone = np.array([fn(a[i], b[i], input="logits", temperature=0.7)
                       for i in range(len(a))], dtype=dtype)
     np.testing.assert_array_equal(whole, alone)
     # another tile and lane for every row
     np.testing.assert_array_equal(
-        klfast.kl(a[3:], b[3:], input="logits", temperature=0.7), whole[3:])
+        fn(a[3:], b[3:], input="logits", temperature=0.7), whole[3:])
     np.testing.assert_array_equal(
-        klfast.kl(a[::-1], b[::-1], input="logits", temperature=0.7), whole[::-1])
+        fn(a[::-1], b[::-1], input="logits", temperature=0.7), whole[::-1])
     for threads in (1, 2):
         np.testing.assert_array_equal(
-            klfast.kl(a, b, input="logits", temperature=0.7, num_threads=threads), whole)
+            fn(a, b, input="logits", temperature=0.7, num_threads=threads), whole)
     mask = rng.random(len(a)) < 0.6
-    masked = klfast.kl(a, b, input="logits", temperature=0.7, where=mask)
+    masked = fn(a, b, input="logits", temperature=0.7, where=mask)
     np.testing.assert_array_equal(masked[mask], whole[mask])
     np.testing.assert_array_equal(
-        klfast.kl(np.asfortranarray(a), np.asfortranarray(b), input="logits",
+        fn(np.asfortranarray(a), np.asfortranarray(b), input="logits",
                   temperature=0.7), whole)
     np.testing.assert_array_equal(
-        klfast.kl(a.T.copy(), b.T.copy(), axis=0, input="logits", temperature=0.7), whole)
+        fn(a.T.copy(), b.T.copy(), axis=0, input="logits", temperature=0.7), whole)
     # one row against every row (a row stride of 0)
     np.testing.assert_array_equal(
-        klfast.kl(a[4], b, input="logits", temperature=0.7),
-        klfast.kl(np.tile(a[4], (len(b), 1)), b, input="logits", temperature=0.7))
+        fn(a[4], b, input="logits", temperature=0.7),
+        fn(np.tile(a[4], (len(b), 1)), b, input="logits", temperature=0.7))
     # a large call (chunks, the pool) and the general path
     reps = 3000 // len(a) + 1
-    big = klfast.kl(np.tile(a, (reps, 1)), np.tile(b, (reps, 1)), input="logits",
+    big = fn(np.tile(a, (reps, 1)), np.tile(b, (reps, 1)), input="logits",
                     temperature=0.7)
     np.testing.assert_array_equal(big, np.tile(whole, reps))
     with general_path():
-        np.testing.assert_array_equal(klfast.kl(a, b, input="logits", temperature=0.7), whole)
+        np.testing.assert_array_equal(fn(a, b, input="logits", temperature=0.7), whole)
     assert (whole >= 0).all()
 
 
@@ -146,6 +207,30 @@ def test_declined_rows_match_mpmath_and_leave_their_neighbours_alone():
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
     plain = np.delete(np.arange(16), [2, 9])
     np.testing.assert_array_equal(klfast.kl(a[plain], b[plain], input="logits"), got[plain])
+
+
+@pytest.mark.parametrize("measure", ["kl", "jeffreys"])
+def test_the_eps_rule_is_decided_at_log_eps(measure):
+    """KL's lanes take a row while every log p_j and log q_j is above log eps
+    (by more than 1e-9), and leave it to the row kernel otherwise: rows with
+    a class just above and just below log eps, nearly equal (the floor
+    changes them by about 1e-6 relative), each against 80-digit mpmath."""
+    rng = np.random.default_rng(5)
+    k, eps = 10, klfast.DEFAULT_EPS
+    a, b = [], []
+    for delta in (-1e-4, -1e-7, 1e-7, 1e-4):
+        for _ in range(4):
+            row = rng.normal(size=k)
+            lp = np.log(eps) + delta  # log p_0: a_0 = log(sum of the others) + logit(p_0)
+            row[0] = np.log(np.sum(np.exp(row[1:]))) + lp - np.log1p(-np.exp(lp))
+            a.append(row)
+            b.append(row + rng.normal(size=k) * 1e-6)
+    a, b = np.array(a), np.array(b)
+    got = getattr(klfast, measure)(a, b, input="logits")
+    want = kl_logits_mpmath(a, b, 1.0, eps)
+    if measure == "jeffreys":
+        want = want + kl_logits_mpmath(b, a, 1.0, eps)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
 
 
 def _xent_mpmath(a, b, inv_t, eps, inv_t_b=None):

@@ -1,9 +1,9 @@
-/* Short rows of logits, one row per lane: KL, the entropy and the
- * cross-entropy of rows of logits (k <= KLFAST_LOGITS_SHORT_MAX), and the
- * losses (kl_loss, cross_entropy_loss; k <= KLFAST_LOSS_SHORT_MAX) of a row
- * of logits against a target of probabilities, log-probabilities or
- * logits. The forms kernel's
- * row loop gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
+/* Short rows of logits, one row per lane: KL, Jeffreys (KL both ways), the
+ * entropy and the cross-entropy of rows of logits (k <=
+ * KLFAST_LOGITS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
+ * <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
+ * probabilities, log-probabilities or logits. The forms kernel's row loop
+ * gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
  * row function a tile of one row (ROW_FN(forms), loss_rows.h), so that a
  * row's bits (and its gradient's) are the same on every route. The row
  * kernels (logits_kl_rows.h, loss_rows.h) read a row along its vectors and
@@ -29,11 +29,13 @@
  * d_j / T would cost nearly equal rows (d_j about 1e-8, t_j about 1e-13)
  * most of their digits. A lane declines (its row is then scored by
  * logits_kl_rows.h and the three-pass kernel, as before) when the eps rule
- * may bind (some u_j or v_j below log eps + log k + 1/2, since log p_j >=
- * u_j - log k), when an exp could leave the normal range (u_j + t_j above
- * 600), on a NaN or infinite logit, and when m is not small against the
- * sum (the centre off: rows a few ulps apart). So on this path KL is
- * exactly the centred sum, no floor.
+ * may bind (some log p_j = u_j - log A or log q_j = v_j - log B within
+ * 1e-9 of log eps, B from the centred sums), when an exp could leave the
+ * normal range (u_j or v_j below -708, u_j + t_j above 600), on a NaN or +inf logit or a -inf in one row and not the other, and
+ * when m is not small against the sum (the centre off: rows a few ulps
+ * apart). A class masked in both rows (-inf in both: p_j = q_j = 0) is a
+ * term of 0, left out of the sums and of the eps rule's test. So on this
+ * path KL is exactly the centred sum, no floor.
  *
  * The losses take loss_rows.h's formulas term for term: log q_j = u_j -
  * log s (u_j = (z_j - max z) / T, log s = log1p of the sum of the exps
@@ -88,9 +90,12 @@ KLF_INLINE vd logits_kl_g_estrin(vd t) {
 }
 
 /* The lanes of VD_LANES rows: x[j], y[j] element j of each (j < k, k <=
- * KLFAST_LOGITS_SHORT_MAX); low: the smallest u_j or v_j taken (see
- * above). KL per lane into *kl; returns the lanes that decline. Not
- * inlined: one body, so one rounding of every operation, for every caller. */
+ * KLFAST_LOGITS_SHORT_MAX); low: the smallest log p_j or log q_j taken
+ * (log eps + 1e-9, see above). KL per lane into *kl; returns the lanes that decline. A class
+ * masked in both rows (x_j = y_j = -inf: p_j = q_j = 0) is a term of 0 and
+ * left out of every sum; when a tile has a non-finite logit the loops
+ * select them (masked), the same operations elsewhere. Not inlined: one
+ * body, so one rounding of every operation, for every caller. */
 static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
                                                      double inv_t, double low, vd *kl) {
     vd e[KLFAST_LOGITS_SHORT_MAX], d[KLFAST_LOGITS_SHORT_MAX];
@@ -102,18 +107,37 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
         mb = vmax_f64(mb, y[j]);
         bad |= (vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0); /* NaN or +-inf */
     }
-    vd lowest = zero, a = zero, s1 = zero;
+    const int masked = any_lane((vi)bad);
+    if (masked) { /* only NaN, +inf, -inf in one row alone, and rows of -inf */
+        bad = (vl)(ma < -DBL_MAX) | (vl)(mb < -DBL_MAX);
+        for (int j = 0; j < k; j++)
+            bad |= ((vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0)) &
+                   ~((vl)(x[j] < -DBL_MAX) & (vl)(y[j] < -DBL_MAX));
+    }
+    vd lowest_u = zero, lowest_v = zero, a = zero, s1 = zero;
     for (int j = 0; j < k; j++) {
         vd u = (x[j] - ma) * inv_t, v = (y[j] - mb) * inv_t;
-        lowest = vmin_f64(lowest, vmin_f64(u, v));
+        vl both = {0};
+        if (masked) {
+            both = (vl)(x[j] < -DBL_MAX) & (vl)(y[j] < -DBL_MAX);
+            lowest_u = vmin_f64(lowest_u, vsel_f64(both, zero, u));
+            lowest_v = vmin_f64(lowest_v, vsel_f64(both, zero, v));
+        } else {
+            lowest_u = vmin_f64(lowest_u, u);
+            lowest_v = vmin_f64(lowest_v, v);
+        }
         e[j] = exp_f64(vmax_f64(u, zero + LOGITS_LANES_EXP_MIN), 0);
         d[j] = y[j] - x[j]; /* (exact for nearby logits) */
+        if (masked) {
+            e[j] = vsel_f64(both, zero, e[j]);
+            d[j] = vsel_f64(both, zero, d[j]);
+        }
         vd ed = e[j] * d[j];
         KLF_KEEP(ed); /* (one rounding, not fused into the sum) */
         a += e[j];
         s1 += ed;
     }
-    bad |= (vl)(lowest < low) | (vl)(lowest != lowest);
+    bad |= ~(vl)(lowest_u >= LOGITS_LANES_EXP_MIN) | ~(vl)(lowest_v >= LOGITS_LANES_EXP_MIN);
     vd c = s1 / a, mc = zero, gc = zero, top = zero - INFINITY;
     for (int j = 0; j < k; j++) {
         vd t = (d[j] - c) * inv_t, et = e[j] * t;
@@ -129,11 +153,17 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
             top = vmax_f64(top, vsel_f64(small, zero - INFINITY, w));
             term = exp_f64(vmax_f64(w, zero + LOGITS_LANES_EXP_MIN), 0) - e[j] - et;
             if (any_lane((vi)small)) term = vsel_f64(small, e[j] * logits_kl_g_estrin(t), term);
+            if (masked) term = vsel_f64((vl)(e[j] == 0.0), zero, term); /* (exp(w) - 0 - 0) */
         }
         KLF_KEEP(term);
         mc += et;
         gc += term;
     }
+    /* the eps rule: log p_j = u_j - log A, log q_j = v_j - log B, with B =
+     * sum_j e^(v_j) = (A + Mc + Gc) e^((max x + c - max y) / T) (sum_j e_j
+     * e^t_j, t_j = v_j - u_j - (max x + c - max y) / T) */
+    vd log_b = log_f64(a + mc + gc) + ((ma + c) - mb) * inv_t;
+    bad |= ~(vl)(lowest_u - log_f64(a) >= low) | ~(vl)(lowest_v - log_b >= low);
     vd m = mc / a, g = gc / a;
     vl near = (vl)(m < 1.0) & (vl)(m > -1.0);
     m = vsel_f64(near, m, zero);
@@ -158,11 +188,11 @@ typedef struct {
  * elements at the maximum (exp(0) = 1 each) and the sum of the others, as
  * loss_rows.h's pass B takes it; *s = ties + rest. Flags (in *bad) a NaN or
  * infinite element and a u below -708. With wide, when a lane has either
- * (rare: *sub set), the tile's exps are taken again by the exp that reaches
- * subnormals and 0 (exp_f64's wide: the same bits where both are normal),
- * and only a NaN or +inf element, a row of -inf and a finite element whose
- * u overflowed are flagged: a -inf logit has e[j] = 0. Without *sub every
- * e[j] >= 3e-308. */
+ * (rare: *sub set), the exps of u below -708 are taken again by the exp
+ * that reaches subnormals and 0 (exp_f64's wide: the same bits where both
+ * are normal), and only a NaN or +inf element, a row of -inf and a finite
+ * element whose u overflowed are flagged: a -inf logit has e[j] = 0.
+ * Without *sub every e[j] >= 3e-308. */
 KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, int wide, vd *u, vd *e,
                                  vd *s, vl *bad, int *sub) {
     const vd zero = {0};
@@ -189,7 +219,8 @@ KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, int wide, vd 
         for (int j = 0; j < k; j++) {
             *bad |= (vl)(x[j] != x[j]) | (vl)(x[j] > DBL_MAX) | /* NaN, +inf */
                     ((vl)(u[j] < -DBL_MAX) & (vl)(x[j] >= -DBL_MAX)); /* overflowed */
-            e[j] = exp_f64(u[j], 1);
+            vl lo = ~(vl)(u[j] >= LOGITS_LANES_EXP_MIN);
+            if (any_lane((vi)lo)) e[j] = vsel_f64(lo, exp_f64(u[j], 1), e[j]);
             vl top = (vl)(x[j] == mx);
             rest += vsel_f64(top, zero, e[j]);
             ties += vsel_f64(top, zero + 1.0, zero);
@@ -231,7 +262,9 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
             for (int j = 0; j < k; j++) {
                 vd uj = (t[j] - mx) * c->inv_t_p;
                 KLF_KEEP(uj); /* (rounded, as u in logits_lanes_log_s: not fused) */
-                a[j] = exp_f64(uj - log_s_p, 1);
+                vd lp = uj - log_s_p;
+                vl lo = ~(vl)(lp >= LOGITS_LANES_EXP_MIN);
+                if (any_lane((vi)lo)) a[j] = vsel_f64(lo, exp_f64(lp, 1), a[j]);
             }
         }
     } else if (c->target == KLFAST_LOG_PROBS) { /* p_j = exp(t_j) as given, -inf: 0 */
@@ -247,7 +280,8 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
         if (any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN))) { /* (rare) as above */
             sum_p = zero;
             for (int j = 0; j < k; j++) {
-                a[j] = exp_f64(t[j], 1);
+                vl lo = ~(vl)(t[j] >= LOGITS_LANES_EXP_MIN);
+                if (any_lane((vi)lo)) a[j] = vsel_f64(lo, exp_f64(t[j], 1), a[j]);
                 sum_p += a[j];
             }
         }
@@ -317,14 +351,16 @@ enum { LOGITS_KL, LOGITS_LOSS, LOGITS_XENT };
 typedef struct {
     int kind;             /* LOGITS_KL, LOGITS_LOSS, LOGITS_XENT */
     int use_q;            /* the second input is read (not the entropy) */
-    double inv_t, low;    /* KL: 1 / T, and the lowest u_j or v_j taken */
+    int sym;              /* KL both ways: Jeffreys */
+    double inv_t, low;    /* KL: 1 / T, and the lowest log p_j or log q_j taken */
     double inv_t_q, log_eps; /* the entropy and cross-entropy (inv_t: p's) */
     logits_loss_consts c; /* the losses */
 } logits_call;
 #endif
 
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
- * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
+ * to KLFAST_LOGITS_SHORT_MAX: KL and Jeffreys of two rows of logits
+ * (logits_kl_applies, or its conditions for Jeffreys),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
  * probabilities, log-probabilities or logits (no sum check); g: the gradient rows, or NULL.
@@ -335,6 +371,7 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
                                     logits_call *call) {
     if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX)) return 0;
     call->use_q = 1;
+    call->sym = 0;
     if ((prm->measure == KLFAST_ENTROPY || prm->measure == KLFAST_CROSS_ENTROPY) &&
         !prm->loss && g == NULL && prm->form[0] == KLFAST_LOGITS &&
         (prm->measure == KLFAST_ENTROPY || prm->form[1] == KLFAST_LOGITS)) {
@@ -345,12 +382,15 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
         call->log_eps = (double)PRM(log_eps);
         return 1;
     }
-    if (F(logits_kl_applies)(prm, g)) {
+    /* Jeffreys as KL both ways, each >= 0 and within its own bound */
+    call->sym = prm->measure == KLFAST_JEFFREYS && prm->form[0] == KLFAST_LOGITS &&
+                prm->form[1] == KLFAST_LOGITS && prm->inv_t[0] == prm->inv_t[1] &&
+                !prm->loss && g == NULL;
+    if (F(logits_kl_applies)(prm, g) || call->sym) {
         call->kind = LOGITS_KL;
         call->inv_t = (double)PRM(inv_t)[0];
-        call->low = (double)PRM(log_eps) + log((double)k) + 0.5;
-        if (!(call->low >= LOGITS_LANES_EXP_MIN)) /* (eps = 0: -inf) */
-            call->low = LOGITS_LANES_EXP_MIN;
+        /* (1e-9 above log eps: far past the rounding of log p_j; eps = 0: -inf) */
+        call->low = (double)PRM(log_eps) + 1e-9;
         return 1;
     }
     const int m = prm->measure, target = prm->form[0];
@@ -445,6 +485,11 @@ KLF_INLINE void F(logits_tile)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t
                      ? logits_kl_lanes(x, y, k, call->inv_t, call->low, &v)
                      : logits_xent_lanes(x, call->use_q ? y : NULL, k, call->inv_t,
                                          call->inv_t_q, call->log_eps, &v);
+        if (call->sym) { /* + KL(Q || P) */
+            vd w;
+            bad |= logits_kl_lanes(y, x, k, call->inv_t, call->low, &w);
+            v = v + w;
+        }
         for (int l = 0; l < VD_LANES && h * VD_LANES + l < n; l++) {
             val[h * VD_LANES + l] = v[l];
             declined[h * VD_LANES + l] = bad[l] != 0;

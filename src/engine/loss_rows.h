@@ -389,6 +389,18 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
     }
 }
 
+/* A row of Jeffreys of logits that logits_lanes.h declined: KL both ways,
+ * each by KL's row kernels (logits_kl_rows.h first), as the lanes take it;
+ * Jeffreys' own three passes cancel on nearly equal rows. */
+static double ROW_FN(jeffreys_logits)(const T *p, const T *q, ptrdiff_t k,
+                                      const klfast_forms_params *prm) {
+    klfast_forms_params kl = *prm;
+    int special;
+    kl.measure = KLFAST_KL;
+    return ROW_FN(forms_long)(p, q, NULL, k, &kl, &special) +
+           ROW_FN(forms_long)(q, p, NULL, k, &kl, &special);
+}
+
 /* One row: the short rows logits_lanes.h scores as a tile of their own,
  * any other row (or one that declines) as above. */
 static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
@@ -400,6 +412,7 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
         F(logits_tile)(p, 0, q, 0, g, 0, NULL, 1, (int)k, &call, &v, &declined);
         *special = 0;
         if (!declined) return v;
+        if (call.sym) return ROW_FN(jeffreys_logits)(p, q, k, prm);
     }
     return ROW_FN(forms_long)(p, q, g, k, prm, special);
 }
@@ -452,8 +465,12 @@ static ptrdiff_t ROW_FN(logits_tiles)(const T *p, ptrdiff_t p_rs, const T *q, pt
                 const T *pr = p + row * p_rs, *qr = q + row * q_rs;
                 T *gr = g ? g + row * g_rs : NULL;
                 int special;
-                v = ROW_FN(forms_long)(pr, qr, gr, k, prm, &special);
-                if (special) v = exact(prm, pr, qr, gr, k);
+                if (call.sym) {
+                    v = ROW_FN(jeffreys_logits)(pr, qr, k, prm);
+                } else {
+                    v = ROW_FN(forms_long)(pr, qr, gr, k, prm, &special);
+                    if (special) v = exact(prm, pr, qr, gr, k);
+                }
             }
             v *= scale;
             out[row] = v;
