@@ -31,9 +31,9 @@
  * logits_kl_rows.h and the three-pass kernel, as before) when the eps rule
  * may bind (some log p_j = u_j - log A or log q_j = v_j - log B within
  * 1e-9 of log eps, B from the centred sums), when an exp could leave the
- * normal range (u_j or v_j below -708, u_j + t_j above 600), on a NaN or +inf logit or a -inf in one row and not the other, and
- * when m is not small against the sum (the centre off: rows a few ulps
- * apart). A class masked in both rows (-inf in both: p_j = q_j = 0) is a
+ * normal range (u_j or v_j below -708, u_j + t_j above 600), on a NaN or
+ * +inf logit or a -inf in one row and not the other, and when m is not
+ * small against the sum (the centre off: rows a few ulps apart). A class masked in both rows (-inf in both: p_j = q_j = 0) is a
  * term of 0, left out of the sums and of the eps rule's test. So on this
  * path KL is exactly the centred sum, no floor.
  *
@@ -91,11 +91,12 @@ KLF_INLINE vd logits_kl_g_estrin(vd t) {
 
 /* The lanes of VD_LANES rows: x[j], y[j] element j of each (j < k, k <=
  * KLFAST_LOGITS_SHORT_MAX); low: the smallest log p_j or log q_j taken
- * (log eps + 1e-9, see above). KL per lane into *kl; returns the lanes that decline. A class
- * masked in both rows (x_j = y_j = -inf: p_j = q_j = 0) is a term of 0 and
- * left out of every sum; when a tile has a non-finite logit the loops
- * select them (masked), the same operations elsewhere. Not inlined: one
- * body, so one rounding of every operation, for every caller. */
+ * (log eps + 1e-9, see above). KL per lane into *kl; returns the lanes
+ * that decline. A class masked in both rows (x_j = y_j = -inf: p_j = q_j =
+ * 0) is a term of 0 and left out of every sum; when a tile has a
+ * non-finite logit the loops select them (masked), the same operations
+ * elsewhere. Not inlined: one body, so one rounding of every operation,
+ * for every caller. */
 static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
                                                      double inv_t, double low, vd *kl) {
     vd e[KLFAST_LOGITS_SHORT_MAX], d[KLFAST_LOGITS_SHORT_MAX];
@@ -363,10 +364,10 @@ typedef struct {
  * (logits_kl_applies, or its conditions for Jeffreys),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
- * probabilities, log-probabilities or logits (no sum check); g: the gradient rows, or NULL.
- * eps is the element type's, as the row kernels take it; the losses' 1 / T
- * and gradient scale are float64's for both types (as the exact path's),
- * the divergences' 1 / T the element type's. */
+ * probabilities, log-probabilities or logits (no sum check); g: the
+ * gradient rows, or NULL. eps is the element type's, as the row kernels
+ * take it; the losses' 1 / T and gradient scale are float64's for both
+ * types (as the exact path's), the divergences' 1 / T the element type's. */
 KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *g, ptrdiff_t k,
                                     logits_call *call) {
     if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX)) return 0;

@@ -338,7 +338,7 @@ KLF_INLINE int F(forms_prepare)(const T *x, int i, T *g, ptrdiff_t k,
     return 0;
 }
 
-/* The row function, but for the short rows of logits (KL, entropy,
+/* The row function, but for the short rows of logits (KL, Jeffreys, entropy,
  * cross-entropy, the losses) that logits_lanes.h scores (ROW_FN(forms),
  * below). */
 static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
@@ -421,7 +421,7 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
  * (ab_builds --logits 1, float64 2,000,000 x 10): 0.74 / 0.93 on 1 / 2 threads */
 #define LOGITS_AHEAD 2
 
-/* The forms kernel's rows for the calls of logits_lanes.h (KL, entropy,
+/* The forms kernel's rows for the calls of logits_lanes.h (KL, Jeffreys, entropy,
  * cross-entropy and the losses of short rows of logits): rows index[i]
  * (NULL: i) for i in [0, n) of p, q and g (p_rs, q_rs, g_rs elements
  * apart, each contiguous; g NULL: no gradient), out[row] = the row's value
