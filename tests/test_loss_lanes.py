@@ -36,6 +36,26 @@ def _targets(rng, n, k, dtype, target_is_logits):
     return p.astype(dtype)
 
 
+def _log_softmax(x, inv_t):
+    u = x.astype(np.float64) * inv_t
+    u = u - u.max(axis=1, keepdims=True)
+    return u - np.log(np.exp(u).sum(axis=1, keepdims=True))
+
+
+def _bound_logs(t, z, inv_t, eps, target):
+    """For the error bounds, in float64: log q (the log-softmax of z / T), and
+    the target's p and log p: probabilities (False) as given, log max(p,
+    eps); logits (True) softmax(t / T); "log_probs" exp(t), max(t, log eps)."""
+    if target == "log_probs":
+        t64 = t.astype(np.float64)
+        return _log_softmax(z, inv_t), np.exp(t64), np.maximum(t64, np.log(eps))
+    if target:
+        log_p = _log_softmax(t, inv_t)
+        return _log_softmax(z, inv_t), np.exp(log_p), log_p
+    p = t.astype(np.float64)
+    return _log_softmax(z, inv_t), p, np.log(np.maximum(p, eps))
+
+
 # (k = 25 and 33 take the row kernel: float64 only, as float32 rows are
 # computed there in float32)
 @pytest.mark.parametrize("dtype, k", [(np.float64, k) for k in (1, 2, 3, 10, 17, 24, 25, 33)]
@@ -61,17 +81,7 @@ def test_short_loss_rows_against_mpmath(dtype, k, target_is_logits, loss):
             inv_t, eps = _kernel_constants(dtype, temperature)
             want, want_grad = loss_mpmath(loss, t, z, inv_t, eps, target_is_logits)
 
-            z64 = z.astype(np.float64) * inv_t
-            log_q = z64 - z64.max(axis=1, keepdims=True)
-            log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
-            if target_is_logits:
-                log_p = t.astype(np.float64) * inv_t
-                log_p -= log_p.max(axis=1, keepdims=True)
-                log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-                p = np.exp(log_p)
-            else:
-                p = t.astype(np.float64)
-                log_p = np.log(np.maximum(p, eps))
+            log_q, p, log_p = _bound_logs(t, z, inv_t, eps, target_is_logits)
             size = np.where(p > 0, p * (np.abs(log_p) + np.abs(log_q) + 1), 0).sum(axis=1)
             bound = 8 * U * (k + 4) * size
             err = np.abs(value.astype(np.float64) - want)
@@ -245,17 +255,7 @@ def test_masked_classes_and_low_temperatures(dtype, target_is_logits, loss, k):
                                    return_grad=True)
         inv_t, eps = _kernel_constants(dtype, temperature)
         want, want_grad = loss_mpmath(loss, t, z, inv_t, eps, target_is_logits)
-        z64 = z.astype(np.float64) * inv_t
-        log_q = z64 - z64.max(axis=1, keepdims=True)
-        log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
-        if target_is_logits:
-            log_p = t.astype(np.float64) * inv_t
-            log_p -= log_p.max(axis=1, keepdims=True)
-            log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-            p = np.exp(log_p)
-        else:
-            p = t.astype(np.float64)
-            log_p = np.log(np.maximum(p, eps))
+        log_q, p, log_p = _bound_logs(t, z, inv_t, eps, target_is_logits)
         infinite = ~np.isfinite(want)
         assert (infinite == (((p > 0) & ~np.isfinite(log_q)).any(axis=1))).all()
         if not target_is_logits:
@@ -319,11 +319,7 @@ def test_log_probability_targets(dtype, loss, k):
     assert value.dtype == dtype and grad.dtype == dtype
     inv_t, eps = _kernel_constants(dtype, 0.7)
     want, want_grad = loss_mpmath(loss, t, z, inv_t, eps, target_is_log_probs=True)
-    z64 = z.astype(np.float64) * inv_t
-    log_q = z64 - z64.max(axis=1, keepdims=True)
-    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
-    p = np.exp(t.astype(np.float64))
-    log_p = np.maximum(t.astype(np.float64), np.log(eps))
+    log_q, p, log_p = _bound_logs(t, z, inv_t, eps, "log_probs")
     with np.errstate(invalid="ignore"):
         weight = np.where(p > 0, np.abs(log_p) + np.abs(log_q) + 1, 0)
     # (a subnormal p_j, below 2.2e-308, is only good to 2^-1074)
