@@ -17,7 +17,7 @@ checked to 30 %). Small sizes (a 16th of the rows and columns) when
 benchmarking is disabled, in CI, or with --bench-small.
 
 Classifier rows: KL of two float64 logits arrays of few classes (4,000,000 x
-2, 2,000,000 x 10, 500,000 x 32; a model and a perturbed copy, b = a + 0.5 z),
+2, 2,000,000 x 10, 500,000 x 32, 250,000 x 64; a model and a perturbed copy, b = a + 0.5 z),
 one group per shape: klfast's kl(a, b, input="logits") (rows a lane each,
 engine/logits_lanes.h) beside klfast's kl of the same distributions as
 probabilities (made beforehand), scipy (``softmax(a) * (log_softmax(a) -
@@ -40,6 +40,11 @@ vocabulary mask), the target as probabilities or as log-probabilities
 The peers get -1e9 for a masked logit (torch's kl_div gives NaN at -inf: 0 *
 -inf; torch also for a -inf log-target), which is the same loss and gradient
 in float64.
+
+Masked policies: kl and jeffreys of two float64 logits arrays, 2,000,000 x
+10, a tenth of the classes masked in both (-inf at the same classes, as two
+policies under one action mask; rows a lane each, the masked classes terms
+of 0), beside scipy and torch on the same logits with -1e9 at the masks.
 """
 import importlib.util
 
@@ -121,7 +126,7 @@ def test_kl_float16_logits(benchmark, small, shape, peer):
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
 
 
-CLASSIFIER_SHAPES = ((4_000_000, 2), (2_000_000, 10), (500_000, 32))
+CLASSIFIER_SHAPES = ((4_000_000, 2), (2_000_000, 10), (500_000, 32), (250_000, 64))
 CLASSIFIER_PEERS = ("klfast logits", "klfast probs", "scipy", "torch")
 
 
@@ -295,4 +300,39 @@ def test_masked_classes_loss_with_gradient(benchmark, small, form, peer):
     benchmark.group = (f"kl_loss and gradient, masked classes, {form} targets, float64 "
                        f"{logits.shape[0]}x{logits.shape[1]}")
     benchmark.extra_info.update(peer=peer, threads=threads, elements=logits.size)
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
+
+
+@pytest.mark.parametrize("peer", LOSS_PEERS)
+@pytest.mark.parametrize("measure", ["kl", "jeffreys"])
+def test_masked_policies_kl_jeffreys(benchmark, small, measure, peer):
+    _, a = masked_inputs(small)
+    b = a + np.random.default_rng(4).standard_normal(a.shape) * 0.5  # (-inf stays -inf)
+    fa, fb = (np.where(np.isinf(x), -1e9, x) for x in (a, b))  # the peers' mask
+    threads = klfast.default_num_threads()
+    if peer == "klfast":
+        fn = lambda: getattr(klfast, measure)(a, b, input="logits", num_threads=threads)  # noqa: E731
+    elif peer == "scipy":
+        def fn():
+            kl = _scipy_kl(fa, fb)
+            return kl + _scipy_kl(fb, fa) if measure == "jeffreys" else kl
+    else:
+        if importlib.util.find_spec("torch") is None:
+            pytest.skip("torch is not installed (an optional peer)")
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(threads)
+        ta, tb = torch.from_numpy(fa), torch.from_numpy(fb)
+
+        def fn():
+            la, lb = F.log_softmax(ta, -1), F.log_softmax(tb, -1)
+            kl = F.kl_div(lb, la, log_target=True, reduction="none").sum(-1)
+            if measure == "jeffreys":
+                kl = kl + F.kl_div(la, lb, log_target=True, reduction="none").sum(-1)
+            return kl.numpy()
+    want = _scipy_kl(fa, fb) + (_scipy_kl(fb, fa) if measure == "jeffreys" else 0.0)
+    np.testing.assert_allclose(np.asarray(fn()), want, rtol=1e-12, atol=1e-15)
+    benchmark.group = f"{measure} of logits, masked classes, float64 {a.shape[0]}x{a.shape[1]}"
+    benchmark.extra_info.update(peer=peer, threads=threads, elements=a.size)
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)

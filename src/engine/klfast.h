@@ -137,11 +137,19 @@ typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g,
 
 /* KL, entropy and cross-entropy of rows of logits up to this long: one row per lane
  * (engine/logits_lanes.h). A tile costs the same for one row as for a full
- * one: at 64, a lone row of KL took about 1.2 us against 0.3 us row by row;
- * at 32 about 0.6 us, and tiles of rows 2x (k = 32) to 13x (k = 2) faster
- * than row by row (ab_builds --logits 1, float64, 1 / 2 threads; k = 64:
- * 1.4x). */
-#define KLFAST_LOGITS_SHORT_MAX 32
+ * one, and the row kernels take three 128-byte blocks from 33 elements on.
+ * Tiles of rows against the row kernels (ab_builds --logits 1, float64,
+ * B/A of a build with 64 against one with 32, 1 / 2 threads; kl | entropy
+ * | cross_entropy): k = 33 0.39 / 0.40 | 0.31 / 0.32 | 0.38 / 0.38, 48
+ * 0.60 / 0.55 | 0.51 / 0.61 | 0.66 / 0.75, 64 0.70 / 0.64 | 0.64 / 0.59 |
+ * 0.80 / 0.85. A lone row's call (1 x k, out=) took 1.6 us against 1.1 us
+ * at k = 33, 2.3 us against 1.1 us at 64 (kl; entropy 1.2 / 0.95, 1.5 /
+ * 0.95). */
+#define KLFAST_LOGITS_SHORT_MAX 64
+/* Jeffreys of logits (KL both ways) in those lanes up to this long: its two
+ * KLs took longer than Jeffreys' three-pass kernel from about 40 elements
+ * on (the same B/A: k = 33 0.75 / 0.77, 48 1.27 / 1.16, 64 1.44 / 1.43) */
+#define KLFAST_JEFFREYS_SHORT_MAX 32
 /* The losses' rows up to this long, likewise: the row kernel reads float64
  * rows of 17 to 32 elements as two whole 128-byte blocks, the same time for
  * all of them, while a tile's time grows with k. Against it (ab_builds,

@@ -519,11 +519,18 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     return total;
 }
 
-/* The calls it scores: KL of two rows of logits, not a loss, no gradient. */
+/* The rows it scores: two rows of logits at one temperature, not a loss, no
+ * gradient; the calls: their KL, and for logits_lanes.h their Jeffreys as
+ * KL both ways. */
+KLF_INLINE int F(logits_kl_rows_apply)(const klfast_forms_params *prm, const void *g) {
+    return prm->form[0] == KLFAST_LOGITS && prm->form[1] == KLFAST_LOGITS &&
+           prm->inv_t[0] == prm->inv_t[1] && !prm->loss && g == NULL;
+}
 KLF_INLINE int F(logits_kl_applies)(const klfast_forms_params *prm, const void *g) {
-    return prm->measure == KLFAST_KL && prm->form[0] == KLFAST_LOGITS &&
-           prm->form[1] == KLFAST_LOGITS && prm->inv_t[0] == prm->inv_t[1] && !prm->loss &&
-           g == NULL;
+    return prm->measure == KLFAST_KL && F(logits_kl_rows_apply)(prm, g);
+}
+KLF_INLINE int F(jeffreys_logits_applies)(const klfast_forms_params *prm, const void *g) {
+    return prm->measure == KLFAST_JEFFREYS && F(logits_kl_rows_apply)(prm, g);
 }
 
 #if KLF_ELEMENT_BITS == 16

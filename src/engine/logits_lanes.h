@@ -1,6 +1,6 @@
-/* Short rows of logits, one row per lane: KL, Jeffreys (KL both ways), the
- * entropy and the cross-entropy of rows of logits (k <=
- * KLFAST_LOGITS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
+/* Short rows of logits, one row per lane: KL, the entropy and the
+ * cross-entropy of rows of logits (k <= KLFAST_LOGITS_SHORT_MAX), Jeffreys
+ * (KL both ways; k <= KLFAST_JEFFREYS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
  * <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
  * probabilities, log-probabilities or logits. The forms kernel's row loop
  * gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
@@ -184,6 +184,16 @@ typedef struct {
     double inv_t_p, inv_t, eps, log_eps, grad_scale, log_prob_max;
 } logits_loss_consts;
 
+/* (rare) e[j] = exp(v[j]) again, by the exp that reaches the subnormals and
+ * 0 (exp_f64's wide: the same bits where both are normal), in the lanes
+ * where v[j] is below -708 (or NaN); a vector with no such lane is left. */
+KLF_INLINE void logits_lanes_exp_low(const vd *v, int k, vd *e) {
+    for (int j = 0; j < k; j++) {
+        vl lo = ~(vl)(v[j] >= LOGITS_LANES_EXP_MIN);
+        if (any_lane((vi)lo)) e[j] = vsel_f64(lo, exp_f64(v[j], 1), e[j]);
+    }
+}
+
 /* u[j] = (x_j - max x) inv_t and e[j] = exp(u[j]) of the lanes' rows x, and
  * their log s = log1p((ties - 1) + rest), the sum of exps as the count of
  * elements at the maximum (exp(0) = 1 each) and the sum of the others, as
@@ -216,12 +226,11 @@ KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, int wide, vd 
     if (!wide) {
         *bad |= odd;
     } else if (*sub) {
+        logits_lanes_exp_low(u, k, e);
         rest = ties = zero;
         for (int j = 0; j < k; j++) {
             *bad |= (vl)(x[j] != x[j]) | (vl)(x[j] > DBL_MAX) | /* NaN, +inf */
                     ((vl)(u[j] < -DBL_MAX) & (vl)(x[j] >= -DBL_MAX)); /* overflowed */
-            vl lo = ~(vl)(u[j] >= LOGITS_LANES_EXP_MIN);
-            if (any_lane((vi)lo)) e[j] = vsel_f64(lo, exp_f64(u[j], 1), e[j]);
             vl top = (vl)(x[j] == mx);
             rest += vsel_f64(top, zero, e[j]);
             ties += vsel_f64(top, zero + 1.0, zero);
@@ -240,34 +249,25 @@ KLF_INLINE vd logits_lanes_log_s(const vd *x, int k, double inv_t, int wide, vd 
 static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, int k,
                                                       const logits_loss_consts *c, vd *loss,
                                                       vd *grad) {
-    vd u[KLFAST_LOGITS_SHORT_MAX], e[KLFAST_LOGITS_SHORT_MAX];
-    vd a[KLFAST_LOGITS_SHORT_MAX], la[KLFAST_LOGITS_SHORT_MAX];
+    vd u[KLFAST_LOSS_SHORT_MAX], e[KLFAST_LOSS_SHORT_MAX];
+    vd a[KLFAST_LOSS_SHORT_MAX], la[KLFAST_LOSS_SHORT_MAX];
     const vd zero = {0};
     vl bad = {0};
     vd s, sum_p = zero + 1.0;
     int sub;
     vd log_s = logits_lanes_log_s(z, k, c->inv_t, 1, u, e, &s, &bad, &sub);
-    if (c->target == KLFAST_LOGITS) { /* la first holds the target's u, a its exps (unused) */
+    if (c->target == KLFAST_LOGITS) { /* la holds the target's u, then log p_j */
         vd s_p, low = zero;
         vd log_s_p = logits_lanes_log_s(t, k, c->inv_t_p, 1, la, a, &s_p, &bad, &sub);
         for (int j = 0; j < k; j++) {
-            vd lp = la[j] - log_s_p;
-            low = vmin_f64(low, lp);
-            a[j] = exp_f64(vmax_f64(lp, zero + LOGITS_LANES_EXP_MIN), 0);
-            la[j] = vmax_f64(lp, zero + c->log_eps);
+            la[j] -= log_s_p;
+            low = vmin_f64(low, la[j]);
+            a[j] = exp_f64(vmax_f64(la[j], zero + LOGITS_LANES_EXP_MIN), 0);
         }
-        if (sub || any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN))) {
-            /* (rare) as logits_lanes_log_s: p_j = 0 at -inf, subnormal past -708 */
-            vd mx = t[0];
-            for (int j = 0; j < k; j++) mx = vmax_f64(mx, t[j]);
-            for (int j = 0; j < k; j++) {
-                vd uj = (t[j] - mx) * c->inv_t_p;
-                KLF_KEEP(uj); /* (rounded, as u in logits_lanes_log_s: not fused) */
-                vd lp = uj - log_s_p;
-                vl lo = ~(vl)(lp >= LOGITS_LANES_EXP_MIN);
-                if (any_lane((vi)lo)) a[j] = vsel_f64(lo, exp_f64(lp, 1), a[j]);
-            }
-        }
+        /* p_j = 0 at -inf, subnormal past -708 */
+        if (sub || any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN)))
+            logits_lanes_exp_low(la, k, a);
+        for (int j = 0; j < k; j++) la[j] = vmax_f64(la[j], zero + c->log_eps);
     } else if (c->target == KLFAST_LOG_PROBS) { /* p_j = exp(t_j) as given, -inf: 0 */
         vd low = zero;
         sum_p = zero;
@@ -278,13 +278,10 @@ static __attribute__((noinline)) vl logits_loss_lanes(const vd *t, const vd *z, 
             la[j] = vmax_f64(t[j], zero + c->log_eps);
             sum_p += a[j];
         }
-        if (any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN))) { /* (rare) as above */
+        if (any_lane((vi) ~(vl)(low >= LOGITS_LANES_EXP_MIN))) { /* as above */
+            logits_lanes_exp_low(t, k, a);
             sum_p = zero;
-            for (int j = 0; j < k; j++) {
-                vl lo = ~(vl)(t[j] >= LOGITS_LANES_EXP_MIN);
-                if (any_lane((vi)lo)) a[j] = vsel_f64(lo, exp_f64(t[j], 1), a[j]);
-                sum_p += a[j];
-            }
+            for (int j = 0; j < k; j++) sum_p += a[j];
         }
     } else {
         sum_p = zero;
@@ -360,8 +357,8 @@ typedef struct {
 #endif
 
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
- * to KLFAST_LOGITS_SHORT_MAX: KL and Jeffreys of two rows of logits
- * (logits_kl_applies, or its conditions for Jeffreys),
+ * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies)
+ * and up to KLFAST_JEFFREYS_SHORT_MAX their Jeffreys (jeffreys_logits_applies),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
  * probabilities, log-probabilities or logits (no sum check); g: the
@@ -384,9 +381,7 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
         return 1;
     }
     /* Jeffreys as KL both ways, each >= 0 and within its own bound */
-    call->sym = prm->measure == KLFAST_JEFFREYS && prm->form[0] == KLFAST_LOGITS &&
-                prm->form[1] == KLFAST_LOGITS && prm->inv_t[0] == prm->inv_t[1] &&
-                !prm->loss && g == NULL;
+    call->sym = k <= KLFAST_JEFFREYS_SHORT_MAX && F(jeffreys_logits_applies)(prm, g);
     if (F(logits_kl_applies)(prm, g) || call->sym) {
         call->kind = LOGITS_KL;
         call->inv_t = (double)PRM(inv_t)[0];
