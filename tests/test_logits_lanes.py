@@ -22,17 +22,21 @@ def _eps(dtype):
 def _kl_bound(a, b, temperature, rtol, dtype):
     """rtol times the terms p_j g(d_j - c) (1 + |log p_j|) of KL(P || Q) per
     row (each term carries the rounding of log p_j), over the classes not
-    masked in both rows; and the rows with a class floored by eps."""
+    masked in P, plus 4 log(B / B_S) for the classes masked in P alone (Q's
+    mass there, a term of its own); and the rows with a class floored by
+    eps."""
     la = log_softmax(a.astype(float) / temperature, axis=1)
     lb = log_softmax(b.astype(float) / temperature, axis=1)
-    open_ = ~(np.isneginf(a) & np.isneginf(b))
+    open_ = ~np.isneginf(a)
     floored = open_ & ((la < np.log(_eps(dtype))) | (lb < np.log(_eps(dtype))))
     with np.errstate(invalid="ignore"):  # (-inf - -inf at the masks, not used)
         p = np.where(open_, np.exp(la), 0.0)
-        delta = np.where(open_, (b.astype(float) - a.astype(float)) / temperature, 0.0)
+        delta = np.where(open_ & np.isfinite(b),
+                         (b.astype(float) - a.astype(float)) / temperature, 0.0)
         delta -= np.sum(p * delta, axis=1, keepdims=True)
         terms = np.where(open_, p * (np.expm1(delta) - delta) * (1 + np.abs(la)), 0.0)
-    return rtol * terms.sum(axis=1), floored.any(axis=1)
+    q_masked = np.sum(np.where(~open_ & ~np.isneginf(b), np.exp(lb), 0.0), axis=1)
+    return rtol * (terms.sum(axis=1) - 4 * np.log1p(-q_masked)), floored.any(axis=1)
 
 
 def _kl_and_bound(measure, a, b, temperature, rtol, dtype):
@@ -113,10 +117,48 @@ def test_classes_masked_in_both_rows_against_mpmath(dtype, rtol, k, measure):
     assert k == 2 or checked >= 12
 
 
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7)])
+@pytest.mark.parametrize("k", [2, 3, 10, 32, 64])
+def test_classes_masked_in_p_alone_against_mpmath(dtype, rtol, k):
+    """KL of rows with classes masked in P alone (-inf in a, finite in b:
+    p_j = 0 against q_j > 0, a quarter of the classes) is scored in the
+    lanes: the centred sum over the other classes plus log1p of Q's masked
+    mass over the rest, within _kl_bound of 80-digit mpmath, down to rows
+    nearly equal elsewhere whose masked q_j are about 1e-9 (a value of about
+    1e-9 that a difference of log-sum-exps would leave with an absolute
+    error of 1e-16). Rows masked in both or not at all get the same bits
+    beside them."""
+    rng = np.random.default_rng(80 + k)
+    checked = 0
+    for d, low in ((3.0, 0.0), (1e-3, -12.0), (1e-8, -14.0)):
+        a = rng.normal(size=(24, k)) * 3
+        b = a + rng.normal(size=(24, k)) * d
+        mask = rng.random((24, k)) < 0.25
+        mask[mask.all(axis=1), 0] = False
+        mask[::4] = False  # rows without a mask between them
+        b[mask] = (b.max(axis=1, keepdims=True) + low * 0.7 + rng.normal(size=b.shape))[mask]
+        a[mask] = -np.inf
+        a[1::4][mask[1::4]] = b[1::4][mask[1::4]] = -np.inf  # some masked in both
+        a, b = a.astype(dtype), b.astype(dtype)
+        got = klfast.kl(a, b, input="logits", temperature=0.7)
+        want, bound, floored = _kl_and_bound("kl", a, b, 0.7, rtol, dtype)
+        single = (~np.isneginf(b)).sum(axis=1) == 1  # one class left in both rows
+        np.testing.assert_array_equal(got[single], 0.0)
+        keep = (want != 0) & ~floored & ~single
+        err = np.abs(got[keep].astype(float) - want[keep])
+        assert (err <= bound[keep]).all(), (d, err / bound[keep] * rtol)
+        alone = np.isneginf(a) & ~np.isneginf(b)
+        checked += keep[alone.any(axis=1)].sum()
+        rest = np.arange(len(a)) % 2 == 0
+        np.testing.assert_array_equal(klfast.kl(a[rest], b[rest], input="logits",
+                                                temperature=0.7), got[rest])
+    assert checked >= 12
+
+
 def _mixed_rows(rng, n, k, dtype):
     """Rows of every kind: independent, nearly equal, equal, masked classes
-    (-inf in both rows), and the ones KL's lanes decline (-inf in one row,
-    floored by eps, spread past the exp range)."""
+    (-inf in both rows, or in P alone), and the ones KL's lanes decline
+    (-inf in Q alone, floored by eps, spread past the exp range)."""
     a = rng.normal(size=(n, k)) * 3
     b = rng.normal(size=(n, k)) * 3
     b[1::4] = a[1::4] + rng.normal(size=b[1::4].shape) * 1e-6
@@ -126,6 +168,8 @@ def _mixed_rows(rng, n, k, dtype):
         b[6::13, 1] = -np.inf
         a[7::17, 1] = -3000.0  # past the plain exp's range
         a[8::15, 0] = b[8::15, 0] = -np.inf  # a class masked in both
+    if k > 2:
+        a[9::19, 2] = -np.inf  # masked in P alone
     return a.astype(dtype), b.astype(dtype)
 
 

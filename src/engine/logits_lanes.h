@@ -32,10 +32,13 @@
  * may bind (some log p_j = u_j - log A or log q_j = v_j - log B within
  * 1e-9 of log eps, B from the centred sums), when an exp could leave the
  * normal range (u_j or v_j below -708, u_j + t_j above 600), on a NaN or
- * +inf logit or a -inf in one row and not the other, and when m is not
- * small against the sum (the centre off: rows a few ulps apart). A class masked in both rows (-inf in both: p_j = q_j = 0) is a
- * term of 0, left out of the sums and of the eps rule's test. So on this
- * path KL is exactly the centred sum, no floor.
+ * +inf logit or a -inf in Q alone (q_j = 0 against p_j > 0: a floored
+ * term), and when m is not small against the sum (the centre off: rows a
+ * few ulps apart). A class masked in P (-inf: p_j = 0) is a term of 0,
+ * left out of the sums and of the eps rule's test; masked in P alone, its
+ * q_j > 0 still counts in B: KL = (the centred sum over the other classes)
+ * + log1p(sum of their e^v_j / B_S), both >= 0. So on this path KL is
+ * exactly the centred sum, no floor.
  *
  * The losses take loss_rows.h's formulas term for term: log q_j = u_j -
  * log s (u_j = (z_j - max z) / T, log s = log1p of the sum of the exps
@@ -92,10 +95,10 @@ KLF_INLINE vd logits_kl_g_estrin(vd t) {
 /* The lanes of VD_LANES rows: x[j], y[j] element j of each (j < k, k <=
  * KLFAST_LOGITS_SHORT_MAX); low: the smallest log p_j or log q_j taken
  * (log eps + 1e-9, see above). KL per lane into *kl; returns the lanes
- * that decline. A class masked in both rows (x_j = y_j = -inf: p_j = q_j =
- * 0) is a term of 0 and left out of every sum; when a tile has a
- * non-finite logit the loops select them (masked), the same operations
- * elsewhere. Not inlined: one body, so one rounding of every operation,
+ * that decline. A class masked in P (x_j = -inf: p_j = 0) is a term of 0
+ * and left out of every sum (masked in P alone: its e^v_j into B, see
+ * above); when a tile has a non-finite logit the loops select them
+ * (masked), the same operations elsewhere. Not inlined: one body, so one rounding of every operation,
  * for every caller. */
 static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
                                                      double inv_t, double low, vd *kl) {
@@ -109,18 +112,21 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
         bad |= (vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0); /* NaN or +-inf */
     }
     const int masked = any_lane((vi)bad);
-    if (masked) { /* only NaN, +inf, -inf in one row alone, and rows of -inf */
+    if (masked) { /* only NaN, +inf, -inf in Q alone, and rows of -inf */
         bad = (vl)(ma < -DBL_MAX) | (vl)(mb < -DBL_MAX);
         for (int j = 0; j < k; j++)
             bad |= ((vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0)) &
-                   ~((vl)(x[j] < -DBL_MAX) & (vl)(y[j] < -DBL_MAX));
+                   ~((vl)(x[j] < -DBL_MAX) & ((vl)(y[j] < -DBL_MAX) | (vl)(y[j] - y[j] == 0)));
     }
-    vd lowest_u = zero, lowest_v = zero, a = zero, s1 = zero;
+    vd lowest_u = zero, lowest_v = zero, a = zero, s1 = zero, bx = zero;
     for (int j = 0; j < k; j++) {
         vd u = (x[j] - ma) * inv_t, v = (y[j] - mb) * inv_t;
         vl both = {0};
         if (masked) {
-            both = (vl)(x[j] < -DBL_MAX) & (vl)(y[j] < -DBL_MAX);
+            /* masked in P (in Q too, or q_j > 0: its e^v_j into bx), out of the sums */
+            both = (vl)(x[j] < -DBL_MAX);
+            bx += vsel_f64(both & (vl)(y[j] >= -DBL_MAX),
+                           exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
             lowest_u = vmin_f64(lowest_u, vsel_f64(both, zero, u));
             lowest_v = vmin_f64(lowest_v, vsel_f64(both, zero, v));
         } else {
@@ -163,7 +169,17 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     /* the eps rule: log p_j = u_j - log A, log q_j = v_j - log B, with B =
      * sum_j e^(v_j) = (A + Mc + Gc) e^((max x + c - max y) / T) (sum_j e_j
      * e^t_j, t_j = v_j - u_j - (max x + c - max y) / T) */
-    vd log_b = log_f64(a + mc + gc) + ((ma + c) - mb) * inv_t;
+    vd log_b = log_f64(a + mc + gc) + ((ma + c) - mb) * inv_t, extra = zero;
+    if (masked && any_lane((vi)(vl)(bx > 0.0))) {
+        /* classes masked in P alone: p_j = 0, but B holds their e^v_j. KL
+         * over the others (the sums above, B_S) plus log(B / B_S) = log1p(bx
+         * / B_S), a term >= 0. (A q_j below e^-708 adds at most that, against
+         * B >= 1. log B_S >= -708 where the lane passes lowest_v's test.) */
+        vd r = bx * exp_f64(vmin_f64(zero - log_b, zero + 708.0), 0);
+        bad |= ~(vl)(r <= DBL_MAX);
+        extra = vsel_f64((vl)(bx > 0.0), log1p_lanes(r), zero);
+        log_b += extra;
+    }
     bad |= ~(vl)(lowest_u - log_f64(a) >= low) | ~(vl)(lowest_v - log_b >= low);
     vd m = mc / a, g = gc / a;
     vl near = (vl)(m < 1.0) & (vl)(m > -1.0);
@@ -173,7 +189,7 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     excess = vmax_f64(excess, zero);
     vd r = log1p_lanes(excess);
     bad |= ~near | ~(vl)(g_m <= 0.25 * g) | (vl)(top > 600.0) | ~(vl)(r >= 0);
-    *kl = r;
+    *kl = masked ? r + extra : r;
     return bad;
 }
 /* A loss call's constants, in float64 for both element types. */
