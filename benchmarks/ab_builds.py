@@ -23,7 +23,8 @@ Q = P + NOISE z' (z, z' standard normal: a model and a perturbed copy), given
 with ``input="logits"``; ``--temperature T`` passes ``temperature=T`` to them, and
 ``--masked FRAC`` masks that fraction of the classes (never a whole row), the
 same in P and Q: logits of -inf, or probabilities of 0 (renormalized; the
-losses' logits log Q are then -inf there).
+losses' logits log Q are then -inf there); ``--masked-in p`` masks them in P
+alone (Q keeps its values there).
 
 Run it from a folder other than the repository root (each build must import
 its installed klfast, not the source folder), with OPENBLAS_CORETYPE and
@@ -108,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--masked", type=float, default=0.0, metavar="FRAC",
                         help="this fraction of the classes masked: logits of -inf, "
                              "probabilities of 0 (never a whole row)")
+    parser.add_argument("--masked-in", default="both", choices=["both", "p"],
+                        help="--masked in P and Q, or in P alone")
     args = parser.parse_args(argv)
     n, k = (int(x) for x in args.shape.split("x"))
     rng = np.random.default_rng(0)
@@ -123,7 +126,7 @@ def main(argv=None):
             else:
                 x = (base + args.logits * rng.standard_normal((rows, k), dtype=np.float32)
                      ).astype(args.dtype)
-            if args.masked:  # the same classes in P and Q
+            if args.masked and (name == "p" or args.masked_in == "both"):  # the same classes
                 if mask is None:
                     mask = np.random.default_rng(1).random(x.shape) < args.masked
                     mask[mask.all(axis=1), 0] = False
