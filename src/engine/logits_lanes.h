@@ -1,7 +1,7 @@
 /* Short rows of logits, one row per lane: KL, the entropy and the
  * cross-entropy of rows of logits (k <= KLFAST_LOGITS_SHORT_MAX), Jeffreys
- * (KL both ways; k <= KLFAST_JEFFREYS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
- * <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
+ * (KL both ways; k <= KLFAST_JEFFREYS_SHORT_MAX), and the losses (kl_loss,
+ * cross_entropy_loss; k <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
  * probabilities, log-probabilities or logits. The forms kernel's row loop
  * gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
  * row function a tile of one row (ROW_FN(forms), loss_rows.h), so that a
@@ -98,8 +98,8 @@ KLF_INLINE vd logits_kl_g_estrin(vd t) {
  * that decline. A class masked in P (x_j = -inf: p_j = 0) is a term of 0
  * and left out of every sum (masked in P alone: its e^v_j into B, see
  * above); when a tile has a non-finite logit the loops select them
- * (masked), the same operations elsewhere. Not inlined: one body, so one rounding of every operation,
- * for every caller. */
+ * (masked), the same operations elsewhere. Not inlined: one body, so one
+ * rounding of every operation, for every caller. */
 static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
                                                      double inv_t, double low, vd *kl) {
     vd e[KLFAST_LOGITS_SHORT_MAX], d[KLFAST_LOGITS_SHORT_MAX];
@@ -121,14 +121,16 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     vd lowest_u = zero, lowest_v = zero, a = zero, s1 = zero, bx = zero;
     for (int j = 0; j < k; j++) {
         vd u = (x[j] - ma) * inv_t, v = (y[j] - mb) * inv_t;
-        vl both = {0};
+        vl in_p = {0};
         if (masked) {
-            /* masked in P (in Q too, or q_j > 0: its e^v_j into bx), out of the sums */
-            both = (vl)(x[j] < -DBL_MAX);
-            bx += vsel_f64(both & (vl)(y[j] >= -DBL_MAX),
-                           exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
-            lowest_u = vmin_f64(lowest_u, vsel_f64(both, zero, u));
-            lowest_v = vmin_f64(lowest_v, vsel_f64(both, zero, v));
+            /* masked in P (in Q too, or q_j > 0 there: its e^v_j into bx), out
+             * of the sums */
+            in_p = (vl)(x[j] < -DBL_MAX);
+            vl alone = in_p & (vl)(y[j] >= -DBL_MAX);
+            if (any_lane((vi)alone)) /* (an exp only where some lane needs it) */
+                bx += vsel_f64(alone, exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
+            lowest_u = vmin_f64(lowest_u, vsel_f64(in_p, zero, u));
+            lowest_v = vmin_f64(lowest_v, vsel_f64(in_p, zero, v));
         } else {
             lowest_u = vmin_f64(lowest_u, u);
             lowest_v = vmin_f64(lowest_v, v);
@@ -136,8 +138,8 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
         e[j] = exp_f64(vmax_f64(u, zero + LOGITS_LANES_EXP_MIN), 0);
         d[j] = y[j] - x[j]; /* (exact for nearby logits) */
         if (masked) {
-            e[j] = vsel_f64(both, zero, e[j]);
-            d[j] = vsel_f64(both, zero, d[j]);
+            e[j] = vsel_f64(in_p, zero, e[j]);
+            d[j] = vsel_f64(in_p, zero, d[j]);
         }
         vd ed = e[j] * d[j];
         KLF_KEEP(ed); /* (one rounding, not fused into the sum) */
