@@ -112,11 +112,16 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
         bad |= (vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0); /* NaN or +-inf */
     }
     const int masked = any_lane((vi)bad);
+    int p_alone = 0; /* a class masked in P alone in some lane */
     if (masked) { /* only NaN, +inf, -inf in Q alone, and rows of -inf */
+        vl alone = {0};
         bad = (vl)(ma < -DBL_MAX) | (vl)(mb < -DBL_MAX);
-        for (int j = 0; j < k; j++)
+        for (int j = 0; j < k; j++) {
             bad |= ((vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0)) &
                    ~((vl)(x[j] < -DBL_MAX) & ((vl)(y[j] < -DBL_MAX) | (vl)(y[j] - y[j] == 0)));
+            alone |= (vl)(x[j] < -DBL_MAX) & (vl)(y[j] >= -DBL_MAX);
+        }
+        p_alone = any_lane((vi)alone);
     }
     vd lowest_u = zero, lowest_v = zero, a = zero, s1 = zero, bx = zero;
     for (int j = 0; j < k; j++) {
@@ -126,9 +131,11 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
             /* masked in P (in Q too, or q_j > 0 there: its e^v_j into bx), out
              * of the sums */
             in_p = (vl)(x[j] < -DBL_MAX);
-            vl alone = in_p & (vl)(y[j] >= -DBL_MAX);
-            if (any_lane((vi)alone)) /* (an exp only where some lane needs it) */
-                bx += vsel_f64(alone, exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
+            if (p_alone) {
+                vl alone = in_p & (vl)(y[j] >= -DBL_MAX);
+                if (any_lane((vi)alone)) /* (an exp only where some lane needs it) */
+                    bx += vsel_f64(alone, exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
+            }
             lowest_u = vmin_f64(lowest_u, vsel_f64(in_p, zero, u));
             lowest_v = vmin_f64(lowest_v, vsel_f64(in_p, zero, v));
         } else {
@@ -172,7 +179,7 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
      * sum_j e^(v_j) = (A + Mc + Gc) e^((max x + c - max y) / T) (sum_j e_j
      * e^t_j, t_j = v_j - u_j - (max x + c - max y) / T) */
     vd log_b = log_f64(a + mc + gc) + ((ma + c) - mb) * inv_t, extra = zero;
-    if (masked && any_lane((vi)(vl)(bx > 0.0))) {
+    if (p_alone && any_lane((vi)(vl)(bx > 0.0))) {
         /* classes masked in P alone: p_j = 0, but B holds their e^v_j. KL
          * over the others (the sums above, B_S) plus log(B / B_S) = log1p(bx
          * / B_S), a term >= 0. (A q_j below e^-708 adds at most that, against
@@ -191,7 +198,7 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     excess = vmax_f64(excess, zero);
     vd r = log1p_lanes(excess);
     bad |= ~near | ~(vl)(g_m <= 0.25 * g) | (vl)(top > 600.0) | ~(vl)(r >= 0);
-    *kl = masked ? r + extra : r;
+    *kl = p_alone ? r + extra : r;
     return bad;
 }
 /* A loss call's constants, in float64 for both element types. */
