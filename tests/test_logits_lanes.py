@@ -1,5 +1,5 @@
-"""KL, entropy and cross-entropy of short rows of logits (k <= 32), scored a
-row per lane (engine/logits_lanes.h): against 80-digit mpmath at every instruction-set
+"""KL, Jeffreys, Jensen-Shannon, entropy and cross-entropy of short rows of
+logits (k <= 64), scored a row per lane (engine/logits_lanes.h): against 80-digit mpmath at every instruction-set
 level, and the same bits on every route a row can take (its tile and lane,
 alone or in a batch, threads, where=, layouts, dtype routes, the general
 path), with the rows it declines (NaN, -inf, the eps rule, wide spreads)
@@ -10,7 +10,7 @@ import pytest
 from scipy.special import log_softmax
 
 import klfast
-from zoo import general_path, kl_logits_mpmath
+from zoo import general_path, js_logits_mpmath, kl_logits_mpmath
 
 pytestmark = pytest.mark.usefixtures("isa")
 
@@ -39,9 +39,19 @@ def _kl_bound(a, b, temperature, rtol, dtype):
     return rtol * (terms.sum(axis=1) - 4 * np.log1p(-q_masked)), floored.any(axis=1)
 
 
-def _kl_and_bound(measure, a, b, temperature, rtol, dtype):
+def _mpmath_and_bound(measure, a, b, temperature, rtol, dtype):
     """KL (or Jeffreys: KL both ways) per row in mpmath, the bound of
-    _kl_bound and the rows with a floored class."""
+    _kl_bound and the rows with a floored class; or the Jensen-Shannon
+    divergence, within rtol times its terms weighted by 1 + |log p_j| + |log
+    q_j| (the rounding of the logs each carries; JS has no eps rule: no
+    floored rows). Rows whose value is below the dtype's smallest normal
+    count as floored (their result is a subnormal, or 0)."""
+    if measure == "jensen_shannon":
+        want, terms, lp, lq = js_logits_mpmath(a, b, temperature)
+        with np.errstate(invalid="ignore"):  # (inf * 0 at classes masked in both)
+            weighted = np.where(terms > 0, terms * (1 + np.abs(lp) + np.abs(lq)), 0.0)
+        tiny = want < np.finfo(np.float32 if dtype == np.float16 else dtype).tiny
+        return want, rtol * weighted.sum(axis=1), tiny & (want > 0)
     want = kl_logits_mpmath(a, b, temperature, _eps(dtype))
     bound, floored = _kl_bound(a, b, temperature, rtol, dtype)
     if measure == "jeffreys":
@@ -53,10 +63,12 @@ def _kl_and_bound(measure, a, b, temperature, rtol, dtype):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
                                          (np.float16, 5e-7)])
-# (Jeffreys of rows of more than 32 classes takes the three-pass kernel, whose
-# error on nearly equal rows is absolute: README, Accuracy; KL past 64 the row kernel)
+# (Jeffreys of rows of more than 32 classes and Jensen-Shannon of more than 64 take
+# the three-pass kernel, whose error on nearly equal rows is absolute: README,
+# Accuracy; KL past 64 the row kernel)
 @pytest.mark.parametrize("k, measure", [(k, "kl") for k in (1, 2, 3, 10, 17, 32, 33, 64, 65)]
-                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32)])
+                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32)]
+                         + [(k, "jensen_shannon") for k in (1, 2, 3, 10, 17, 32, 33, 64)])
 def test_short_rows_against_mpmath(dtype, rtol, k, measure):
     """The error bound of test_input_forms' nearly-equal test: relative to
     the terms p_j g(d_j - c) weighted by 1 + |log p_j| (each carries the
@@ -64,19 +76,22 @@ def test_short_rows_against_mpmath(dtype, rtol, k, measure):
     the sum of its two KLs' bounds. Rows with a floored class are left out:
     the lanes decline them, and the row kernel keeps an error relative to
     the floored terms (a KL of 1e-73 made of them comes out 6e-77);
-    test_declined_rows_match_mpmath_... checks ordinary floored rows."""
+    test_declined_rows_match_mpmath_... checks ordinary floored rows.
+    Jensen-Shannon (its terms from KL's centred sums) within its own bound
+    (_mpmath_and_bound), across its two forms of a term (|delta_j| below
+    and above 1.5: d = 0.5 and 3)."""
     rng = np.random.default_rng(k)
     checked = 0
     for temperature in (1.0, 0.3):
         for spread in (3.0, 30.0):
-            for d in (3.0, 1e-3, 1e-8, 1e-14):
+            for d in (3.0, 0.5, 1e-3, 1e-8, 1e-14):
                 a = (rng.normal(size=(9, k)) * spread).astype(dtype)
                 b = (a + rng.normal(size=(9, k)) * d).astype(dtype)
                 got = getattr(klfast, measure)(a, b, input="logits", temperature=temperature)
                 if k == 1:
                     np.testing.assert_array_equal(got, 0.0)
                     continue
-                want, bound, floored = _kl_and_bound(measure, a, b, temperature, rtol, dtype)
+                want, bound, floored = _mpmath_and_bound(measure, a, b, temperature, rtol, dtype)
                 keep = (want != 0) & ~floored
                 err = np.abs(got[keep].astype(float) - want[keep])
                 assert (err <= bound[keep]).all(), (temperature, spread, d,
@@ -87,11 +102,12 @@ def test_short_rows_against_mpmath(dtype, rtol, k, measure):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7)])
 @pytest.mark.parametrize("k, measure", [(k, "kl") for k in (2, 3, 10, 32, 64)]
-                         + [(k, "jeffreys") for k in (2, 3, 10, 32)])
+                         + [(k, "jeffreys") for k in (2, 3, 10, 32)]
+                         + [(k, "jensen_shannon") for k in (2, 3, 10, 32, 64)])
 def test_classes_masked_in_both_rows_against_mpmath(dtype, rtol, k, measure):
-    """KL and Jeffreys of rows with the same classes masked (-inf in both, as
-    an action mask shared by two policies; a quarter of the classes) are
-    scored in the lanes, the masked classes terms of 0 left out of every
+    """KL, Jeffreys and Jensen-Shannon of rows with the same classes masked
+    (-inf in both, as an action mask shared by two policies; a quarter of the
+    classes) are scored in the lanes, the masked classes terms of 0 left out of every
     sum: within test_short_rows_against_mpmath's bound, over the classes not
     masked. Rows without a mask get the same bits beside them."""
     rng = np.random.default_rng(60 + k)
@@ -106,7 +122,7 @@ def test_classes_masked_in_both_rows_against_mpmath(dtype, rtol, k, measure):
         a[mask] = b[mask] = -np.inf
         a, b = a.astype(dtype), b.astype(dtype)
         got = fn(a, b, input="logits", temperature=0.7)
-        want, bound, floored = _kl_and_bound(measure, a, b, 0.7, rtol, dtype)
+        want, bound, floored = _mpmath_and_bound(measure, a, b, 0.7, rtol, dtype)
         keep = (want != 0) & ~floored & ((~mask).sum(axis=1) > 1)
         err = np.abs(got[keep].astype(float) - want[keep])
         assert (err <= bound[keep]).all(), (d, err / bound[keep] * rtol)
@@ -141,7 +157,7 @@ def test_classes_masked_in_p_alone_against_mpmath(dtype, rtol, k):
         a[1::4][mask[1::4]] = b[1::4][mask[1::4]] = -np.inf  # some masked in both
         a, b = a.astype(dtype), b.astype(dtype)
         got = klfast.kl(a, b, input="logits", temperature=0.7)
-        want, bound, floored = _kl_and_bound("kl", a, b, 0.7, rtol, dtype)
+        want, bound, floored = _mpmath_and_bound("kl", a, b, 0.7, rtol, dtype)
         single = (~np.isneginf(b)).sum(axis=1) == 1  # one class left in both rows
         np.testing.assert_array_equal(got[single], 0.0)
         keep = (want != 0) & ~floored & ~single
@@ -175,9 +191,9 @@ def _mixed_rows(rng, n, k, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [1, 2, 5, 8, 10, 16, 32, 33, 64, 65])
-@pytest.mark.parametrize("measure", ["kl", "jeffreys"])
+@pytest.mark.parametrize("measure", ["kl", "jeffreys", "jensen_shannon"])
 def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, measure):
-    """KL and Jeffreys (KL both ways, in the same lanes)."""
+    """KL, Jeffreys (KL both ways, in the same lanes) and Jensen-Shannon."""
     rng = np.random.default_rng(100 + k)
     fn = getattr(klfast, measure)
     a, b = _mixed_rows(rng, 41, k, dtype)

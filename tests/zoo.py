@@ -184,6 +184,32 @@ def kl_logits_mpmath(a, b, temperature, eps):
     return np.array(out)
 
 
+def js_logits_mpmath(a, b, temperature):
+    """The Jensen-Shannon divergence of softmax(a / T) and softmax(b / T)
+    per row (no eps: JS has none), and its terms (p_j + q_j) / 2 S_j with
+    the rows' log-probabilities, in 80-digit mpmath; a class of -inf in both
+    rows is a term of 0."""
+    import pytest
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(80):
+        out, terms, lp, lq = [], [], [], []
+        for x, y in zip(a, b):
+            x = [mpmath.mpf(float(v)) / temperature for v in x]
+            y = [mpmath.mpf(float(v)) / temperature for v in y]
+            lse_x = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in x))
+            lse_y = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in y))
+            row = []
+            for u, v in zip(x, y):
+                p, q = mpmath.exp(u - lse_x), mpmath.exp(v - lse_y)
+                m = (p + q) / 2
+                row.append((p * mpmath.log(p / m) if p else 0) + (q * mpmath.log(q / m) if q else 0))
+            out.append(float(mpmath.fsum(row) / 2))
+            terms.append([float(t / 2) for t in row])
+            lp.append([float(u - lse_x) for u in x])
+            lq.append([float(v - lse_y) for v in y])
+    return np.array(out), np.array(terms), np.array(lp), np.array(lq)
+
+
 def loss_mpmath(loss, target, logits, inv_t, eps, target_is_logits=False,
                 target_is_log_probs=False):
     """kl_loss or cross_entropy_loss per row (reduction="none") and the

@@ -1,5 +1,6 @@
-/* Short rows of logits, one row per lane: KL, the entropy and the
- * cross-entropy of rows of logits (k <= KLFAST_LOGITS_SHORT_MAX), Jeffreys
+/* Short rows of logits, one row per lane: KL, the Jensen-Shannon
+ * divergence, the entropy and the cross-entropy of rows of logits (k <=
+ * KLFAST_LOGITS_SHORT_MAX), Jeffreys
  * (KL both ways; k <= KLFAST_JEFFREYS_SHORT_MAX), and the losses (kl_loss,
  * cross_entropy_loss; k <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
  * probabilities, log-probabilities or logits. The forms kernel's row loop
@@ -92,17 +93,29 @@ KLF_INLINE vd logits_kl_g_estrin(vd t) {
     return t2 * ((r0 + r1 * t8) + q4 * t16);
 }
 
-/* The lanes of VD_LANES rows: x[j], y[j] element j of each (j < k, k <=
- * KLFAST_LOGITS_SHORT_MAX); low: the smallest log p_j or log q_j taken
- * (log eps + 1e-9, see above). KL per lane into *kl; returns the lanes
- * that decline. A class masked in P (x_j = -inf: p_j = 0) is a term of 0
- * and left out of every sum (masked in P alone: its e^v_j into B, see
- * above); when a tile has a non-finite logit the loops select them
- * (masked), the same operations elsewhere. Not inlined: one body, so one
- * rounding of every operation, for every caller. */
-static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
-                                                     double inv_t, double low, vd *kl) {
-    vd e[KLFAST_LOGITS_SHORT_MAX], d[KLFAST_LOGITS_SHORT_MAX];
+/* KL's centred sums of VD_LANES rows (see above), shared by KL and the
+ * Jensen-Shannon divergence of the lanes. */
+typedef struct {
+    vd ma, mb;                 /* the rows' maxima */
+    vd a, c, mc, gc;           /* A, the centre c, Mc, Gc */
+    vd lowest_u, lowest_v, bx; /* the lowest u_j and v_j taken; bx (P alone's e^v_j) */
+    vl bad;                    /* the lanes that decline so far */
+    int p_alone;               /* some lane has a class masked in P alone */
+} logits_sums;
+
+/* The sums of the lanes' rows x[j], y[j] (j < k, k <=
+ * KLFAST_LOGITS_SHORT_MAX) into *s, with e[j] = e^(u_j) (0 for a class
+ * masked in P) and, where t is not NULL, t[j] = t_j and eq[j] = e_j e^(t_j)
+ * (sum_j eq[j] = A + Mc + Gc; 0 for a class masked in P). A class masked
+ * in P (x_j = -inf: p_j = 0) is left out of every sum; with alone, one
+ * masked in P alone (q_j > 0) puts its e^v_j into bx, else its lane
+ * declines, as it does on a -inf in Q alone, a NaN or +inf logit, a row of
+ * -inf, and an exp that could leave the normal range (u_j or v_j below
+ * -708, u_j + t_j above 600). When a tile has a non-finite logit the loops
+ * select the masked classes (masked), the same operations elsewhere. */
+KLF_INLINE void logits_centred_sums(const vd *x, const vd *y, int k, double inv_t, int alone,
+                                    vd *e, vd *t, vd *eq, logits_sums *s) {
+    vd d[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
     vd ma = x[0], mb = y[0];
     vl bad = {0};
@@ -113,15 +126,18 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     }
     const int masked = any_lane((vi)bad);
     int p_alone = 0; /* a class masked in P alone in some lane */
-    if (masked) { /* only NaN, +inf, -inf in Q alone, and rows of -inf */
-        vl alone = {0};
+    if (masked) { /* only NaN, +inf, -inf in Q alone (in P alone without alone), rows of -inf */
+        vl in_p_alone = {0};
         bad = (vl)(ma < -DBL_MAX) | (vl)(mb < -DBL_MAX);
         for (int j = 0; j < k; j++) {
-            bad |= ((vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0)) &
-                   ~((vl)(x[j] < -DBL_MAX) & ((vl)(y[j] < -DBL_MAX) | (vl)(y[j] - y[j] == 0)));
-            alone |= (vl)(x[j] < -DBL_MAX) & (vl)(y[j] >= -DBL_MAX);
+            vl ok = (vl)(y[j] < -DBL_MAX);
+            if (alone) {
+                in_p_alone |= (vl)(x[j] < -DBL_MAX) & (vl)(y[j] >= -DBL_MAX);
+                ok |= (vl)(y[j] - y[j] == 0);
+            }
+            bad |= ((vl)(x[j] - x[j] != 0) | (vl)(y[j] - y[j] != 0)) & ~((vl)(x[j] < -DBL_MAX) & ok);
         }
-        p_alone = any_lane((vi)alone);
+        p_alone = alone && any_lane((vi)in_p_alone);
     }
     vd lowest_u = zero, lowest_v = zero, a = zero, s1 = zero, bx = zero;
     for (int j = 0; j < k; j++) {
@@ -132,9 +148,9 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
              * of the sums */
             in_p = (vl)(x[j] < -DBL_MAX);
             if (p_alone) {
-                vl alone = in_p & (vl)(y[j] >= -DBL_MAX);
-                if (any_lane((vi)alone)) /* (an exp only where some lane needs it) */
-                    bx += vsel_f64(alone, exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
+                vl lone = in_p & (vl)(y[j] >= -DBL_MAX);
+                if (any_lane((vi)lone)) /* (an exp only where some lane needs it) */
+                    bx += vsel_f64(lone, exp_f64(vmax_f64(v, zero + LOGITS_LANES_EXP_MIN), 0), zero);
             }
             lowest_u = vmin_f64(lowest_u, vsel_f64(in_p, zero, u));
             lowest_v = vmin_f64(lowest_v, vsel_f64(in_p, zero, v));
@@ -156,40 +172,61 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     bad |= ~(vl)(lowest_u >= LOGITS_LANES_EXP_MIN) | ~(vl)(lowest_v >= LOGITS_LANES_EXP_MIN);
     vd c = s1 / a, mc = zero, gc = zero, top = zero - INFINITY;
     for (int j = 0; j < k; j++) {
-        vd t = (d[j] - c) * inv_t, et = e[j] * t;
+        vd tj = (d[j] - c) * inv_t, et = e[j] * tj;
         KLF_KEEP(et);
-        vl small = (vl)(t < 1.0) & (vl)(t > -1.0);
+        vl small = (vl)(tj < 1.0) & (vl)(tj > -1.0);
         vd term;
         /* each lane's term by its own |t_j| (the series or the exp), so the
          * branches only skip work no lane of the vector needs */
         if (!any_lane((vi)~small)) {
-            term = e[j] * logits_kl_g_estrin(t);
+            term = e[j] * logits_kl_g_estrin(tj);
         } else {
-            vd w = (x[j] - ma) * inv_t + t;
+            vd w = (x[j] - ma) * inv_t + tj;
             top = vmax_f64(top, vsel_f64(small, zero - INFINITY, w));
             term = exp_f64(vmax_f64(w, zero + LOGITS_LANES_EXP_MIN), 0) - e[j] - et;
-            if (any_lane((vi)small)) term = vsel_f64(small, e[j] * logits_kl_g_estrin(t), term);
+            if (any_lane((vi)small)) term = vsel_f64(small, e[j] * logits_kl_g_estrin(tj), term);
             if (masked) term = vsel_f64((vl)(e[j] == 0.0), zero, term); /* (exp(w) - 0 - 0) */
         }
         KLF_KEEP(term);
         mc += et;
         gc += term;
+        if (t) {
+            t[j] = tj;
+            eq[j] = (e[j] + et) + term;
+        }
     }
+    bad |= (vl)(top > 600.0);
+    *s = (logits_sums){ma, mb, a, c, mc, gc, lowest_u, lowest_v, bx, bad, p_alone};
+}
+
+/* KL of the lanes' rows x[j], y[j] (j < k, k <= KLFAST_LOGITS_SHORT_MAX)
+ * by their centred sums; low: the smallest log p_j or log q_j taken (log
+ * eps + 1e-9, see above). KL per lane into *kl; returns the lanes that
+ * decline. Not inlined: one body, so one rounding of every operation, for
+ * every caller. */
+static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, int k,
+                                                     double inv_t, double low, vd *kl) {
+    vd e[KLFAST_LOGITS_SHORT_MAX];
+    const vd zero = {0};
+    logits_sums s;
+    logits_centred_sums(x, y, k, inv_t, 1, e, NULL, NULL, &s);
+    vl bad = s.bad;
+    vd a = s.a, mc = s.mc, gc = s.gc;
     /* the eps rule: log p_j = u_j - log A, log q_j = v_j - log B, with B =
      * sum_j e^(v_j) = (A + Mc + Gc) e^((max x + c - max y) / T) (sum_j e_j
      * e^t_j, t_j = v_j - u_j - (max x + c - max y) / T) */
-    vd log_b = log_f64(a + mc + gc) + ((ma + c) - mb) * inv_t, extra = zero;
-    if (p_alone && any_lane((vi)(vl)(bx > 0.0))) {
+    vd log_b = log_f64(a + mc + gc) + ((s.ma + s.c) - s.mb) * inv_t, extra = zero;
+    if (s.p_alone && any_lane((vi)(vl)(s.bx > 0.0))) {
         /* classes masked in P alone: p_j = 0, but B holds their e^v_j. KL
          * over the others (the sums above, B_S) plus log(B / B_S) = log1p(bx
          * / B_S), a term >= 0. (A q_j below e^-708 adds at most that, against
          * B >= 1. log B_S >= -708 where the lane passes lowest_v's test.) */
-        vd r = bx * exp_f64(vmin_f64(zero - log_b, zero + 708.0), 0);
+        vd r = s.bx * exp_f64(vmin_f64(zero - log_b, zero + 708.0), 0);
         bad |= ~(vl)(r <= DBL_MAX);
-        extra = vsel_f64((vl)(bx > 0.0), log1p_lanes(r), zero);
+        extra = vsel_f64((vl)(s.bx > 0.0), log1p_lanes(r), zero);
         log_b += extra;
     }
-    bad |= ~(vl)(lowest_u - log_f64(a) >= low) | ~(vl)(lowest_v - log_b >= low);
+    bad |= ~(vl)(s.lowest_u - log_f64(a) >= low) | ~(vl)(s.lowest_v - log_b >= low);
     vd m = mc / a, g = gc / a;
     vl near = (vl)(m < 1.0) & (vl)(m > -1.0);
     m = vsel_f64(near, m, zero);
@@ -197,9 +234,64 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     vd excess = exp_f64(zero - m, 0) * (g - g_m);
     excess = vmax_f64(excess, zero);
     vd r = log1p_lanes(excess);
-    bad |= ~near | ~(vl)(g_m <= 0.25 * g) | (vl)(top > 600.0) | ~(vl)(r >= 0);
-    *kl = p_alone ? r + extra : r;
+    bad |= ~near | ~(vl)(g_m <= 0.25 * g) | ~(vl)(r >= 0);
+    *kl = s.p_alone ? r + extra : r;
     return bad;
+}
+
+/* The Jensen-Shannon divergence of the lanes' rows x[j], y[j] (j < k, k <=
+ * KLFAST_LOGITS_SHORT_MAX) into *js; returns the lanes that decline. With
+ * KL's centred sums, delta_j = log q_j - log p_j = t_j - log1p((Mc + Gc) /
+ * A) (no cancellation for nearby logits), tau_j = tanh(delta_j / 2) and
+ * m_j = (p_j + q_j) / 2, p_j = m_j (1 - tau_j) and q_j = m_j (1 + tau_j), so
+ *   JS = (1/4) sum_j (p_j + q_j) S(tau_j),  S = (1 + tau) log(1 + tau) + (1 - tau) log(1 - tau),
+ * every term >= 0: nearly equal rows keep their relative accuracy. For
+ * |delta| < 1.5, S = |delta| tau + log1p(-tau^2) (half of the first part
+ * cancels: one bit), tau = -em / (2 + em), em = expm1(-|delta|) (g's series
+ * below 1); beyond, S = 2 (log 2 - log1p(w) - |delta| w / (1 + w)), w =
+ * e^-|delta|. p_j = e_j / A, q_j = e_j e^t_j / B, B = sum_j e_j e^t_j. A lane
+ * declines as KL's sums do (JS has no eps rule), and where some |delta_j|
+ * > 700 (w would leave the normal range). A class masked in both rows is
+ * a term of 0; a -inf in one row alone declines. Not inlined, as KL. */
+static __attribute__((noinline)) vl logits_js_lanes(const vd *x, const vd *y, int k,
+                                                    double inv_t, vd *js) {
+    vd e[KLFAST_LOGITS_SHORT_MAX], t[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX];
+    const vd zero = {0};
+    logits_sums s;
+    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, &s);
+    vd b = zero;
+    for (int j = 0; j < k; j++) b += eq[j];
+    vd l = log1p_lanes((s.mc + s.gc) / s.a), inv_a = 1.0 / s.a, inv_b = 1.0 / b;
+    vd sum = zero;
+    vl far = {0};
+    for (int j = 0; j < k; j++) {
+        vd dl = t[j] - l;
+        vd ad = vsel_f64((vl)(e[j] == 0.0), zero, vmax_f64(dl, zero - dl)); /* (masked: 0) */
+        far |= ~(vl)(ad <= 700.0);
+        vl below_1 = (vl)(ad < 1.0), mid = (vl)(ad < 1.5);
+        vd em, w = zero, sj = zero;
+        if (!any_lane((vi)~below_1)) {
+            em = logits_kl_g_estrin(zero - ad) - ad;
+        } else {
+            w = exp_f64(vmax_f64(zero - ad, zero + LOGITS_LANES_EXP_MIN), 0);
+            em = w - 1.0;
+            if (any_lane((vi)below_1))
+                em = vsel_f64(below_1, logits_kl_g_estrin(zero - ad) - ad, em);
+        }
+        if (any_lane((vi)mid)) {
+            vd tau = (zero - em) / (2.0 + em);
+            sj = tau * ad + log1p_lanes(zero - tau * tau);
+        }
+        if (any_lane((vi)~mid)) {
+            vd sw = 2.0 * ((M_LN2 - log1p_lanes(w)) - ad * w / (1.0 + w));
+            sj = any_lane((vi)mid) ? vsel_f64(mid, sj, sw) : sw;
+        }
+        vd term = (e[j] * inv_a + eq[j] * inv_b) * sj;
+        KLF_KEEP(term);
+        sum += term;
+    }
+    *js = vmax_f64(0.25 * sum, zero);
+    return s.bad | far | ~(vl)(b <= DBL_MAX);
 }
 /* A loss call's constants, in float64 for both element types. */
 typedef struct {
@@ -378,22 +470,23 @@ static __attribute__((noinline)) vl logits_xent_lanes(const vd *x, const vd *y, 
     return bad;
 }
 
-enum { LOGITS_KL, LOGITS_LOSS, LOGITS_XENT };
+enum { LOGITS_KL, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT };
 
 /* A call whose rows this file scores, its constants taken once. */
 typedef struct {
-    int kind;             /* LOGITS_KL, LOGITS_LOSS, LOGITS_XENT */
+    int kind;             /* LOGITS_KL, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT */
     int use_q;            /* the second input is read (not the entropy) */
     int sym;              /* KL both ways: Jeffreys */
-    double inv_t, low;    /* KL: 1 / T, and the lowest log p_j or log q_j taken */
+    double inv_t, low;    /* KL, JS: 1 / T; KL: the lowest log p_j or log q_j taken */
     double inv_t_q, log_eps; /* the entropy and cross-entropy (inv_t: p's) */
     logits_loss_consts c; /* the losses */
 } logits_call;
 #endif
 
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
- * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies)
- * and up to KLFAST_JEFFREYS_SHORT_MAX their Jeffreys (jeffreys_logits_applies),
+ * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
+ * their Jensen-Shannon divergence (the same conditions), and up to
+ * KLFAST_JEFFREYS_SHORT_MAX their Jeffreys (jeffreys_logits_applies),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
  * probabilities, log-probabilities or logits (no sum check); g: the
@@ -422,6 +515,11 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
         call->inv_t = (double)PRM(inv_t)[0];
         /* (1e-9 above log eps: far past the rounding of log p_j; eps = 0: -inf) */
         call->low = (double)PRM(log_eps) + 1e-9;
+        return 1;
+    }
+    if (prm->measure == KLFAST_JS && F(logits_kl_rows_apply)(prm, g)) {
+        call->kind = LOGITS_JS;
+        call->inv_t = (double)PRM(inv_t)[0];
         return 1;
     }
     const int m = prm->measure, target = prm->form[0];
@@ -514,6 +612,8 @@ KLF_INLINE void F(logits_tile)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t
         vl bad = call->kind == LOGITS_LOSS ? logits_loss_lanes(x, y, k, &call->c, &v, gd + h * k)
                  : call->kind == LOGITS_KL
                      ? logits_kl_lanes(x, y, k, call->inv_t, call->low, &v)
+                 : call->kind == LOGITS_JS
+                     ? logits_js_lanes(x, y, k, call->inv_t, &v)
                      : logits_xent_lanes(x, call->use_q ? y : NULL, k, call->inv_t,
                                          call->inv_t_q, call->log_eps, &v);
         if (call->sym) { /* + KL(Q || P) */

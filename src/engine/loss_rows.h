@@ -25,10 +25,11 @@
  * The losses (prm->loss) are kl and cross_entropy with q from logits, log q
  * not floored, and with a gradient row g:
  *   g_j = (S q_j - p_j) * grad_scale                      S = sum p
- * (Short rows of logits' KL, entropy and cross-entropy, up to
+ * (Short rows of logits' KL, Jensen-Shannon, entropy and cross-entropy, up to
  * KLFAST_LOGITS_SHORT_MAX, and the losses' short rows, up to
  * KLFAST_LOSS_SHORT_MAX, are scored a row per lane in float64 instead:
- * engine/logits_lanes.h, with these formulas.)
+ * engine/logits_lanes.h, with these formulas; KL and JS from centred sums,
+ * every term >= 0.)
  *
  * The row function returns the row's value, or NaN for an invalid row:
  * probabilities that are negative, NaN or infinite, whose sum is past the
@@ -338,9 +339,9 @@ KLF_INLINE int F(forms_prepare)(const T *x, int i, T *g, ptrdiff_t k,
     return 0;
 }
 
-/* The row function, but for the short rows of logits (KL, Jeffreys, entropy,
- * cross-entropy, the losses) that logits_lanes.h scores (ROW_FN(forms),
- * below). */
+/* The row function, but for the short rows of logits (KL, Jeffreys, JS,
+ * entropy, cross-entropy, the losses) that logits_lanes.h scores
+ * (ROW_FN(forms), below). */
 static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
                                  const klfast_forms_params *prm, int *special) {
     const int measure = prm->measure;
@@ -421,8 +422,8 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
  * (ab_builds --logits 1, float64 2,000,000 x 10): 0.74 / 0.93 on 1 / 2 threads */
 #define LOGITS_AHEAD 2
 
-/* The forms kernel's rows for the calls of logits_lanes.h (KL, Jeffreys, entropy,
- * cross-entropy and the losses of short rows of logits): rows index[i]
+/* The forms kernel's rows for the calls of logits_lanes.h (KL, Jeffreys, JS,
+ * entropy, cross-entropy and the losses of short rows of logits): rows index[i]
  * (NULL: i) for i in [0, n) of p, q and g (p_rs, q_rs, g_rs elements
  * apart, each contiguous; g NULL: no gradient), out[row] = the row's value
  * times scale, a tile of LANES rows at a time; a row that declines takes
