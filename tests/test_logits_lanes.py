@@ -63,11 +63,11 @@ def _mpmath_and_bound(measure, a, b, temperature, rtol, dtype):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
                                          (np.float16, 5e-7)])
-# (Jeffreys of rows of more than 32 classes and Jensen-Shannon of more than 64 take
-# the three-pass kernel, whose error on nearly equal rows is absolute: README,
-# Accuracy; KL past 64 the row kernel)
+# (Jeffreys and Jensen-Shannon of rows of more than 64 classes take the three-pass
+# kernel, whose error on nearly equal rows is absolute: README, Accuracy; KL past 64
+# the row kernel)
 @pytest.mark.parametrize("k, measure", [(k, "kl") for k in (1, 2, 3, 10, 17, 32, 33, 64, 65)]
-                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32)]
+                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32, 33, 64)]
                          + [(k, "jensen_shannon") for k in (1, 2, 3, 10, 17, 32, 33, 64)])
 def test_short_rows_against_mpmath(dtype, rtol, k, measure):
     """The error bound of test_input_forms' nearly-equal test: relative to
@@ -102,7 +102,7 @@ def test_short_rows_against_mpmath(dtype, rtol, k, measure):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7)])
 @pytest.mark.parametrize("k, measure", [(k, "kl") for k in (2, 3, 10, 32, 64)]
-                         + [(k, "jeffreys") for k in (2, 3, 10, 32)]
+                         + [(k, "jeffreys") for k in (2, 3, 10, 32, 64)]
                          + [(k, "jensen_shannon") for k in (2, 3, 10, 32, 64)])
 def test_classes_masked_in_both_rows_against_mpmath(dtype, rtol, k, measure):
     """KL, Jeffreys and Jensen-Shannon of rows with the same classes masked
@@ -193,7 +193,7 @@ def _mixed_rows(rng, n, k, dtype):
 @pytest.mark.parametrize("k", [1, 2, 5, 8, 10, 16, 32, 33, 64, 65])
 @pytest.mark.parametrize("measure", ["kl", "jeffreys", "jensen_shannon"])
 def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, measure):
-    """KL, Jeffreys (KL both ways, in the same lanes) and Jensen-Shannon."""
+    """KL, Jeffreys and Jensen-Shannon (from the same sums)."""
     rng = np.random.default_rng(100 + k)
     fn = getattr(klfast, measure)
     a, b = _mixed_rows(rng, 41, k, dtype)

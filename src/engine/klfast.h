@@ -146,10 +146,6 @@ typedef double (*klfast_forms_row_f32)(const float *p, const float *q, float *g,
  * at k = 33, 2.3 us against 1.1 us at 64 (kl; entropy 1.2 / 0.95, 1.5 /
  * 0.95). */
 #define KLFAST_LOGITS_SHORT_MAX 64
-/* Jeffreys of logits (KL both ways) in those lanes up to this long: its two
- * KLs took longer than Jeffreys' three-pass kernel from about 40 elements
- * on (the same B/A: k = 33 0.75 / 0.77, 48 1.27 / 1.16, 64 1.44 / 1.43) */
-#define KLFAST_JEFFREYS_SHORT_MAX 32
 /* The losses' rows up to this long, likewise: the row kernel reads float64
  * rows of 17 to 32 elements as two whole 128-byte blocks, the same time for
  * all of them, while a tile's time grows with k. Against it (ab_builds,

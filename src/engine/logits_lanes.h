@@ -1,8 +1,7 @@
-/* Short rows of logits, one row per lane: KL, the Jensen-Shannon
+/* Short rows of logits, one row per lane: KL, Jeffreys, the Jensen-Shannon
  * divergence, the entropy and the cross-entropy of rows of logits (k <=
- * KLFAST_LOGITS_SHORT_MAX), Jeffreys
- * (KL both ways; k <= KLFAST_JEFFREYS_SHORT_MAX), and the losses (kl_loss,
- * cross_entropy_loss; k <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
+ * KLFAST_LOGITS_SHORT_MAX), and the losses (kl_loss, cross_entropy_loss; k
+ * <= KLFAST_LOSS_SHORT_MAX) of a row of logits against a target of
  * probabilities, log-probabilities or logits. The forms kernel's row loop
  * gives them whole tiles of rows (ROW_FN(logits_tiles)), and its
  * row function a tile of one row (ROW_FN(forms), loss_rows.h), so that a
@@ -39,7 +38,11 @@
  * left out of the sums and of the eps rule's test; masked in P alone, its
  * q_j > 0 still counts in B: KL = (the centred sum over the other classes)
  * + log1p(sum of their e^v_j / B_S), both >= 0. So on this path KL is
- * exactly the centred sum, no floor.
+ * exactly the centred sum, no floor. Jeffreys and the Jensen-Shannon
+ * divergence take the same sums (logits_centred_sums) and delta_j = log q_j
+ * - log p_j = t_j - log1p((Mc + Gc) / A) (logits_deltas), with terms >= 0
+ * of their own (logits_jeffreys_lanes, logits_js_lanes); Jeffreys declines
+ * as KL does, and on a -inf in P alone.
  *
  * The losses take loss_rows.h's formulas term for term: log q_j = u_j -
  * log s (u_j = (z_j - max z) / T, log s = log1p of the sum of the exps
@@ -105,8 +108,10 @@ typedef struct {
 
 /* The sums of the lanes' rows x[j], y[j] (j < k, k <=
  * KLFAST_LOGITS_SHORT_MAX) into *s, with e[j] = e^(u_j) (0 for a class
- * masked in P) and, where t is not NULL, t[j] = t_j and eq[j] = e_j e^(t_j)
- * (sum_j eq[j] = A + Mc + Gc; 0 for a class masked in P). A class masked
+ * masked in P) and, where t is not NULL, t[j] = t_j, eq[j] = e_j e^(t_j)
+ * (sum_j eq[j] = A + Mc + Gc) and eem[j] = e_j expm1(t_j) (both 0 for a
+ * class masked in P; e^t_j - 1 by g's series where |t_j| < 1, each without
+ * cancellation). A class masked
  * in P (x_j = -inf: p_j = 0) is left out of every sum; with alone, one
  * masked in P alone (q_j > 0) puts its e^v_j into bx, else its lane
  * declines, as it does on a -inf in Q alone, a NaN or +inf logit, a row of
@@ -114,7 +119,7 @@ typedef struct {
  * -708, u_j + t_j above 600). When a tile has a non-finite logit the loops
  * select the masked classes (masked), the same operations elsewhere. */
 KLF_INLINE void logits_centred_sums(const vd *x, const vd *y, int k, double inv_t, int alone,
-                                    vd *e, vd *t, vd *eq, logits_sums *s) {
+                                    vd *e, vd *t, vd *eq, vd *eem, logits_sums *s) {
     vd d[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
     vd ma = x[0], mb = y[0];
@@ -175,24 +180,34 @@ KLF_INLINE void logits_centred_sums(const vd *x, const vd *y, int k, double inv_
         vd tj = (d[j] - c) * inv_t, et = e[j] * tj;
         KLF_KEEP(et);
         vl small = (vl)(tj < 1.0) & (vl)(tj > -1.0);
-        vd term;
+        vd term, ew = zero;
+        const int wide = any_lane((vi)~small);
         /* each lane's term by its own |t_j| (the series or the exp), so the
          * branches only skip work no lane of the vector needs */
-        if (!any_lane((vi)~small)) {
+        if (!wide) {
             term = e[j] * logits_kl_g_estrin(tj);
         } else {
             vd w = (x[j] - ma) * inv_t + tj;
             top = vmax_f64(top, vsel_f64(small, zero - INFINITY, w));
-            term = exp_f64(vmax_f64(w, zero + LOGITS_LANES_EXP_MIN), 0) - e[j] - et;
+            ew = exp_f64(vmax_f64(w, zero + LOGITS_LANES_EXP_MIN), 0);
+            term = ew - e[j] - et;
             if (any_lane((vi)small)) term = vsel_f64(small, e[j] * logits_kl_g_estrin(tj), term);
-            if (masked) term = vsel_f64((vl)(e[j] == 0.0), zero, term); /* (exp(w) - 0 - 0) */
+            if (masked) { /* (exp(w) - 0 - 0) */
+                term = vsel_f64((vl)(e[j] == 0.0), zero, term);
+                ew = vsel_f64((vl)(e[j] == 0.0), zero, ew);
+            }
         }
         KLF_KEEP(term);
         mc += et;
         gc += term;
         if (t) {
             t[j] = tj;
-            eq[j] = (e[j] + et) + term;
+            eem[j] = et + term;
+            eq[j] = e[j] + eem[j];
+            if (wide) { /* |t_j| >= 1: e^(u_j + t_j) itself */
+                eem[j] = vsel_f64(small, eem[j], ew - e[j]);
+                eq[j] = vsel_f64(small, eq[j], ew);
+            }
         }
     }
     bad |= (vl)(top > 600.0);
@@ -209,7 +224,7 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     vd e[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
     logits_sums s;
-    logits_centred_sums(x, y, k, inv_t, 1, e, NULL, NULL, &s);
+    logits_centred_sums(x, y, k, inv_t, 1, e, NULL, NULL, NULL, &s);
     vl bad = s.bad;
     vd a = s.a, mc = s.mc, gc = s.gc;
     /* the eps rule: log p_j = u_j - log A, log q_j = v_j - log B, with B =
@@ -239,60 +254,103 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     return bad;
 }
 
+/* From KL's centred sums (logits_centred_sums' e, t and *s): delta[j] =
+ * log q_j - log p_j = t_j - log1p((Mc + Gc) / A) (no cancellation for
+ * nearby logits; 0 for a class masked in P). Returns the lanes where some
+ * |delta_j| > 700 (or is NaN): e^delta could leave the normal range. With
+ * B = A + Mc + Gc, e^-log1p((Mc + Gc) / A) = A / B, so e_j expm1(delta_j) =
+ * (A eem_j - e_j (Mc + Gc)) / B: no exp or series per element (a class
+ * whose delta_j is near 0 while t_j is not loses digits there, but its
+ * term, about e_j delta_j^2, is as small against the row's). */
+KLF_INLINE vl logits_deltas(const vd *e, const vd *t, int k, const logits_sums *s, vd *delta) {
+    const vd zero = {0};
+    vd l = log1p_lanes((s->mc + s->gc) / s->a);
+    vl far = {0};
+    for (int j = 0; j < k; j++) {
+        delta[j] = vsel_f64((vl)(e[j] == 0.0), zero, t[j] - l);
+        far |= ~(vl)(delta[j] <= 700.0) | ~(vl)(delta[j] >= -700.0);
+    }
+    return far;
+}
+
 /* The Jensen-Shannon divergence of the lanes' rows x[j], y[j] (j < k, k <=
  * KLFAST_LOGITS_SHORT_MAX) into *js; returns the lanes that decline. With
- * KL's centred sums, delta_j = log q_j - log p_j = t_j - log1p((Mc + Gc) /
- * A) (no cancellation for nearby logits), tau_j = tanh(delta_j / 2) and
- * m_j = (p_j + q_j) / 2, p_j = m_j (1 - tau_j) and q_j = m_j (1 + tau_j), so
+ * delta_j (logits_deltas), tau_j = tanh(delta_j / 2) and m_j = (p_j + q_j)
+ * / 2, p_j = m_j (1 - tau_j) and q_j = m_j (1 + tau_j), so
  *   JS = (1/4) sum_j (p_j + q_j) S(tau_j),  S = (1 + tau) log(1 + tau) + (1 - tau) log(1 - tau),
  * every term >= 0: nearly equal rows keep their relative accuracy. For
- * |delta| < 1.5, S = |delta| tau + log1p(-tau^2) (half of the first part
- * cancels: one bit), tau = -em / (2 + em), em = expm1(-|delta|) (g's series
- * below 1); beyond, S = 2 (log 2 - log1p(w) - |delta| w / (1 + w)), w =
- * e^-|delta|. p_j = e_j / A, q_j = e_j e^t_j / B, B = sum_j e_j e^t_j. A lane
- * declines as KL's sums do (JS has no eps rule), and where some |delta_j|
- * > 700 (w would leave the normal range). A class masked in both rows is
- * a term of 0; a -inf in one row alone declines. Not inlined, as KL. */
+ * |delta| < 1.5, S = |delta| |tau| + log1p(-tau^2) (half of the first part
+ * cancels: one bit), tau = E / (2 + E), E = expm1(delta_j) = n_j / (e_j B),
+ * n_j = A eem_j - e_j (Mc + Gc); beyond, S = 2 (log 2 - log1p(w) - |delta|
+ * w / (1 + w)), w = e^-|delta| = min(q_j / p_j, p_j / q_j). p_j = e_j / A,
+ * q_j = eq_j / B (B by the sum of the eq_j for the weights: all >= 0). A
+ * lane declines as KL's sums do (JS has no eps rule) and where
+ * logits_deltas flags it. A class masked in both rows is a term of 0; a
+ * -inf in one row alone declines. Not inlined, as KL. */
 static __attribute__((noinline)) vl logits_js_lanes(const vd *x, const vd *y, int k,
                                                     double inv_t, vd *js) {
     vd e[KLFAST_LOGITS_SHORT_MAX], t[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX];
+    vd eem[KLFAST_LOGITS_SHORT_MAX], dl[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
     logits_sums s;
-    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, &s);
-    vd b = zero;
-    for (int j = 0; j < k; j++) b += eq[j];
-    vd l = log1p_lanes((s.mc + s.gc) / s.a), inv_a = 1.0 / s.a, inv_b = 1.0 / b;
-    vd sum = zero;
-    vl far = {0};
+    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, eem, &s);
+    vl bad = s.bad | logits_deltas(e, t, k, &s, dl);
+    vd mg = s.mc + s.gc, b = s.a + mg, sum_q = zero;
+    for (int j = 0; j < k; j++) sum_q += eq[j];
+    vd inv_a = 1.0 / s.a, inv_q = 1.0 / sum_q, sum = zero;
     for (int j = 0; j < k; j++) {
-        vd dl = t[j] - l;
-        vd ad = vsel_f64((vl)(e[j] == 0.0), zero, vmax_f64(dl, zero - dl)); /* (masked: 0) */
-        far |= ~(vl)(ad <= 700.0);
-        vl below_1 = (vl)(ad < 1.0), mid = (vl)(ad < 1.5);
-        vd em, w = zero, sj = zero;
-        if (!any_lane((vi)~below_1)) {
-            em = logits_kl_g_estrin(zero - ad) - ad;
-        } else {
-            w = exp_f64(vmax_f64(zero - ad, zero + LOGITS_LANES_EXP_MIN), 0);
-            em = w - 1.0;
-            if (any_lane((vi)below_1))
-                em = vsel_f64(below_1, logits_kl_g_estrin(zero - ad) - ad, em);
-        }
+        vd ad = vmax_f64(dl[j], zero - dl[j]), eb = e[j] * b, sj = zero;
+        vl mid = (vl)(ad < 1.5);
         if (any_lane((vi)mid)) {
-            vd tau = (zero - em) / (2.0 + em);
-            sj = tau * ad + log1p_lanes(zero - tau * tau);
+            vd n = s.a * eem[j] - e[j] * mg, tau = n / (2.0 * eb + n);
+            sj = vmax_f64(tau, zero - tau) * ad + log1p_lanes(zero - tau * tau);
         }
         if (any_lane((vi)~mid)) {
+            vd aq = s.a * eq[j];
+            vl pos = (vl)(dl[j] > 0.0);
+            vd w = vsel_f64(pos, eb, aq) / vsel_f64(pos, aq, eb);
             vd sw = 2.0 * ((M_LN2 - log1p_lanes(w)) - ad * w / (1.0 + w));
             sj = any_lane((vi)mid) ? vsel_f64(mid, sj, sw) : sw;
         }
-        vd term = (e[j] * inv_a + eq[j] * inv_b) * sj;
+        vd term = (e[j] * inv_a + eq[j] * inv_q) * vsel_f64((vl)(e[j] == 0.0), zero, sj);
         KLF_KEEP(term);
         sum += term;
     }
     *js = vmax_f64(0.25 * sum, zero);
-    return s.bad | far | ~(vl)(b <= DBL_MAX);
+    return bad | ~(vl)(sum_q <= DBL_MAX);
 }
+
+/* Jeffreys of the lanes' rows x[j], y[j] (j < k, k <=
+ * KLFAST_LOGITS_SHORT_MAX) into *jf; returns the lanes that decline. With
+ * delta_j and n_j = e_j B expm1(delta_j) (logits_deltas), q_j - p_j = p_j
+ * expm1(delta_j), so
+ *   J = sum_j (q_j - p_j) (log q_j - log p_j) = sum_j n_j delta_j / (A B),
+ * every term >= 0: nearly equal rows keep their relative accuracy, in one
+ * pass after KL's sums where KL both ways took two. A lane declines as
+ * KL's does (the eps rule may bind: low; a -inf in one row alone) and
+ * where logits_deltas flags it. Not inlined, as KL. */
+static __attribute__((noinline)) vl logits_jeffreys_lanes(const vd *x, const vd *y, int k,
+                                                          double inv_t, double low, vd *jf) {
+    vd e[KLFAST_LOGITS_SHORT_MAX], t[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX];
+    vd eem[KLFAST_LOGITS_SHORT_MAX], dl[KLFAST_LOGITS_SHORT_MAX];
+    const vd zero = {0};
+    logits_sums s;
+    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, eem, &s);
+    vl bad = s.bad | logits_deltas(e, t, k, &s, dl);
+    vd mg = s.mc + s.gc, b = s.a + mg;
+    /* the eps rule as KL's: log q_j = v_j - log B', B' = B e^((max x + c - max y) / T) */
+    vd log_b = log_f64(b) + ((s.ma + s.c) - s.mb) * inv_t;
+    bad |= ~(vl)(s.lowest_u - log_f64(s.a) >= low) | ~(vl)(s.lowest_v - log_b >= low);
+    vd sum = zero;
+    for (int j = 0; j < k; j++) {
+        vd term = (s.a * eem[j] - e[j] * mg) * dl[j];
+        KLF_KEEP(term);
+        sum += term;
+    }
+    *jf = vmax_f64(sum / (s.a * b), zero);
+    return bad;
+}
+
 /* A loss call's constants, in float64 for both element types. */
 typedef struct {
     int kl;       /* kl_loss; else cross_entropy_loss */
@@ -470,14 +528,14 @@ static __attribute__((noinline)) vl logits_xent_lanes(const vd *x, const vd *y, 
     return bad;
 }
 
-enum { LOGITS_KL, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT };
+enum { LOGITS_KL, LOGITS_JEFFREYS, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT };
 
 /* A call whose rows this file scores, its constants taken once. */
 typedef struct {
-    int kind;             /* LOGITS_KL, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT */
+    int kind;             /* LOGITS_KL, LOGITS_JEFFREYS, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT */
     int use_q;            /* the second input is read (not the entropy) */
-    int sym;              /* KL both ways: Jeffreys */
-    double inv_t, low;    /* KL, JS: 1 / T; KL: the lowest log p_j or log q_j taken */
+    int sym;              /* Jeffreys (a row it declines: KL both ways) */
+    double inv_t, low;    /* KL, Jeffreys, JS: 1 / T; the lowest log p_j or log q_j taken */
     double inv_t_q, log_eps; /* the entropy and cross-entropy (inv_t: p's) */
     logits_loss_consts c; /* the losses */
 } logits_call;
@@ -485,8 +543,8 @@ typedef struct {
 
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
  * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
- * their Jensen-Shannon divergence (the same conditions), and up to
- * KLFAST_JEFFREYS_SHORT_MAX their Jeffreys (jeffreys_logits_applies),
+ * their Jeffreys (jeffreys_logits_applies) and Jensen-Shannon divergence
+ * (the same conditions),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
  * probabilities, log-probabilities or logits (no sum check); g: the
@@ -508,10 +566,9 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
         call->log_eps = (double)PRM(log_eps);
         return 1;
     }
-    /* Jeffreys as KL both ways, each >= 0 and within its own bound */
-    call->sym = k <= KLFAST_JEFFREYS_SHORT_MAX && F(jeffreys_logits_applies)(prm, g);
+    call->sym = F(jeffreys_logits_applies)(prm, g);
     if (F(logits_kl_applies)(prm, g) || call->sym) {
-        call->kind = LOGITS_KL;
+        call->kind = call->sym ? LOGITS_JEFFREYS : LOGITS_KL;
         call->inv_t = (double)PRM(inv_t)[0];
         /* (1e-9 above log eps: far past the rounding of log p_j; eps = 0: -inf) */
         call->low = (double)PRM(log_eps) + 1e-9;
@@ -612,15 +669,12 @@ KLF_INLINE void F(logits_tile)(const T *p, ptrdiff_t p_rs, const T *q, ptrdiff_t
         vl bad = call->kind == LOGITS_LOSS ? logits_loss_lanes(x, y, k, &call->c, &v, gd + h * k)
                  : call->kind == LOGITS_KL
                      ? logits_kl_lanes(x, y, k, call->inv_t, call->low, &v)
+                 : call->kind == LOGITS_JEFFREYS
+                     ? logits_jeffreys_lanes(x, y, k, call->inv_t, call->low, &v)
                  : call->kind == LOGITS_JS
                      ? logits_js_lanes(x, y, k, call->inv_t, &v)
                      : logits_xent_lanes(x, call->use_q ? y : NULL, k, call->inv_t,
                                          call->inv_t_q, call->log_eps, &v);
-        if (call->sym) { /* + KL(Q || P) */
-            vd w;
-            bad |= logits_kl_lanes(y, x, k, call->inv_t, call->low, &w);
-            v = v + w;
-        }
         for (int l = 0; l < VD_LANES && h * VD_LANES + l < n; l++) {
             val[h * VD_LANES + l] = v[l];
             declined[h * VD_LANES + l] = bad[l] != 0;
