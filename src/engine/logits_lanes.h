@@ -96,8 +96,8 @@ KLF_INLINE vd logits_kl_g_estrin(vd t) {
     return t2 * ((r0 + r1 * t8) + q4 * t16);
 }
 
-/* KL's centred sums of VD_LANES rows (see above), shared by KL and the
- * Jensen-Shannon divergence of the lanes. */
+/* KL's centred sums of VD_LANES rows (see above), shared by KL, Jeffreys
+ * and the Jensen-Shannon divergence of the lanes. */
 typedef struct {
     vd ma, mb;                 /* the rows' maxima */
     vd a, c, mc, gc;           /* A, the centre c, Mc, Gc */
@@ -111,13 +111,13 @@ typedef struct {
  * masked in P) and, where t is not NULL, t[j] = t_j, eq[j] = e_j e^(t_j)
  * (sum_j eq[j] = A + Mc + Gc) and eem[j] = e_j expm1(t_j) (both 0 for a
  * class masked in P; e^t_j - 1 by g's series where |t_j| < 1, each without
- * cancellation). A class masked
- * in P (x_j = -inf: p_j = 0) is left out of every sum; with alone, one
- * masked in P alone (q_j > 0) puts its e^v_j into bx, else its lane
- * declines, as it does on a -inf in Q alone, a NaN or +inf logit, a row of
- * -inf, and an exp that could leave the normal range (u_j or v_j below
- * -708, u_j + t_j above 600). When a tile has a non-finite logit the loops
- * select the masked classes (masked), the same operations elsewhere. */
+ * cancellation). A class masked in P (x_j = -inf: p_j = 0) is left out of
+ * every sum; with alone, one masked in P alone (q_j > 0) puts its e^v_j
+ * into bx, else its lane declines, as it does on a -inf in Q alone, a NaN
+ * or +inf logit, a row of -inf, and an exp that could leave the normal
+ * range (u_j or v_j below -708, u_j + t_j above 600). When a tile has a
+ * non-finite logit the loops select the masked classes (masked), the same
+ * operations elsewhere. */
 KLF_INLINE void logits_centred_sums(const vd *x, const vd *y, int k, double inv_t, int alone,
                                     vd *e, vd *t, vd *eq, vd *eem, logits_sums *s) {
     vd d[KLFAST_LOGITS_SHORT_MAX];

@@ -391,8 +391,8 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
 }
 
 /* A row of Jeffreys of logits that logits_lanes.h declined: KL both ways,
- * each by KL's row kernels (logits_kl_rows.h first), as the lanes take it;
- * Jeffreys' own three passes cancel on nearly equal rows. */
+ * each by KL's row kernels (logits_kl_rows.h first), each >= 0 as the
+ * lanes' terms are; Jeffreys' own three passes cancel on nearly equal rows. */
 static double ROW_FN(jeffreys_logits)(const T *p, const T *q, ptrdiff_t k,
                                       const klfast_forms_params *prm) {
     klfast_forms_params kl = *prm;
