@@ -41,12 +41,14 @@ The peers get -1e9 for a masked logit (torch's kl_div gives NaN at -inf: 0 *
 -inf; torch also for a -inf log-target), which is the same loss and gradient
 in float64.
 
-Jensen-Shannon of classifier rows: jensen_shannon(a, b, input="logits") of the
-classifier logits (2,000,000 x 10 and 250,000 x 64; rows a lane each, every
-term >= 0 from KL's centred sums) beside klfast's jensen_shannon of the same
-distributions as probabilities, scipy (softmax, then
-``scipy.spatial.distance.jensenshannon(P, Q, axis=1) ** 2``) and torch (softmax,
-the mixture's log, two kl_divs), checked first against scipy.
+Jeffreys and Jensen-Shannon of classifier rows: jeffreys and
+jensen_shannon(a, b, input="logits") of the classifier logits (2,000,000 x 10
+and 250,000 x 64; rows a lane each, every term >= 0 from KL's centred sums)
+beside klfast on the same distributions as probabilities, scipy (KL both ways
+of two log_softmaxes; softmax, then
+``scipy.spatial.distance.jensenshannon(P, Q, axis=1) ** 2``) and torch (two
+kl_divs of log_softmaxes; softmax, the mixture's log, two kl_divs), checked
+first against scipy.
 
 Masked policies: kl and jeffreys of two float64 logits arrays, 2,000,000 x
 10, a tenth of the classes masked in both (-inf at the same classes, as two
@@ -352,18 +354,25 @@ def _scipy_js(a, b):
     return jensenshannon(softmax(a, axis=1), softmax(b, axis=1), axis=1) ** 2
 
 
+def _scipy_jeffreys(a, b):
+    return _scipy_kl(a, b) + _scipy_kl(b, a)
+
+
 @pytest.mark.parametrize("peer", CLASSIFIER_PEERS)
 @pytest.mark.parametrize("shape", CLASSIFIER_SHAPES[1::2],
                          ids=[f"{n}x{k}" for n, k in CLASSIFIER_SHAPES[1::2]])
-def test_jensen_shannon_classifier_logits(benchmark, small, shape, peer):
+@pytest.mark.parametrize("measure", ["jeffreys", "jensen_shannon"])
+def test_symmetric_measures_classifier_logits(benchmark, small, measure, shape, peer):
     a, b, P, Q, _ = classifier_inputs(shape, small)
     threads = klfast.default_num_threads()
+    scipy_fn = _scipy_js if measure == "jensen_shannon" else _scipy_jeffreys
+    fk = getattr(klfast, measure)
     if peer == "klfast logits":
-        fn = lambda: klfast.jensen_shannon(a, b, input="logits", num_threads=threads)  # noqa: E731
+        fn = lambda: fk(a, b, input="logits", num_threads=threads)  # noqa: E731
     elif peer == "klfast probs":
-        fn = lambda: klfast.jensen_shannon(P, Q, num_threads=threads)  # noqa: E731
+        fn = lambda: fk(P, Q, num_threads=threads)  # noqa: E731
     elif peer == "scipy":
-        fn = lambda: _scipy_js(a, b)  # noqa: E731
+        fn = lambda: scipy_fn(a, b)  # noqa: E731
     else:
         if importlib.util.find_spec("torch") is None:
             pytest.skip("torch is not installed (an optional peer)")
@@ -374,12 +383,16 @@ def test_jensen_shannon_classifier_logits(benchmark, small, shape, peer):
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
 
         def fn():
+            if measure == "jeffreys":
+                la, lb = F.log_softmax(ta, -1), F.log_softmax(tb, -1)
+                return (F.kl_div(lb, la, log_target=True, reduction="none").sum(-1)
+                        + F.kl_div(la, lb, log_target=True, reduction="none").sum(-1)).numpy()
             tp, tq = F.softmax(ta, -1), F.softmax(tb, -1)
             lm = ((tp + tq) / 2).log()
             return (0.5 * (F.kl_div(lm, tp, reduction="none").sum(-1)
                            + F.kl_div(lm, tq, reduction="none").sum(-1))).numpy()
-    np.testing.assert_allclose(np.asarray(fn()), _scipy_js(a, b),
+    np.testing.assert_allclose(np.asarray(fn()), scipy_fn(a, b),
                                rtol=1e-9 if peer == "klfast probs" else 1e-12, atol=1e-15)
-    benchmark.group = f"jensen_shannon float64 logits {a.shape[0]}x{a.shape[1]}"
+    benchmark.group = f"{measure} float64 logits {a.shape[0]}x{a.shape[1]}"
     benchmark.extra_info.update(peer=peer, threads=threads, elements=a.size)
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=0)
