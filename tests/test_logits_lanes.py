@@ -233,21 +233,22 @@ def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, measure):
 
 
 @pytest.mark.parametrize("k", [2, 10, 40])
-def test_float16_rows_give_the_bits_of_their_float32_values(k):
+@pytest.mark.parametrize("measure", ["kl", "jeffreys", "jensen_shannon"])
+def test_float16_rows_give_the_bits_of_their_float32_values(k, measure):
     rng = np.random.default_rng(k)
+    fn = getattr(klfast, measure)
     a, b = _mixed_rows(rng, 37, k, np.float16)
     for temperature in (1.0, 2.5):
-        got = klfast.kl(a, b, input="logits", temperature=temperature)
-        want = klfast.kl(a.astype(np.float32), b.astype(np.float32), input="logits",
-                         temperature=temperature)
+        got = fn(a, b, input="logits", temperature=temperature)
+        want = fn(a.astype(np.float32), b.astype(np.float32), input="logits",
+                  temperature=temperature)
         np.testing.assert_array_equal(got, want)
         # rows widened a tile at a time (the 16-bit inputs' stage), with where=
         mask = np.arange(len(a)) % 3 != 1
-        got = klfast.kl(a, b, input="logits", temperature=temperature, where=mask,
-                        num_threads=2)
+        got = fn(a, b, input="logits", temperature=temperature, where=mask, num_threads=2)
         np.testing.assert_array_equal(got[mask], want[mask])
-        big = klfast.kl(np.tile(a, (200, 1)), np.tile(b, (200, 1)), input="logits",
-                        temperature=temperature)
+        big = fn(np.tile(a, (200, 1)), np.tile(b, (200, 1)), input="logits",
+                 temperature=temperature)
         np.testing.assert_array_equal(big, np.tile(want, 200))
 
 
