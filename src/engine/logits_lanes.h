@@ -40,7 +40,7 @@
  * + log1p(sum of their e^v_j / B_S), both >= 0. So on this path KL is
  * exactly the centred sum, no floor. Jeffreys and the Jensen-Shannon
  * divergence take the same sums (logits_centred_sums) and delta_j = log q_j
- * - log p_j = t_j - log1p((Mc + Gc) / A) (logits_deltas), with terms >= 0
+ * - log p_j = t_j - log1p((Mc + Gc) / A) (logits_delta_sums), with terms >= 0
  * of their own (logits_jeffreys_lanes, logits_js_lanes); Jeffreys declines
  * as KL does, and on a -inf in P alone.
  *
@@ -254,28 +254,33 @@ static __attribute__((noinline)) vl logits_kl_lanes(const vd *x, const vd *y, in
     return bad;
 }
 
-/* From KL's centred sums (logits_centred_sums' e, t and *s): delta[j] =
- * log q_j - log p_j = t_j - log1p((Mc + Gc) / A) (no cancellation for
- * nearby logits; 0 for a class masked in P). Returns the lanes where some
- * |delta_j| > 700 (or is NaN): e^delta could leave the normal range. With
+/* Jeffreys' and JS's start: KL's centred sums of the lanes' rows (into *s,
+ * e, eq and eem: logits_centred_sums, a -inf in one row alone declining),
+ * then delta[j] = log q_j - log p_j = t_j - log1p((Mc + Gc) / A) (no
+ * cancellation for nearby logits; 0 for a class masked in P). Returns the
+ * lanes that decline: the sums' and those where some |delta_j| > 700 (or
+ * is NaN), where e^delta could leave the normal range. With
  * B = A + Mc + Gc, e^-log1p((Mc + Gc) / A) = A / B, so e_j expm1(delta_j) =
  * (A eem_j - e_j (Mc + Gc)) / B: no exp or series per element (a class
  * whose delta_j is near 0 while t_j is not loses digits there, but its
  * term, about e_j delta_j^2, is as small against the row's). */
-KLF_INLINE vl logits_deltas(const vd *e, const vd *t, int k, const logits_sums *s, vd *delta) {
+KLF_INLINE vl logits_delta_sums(const vd *x, const vd *y, int k, double inv_t, vd *e, vd *eq,
+                               vd *eem, vd *delta, logits_sums *s) {
+    vd t[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
+    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, eem, s);
     vd l = log1p_lanes((s->mc + s->gc) / s->a);
     vl far = {0};
     for (int j = 0; j < k; j++) {
         delta[j] = vsel_f64((vl)(e[j] == 0.0), zero, t[j] - l);
         far |= ~(vl)(delta[j] <= 700.0) | ~(vl)(delta[j] >= -700.0);
     }
-    return far;
+    return s->bad | far;
 }
 
 /* The Jensen-Shannon divergence of the lanes' rows x[j], y[j] (j < k, k <=
  * KLFAST_LOGITS_SHORT_MAX) into *js; returns the lanes that decline. With
- * delta_j (logits_deltas), tau_j = tanh(delta_j / 2) and m_j = (p_j + q_j)
+ * delta_j (logits_delta_sums), tau_j = tanh(delta_j / 2) and m_j = (p_j + q_j)
  * / 2, p_j = m_j (1 - tau_j) and q_j = m_j (1 + tau_j), so
  *   JS = (1/4) sum_j (p_j + q_j) S(tau_j),  S = (1 + tau) log(1 + tau) + (1 - tau) log(1 - tau),
  * every term >= 0: nearly equal rows keep their relative accuracy. For
@@ -285,16 +290,15 @@ KLF_INLINE vl logits_deltas(const vd *e, const vd *t, int k, const logits_sums *
  * w / (1 + w)), w = e^-|delta| = min(q_j / p_j, p_j / q_j). p_j = e_j / A,
  * q_j = eq_j / B (B by the sum of the eq_j for the weights: all >= 0). A
  * lane declines as KL's sums do (JS has no eps rule) and where
- * logits_deltas flags it. A class masked in both rows is a term of 0; a
+ * logits_delta_sums flags it. A class masked in both rows is a term of 0; a
  * -inf in one row alone declines. Not inlined, as KL. */
 static __attribute__((noinline)) vl logits_js_lanes(const vd *x, const vd *y, int k,
                                                     double inv_t, vd *js) {
-    vd e[KLFAST_LOGITS_SHORT_MAX], t[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX];
-    vd eem[KLFAST_LOGITS_SHORT_MAX], dl[KLFAST_LOGITS_SHORT_MAX];
+    vd e[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX], eem[KLFAST_LOGITS_SHORT_MAX];
+    vd dl[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
     logits_sums s;
-    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, eem, &s);
-    vl bad = s.bad | logits_deltas(e, t, k, &s, dl);
+    vl bad = logits_delta_sums(x, y, k, inv_t, e, eq, eem, dl, &s);
     vd mg = s.mc + s.gc, b = s.a + mg, sum_q = zero;
     for (int j = 0; j < k; j++) sum_q += eq[j];
     vd inv_a = 1.0 / s.a, inv_q = 1.0 / sum_q, sum = zero;
@@ -322,21 +326,20 @@ static __attribute__((noinline)) vl logits_js_lanes(const vd *x, const vd *y, in
 
 /* Jeffreys of the lanes' rows x[j], y[j] (j < k, k <=
  * KLFAST_LOGITS_SHORT_MAX) into *jf; returns the lanes that decline. With
- * delta_j and n_j = e_j B expm1(delta_j) (logits_deltas), q_j - p_j = p_j
+ * delta_j and n_j = e_j B expm1(delta_j) (logits_delta_sums), q_j - p_j = p_j
  * expm1(delta_j), so
  *   J = sum_j (q_j - p_j) (log q_j - log p_j) = sum_j n_j delta_j / (A B),
  * every term >= 0: nearly equal rows keep their relative accuracy, in one
  * pass after KL's sums where KL both ways took two. A lane declines as
  * KL's does (the eps rule may bind: low; a -inf in one row alone) and
- * where logits_deltas flags it. Not inlined, as KL. */
+ * where logits_delta_sums flags it. Not inlined, as KL. */
 static __attribute__((noinline)) vl logits_jeffreys_lanes(const vd *x, const vd *y, int k,
                                                           double inv_t, double low, vd *jf) {
-    vd e[KLFAST_LOGITS_SHORT_MAX], t[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX];
-    vd eem[KLFAST_LOGITS_SHORT_MAX], dl[KLFAST_LOGITS_SHORT_MAX];
+    vd e[KLFAST_LOGITS_SHORT_MAX], eq[KLFAST_LOGITS_SHORT_MAX], eem[KLFAST_LOGITS_SHORT_MAX];
+    vd dl[KLFAST_LOGITS_SHORT_MAX];
     const vd zero = {0};
     logits_sums s;
-    logits_centred_sums(x, y, k, inv_t, 0, e, t, eq, eem, &s);
-    vl bad = s.bad | logits_deltas(e, t, k, &s, dl);
+    vl bad = logits_delta_sums(x, y, k, inv_t, e, eq, eem, dl, &s);
     vd mg = s.mc + s.gc, b = s.a + mg;
     /* the eps rule as KL's: log q_j = v_j - log B', B' = B e^((max x + c - max y) / T) */
     vd log_b = log_f64(b) + ((s.ma + s.c) - s.mb) * inv_t;
