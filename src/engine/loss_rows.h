@@ -25,11 +25,11 @@
  * The losses (prm->loss) are kl and cross_entropy with q from logits, log q
  * not floored, and with a gradient row g:
  *   g_j = (S q_j - p_j) * grad_scale                      S = sum p
- * (Short rows of logits' KL, Jensen-Shannon, entropy and cross-entropy, up to
- * KLFAST_LOGITS_SHORT_MAX, and the losses' short rows, up to
- * KLFAST_LOSS_SHORT_MAX, are scored a row per lane in float64 instead:
- * engine/logits_lanes.h, with these formulas; KL and JS from centred sums,
- * every term >= 0.)
+ * (Short rows of logits' KL, Jeffreys, Jensen-Shannon, entropy and
+ * cross-entropy, up to KLFAST_LOGITS_SHORT_MAX, and the losses' short rows,
+ * up to KLFAST_LOSS_SHORT_MAX, are scored a row per lane in float64
+ * instead: engine/logits_lanes.h, with these formulas; KL, Jeffreys and JS
+ * from centred sums, every term >= 0.)
  *
  * The row function returns the row's value, or NaN for an invalid row:
  * probabilities that are negative, NaN or infinite, whose sum is past the
