@@ -63,11 +63,12 @@ def _mpmath_and_bound(measure, a, b, temperature, rtol, dtype):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
                                          (np.float16, 5e-7)])
-# (Jeffreys and Jensen-Shannon of rows of more than 64 classes take the three-pass
-# kernel, whose error on nearly equal rows is absolute: README, Accuracy; KL past 64
-# the row kernel)
+# (Jensen-Shannon of rows of more than 64 classes takes the three-pass kernel, whose
+# error on nearly equal rows is absolute: README, Accuracy; KL and Jeffreys past 64
+# the row kernel, logits_kl_rows.h)
 @pytest.mark.parametrize("k, measure", [(k, "kl") for k in (1, 2, 3, 10, 17, 32, 33, 64, 65)]
-                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32, 33, 64)]
+                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32, 33, 64, 65, 100,
+                                                      333)]
                          + [(k, "jensen_shannon") for k in (1, 2, 3, 10, 17, 32, 33, 64)])
 def test_short_rows_against_mpmath(dtype, rtol, k, measure):
     """The error bound of test_input_forms' nearly-equal test: relative to
@@ -232,7 +233,7 @@ def test_a_rows_bits_do_not_depend_on_its_route(dtype, k, measure):
     assert (whole >= 0).all()
 
 
-@pytest.mark.parametrize("k", [2, 10, 40])
+@pytest.mark.parametrize("k", [2, 10, 40, 100])
 @pytest.mark.parametrize("measure", ["kl", "jeffreys", "jensen_shannon"])
 def test_float16_rows_give_the_bits_of_their_float32_values(k, measure):
     rng = np.random.default_rng(k)
@@ -268,6 +269,42 @@ def test_declined_rows_match_mpmath_and_leave_their_neighbours_alone():
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
     plain = np.delete(np.arange(16), [2, 9])
     np.testing.assert_array_equal(klfast.kl(a[plain], b[plain], input="logits"), got[plain])
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7)])
+@pytest.mark.parametrize("k", [65, 100, 1000])
+def test_jeffreys_of_long_rows_with_floored_classes_against_mpmath(dtype, rtol, k):
+    """Jeffreys of rows longer than the lanes' (logits_kl_rows.h) where the
+    eps rule binds (logits of spread 6 to 30: log p_j down to about -200),
+    from unrelated rows down to nearly equal ones (d = 1e-8), with an eps
+    of 1e-12, 1e-6 and 0: within _mpmath_and_bound's bound for the classes
+    above log eps plus rtol (p_j + q_j) (1 + |log p~_j| + |log q~_j|) for
+    each floored class (a floored term keeps the rounding of its logs) and
+    the dtype's smallest normal (a result below it is a subnormal or 0),
+    against 80-digit mpmath (KL both ways, the eps rule in each)."""
+    rng = np.random.default_rng(200 + k)
+    floored_rows = 0
+    for eps in (klfast.DEFAULT_EPS, 1e-6, 0.0):
+        eps_t = float(dtype(eps))
+        for spread, d in ((6.0, 3.0), (12.0, 1e-3), (30.0, 1e-8), (30.0, 0.5)):
+            a = (rng.normal(size=(6, k)) * spread).astype(dtype)
+            b = (a + rng.normal(size=(6, k)) * d).astype(dtype)
+            got = klfast.jeffreys(a, b, input="logits", eps=eps)
+            want = (kl_logits_mpmath(a, b, 1.0, eps_t) + kl_logits_mpmath(b, a, 1.0, eps_t))
+            la = log_softmax(a.astype(float), axis=1)
+            lb = log_softmax(b.astype(float), axis=1)
+            with np.errstate(divide="ignore"):
+                log_eps = np.log(eps_t)
+            low = (la < log_eps) | (lb < log_eps)
+            bound = _kl_bound(a, b, 1.0, rtol, dtype)[0] + _kl_bound(b, a, 1.0, rtol, dtype)[0]
+            bound += rtol * np.sum(np.where(low, (np.exp(la) + np.exp(lb)) * (
+                1 + np.abs(np.maximum(la, log_eps)) + np.abs(np.maximum(lb, log_eps))), 0.0),
+                axis=1)
+            bound += np.finfo(dtype).tiny  # (a value below it is a subnormal, or 0)
+            err = np.abs(got.astype(float) - want)
+            assert (err <= bound).all(), (eps, spread, d, err / bound * rtol)
+            floored_rows += low.any(axis=1).sum()
+    assert floored_rows >= 24
 
 
 @pytest.mark.parametrize("measure", ["kl", "jeffreys"])

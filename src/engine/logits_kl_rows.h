@@ -63,6 +63,8 @@ typedef struct {
     T shift;                  /* pass 3 after it: log q_j - log p_j = dl_j - shift */
     int stable;               /* pass 3: dl and shift are set */
     int wide;                 /* some u_j or v_j is below EXP_PLAIN_MIN: the wide exp */
+    T a3, mg;                 /* Jeffreys' pass: A3 and Mc + Gc */
+    int floor;                /* Jeffreys' pass: some log p_j or log q_j may be below log eps */
 } F(logits_kl_consts);
 
 /* g(x) = e^x - 1 - x = x^2 h(x), h(x) = sum_n x^n / (n + 2)!, for |x| < G_SMALL:
@@ -187,30 +189,45 @@ KLF_INLINE void F(logits_kl_sums)(const S *x, const S *y, ptrdiff_t k, const S *
  * series for |dl| < G_SMALL, else e^(u + dl) - e - e dl: the second exp of an
  * element, only for vectors with such a lane (u + dl is bounded by the
  * caller). */
+KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
+                                           const F(logits_kl_consts) *c, int SCALED, int WIDE,
+                                           V *u_out, V *e_out, V *dl_out, V *edl_out, V *g_out,
+                                           V *eem) {
+    V x, y;
+    LOADV(&x, xb);
+    LOADV(&y, yb);
+    V u = x - c->ma, dl = y - x;
+    if (SCALED) { /* u as pass 2 and pass 3 round it: the same e_j */
+        u *= c->inv_ta;
+        dl *= c->inv_ta;
+    }
+    dl -= c->center;
+    V e = EXP(u, WIDE), t_big = BCAST(0), f = BCAST(0), edl = e * dl;
+    KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
+    M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
+    if (any_lane((vi)~small)) {
+        f = WIDE ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0);
+        t_big = f - e - edl;
+    }
+    /* a select on either path: the sum below is never fused with the
+     * product on one path only, which would change the bits between the
+     * float16 and float32 instantiations */
+    V t = VSEL(small, e * F(logits_kl_g_small)(dl), t_big);
+    *u_out = u;
+    *e_out = e;
+    *dl_out = dl;
+    *edl_out = edl;
+    *g_out = t;
+    if (eem) *eem = VSEL(small, edl + t, f - e); /* e expm1(dl), without cancellation */
+}
+
 KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
                                            const F(logits_kl_consts) *c, int SCALED, int WIDE,
                                            const M *valid, vd *sa, V *sm, V *sg) {
     for (int s = 0; s < NSUB; s++) {
-        V x, y;
-        LOADV(&x, xb + s * LANES);
-        LOADV(&y, yb + s * LANES);
-        V u = x - c->ma, dl = y - x;
-        if (SCALED) { /* u as pass 2 and pass 3 round it: the same e_j */
-            u *= c->inv_ta;
-            dl *= c->inv_ta;
-        }
-        dl -= c->center;
-        V e = EXP(u, WIDE), t_big = BCAST(0), edl = e * dl;
-        KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
-        M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
-        if (any_lane((vi)~small)) {
-            V f = WIDE ? EXP(u + dl, 1) : EXP(VMAX(u + dl, BCAST(EXP_PLAIN_MIN)), 0);
-            t_big = f - e - edl;
-        }
-        /* a select on either path: the sum below is never fused with the
-         * product on one path only, which would change the bits between the
-         * float16 and float32 instantiations */
-        V t = VSEL(small, e * F(logits_kl_g_small)(dl), t_big);
+        V u, e, edl, t, dl;
+        F(logits_kl_centred_terms)(xb + s * LANES, yb + s * LANES, c, SCALED, WIDE, &u, &e, &dl,
+                                   &edl, &t, NULL);
         if (valid) {
             e = VSEL(valid[s], e, BCAST(0));
             edl = VSEL(valid[s], edl, BCAST(0));
@@ -222,10 +239,42 @@ KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
     }
 }
 
+/* Jeffreys' pass, after the centred sums (c->a3 = A3, c->mg = Mc + Gc, B3 =
+ * A3 + Mc + Gc): with delta_j = log q_j - log p_j = dl_j - c->shift
+ * (c->shift = log1p((Mc + Gc) / A3)) and n_j = A3 eem_j - e_j (Mc + Gc) =
+ * e_j B3 expm1(delta_j), the terms n_j delta_j (J = their sum / (A3 B3)),
+ * each >= 0. With c->floor, where log p_j = u_j - log A3 or log q_j = log
+ * p_j + delta_j is below log eps, delta_j becomes log q~_j - log p~_j (the
+ * eps rule; 0 when both are floored). Into sj[s]. */
+KLF_INLINE void F(logits_jeffreys_block)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
+                                         int SCALED, int WIDE, const M *valid, V *sj) {
+    const V log_eps = BCAST(c->log_eps);
+    for (int s = 0; s < NSUB; s++) {
+        V u, e, edl, t, dl, eem;
+        F(logits_kl_centred_terms)(xb + s * LANES, yb + s * LANES, c, SCALED, WIDE, &u, &e, &dl,
+                                   &edl, &t, &eem);
+        V delta = dl - c->shift;
+        if (c->floor) {
+            V lp = u - c->log_a, lq = lp + delta;
+            M low = (M)(lp < log_eps) | (M)(lq < log_eps);
+            delta = VSEL(low, VMAX(lq, log_eps) - VMAX(lp, log_eps), delta);
+        }
+        V ae = c->a3 * eem, n;
+        KLF_KEEP(ae);
+        n = ae - e * c->mg;
+        KLF_KEEP(n);
+        V term = n * delta;
+        if (valid) term = VSEL(valid[s], term, BCAST(0));
+        sj[s] += term;
+    }
+}
+
+/* The centred sums A3, Mc, Gc (sums[0..2]); with JEFF, Jeffreys' sum of
+ * terms instead (sums[1]). */
 KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
                                      const S *y_tail, const M *valid,
                                      const F(logits_kl_consts) *c, int SCALED, int WIDE,
-                                     double *sums) {
+                                     int JEFF, double *sums) {
     const ptrdiff_t k_full = k - k % BLOCK;
     vd sa[NACC], mc[NACC], gc[NACC];
     for (int i = 0; i < NACC; i++) sa[i] = mc[i] = gc[i] = (vd){0};
@@ -233,12 +282,15 @@ KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const 
         V sm[NSUB], sg[NSUB];
         for (int s = 0; s < NSUB; s++) sm[s] = sg[s] = BCAST(0);
         ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
-        for (; j < end; j += BLOCK)
-            F(logits_kl_block_centred)(x + j, y + j, c, SCALED, WIDE, NULL, sa, sm, sg);
+#define CENTRED_BLOCK(xb, yb, vl)                                                         \
+    (JEFF ? F(logits_jeffreys_block)(xb, yb, c, SCALED, WIDE, vl, sm)                      \
+          : F(logits_kl_block_centred)(xb, yb, c, SCALED, WIDE, vl, sa, sm, sg))
+        for (; j < end; j += BLOCK) CENTRED_BLOCK(x + j, y + j, NULL);
         if (j == k_full && k_full < k) {
-            F(logits_kl_block_centred)(x_tail, y_tail, c, SCALED, WIDE, valid, sa, sm, sg);
+            CENTRED_BLOCK(x_tail, y_tail, valid);
             j = k;
         }
+#undef CENTRED_BLOCK
         for (int s = 0; s < NSUB; s++) {
             ADD(mc, s, sm[s]);
             ADD(gc, s, sg[s]);
@@ -249,11 +301,14 @@ KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const 
     sums[2] = lane_sum_block(gc);
 }
 
-/* A3, Mc and Gc about c->center (sums[0..2]). */
+/* A3, Mc and Gc about c->center (sums[0..2]); with jeff, Jeffreys' sum of
+ * terms (sums[1]). */
 KLF_INLINE void F(logits_kl_centred_sums)(const S *x, const S *y, ptrdiff_t k,
                                           const S *x_tail, const S *y_tail, const M *valid,
-                                          const F(logits_kl_consts) *c, double *sums) {
-#define CENTRED(sc, wi) F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, sums)
+                                          const F(logits_kl_consts) *c, int jeff, double *sums) {
+#define CENTRED(sc, wi)                                                                    \
+    (jeff ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 1, sums)       \
+          : F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 0, sums))
     switch ((c->inv_ta == 1 ? 0 : 2) + c->wide) {
     case 0: CENTRED(0, 0); break;
     case 1: CENTRED(0, 1); break;
@@ -285,11 +340,11 @@ KLF_INLINE double F(logits_kl_stable)(const S *x, const S *y, ptrdiff_t k, const
                                       F(logits_kl_consts) *c) {
     double sums[3];
     int good;
-    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, sums);
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 0, sums);
     double kl0 = F(logits_kl_from_centred)(sums, c, &good);
     if (good) return kl0;
     c->center = (T)((double)c->center + sums[1] / sums[0]);
-    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, sums);
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 0, sums);
     double m = sums[1] / sums[0], excess = exp(-m) * (sums[2] / sums[0] - F(logits_kl_g)(m));
     kl0 = log1p(excess > 0 ? excess : 0.0);
     c->shift = (T)(m + kl0);
@@ -339,8 +394,55 @@ KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
     return at_low >= log_eps + 0.25f && x_low <= m ? x_low : (T)INFINITY;
 }
 
+/* Jeffreys of two rows of logits, after pass 1 (c: the maxima, 1 / T, the
+ * centre c', wide; lowest_a, lowest_b: the smallest u_j and v_j), from
+ * KL's centred sums and one more pass (logits_jeffreys_block):
+ *   J = sum_j (q_j - p_j) (log q_j - log p_j) = sum_j n_j delta_j / (A3 B3),
+ * every term >= 0, so nearly equal rows keep their relative accuracy (the
+ * three-pass kernel's (p_j - q_j) (log p_j - log q_j) takes log p_j - log
+ * q_j from log A and log B, and is off by their rounding). The sums are
+ * taken again from the centre they give when c' was off (as KL's stable
+ * pass); a row declines (*declined stays 1) when that centre is off too,
+ * or e^(u + dl) could leave the range (FUSE_MAX: then the rows are far
+ * apart, and nothing cancels in the three-pass kernel). */
+KLF_INLINE double F(logits_jeffreys_rest)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
+                                          const S *y_tail, const M *valid,
+                                          F(logits_kl_consts) *c, T lowest_a, T lowest_b,
+                                          T log_eps, int *declined) {
+    double sums[3];
+    for (int round = 0;; round++) {
+        if (!(((double)c->mb - (double)c->ma) * c->inv_ta - (double)c->center <= FUSE_MAX))
+            return 0.0;
+        F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 0, sums);
+        double m = sums[1] / sums[0];
+        if (fabs(m) < 1 && F(logits_kl_g)(m) <= 0.25 * (sums[2] / sums[0])) break;
+        if (round) return 0.0;
+        c->center = (T)((double)c->center + m);
+    }
+    const double a = sums[0], mg = sums[1] + sums[2], b = a + mg;
+    const double log_a = log(a);
+    /* log q_j = v_j - log B, B = B3 e^(c' + (max x - max y) / T) */
+    const double log_b =
+        log(b) + (double)c->center + ((double)c->ma - (double)c->mb) * c->inv_ta;
+    c->a3 = (T)a;
+    c->mg = (T)mg;
+    c->shift = (T)log1p(mg / a);
+    c->log_a = (T)log_a;
+    c->log_eps = log_eps;
+    /* (a margin of 1 for the roundings: the pass tests each element) */
+    c->floor = !(lowest_a - log_a >= (double)log_eps + 1) ||
+               !(lowest_b - log_b >= (double)log_eps + 1);
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 1, sums);
+    const double jf = sums[1] / (a * b);
+    if (!(b > 0) || jf != jf) return 0.0;
+    *declined = 0;
+    return jf > 0 ? jf : 0.0;
+}
+
+/* KL (sym: Jeffreys, logits_jeffreys_rest) of two rows of logits; see the
+ * top of this file. */
 KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
-                               const klfast_forms_params *prm, int *declined) {
+                               const klfast_forms_params *prm, int sym, int *declined) {
     S xt[BLOCK], yt[BLOCK];
     M valid[NSUB] = {{0}}; /* the tail's lanes */
     const int n_tail = (int)(k % BLOCK);
@@ -436,6 +538,9 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     }
     c.center = (T)(wd_sum / w_sum);
     c.stable = 0;
+    if (sym)
+        return F(logits_jeffreys_rest)(x, y, k, x_tail, y_tail, valid, &c, lowest_a, lowest_b,
+                                       PRM(log_eps), declined);
     double a, log_a, log_b, total;
     /* the fused pass for rows that look nearly equal there (d mostly within
      * G_SMALL of c': one exp per element; float64 rows, whose KL must be far
@@ -446,7 +551,7 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
         ((double)mb - (double)ma) * c.inv_ta - (double)c.center <= FUSE_MAX) {
         double sums[3];
         int good;
-        F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, &c, sums);
+        F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, &c, 0, sums);
         a = sums[0];
         log_a = log(a);
         /* sum f = sum e e^dl = A3 + Mc + Gc */
@@ -543,8 +648,9 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
     double v = 0.0;
     *special = 1;
     /* (short rows: widened, for logits_lanes.h's tiles of one row) */
-    if (F(logits_kl_applies)(prm, g) && k > KLFAST_LOGITS_SHORT_MAX)
-        v = F(logits_kl)(p, q, k, prm, special);
+    if (k > KLFAST_LOGITS_SHORT_MAX &&
+        (F(logits_kl_applies)(prm, g) || F(jeffreys_logits_applies)(prm, g)))
+        v = F(logits_kl)(p, q, k, prm, prm->measure == KLFAST_JEFFREYS, special);
     return v;
 }
 #endif

@@ -349,9 +349,11 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
     double s_p, s_q = 1.0, sums[2];
     *special = 0;
     if (k <= 0) return 0.0;
-    if (F(logits_kl_applies)(prm, g)) { /* two passes instead of three (logits_kl_rows.h) */
+    /* KL in two passes instead of three, Jeffreys (rows longer than the
+     * lanes') from KL's centred sums (logits_kl_rows.h) */
+    if (F(logits_kl_applies)(prm, g) || F(jeffreys_logits_applies)(prm, g)) {
         int declined;
-        double v = F(logits_kl)(p, q, k, prm, &declined);
+        double v = F(logits_kl)(p, q, k, prm, measure == KLFAST_JEFFREYS, &declined);
         if (!declined) return v;
     }
     memset(&c, 0, sizeof c);
