@@ -64,6 +64,8 @@ typedef struct {
     int stable;               /* pass 3: dl and shift are set */
     int wide;                 /* some u_j or v_j is below EXP_PLAIN_MIN: the wide exp */
     T a3, mg;                 /* Jeffreys' pass: A3 and Mc + Gc */
+    T *keep;                  /* Jeffreys: e_j, then e_j expm1(dl_j) keep_n further on */
+    ptrdiff_t keep_n;
     int floor;                /* Jeffreys' pass: some log p_j or log q_j may be below log eps */
 } F(logits_kl_consts);
 
@@ -71,6 +73,7 @@ typedef struct {
  * the terms to where they fall below half an ulp of h (h >= 1/e there). */
 #define G_SMALL 1.0
 #define FUSE_DIRECT 1.0 /* badly centred pass-2 sums: the direct KL0 from here on */
+#define JEFF_KEEP_STACK 1024 /* elements Jeffreys keeps on the stack (logits_jeffreys_rest) */
 #if KLF_ELEMENT_BITS == 64
 #define G_TERMS 19
 #define STABLE_BELOW 0.5 /* the stable pass for rows whose KL0 is below this */
@@ -189,10 +192,8 @@ KLF_INLINE void F(logits_kl_sums)(const S *x, const S *y, ptrdiff_t k, const S *
  * series for |dl| < G_SMALL, else e^(u + dl) - e - e dl: the second exp of an
  * element, only for vectors with such a lane (u + dl is bounded by the
  * caller). */
-KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
-                                           const F(logits_kl_consts) *c, int SCALED, int WIDE,
-                                           V *u_out, V *e_out, V *dl_out, V *edl_out, V *g_out,
-                                           V *eem) {
+KLF_INLINE void F(logits_kl_u_dl)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
+                                  int SCALED, V *u_out, V *dl_out) {
     V x, y;
     LOADV(&x, xb);
     LOADV(&y, yb);
@@ -201,7 +202,16 @@ KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
         u *= c->inv_ta;
         dl *= c->inv_ta;
     }
-    dl -= c->center;
+    *u_out = u;
+    *dl_out = dl - c->center;
+}
+
+KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
+                                           const F(logits_kl_consts) *c, int SCALED, int WIDE,
+                                           V *u_out, V *e_out, V *dl_out, V *edl_out, V *g_out,
+                                           V *eem) {
+    V u, dl;
+    F(logits_kl_u_dl)(xb, yb, c, SCALED, &u, &dl);
     V e = EXP(u, WIDE), t_big = BCAST(0), f = BCAST(0), edl = e * dl;
     KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
     M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
@@ -221,13 +231,19 @@ KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
     if (eem) *eem = VSEL(small, edl + t, f - e); /* e expm1(dl), without cancellation */
 }
 
+/* ke, keem: NULL, or where e_j and e_j expm1(dl_j) are kept (Jeffreys). */
 KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
                                            const F(logits_kl_consts) *c, int SCALED, int WIDE,
-                                           const M *valid, vd *sa, V *sm, V *sg) {
+                                           const M *valid, T *ke, T *keem, vd *sa, V *sm,
+                                           V *sg) {
     for (int s = 0; s < NSUB; s++) {
-        V u, e, edl, t, dl;
+        V u, e, edl, t, dl, eem;
         F(logits_kl_centred_terms)(xb + s * LANES, yb + s * LANES, c, SCALED, WIDE, &u, &e, &dl,
-                                   &edl, &t, NULL);
+                                   &edl, &t, ke ? &eem : NULL);
+        if (ke) {
+            memcpy(ke + s * LANES, &e, sizeof(V));
+            memcpy(keem + s * LANES, &eem, sizeof(V));
+        }
         if (valid) {
             e = VSEL(valid[s], e, BCAST(0));
             edl = VSEL(valid[s], edl, BCAST(0));
@@ -245,14 +261,19 @@ KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
  * e_j B3 expm1(delta_j), the terms n_j delta_j (J = their sum / (A3 B3)),
  * each >= 0. With c->floor, where log p_j = u_j - log A3 or log q_j = log
  * p_j + delta_j is below log eps, delta_j becomes log q~_j - log p~_j (the
- * eps rule; 0 when both are floored). Into sj[s]. */
+ * eps rule; 0 when both are floored). e_j and eem_j as the centred pass
+ * kept them (ke, keem). Into sj[s]. */
 KLF_INLINE void F(logits_jeffreys_block)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
-                                         int SCALED, int WIDE, const M *valid, V *sj) {
+                                         int SCALED, const M *valid, const T *ke,
+                                         const T *keem, V *sj) {
     const V log_eps = BCAST(c->log_eps);
     for (int s = 0; s < NSUB; s++) {
-        V u, e, edl, t, dl, eem;
-        F(logits_kl_centred_terms)(xb + s * LANES, yb + s * LANES, c, SCALED, WIDE, &u, &e, &dl,
-                                   &edl, &t, &eem);
+        V u, dl, e, eem;
+        F(logits_kl_u_dl)(xb + s * LANES, yb + s * LANES, c, SCALED, &u, &dl);
+        KLF_KEEP(u); /* (u and dl rounded, never fused into lp or delta: see KLF_KEEP) */
+        KLF_KEEP(dl);
+        memcpy(&e, ke + s * LANES, sizeof(V)); /* as the centred pass left them */
+        memcpy(&eem, keem + s * LANES, sizeof(V));
         V delta = dl - c->shift;
         if (c->floor) {
             V lp = u - c->log_a, lq = lp + delta;
@@ -269,12 +290,14 @@ KLF_INLINE void F(logits_jeffreys_block)(const S *xb, const S *yb, const F(logit
     }
 }
 
-/* The centred sums A3, Mc, Gc (sums[0..2]); with JEFF, Jeffreys' sum of
- * terms instead (sums[1]). */
+/* The centred sums A3, Mc, Gc (sums[0..2]); MODE 1: also keeping e_j and
+ * e_j expm1(dl_j) in c->keep; MODE 2: Jeffreys' sum of terms from them
+ * instead (sums[1]). */
 KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
                                      const S *y_tail, const M *valid,
                                      const F(logits_kl_consts) *c, int SCALED, int WIDE,
-                                     int JEFF, double *sums) {
+                                     int MODE, double *sums) {
+    T *ke = MODE ? c->keep : NULL, *keem = MODE ? c->keep + c->keep_n : NULL;
     const ptrdiff_t k_full = k - k % BLOCK;
     vd sa[NACC], mc[NACC], gc[NACC];
     for (int i = 0; i < NACC; i++) sa[i] = mc[i] = gc[i] = (vd){0};
@@ -283,8 +306,9 @@ KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const 
         for (int s = 0; s < NSUB; s++) sm[s] = sg[s] = BCAST(0);
         ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
 #define CENTRED_BLOCK(xb, yb, vl)                                                         \
-    (JEFF ? F(logits_jeffreys_block)(xb, yb, c, SCALED, WIDE, vl, sm)                      \
-          : F(logits_kl_block_centred)(xb, yb, c, SCALED, WIDE, vl, sa, sm, sg))
+    (MODE == 2 ? F(logits_jeffreys_block)(xb, yb, c, SCALED, vl, ke + j, keem + j, sm)      \
+               : F(logits_kl_block_centred)(xb, yb, c, SCALED, WIDE, vl, MODE ? ke + j : NULL, \
+                                            MODE ? keem + j : NULL, sa, sm, sg))
         for (; j < end; j += BLOCK) CENTRED_BLOCK(x + j, y + j, NULL);
         if (j == k_full && k_full < k) {
             CENTRED_BLOCK(x_tail, y_tail, valid);
@@ -301,14 +325,14 @@ KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const 
     sums[2] = lane_sum_block(gc);
 }
 
-/* A3, Mc and Gc about c->center (sums[0..2]); with jeff, Jeffreys' sum of
- * terms (sums[1]). */
+/* A3, Mc and Gc about c->center (sums[0..2]); mode: as logits_kl_centred's. */
 KLF_INLINE void F(logits_kl_centred_sums)(const S *x, const S *y, ptrdiff_t k,
                                           const S *x_tail, const S *y_tail, const M *valid,
-                                          const F(logits_kl_consts) *c, int jeff, double *sums) {
-#define CENTRED(sc, wi)                                                                    \
-    (jeff ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 1, sums)       \
-          : F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 0, sums))
+                                          const F(logits_kl_consts) *c, int mode, double *sums) {
+#define CENTRED(sc, wi)                                                                     \
+    (mode == 2   ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 2, sums) \
+     : mode == 1 ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 1, sums) \
+                 : F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 0, sums))
     switch ((c->inv_ta == 1 ? 0 : 2) + c->wide) {
     case 0: CENTRED(0, 0); break;
     case 1: CENTRED(0, 1); break;
@@ -404,19 +428,28 @@ KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
  * taken again from the centre they give when c' was off (as KL's stable
  * pass); a row declines (*declined stays 1) when that centre is off too,
  * or e^(u + dl) could leave the range (FUSE_MAX: then the rows are far
- * apart, and nothing cancels in the three-pass kernel). */
+ * apart, and nothing cancels in the three-pass kernel), or its buffer
+ * cannot be had. The centred pass keeps e_j and e_j expm1(dl_j) for the
+ * last pass (on the stack up to JEFF_KEEP_STACK elements, else on the
+ * heap): recomputing them took Jeffreys 1.4-1.7x the three-pass kernel's
+ * time at 20,000 x 1,000. */
 KLF_INLINE double F(logits_jeffreys_rest)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
                                           const S *y_tail, const M *valid,
                                           F(logits_kl_consts) *c, T lowest_a, T lowest_b,
                                           T log_eps, int *declined) {
     double sums[3];
+    T stack[2 * JEFF_KEEP_STACK];
+    c->keep_n = (k + BLOCK - 1) / BLOCK * BLOCK;
+    c->keep = c->keep_n <= JEFF_KEEP_STACK ? stack : malloc(2 * c->keep_n * sizeof(T));
+    if (!c->keep) return 0.0;
+    double jf = NAN;
     for (int round = 0;; round++) {
         if (!(((double)c->mb - (double)c->ma) * c->inv_ta - (double)c->center <= FUSE_MAX))
-            return 0.0;
-        F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 0, sums);
+            goto done;
+        F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 1, sums);
         double m = sums[1] / sums[0];
         if (fabs(m) < 1 && F(logits_kl_g)(m) <= 0.25 * (sums[2] / sums[0])) break;
-        if (round) return 0.0;
+        if (round) goto done;
         c->center = (T)((double)c->center + m);
     }
     const double a = sums[0], mg = sums[1] + sums[2], b = a + mg;
@@ -432,11 +465,12 @@ KLF_INLINE double F(logits_jeffreys_rest)(const S *x, const S *y, ptrdiff_t k, c
     /* (a margin of 1 for the roundings: the pass tests each element) */
     c->floor = !(lowest_a - log_a >= (double)log_eps + 1) ||
                !(lowest_b - log_b >= (double)log_eps + 1);
-    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 1, sums);
-    const double jf = sums[1] / (a * b);
-    if (!(b > 0) || jf != jf) return 0.0;
-    *declined = 0;
-    return jf > 0 ? jf : 0.0;
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 2, sums);
+    jf = sums[1] / (a * b);
+    *declined = !(b > 0) || jf != jf;
+done:
+    if (c->keep != stack) free(c->keep);
+    return *declined ? 0.0 : jf > 0 ? jf : 0.0;
 }
 
 /* KL (sym: Jeffreys, logits_jeffreys_rest) of two rows of logits; see the
@@ -666,3 +700,4 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
 #undef FUSE_MAX
 #undef FUSE_SPREAD
 #undef FUSE_DIRECT
+#undef JEFF_KEEP_STACK
