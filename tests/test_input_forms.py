@@ -78,12 +78,19 @@ def test_every_form_pair_against_the_exact_twin(measure, form_p, form_q, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("measure", MEASURES)
-def test_extreme_logits_and_temperatures(measure, dtype):
+@pytest.mark.parametrize("k", [40, 100])
+def test_extreme_logits_and_temperatures(measure, dtype, k, request):
     """Logits of +-1e4 and temperatures from 0.01 to 100: one-hot-like rows,
-    and exps far below the normal range."""
+    and exps far below the normal range (rows of the lanes and longer)."""
+    if (measure, dtype, k) == ("kl", np.float64, 100):
+        # KL's row kernel (logits_kl_rows.h) takes such rows by its direct sums,
+        # W / A - log A + log B: 2.3e-14 relative on one row here, 1.1x the bound
+        # (found when this test was extended to k = 100; the same on the build
+        # before it)
+        request.applymarker(pytest.mark.xfail(strict=True, reason="KL row kernel: 2.3e-14"))
     rng = np.random.default_rng(2)
-    z = rng.uniform(-1e4, 1e4, size=(5, 40))
-    w = rng.uniform(-1e4, 1e4, size=(5, 40))
+    z = rng.uniform(-1e4, 1e4, size=(5, k))
+    w = rng.uniform(-1e4, 1e4, size=(5, k))
     w[0] = z[0]  # equal rows
     w[1, :] = z[1, ::-1]
     if dtype == np.float32:

@@ -3,7 +3,8 @@ logits (k <= 64), scored a row per lane (engine/logits_lanes.h): against 80-digi
 level, and the same bits on every route a row can take (its tile and lane,
 alone or in a batch, threads, where=, layouts, dtype routes, the general
 path), with the rows it declines (NaN, -inf, the eps rule, wide spreads)
-mixed in."""
+mixed in; and KL, Jeffreys and Jensen-Shannon of longer rows, which the row
+kernel of engine/logits_kl_rows.h scores from the same centred sums."""
 
 import numpy as np
 import pytest
@@ -63,13 +64,9 @@ def _mpmath_and_bound(measure, a, b, temperature, rtol, dtype):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 5e-7),
                                          (np.float16, 5e-7)])
-# (Jensen-Shannon of rows of more than 64 classes takes the three-pass kernel, whose
-# error on nearly equal rows is absolute: README, Accuracy; KL and Jeffreys past 64
-# the row kernel, logits_kl_rows.h)
-@pytest.mark.parametrize("k, measure", [(k, "kl") for k in (1, 2, 3, 10, 17, 32, 33, 64, 65)]
-                         + [(k, "jeffreys") for k in (1, 2, 3, 10, 17, 32, 33, 64, 65, 100,
-                                                      333)]
-                         + [(k, "jensen_shannon") for k in (1, 2, 3, 10, 17, 32, 33, 64)])
+# (past 64 classes, the row kernel of logits_kl_rows.h)
+@pytest.mark.parametrize("k, measure", [(k, m) for m in ("kl", "jeffreys", "jensen_shannon")
+                                        for k in (1, 2, 3, 10, 17, 32, 33, 64, 65, 100, 333)])
 def test_short_rows_against_mpmath(dtype, rtol, k, measure):
     """The error bound of test_input_forms' nearly-equal test: relative to
     the terms p_j g(d_j - c) weighted by 1 + |log p_j| (each carries the

@@ -188,9 +188,26 @@ def js_logits_mpmath(a, b, temperature):
     """The Jensen-Shannon divergence of softmax(a / T) and softmax(b / T)
     per row (no eps: JS has none), and its terms (p_j + q_j) / 2 S_j with
     the rows' log-probabilities, in 80-digit mpmath; a class of -inf in both
-    rows is a term of 0."""
+    rows is a term of 0. S(tau) = (1 + tau) log(1 + tau) + (1 - tau) log(1 -
+    tau), tau = tanh((log q_j - log p_j) / 2), by its series sum tau^(2n) /
+    (n (2n - 1)) for |tau| < 1/2: p log(p / m) + q log(q / m) taken directly
+    cancels to about tau^2 of terms about tau, which loses every digit of a
+    row 1e-93 in 80 digits (rows a few ulps apart, p_j about 1e-64)."""
     import pytest
     mpmath = pytest.importorskip("mpmath")
+
+    def s_of(tau):
+        if abs(tau) >= 0.5:
+            return (1 + tau) * mpmath.log(1 + tau) + (1 - tau) * mpmath.log(1 - tau)
+        t2, power, total, n = tau * tau, tau * tau, mpmath.mpf(0), 1
+        while True:
+            step = power / (n * (2 * n - 1))
+            total += step
+            if step <= total * mpmath.mpf(10) ** -85:
+                return total
+            power *= t2
+            n += 1
+
     with mpmath.workdps(80):
         out, terms, lp, lq = [], [], [], []
         for x, y in zip(a, b):
@@ -201,8 +218,11 @@ def js_logits_mpmath(a, b, temperature):
             row = []
             for u, v in zip(x, y):
                 p, q = mpmath.exp(u - lse_x), mpmath.exp(v - lse_y)
-                m = (p + q) / 2
-                row.append((p * mpmath.log(p / m) if p else 0) + (q * mpmath.log(q / m) if q else 0))
+                if p == 0 or q == 0:  # tau = +-1: S = 2 log 2
+                    row.append((p + q) * mpmath.log(2))
+                    continue
+                tau = mpmath.tanh(((v - lse_y) - (u - lse_x)) / 2)
+                row.append((p + q) / 2 * s_of(tau))
             out.append(float(mpmath.fsum(row) / 2))
             terms.append([float(t / 2) for t in row])
             lp.append([float(u - lse_x) for u in x])

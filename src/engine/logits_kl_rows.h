@@ -73,7 +73,7 @@ typedef struct {
  * the terms to where they fall below half an ulp of h (h >= 1/e there). */
 #define G_SMALL 1.0
 #define FUSE_DIRECT 1.0 /* badly centred pass-2 sums: the direct KL0 from here on */
-#define JEFF_KEEP_STACK 1024 /* elements Jeffreys keeps on the stack (logits_jeffreys_rest) */
+#define JEFF_KEEP_STACK 1024 /* elements Jeffreys and JS keep on the stack (logits_sym_rest) */
 #if KLF_ELEMENT_BITS == 64
 #define G_TERMS 19
 #define STABLE_BELOW 0.5 /* the stable pass for rows whose KL0 is below this */
@@ -192,8 +192,10 @@ KLF_INLINE void F(logits_kl_sums)(const S *x, const S *y, ptrdiff_t k, const S *
  * series for |dl| < G_SMALL, else e^(u + dl) - e - e dl: the second exp of an
  * element, only for vectors with such a lane (u + dl is bounded by the
  * caller). */
+/* u_j, dl_j = d_j - c' (d_j = (y_j - x_j) / T) and, where d_out is not
+ * NULL, d_j */
 KLF_INLINE void F(logits_kl_u_dl)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
-                                  int SCALED, V *u_out, V *dl_out) {
+                                  int SCALED, V *u_out, V *dl_out, V *d_out) {
     V x, y;
     LOADV(&x, xb);
     LOADV(&y, yb);
@@ -204,14 +206,15 @@ KLF_INLINE void F(logits_kl_u_dl)(const S *xb, const S *yb, const F(logits_kl_co
     }
     *u_out = u;
     *dl_out = dl - c->center;
+    if (d_out) *d_out = dl;
 }
 
 KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
                                            const F(logits_kl_consts) *c, int SCALED, int WIDE,
                                            V *u_out, V *e_out, V *dl_out, V *edl_out, V *g_out,
-                                           V *eem) {
+                                           V *eem, V *d_out) {
     V u, dl;
-    F(logits_kl_u_dl)(xb, yb, c, SCALED, &u, &dl);
+    F(logits_kl_u_dl)(xb, yb, c, SCALED, &u, &dl, d_out);
     V e = EXP(u, WIDE), t_big = BCAST(0), f = BCAST(0), edl = e * dl;
     KLF_KEEP(edl); /* one rounded e dl on every path (see KLF_KEEP) */
     M small = (M)(dl < (T)G_SMALL) & (M)(dl > (T)-G_SMALL);
@@ -231,18 +234,22 @@ KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
     if (eem) *eem = VSEL(small, edl + t, f - e); /* e expm1(dl), without cancellation */
 }
 
-/* ke, keem: NULL, or where e_j and e_j expm1(dl_j) are kept (Jeffreys). */
+/* ke, keem: NULL, or where e_j and e_j expm1(dl_j) are kept, and sd[s]
+ * takes e_j d_j (Jeffreys, JS). */
 KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
                                            const F(logits_kl_consts) *c, int SCALED, int WIDE,
                                            const M *valid, T *ke, T *keem, vd *sa, V *sm,
-                                           V *sg) {
+                                           V *sg, V *sd) {
     for (int s = 0; s < NSUB; s++) {
-        V u, e, edl, t, dl, eem;
+        V u, e, edl, t, dl, eem, d;
         F(logits_kl_centred_terms)(xb + s * LANES, yb + s * LANES, c, SCALED, WIDE, &u, &e, &dl,
-                                   &edl, &t, ke ? &eem : NULL);
+                                   &edl, &t, ke ? &eem : NULL, ke ? &d : NULL);
         if (ke) {
             memcpy(ke + s * LANES, &e, sizeof(V));
             memcpy(keem + s * LANES, &eem, sizeof(V));
+            V ed = e * d;
+            KLF_KEEP(ed);
+            sd[s] += valid ? VSEL(valid[s], ed, BCAST(0)) : ed;
         }
         if (valid) {
             e = VSEL(valid[s], e, BCAST(0));
@@ -255,27 +262,41 @@ KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
     }
 }
 
-/* Jeffreys' pass, after the centred sums (c->a3 = A3, c->mg = Mc + Gc, B3 =
- * A3 + Mc + Gc): with delta_j = log q_j - log p_j = dl_j - c->shift
- * (c->shift = log1p((Mc + Gc) / A3)) and n_j = A3 eem_j - e_j (Mc + Gc) =
- * e_j B3 expm1(delta_j), the terms n_j delta_j (J = their sum / (A3 B3)),
- * each >= 0. With c->floor, where log p_j = u_j - log A3 or log q_j = log
- * p_j + delta_j is below log eps, delta_j becomes log q~_j - log p~_j (the
- * eps rule; 0 when both are floored). e_j and eem_j as the centred pass
- * kept them (ke, keem). Into sj[s]. */
-KLF_INLINE void F(logits_jeffreys_block)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
-                                         int SCALED, const M *valid, const T *ke,
-                                         const T *keem, V *sj) {
-    const V log_eps = BCAST(c->log_eps);
+/* log1p(z), z > -1: log(w) + (z - (w - 1)) / w, w = 1 + z rounded (the
+ * second term is the part of z that w lost) */
+KLF_INLINE V F(log1p_v)(V z) {
+    V w = 1 + z;
+    return LOG(w) + (z - (w - 1)) / w;
+}
+
+/* Jeffreys' (JS 0) or the Jensen-Shannon divergence's (JS 1) pass, after
+ * the centred sums (c->a3 = A3, c->mg = Mc + Gc, B3 = A3 + Mc + Gc), from
+ * e_j and eem_j = e_j expm1(dl_j) as that pass kept them (ke, keem): with
+ * delta_j = log q_j - log p_j = dl_j - c->shift (c->shift = log1p((Mc +
+ * Gc) / A3)) and n_j = A3 eem_j - e_j (Mc + Gc) = e_j B3 expm1(delta_j),
+ * p_j = e_j / A3, q_j = (e_j + eem_j) / B3, every term >= 0:
+ *   Jeffreys: n_j delta_j (J = their sum / (A3 B3)); with c->floor, where
+ *     log p_j = u_j - log A3 or log q_j = log p_j + delta_j is below log
+ *     eps, delta_j becomes log q~_j - log p~_j (0 when both are floored);
+ *   JS: (p_j + q_j) S(tau_j) (JS = their sum / 4), tau_j = tanh(delta_j / 2)
+ *     = n_j / (2 e_j B3 + n_j), S as logits_js_lanes takes it (|delta_j|
+ *     below 1.5: |delta_j| |tau_j| + log1p(-tau_j^2); beyond: 2 (log 2 -
+ *     log1p(w) - |delta_j| w / (1 + w)), w = min(q_j / p_j, p_j / q_j)).
+ * Into sj[s]. */
+KLF_INLINE void F(logits_sym_block)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
+                                    int SCALED, int JS, const M *valid, const T *ke,
+                                    const T *keem, V *sj) {
+    const V log_eps = BCAST(c->log_eps), zero = BCAST(0);
+    const T b3 = c->a3 + c->mg;
     for (int s = 0; s < NSUB; s++) {
-        V u, dl, e, eem;
-        F(logits_kl_u_dl)(xb + s * LANES, yb + s * LANES, c, SCALED, &u, &dl);
+        V u, dl, e, eem, term;
+        F(logits_kl_u_dl)(xb + s * LANES, yb + s * LANES, c, SCALED, &u, &dl, NULL);
         KLF_KEEP(u); /* (u and dl rounded, never fused into lp or delta: see KLF_KEEP) */
         KLF_KEEP(dl);
         memcpy(&e, ke + s * LANES, sizeof(V)); /* as the centred pass left them */
         memcpy(&eem, keem + s * LANES, sizeof(V));
         V delta = dl - c->shift;
-        if (c->floor) {
+        if (!JS && c->floor) {
             V lp = u - c->log_a, lq = lp + delta;
             M low = (M)(lp < log_eps) | (M)(lq < log_eps);
             delta = VSEL(low, VMAX(lq, log_eps) - VMAX(lp, log_eps), delta);
@@ -284,31 +305,57 @@ KLF_INLINE void F(logits_jeffreys_block)(const S *xb, const S *yb, const F(logit
         KLF_KEEP(ae);
         n = ae - e * c->mg;
         KLF_KEEP(n);
-        V term = n * delta;
-        if (valid) term = VSEL(valid[s], term, BCAST(0));
+        if (!JS) {
+            term = n * delta;
+        } else {
+            V ad = VMAX(delta, zero - delta), eb = e * b3, eq = e + eem, sm = zero;
+            M mid = (M)(ad < (T)1.5);
+            if (any_lane((vi)mid)) {
+                /* (|tau| < tanh(0.75) = 0.64 here; near 1 only for a p_j in
+                 * the subnormals, whose n_j and e_j B3 are rounded to a few
+                 * bits: the form below, bounded, takes those) */
+                V tau = n / (2 * eb + n);
+                mid &= (M)(tau < (T)0.9) & (M)(tau > (T)-0.9);
+                sm = VMAX(tau, zero - tau) * ad + F(log1p_v)(zero - VMIN(tau * tau, BCAST(0.81f)));
+            }
+            if (any_lane((vi)~mid)) {
+                V aq = c->a3 * eq;
+                M pos = (M)(delta > 0);
+                /* (at most 1; NaN, 0 / 0 for a class of p_j = q_j = 0, to 1) */
+                V w = VMIN(VSEL(pos, eb, aq) / VSEL(pos, aq, eb), BCAST(1));
+                V sw = 2 * (((T)M_LN2 - F(log1p_v)(w)) - ad * w / (1 + w));
+                sm = VSEL(mid, sm, sw);
+            }
+            V wgt = e * (1 / c->a3) + eq * (1 / b3);
+            KLF_KEEP(wgt);
+            /* (a class whose p_j and q_j are both 0: masked, or past the wide
+             * exp; where only p_j is, eq_j = e^(u_j + dl_j) of the wide exp) */
+            term = VSEL((M)(wgt == zero), zero, wgt * sm);
+        }
+        if (valid) term = VSEL(valid[s], term, zero);
         sj[s] += term;
     }
 }
 
 /* The centred sums A3, Mc, Gc (sums[0..2]); MODE 1: also keeping e_j and
- * e_j expm1(dl_j) in c->keep; MODE 2: Jeffreys' sum of terms from them
- * instead (sums[1]). */
+ * e_j expm1(dl_j) in c->keep, and sum e_j d_j (sums[3]); MODE 2 (3):
+ * Jeffreys' (JS's) sum of terms from them instead (sums[1]). */
 KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
                                      const S *y_tail, const M *valid,
                                      const F(logits_kl_consts) *c, int SCALED, int WIDE,
                                      int MODE, double *sums) {
     T *ke = MODE ? c->keep : NULL, *keem = MODE ? c->keep + c->keep_n : NULL;
     const ptrdiff_t k_full = k - k % BLOCK;
-    vd sa[NACC], mc[NACC], gc[NACC];
-    for (int i = 0; i < NACC; i++) sa[i] = mc[i] = gc[i] = (vd){0};
+    vd sa[NACC], mc[NACC], gc[NACC], dc[NACC];
+    for (int i = 0; i < NACC; i++) sa[i] = mc[i] = gc[i] = dc[i] = (vd){0};
     for (ptrdiff_t j = 0; j < k;) {
-        V sm[NSUB], sg[NSUB];
-        for (int s = 0; s < NSUB; s++) sm[s] = sg[s] = BCAST(0);
+        V sm[NSUB], sg[NSUB], sd[NSUB];
+        for (int s = 0; s < NSUB; s++) sm[s] = sg[s] = sd[s] = BCAST(0);
         ptrdiff_t end = j + GROUP * BLOCK < k_full ? j + GROUP * BLOCK : k_full;
 #define CENTRED_BLOCK(xb, yb, vl)                                                         \
-    (MODE == 2 ? F(logits_jeffreys_block)(xb, yb, c, SCALED, vl, ke + j, keem + j, sm)      \
+    (MODE >= 2 ? F(logits_sym_block)(xb, yb, c, SCALED, MODE == 3, vl, ke + j, keem + j, sm) \
                : F(logits_kl_block_centred)(xb, yb, c, SCALED, WIDE, vl, MODE ? ke + j : NULL, \
-                                            MODE ? keem + j : NULL, sa, sm, sg))
+                                            MODE ? keem + j : NULL, sa, sm, sg, sd))
         for (; j < end; j += BLOCK) CENTRED_BLOCK(x + j, y + j, NULL);
         if (j == k_full && k_full < k) {
             CENTRED_BLOCK(x_tail, y_tail, valid);
@@ -318,11 +365,13 @@ KLF_INLINE void F(logits_kl_centred)(const S *x, const S *y, ptrdiff_t k, const 
         for (int s = 0; s < NSUB; s++) {
             ADD(mc, s, sm[s]);
             ADD(gc, s, sg[s]);
+            if (MODE == 1) ADD(dc, s, sd[s]);
         }
     }
     sums[0] = lane_sum_block(sa);
     sums[1] = lane_sum_block(mc);
     sums[2] = lane_sum_block(gc);
+    if (MODE == 1) sums[3] = lane_sum_block(dc);
 }
 
 /* A3, Mc and Gc about c->center (sums[0..2]); mode: as logits_kl_centred's. */
@@ -330,7 +379,8 @@ KLF_INLINE void F(logits_kl_centred_sums)(const S *x, const S *y, ptrdiff_t k,
                                           const S *x_tail, const S *y_tail, const M *valid,
                                           const F(logits_kl_consts) *c, int mode, double *sums) {
 #define CENTRED(sc, wi)                                                                     \
-    (mode == 2   ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 2, sums) \
+    (mode == 3   ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 3, sums) \
+     : mode == 2 ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 2, sums) \
      : mode == 1 ? F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 1, sums) \
                  : F(logits_kl_centred)(x, y, k, x_tail, y_tail, valid, c, sc, wi, 0, sums))
     switch ((c->inv_ta == 1 ? 0 : 2) + c->wide) {
@@ -418,26 +468,23 @@ KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
     return at_low >= log_eps + 0.25f && x_low <= m ? x_low : (T)INFINITY;
 }
 
-/* Jeffreys of two rows of logits, after pass 1 (c: the maxima, 1 / T, the
- * centre c', wide; lowest_a, lowest_b: the smallest u_j and v_j), from
- * KL's centred sums and one more pass (logits_jeffreys_block):
- *   J = sum_j (q_j - p_j) (log q_j - log p_j) = sum_j n_j delta_j / (A3 B3),
- * every term >= 0, so nearly equal rows keep their relative accuracy (the
- * three-pass kernel's (p_j - q_j) (log p_j - log q_j) takes log p_j - log
+/* Jeffreys (js 0) or the Jensen-Shannon divergence (js 1) of two rows of
+ * logits, after pass 1 (c: the maxima, 1 / T, the centre c', wide;
+ * lowest_a, lowest_b: the smallest u_j and v_j), from KL's centred sums and
+ * one more pass (logits_sym_block), every term >= 0, so nearly equal rows
+ * keep their relative accuracy (the three-pass kernel takes log p_j - log
  * q_j from log A and log B, and is off by their rounding). The sums are
  * taken again from the centre they give when c' was off (as KL's stable
- * pass); a row declines (*declined stays 1) when that centre is off too,
- * or e^(u + dl) could leave the range (FUSE_MAX: then the rows are far
- * apart, and nothing cancels in the three-pass kernel), or its buffer
- * cannot be had. The centred pass keeps e_j and e_j expm1(dl_j) for the
+ * pass); a row declines (*declined stays 1) when e^(u + dl) could leave
+ * the range (FUSE_MAX: then the rows are far apart, and nothing cancels in
+ * the three-pass kernel), or its buffer cannot be had. The centred pass keeps e_j and e_j expm1(dl_j) for the
  * last pass (on the stack up to JEFF_KEEP_STACK elements, else on the
  * heap): recomputing them took Jeffreys 1.4-1.7x the three-pass kernel's
  * time at 20,000 x 1,000. */
-KLF_INLINE double F(logits_jeffreys_rest)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
-                                          const S *y_tail, const M *valid,
-                                          F(logits_kl_consts) *c, T lowest_a, T lowest_b,
-                                          T log_eps, int *declined) {
-    double sums[3];
+KLF_INLINE double F(logits_sym_rest)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
+                                     const S *y_tail, const M *valid, F(logits_kl_consts) *c,
+                                     T lowest_a, T lowest_b, T log_eps, int js, int *declined) {
+    double sums[4];
     T stack[2 * JEFF_KEEP_STACK];
     c->keep_n = (k + BLOCK - 1) / BLOCK * BLOCK;
     c->keep = c->keep_n <= JEFF_KEEP_STACK ? stack : malloc(2 * c->keep_n * sizeof(T));
@@ -447,10 +494,17 @@ KLF_INLINE double F(logits_jeffreys_rest)(const S *x, const S *y, ptrdiff_t k, c
         if (!(((double)c->mb - (double)c->ma) * c->inv_ta - (double)c->center <= FUSE_MAX))
             goto done;
         F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 1, sums);
+        /* the centre is good while m = c - c' is within about 3 standard
+         * deviations of d (g(m) <= 0.9 sum p_j g(dl_j), that sum >= g(m)
+         * by convexity): delta_j and n_j then lose a few ulps to it at most
+         * (KL's sums ask for more: logits_kl_from_centred). Else the sums
+         * are taken once more from c = sum e_j d_j / A3 (as the lanes take
+         * it); a class whose dl_j is off by that centre's rounding has a
+         * delta_j near 0 and a term about e_j delta_j^2, whose error is as
+         * small against the row's. */
         double m = sums[1] / sums[0];
-        if (fabs(m) < 1 && F(logits_kl_g)(m) <= 0.25 * (sums[2] / sums[0])) break;
-        if (round) goto done;
-        c->center = (T)((double)c->center + m);
+        if (round || F(logits_kl_g)(m) <= 0.9 * (sums[2] / sums[0])) break;
+        c->center = (T)(sums[3] / sums[0]); /* c itself: c' + m would keep c''s rounding */
     }
     const double a = sums[0], mg = sums[1] + sums[2], b = a + mg;
     const double log_a = log(a);
@@ -462,19 +516,19 @@ KLF_INLINE double F(logits_jeffreys_rest)(const S *x, const S *y, ptrdiff_t k, c
     c->shift = (T)log1p(mg / a);
     c->log_a = (T)log_a;
     c->log_eps = log_eps;
-    /* (a margin of 1 for the roundings: the pass tests each element) */
-    c->floor = !(lowest_a - log_a >= (double)log_eps + 1) ||
-               !(lowest_b - log_b >= (double)log_eps + 1);
-    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, 2, sums);
-    jf = sums[1] / (a * b);
+    /* (Jeffreys: a margin of 1 for the roundings, the pass tests each element) */
+    c->floor = !js && (!(lowest_a - log_a >= (double)log_eps + 1) ||
+                       !(lowest_b - log_b >= (double)log_eps + 1));
+    F(logits_kl_centred_sums)(x, y, k, x_tail, y_tail, valid, c, js ? 3 : 2, sums);
+    jf = js ? 0.25 * sums[1] : sums[1] / (a * b);
     *declined = !(b > 0) || jf != jf;
 done:
     if (c->keep != stack) free(c->keep);
     return *declined ? 0.0 : jf > 0 ? jf : 0.0;
 }
 
-/* KL (sym: Jeffreys, logits_jeffreys_rest) of two rows of logits; see the
- * top of this file. */
+/* KL (sym 0), Jeffreys (1) or the Jensen-Shannon divergence (2:
+ * logits_sym_rest) of two rows of logits; see the top of this file. */
 KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
                                const klfast_forms_params *prm, int sym, int *declined) {
     S xt[BLOCK], yt[BLOCK];
@@ -573,8 +627,8 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     c.center = (T)(wd_sum / w_sum);
     c.stable = 0;
     if (sym)
-        return F(logits_jeffreys_rest)(x, y, k, x_tail, y_tail, valid, &c, lowest_a, lowest_b,
-                                       PRM(log_eps), declined);
+        return F(logits_sym_rest)(x, y, k, x_tail, y_tail, valid, &c, lowest_a, lowest_b,
+                                  PRM(log_eps), sym == 2, declined);
     double a, log_a, log_b, total;
     /* the fused pass for rows that look nearly equal there (d mostly within
      * G_SMALL of c': one exp per element; float64 rows, whose KL must be far
@@ -671,6 +725,16 @@ KLF_INLINE int F(logits_kl_applies)(const klfast_forms_params *prm, const void *
 KLF_INLINE int F(jeffreys_logits_applies)(const klfast_forms_params *prm, const void *g) {
     return prm->measure == KLFAST_JEFFREYS && F(logits_kl_rows_apply)(prm, g);
 }
+/* The measure logits_kl scores a call's rows as: 0 KL, 1 Jeffreys, 2 JS; -1 none. */
+KLF_INLINE int F(logits_kl_measure)(const klfast_forms_params *prm, const void *g) {
+    if (!F(logits_kl_rows_apply)(prm, g)) return -1;
+    switch (prm->measure) {
+    case KLFAST_KL: return 0;
+    case KLFAST_JEFFREYS: return 1;
+    case KLFAST_JS: return 2;
+    default: return -1;
+    }
+}
 
 #if KLF_ELEMENT_BITS == 16
 /* The forms kernel's row function for float16 rows (their bits): the rows
@@ -682,9 +746,8 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
     double v = 0.0;
     *special = 1;
     /* (short rows: widened, for logits_lanes.h's tiles of one row) */
-    if (k > KLFAST_LOGITS_SHORT_MAX &&
-        (F(logits_kl_applies)(prm, g) || F(jeffreys_logits_applies)(prm, g)))
-        v = F(logits_kl)(p, q, k, prm, prm->measure == KLFAST_JEFFREYS, special);
+    const int sym = F(logits_kl_measure)(prm, g);
+    if (k > KLFAST_LOGITS_SHORT_MAX && sym >= 0) v = F(logits_kl)(p, q, k, prm, sym, special);
     return v;
 }
 #endif

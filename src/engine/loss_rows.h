@@ -350,10 +350,12 @@ static double ROW_FN(forms_long)(const T *p, const T *q, T *g, ptrdiff_t k,
     *special = 0;
     if (k <= 0) return 0.0;
     /* KL in two passes instead of three, Jeffreys (rows longer than the
-     * lanes') from KL's centred sums (logits_kl_rows.h) */
-    if (F(logits_kl_applies)(prm, g) || F(jeffreys_logits_applies)(prm, g)) {
+     * lanes') and JS (those and the rows the lanes decline) from KL's
+     * centred sums (logits_kl_rows.h) */
+    const int sym = F(logits_kl_measure)(prm, g);
+    if (sym >= 0) {
         int declined;
-        double v = F(logits_kl)(p, q, k, prm, measure == KLFAST_JEFFREYS, &declined);
+        double v = F(logits_kl)(p, q, k, prm, sym, &declined);
         if (!declined) return v;
     }
     memset(&c, 0, sizeof c);
