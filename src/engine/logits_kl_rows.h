@@ -2,7 +2,8 @@
  * for the rare row whose first centre is poor, one more when the eps rule
  * binds): the forms kernel (engine/loss_rows.h) tries it first for float64
  * and float32, and the float16 one (S = uint16_t) reads float16 rows with it
- * directly. Included by engine/level.h after engine/element.h. No include
+ * directly. Jeffreys and the Jensen-Shannon divergence of such rows take its
+ * first pass and centred sums, then one pass of their own (logits_sym_rest). Included by engine/level.h after engine/element.h. No include
  * guard.
  *
  * With u_j = (x_j - max x) / T, e_j = exp(u_j), A = sum e_j, p_j = e_j / A,
@@ -63,8 +64,8 @@ typedef struct {
     T shift;                  /* pass 3 after it: log q_j - log p_j = dl_j - shift */
     int stable;               /* pass 3: dl and shift are set */
     int wide;                 /* some u_j or v_j is below EXP_PLAIN_MIN: the wide exp */
-    T a3, mg;                 /* Jeffreys' pass: A3 and Mc + Gc */
-    T *keep;                  /* Jeffreys: e_j, then e_j expm1(dl_j) keep_n further on */
+    T a3, mg;                 /* Jeffreys' and JS's pass: A3 and Mc + Gc */
+    T *keep;                  /* Jeffreys, JS: e_j, then e_j expm1(dl_j) keep_n further on */
     ptrdiff_t keep_n;
     int floor;                /* Jeffreys' pass: some log p_j or log q_j may be below log eps */
 } F(logits_kl_consts);
@@ -179,20 +180,6 @@ KLF_INLINE void F(logits_kl_sums)(const S *x, const S *y, ptrdiff_t k, const S *
     }
 }
 
-/* The centred sums, for rows whose KL is small against the rounding of the
- * direct two-pass sum (nearly equal rows, where W / A and log B - log A
- * cancel). With d_j = (y_j - x_j) / T (any constant may be added: only its
- * spread under p counts; the difference of two nearby logits is exact, one
- * temperature for both rows: logits_kl_applies) and c = sum_j p_j d_j,
- *   KL0 = log sum_j p_j e^(d_j - c) = log1p(sum_j p_j g(d_j - c)),
- * every term >= 0, nothing cancels. c is only known after the row is read,
- * so the pass centres on a c' and sums, with dl_j = d_j - c', A3 = sum e_j,
- * Mc = sum e_j dl_j, Gc = sum e_j g(dl_j); with m = Mc / A3 (= c - c'),
- * sum p_j g(d_j - c) = e^-m (Gc / A3 - g(m)) exactly, and nothing measurable
- * cancels while g(m) is small against Gc / A3 (logits_kl_stable). g(dl) is a
- * series for |dl| < G_SMALL, else e^(u + dl) - e - e dl: the second exp of an
- * element, only for vectors with such a lane (u + dl is bounded by the
- * caller). */
 /* u_j, dl_j = d_j - c' (d_j = (y_j - x_j) / T) and, where d_out is not
  * NULL, d_j */
 KLF_INLINE void F(logits_kl_u_dl)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
@@ -210,6 +197,20 @@ KLF_INLINE void F(logits_kl_u_dl)(const S *xb, const S *yb, const F(logits_kl_co
     if (d_out) *d_out = dl;
 }
 
+/* The centred sums, for rows whose KL is small against the rounding of the
+ * direct two-pass sum (nearly equal rows, where W / A and log B - log A
+ * cancel). With d_j = (y_j - x_j) / T (any constant may be added: only its
+ * spread under p counts; the difference of two nearby logits is exact, one
+ * temperature for both rows: logits_kl_applies) and c = sum_j p_j d_j,
+ *   KL0 = log sum_j p_j e^(d_j - c) = log1p(sum_j p_j g(d_j - c)),
+ * every term >= 0, nothing cancels. c is only known after the row is read,
+ * so the pass centres on a c' and sums, with dl_j = d_j - c', A3 = sum e_j,
+ * Mc = sum e_j dl_j, Gc = sum e_j g(dl_j); with m = Mc / A3 (= c - c'),
+ * sum p_j g(d_j - c) = e^-m (Gc / A3 - g(m)) exactly, and nothing measurable
+ * cancels while g(m) is small against Gc / A3 (logits_kl_stable). g(dl) is a
+ * series for |dl| < G_SMALL, else e^(u + dl) - e - e dl: the second exp of an
+ * element, only for vectors with such a lane (u + dl is bounded by the
+ * caller). */
 KLF_INLINE void F(logits_kl_centred_terms)(const S *xb, const S *yb,
                                            const F(logits_kl_consts) *c, int SCALED, int WIDE,
                                            V *u_out, V *e_out, V *dl_out, V *edl_out, V *g_out,
@@ -321,6 +322,9 @@ KLF_INLINE void F(logits_sym_block)(const S *xb, const S *yb, const F(logits_kl_
                 /* (1 / (1 - tau^2) = 1 + tau^2 to within tau^4 < 0.17) */
                 sm = VMAX(tau, zero - tau) * ad + F(log1p_v)(zero - t2, 1 + t2);
             }
+            /* (two forms and five divisions where a vector holds both: a
+             * single log(1 - tau^2) = log(4 e_j B3 A3 eq_j / D^2), D = 2 e_j
+             * B3 + n_j, one division, was up to 6e-7 off (float32 9e-5) far out) */
             if (any_lane((vi)~mid)) {
                 V aq = c->a3 * eq;
                 M pos = (M)(delta > 0);
@@ -482,10 +486,10 @@ KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
  * pass); a row declines (*declined stays 1) when e^(u + dl) could leave
  * the range (FUSE_MAX: then the rows are far apart, and nothing cancels in
  * the three-pass kernel), or its buffer cannot be had (and, for Jeffreys,
- * before this, when d spans SYM_SPREAD or more: logits_kl). The centred pass keeps e_j and e_j expm1(dl_j) for the
- * last pass (on the stack up to JEFF_KEEP_STACK elements, else on the
- * heap): recomputing them took Jeffreys 1.4-1.7x the three-pass kernel's
- * time at 20,000 x 1,000. */
+ * before this, when d spans SYM_SPREAD or more: logits_kl). The centred
+ * pass keeps e_j and e_j expm1(dl_j) for the last pass (on the stack up to
+ * JEFF_KEEP_STACK elements, else on the heap): recomputing them took
+ * Jeffreys 1.4-1.7x the three-pass kernel's time at 20,000 x 1,000. */
 KLF_INLINE double F(logits_sym_rest)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
                                      const S *y_tail, const M *valid, F(logits_kl_consts) *c,
                                      T lowest_a, T lowest_b, T log_eps, int js, int *declined) {
