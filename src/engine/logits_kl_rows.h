@@ -74,7 +74,7 @@ typedef struct {
  * the terms to where they fall below half an ulp of h (h >= 1/e there). */
 #define G_SMALL 1.0
 #define FUSE_DIRECT 1.0 /* badly centred pass-2 sums: the direct KL0 from here on */
-#define JEFF_KEEP_STACK 1024 /* elements Jeffreys and JS keep on the stack (logits_sym_rest) */
+#define SYM_KEEP_STACK 1024 /* elements Jeffreys and JS keep on the stack (logits_sym_rest) */
 #define SYM_SPREAD 4.0       /* Jeffreys: the centred sums for rows whose d spans less */
 #if KLF_ELEMENT_BITS == 64
 #define G_TERMS 19
@@ -201,7 +201,7 @@ KLF_INLINE void F(logits_kl_u_dl)(const S *xb, const S *yb, const F(logits_kl_co
  * direct two-pass sum (nearly equal rows, where W / A and log B - log A
  * cancel). With d_j = (y_j - x_j) / T (any constant may be added: only its
  * spread under p counts; the difference of two nearby logits is exact, one
- * temperature for both rows: logits_kl_applies) and c = sum_j p_j d_j,
+ * temperature for both rows: logits_kl_measure) and c = sum_j p_j d_j,
  *   KL0 = log sum_j p_j e^(d_j - c) = log1p(sum_j p_j g(d_j - c)),
  * every term >= 0, nothing cancels. c is only known after the row is read,
  * so the pass centres on a c' and sums, with dl_j = d_j - c', A3 = sum e_j,
@@ -264,14 +264,6 @@ KLF_INLINE void F(logits_kl_block_centred)(const S *xb, const S *yb,
     }
 }
 
-/* log1p(z), z > -1: log(w) + (z - (w - 1)) / w, w = 1 + z rounded (the
- * second term is the part of z that w lost, below half an ulp of w: inv_w,
- * 1 / w to a few bits, is enough for it) */
-KLF_INLINE V F(log1p_v)(V z, V inv_w) {
-    V w = 1 + z;
-    return LOG(w) + (z - (w - 1)) * inv_w;
-}
-
 /* Jeffreys' (JS 0) or the Jensen-Shannon divergence's (JS 1) pass, after
  * the centred sums (c->a3 = A3, c->mg = Mc + Gc, B3 = A3 + Mc + Gc), from
  * e_j and eem_j = e_j expm1(dl_j) as that pass kept them (ke, keem): with
@@ -282,9 +274,10 @@ KLF_INLINE V F(log1p_v)(V z, V inv_w) {
  *     log p_j = u_j - log A3 or log q_j = log p_j + delta_j is below log
  *     eps, delta_j becomes log q~_j - log p~_j (0 when both are floored);
  *   JS: (p_j + q_j) S(tau_j) (JS = their sum / 4), tau_j = tanh(delta_j / 2)
- *     = n_j / (2 e_j B3 + n_j), S as logits_js_lanes takes it (|delta_j|
- *     below 1.5: |delta_j| |tau_j| + log1p(-tau_j^2); beyond: 2 (log 2 -
- *     log1p(w) - |delta_j| w / (1 + w)), w = min(q_j / p_j, p_j / q_j)).
+ *     = n_j / (2 e_j B3 + n_j), S in the two forms logits_js_lanes takes
+ *     (|delta_j| below 1.5: |delta_j| |tau_j| + log1p(-tau_j^2); beyond: 2
+ *     (log 2 - log1p(w) - |delta_j| w / (1 + w)), w = min(q_j / p_j, p_j /
+ *     q_j)), written with one division and one log.
  * Into sj[s]. */
 KLF_INLINE void F(logits_sym_block)(const S *xb, const S *yb, const F(logits_kl_consts) *c,
                                     int SCALED, int JS, const M *valid, const T *ke,
@@ -311,29 +304,29 @@ KLF_INLINE void F(logits_sym_block)(const S *xb, const S *yb, const F(logits_kl_
         if (!JS) {
             term = n * delta;
         } else {
-            V ad = VMAX(delta, zero - delta), eb = e * b3, eq = e + eem, sm = zero;
-            M mid = (M)(ad < (T)1.5);
-            if (any_lane((vi)mid)) {
-                /* (|tau| < tanh(0.75) = 0.64 here; near 1 only for a p_j in
-                 * the subnormals, whose n_j and e_j B3 are rounded to a few
-                 * bits: the form below, bounded, takes those) */
-                V tau = n / (2 * eb + n), t2 = VMIN(tau * tau, BCAST(0.81f));
-                mid &= (M)(tau < (T)0.9) & (M)(tau > (T)-0.9);
-                /* (1 / (1 - tau^2) = 1 + tau^2 to within tau^4 < 0.17) */
-                sm = VMAX(tau, zero - tau) * ad + F(log1p_v)(zero - t2, 1 + t2);
-            }
-            /* (two forms and five divisions where a vector holds both: a
-             * single log(1 - tau^2) = log(4 e_j B3 A3 eq_j / D^2), D = 2 e_j
-             * B3 + n_j, one division, was up to 6e-7 off (float32 9e-5) far out) */
-            if (any_lane((vi)~mid)) {
-                V aq = c->a3 * eq;
-                M pos = (M)(delta > 0);
-                /* (at most 1; NaN, 0 / 0 for a class of p_j = q_j = 0, to 1) */
-                V w = VMIN(VSEL(pos, eb, aq) / VSEL(pos, aq, eb), BCAST(1));
-                V inv = 1 / (1 + w);
-                V sw = 2 * (((T)M_LN2 - F(log1p_v)(w, inv)) - ad * (w * inv));
-                sm = VSEL(mid, sm, sw);
-            }
+            /* one division and one log: D = e_j B3 + A3 eq_j = 2 e_j B3 + n_j,
+             * tau_j = n_j / D; near, S = |tau| |delta| + log1p(-tau^2) (the log of
+             * w = 1 - tau^2 rounded, and the part of -tau^2 that w lost,
+             * below half an ulp of w, divided by w); far, with lo, hi the lesser and greater
+             * of e_j B3 and A3 eq_j (q_j / p_j = A3 eq_j / (e_j B3)), 1 - |tau|
+             * = 2 lo / D and 1 + |tau| = 2 hi / D without cancellation: S = 2
+             * (log(2 hi / D) - |delta| lo / D) */
+            V ad = VMAX(delta, zero - delta), eq = e + eem, eb = e * b3, aq = c->a3 * eq;
+            /* (a D below the smallest normal, TMIN, would overflow 1 / D: its
+             * class, p_j and q_j below TMIN, gets a tau and an S bounded but
+             * off, weighed by p_j + q_j < 2 TMIN) */
+            V lo = VMIN(eb, aq), hi = VMAX(eb, aq), inv = 1 / VMAX(lo + hi, BCAST(TMIN));
+            V tau = n * inv, t2 = tau * tau;
+            /* (|tau| < tanh(0.75) = 0.64 below 1.5; near 1 only for a p_j in the
+             * subnormals, whose n_j and e_j B3 are rounded to a few bits: the
+             * far form takes those; NaN, 0 / 0 for a class of p_j = q_j = 0,
+             * is masked below) */
+            M mid = (M)(ad < (T)1.5) & (M)(t2 < (T)0.81);
+            V arg = VSEL(mid, 1 - t2, 2 * hi * inv), lg = LOG(arg);
+            /* (1 / (1 - tau^2) = 1 + tau^2 to within tau^4 < 0.17) */
+            V sm = VMAX(tau, zero - tau) * ad + (lg + ((zero - t2) - (arg - 1)) * (1 + t2));
+            V sw = 2 * (lg - ad * (lo * inv));
+            sm = VSEL(mid, sm, sw);
             V wgt = e * (1 / c->a3) + eq * (1 / b3);
             KLF_KEEP(wgt);
             /* (a class whose p_j and q_j are both 0: masked, or past the wide
@@ -488,15 +481,15 @@ KLF_INLINE T F(logits_kl_low)(T m, T inv_t, T log_s, T log_eps) {
  * the three-pass kernel), or its buffer cannot be had (and, for Jeffreys,
  * before this, when d spans SYM_SPREAD or more: logits_kl). The centred
  * pass keeps e_j and e_j expm1(dl_j) for the last pass (on the stack up to
- * JEFF_KEEP_STACK elements, else on the heap): recomputing them took
+ * SYM_KEEP_STACK elements, else on the heap): recomputing them took
  * Jeffreys 1.4-1.7x the three-pass kernel's time at 20,000 x 1,000. */
 KLF_INLINE double F(logits_sym_rest)(const S *x, const S *y, ptrdiff_t k, const S *x_tail,
                                      const S *y_tail, const M *valid, F(logits_kl_consts) *c,
                                      T lowest_a, T lowest_b, T log_eps, int js, int *declined) {
     double sums[4];
-    T stack[2 * JEFF_KEEP_STACK];
+    T stack[2 * SYM_KEEP_STACK];
     c->keep_n = (k + BLOCK - 1) / BLOCK * BLOCK;
-    c->keep = c->keep_n <= JEFF_KEEP_STACK ? stack : malloc(2 * c->keep_n * sizeof(T));
+    c->keep = c->keep_n <= SYM_KEEP_STACK ? stack : malloc(2 * c->keep_n * sizeof(T));
     if (!c->keep) return 0.0;
     double jf = NAN;
     for (int round = 0;; round++) {
@@ -726,22 +719,14 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
     return total;
 }
 
-/* The rows it scores: two rows of logits at one temperature, not a loss, no
- * gradient; the calls: their KL, and for logits_lanes.h their Jeffreys as
- * KL both ways. */
-KLF_INLINE int F(logits_kl_rows_apply)(const klfast_forms_params *prm, const void *g) {
-    return prm->form[0] == KLFAST_LOGITS && prm->form[1] == KLFAST_LOGITS &&
-           prm->inv_t[0] == prm->inv_t[1] && !prm->loss && g == NULL;
-}
-KLF_INLINE int F(logits_kl_applies)(const klfast_forms_params *prm, const void *g) {
-    return prm->measure == KLFAST_KL && F(logits_kl_rows_apply)(prm, g);
-}
-KLF_INLINE int F(jeffreys_logits_applies)(const klfast_forms_params *prm, const void *g) {
-    return prm->measure == KLFAST_JEFFREYS && F(logits_kl_rows_apply)(prm, g);
-}
-/* The measure logits_kl scores a call's rows as: 0 KL, 1 Jeffreys, 2 JS; -1 none. */
+/* The measure logits_kl scores a call's rows as: 0 KL, 1 Jeffreys, 2 JS; -1
+ * none. The rows it scores: two rows of logits at one temperature, not a
+ * loss, no gradient (logits_lanes.h takes the same calls up to
+ * KLFAST_LOGITS_SHORT_MAX). */
 KLF_INLINE int F(logits_kl_measure)(const klfast_forms_params *prm, const void *g) {
-    if (!F(logits_kl_rows_apply)(prm, g)) return -1;
+    if (!(prm->form[0] == KLFAST_LOGITS && prm->form[1] == KLFAST_LOGITS &&
+          prm->inv_t[0] == prm->inv_t[1] && !prm->loss && g == NULL))
+        return -1;
     switch (prm->measure) {
     case KLFAST_KL: return 0;
     case KLFAST_JEFFREYS: return 1;
@@ -777,5 +762,5 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
 #undef FUSE_MAX
 #undef FUSE_SPREAD
 #undef FUSE_DIRECT
-#undef JEFF_KEEP_STACK
+#undef SYM_KEEP_STACK
 #undef SYM_SPREAD

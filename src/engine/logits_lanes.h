@@ -545,9 +545,8 @@ typedef struct {
 #endif
 
 /* 1, with *call set, for the calls whose rows this file scores, k from 1
- * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits (logits_kl_applies),
- * their Jeffreys (jeffreys_logits_applies) and Jensen-Shannon divergence
- * (the same conditions),
+ * to KLFAST_LOGITS_SHORT_MAX: KL of two rows of logits, their Jeffreys and
+ * their Jensen-Shannon divergence (logits_kl_measure),
  * the entropy of logits and the cross-entropy of two rows of logits, and up
  * to KLFAST_LOSS_SHORT_MAX the losses of logits against a target of
  * probabilities, log-probabilities or logits (no sum check); g: the
@@ -569,17 +568,14 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
         call->log_eps = (double)PRM(log_eps);
         return 1;
     }
-    call->sym = F(jeffreys_logits_applies)(prm, g);
-    if (F(logits_kl_applies)(prm, g) || call->sym) {
-        call->kind = call->sym ? LOGITS_JEFFREYS : LOGITS_KL;
+    const int sym = F(logits_kl_measure)(prm, g);
+    if (sym >= 0) {
+        call->kind = sym == 0 ? LOGITS_KL : sym == 1 ? LOGITS_JEFFREYS : LOGITS_JS;
+        call->sym = sym == 1;
         call->inv_t = (double)PRM(inv_t)[0];
-        /* (1e-9 above log eps: far past the rounding of log p_j; eps = 0: -inf) */
+        /* (KL, Jeffreys: 1e-9 above log eps, far past the rounding of log
+         * p_j; eps = 0: -inf) */
         call->low = (double)PRM(log_eps) + 1e-9;
-        return 1;
-    }
-    if (prm->measure == KLFAST_JS && F(logits_kl_rows_apply)(prm, g)) {
-        call->kind = LOGITS_JS;
-        call->inv_t = (double)PRM(inv_t)[0];
         return 1;
     }
     const int m = prm->measure, target = prm->form[0];
