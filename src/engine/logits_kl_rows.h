@@ -3,8 +3,8 @@
  * binds): the forms kernel (engine/loss_rows.h) tries it first for float64
  * and float32, and the float16 one (S = uint16_t) reads float16 rows with it
  * directly. Jeffreys and the Jensen-Shannon divergence of such rows take its
- * first pass and centred sums, then one pass of their own (logits_sym_rest). Included by engine/level.h after engine/element.h. No include
- * guard.
+ * first pass and centred sums, then one pass of their own (logits_sym_rest).
+ * Included by engine/level.h after engine/element.h. No include guard.
  *
  * With u_j = (x_j - max x) / T, e_j = exp(u_j), A = sum e_j, p_j = e_j / A,
  * d_j = (y_j - x_j) / T and c = sum_j p_j d_j:
@@ -739,8 +739,9 @@ KLF_INLINE int F(logits_kl_measure)(const klfast_forms_params *prm, const void *
 #if KLF_ELEMENT_BITS == 16
 /* The forms kernel's row function for float16 rows (their bits): the rows
  * it scores (longer than KLFAST_LOGITS_SHORT_MAX); *special = 1 for every
- * other row, which the caller widens to float32 for the float32 kernel (the same bits: every float16 is a
- * float32, and that kernel tries logits_kl first too). */
+ * other row, which the caller widens to float32 for the float32 kernel
+ * (the same bits: every float16 is a float32, and that kernel tries
+ * logits_kl first too). */
 static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrdiff_t k,
                             const klfast_forms_params *prm, int *special) {
     double v = 0.0;

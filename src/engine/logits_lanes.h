@@ -537,7 +537,6 @@ enum { LOGITS_KL, LOGITS_JEFFREYS, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT };
 typedef struct {
     int kind;             /* LOGITS_KL, LOGITS_JEFFREYS, LOGITS_JS, LOGITS_LOSS, LOGITS_XENT */
     int use_q;            /* the second input is read (not the entropy) */
-    int sym;              /* Jeffreys (a row it declines: KL both ways) */
     double inv_t, low;    /* KL, Jeffreys, JS: 1 / T; the lowest log p_j or log q_j taken */
     double inv_t_q, log_eps; /* the entropy and cross-entropy (inv_t: p's) */
     logits_loss_consts c; /* the losses */
@@ -557,7 +556,6 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
                                     logits_call *call) {
     if (!(k >= 1 && k <= KLFAST_LOGITS_SHORT_MAX)) return 0;
     call->use_q = 1;
-    call->sym = 0;
     if ((prm->measure == KLFAST_ENTROPY || prm->measure == KLFAST_CROSS_ENTROPY) &&
         !prm->loss && g == NULL && prm->form[0] == KLFAST_LOGITS &&
         (prm->measure == KLFAST_ENTROPY || prm->form[1] == KLFAST_LOGITS)) {
@@ -571,7 +569,6 @@ KLF_INLINE int F(logits_lanes_call)(const klfast_forms_params *prm, const void *
     const int sym = F(logits_kl_measure)(prm, g);
     if (sym >= 0) {
         call->kind = sym == 0 ? LOGITS_KL : sym == 1 ? LOGITS_JEFFREYS : LOGITS_JS;
-        call->sym = sym == 1;
         call->inv_t = (double)PRM(inv_t)[0];
         /* (KL, Jeffreys: 1e-9 above log eps, far past the rounding of log
          * p_j; eps = 0: -inf) */

@@ -417,7 +417,7 @@ static double ROW_FN(forms)(const T *p, const T *q, T *g, ptrdiff_t k,
         F(logits_tile)(p, 0, q, 0, g, 0, NULL, 1, (int)k, &call, &v, &declined);
         *special = 0;
         if (!declined) return v;
-        if (call.sym) return ROW_FN(jeffreys_logits)(p, q, k, prm);
+        if (call.kind == LOGITS_JEFFREYS) return ROW_FN(jeffreys_logits)(p, q, k, prm);
     }
     return ROW_FN(forms_long)(p, q, g, k, prm, special);
 }
@@ -470,7 +470,7 @@ static ptrdiff_t ROW_FN(logits_tiles)(const T *p, ptrdiff_t p_rs, const T *q, pt
                 const T *pr = p + row * p_rs, *qr = q + row * q_rs;
                 T *gr = g ? g + row * g_rs : NULL;
                 int special;
-                if (call.sym) {
+                if (call.kind == LOGITS_JEFFREYS) {
                     v = ROW_FN(jeffreys_logits)(pr, qr, k, prm);
                 } else {
                     v = ROW_FN(forms_long)(pr, qr, gr, k, prm, &special);
