@@ -144,6 +144,32 @@ def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32):
     return previous
 
 
+# The entropy of C-order rows as given at least this long (float64,
+# float32) is scored 64 rows to a call of the row block too, which reads
+# two rows together (row_loop2 in engine/divergence_rows.h): one row is one
+# stream of memory, which the prefetchers feed more slowly than two.
+# Measured (benchmarks/pair_rows.py: pairs against one row at a time in
+# turns, one build; 1 / 2 threads): float32 k = 16,000 0.96 / 0.98, 32,000
+# 0.94 / 0.92, 64,000 0.96 / 0.96; but k = 8,000 0.97 / 1.10, 2,048 1.21 /
+# 1.08, 1,000 1.44 / 1.41; float64 k = 8,192 1.03 / 0.99, 32,000 1.00 /
+# 0.99 (its vector log, not memory, sets its pace): float64 never. The
+# same bits; set_pair_min_k lets tests and benchmarks pick.
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+cdef Py_ssize_t _pair_min_k_f64 = PY_SSIZE_T_MAX
+cdef Py_ssize_t _pair_min_k_f32 = 16384
+
+
+def set_pair_min_k(Py_ssize_t f64, Py_ssize_t f32):
+    """Score the entropy of C-order rows of at least f64 (float64) or f32
+    (float32) elements two rows at a time from now on; returns the previous
+    limits. For tests and benchmarks: results do not depend on it."""
+    global _pair_min_k_f64, _pair_min_k_f32
+    previous = (_pair_min_k_f64, _pair_min_k_f32)
+    _pair_min_k_f64, _pair_min_k_f32 = f64, f32
+    return previous
+
+
 # Short C rows whose output is at least this large (bytes) write their
 # results past the cache (Rows.stream): the lines of out are then not read
 # before they are written, 160 of the 960 MB that 20,000,000 float64 rows
@@ -325,8 +351,9 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     row i of p at p[i * p_rs + j * p_es]). Returns the number of invalid
     rows (their result is NaN). Rows whose elements are not contiguous, and
     short rows, go across lanes in tiles; longer C-order rows up to
-    _block_max_k_* 64 to a call of the row block; the rest of them, and every other
-    row, through the row loop: the same bits either way. With an index, the
+    _block_max_k_* (and entropy's from _pair_min_k_* on) 64 to a call of
+    the row block; the rest of them, and every other row, through the row
+    loop: the same bits either way. With an index, the
     rows index[0 .. n_rows) only, each through the row loop (their elements
     contiguous: the caller's word), its result at out[index[i] * out_s].
     Whole strips of short rows or columns go to the kernel up to
@@ -335,10 +362,12 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     cdef Py_ssize_t i, row, t = 0, ns, bad, n_bad = 0, n_tiles = 0, first = 0
     cdef int width = isa.lanes_f64_width
     cdef Py_ssize_t max_k = _lanes_max_k_f64, block_max_k = _block_max_k_f64
+    cdef Py_ssize_t pair_min_k = _pair_min_k_f64
     if floating is float:
         width = isa.lanes_f32_width
         max_k = _lanes_max_k_f32
         block_max_k = _block_max_k_f32
+        pair_min_k = _pair_min_k_f32
     if measure == JS and _js_own_limits(isa, floating is float):
         max_k = _lanes_max_k_js_f32 if floating is float else _lanes_max_k_js_f64
     cdef bint rows_contiguous = p_es == 1 and q_es == 1, block = False
@@ -351,7 +380,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
     elif k <= max_k:
         # whole tiles across lanes, the rest row by row
         n_tiles = n_rows // width
-    elif k <= block_max_k:  # every row 64 to a call, the last call in part
+    elif k <= block_max_k or (measure == ENTROPY and not normalize and k >= pair_min_k):
+        # every row 64 to a call, the last call in part
         n_tiles = (n_rows + width - 1) // width
         block = True
     if n_tiles > 0 and not block:

@@ -219,3 +219,85 @@ def test_block_sum_check_at_its_edge(rng, paths, measure, dtype, k, tol):
 def test_block_limit_can_be_set_back():
     before = _kernels.set_block_max_k(7, 9)
     assert _kernels.set_block_max_k(*before) == (7, 9)
+
+
+# Entropy's long rows, two read together (row_loop2): lengths around the
+# 64-byte block and the group, and past a few groups' widening of the sums
+PAIR_LENGTHS = [65, 127, 128, 129, 200, 1000, 2053]
+
+
+@pytest.fixture
+def pair_paths():
+    """scored(fn): fn's result with entropy's rows read two at a time (the
+    row block) and one at a time (the row loop)."""
+    lanes = _kernels.set_lanes_max_k(0, 0)
+    block = _kernels.set_block_max_k(0, 0)
+    before = _kernels.set_pair_min_k(0, 0)
+
+    def scored(fn):
+        _kernels.set_pair_min_k(0, 0)
+        two = fn()
+        _kernels.set_pair_min_k(1 << 62, 1 << 62)
+        try:
+            one = fn()
+        finally:
+            _kernels.set_pair_min_k(0, 0)
+        return two, one
+
+    yield scored
+    _kernels.set_pair_min_k(*before)
+    _kernels.set_block_max_k(*block)
+    _kernels.set_lanes_max_k(*lanes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", PAIR_LENGTHS)
+@pytest.mark.parametrize("eps", [1e-12, 0.0])
+def test_entropy_pairs_give_the_row_loops_bits(rng, pair_paths, dtype, k, eps):
+    """N_ROWS (odd) rows: pairs, and a last row alone in its call."""
+    p = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    two, one = pair_paths(lambda: klfast.entropy(p, eps=eps))
+    assert two.dtype == one.dtype == dtype
+    assert np.array_equal(two, one)
+    np.testing.assert_allclose(two, call_ref("entropy", p, eps=eps), **tolerance(dtype))
+    assert np.array_equal(klfast.entropy(p[1:], eps=eps), one[1:])  # pairs shifted by a row
+    assert np.array_equal(klfast.entropy(p[::-1], eps=eps, num_threads=2), one[::-1])
+    wide = np.zeros((N_ROWS, k + 5), dtype)
+    wide[:, :k] = p
+    out = np.empty(2 * N_ROWS, dtype)[::2]
+    assert np.array_equal(klfast.entropy(wide[:, :k], eps=eps, out=out), one)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [65, 1000])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0, "counts", "off"])
+def test_entropy_pairs_beside_invalid_rows(rng, pair_paths, dtype, k, bad):
+    """A row with a bad entry, a row of counts or a row off its sum as the
+    first or the second row of a pair, and as the lone last row: it alone
+    gets NaN (or, as given, the count row's value), its partner its own
+    bits, and the API names it."""
+    p = distributions(rng, (N_ROWS, k), dtype=dtype)
+    rows = [2, 9, N_ROWS - 1]  # first of a pair, second of a pair, the last row
+    for row in rows:
+        if bad == "counts":
+            p[row] *= 40
+        elif bad == "off":
+            p[row] *= 1.01
+        else:
+            p[row, row % k] = bad
+    two, one = pair_paths(lambda: kernel_rows("entropy", p, p, klfast.SUM_TOLERANCE))
+    assert np.array_equal(two, one, equal_nan=True)
+    assert np.isnan(two[rows]).all()
+    valid = np.setdiff1d(np.arange(N_ROWS), rows)
+    np.testing.assert_allclose(two[valid], call_ref("entropy", p[valid]), **tolerance(dtype))
+    with pytest.raises(ValueError, match="row 2"):
+        klfast.entropy(p)
+    if bad == "counts":  # scored as given: the row loop's value, the slow twin's
+        two, one = pair_paths(lambda: call_raw("entropy", p))
+        assert np.array_equal(two, one)
+        np.testing.assert_allclose(two, call_ref_raw("entropy", p), **tolerance(dtype))
+
+
+def test_pair_limit_can_be_set_back():
+    before = _kernels.set_pair_min_k(123, 456)
+    assert _kernels.set_pair_min_k(*before) == (123, 456)

@@ -19,6 +19,8 @@
 #define NACC (BLOCK / VD_LANES)                  /* double accumulators */
 #define PREFETCH (2048 / (int)sizeof(T))         /* elements ahead */
 #define FAR_PREFETCH (8192 / (int)sizeof(T))     /* entropy's second prefetch (row_group) */
+#define NEAR 1                                   /* row_group's prefetch: 2 KB ahead */
+#define FAR 2                                    /* and FAR_PREFETCH */
 /* groups whose row sums are added in T before they are widened: a float32
  * lane adds 64 entries before widening (relative error below 4e-6) */
 #define SUM_GROUPS (GROUP == 1 ? 64 : 16)
@@ -190,19 +192,20 @@ KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, const T *lb
 }
 
 /* nblk (a constant) 64-byte blocks from p, q into acc; when partial, only
- * their first r elements. Prefetches 2 KB ahead (into the next rows at a
- * row's end) unless reading a copied tail, a prefetch per line. B/A against
- * this (benchmarks/ab_builds.py, float32 8,192 x 32,000, entropy | kl, 1 / 2
- * threads): 4 KB ahead 1.17 / 1.16 | 1.02 / 1.02, 1 KB 1.04 / 1.02 | 1.02 /
- * 1.02; float32 entropy prefetching every other line (the adjacent line
- * left to the hardware) 1.14 / 1.15; a second prefetch per line 6 KB ahead
- * into L2 (prefetcht2) 1.02 / 1.02 | 1.24 / 1.17 (AMD EPYC). Entropy, which
- * reads one stream, takes a second prefetch per line FAR_PREFETCH (8 KB)
- * ahead: on an Intel Xeon (AVX-512) B/A 0.91 / 0.90 at float32 32,768 x
- * 32,000, 0.94 / 0.94 at 8,192 x 32,000 (kl 1.00 / 0.98, unchanged), float64
- * 4,096 x 32,000 0.96 / 0.92; in a C model of this loop, one row at a time
- * took 1.49x a read of two streams, with the second prefetch 1.26x, and two
- * rows read together 1.15x. */
+ * their first r elements. Prefetches (prefetch NEAR or FAR; 0 for a copied
+ * tail) 2 KB ahead, into the next rows at a row's end, a prefetch per
+ * line. B/A against this (benchmarks/ab_builds.py, float32 8,192 x 32,000,
+ * entropy | kl, 1 / 2 threads): 4 KB ahead 1.17 / 1.16 | 1.02 / 1.02, 1 KB
+ * 1.04 / 1.02 | 1.02 / 1.02; float32 entropy prefetching every other line
+ * (the adjacent line left to the hardware) 1.14 / 1.15; a second prefetch
+ * per line 6 KB ahead into L2 (prefetcht2) 1.02 / 1.02 | 1.24 / 1.17 (AMD
+ * EPYC). Entropy, which reads one stream, takes a second prefetch per line
+ * FAR_PREFETCH (8 KB) ahead (FAR) when its rows are read one at a time: on
+ * an Intel Xeon (AVX-512) B/A 0.91 / 0.90 at float32 32,768 x 32,000, 0.94
+ * / 0.94 at 8,192 x 32,000 (kl 1.00 / 0.98, unchanged), float64 4,096 x
+ * 32,000 0.96 / 0.92; in a C model of this loop, one row at a time took
+ * 1.49x a read of two streams, with the second prefetch 1.26x, and two
+ * rows read together 1.15x (row_loop2). */
 KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
                              int nblk, int partial, int r, int normalize, int checked,
                              F(row_state) *st, vd *acc, int prefetch) {
@@ -211,7 +214,7 @@ KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, const T *lb, p
     for (int b = 0; b < nblk && prefetch; b++) {
         __builtin_prefetch(p + b * BLOCK + PREFETCH);
         if (uses_q) __builtin_prefetch(q + b * BLOCK + PREFETCH);
-        else __builtin_prefetch(p + b * BLOCK + FAR_PREFETCH);
+        else if (prefetch == FAR) __builtin_prefetch(p + b * BLOCK + FAR_PREFETCH);
     }
 #pragma GCC unroll 8
     for (int s = 0; s < NSUB; s++) {
@@ -239,6 +242,104 @@ KLF_INLINE void F(fold8_in_t)(const V *xs, v8d *out) {
 }
 #endif
 
+/* One row while the row loop reads it: its state and accumulators. */
+typedef struct {
+    F(row_state) st;
+    vd acc[NACC], xacc[NACC], yacc[NACC];
+    int pending; /* groups whose row sums are in st.xs, st.ys */
+} F(row_run);
+
+KLF_INLINE void F(run_start)(F(row_run) *a, T eps, double sp, double sq) {
+    for (int i = 0; i < NACC; i++) a->acc[i] = a->xacc[i] = a->yacc[i] = (vd){0};
+    a->st.e = BCAST(eps);
+    a->st.sp = sp;
+    a->st.sq = sq;
+    a->st.bad = (F(bad_t)){0};
+    a->st.bits = (U){0};
+    a->st.flag = (M){0};
+    for (int s = 0; s < NSUB; s++) a->st.xs[s] = a->st.ys[s] = (V){0};
+    a->pending = 0;
+}
+
+/* One whole group of GROUP blocks at p, q (the logs at lb where given). */
+KLF_INLINE void F(run_group)(int measure, F(row_run) *a, const S *p, const S *q, const T *lb,
+                             ptrdiff_t ls, int normalize, int checked, int prefetch) {
+    F(row_group)(measure, p, q, lb, ls, GROUP, 0, 0, normalize, checked, &a->st, a->acc,
+                 prefetch);
+    /* float64 sums stay in xs: no counter in its loop */
+    if (GROUP != 1 && !normalize && ++a->pending == SUM_GROUPS) {
+        F(widen_sums)(a->st.xs, a->st.ys, a->xacc, a->yacc, measure != KLFAST_ENTROPY);
+        a->pending = 0;
+    }
+}
+
+/* The rest of the row, its r < GROUP * BLOCK elements at p, q (lb), as one
+ * shorter group whose last vectors are loaded in part, and the row's end:
+ * v, *flag and *maybe_bad as row_loop's. */
+KLF_INLINE void F(run_end)(int measure, F(row_run) *a, const S *p, const S *q, const T *lb,
+                           ptrdiff_t ls, int r, int normalize, int checked, int fast, M *flag,
+                           int *maybe_bad, v8d *v) {
+    const int uses_q = measure != KLFAST_ENTROPY;
+    int nblk = (r + BLOCK - 1) / BLOCK; /* nblk <= GROUP */
+#if KLF_MASKED_LOADS
+    /* (the logs are in cache: no prefetch) */
+    const int pf = ls ? 0 : NEAR;
+    if (nblk == 1)
+        F(row_group)(measure, p, q, lb, ls, 1, 1, r, normalize, checked, &a->st, a->acc, pf);
+    else if (GROUP >= 2 && nblk == 2)
+        F(row_group)(measure, p, q, lb, ls, 2, 1, r, normalize, checked, &a->st, a->acc, pf);
+    else if (GROUP >= 3 && nblk == 3)
+        F(row_group)(measure, p, q, lb, ls, 3, 1, r, normalize, checked, &a->st, a->acc, pf);
+    else if (GROUP >= 4 && nblk == 4)
+        F(row_group)(measure, p, q, lb, ls, 4, 1, r, normalize, checked, &a->st, a->acc, pf);
+#else
+    /* copied into zero-padded blocks (no masked loads here), and its logs
+     * where given */
+    if (r > 0) {
+        S pt[GROUP * BLOCK], qt[GROUP * BLOCK];
+        const T *lr = NULL;
+        F(padded_tail)(pt, GROUP * BLOCK, p, r, 0);
+        F(padded_tail)(qt, GROUP * BLOCK, uses_q ? q : p, uses_q ? r : 0, 0);
+#if KLF_ELEMENT_BITS != 16
+        T lt[2 * GROUP * BLOCK];
+        if (ls) {
+            for (int i = 0; i < NLOGS(measure); i++)
+                F(padded_tail)(lt + i * GROUP * BLOCK, GROUP * BLOCK, lb + i * ls, r, 0);
+            lr = lt;
+            ls = GROUP * BLOCK;
+        }
+#endif
+        if (nblk == 1)
+            F(row_group)(measure, pt, qt, lr, ls, 1, 0, 0, normalize, checked, &a->st, a->acc, 0);
+        else if (GROUP >= 2 && nblk == 2)
+            F(row_group)(measure, pt, qt, lr, ls, 2, 0, 0, normalize, checked, &a->st, a->acc, 0);
+        else if (GROUP >= 3 && nblk == 3)
+            F(row_group)(measure, pt, qt, lr, ls, 3, 0, 0, normalize, checked, &a->st, a->acc, 0);
+        else if (GROUP >= 4 && nblk == 4)
+            F(row_group)(measure, pt, qt, lr, ls, 4, 0, 0, normalize, checked, &a->st, a->acc, 0);
+    }
+#endif
+    /* (bad_t: U, bad where >= HUGE_BITS, or M, bad where all bits are set) */
+    *maybe_bad = F(any_invalid)(normalize ? (U)a->st.bad : a->st.bits);
+    lane_fold8(a->acc, BLOCK, &v[0]);
+    *flag = a->st.flag;
+#if KLF_ELEMENT_BITS == 32
+    if (fast && !normalize) {
+        F(fold8_in_t)(a->st.xs, &v[1]);
+        if (uses_q) F(fold8_in_t)(a->st.ys, &v[2]);
+        else v[2] = v[1];
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    if (!normalize) {
+        F(widen_sums)(a->st.xs, a->st.ys, a->xacc, a->yacc, uses_q);
+        lane_fold8(a->xacc, BLOCK, &v[1]);
+        lane_fold8(uses_q ? a->yacc : a->xacc, BLOCK, &v[2]);
+    }
+}
+
 /* The row loop for constant measure, normalize, checked and fast: groups of
  * GROUP blocks, then the rest as one shorter group loaded in part. v[0]
  * gets the row's lanes, v[1] and v[2] those of the row sums (unless
@@ -250,88 +351,39 @@ KLF_INLINE void F(fold8_in_t)(const V *xs, v8d *out) {
 KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
                             ptrdiff_t k, T eps, double sp, double sq, int normalize, int checked,
                             int fast, M *flag, int *maybe_bad, v8d *v) {
-    const int uses_q = measure != KLFAST_ENTROPY;
-    vd acc[NACC], xacc[NACC], yacc[NACC];
-    for (int a = 0; a < NACC; a++) acc[a] = xacc[a] = yacc[a] = (vd){0};
-    F(row_state) st;
-    st.e = BCAST(eps);
-    st.sp = sp;
-    st.sq = sq;
-    st.bad = (F(bad_t)){0};
-    st.bits = (U){0};
-    st.flag = (M){0};
-    for (int s = 0; s < NSUB; s++) st.xs[s] = st.ys[s] = (V){0};
-    int pending = 0;
+    const int pf = ls ? 0 : measure == KLFAST_ENTROPY ? FAR : NEAR;
+    F(row_run) a;
+    F(run_start)(&a, eps, sp, sq);
+    ptrdiff_t j = 0;
+    for (; j + GROUP * BLOCK <= k; j += GROUP * BLOCK)
+        F(run_group)(measure, &a, p + j, q + j, ls ? lb + j : NULL, ls, normalize, checked, pf);
+    F(run_end)(measure, &a, p + j, q + j, ls ? lb + j : NULL, ls, (int)(k - j), normalize,
+               checked, fast, flag, maybe_bad, v);
+}
+
+/* Entropy of two rows as given (p0, p1), read together: each row as
+ * row_loop reads it alone, the same bits, a group of one and then of the
+ * other (two streams: see row_group). v[0 .. 3) the first row's lanes and
+ * sums, v[3 .. 6) the second's; flag, maybe_bad: each row's. For float32
+ * rows of 16,384 or more (_kernels' _pair_min_k_f32): at 32,768 x 32,000
+ * B/A 0.93 / 0.92 against one row at a time (benchmarks/ab_builds.py, 1 /
+ * 2 threads); in a C model 1.20x a read of two streams against 1.26x, and
+ * four rows together 1.16x. */
+KLF_INLINE void F(row_loop2)(const S *p0, const S *p1, ptrdiff_t k, T eps, int checked,
+                             M *flag, int *maybe_bad, v8d *v) {
+    const int m = KLFAST_ENTROPY;
+    F(row_run) a, b;
+    F(run_start)(&a, eps, 1.0, 1.0);
+    F(run_start)(&b, eps, 1.0, 1.0);
     ptrdiff_t j = 0;
     for (; j + GROUP * BLOCK <= k; j += GROUP * BLOCK) {
-        F(row_group)(measure, p + j, q + j, ls ? lb + j : NULL, ls, GROUP, 0, 0, normalize,
-                     checked, &st, acc, !ls);
-        /* float64 sums stay in xs: no counter in its loop */
-        if (GROUP != 1 && !normalize && ++pending == SUM_GROUPS) {
-            F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
-            pending = 0;
-        }
+        F(run_group)(m, &a, p0 + j, p0 + j, NULL, 0, 0, checked, NEAR);
+        F(run_group)(m, &b, p1 + j, p1 + j, NULL, 0, 0, checked, NEAR);
     }
-    int r = (int)(k - j), nblk = (r + BLOCK - 1) / BLOCK; /* nblk <= GROUP */
-#if KLF_MASKED_LOADS
-    /* the rest as one shorter group whose last vectors are loaded in part
-     * (the logs are in cache: no prefetch) */
-    const T *lr = ls ? lb + j : NULL;
-    if (nblk == 1)
-        F(row_group)(measure, p + j, q + j, lr, ls, 1, 1, r, normalize, checked, &st, acc, !ls);
-    else if (GROUP >= 2 && nblk == 2)
-        F(row_group)(measure, p + j, q + j, lr, ls, 2, 1, r, normalize, checked, &st, acc, !ls);
-    else if (GROUP >= 3 && nblk == 3)
-        F(row_group)(measure, p + j, q + j, lr, ls, 3, 1, r, normalize, checked, &st, acc, !ls);
-    else if (GROUP >= 4 && nblk == 4)
-        F(row_group)(measure, p + j, q + j, lr, ls, 4, 1, r, normalize, checked, &st, acc, !ls);
-#else
-    /* the rest copied into zero-padded blocks (no masked loads here), and
-     * its logs where given */
-    if (r > 0) {
-        S pt[GROUP * BLOCK], qt[GROUP * BLOCK];
-        const T *lr = NULL;
-        F(padded_tail)(pt, GROUP * BLOCK, p + j, r, 0);
-        F(padded_tail)(qt, GROUP * BLOCK, uses_q ? q + j : p + j, uses_q ? r : 0, 0);
-#if KLF_ELEMENT_BITS != 16
-        T lt[2 * GROUP * BLOCK];
-        if (ls) {
-            for (int i = 0; i < NLOGS(measure); i++)
-                F(padded_tail)(lt + i * GROUP * BLOCK, GROUP * BLOCK, lb + i * ls + j, r, 0);
-            lr = lt;
-            ls = GROUP * BLOCK;
-        }
-#endif
-        if (nblk == 1)
-            F(row_group)(measure, pt, qt, lr, ls, 1, 0, 0, normalize, checked, &st, acc, 0);
-        else if (GROUP >= 2 && nblk == 2)
-            F(row_group)(measure, pt, qt, lr, ls, 2, 0, 0, normalize, checked, &st, acc, 0);
-        else if (GROUP >= 3 && nblk == 3)
-            F(row_group)(measure, pt, qt, lr, ls, 3, 0, 0, normalize, checked, &st, acc, 0);
-        else if (GROUP >= 4 && nblk == 4)
-            F(row_group)(measure, pt, qt, lr, ls, 4, 0, 0, normalize, checked, &st, acc, 0);
-    }
-#endif
-    /* (bad_t: U, bad where >= HUGE_BITS, or M, bad where all bits are set) */
-    *maybe_bad = F(any_invalid)(normalize ? (U)st.bad : st.bits);
-    lane_fold8(acc, BLOCK, &v[0]);
-#if KLF_ELEMENT_BITS == 32
-    if (fast && !normalize) {
-        F(fold8_in_t)(st.xs, &v[1]);
-        if (uses_q) F(fold8_in_t)(st.ys, &v[2]);
-        else v[2] = v[1];
-        *flag = st.flag;
-        return;
-    }
-#else
-    (void)fast;
-#endif
-    if (!normalize) {
-        F(widen_sums)(st.xs, st.ys, xacc, yacc, uses_q);
-        lane_fold8(xacc, BLOCK, &v[1]);
-        lane_fold8(uses_q ? yacc : xacc, BLOCK, &v[2]);
-    }
-    *flag = st.flag;
+    F(run_end)(m, &a, p0 + j, p0 + j, NULL, 0, (int)(k - j), 0, checked, 0, &flag[0],
+               &maybe_bad[0], v);
+    F(run_end)(m, &b, p1 + j, p1 + j, NULL, 0, (int)(k - j), 0, checked, 0, &flag[1],
+               &maybe_bad[1], v + 3);
 }
 
 /* For a row the vector check flagged: 1 when x holds an entry the fast
@@ -366,6 +418,19 @@ KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, const T *lb, p
                 &maybe_bad, v);
     *special = (F(terms_flag)(measure, checked) && any_lane((vi)flag))
                || (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k))));
+}
+
+/* Entropy of two rows as given, read together (row_loop2): row_lanes of
+ * each, special[0 .. 2), v[0 .. 6). */
+KLF_INLINE void F(row_lanes2)(const S *p0, const S *p1, ptrdiff_t k, T eps, int checked,
+                              int *special, v8d *v) {
+    M flag[2];
+    int maybe_bad[2];
+    const S *p[2] = {p0, p1};
+    F(row_loop2)(p0, p1, k, eps, checked, flag, maybe_bad, v);
+    for (int i = 0; i < 2; i++)
+        special[i] = (F(terms_flag)(KLFAST_ENTROPY, checked) && any_lane((vi)flag[i]))
+                     || (maybe_bad[i] && F(row_check)(p[i], k));
 }
 
 /* One row of a measure: the contract of engine/klfast.h. */
@@ -447,11 +512,13 @@ KLF_INLINE int F(pre_logs)(int measure, const S *p, const S *q, ptrdiff_t n, T e
  * B/A against the row block without it (benchmarks/ab_builds.py, 1 and 2
  * threads, kl and entropy), AVX-512: float32 k = 17 0.86-0.90, 20
  * 0.85-0.90, 24 0.92-0.95, 33 0.90-0.93; float64 k = 14 0.92-0.94, 17
- * 0.82-0.91, 20 0.93-0.95; AVX2 float64 k = 17 0.85-0.89, SSE2 0.71-0.80. */
+ * 0.82-0.91, 20 0.93-0.95; AVX2 float64 k = 17 0.85-0.89, SSE2 0.71-0.80.
+ * pair (entropy of rows as given, longer than PRE_K): two rows at a time,
+ * read together (row_lanes2). */
 KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, const S *q,
                                    ptrdiff_t q_ls, int n, ptrdiff_t k, T eps, int normalize,
-                                   int checked, int fast, int pre, double tol, double scale,
-                                   T *out, ptrdiff_t out_s, int *n_bad) {
+                                   int checked, int fast, int pre, int pair, double tol,
+                                   double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
     int bad = 0;
@@ -470,11 +537,15 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
     T logs[2 * 8 * PRE_K]; /* (pre) the logs of 8 rows */
     for (int r0 = 0; r0 < n; r0 += 8) {
         int m = n - r0 < 8 ? n - r0 : 8, sp[8];
-        v8d tot[8], xs[8], ys[8], v[3], s, sx = {0}, sy = {0};
+        v8d tot[8], xs[8], ys[8], v[6], s, sx = {0}, sy = {0};
         int taken = pre && F(pre_logs)(measure, p + r0 * k, q + r0 * k, m * k, eps, checked,
                                        logs, 8 * PRE_K);
-        for (int i = 0; i < 8; i++) {
-            if (i < m && taken)
+        for (int i = 0, two; i < 8; i += 1 + two) {
+            two = pair && i + 1 < m;
+            if (two)
+                F(row_lanes2)(p + (r0 + i) * p_ls, p + (r0 + i + 1) * p_ls, k, eps, checked,
+                              &sp[i], v);
+            else if (i < m && taken)
                 F(row_lanes)(measure, p + (r0 + i) * k, q + (r0 + i) * k, logs + i * k,
                              8 * PRE_K, k, eps, 0, checked, fast, &sp[i], v);
             else if (i < m)
@@ -482,9 +553,11 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
                              eps, normalize, checked, fast, &sp[i], v);
             else
                 v[0] = v[1] = v[2] = (v8d){0};
-            tot[i] = v[0];
-            xs[i] = v[1];
-            ys[i] = v[2];
+            for (int t = 0; t <= two; t++) {
+                tot[i + t] = v[3 * t];
+                xs[i + t] = v[3 * t + 1];
+                ys[i + t] = v[3 * t + 2];
+            }
         }
         lane_sums8(tot, &s);
         if (!normalize) {
@@ -536,20 +609,25 @@ KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const 
      * the row's sums kept in memory, not registers; SSE2: entropy 1.15-1.2) */
     int pre = (KLF_ELEMENT_BITS == 64 || KLF_VBYTES == 64) && !normalize && k % BLOCK != 0
               && k <= PRE_K && p_ls == k && (q_ls == k || measure == KLFAST_ENTROPY);
-/* normalize, checked, fast and pre as constants */
-#define BLOCK_V(N_, C_, F_, P_)                                                               \
-    return F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, N_, C_, F_, P_, tol, scale, \
-                          out, out_s, n_bad);
-    if (normalize && checked) BLOCK_V(1, 1, 0, 0)
-    if (normalize) BLOCK_V(1, 0, 0, 0)
-    if (pre && fast && checked) BLOCK_V(0, 1, 1, 1)
-    if (pre && fast) BLOCK_V(0, 0, 1, 1)
-    if (pre && checked) BLOCK_V(0, 1, 0, 1)
-    if (pre) BLOCK_V(0, 0, 0, 1)
-    if (fast && checked) BLOCK_V(0, 1, 1, 0)
-    if (fast) BLOCK_V(0, 0, 1, 0)
-    if (checked) BLOCK_V(0, 1, 0, 0)
-    BLOCK_V(0, 0, 0, 0)
+    /* two rows read together: entropy's long rows (_kernels' _pair_min_k_*
+     * sends them here) */
+    int pair = measure == KLFAST_ENTROPY && !normalize && k > PRE_K;
+/* normalize, checked, fast, pre and pair as constants */
+#define BLOCK_V(N_, C_, F_, P_, R_)                                                     \
+    return F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, N_, C_, F_, P_, R_, tol, \
+                          scale, out, out_s, n_bad);
+    if (normalize && checked) BLOCK_V(1, 1, 0, 0, 0)
+    if (normalize) BLOCK_V(1, 0, 0, 0, 0)
+    if (pair && checked) BLOCK_V(0, 1, 0, 0, 1)
+    if (pair) BLOCK_V(0, 0, 0, 0, 1)
+    if (pre && fast && checked) BLOCK_V(0, 1, 1, 1, 0)
+    if (pre && fast) BLOCK_V(0, 0, 1, 1, 0)
+    if (pre && checked) BLOCK_V(0, 1, 0, 1, 0)
+    if (pre) BLOCK_V(0, 0, 0, 1, 0)
+    if (fast && checked) BLOCK_V(0, 1, 1, 0, 0)
+    if (fast) BLOCK_V(0, 0, 1, 0, 0)
+    if (checked) BLOCK_V(0, 1, 0, 0, 0)
+    BLOCK_V(0, 0, 0, 0, 0)
 #undef BLOCK_V
 }
 
@@ -580,6 +658,8 @@ KLFAST_EACH_MEASURE(KLF_ROW_FN, _)
 #undef NACC
 #undef PREFETCH
 #undef FAR_PREFETCH
+#undef NEAR
+#undef FAR
 #undef SUM_GROUPS
 #undef PRE_K
 #undef NLOGS
