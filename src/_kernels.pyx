@@ -132,15 +132,27 @@ cdef Py_ssize_t _lanes_max_k_js_f32 = 13
 # benchmarks pick.
 cdef Py_ssize_t _block_max_k_f64 = 32
 cdef Py_ssize_t _block_max_k_f32 = 64
+# the entropy's own (entropy alone, every row in the block against these
+# limits, in turns, 1 / 2 threads: float64 k = 33 0.88 / 0.93, 48 0.97 /
+# 0.94, 64 0.95 / 0.93, 100 1.02 / 1.02; float32 k = 65 0.94 / 0.97, 100
+# 0.96 / 0.94, 200 1.14 / 1.08, past 64 with two rows read together)
+cdef Py_ssize_t _block_max_k_entropy_f64 = 64
+cdef Py_ssize_t _block_max_k_entropy_f32 = 100
 
 
-def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32):
+def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32, entropy_f64=None, entropy_f32=None):
     """Score C-order rows of up to f64 (float64) or f32 (float32) elements,
-    beyond the lanes' limits, 64 rows to a call from now on; returns the
-    previous limits. For tests and benchmarks: results do not depend on it."""
-    global _block_max_k_f64, _block_max_k_f32
-    previous = (_block_max_k_f64, _block_max_k_f32)
+    beyond the lanes' limits, 64 rows to a call from now on, and the
+    entropy's up to entropy_f64, entropy_f32 (default: f64, f32); returns
+    the previous four limits. For tests and benchmarks: results do not
+    depend on them."""
+    global _block_max_k_f64, _block_max_k_f32, _block_max_k_entropy_f64
+    global _block_max_k_entropy_f32
+    previous = (_block_max_k_f64, _block_max_k_f32, _block_max_k_entropy_f64,
+                _block_max_k_entropy_f32)
     _block_max_k_f64, _block_max_k_f32 = f64, f32
+    _block_max_k_entropy_f64 = f64 if entropy_f64 is None else entropy_f64
+    _block_max_k_entropy_f32 = f32 if entropy_f32 is None else entropy_f32
     return previous
 
 
@@ -368,6 +380,8 @@ cdef Py_ssize_t _run(int measure, const klfast_isa* isa,
         max_k = _lanes_max_k_f32
         block_max_k = _block_max_k_f32
         pair_min_k = _pair_min_k_f32
+    if measure == ENTROPY:
+        block_max_k = _block_max_k_entropy_f32 if floating is float else _block_max_k_entropy_f64
     if measure == JS and _js_own_limits(isa, floating is float):
         max_k = _lanes_max_k_js_f32 if floating is float else _lanes_max_k_js_f64
     cdef bint rows_contiguous = p_es == 1 and q_es == 1, block = False

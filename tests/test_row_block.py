@@ -218,7 +218,26 @@ def test_block_sum_check_at_its_edge(rng, paths, measure, dtype, k, tol):
 
 def test_block_limit_can_be_set_back():
     before = _kernels.set_block_max_k(7, 9)
-    assert _kernels.set_block_max_k(*before) == (7, 9)
+    assert _kernels.set_block_max_k(*before) == (7, 9, 7, 9)
+    before = _kernels.set_block_max_k(7, 9, 11, 13)
+    assert _kernels.set_block_max_k(*before) == (7, 9, 11, 13)
+
+
+@pytest.mark.parametrize("dtype, k", [(np.float64, 33), (np.float64, 64), (np.float32, 65),
+                                      (np.float32, 100)])
+def test_entropy_block_at_its_own_limits(rng, dtype, k):
+    """The entropy's rows past the other measures' block limits, with the
+    default limits (the block) and with the row loop: the same bits, the
+    slow twin's values."""
+    p = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
+    block = klfast.entropy(p)
+    before = _kernels.set_block_max_k(0, 0)
+    try:
+        loop = klfast.entropy(p)
+    finally:
+        _kernels.set_block_max_k(*before)
+    assert np.array_equal(block, loop)
+    np.testing.assert_allclose(block, call_ref("entropy", p), **tolerance(dtype))
 
 
 # Entropy's long rows, two read together (row_loop2): lengths around the
