@@ -1,11 +1,12 @@
-"""Where reading two rows together pays for the entropy: the limits
+"""Where reading rows together pays for the entropy: the limits
 _pair_min_k_f64 / _pair_min_k_f32 in src/_kernels.pyx come from this.
 
 For each dtype and row length k (inputs of about 1 GB, out of cache), the
-entropy is timed with every row read alone (the row loop) and with two rows
-read together (the row block's pairs, klfast._kernels.set_pair_min_k), in
-turns, on 1 and 2 threads; the line shows the median of the per-turn ratios
-pairs / alone (best of 3 calls each), their range, and the median times.
+entropy is timed with every row read alone (the row loop) and with rows read
+together ("pairs": the row block reads two rows together, or four of 16 KB
+or more; klfast._kernels.set_pair_min_k), in turns, on 1 and 2 threads; the
+line shows the median of the per-turn ratios pairs / alone (best of 3 calls
+each), their range, and the median times.
 The results are the same bits either way (tests/test_row_block.py).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/pair_rows.py

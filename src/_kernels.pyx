@@ -158,8 +158,9 @@ def set_block_max_k(Py_ssize_t f64, Py_ssize_t f32, entropy_f64=None, entropy_f3
 
 # The entropy of C-order rows as given at least this long (float64,
 # float32) is scored 64 rows to a call of the row block too, which reads
-# two rows together (row_loop2 in engine/divergence_rows.h): one row is one
-# stream of memory, which the prefetchers feed more slowly than two.
+# rows together, four of 16 KB or more, else two (row_loop and ROWS_TOGETHER
+# in engine/divergence_rows.h): one row is one stream of memory, which the
+# prefetchers feed more slowly than two.
 # Measured (benchmarks/pair_rows.py: pairs against one row at a time in
 # turns, one build; 1 / 2 threads): float32 k = 16,000 0.96 / 0.98, 32,000
 # 0.94 / 0.92, 64,000 0.96 / 0.96; but k = 8,000 0.97 / 1.10, 2,048 1.21 /
@@ -174,7 +175,7 @@ cdef Py_ssize_t _pair_min_k_f32 = 16384
 
 def set_pair_min_k(Py_ssize_t f64, Py_ssize_t f32):
     """Score the entropy of C-order rows of at least f64 (float64) or f32
-    (float32) elements two rows at a time from now on; returns the previous
+    (float32) elements rows together from now on; returns the previous
     limits. For tests and benchmarks: results do not depend on it."""
     global _pair_min_k_f64, _pair_min_k_f32
     previous = (_pair_min_k_f64, _pair_min_k_f32)

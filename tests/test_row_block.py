@@ -242,26 +242,26 @@ def test_entropy_block_at_its_own_limits(rng, dtype, k):
 
 # Entropy's long rows, two read together (row_loop2): lengths around the
 # 64-byte block and the group, and past a few groups' widening of the sums
-PAIR_LENGTHS = [65, 127, 128, 129, 200, 1000, 2053]
+PAIR_LENGTHS = [65, 127, 128, 129, 200, 1000, 2053, 4099]  # fours from 16 KB rows
 
 
 @pytest.fixture
 def pair_paths():
-    """scored(fn): fn's result with entropy's rows read two at a time (the
-    row block) and one at a time (the row loop)."""
+    """scored(fn): fn's result with entropy's rows read together (the row
+    block, two or four at a time) and one at a time (the row loop)."""
     lanes = _kernels.set_lanes_max_k(0, 0)
     block = _kernels.set_block_max_k(0, 0)
     before = _kernels.set_pair_min_k(0, 0)
 
     def scored(fn):
         _kernels.set_pair_min_k(0, 0)
-        two = fn()
+        together = fn()
         _kernels.set_pair_min_k(1 << 62, 1 << 62)
         try:
             one = fn()
         finally:
             _kernels.set_pair_min_k(0, 0)
-        return two, one
+        return together, one
 
     yield scored
     _kernels.set_pair_min_k(*before)
@@ -273,13 +273,14 @@ def pair_paths():
 @pytest.mark.parametrize("k", PAIR_LENGTHS)
 @pytest.mark.parametrize("eps", [1e-12, 0.0])
 def test_entropy_pairs_give_the_row_loops_bits(rng, pair_paths, dtype, k, eps):
-    """N_ROWS (odd) rows: pairs, and a last row alone in its call."""
+    """N_ROWS (odd) rows: rows read together, and the last call's last row
+    alone."""
     p = distributions(rng, (N_ROWS, k), dtype=dtype, zero_fraction=0.25)
-    two, one = pair_paths(lambda: klfast.entropy(p, eps=eps))
-    assert two.dtype == one.dtype == dtype
-    assert np.array_equal(two, one)
-    np.testing.assert_allclose(two, call_ref("entropy", p, eps=eps), **tolerance(dtype))
-    assert np.array_equal(klfast.entropy(p[1:], eps=eps), one[1:])  # pairs shifted by a row
+    together, one = pair_paths(lambda: klfast.entropy(p, eps=eps))
+    assert together.dtype == one.dtype == dtype
+    assert np.array_equal(together, one)
+    np.testing.assert_allclose(together, call_ref("entropy", p, eps=eps), **tolerance(dtype))
+    assert np.array_equal(klfast.entropy(p[1:], eps=eps), one[1:])  # shifted by a row
     assert np.array_equal(klfast.entropy(p[::-1], eps=eps, num_threads=2), one[::-1])
     wide = np.zeros((N_ROWS, k + 5), dtype)
     wide[:, :k] = p
@@ -288,15 +289,15 @@ def test_entropy_pairs_give_the_row_loops_bits(rng, pair_paths, dtype, k, eps):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [65, 1000])
+@pytest.mark.parametrize("k", [65, 1000, 4099])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0, "counts", "off"])
 def test_entropy_pairs_beside_invalid_rows(rng, pair_paths, dtype, k, bad):
-    """A row with a bad entry, a row of counts or a row off its sum as the
-    first or the second row of a pair, and as the lone last row: it alone
-    gets NaN (or, as given, the count row's value), its partner its own
-    bits, and the API names it."""
+    """A row with a bad entry, a row of counts or a row off its sum in each
+    place of two or four rows read together, and as the lone last row: it
+    alone gets NaN (or, as given, the count row's value), the rows read with
+    it their own bits, and the API names it."""
     p = distributions(rng, (N_ROWS, k), dtype=dtype)
-    rows = [2, 9, N_ROWS - 1]  # first of a pair, second of a pair, the last row
+    rows = [2, 4, 9, 15, N_ROWS - 1]  # of four: third, first, second, fourth; the last row
     for row in rows:
         if bad == "counts":
             p[row] *= 40
@@ -304,17 +305,17 @@ def test_entropy_pairs_beside_invalid_rows(rng, pair_paths, dtype, k, bad):
             p[row] *= 1.01
         else:
             p[row, row % k] = bad
-    two, one = pair_paths(lambda: kernel_rows("entropy", p, p, klfast.SUM_TOLERANCE))
-    assert np.array_equal(two, one, equal_nan=True)
-    assert np.isnan(two[rows]).all()
+    together, one = pair_paths(lambda: kernel_rows("entropy", p, p, klfast.SUM_TOLERANCE))
+    assert np.array_equal(together, one, equal_nan=True)
+    assert np.isnan(together[rows]).all()
     valid = np.setdiff1d(np.arange(N_ROWS), rows)
-    np.testing.assert_allclose(two[valid], call_ref("entropy", p[valid]), **tolerance(dtype))
+    np.testing.assert_allclose(together[valid], call_ref("entropy", p[valid]), **tolerance(dtype))
     with pytest.raises(ValueError, match="row 2"):
         klfast.entropy(p)
     if bad == "counts":  # scored as given: the row loop's value, the slow twin's
-        two, one = pair_paths(lambda: call_raw("entropy", p))
-        assert np.array_equal(two, one)
-        np.testing.assert_allclose(two, call_ref_raw("entropy", p), **tolerance(dtype))
+        together, one = pair_paths(lambda: call_raw("entropy", p))
+        assert np.array_equal(together, one)
+        np.testing.assert_allclose(together, call_ref_raw("entropy", p), **tolerance(dtype))
 
 
 def test_pair_limit_can_be_set_back():

@@ -24,6 +24,17 @@
 /* groups whose row sums are added in T before they are widened: a float32
  * lane adds 64 entries before widening (relative error below 4e-6) */
 #define SUM_GROUPS (GROUP == 1 ? 64 : 16)
+/* Entropy's long rows read together (row_loop, row_block_v's together):
+ * four rows at a time where a row has at least FOUR_BYTES, else two; float32
+ * rows of 16,384 or more (_kernels' _pair_min_k_f32) and rows up to the
+ * entropy's row-block limits. Two rows against one at a time: B/A 0.93 /
+ * 0.92 at 32,768 x 32,000 (benchmarks/ab_builds.py, 1 / 2 threads); four
+ * against two 0.95 / 0.93, 0.98 / 0.97 and at 8,192 x 32,000 0.98 / 0.97
+ * (kl 0.95-1.05), but 1.02 / 1.03 at 1,000,000 x 100 (kl 0.98 / 0.98); in
+ * a C model one, two and four rows took 1.26, 1.20 and 1.16x a read of two
+ * streams. */
+#define ROWS_TOGETHER 4
+#define FOUR_BYTES 16384
 
 /* Entries outside [+0, 2^1022) (2^126 in float32) are out of range:
  * negative (and -0.0), NaN, inf, and values so large that a + b' in the log
@@ -205,7 +216,7 @@ KLF_INLINE void F(row_vector)(int measure, const S *pb, const S *qb, const T *lb
  * / 0.94 at 8,192 x 32,000 (kl 1.00 / 0.98, unchanged), float64 4,096 x
  * 32,000 0.96 / 0.92; in a C model of this loop, one row at a time took
  * 1.49x a read of two streams, with the second prefetch 1.26x, and two
- * rows read together 1.15x (row_loop2). */
+ * rows read together 1.15x (row_loop, ROWS_TOGETHER). */
 KLF_INLINE void F(row_group)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
                              int nblk, int partial, int r, int normalize, int checked,
                              F(row_state) *st, vd *acc, int prefetch) {
@@ -340,50 +351,38 @@ KLF_INLINE void F(run_end)(int measure, F(row_run) *a, const S *p, const S *q, c
     }
 }
 
-/* The row loop for constant measure, normalize, checked and fast: groups of
- * GROUP blocks, then the rest as one shorter group loaded in part. v[0]
- * gets the row's lanes, v[1] and v[2] those of the row sums (unless
+/* The row loop for constant measure, nr, normalize, checked and fast:
+ * groups of GROUP blocks, then the rest as one shorter group loaded in part.
+ * v[0] gets the row's lanes, v[1] and v[2] those of the row sums (unless
  * normalizing), each folded to 8 (lane_fold8); with fast (float32 rows of
  * at most 3 blocks, measures of two sums: row_block), the sums' lanes
  * folded to 8 in float instead (fold8_in_t): near the row loop's, not its
  * bits. lb, ls: the row's logs, or NULL, 0 (row_vector). *flag and
- * *maybe_bad as below. */
-KLF_INLINE void F(row_loop)(int measure, const S *p, const S *q, const T *lb, ptrdiff_t ls,
-                            ptrdiff_t k, T eps, double sp, double sq, int normalize, int checked,
-                            int fast, M *flag, int *maybe_bad, v8d *v) {
-    const int pf = ls ? 0 : measure == KLFAST_ENTROPY ? FAR : NEAR;
-    F(row_run) a;
-    F(run_start)(&a, eps, sp, sq);
-    ptrdiff_t j = 0;
-    for (; j + GROUP * BLOCK <= k; j += GROUP * BLOCK)
-        F(run_group)(measure, &a, p + j, q + j, ls ? lb + j : NULL, ls, normalize, checked, pf);
-    F(run_end)(measure, &a, p + j, q + j, ls ? lb + j : NULL, ls, (int)(k - j), normalize,
-               checked, fast, flag, maybe_bad, v);
-}
-
-/* Entropy of two rows as given (p0, p1), read together: each row as
- * row_loop reads it alone, the same bits, a group of one and then of the
- * other (two streams: see row_group). v[0 .. 3) the first row's lanes and
- * sums, v[3 .. 6) the second's; flag, maybe_bad: each row's. For float32
- * rows of 16,384 or more (_kernels' _pair_min_k_f32): at 32,768 x 32,000
- * B/A 0.93 / 0.92 against one row at a time (benchmarks/ab_builds.py, 1 /
- * 2 threads); in a C model 1.20x a read of two streams against 1.26x, and
- * four rows together 1.16x. */
-KLF_INLINE void F(row_loop2)(const S *p0, const S *p1, ptrdiff_t k, T eps, int checked,
-                             M *flag, int *maybe_bad, v8d *v) {
-    const int m = KLFAST_ENTROPY;
-    F(row_run) a, b;
-    F(run_start)(&a, eps, 1.0, 1.0);
-    F(run_start)(&b, eps, 1.0, 1.0);
+ * *maybe_bad as below. nr > 1 (entropy of rows as given: lb NULL, sp = sq
+ * = 1): nr rows p[0 .. nr) read together, a group of each in turn, each
+ * with its own run, so each row has the bits it has alone; row i's results
+ * in v[3 i .. 3 i + 3), flag[i], maybe_bad[i]. Entropy reads one stream a
+ * row, which the prefetchers feed slower than two or four (see row_group
+ * and ROWS_TOGETHER). */
+KLF_INLINE void F(row_loop)(int measure, int nr, const S *const *p, const S *const *q,
+                            const T *lb, ptrdiff_t ls, ptrdiff_t k, T eps, double sp, double sq,
+                            int normalize, int checked, int fast, M *flag, int *maybe_bad,
+                            v8d *v) {
+    const int pf = ls ? 0 : measure == KLFAST_ENTROPY && nr == 1 ? FAR : NEAR;
+    F(row_run) a[ROWS_TOGETHER];
+#pragma GCC unroll 4
+    for (int i = 0; i < nr; i++) F(run_start)(&a[i], eps, sp, sq);
     ptrdiff_t j = 0;
     for (; j + GROUP * BLOCK <= k; j += GROUP * BLOCK) {
-        F(run_group)(m, &a, p0 + j, p0 + j, NULL, 0, 0, checked, NEAR);
-        F(run_group)(m, &b, p1 + j, p1 + j, NULL, 0, 0, checked, NEAR);
+#pragma GCC unroll 4
+        for (int i = 0; i < nr; i++)
+            F(run_group)(measure, &a[i], p[i] + j, q[i] + j, ls ? lb + j : NULL, ls, normalize,
+                         checked, pf);
     }
-    F(run_end)(m, &a, p0 + j, p0 + j, NULL, 0, (int)(k - j), 0, checked, 0, &flag[0],
-               &maybe_bad[0], v);
-    F(run_end)(m, &b, p1 + j, p1 + j, NULL, 0, (int)(k - j), 0, checked, 0, &flag[1],
-               &maybe_bad[1], v + 3);
+#pragma GCC unroll 4
+    for (int i = 0; i < nr; i++)
+        F(run_end)(measure, &a[i], p[i] + j, q[i] + j, ls ? lb + j : NULL, ls, (int)(k - j),
+                   normalize, checked, fast, &flag[i], &maybe_bad[i], v + 3 * i);
 }
 
 /* For a row the vector check flagged: 1 when x holds an entry the fast
@@ -393,6 +392,15 @@ KLF_INLINE int F(row_check)(const S *x, ptrdiff_t k) {
     int bad = 0;
     for (ptrdiff_t j = 0; j < k; j++) bad |= !(TO_T(x[j]) >= (T)0 && TO_T(x[j]) < HUGE_VALUE);
     return bad;
+}
+
+/* 1 when a row the row loop read (its flag and maybe_bad) must take the
+ * exact path. */
+KLF_INLINE int F(row_special)(int measure, int checked, M flag, int maybe_bad, const S *p,
+                              const S *q, ptrdiff_t k) {
+    return (F(terms_flag)(measure, checked) && any_lane((vi)flag))
+           || (maybe_bad
+               && (F(row_check)(p, k) || (measure != KLFAST_ENTROPY && F(row_check)(q, k))));
 }
 
 /* One row up to its folded lanes (row_loop, constant normalize and checked;
@@ -414,23 +422,21 @@ KLF_INLINE void F(row_lanes)(int measure, const S *p, const S *q, const T *lb, p
             return;
         }
     }
-    F(row_loop)(measure, p, q, lb, ls, k, eps, sp, sq, normalize, checked, fast, &flag,
+    F(row_loop)(measure, 1, &p, &q, lb, ls, k, eps, sp, sq, normalize, checked, fast, &flag,
                 &maybe_bad, v);
-    *special = (F(terms_flag)(measure, checked) && any_lane((vi)flag))
-               || (maybe_bad && (F(row_check)(p, k) || (uses_q && F(row_check)(q, k))));
+    *special = F(row_special)(measure, checked, flag, maybe_bad, p, q, k);
 }
 
-/* Entropy of two rows as given, read together (row_loop2): row_lanes of
- * each, special[0 .. 2), v[0 .. 6). */
-KLF_INLINE void F(row_lanes2)(const S *p0, const S *p1, ptrdiff_t k, T eps, int checked,
-                              int *special, v8d *v) {
-    M flag[2];
-    int maybe_bad[2];
-    const S *p[2] = {p0, p1};
-    F(row_loop2)(p0, p1, k, eps, checked, flag, maybe_bad, v);
-    for (int i = 0; i < 2; i++)
-        special[i] = (F(terms_flag)(KLFAST_ENTROPY, checked) && any_lane((vi)flag[i]))
-                     || (maybe_bad[i] && F(row_check)(p[i], k));
+/* Entropy of nr (a constant, 2 to ROWS_TOGETHER) rows as given, read
+ * together (row_loop): row_lanes of each, special[0 .. nr), v[0 .. 3 nr). */
+KLF_INLINE void F(row_lanes_n)(int nr, const S *const *p, ptrdiff_t k, T eps, int checked,
+                               int *special, v8d *v) {
+    const int m = KLFAST_ENTROPY;
+    M flag[ROWS_TOGETHER];
+    int maybe_bad[ROWS_TOGETHER];
+    F(row_loop)(m, nr, p, p, NULL, 0, k, eps, 1.0, 1.0, 0, checked, 0, flag, maybe_bad, v);
+    for (int i = 0; i < nr; i++)
+        special[i] = F(row_special)(m, checked, flag[i], maybe_bad[i], p[i], p[i], k);
 }
 
 /* One row of a measure: the contract of engine/klfast.h. */
@@ -513,11 +519,11 @@ KLF_INLINE int F(pre_logs)(int measure, const S *p, const S *q, ptrdiff_t n, T e
  * threads, kl and entropy), AVX-512: float32 k = 17 0.86-0.90, 20
  * 0.85-0.90, 24 0.92-0.95, 33 0.90-0.93; float64 k = 14 0.92-0.94, 17
  * 0.82-0.91, 20 0.93-0.95; AVX2 float64 k = 17 0.85-0.89, SSE2 0.71-0.80.
- * pair (entropy of rows as given, longer than PRE_K): two rows at a time,
- * read together (row_lanes2). */
+ * together (entropy of rows as given, longer than PRE_K): 2 or 4 rows at a
+ * time, read together (row_lanes_n); the rest of the 8 alone. */
 KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, const S *q,
                                    ptrdiff_t q_ls, int n, ptrdiff_t k, T eps, int normalize,
-                                   int checked, int fast, int pre, int pair, double tol,
+                                   int checked, int fast, int pre, int together, double tol,
                                    double scale, T *out, ptrdiff_t out_s, int *n_bad) {
     const int uses_q = measure != KLFAST_ENTROPY;
     uint64_t special = 0;
@@ -537,15 +543,16 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
     T logs[2 * 8 * PRE_K]; /* (pre) the logs of 8 rows */
     for (int r0 = 0; r0 < n; r0 += 8) {
         int m = n - r0 < 8 ? n - r0 : 8, sp[8];
-        v8d tot[8], xs[8], ys[8], v[6], s, sx = {0}, sy = {0};
+        v8d tot[8], xs[8], ys[8], v[3 * ROWS_TOGETHER], s, sx = {0}, sy = {0};
         int taken = pre && F(pre_logs)(measure, p + r0 * k, q + r0 * k, m * k, eps, checked,
                                        logs, 8 * PRE_K);
-        for (int i = 0, two; i < 8; i += 1 + two) {
-            two = pair && i + 1 < m;
-            if (two)
-                F(row_lanes2)(p + (r0 + i) * p_ls, p + (r0 + i + 1) * p_ls, k, eps, checked,
-                              &sp[i], v);
-            else if (i < m && taken)
+        for (int i = 0, nr; i < 8; i += nr) {
+            nr = together && i + together <= m ? together : 1;
+            if (nr > 1) {
+                const S *rows[ROWS_TOGETHER];
+                for (int t = 0; t < nr; t++) rows[t] = p + (r0 + i + t) * p_ls;
+                F(row_lanes_n)(nr, rows, k, eps, checked, &sp[i], v);
+            } else if (i < m && taken)
                 F(row_lanes)(measure, p + (r0 + i) * k, q + (r0 + i) * k, logs + i * k,
                              8 * PRE_K, k, eps, 0, checked, fast, &sp[i], v);
             else if (i < m)
@@ -553,7 +560,7 @@ KLF_INLINE uint64_t F(row_block_v)(int measure, const S *p, ptrdiff_t p_ls, cons
                              eps, normalize, checked, fast, &sp[i], v);
             else
                 v[0] = v[1] = v[2] = (v8d){0};
-            for (int t = 0; t <= two; t++) {
+            for (int t = 0; t < nr; t++) {
                 tot[i + t] = v[3 * t];
                 xs[i + t] = v[3 * t + 1];
                 ys[i + t] = v[3 * t + 2];
@@ -609,17 +616,21 @@ KLF_INLINE uint64_t F(row_block)(int measure, const S *p, ptrdiff_t p_ls, const 
      * the row's sums kept in memory, not registers; SSE2: entropy 1.15-1.2) */
     int pre = (KLF_ELEMENT_BITS == 64 || KLF_VBYTES == 64) && !normalize && k % BLOCK != 0
               && k <= PRE_K && p_ls == k && (q_ls == k || measure == KLFAST_ENTROPY);
-    /* two rows read together: entropy's long rows (_kernels' _pair_min_k_*
-     * sends them here) */
-    int pair = measure == KLFAST_ENTROPY && !normalize && k > PRE_K;
-/* normalize, checked, fast, pre and pair as constants */
+    /* rows read together (ROWS_TOGETHER): entropy's long rows (_kernels'
+     * _pair_min_k_* sends them here) */
+    int together = 0;
+    if (measure == KLFAST_ENTROPY && !normalize && k > PRE_K)
+        together = k * (ptrdiff_t)sizeof(T) >= FOUR_BYTES ? 4 : 2;
+/* normalize, checked, fast, pre and together as constants */
 #define BLOCK_V(N_, C_, F_, P_, R_)                                                     \
     return F(row_block_v)(measure, p, p_ls, q, q_ls, n, k, (T)eps, N_, C_, F_, P_, R_, tol, \
                           scale, out, out_s, n_bad);
     if (normalize && checked) BLOCK_V(1, 1, 0, 0, 0)
     if (normalize) BLOCK_V(1, 0, 0, 0, 0)
-    if (pair && checked) BLOCK_V(0, 1, 0, 0, 1)
-    if (pair) BLOCK_V(0, 0, 0, 0, 1)
+    if (together == 4 && checked) BLOCK_V(0, 1, 0, 0, 4)
+    if (together == 4) BLOCK_V(0, 0, 0, 0, 4)
+    if (together && checked) BLOCK_V(0, 1, 0, 0, 2)
+    if (together) BLOCK_V(0, 0, 0, 0, 2)
     if (pre && fast && checked) BLOCK_V(0, 1, 1, 1, 0)
     if (pre && fast) BLOCK_V(0, 0, 1, 1, 0)
     if (pre && checked) BLOCK_V(0, 1, 0, 1, 0)
@@ -661,5 +672,7 @@ KLFAST_EACH_MEASURE(KLF_ROW_FN, _)
 #undef NEAR
 #undef FAR
 #undef SUM_GROUPS
+#undef ROWS_TOGETHER
+#undef FOUR_BYTES
 #undef PRE_K
 #undef NLOGS
