@@ -240,8 +240,9 @@ def test_entropy_block_at_its_own_limits(rng, dtype, k):
     np.testing.assert_allclose(block, call_ref("entropy", p), **tolerance(dtype))
 
 
-# Entropy's long rows, two read together (row_loop2): lengths around the
-# 64-byte block and the group, and past a few groups' widening of the sums
+# Entropy's long rows read together (row_loop over two or four rows): lengths
+# around the 64-byte block and the group, and past a few groups' widening of
+# the sums
 PAIR_LENGTHS = [65, 127, 128, 129, 200, 1000, 2053, 4099]  # fours from 16 KB rows
 
 
