@@ -36,7 +36,9 @@
  * whose minima may be below it. Corrections that cancel a term (p_j and q_j
  * both floored) take log q_j - log p_j = dl_j - m - KL0 from the centred
  * sums; a KL made mostly of floored terms keeps an error of eps_T times
- * their size.
+ * their size. A row of the direct sums whose corrections cancel most of
+ * them (REDO_CANCEL) is summed once more with the eps rule in each term
+ * (logits_kl_block_floored), which leaves no such error.
  *
  * It declines (sets *declined; the three-pass kernel then scores the row,
  * and finds what is wrong with it) a row with a NaN or infinite logit, or
@@ -74,6 +76,7 @@ typedef struct {
  * the terms to where they fall below half an ulp of h (h >= 1/e there). */
 #define G_SMALL 1.0
 #define FUSE_DIRECT 1.0 /* badly centred pass-2 sums: the direct KL0 from here on */
+#define REDO_CANCEL 4.0 /* pass-3 corrections this many times KL: logits_kl_block_floored */
 #define SYM_KEEP_STACK 1024 /* elements Jeffreys and JS keep on the stack (logits_sym_rest) */
 #define SYM_SPREAD 4.0       /* Jeffreys: the centred sums for rows whose d spans less */
 #if KLF_ELEMENT_BITS == 64
@@ -460,6 +463,32 @@ KLF_INLINE void F(logits_kl_block_floor)(const S *xb, const S *yb,
     }
 }
 
+/* The direct sum with the eps rule in each term: sum e_j (log p~_j - log
+ * q~_j), log p_j = u_j - log A, log q_j = v_j - log B, into acc. For rows
+ * whose pass-3 corrections cancel most of the direct sum (REDO_CANCEL):
+ * logits of a wide spread with q below eps where p is not (confident rows
+ * far apart). There the direct sum's terms e_j (u_j - v_j) and their
+ * corrections are about the spread, and their rounding (half an ulp of it)
+ * is left in a KL near log(1 / eps); here every term whose e_j counts has
+ * logs within log eps and log k of 0. */
+KLF_INLINE void F(logits_kl_block_floored)(const S *xb, const S *yb,
+                                           const F(logits_kl_consts) *c, const M *valid,
+                                           vd *acc) {
+    const V log_eps = BCAST(c->log_eps);
+    for (int s = 0; s < NSUB; s++) {
+        V x, y;
+        LOADV(&x, xb + s * LANES);
+        LOADV(&y, yb + s * LANES);
+        V u = (x - c->ma) * c->inv_ta;
+        V la = VMAX(u - c->log_a, log_eps);
+        V lb = VMAX((y - c->mb) * c->inv_tb - c->log_b, log_eps);
+        V e = c->wide ? EXP(u, 1) : EXP(u, 0);
+        V t = e * (la - lb);
+        if (valid) t = VSEL(valid[s], t, BCAST(0));
+        ADD(acc, s, t);
+    }
+}
+
 /* A logit x_low from which on log a = (x - m) inv_t - log_s, as the vector
  * code rounds it, is surely not below log eps (a margin of 1/4 in log a for
  * the roundings): rounding is monotonic, so x_low is good when its own log a
@@ -714,7 +743,19 @@ KLF_INLINE double F(logits_kl)(const S *x, const S *y, ptrdiff_t k,
                     F(logits_kl_block_floor)(x_tail, y_tail, &c, valid, corr);
             }
         }
-        total += lane_sum_block(corr) / a;
+        double fix = lane_sum_block(corr) / a;
+        if (!c.stable && fabs(fix) > REDO_CANCEL * fabs(total + fix)) {
+            for (int i = 0; i < NACC; i++) corr[i] = (vd){0};
+            for (ptrdiff_t j = 0; j < k; j += BLOCK) {
+                if (j < k_full)
+                    F(logits_kl_block_floored)(x + j, y + j, &c, NULL, corr);
+                else
+                    F(logits_kl_block_floored)(x_tail, y_tail, &c, valid, corr);
+            }
+            total = lane_sum_block(corr) / a;
+        } else {
+            total += fix;
+        }
     }
     *declined = 0;
     return total;
@@ -764,5 +805,6 @@ static double ROW_FN(forms)(const uint16_t *p, const uint16_t *q, float *g, ptrd
 #undef FUSE_MAX
 #undef FUSE_SPREAD
 #undef FUSE_DIRECT
+#undef REDO_CANCEL
 #undef SYM_KEEP_STACK
 #undef SYM_SPREAD
