@@ -94,15 +94,25 @@ def test_extreme_logits_and_temperatures(measure, dtype, k):
                temperature=temperature)
 
 
+JEFFREYS_FAR_OPEN = {("jeffreys", 3e5, 100, np.float64), ("jeffreys", 3e4, 64, np.float32)}
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("k", [100, 1000])
+@pytest.mark.parametrize("k", [64, 100, 1000])
 @pytest.mark.parametrize("spread", [1e2, 1e4, 3e4, 3e5, 1e6])
-def test_kl_of_logits_floored_where_p_is_large(spread, k, dtype):
-    """KL of rows of logits whose q is below eps where p holds nearly all its
-    mass (confident rows far apart): KL is about log(1 / eps), while the
-    direct sum's terms p_j (log p_j - log q_j) and their eps corrections are
-    about the logits' spread. Rows longer than the logits lanes (the row
-    kernel), against the exact twin within the documented bound."""
+@pytest.mark.parametrize("measure", ["kl", "jeffreys"])
+def test_logits_floored_where_p_is_large(measure, spread, k, dtype, request):
+    """KL and Jeffreys of rows of logits whose q is below eps where p holds
+    nearly all its mass (confident rows far apart): KL is about log(1 / eps),
+    while the direct sum's terms p_j (log p_j - log q_j), their eps
+    corrections and the centred sums' log p_j + delta_j are about the
+    logits' spread. The lanes' longest rows and the row kernels', against
+    the exact twin within the documented bound."""
+    if (measure, spread, k, dtype) in JEFFREYS_FAR_OPEN:
+        # Jeffreys' centred sums (logits_kl_rows.h, logits_sym_rest) on a row
+        # whose p is one-hot far from q's mass: 1.3e-13 relative (6.6x the
+        # bound) at k = 100, 1.09x in float32 at k = 64. Not yet mended
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Jeffreys, centred sums"))
     rng = np.random.default_rng(5)
     n = 6
     z = rng.uniform(-1.0, 1.0, size=(n, k))
@@ -114,8 +124,8 @@ def test_kl_of_logits_floored_where_p_is_large(spread, k, dtype):
     w[1] = z[1] - spread * 0.5 * (np.arange(k) == top[1])  # q floored at p's top only
     if dtype == np.float32:
         z, w = z / 100, w / 100  # float32: a spread within its exp range at T = 0.01
-    for temperature in ((0.01, 1.0, 100.0) if dtype == np.float32 else (1.0, 3.0)):
-        _check("kl", z, w, "logits", dtype, temperature=temperature)
+    for temperature in (0.01, 1.0, 7.0, 100.0):
+        _check(measure, z, w, "logits", dtype, temperature=temperature)
 
 
 @pytest.mark.parametrize("measure", MEASURES)
